@@ -6,5 +6,11 @@
 //! programs the static firewall; [`diag`] reads a dyno's listeners through inet_diag; [`lab`]
 //! builds a throwaway "host" namespace for tests and benchmarks.
 
+pub mod diag;
+pub mod dyno;
+pub mod ipam;
+pub mod lab;
+pub mod names;
 pub mod netlink;
+pub mod nft;
 pub mod ns;

@@ -15,7 +15,7 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::mpsc;
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 use rustix::mount::UnmountFlags;
 use rustix::thread::{LinkNameSpaceType, UnshareFlags};
@@ -113,17 +113,13 @@ impl Netns {
         F: FnOnce() -> R + Send + 'static,
         R: Send + 'static,
     {
-        worker().call(move |home| {
-            // SAFETY: CLONE_NEWNET only changes this thread's network namespace; it does not
-            // unshare the file table or filesystem state other code relies on (the hazards
-            // `unshare_unsafe` warns about are CLONE_FILES/CLONE_FS).
-            unsafe { rustix::thread::unshare_unsafe(UnshareFlags::NEWNET) }
-                .map_err(|e| ns_err("create network namespace")(e.into()))?;
-            let opened = Netns::current();
-            let result = job();
-            return_home(home);
-            Ok((opened?, result))
-        })?
+        worker().call(move |home| create_here(home, job))?
+    }
+}
+
+impl AsRawFd for Netns {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.fd.as_raw_fd()
     }
 }
 
@@ -192,10 +188,95 @@ pub fn write_sysctl(name: &str, value: &str) -> Result<(), NsError> {
     std::fs::write(&path, value).map_err(ns_err(format!("write sysctl {name}={value}")))
 }
 
+/// Namespaces made ahead of time, in the background, each already prepared by a job (sockets
+/// opened inside, sysctls written). Creating a namespace is the largest single cost of a dyno's
+/// setup (~0.4 ms here); the namespace thread pays it while idle, so a setup only takes one.
+pub struct Spares<T: Send + 'static> {
+    inner: Arc<SparesInner<T>>,
+}
+
+type Prepare<T> = Box<dyn Fn() -> T + Send + Sync>;
+
+struct SparesInner<T> {
+    ready: Mutex<Vec<(Netns, T)>>,
+    target: usize,
+    prepare: Prepare<T>,
+}
+
+/// What the namespace thread does with a pool when it has nothing else to do.
+trait Refill: Send + Sync {
+    fn wanted(&self) -> bool;
+    fn refill_one(&self, home: &OwnedFd);
+}
+
+impl<T: Send + 'static> Refill for SparesInner<T> {
+    fn wanted(&self) -> bool {
+        lock(&self.ready).len() < self.target
+    }
+
+    fn refill_one(&self, home: &OwnedFd) {
+        if let Ok(spare) = create_here(home, &self.prepare) {
+            lock(&self.ready).push(spare);
+        }
+    }
+}
+
+impl<T: Send + 'static> Spares<T> {
+    /// A pool that keeps `target` namespaces ready; `prepare` runs inside each new one.
+    pub fn new(target: usize, prepare: impl Fn() -> T + Send + Sync + 'static) -> Spares<T> {
+        let inner = Arc::new(SparesInner {
+            ready: Mutex::new(Vec::with_capacity(target)),
+            target,
+            prepare: Box::new(prepare),
+        });
+        let weak: Weak<dyn Refill> = Arc::downgrade(&inner) as Weak<dyn Refill>;
+        let worker = worker();
+        lock(&worker.refills).push(weak);
+        worker.wake();
+        Spares { inner }
+    }
+
+    /// A prepared namespace: a spare if one is ready, else one made now.
+    pub fn take(&self) -> Result<(Netns, T), NsError> {
+        let spare = lock(&self.inner.ready).pop();
+        let worker = worker();
+        worker.wake();
+        match spare {
+            Some(spare) => Ok(spare),
+            None => {
+                let inner = Arc::clone(&self.inner);
+                worker.call(move |home| create_here(home, &inner.prepare))?
+            }
+        }
+    }
+
+    pub fn ready(&self) -> usize {
+        lock(&self.inner.ready).len()
+    }
+}
+
+/// On the namespace thread: a new namespace, `prepare` run inside it, and back home.
+fn create_here<T>(home: &OwnedFd, prepare: impl FnOnce() -> T) -> Result<(Netns, T), NsError> {
+    // SAFETY: CLONE_NEWNET only changes this thread's network namespace; it does not unshare
+    // the file table or filesystem state other code relies on (the hazards `unshare_unsafe`
+    // warns about are CLONE_FILES/CLONE_FS).
+    unsafe { rustix::thread::unshare_unsafe(UnshareFlags::NEWNET) }
+        .map_err(|e| ns_err("create network namespace")(e.into()))?;
+    let opened = Netns::current();
+    let result = prepare();
+    return_home(home);
+    Ok((opened?, result))
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 type Job = Box<dyn FnOnce(&OwnedFd) + Send>;
 
 struct Worker {
     jobs: Mutex<mpsc::Sender<Job>>,
+    refills: Arc<Mutex<Vec<Weak<dyn Refill>>>>,
 }
 
 fn worker() -> &'static Worker {
@@ -203,6 +284,8 @@ fn worker() -> &'static Worker {
     WORKER.get_or_init(|| {
         let (tx, rx) = mpsc::channel::<Job>();
         let (ready_tx, ready_rx) = mpsc::channel();
+        let refills: Arc<Mutex<Vec<Weak<dyn Refill>>>> = Arc::default();
+        let pools = Arc::clone(&refills);
         std::thread::Builder::new()
             .name("dyno-netns".into())
             .spawn(move || {
@@ -216,19 +299,55 @@ fn worker() -> &'static Worker {
                         return;
                     }
                 };
-                for job in rx {
-                    job(&home);
-                }
+                serve(&rx, &home, &pools);
             })
             .expect("spawn the network namespace thread");
         if let Ok(Err(e)) = ready_rx.recv() {
             panic!("network namespace thread cannot start: {e}");
         }
-        Worker { jobs: Mutex::new(tx) }
+        Worker {
+            jobs: Mutex::new(tx),
+            refills,
+        }
     })
 }
 
+/// The namespace thread's loop: jobs first; when there are none, top up one spare at a time
+/// (checking for jobs in between, so a caller never waits behind a whole pool refill).
+fn serve(jobs: &mpsc::Receiver<Job>, home: &OwnedFd, pools: &Mutex<Vec<Weak<dyn Refill>>>) {
+    loop {
+        match jobs.try_recv() {
+            Ok(job) => {
+                job(home);
+                continue;
+            }
+            Err(mpsc::TryRecvError::Disconnected) => return,
+            Err(mpsc::TryRecvError::Empty) => {}
+        }
+        let wanted = {
+            let mut pools = lock(pools);
+            pools.retain(|p| p.strong_count() > 0);
+            pools
+                .iter()
+                .filter_map(Weak::upgrade)
+                .find(|p| p.wanted())
+        };
+        match wanted {
+            Some(pool) => pool.refill_one(home),
+            None => match jobs.recv() {
+                Ok(job) => job(home),
+                Err(_) => return,
+            },
+        }
+    }
+}
+
 impl Worker {
+    /// Lets an idle namespace thread look at its pools again.
+    fn wake(&self) {
+        let _ = lock(&self.jobs).send(Box::new(|_| {}));
+    }
+
     fn call<R: Send + 'static>(
         &self,
         job: impl FnOnce(&OwnedFd) -> R + Send + 'static,
@@ -242,7 +361,7 @@ impl Worker {
             }
             let _ = tx.send(result);
         });
-        let sent = self.jobs.lock().unwrap_or_else(|p| p.into_inner()).send(boxed);
+        let sent = lock(&self.jobs).send(boxed);
         if sent.is_err() {
             return Err(ns_err("network namespace thread")(io::Error::other("it is gone")));
         }

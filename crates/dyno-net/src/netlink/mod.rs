@@ -105,6 +105,17 @@ impl NetlinkError {
         )
     }
 
+    /// The object a kernel refusal or a timeout is about.
+    pub fn object(&self) -> Option<&Object> {
+        match self {
+            NetlinkError::Kernel { object, .. }
+            | NetlinkError::Timeout(object)
+            | NetlinkError::Malformed { object, .. }
+            | NetlinkError::DumpInterrupted(object) => Some(object),
+            NetlinkError::Io(_) => None,
+        }
+    }
+
     pub fn is_exists(&self) -> bool {
         self.errno() == Some(libc::EEXIST)
     }
@@ -119,10 +130,13 @@ pub fn errno_text(errno: i32) -> String {
     }
 }
 
-/// Requests to be written in one `sendmsg`.
+/// Requests to be written in one `sendmsg`. A socket runs one dump at a time: a batch may hold
+/// at most one `NLM_F_DUMP` request (a second one is refused with `EBUSY`).
 pub struct Batch<T> {
     bytes: Vec<u8>,
     tracked: Vec<Tracked>,
+    /// Sequence numbers of the untracked messages (nfnetlink's batch markers).
+    untracked: Vec<u32>,
     _family: PhantomData<T>,
 }
 
@@ -136,6 +150,7 @@ impl<T: NetlinkSerializable> Batch<T> {
         Batch {
             bytes: Vec::with_capacity(1024),
             tracked: Vec::new(),
+            untracked: Vec::new(),
             _family: PhantomData,
         }
     }
@@ -214,12 +229,18 @@ where
     /// Adds a request that the kernel will acknowledge (`NLM_F_ACK` is added). `flags` are the
     /// extra header flags (`NLM_F_CREATE | NLM_F_EXCL`, ...).
     pub fn push(&mut self, batch: &mut Batch<T>, message: T, flags: u16, object: Object) {
-        let seq = self.push_untracked(batch, message, flags | NLM_F_ACK);
+        let seq = self.append(batch, message, flags | NLM_F_ACK);
         batch.tracked.push(Tracked { seq, object });
     }
 
     /// Adds a message that gets no answer of its own (nfnetlink's batch begin/end markers).
     pub fn push_untracked(&mut self, batch: &mut Batch<T>, message: T, flags: u16) -> u32 {
+        let seq = self.append(batch, message, flags);
+        batch.untracked.push(seq);
+        seq
+    }
+
+    fn append(&mut self, batch: &mut Batch<T>, message: T, flags: u16) -> u32 {
         let seq = self.next_seq;
         self.next_seq = self.next_seq.wrapping_add(1).max(1);
         let mut header = NetlinkHeader::default();
@@ -299,7 +320,25 @@ where
                 offset += (msg_len + 3) & !3;
                 let header = parse_header(raw);
                 let Some(i) = index_of(header.sequence_number) else {
-                    // Not ours (a stale answer of an earlier, timed-out batch).
+                    // nfnetlink refuses a whole batch at its BEGIN marker (EPERM without
+                    // CAP_NET_ADMIN, ...): that refusal answers every request still waiting.
+                    let seq = header.sequence_number;
+                    if header.message_type == NLMSG_ERROR && batch.untracked.contains(&seq) {
+                        if let Some((errno, detail)) = parse_error(raw, &header) {
+                            for (reply, answered) in replies.iter_mut().zip(done.iter_mut()) {
+                                if !*answered {
+                                    reply.result = Err(NetlinkError::Kernel {
+                                        object: reply.object.clone(),
+                                        errno,
+                                        detail: detail.clone(),
+                                    });
+                                    *answered = true;
+                                }
+                            }
+                            open = 0;
+                        }
+                    }
+                    // Otherwise not ours (a stale answer of an earlier, timed-out batch).
                     continue;
                 };
                 if done[i] {
@@ -308,6 +347,14 @@ where
                 match header.message_type {
                     NLMSG_NOOP => {}
                     NLMSG_DONE => {
+                        // A dump that failed half-way says so in its DONE message's code.
+                        if let Some((errno, detail)) = parse_error(raw, &header) {
+                            replies[i].result = Err(NetlinkError::Kernel {
+                                object: replies[i].object.clone(),
+                                errno,
+                                detail,
+                            });
+                        }
                         done[i] = true;
                         open -= 1;
                     }

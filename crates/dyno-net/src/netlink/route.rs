@@ -6,7 +6,8 @@ use std::os::fd::RawFd;
 
 use netlink_packet_route::address::{AddressAttribute, AddressMessage, AddressScope};
 use netlink_packet_route::link::{
-    InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
+    AfSpecInet6, AfSpecUnspec, In6AddrGenMode, InfoData, InfoKind, InfoVeth, LinkAttribute,
+    LinkFlags, LinkInfo, LinkMessage,
 };
 use netlink_packet_route::neighbour::{
     NeighbourAddress, NeighbourAttribute, NeighbourMessage, NeighbourState,
@@ -29,14 +30,14 @@ pub struct VethEnd<'a> {
     pub index: u32,
 }
 
-/// A veth pair created in one request, both ends up: `host` in the socket's namespace, `peer`
+/// A veth pair created in one request, both ends down: `host` in the socket's namespace, `peer`
 /// born directly inside the namespace `peer_netns` (never moved there afterwards: creating it in
-/// place is an order of magnitude cheaper than a move).
+/// place is an order of magnitude cheaper than a move). Each end is brought up by a request in its
+/// own namespace: the kernel refuses (`ENOTCONN`) to bring up a peer created in another one, and
+/// the host end first gets [`set_link_ipv6_addrgen_none`].
 pub fn new_veth_pair(host: &VethEnd, peer: &VethEnd, peer_netns: RawFd) -> RouteNetlinkMessage {
     let mut peer_msg = LinkMessage::default();
     peer_msg.header.index = peer.index;
-    peer_msg.header.flags = LinkFlags::Up;
-    peer_msg.header.change_mask = LinkFlags::Up;
     peer_msg.attributes = vec![
         LinkAttribute::IfName(peer.name.to_string()),
         LinkAttribute::Address(peer.mac.to_vec()),
@@ -44,8 +45,6 @@ pub fn new_veth_pair(host: &VethEnd, peer: &VethEnd, peer_netns: RawFd) -> Route
     ];
     let mut msg = LinkMessage::default();
     msg.header.index = host.index;
-    msg.header.flags = LinkFlags::Up;
-    msg.header.change_mask = LinkFlags::Up;
     msg.attributes = vec![
         LinkAttribute::IfName(host.name.to_string()),
         LinkAttribute::Address(host.mac.to_vec()),
@@ -78,6 +77,29 @@ pub fn set_link_up(index: u32) -> RouteNetlinkMessage {
     msg.header.index = index;
     msg.header.flags = LinkFlags::Up;
     msg.header.change_mask = LinkFlags::Up;
+    RouteNetlinkMessage::SetLink(msg)
+}
+
+/// Brings a link up by name.
+pub fn set_link_up_by_name(name: &str) -> RouteNetlinkMessage {
+    let RouteNetlinkMessage::SetLink(mut msg) = set_link_up(0) else {
+        unreachable!("set_link_up builds a SetLink")
+    };
+    msg.attributes = vec![LinkAttribute::IfName(name.to_string())];
+    RouteNetlinkMessage::SetLink(msg)
+}
+
+/// No IPv6 link-local address on a link (set while it is down). Without it the kernel runs no
+/// duplicate address detection and no router solicitation on the link: on a host with thousands
+/// of dyno links that background work, which takes the global RTNL lock, would slow every setup.
+pub fn set_link_ipv6_addrgen_none(name: &str) -> RouteNetlinkMessage {
+    let mut msg = LinkMessage::default();
+    msg.attributes = vec![
+        LinkAttribute::IfName(name.to_string()),
+        LinkAttribute::AfSpecUnspec(vec![AfSpecUnspec::Inet6(vec![AfSpecInet6::AddrGenMode(
+            In6AddrGenMode::None,
+        )])]),
+    ];
     RouteNetlinkMessage::SetLink(msg)
 }
 
@@ -122,6 +144,16 @@ pub fn add_route(
     }
     msg.attributes.push(RouteAttribute::Oif(oif));
     RouteNetlinkMessage::NewRoute(msg)
+}
+
+/// Deletes the main-table route to `dst/prefix_len`, whatever its device.
+pub fn del_route(dst: Ipv4Addr, prefix_len: u8) -> RouteNetlinkMessage {
+    let RouteNetlinkMessage::NewRoute(mut msg) = add_route(dst, prefix_len, 0, None) else {
+        unreachable!("add_route builds a NewRoute")
+    };
+    msg.header.scope = RouteScope::NoWhere;
+    msg.attributes.retain(|a| !matches!(a, RouteAttribute::Oif(_)));
+    RouteNetlinkMessage::DelRoute(msg)
 }
 
 /// A permanent neighbour entry: `ip` is at `mac` on link `index`, so no ARP is ever sent.

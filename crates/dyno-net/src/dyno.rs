@@ -1,0 +1,411 @@
+//! One dyno's network: set up in one call, torn down in one call.
+//!
+//! Setup follows validate → set up → roll back: every step that can fail comes after the checks,
+//! and a failure anywhere removes what was made before returning the error. Teardown removes
+//! everything, treats "already gone" as success, and keeps going past errors, returning them all.
+
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+
+use netlink_packet_core::{NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE};
+
+use crate::names::{self, DynoName, DYNO_IFINDEX, DYNO_IFNAME, GATEWAY, HOST_END_MAC};
+use crate::netlink::route::{self, Rtnl, VethEnd, NETLINK_ROUTE};
+use crate::netlink::{NetlinkError, Object};
+use crate::ns::{self, Netns, NsError};
+
+/// The host's side of every dyno: an rtnetlink socket bound to the host's network namespace
+/// (the real host, or a test's stand-in namespace).
+pub struct Host {
+    netns: Netns,
+    rtnl: Rtnl,
+}
+
+impl Host {
+    /// The network namespace this process runs in.
+    pub fn current() -> Result<Host, NetError> {
+        let netns = Netns::current()?;
+        let rtnl = Rtnl::open(NETLINK_ROUTE)?;
+        Ok(Host { netns, rtnl })
+    }
+
+    /// Another namespace standing in for the host (tests, benchmarks).
+    pub fn in_netns(netns: &Netns) -> Result<Host, NetError> {
+        let rtnl = netns.run(|| Rtnl::open(NETLINK_ROUTE))??;
+        Ok(Host {
+            netns: netns.try_clone()?,
+            rtnl,
+        })
+    }
+
+    pub(crate) fn from_parts(netns: Netns, rtnl: Rtnl) -> Host {
+        Host { netns, rtnl }
+    }
+
+    pub fn netns(&self) -> &Netns {
+        &self.netns
+    }
+
+    pub fn rtnl(&mut self) -> &mut Rtnl {
+        &mut self.rtnl
+    }
+
+    /// Routing between dynos' links and the uplink: once per host.
+    pub fn enable_forwarding(&self) -> Result<(), NetError> {
+        self.netns
+            .run(|| ns::write_sysctl("net/ipv4/ip_forward", "1"))??;
+        Ok(())
+    }
+
+    /// Names and indexes of the host's links whose name starts with `prefix`.
+    pub fn links_with_prefix(&mut self, prefix: &str) -> Result<Vec<(u32, String)>, NetError> {
+        let links = self
+            .rtnl
+            .dump(route::dump_links, Object::new("links", ""))?;
+        Ok(links
+            .iter()
+            .filter_map(route::link_index_and_name)
+            .filter(|(_, name)| name.starts_with(prefix))
+            .collect())
+    }
+}
+
+/// Where the namespaces are bound (default `/run/netns`, so `ip netns exec dyno-<name>` works).
+#[derive(Debug, Clone)]
+pub struct RunDir(pub PathBuf);
+
+impl Default for RunDir {
+    fn default() -> Self {
+        RunDir(PathBuf::from("/run/netns"))
+    }
+}
+
+impl RunDir {
+    pub fn netns_path(&self, name: &DynoName) -> PathBuf {
+        self.0.join(name.netns_file())
+    }
+
+    pub fn ensure(&self) -> Result<(), NetError> {
+        std::fs::create_dir_all(&self.0).map_err(|source| NsError {
+            context: format!("create run dir {}", self.0.display()),
+            source,
+        })?;
+        Ok(())
+    }
+
+    /// The dyno names that have a namespace file here.
+    pub fn names(&self) -> Result<Vec<DynoName>, NetError> {
+        let entries = match std::fs::read_dir(&self.0) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(source) => {
+                return Err(NsError {
+                    context: format!("read run dir {}", self.0.display()),
+                    source,
+                }
+                .into())
+            }
+        };
+        let mut names: Vec<DynoName> = entries
+            .filter_map(|e| e.ok())
+            .filter_map(|e| DynoName::from_netns_file(e.file_name().to_str()?))
+            .collect();
+        names.sort();
+        Ok(names)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum NetError {
+    #[error(transparent)]
+    Netlink(#[from] NetlinkError),
+    #[error(transparent)]
+    Ns(#[from] NsError),
+    #[error("dyno {name} already has a network (namespace {})", .path.display())]
+    InUse { name: DynoName, path: PathBuf },
+    #[error("{0}")]
+    Injected(&'static str),
+}
+
+/// Which step of a setup to fail on purpose (tests of the rollback).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailPoint {
+    AfterNetns,
+    AfterVeth,
+    AfterAddresses,
+}
+
+/// A new namespace, ready for a dyno: its own rtnetlink socket opened inside, sysctls written,
+/// `lo` up. Nothing in it depends on which dyno will get it, so it can be made ahead of time
+/// (see [`crate::ns::Spares`]).
+pub struct PreparedNetns {
+    pub netns: Netns,
+    rtnl: Rtnl,
+}
+
+/// Runs inside a brand-new namespace: everything that does not depend on the dyno.
+pub fn prepare_inside() -> Result<Rtnl, NetError> {
+    // Apps run unprivileged yet may bind any port, 80 included.
+    ns::write_sysctl("net/ipv4/ip_unprivileged_port_start", "0")?;
+    // Dynos are IPv4 (lo keeps ::1): no link-local address, DAD or router solicitation on eth0,
+    // which also makes its creation cheaper.
+    ns::write_sysctl("net/ipv6/conf/default/disable_ipv6", "1")?;
+    let mut rtnl = Rtnl::open(NETLINK_ROUTE)?;
+    rtnl.request(route::set_link_up(1), 0, Object::new("link", "lo"))?;
+    Ok(rtnl)
+}
+
+impl PreparedNetns {
+    /// Made now, on the namespace thread.
+    pub fn create() -> Result<PreparedNetns, NetError> {
+        let (netns, rtnl) = Netns::create(prepare_inside)?;
+        Ok(PreparedNetns { netns, rtnl: rtnl? })
+    }
+
+    /// Taken from a pool of spares made in the background.
+    pub fn take(spares: &ns::Spares<Result<Rtnl, NetError>>) -> Result<PreparedNetns, NetError> {
+        let (netns, rtnl) = spares.take()?;
+        Ok(PreparedNetns { netns, rtnl: rtnl? })
+    }
+}
+
+/// A pool of prepared namespaces, `target` kept ready.
+pub fn spares(target: usize) -> ns::Spares<Result<Rtnl, NetError>> {
+    ns::Spares::new(target, prepare_inside)
+}
+
+/// What to build.
+#[derive(Debug, Clone)]
+pub struct DynoSpec {
+    pub name: DynoName,
+    pub ip: Ipv4Addr,
+    /// The host end's interface index; `None` lets the kernel choose.
+    pub host_ifindex: Option<u32>,
+    pub fail_at: Option<FailPoint>,
+}
+
+impl DynoSpec {
+    pub fn new(name: DynoName, ip: Ipv4Addr) -> DynoSpec {
+        DynoSpec {
+            name,
+            ip,
+            host_ifindex: None,
+            fail_at: None,
+        }
+    }
+}
+
+/// A live dyno network.
+#[derive(Debug)]
+pub struct DynoNet {
+    pub name: DynoName,
+    pub ip: Ipv4Addr,
+    pub host_link: String,
+    pub host_ifindex: u32,
+    pub netns_path: PathBuf,
+    pub netns: Netns,
+}
+
+/// Sets up the dyno's network: namespace (bound in `run_dir`), veth pair with `eth0` born inside,
+/// addresses, routes, permanent neighbours both ways, sysctls. On failure nothing is left.
+pub fn setup(
+    host: &mut Host,
+    run_dir: &RunDir,
+    prepared: PreparedNetns,
+    spec: &DynoSpec,
+) -> Result<DynoNet, NetError> {
+    let netns_path = run_dir.netns_path(&spec.name);
+    if netns_path.exists() {
+        return Err(NetError::InUse {
+            name: spec.name.clone(),
+            path: netns_path,
+        });
+    }
+    let PreparedNetns { netns, mut rtnl } = prepared;
+    let mut made = build(host, &netns_path, &netns, &mut rtnl, spec);
+    if let Err(NetError::Netlink(e)) = &made {
+        if e.is_exists() && e.object() == Some(&Object::new("veth", spec.name.host_link())) {
+            // A host link of that name but no namespace: the kernel is still destroying an
+            // earlier dyno of this name, or a crash left it. Remove it (slow, but rare) and retry.
+            let _ = teardown(host, run_dir, &spec.name, None);
+            delete_link(host, &spec.name.host_link())?;
+            made = build(host, &netns_path, &netns, &mut rtnl, spec);
+        }
+    }
+    if made.is_err() {
+        // Roll back: the namespace (and with it eth0 and the host end) and the host route.
+        // Errors of the rollback itself are secondary to the one we report.
+        let _ = teardown(host, run_dir, &spec.name, Some(spec.ip));
+    }
+    made
+}
+
+fn delete_link(host: &mut Host, link: &str) -> Result<(), NetError> {
+    match host
+        .rtnl
+        .request(route::del_link_by_name(link), 0, Object::new("link", link))
+    {
+        Err(e) if !e.is_not_found() => Err(e.into()),
+        _ => Ok(()),
+    }
+}
+
+fn build(
+    host: &mut Host,
+    netns_path: &Path,
+    netns: &Netns,
+    inside: &mut Rtnl,
+    spec: &DynoSpec,
+) -> Result<DynoNet, NetError> {
+    let fail = |point| {
+        if spec.fail_at == Some(point) {
+            Err(NetError::Injected("failure injected by the test"))
+        } else {
+            Ok(())
+        }
+    };
+    netns.bind(netns_path)?;
+    fail(FailPoint::AfterNetns)?;
+
+    let host_link = spec.name.host_link();
+    let mut batch = host.rtnl.batch();
+    host.rtnl.push(
+        &mut batch,
+        route::new_veth_pair(
+            &VethEnd {
+                name: &host_link,
+                mac: HOST_END_MAC,
+                index: spec.host_ifindex.unwrap_or(0),
+            },
+            &VethEnd {
+                name: DYNO_IFNAME,
+                mac: names::dyno_mac(spec.ip),
+                index: DYNO_IFINDEX,
+            },
+            std::os::fd::AsRawFd::as_raw_fd(netns),
+        ),
+        NLM_F_CREATE | NLM_F_EXCL,
+        Object::new("veth", &host_link),
+    );
+    host.rtnl.push(
+        &mut batch,
+        route::set_link_ipv6_addrgen_none(&host_link),
+        0,
+        Object::new("link", &host_link),
+    );
+    host.rtnl.push(
+        &mut batch,
+        route::set_link_up_by_name(&host_link),
+        0,
+        Object::new("link", &host_link),
+    );
+    host.rtnl.push(
+        &mut batch,
+        route::get_link_by_name(&host_link),
+        0,
+        Object::new("link", &host_link),
+    );
+    // The kernel handles a batch inside sendmsg: once `send` returns, eth0 exists (or failed),
+    // so the dyno's own batch can go out before we read the host's answers.
+    host.rtnl.send(&batch)?;
+
+    let mut dyno_batch = inside.batch();
+    let dyno_requests = [
+        (route::set_link_up(DYNO_IFINDEX), 0, Object::new("link", DYNO_IFNAME)),
+        (
+            route::add_address(DYNO_IFINDEX, spec.ip, 32),
+            NLM_F_CREATE | NLM_F_EXCL,
+            Object::new("address", format!("{}/32 on eth0", spec.ip)),
+        ),
+        (
+            route::add_permanent_neighbour(DYNO_IFINDEX, GATEWAY, HOST_END_MAC),
+            NLM_F_CREATE | NLM_F_REPLACE,
+            Object::new("neighbour", format!("{GATEWAY} on eth0")),
+        ),
+        (
+            route::add_route(GATEWAY, 32, DYNO_IFINDEX, None),
+            NLM_F_CREATE | NLM_F_EXCL,
+            Object::new("route", format!("{GATEWAY}/32 dev eth0")),
+        ),
+        (
+            route::add_route(Ipv4Addr::UNSPECIFIED, 0, DYNO_IFINDEX, Some(GATEWAY)),
+            NLM_F_CREATE | NLM_F_EXCL,
+            Object::new("route", format!("default via {GATEWAY}")),
+        ),
+    ];
+    for (message, flags, object) in dyno_requests {
+        inside.push(&mut dyno_batch, message, flags, object);
+    }
+    inside.send(&dyno_batch)?;
+
+    let replies = host.rtnl.collect(batch)?.check()?;
+    let host_ifindex = replies
+        .get(3)
+        .and_then(|r| r.first())
+        .and_then(route::link_index_and_name)
+        .map(|(index, _)| index)
+        .ok_or_else(|| NetlinkError::Malformed {
+            object: Object::new("link", &host_link),
+            reason: "no link in the answer".into(),
+        })?;
+    inside.collect(dyno_batch)?.check()?;
+    fail(FailPoint::AfterVeth)?;
+
+    let mut batch = host.rtnl.batch();
+    host.rtnl.push(
+        &mut batch,
+        route::add_route(spec.ip, 32, host_ifindex, None),
+        NLM_F_CREATE | NLM_F_EXCL,
+        Object::new("route", format!("{}/32 dev {host_link}", spec.ip)),
+    );
+    host.rtnl.push(
+        &mut batch,
+        route::add_permanent_neighbour(host_ifindex, spec.ip, names::dyno_mac(spec.ip)),
+        NLM_F_CREATE | NLM_F_REPLACE,
+        Object::new("neighbour", format!("{} on {host_link}", spec.ip)),
+    );
+    host.rtnl.execute(batch)?.check()?;
+    fail(FailPoint::AfterAddresses)?;
+
+    Ok(DynoNet {
+        name: spec.name.clone(),
+        ip: spec.ip,
+        host_link,
+        host_ifindex,
+        netns_path: netns_path.to_path_buf(),
+        netns: netns.try_clone()?,
+    })
+}
+
+/// Removes the dyno's network. The host route to `ip` goes first: from then on the dyno can
+/// neither be reached nor send (the anti-spoofing rule drops a source without a route back
+/// through its link), even if a stray process still holds its namespace. Then the namespace's
+/// binding goes; the kernel destroys the namespace, `eth0` and the host end once nothing uses it
+/// (asynchronously: deleting the link ourselves would cost ~30 ms of RCU waits). "Already gone"
+/// is success; every error is collected.
+pub fn teardown(
+    host: &mut Host,
+    run_dir: &RunDir,
+    name: &DynoName,
+    ip: Option<Ipv4Addr>,
+) -> Result<(), Vec<NetError>> {
+    let mut errors = Vec::new();
+    if let Some(ip) = ip {
+        match host.rtnl.request(
+            route::del_route(ip, 32),
+            0,
+            Object::new("route", format!("{ip}/32")),
+        ) {
+            Err(e) if !e.is_not_found() => errors.push(e.into()),
+            _ => {}
+        }
+    }
+    if let Err(e) = ns::unbind(&run_dir.netns_path(name)) {
+        errors.push(e.into());
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(errors)
+    }
+}

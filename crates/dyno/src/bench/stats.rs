@@ -1,0 +1,129 @@
+//! Latency summaries for `dyno bench`: nearest-rank percentiles over measured durations.
+//!
+//! Nearest rank: the p-th percentile of n sorted samples is the sample at 1-based rank
+//! `ceil(p/100 × n)` (at least 1). It is always one of the measured values, never an
+//! interpolation, so a p99 over 200 runs is the 198th fastest run.
+
+use std::time::Duration;
+
+/// Milliseconds, as `f64`, of a set of samples. `count` is the number of samples.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Summary {
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub mean_ms: f64,
+    pub max_ms: f64,
+    pub count: usize,
+}
+
+/// Summarises `samples` (in any order). An empty slice gives all zeros and `count: 0`: callers
+/// that print ratios must check `count` (or a zero denominator) themselves.
+pub fn summarize(samples: &[Duration]) -> Summary {
+    if samples.is_empty() {
+        return Summary {
+            p50_ms: 0.0,
+            p99_ms: 0.0,
+            mean_ms: 0.0,
+            max_ms: 0.0,
+            count: 0,
+        };
+    }
+    let mut sorted = samples.to_vec();
+    sorted.sort_unstable();
+    let total: Duration = sorted.iter().sum();
+    Summary {
+        p50_ms: ms(nearest_rank(&sorted, 50)),
+        p99_ms: ms(nearest_rank(&sorted, 99)),
+        mean_ms: ms(total) / sorted.len() as f64,
+        max_ms: ms(sorted[sorted.len() - 1]),
+        count: sorted.len(),
+    }
+}
+
+/// The `percent`-th percentile (1..=100) of non-empty, ascending `sorted`, by nearest rank.
+/// Integer arithmetic: `ceil(percent × n / 100)` without floating-point rounding surprises.
+fn nearest_rank(sorted: &[Duration], percent: usize) -> Duration {
+    let n = sorted.len();
+    let rank = (percent * n).div_ceil(100).clamp(1, n);
+    sorted[rank - 1]
+}
+
+/// Nanoseconds divided by 1e6 (one correctly rounded division): whole and half milliseconds
+/// come out exact, which `as_secs_f64() * 1e3` (two roundings) does not promise.
+fn ms(d: Duration) -> f64 {
+    d.as_nanos() as f64 / 1e6
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn millis(values: impl IntoIterator<Item = u64>) -> Vec<Duration> {
+        values.into_iter().map(Duration::from_millis).collect()
+    }
+
+    #[test]
+    fn empty_is_all_zeros() {
+        assert_eq!(
+            summarize(&[]),
+            Summary {
+                p50_ms: 0.0,
+                p99_ms: 0.0,
+                mean_ms: 0.0,
+                max_ms: 0.0,
+                count: 0
+            }
+        );
+    }
+
+    #[test]
+    fn one_sample_is_every_statistic() {
+        let s = summarize(&millis([7]));
+        assert_eq!(
+            (s.p50_ms, s.p99_ms, s.mean_ms, s.max_ms, s.count),
+            (7.0, 7.0, 7.0, 7.0, 1)
+        );
+    }
+
+    #[test]
+    fn one_to_ten_shuffled() {
+        // Ranks: p50 → ceil(5.0) = 5th, p99 → ceil(9.9) = 10th.
+        let s = summarize(&millis([3, 9, 1, 10, 5, 7, 2, 8, 6, 4]));
+        assert_eq!(s.p50_ms, 5.0);
+        assert_eq!(s.p99_ms, 10.0);
+        assert_eq!(s.mean_ms, 5.5);
+        assert_eq!(s.max_ms, 10.0);
+        assert_eq!(s.count, 10);
+    }
+
+    #[test]
+    fn one_to_hundred_and_to_two_hundred() {
+        // n = 100: p50 → 50th, p99 → 99th (not 100th: 0.99 × 100 must not round up).
+        let s = summarize(&millis((1..=100).rev()));
+        assert_eq!((s.p50_ms, s.p99_ms, s.max_ms), (50.0, 99.0, 100.0));
+        assert_eq!(s.mean_ms, 50.5);
+        // n = 200: p50 → 100th, p99 → 198th.
+        let s = summarize(&millis(1..=200));
+        assert_eq!(
+            (s.p50_ms, s.p99_ms, s.max_ms, s.count),
+            (100.0, 198.0, 200.0, 200)
+        );
+    }
+
+    #[test]
+    fn odd_count_and_outlier() {
+        // n = 3: p50 → ceil(1.5) = 2nd; p99 → ceil(2.97) = 3rd. The outlier moves the mean only.
+        let s = summarize(&millis([1, 1000, 2]));
+        assert_eq!((s.p50_ms, s.p99_ms, s.max_ms), (2.0, 1000.0, 1000.0));
+        assert_eq!(s.mean_ms, 1003.0 / 3.0);
+        // n = 101: p99 → ceil(99.99) = 100th.
+        let s = summarize(&millis(1..=101));
+        assert_eq!((s.p50_ms, s.p99_ms), (51.0, 100.0));
+    }
+
+    #[test]
+    fn sub_millisecond_precision() {
+        let s = summarize(&[Duration::from_micros(250), Duration::from_micros(1_500)]);
+        assert_eq!((s.p50_ms, s.p99_ms, s.mean_ms), (0.25, 1.5, 0.875));
+    }
+}
