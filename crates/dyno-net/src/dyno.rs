@@ -311,7 +311,11 @@ fn build(
 
     let mut dyno_batch = inside.batch();
     let dyno_requests = [
-        (route::set_link_up(DYNO_IFINDEX), 0, Object::new("link", DYNO_IFNAME)),
+        (
+            route::set_link_up(DYNO_IFINDEX),
+            0,
+            Object::new("link", DYNO_IFNAME),
+        ),
         (
             route::add_address(DYNO_IFINDEX, spec.ip, 32),
             NLM_F_CREATE | NLM_F_EXCL,

@@ -25,7 +25,9 @@ pub struct Ipv4Net {
 impl Ipv4Net {
     pub fn new(addr: Ipv4Addr, prefix_len: u8) -> Result<Ipv4Net, IpamError> {
         if prefix_len > 32 {
-            return Err(IpamError::BadPool(format!("{addr}/{prefix_len}: prefix over 32")));
+            return Err(IpamError::BadPool(format!(
+                "{addr}/{prefix_len}: prefix over 32"
+            )));
         }
         let network = Ipv4Addr::from(u32::from(addr) & Self::mask_of(prefix_len));
         if network != addr {
@@ -266,7 +268,11 @@ impl<S: LeaseStore> Ipam<S> {
             if !self.leases.leases.contains_key(&ip) {
                 break ip;
             }
-            candidate = if candidate == last { first } else { candidate + 1 };
+            candidate = if candidate == last {
+                first
+            } else {
+                candidate + 1
+            };
             if candidate == start {
                 // Unreachable while the count check above holds; kept as a guard.
                 return Err(IpamError::Exhausted {
@@ -289,7 +295,10 @@ impl<S: LeaseStore> Ipam<S> {
     /// Takes a specific address (adopting an existing dyno after a restart).
     pub fn claim(&mut self, ip: Ipv4Addr, owner: &str) -> Result<(), IpamError> {
         if !self.pool.contains(ip) {
-            return Err(IpamError::OutsidePool { ip, pool: self.pool });
+            return Err(IpamError::OutsidePool {
+                ip,
+                pool: self.pool,
+            });
         }
         match self.leases.leases.get(&ip) {
             Some(o) if o == owner => return Ok(()),
@@ -311,7 +320,10 @@ impl<S: LeaseStore> Ipam<S> {
 
     pub fn release(&mut self, ip: Ipv4Addr) -> Result<(), IpamError> {
         if !self.pool.contains(ip) {
-            return Err(IpamError::OutsidePool { ip, pool: self.pool });
+            return Err(IpamError::OutsidePool {
+                ip,
+                pool: self.pool,
+            });
         }
         if !self.leases.leases.contains_key(&ip) {
             return Err(IpamError::NotLeased { ip });
@@ -385,8 +397,14 @@ mod tests {
         ipam.release(a).unwrap();
         assert!(matches!(ipam.release(a), Err(IpamError::NotLeased { .. })));
         let outside = Ipv4Addr::new(192, 0, 2, 1);
-        assert!(matches!(ipam.release(outside), Err(IpamError::OutsidePool { .. })));
-        assert!(matches!(ipam.claim(outside, "x"), Err(IpamError::OutsidePool { .. })));
+        assert!(matches!(
+            ipam.release(outside),
+            Err(IpamError::OutsidePool { .. })
+        ));
+        assert!(matches!(
+            ipam.claim(outside, "x"),
+            Err(IpamError::OutsidePool { .. })
+        ));
     }
 
     #[test]
@@ -395,7 +413,10 @@ mod tests {
         let ip = Ipv4Addr::new(10, 213, 0, 9);
         ipam.claim(ip, "a").unwrap();
         ipam.claim(ip, "a").unwrap();
-        assert!(matches!(ipam.claim(ip, "b"), Err(IpamError::OwnerHasLease { .. })));
+        assert!(matches!(
+            ipam.claim(ip, "b"),
+            Err(IpamError::OwnerHasLease { .. })
+        ));
     }
 
     #[test]

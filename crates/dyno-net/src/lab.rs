@@ -113,7 +113,12 @@ fn wire_uplink(host: &mut Rtnl, internet: &mut Rtnl, internet_ns: &Netns) -> Res
         NLM_F_CREATE | NLM_F_EXCL,
         Object::new("veth", UPLINK),
     );
-    host.push(&mut batch, route::set_link_up(1), 0, Object::new("link", "lo"));
+    host.push(
+        &mut batch,
+        route::set_link_up(1),
+        0,
+        Object::new("link", "lo"),
+    );
     host.push(
         &mut batch,
         route::set_link_up_by_name(UPLINK),
@@ -144,8 +149,18 @@ fn wire_uplink(host: &mut Rtnl, internet: &mut Rtnl, internet_ns: &Netns) -> Res
     host.execute(batch)?.check()?;
 
     let mut batch = internet.batch();
-    internet.push(&mut batch, route::set_link_up(1), 0, Object::new("link", "lo"));
-    internet.push(&mut batch, route::set_link_up(2), 0, Object::new("link", INTERNET_IF));
+    internet.push(
+        &mut batch,
+        route::set_link_up(1),
+        0,
+        Object::new("link", "lo"),
+    );
+    internet.push(
+        &mut batch,
+        route::set_link_up(2),
+        0,
+        Object::new("link", INTERNET_IF),
+    );
     internet.push(
         &mut batch,
         route::get_link_by_name(INTERNET_IF),

@@ -12,5 +12,6 @@ pub mod ipam;
 pub mod lab;
 pub mod names;
 pub mod netlink;
+pub mod network;
 pub mod nft;
 pub mod ns;

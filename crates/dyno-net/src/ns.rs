@@ -98,8 +98,11 @@ impl Netns {
     {
         let target = self.try_clone()?;
         worker().call(move |home| {
-            rustix::thread::move_into_link_name_space(target.fd.as_fd(), Some(LinkNameSpaceType::Network))
-                .map_err(|e| ns_err("enter network namespace")(e.into()))?;
+            rustix::thread::move_into_link_name_space(
+                target.fd.as_fd(),
+                Some(LinkNameSpaceType::Network),
+            )
+            .map_err(|e| ns_err("enter network namespace")(e.into()))?;
             let result = job();
             return_home(home);
             Ok(result)
@@ -269,7 +272,9 @@ fn create_here<T>(home: &OwnedFd, prepare: impl FnOnce() -> T) -> Result<(Netns,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 type Job = Box<dyn FnOnce(&OwnedFd) + Send>;
@@ -327,10 +332,7 @@ fn serve(jobs: &mpsc::Receiver<Job>, home: &OwnedFd, pools: &Mutex<Vec<Weak<dyn 
         let wanted = {
             let mut pools = lock(pools);
             pools.retain(|p| p.strong_count() > 0);
-            pools
-                .iter()
-                .filter_map(Weak::upgrade)
-                .find(|p| p.wanted())
+            pools.iter().filter_map(Weak::upgrade).find(|p| p.wanted())
         };
         match wanted {
             Some(pool) => pool.refill_one(home),
@@ -363,7 +365,9 @@ impl Worker {
         });
         let sent = lock(&self.jobs).send(boxed);
         if sent.is_err() {
-            return Err(ns_err("network namespace thread")(io::Error::other("it is gone")));
+            return Err(ns_err("network namespace thread")(io::Error::other(
+                "it is gone",
+            )));
         }
         match rx.recv() {
             Ok(Ok(value)) => Ok(value),

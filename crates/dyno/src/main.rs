@@ -1,1 +1,67 @@
-fn main() {}
+//! `dyno`: run Heroku-style apps on a Linux host, every dyno in its own network namespace.
+//! This binary only parses the command line and wires the crates together.
+
+mod bench;
+mod net;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "dyno",
+    version,
+    about = "Run Heroku-style apps on a Linux host, every dyno in its own network namespace",
+    long_about = "Run Heroku-style apps on a Linux host, every dyno in its own network namespace.\n\n\
+        Every dyno gets its own network namespace with one interface, eth0 (always ifindex 2), a /32 \
+        address from the dyno pool, and a firewall that lets only the router reach its $PORT.\n\n\
+        Most commands change the host's network and need root."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Dyno networks: create, remove, list, and clean up after a crash
+    #[command(subcommand)]
+    Net(net::NetCommand),
+    /// Benchmarks that print ratios against an anchor measured in the same run
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("DYNO_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Net(command) => net::run(command),
+        Command::Bench(command) => bench::run(command),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("dyno: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Commands that change the host's network need root; say so before anything half-happens.
+pub fn require_root(what: &str) -> Result<(), String> {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        return Err(format!(
+            "{what} changes the host's network and needs root (CAP_NET_ADMIN and CAP_SYS_ADMIN): run it with sudo"
+        ));
+    }
+    Ok(())
+}

@@ -375,12 +375,13 @@ where
                             replies[i].result =
                                 Err(NetlinkError::DumpInterrupted(replies[i].object.clone()));
                         }
-                        let message = T::deserialize(&header, &raw[NLMSG_HDRLEN..]).map_err(
-                            |e| NetlinkError::Malformed {
-                                object: replies[i].object.clone(),
-                                reason: e.to_string(),
-                            },
-                        )?;
+                        let message =
+                            T::deserialize(&header, &raw[NLMSG_HDRLEN..]).map_err(|e| {
+                                NetlinkError::Malformed {
+                                    object: replies[i].object.clone(),
+                                    reason: e.to_string(),
+                                }
+                            })?;
                         if let Ok(data) = &mut replies[i].result {
                             data.push(message);
                         }
@@ -398,7 +399,12 @@ where
     }
 
     /// A single acknowledged request.
-    pub fn request(&mut self, message: T, flags: u16, object: Object) -> Result<Vec<T>, NetlinkError> {
+    pub fn request(
+        &mut self,
+        message: T,
+        flags: u16,
+        object: Object,
+    ) -> Result<Vec<T>, NetlinkError> {
         let mut batch = self.batch();
         self.push(&mut batch, message, flags, object);
         let mut replies = self.execute(batch)?.0;
@@ -447,7 +453,8 @@ fn parse_error(raw: &[u8], header: &NetlinkHeader) -> Option<(i32, Option<String
         }
         while tlvs + 4 <= body.len() {
             let nla_len = u16::from_ne_bytes(body[tlvs..tlvs + 2].try_into().unwrap()) as usize;
-            let nla_type = u16::from_ne_bytes(body[tlvs + 2..tlvs + 4].try_into().unwrap()) & 0x3fff;
+            let nla_type =
+                u16::from_ne_bytes(body[tlvs + 2..tlvs + 4].try_into().unwrap()) & 0x3fff;
             if nla_len < 4 || tlvs + nla_len > body.len() {
                 break;
             }

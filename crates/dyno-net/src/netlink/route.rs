@@ -152,7 +152,8 @@ pub fn del_route(dst: Ipv4Addr, prefix_len: u8) -> RouteNetlinkMessage {
         unreachable!("add_route builds a NewRoute")
     };
     msg.header.scope = RouteScope::NoWhere;
-    msg.attributes.retain(|a| !matches!(a, RouteAttribute::Oif(_)));
+    msg.attributes
+        .retain(|a| !matches!(a, RouteAttribute::Oif(_)));
     RouteNetlinkMessage::DelRoute(msg)
 }
 

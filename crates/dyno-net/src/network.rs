@@ -1,0 +1,311 @@
+//! The host's dyno networking as one object: IPAM, the firewall, spare namespaces and every
+//! dyno's network. The manager (and `dyno net`) use this; tests use it on a [`crate::lab::Lab`].
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+
+use crate::dyno::{self, DynoNet, DynoSpec, FailPoint, Host, NetError, PreparedNetns, RunDir};
+use crate::ipam::{Ipam, IpamError, Ipv4Net, LeaseStore};
+use crate::names::{DynoName, NameError, LINK_PREFIX};
+use crate::netlink::route::{self, Rtnl};
+use crate::netlink::Object;
+use crate::nft::{Firewall, FirewallConfig, FirewallError};
+use crate::ns::{self, Spares};
+
+#[derive(Debug, Clone)]
+pub struct NetworkConfig {
+    pub run_dir: RunDir,
+    pub pool: Ipv4Net,
+    /// Namespaces kept ready in the background (0: each setup creates its own). A long-running
+    /// daemon wants a few; a one-shot command none.
+    pub spares: usize,
+}
+
+impl Default for NetworkConfig {
+    fn default() -> Self {
+        NetworkConfig {
+            run_dir: RunDir::default(),
+            pool: Ipv4Net::default(),
+            spares: 8,
+        }
+    }
+}
+
+impl NetworkConfig {
+    pub fn firewall(&self) -> FirewallConfig {
+        FirewallConfig {
+            pool: (self.pool.network(), self.pool.prefix_len()),
+            link_prefix: LINK_PREFIX.into(),
+            ..FirewallConfig::default()
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum NetworkError {
+    #[error(transparent)]
+    Name(#[from] NameError),
+    #[error(transparent)]
+    Ipam(#[from] IpamError),
+    #[error(transparent)]
+    Firewall(#[from] FirewallError),
+    #[error(transparent)]
+    Net(#[from] NetError),
+    #[error(
+        "dyno {0} already has a network; choose another name or run `dyno net down {0}` first"
+    )]
+    InUse(DynoName),
+    #[error("{}", join(.0))]
+    Teardown(Vec<NetError>),
+}
+
+fn join(errors: &[NetError]) -> String {
+    let texts: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+    texts.join("; ")
+}
+
+impl From<crate::ns::NsError> for NetworkError {
+    fn from(e: crate::ns::NsError) -> Self {
+        NetworkError::Net(e.into())
+    }
+}
+
+/// A dyno network as `dyno net ls` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DynoEntry {
+    pub name: DynoName,
+    pub ip: Option<Ipv4Addr>,
+    pub port: Option<u16>,
+    /// The namespace is bound in the run dir.
+    pub bound: bool,
+}
+
+pub struct Network<S: LeaseStore> {
+    host: Host,
+    run_dir: RunDir,
+    ipam: Ipam<S>,
+    firewall: Firewall,
+    spares: Option<Spares<Result<Rtnl, NetError>>>,
+    /// ip → exposed port, mirrored from the firewall's set.
+    exposed: BTreeMap<Ipv4Addr, u16>,
+}
+
+impl<S: LeaseStore> Network<S> {
+    /// Opens the host's dyno networking: enables forwarding, installs (or refreshes, keeping its
+    /// exposed ports) the firewall, loads the leases.
+    pub fn open(host: Host, config: &NetworkConfig, store: S) -> Result<Network<S>, NetworkError> {
+        config.run_dir.ensure()?;
+        host.enable_forwarding()?;
+        let firewall_config = config.firewall();
+        let mut firewall = host.netns().run({
+            let firewall_config = firewall_config.clone();
+            move || Firewall::open_with(&firewall_config)
+        })??;
+        let current = if firewall.is_installed(&firewall_config)? {
+            firewall.exposed()?
+        } else {
+            Vec::new()
+        };
+        firewall.install(&firewall_config, &current)?;
+        let ipam = Ipam::new(config.pool, store)?;
+        let spares = (config.spares > 0).then(|| dyno::spares(config.spares));
+        Ok(Network {
+            host,
+            run_dir: config.run_dir.clone(),
+            ipam,
+            firewall,
+            spares,
+            exposed: current.into_iter().collect(),
+        })
+    }
+
+    pub fn host(&mut self) -> &mut Host {
+        &mut self.host
+    }
+
+    pub fn run_dir(&self) -> &RunDir {
+        &self.run_dir
+    }
+
+    pub fn ipam(&self) -> &Ipam<S> {
+        &self.ipam
+    }
+
+    /// A network for dyno `name`, with `port` reachable from the router if given.
+    pub fn up(&mut self, name: &str, port: Option<u16>) -> Result<DynoNet, NetworkError> {
+        self.up_with(name, port, None, None)
+    }
+
+    /// [`Network::up`] with the knobs tests need: the host end's interface index, and a step
+    /// to fail at.
+    pub fn up_with(
+        &mut self,
+        name: &str,
+        port: Option<u16>,
+        host_ifindex: Option<u32>,
+        fail_at: Option<FailPoint>,
+    ) -> Result<DynoNet, NetworkError> {
+        let name = DynoName::new(name)?;
+        if self.ipam.lease_of(name.as_str()).is_some() || self.run_dir.netns_path(&name).exists() {
+            return Err(NetworkError::InUse(name));
+        }
+        let ip = self.ipam.allocate(name.as_str())?;
+        let made = self.build(&name, ip, port, host_ifindex, fail_at);
+        if made.is_err() {
+            // setup rolled its own part back; the lease is ours to return.
+            let _ = self.ipam.release(ip);
+        }
+        made
+    }
+
+    fn build(
+        &mut self,
+        name: &DynoName,
+        ip: Ipv4Addr,
+        port: Option<u16>,
+        host_ifindex: Option<u32>,
+        fail_at: Option<FailPoint>,
+    ) -> Result<DynoNet, NetworkError> {
+        let prepared = match &self.spares {
+            Some(spares) => PreparedNetns::take(spares)?,
+            None => PreparedNetns::create()?,
+        };
+        let spec = DynoSpec {
+            name: name.clone(),
+            ip,
+            host_ifindex,
+            fail_at,
+        };
+        let net = dyno::setup(&mut self.host, &self.run_dir, prepared, &spec)?;
+        if let Some(port) = port {
+            if let Err(e) = self.firewall.expose(ip, port) {
+                let _ = dyno::teardown(&mut self.host, &self.run_dir, name, Some(ip));
+                return Err(e.into());
+            }
+            self.exposed.insert(ip, port);
+        }
+        Ok(net)
+    }
+
+    /// Removes dyno `name`'s network, its exposed port and its lease. `Ok(false)`: there was
+    /// nothing to remove.
+    pub fn down(&mut self, name: &str) -> Result<bool, NetworkError> {
+        let name = DynoName::new(name)?;
+        let ip = self.ipam.lease_of(name.as_str());
+        let bound = self.run_dir.netns_path(&name).exists();
+        if ip.is_none() && !bound {
+            return Ok(false);
+        }
+        let mut errors = Vec::new();
+        if let Some(ip) = ip {
+            if let Some(port) = self.exposed.remove(&ip) {
+                if let Err(e) = self.firewall.unexpose(ip, port) {
+                    self.exposed.insert(ip, port);
+                    return Err(e.into());
+                }
+            }
+        }
+        if let Err(mut e) = dyno::teardown(&mut self.host, &self.run_dir, &name, ip) {
+            errors.append(&mut e);
+        }
+        if !errors.is_empty() {
+            return Err(NetworkError::Teardown(errors));
+        }
+        if let Some(ip) = ip {
+            self.ipam.release(ip)?;
+        }
+        Ok(true)
+    }
+
+    /// Every dyno network known by its lease or its namespace.
+    pub fn list(&self) -> Result<Vec<DynoEntry>, NetworkError> {
+        let mut entries: BTreeMap<DynoName, DynoEntry> = BTreeMap::new();
+        for name in self.run_dir.names()? {
+            entries.insert(
+                name.clone(),
+                DynoEntry {
+                    name,
+                    ip: None,
+                    port: None,
+                    bound: true,
+                },
+            );
+        }
+        for (ip, owner) in self.ipam.leases() {
+            let Ok(name) = DynoName::new(owner) else {
+                continue;
+            };
+            let entry = entries.entry(name.clone()).or_insert(DynoEntry {
+                name,
+                ip: None,
+                port: None,
+                bound: false,
+            });
+            entry.ip = Some(*ip);
+            entry.port = self.exposed.get(ip).copied();
+        }
+        Ok(entries.into_values().collect())
+    }
+}
+
+/// Removes everything dyno made on this host, whatever state it is in (after a crash, say): every
+/// `dyno-*` namespace in `run_dir`, every `dy*` link, and the firewall table. Returns what it
+/// removed, and every error it met along the way.
+pub fn reset(
+    host: &mut Host,
+    run_dir: &RunDir,
+    firewall: &FirewallConfig,
+) -> (ResetReport, Vec<NetworkError>) {
+    let mut report = ResetReport::default();
+    let mut errors: Vec<NetworkError> = Vec::new();
+    match run_dir.names() {
+        Ok(names) => {
+            for name in names {
+                match ns::unbind(&run_dir.netns_path(&name)) {
+                    Ok(()) => report.namespaces.push(name),
+                    Err(e) => errors.push(e.into()),
+                }
+            }
+        }
+        Err(e) => errors.push(e.into()),
+    }
+    match host.links_with_prefix(LINK_PREFIX) {
+        Ok(links) => {
+            // Only links named like ours: `dy` + a valid dyno name.
+            let ours = links
+                .into_iter()
+                .filter(|(_, link)| DynoName::from_host_link(link).is_some());
+            for (_, link) in ours {
+                match host.rtnl().request(
+                    route::del_link_by_name(&link),
+                    0,
+                    Object::new("link", &link),
+                ) {
+                    Ok(_) => report.links.push(link),
+                    Err(e) if e.is_not_found() => {}
+                    Err(e) => errors.push(NetError::from(e).into()),
+                }
+            }
+        }
+        Err(e) => errors.push(e.into()),
+    }
+    let firewall_config = firewall.clone();
+    match host.netns().run(move || -> Result<bool, FirewallError> {
+        let mut fw = Firewall::open_with(&firewall_config)?;
+        let installed = fw.is_installed(&firewall_config)?;
+        fw.remove(&firewall_config)?;
+        Ok(installed)
+    }) {
+        Ok(Ok(removed)) => report.table = removed,
+        Ok(Err(e)) => errors.push(e.into()),
+        Err(e) => errors.push(e.into()),
+    }
+    (report, errors)
+}
+
+#[derive(Debug, Default)]
+pub struct ResetReport {
+    pub namespaces: Vec<DynoName>,
+    pub links: Vec<String>,
+    pub table: bool,
+}

@@ -1,0 +1,22 @@
+//! `dyno bench …`: timing goals as ratios against an anchor measured in the same run, never as
+//! pass/fail asserts. The last line of every bench is `key=value` pairs, for scripts.
+
+pub mod cni;
+mod net;
+pub mod stats;
+
+use clap::Subcommand;
+
+#[derive(Subcommand)]
+pub enum BenchCommand {
+    /// Set up and tear down N dyno networks (host side in a throwaway namespace), then the same
+    /// with Debian's CNI ptp plugin as the anchor
+    Net(net::NetBench),
+}
+
+pub fn run(command: BenchCommand) -> Result<(), String> {
+    crate::require_root("dyno bench")?;
+    match command {
+        BenchCommand::Net(args) => net::run(args),
+    }
+}
