@@ -145,11 +145,10 @@ pub struct PreparedNetns {
 
 /// Runs inside a brand-new namespace: everything that does not depend on the dyno.
 pub fn prepare_inside() -> Result<Rtnl, NetError> {
-    // Apps run unprivileged yet may bind any port, 80 included.
+    // Apps run unprivileged yet may bind any port, 80 included. (A sysctl path lookup costs
+    // time proportional to the number of namespaces on the host: every namespace has its own
+    // `net/ipv4` entry in the same dentry hash chain. One is unavoidable; we write no other.)
     ns::write_sysctl("net/ipv4/ip_unprivileged_port_start", "0")?;
-    // Dynos are IPv4 (lo keeps ::1): no link-local address, DAD or router solicitation on eth0,
-    // which also makes its creation cheaper.
-    ns::write_sysctl("net/ipv6/conf/default/disable_ipv6", "1")?;
     let mut rtnl = Rtnl::open(NETLINK_ROUTE)?;
     rtnl.request(route::set_link_up(1), 0, Object::new("link", "lo"))?;
     Ok(rtnl)
@@ -179,7 +178,9 @@ pub fn spares(target: usize) -> ns::Spares<Result<Rtnl, NetError>> {
 pub struct DynoSpec {
     pub name: DynoName,
     pub ip: Ipv4Addr,
-    /// The host end's interface index; `None` lets the kernel choose.
+    /// The host end's interface index; `None` lets the kernel choose, at the price of a lookup
+    /// afterwards (whose answer the kernel builds by scanning every namespace the host knows:
+    /// it grows with the number of dynos).
     pub host_ifindex: Option<u32>,
     pub fail_at: Option<FailPoint>,
 }
@@ -299,18 +300,27 @@ fn build(
         0,
         Object::new("link", &host_link),
     );
-    host.rtnl.push(
-        &mut batch,
-        route::get_link_by_name(&host_link),
-        0,
-        Object::new("link", &host_link),
-    );
+    if spec.host_ifindex.is_none() {
+        host.rtnl.push(
+            &mut batch,
+            route::get_link_by_name(&host_link),
+            0,
+            Object::new("link", &host_link),
+        );
+    }
     // The kernel handles a batch inside sendmsg: once `send` returns, eth0 exists (or failed),
     // so the dyno's own batch can go out before we read the host's answers.
     host.rtnl.send(&batch)?;
 
     let mut dyno_batch = inside.batch();
     let dyno_requests = [
+        // Dynos are IPv4 (lo keeps ::1): no link-local address, so no duplicate address
+        // detection or router solicitation on eth0 (set while it is still down).
+        (
+            route::set_link_ipv6_addrgen_none(DYNO_IFNAME),
+            0,
+            Object::new("link", DYNO_IFNAME),
+        ),
         (
             route::set_link_up(DYNO_IFINDEX),
             0,
@@ -343,15 +353,18 @@ fn build(
     inside.send(&dyno_batch)?;
 
     let replies = host.rtnl.collect(batch)?.check()?;
-    let host_ifindex = replies
-        .get(3)
-        .and_then(|r| r.first())
-        .and_then(route::link_index_and_name)
-        .map(|(index, _)| index)
-        .ok_or_else(|| NetlinkError::Malformed {
-            object: Object::new("link", &host_link),
-            reason: "no link in the answer".into(),
-        })?;
+    let host_ifindex = match spec.host_ifindex {
+        Some(index) => index,
+        None => replies
+            .get(3)
+            .and_then(|r| r.first())
+            .and_then(route::link_index_and_name)
+            .map(|(index, _)| index)
+            .ok_or_else(|| NetlinkError::Malformed {
+                object: Object::new("link", &host_link),
+                reason: "no link in the answer".into(),
+            })?,
+    };
     inside.collect(dyno_batch)?.check()?;
     fail(FailPoint::AfterVeth)?;
 

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use netlink_packet_core::{NLM_F_CREATE, NLM_F_EXCL};
+use rustix::mount::{MountFlags, UnmountFlags};
 
 use crate::dyno::{self, Host, NetError, RunDir};
 use crate::netlink::route::{self, Rtnl, VethEnd, NETLINK_ROUTE};
@@ -41,6 +42,31 @@ impl Lab {
             tag
         )));
         run_dir.ensure()?;
+        // Namespaces are bound on a tmpfs, as /run is on real hosts (here it may be the root
+        // filesystem, whose inode allocator slows down when files come and go by the thousand).
+        rustix::mount::mount(
+            "tmpfs",
+            &run_dir.0,
+            "tmpfs",
+            MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC,
+            c"mode=0755,size=4m",
+        )
+        .map_err(|e| {
+            let _ = std::fs::remove_dir(&run_dir.0);
+            NsError {
+                context: format!("mount a tmpfs on {}", run_dir.0.display()),
+                source: e.into(),
+            }
+        })?;
+        let lab = Lab::wire(run_dir.clone());
+        if lab.is_err() {
+            let _ = rustix::mount::unmount(&run_dir.0, UnmountFlags::DETACH);
+            let _ = std::fs::remove_dir(&run_dir.0);
+        }
+        lab
+    }
+
+    fn wire(run_dir: RunDir) -> Result<Lab, NetError> {
         let (host_ns, host_rtnl) = Netns::create(|| Rtnl::open(NETLINK_ROUTE))?;
         let mut host = Host::from_parts(host_ns, host_rtnl?);
         let (internet, inet_rtnl) = Netns::create(|| Rtnl::open(NETLINK_ROUTE))?;
@@ -80,6 +106,9 @@ impl Drop for Lab {
             for e in errors {
                 eprintln!("lab cleanup: {e}");
             }
+        }
+        if let Err(e) = rustix::mount::unmount(&self.run_dir.0, UnmountFlags::DETACH) {
+            eprintln!("lab cleanup: unmount {}: {e}", self.run_dir.0.display());
         }
         if let Err(e) = std::fs::remove_dir(&self.run_dir.0) {
             eprintln!("lab cleanup: remove {}: {e}", self.run_dir.0.display());

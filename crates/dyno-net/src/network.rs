@@ -88,6 +88,43 @@ pub struct Network<S: LeaseStore> {
     spares: Option<Spares<Result<Rtnl, NetError>>>,
     /// ip → exposed port, mirrored from the firewall's set.
     exposed: BTreeMap<Ipv4Addr, u16>,
+    host_ifindexes: HostIfindexes,
+}
+
+/// Interface indexes for the host ends, chosen by us rather than the kernel: no lookup after the
+/// creation, and every dyno's host end sits above 65,535 — where software that assumes small
+/// indexes breaks, while the dyno itself always sees `eth0` as index 2. Consecutive from a random
+/// start, so separate `dyno net` processes rarely meet; a taken index (`EBUSY`) is skipped.
+struct HostIfindexes {
+    next: u32,
+}
+
+/// Above 65,535, below the 2^31 limit of the kernel's index type.
+const HOST_IFINDEX_FIRST: u32 = 1 << 16;
+const HOST_IFINDEX_SPAN: u32 = (1 << 30) - HOST_IFINDEX_FIRST;
+/// How many taken indexes in a row we skip before giving up.
+const HOST_IFINDEX_ATTEMPTS: usize = 16;
+
+impl HostIfindexes {
+    fn new() -> HostIfindexes {
+        use std::hash::{BuildHasher, Hasher};
+        let random = std::collections::hash_map::RandomState::new()
+            .build_hasher()
+            .finish();
+        HostIfindexes {
+            next: HOST_IFINDEX_FIRST + (random % u64::from(HOST_IFINDEX_SPAN)) as u32,
+        }
+    }
+
+    fn take(&mut self) -> u32 {
+        let index = self.next;
+        self.next = if self.next + 1 >= HOST_IFINDEX_FIRST + HOST_IFINDEX_SPAN {
+            HOST_IFINDEX_FIRST
+        } else {
+            self.next + 1
+        };
+        index
+    }
 }
 
 impl<S: LeaseStore> Network<S> {
@@ -116,6 +153,7 @@ impl<S: LeaseStore> Network<S> {
             firewall,
             spares,
             exposed: current.into_iter().collect(),
+            host_ifindexes: HostIfindexes::new(),
         })
     }
 
@@ -166,17 +204,29 @@ impl<S: LeaseStore> Network<S> {
         host_ifindex: Option<u32>,
         fail_at: Option<FailPoint>,
     ) -> Result<DynoNet, NetworkError> {
-        let prepared = match &self.spares {
-            Some(spares) => PreparedNetns::take(spares)?,
-            None => PreparedNetns::create()?,
+        let mut attempts = 0;
+        let net = loop {
+            let prepared = match &self.spares {
+                Some(spares) => PreparedNetns::take(spares)?,
+                None => PreparedNetns::create()?,
+            };
+            let spec = DynoSpec {
+                name: name.clone(),
+                ip,
+                host_ifindex: Some(host_ifindex.unwrap_or_else(|| self.host_ifindexes.take())),
+                fail_at,
+            };
+            match dyno::setup(&mut self.host, &self.run_dir, prepared, &spec) {
+                Err(NetError::Netlink(e))
+                    if e.errno() == Some(libc::EBUSY)
+                        && host_ifindex.is_none()
+                        && attempts < HOST_IFINDEX_ATTEMPTS =>
+                {
+                    attempts += 1;
+                }
+                other => break other?,
+            }
         };
-        let spec = DynoSpec {
-            name: name.clone(),
-            ip,
-            host_ifindex,
-            fail_at,
-        };
-        let net = dyno::setup(&mut self.host, &self.run_dir, prepared, &spec)?;
         if let Some(port) = port {
             if let Err(e) = self.firewall.expose(ip, port) {
                 let _ = dyno::teardown(&mut self.host, &self.run_dir, name, Some(ip));

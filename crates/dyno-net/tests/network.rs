@@ -50,10 +50,11 @@ fn wait_for_no_dyno_links(network: &mut Network<MemoryStore>) {
 
 fn mounts_under(dir: &std::path::Path) -> usize {
     let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-    let dir = dir.to_str().unwrap();
+    // Strictly below: the lab's run dir is itself a tmpfs mount.
+    let prefix = format!("{}/", dir.to_str().unwrap());
     mountinfo
         .lines()
-        .filter(|l| l.split(' ').nth(4).is_some_and(|m| m.starts_with(dir)))
+        .filter(|l| l.split(' ').nth(4).is_some_and(|m| m.starts_with(&prefix)))
         .count()
 }
 

@@ -42,12 +42,18 @@ pub fn new_veth_pair(host: &VethEnd, peer: &VethEnd, peer_netns: RawFd) -> Route
         LinkAttribute::IfName(peer.name.to_string()),
         LinkAttribute::Address(peer.mac.to_vec()),
         LinkAttribute::NetNsFd(peer_netns),
+        LinkAttribute::NumTxQueues(1),
+        LinkAttribute::NumRxQueues(1),
     ];
     let mut msg = LinkMessage::default();
     msg.header.index = host.index;
     msg.attributes = vec![
         LinkAttribute::IfName(host.name.to_string()),
         LinkAttribute::Address(host.mac.to_vec()),
+        // One queue each way: veth defaults to one per CPU, and every queue is a sysfs object
+        // created and destroyed with the link; a dyno's traffic does not need more.
+        LinkAttribute::NumTxQueues(1),
+        LinkAttribute::NumRxQueues(1),
         LinkAttribute::LinkInfo(vec![
             LinkInfo::Kind(InfoKind::Veth),
             LinkInfo::Data(InfoData::Veth(InfoVeth::Peer(peer_msg))),
