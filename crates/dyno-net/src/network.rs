@@ -86,6 +86,9 @@ pub struct Network<S: LeaseStore> {
     ipam: Ipam<S>,
     firewall: Firewall,
     spares: Option<Spares<Result<Rtnl, NetError>>>,
+    firewall_config: FirewallConfig,
+    /// Whether this instance installed (or refreshed) the firewall already.
+    installed: bool,
     /// ip → exposed port, mirrored from the firewall's set.
     exposed: BTreeMap<Ipv4Addr, u16>,
     host_ifindexes: HostIfindexes,
@@ -128,22 +131,22 @@ impl HostIfindexes {
 }
 
 impl<S: LeaseStore> Network<S> {
-    /// Opens the host's dyno networking: enables forwarding, installs (or refreshes, keeping its
-    /// exposed ports) the firewall, loads the leases.
+    /// Opens the host's dyno networking without changing anything: reads the leases and, if the
+    /// firewall is installed, its exposed ports. The first [`Network::up`] (or
+    /// [`Network::install`]) enables forwarding and installs the firewall; listing and removing
+    /// never do.
     pub fn open(host: Host, config: &NetworkConfig, store: S) -> Result<Network<S>, NetworkError> {
-        config.run_dir.ensure()?;
-        host.enable_forwarding()?;
         let firewall_config = config.firewall();
         let mut firewall = host.netns().run({
             let firewall_config = firewall_config.clone();
             move || Firewall::open_with(&firewall_config)
         })??;
-        let current = if firewall.is_installed(&firewall_config)? {
+        let installed = firewall.is_installed(&firewall_config)?;
+        let exposed = if installed {
             firewall.exposed()?
         } else {
             Vec::new()
         };
-        firewall.install(&firewall_config, &current)?;
         let ipam = Ipam::new(config.pool, store)?;
         let spares = (config.spares > 0).then(|| dyno::spares(config.spares));
         Ok(Network {
@@ -151,10 +154,25 @@ impl<S: LeaseStore> Network<S> {
             run_dir: config.run_dir.clone(),
             ipam,
             firewall,
+            firewall_config,
+            installed: false,
             spares,
-            exposed: current.into_iter().collect(),
+            exposed: exposed.into_iter().collect(),
             host_ifindexes: HostIfindexes::new(),
         })
+    }
+
+    /// Makes the host ready for dynos: run dir, IPv4 forwarding, and the firewall, installed
+    /// atomically — or refreshed, keeping the ports it exposes. Idempotent; a daemon calls it
+    /// when it starts.
+    pub fn install(&mut self) -> Result<(), NetworkError> {
+        self.run_dir.ensure()?;
+        self.host.enable_forwarding()?;
+        let exposed: Vec<(Ipv4Addr, u16)> =
+            self.exposed.iter().map(|(ip, port)| (*ip, *port)).collect();
+        self.firewall.install(&self.firewall_config, &exposed)?;
+        self.installed = true;
+        Ok(())
     }
 
     pub fn host(&mut self) -> &mut Host {
@@ -184,6 +202,9 @@ impl<S: LeaseStore> Network<S> {
         fail_at: Option<FailPoint>,
     ) -> Result<DynoNet, NetworkError> {
         let name = DynoName::new(name)?;
+        if !self.installed {
+            self.install()?;
+        }
         if self.ipam.lease_of(name.as_str()).is_some() || self.run_dir.netns_path(&name).exists() {
             return Err(NetworkError::InUse(name));
         }

@@ -490,3 +490,37 @@ fn a_name_can_be_reused_right_after_down() {
         .collect();
     assert!(names.is_empty(), "{names:?}");
 }
+
+#[test]
+fn spare_namespaces_are_made_in_the_background_and_ready_for_a_dyno() {
+    require_root();
+    let spares = dyno::spares(3);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while spares.ready() < 3 {
+        assert!(
+            Instant::now() < deadline,
+            "spares not made: {}",
+            spares.ready()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let prepared = dyno::PreparedNetns::take(&spares).unwrap();
+    let lo = run_in(&prepared.netns, "ip", &["-o", "link", "show", "lo"]);
+    assert!(lo.contains("UP"), "lo is up: {lo}");
+    let sysctl = run_in(
+        &prepared.netns,
+        "cat",
+        &["/proc/sys/net/ipv4/ip_unprivileged_port_start"],
+    );
+    assert_eq!(sysctl.trim(), "0");
+    // The pool refills what was taken.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while spares.ready() < 3 {
+        assert!(
+            Instant::now() < deadline,
+            "spares not refilled: {}",
+            spares.ready()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
