@@ -76,7 +76,7 @@ pub struct DynoEntry {
     pub name: DynoName,
     pub ip: Option<Ipv4Addr>,
     pub port: Option<u16>,
-    /// The namespace is bound in the run dir.
+    /// The namespace is bound in the run dir (false: only a lease, or a stale file, is left).
     pub bound: bool,
 }
 
@@ -292,13 +292,14 @@ impl<S: LeaseStore> Network<S> {
     pub fn list(&self) -> Result<Vec<DynoEntry>, NetworkError> {
         let mut entries: BTreeMap<DynoName, DynoEntry> = BTreeMap::new();
         for name in self.run_dir.names()? {
+            let bound = ns::is_bound(&self.run_dir.netns_path(&name));
             entries.insert(
                 name.clone(),
                 DynoEntry {
                     name,
                     ip: None,
                     port: None,
-                    bound: true,
+                    bound,
                 },
             );
         }

@@ -66,12 +66,6 @@ impl Netns {
         })
     }
 
-    /// Device and inode: two handles to one namespace have the same identity.
-    pub fn identity(&self) -> Result<(u64, u64), NsError> {
-        let st = rustix::fs::fstat(&self.fd).map_err(|e| ns_err("stat namespace")(e.into()))?;
-        Ok((st.st_dev, st.st_ino))
-    }
-
     /// Binds the namespace at `path` (an empty file is created there), so it outlives this
     /// process and `ip netns exec` finds it when `path` is under `/run/netns`.
     pub fn bind(&self, path: &Path) -> Result<(), NsError> {
