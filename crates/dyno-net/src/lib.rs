@@ -15,3 +15,4 @@ pub mod netlink;
 pub mod network;
 pub mod nft;
 pub mod ns;
+pub mod reaper;

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
+use std::time::Duration;
 
 use crate::dyno::{self, DynoNet, DynoSpec, FailPoint, Host, NetError, PreparedNetns, RunDir};
 use crate::ipam::{Ipam, IpamError, Ipv4Net, LeaseStore};
@@ -10,7 +11,8 @@ use crate::names::{DynoName, NameError, LINK_PREFIX};
 use crate::netlink::route::{self, Rtnl};
 use crate::netlink::Object;
 use crate::nft::{Firewall, FirewallConfig, FirewallError};
-use crate::ns::{self, Spares};
+use crate::ns::{self, Netns, Spares};
+use crate::reaper::Reaper;
 
 #[derive(Debug, Clone)]
 pub struct NetworkConfig {
@@ -19,6 +21,10 @@ pub struct NetworkConfig {
     /// Namespaces kept ready in the background (0: each setup creates its own). A long-running
     /// daemon wants a few; a one-shot command none.
     pub spares: usize,
+    /// Torn-down namespaces are handed to the kernel once teardowns paused this long...
+    pub reap_idle: Duration,
+    /// ... or when this many wait (see [`crate::reaper`]).
+    pub reap_batch: usize,
 }
 
 impl Default for NetworkConfig {
@@ -27,6 +33,8 @@ impl Default for NetworkConfig {
             run_dir: RunDir::default(),
             pool: Ipv4Net::default(),
             spares: 8,
+            reap_idle: Duration::from_millis(100),
+            reap_batch: 256,
         }
     }
 }
@@ -92,6 +100,7 @@ pub struct Network<S: LeaseStore> {
     /// ip → exposed port, mirrored from the firewall's set.
     exposed: BTreeMap<Ipv4Addr, u16>,
     host_ifindexes: HostIfindexes,
+    reaper: Reaper,
 }
 
 /// Interface indexes for the host ends, chosen by us rather than the kernel: no lookup after the
@@ -159,6 +168,7 @@ impl<S: LeaseStore> Network<S> {
             spares,
             exposed: exposed.into_iter().collect(),
             host_ifindexes: HostIfindexes::new(),
+            reaper: Reaper::new(config.reap_idle, config.reap_batch),
         })
     }
 
@@ -276,8 +286,13 @@ impl<S: LeaseStore> Network<S> {
                 }
             }
         }
+        // Our own reference keeps the namespace for the reaper, whatever the caller's handle does.
+        let held = Netns::open(self.run_dir.netns_path(&name)).ok();
         if let Err(mut e) = dyno::teardown(&mut self.host, &self.run_dir, &name, ip) {
             errors.append(&mut e);
+        }
+        if let Some(held) = held {
+            self.reaper.hold(held);
         }
         if !errors.is_empty() {
             return Err(NetworkError::Teardown(errors));

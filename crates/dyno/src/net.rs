@@ -65,6 +65,7 @@ impl Place {
             pool: self.pool,
             // One command, one dyno: a pool of spares would only cost.
             spares: 0,
+            ..NetworkConfig::default()
         }
     }
 

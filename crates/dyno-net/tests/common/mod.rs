@@ -34,6 +34,7 @@ pub fn lab_network(tag: &str, pool: &str) -> (Lab, Network<MemoryStore>) {
         run_dir: lab.run_dir.clone(),
         pool: pool.parse::<Ipv4Net>().expect("pool"),
         spares: 0,
+        ..NetworkConfig::default()
     };
     let network =
         Network::open(host, &config, MemoryStore).expect("open dyno networking in the lab");

@@ -67,8 +67,11 @@ pub fn run(args: NetBench) -> Result<(), String> {
         ("spares", args.spares.to_string()),
         ("setup_p50_ms", ms(setup.p50_ms)),
         ("setup_p99_ms", ms(setup.p99_ms)),
+        ("setup_mean_ms", ms(setup.mean_ms)),
+        ("setup_max_ms", ms(setup.max_ms)),
         ("teardown_p50_ms", ms(teardown.p50_ms)),
         ("teardown_p99_ms", ms(teardown.p99_ms)),
+        ("teardown_max_ms", ms(teardown.max_ms)),
         ("first100_setup_p50_ms", ms(first.p50_ms)),
         ("last100_setup_p50_ms", ms(last.p50_ms)),
         ("last_vs_first", ratio(last.p50_ms, first.p50_ms)),
@@ -121,6 +124,7 @@ fn bench_dyno(args: &NetBench) -> Result<DynoTimings, String> {
         run_dir: lab.run_dir.clone(),
         pool,
         spares: args.spares,
+        ..NetworkConfig::default()
     };
     let mut network = Network::open(host, &config, MemoryStore).map_err(|e| e.to_string())?;
     // Let the spares fill, as they would in a daemon that has been up for a moment.
