@@ -31,9 +31,31 @@ enum Command {
     /// Benchmarks that print ratios against an anchor measured in the same run
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// (internal) The parent of a dyno's PID 1; started by dyno itself
+    #[command(name = "__shim", hide = true)]
+    Shim { state_dir: std::path::PathBuf },
+    /// (internal) A dyno's PID 1, inside its sandbox
+    #[command(name = "__init", hide = true)]
+    Init {
+        #[arg(long)]
+        uid: u32,
+        #[arg(long)]
+        gid: u32,
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
 }
 
 fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // The shim and init run before anything else: single-threaded, no logging setup.
+    match &cli.command {
+        Command::Shim { state_dir } => std::process::exit(dyno_sandbox::shim::run(state_dir)),
+        Command::Init { uid, gid, command } => {
+            std::process::exit(dyno_sandbox::init::run(*uid, *gid, &command.join(" ")))
+        }
+        _ => {}
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("DYNO_LOG")
@@ -41,10 +63,10 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
     let result = match cli.command {
         Command::Net(command) => net::run(command),
         Command::Bench(command) => bench::run(command),
+        Command::Shim { .. } | Command::Init { .. } => unreachable!("handled above"),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,93 @@
+//! The caller's side: prepare a dyno's state dir, start its shim, read how it ended.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+use crate::spec::{ExitRecord, SandboxSpec, StateDir};
+
+#[derive(Debug, thiserror::Error)]
+pub enum LaunchError {
+    #[error("prepare sandbox state {path}: {source}")]
+    State {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the app directory {0} does not exist or is not a directory")]
+    NoAppDir(String),
+    #[error("the app's uid and gid must not be 0 (got {uid}:{gid})")]
+    Privileged { uid: u32, gid: u32 },
+    #[error("start the shim {exe}: {source}")]
+    Spawn {
+        exe: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Writes the spec and the dyno's own `/etc` files into `state`.
+pub fn prepare(state: &StateDir, spec: &SandboxSpec) -> Result<(), LaunchError> {
+    if !spec.app_dir.is_dir() {
+        return Err(LaunchError::NoAppDir(spec.app_dir.display().to_string()));
+    }
+    if spec.uid == 0 || spec.gid == 0 {
+        return Err(LaunchError::Privileged {
+            uid: spec.uid,
+            gid: spec.gid,
+        });
+    }
+    let err = |path: &Path| {
+        let path = path.display().to_string();
+        move |source| LaunchError::State { path, source }
+    };
+    let etc = state.0.join("etc");
+    std::fs::create_dir_all(&etc).map_err(err(&etc))?;
+    let hosts = format!(
+        "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n{}\t{}\n",
+        spec.ip, spec.hostname
+    );
+    let resolv: String = spec
+        .nameservers
+        .iter()
+        .map(|ns| format!("nameserver {ns}\n"))
+        .collect();
+    for (name, content) in [
+        ("hostname", format!("{}\n", spec.hostname)),
+        ("hosts", hosts),
+        ("resolv.conf", resolv),
+    ] {
+        let path = state.etc_file(name);
+        std::fs::write(&path, content).map_err(err(&path))?;
+    }
+    let json = serde_json::to_vec_pretty(spec).expect("specs serialise");
+    std::fs::write(state.spec(), json).map_err(err(&state.spec()))?;
+    Ok(())
+}
+
+/// Starts `exe __shim STATE` (exe: the `dyno` binary). The shim's stdout and stderr are the
+/// dyno's.
+pub fn spawn_shim(
+    exe: &Path,
+    state: &StateDir,
+    stdout: Stdio,
+    stderr: Stdio,
+) -> Result<Child, LaunchError> {
+    Command::new(exe)
+        .arg("__shim")
+        .arg(&state.0)
+        .stdin(Stdio::null())
+        .stdout(stdout)
+        .stderr(stderr)
+        .env_clear()
+        .spawn()
+        .map_err(|source| LaunchError::Spawn {
+            exe: exe.display().to_string(),
+            source,
+        })
+}
+
+/// How the dyno ended, once its shim has recorded it.
+pub fn exit_record(state: &StateDir) -> Option<ExitRecord> {
+    let bytes = std::fs::read(state.exit()).ok()?;
+    serde_json::from_slice(&bytes).ok()
+}

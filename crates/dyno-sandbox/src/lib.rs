@@ -1,0 +1,13 @@
+//! `dyno-sandbox`: the place a dyno's app runs. A small shim process ([`shim`]) is the parent of
+//! the dyno's PID 1 ([`init`]), which lives in new pid, mount, uts and ipc namespaces, joined to
+//! the network namespace `dyno-net` made; [`rootfs`] builds the filesystem view (an allowlist),
+//! [`identity`] drops to the app's unprivileged user, [`launch`] is the caller's side.
+
+pub mod identity;
+pub mod init;
+pub mod launch;
+pub mod rootfs;
+pub mod shim;
+pub mod signals;
+pub mod spec;
+pub mod sys;

@@ -1,0 +1,264 @@
+//! The dyno's filesystem view, built as an allowlist inside its own mount namespace: a tmpfs
+//! root holding only what the dyno may see, then `pivot_root` into it and the host's tree is
+//! detached. Runs as root in the sandbox's first process, before anything of the app runs.
+//!
+//! ```text
+//! /usr /bin /sbin /lib* /etc   host's, read-only, nosuid ("the stack"); merged-/usr symlinks kept
+//! /etc/hostname hosts resolv.conf   the dyno's own, bound over the host's
+//! /app    overlay: the app dir (read-only lower) + a tmpfs upper: writes stay in the dyno and
+//!         vanish with it (Heroku's ephemeral filesystem)
+//! /proc   fresh (the dyno's pid namespace)     /sys  fresh, read-only (the dyno's network)
+//! /tmp    private tmpfs                        /dev  tmpfs: null zero full random urandom tty,
+//!                                                     pts (own instance), shm, fd links
+//! ```
+//! Nothing else: no `/root`, `/home`, `/run`, `/var`, no state dir, no other app.
+
+use std::os::unix::fs::{symlink, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use crate::spec::{SandboxSpec, StateDir};
+use crate::sys::{io_context, mount, SysResult};
+
+const RO_BIND: libc::c_ulong =
+    libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV;
+const DEVICES: [&str; 6] = ["null", "zero", "full", "random", "urandom", "tty"];
+
+pub fn build(spec: &SandboxSpec, state: &StateDir) -> SysResult<()> {
+    // Nothing we mount from here on may propagate back to the host.
+    mount(
+        None,
+        Path::new("/"),
+        None,
+        libc::MS_REC | libc::MS_PRIVATE,
+        None,
+    )?;
+    let root = state.root();
+    mkdir(&root, 0o755)?;
+    mount(
+        Some("dyno-root"),
+        &root,
+        Some("tmpfs"),
+        libc::MS_NOSUID | libc::MS_NODEV,
+        Some("mode=0755,size=64k"),
+    )?;
+    for dir in &spec.stack {
+        stack_dir(&root, dir)?;
+    }
+    for file in ["hostname", "hosts", "resolv.conf"] {
+        let target = root.join("etc").join(file);
+        if target
+            .symlink_metadata()
+            .is_ok_and(|m| m.file_type().is_file())
+        {
+            bind_read_only(&state.etc_file(file), &target)?;
+        }
+    }
+    app(spec, state, &root)?;
+    let proc = inside(&root, "proc", 0o555)?;
+    mount(
+        Some("proc"),
+        &proc,
+        Some("proc"),
+        libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+        None,
+    )?;
+    // sysfs shows the network devices of the mounting process's network namespace: the dyno's.
+    let sys = inside(&root, "sys", 0o555)?;
+    mount(
+        Some("sysfs"),
+        &sys,
+        Some("sysfs"),
+        libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC | libc::MS_RDONLY,
+        None,
+    )?;
+    let tmp = inside(&root, "tmp", 0o1777)?;
+    mount(
+        Some("dyno-tmp"),
+        &tmp,
+        Some("tmpfs"),
+        libc::MS_NOSUID | libc::MS_NODEV,
+        Some("mode=1777"),
+    )?;
+    dev(&root)?;
+    enter(&root)
+}
+
+/// One directory of the stack: a symlink stays a symlink (Debian's `/bin -> usr/bin`), a
+/// directory is bound read-only.
+fn stack_dir(root: &Path, dir: &Path) -> SysResult<()> {
+    let target = root.join(dir.strip_prefix("/").unwrap_or(dir));
+    let meta = io_context(|| format!("stat {}", dir.display()), dir.symlink_metadata())?;
+    if meta.file_type().is_symlink() {
+        let link = io_context(
+            || format!("read link {}", dir.display()),
+            std::fs::read_link(dir),
+        )?;
+        return io_context(
+            || format!("symlink {}", target.display()),
+            symlink(&link, &target),
+        );
+    }
+    mkdir(&target, 0o755)?;
+    bind_read_only(dir, &target)
+}
+
+fn bind_read_only(source: &Path, target: &Path) -> SysResult<()> {
+    let source = source.to_string_lossy();
+    mount(
+        Some(&source),
+        target,
+        None,
+        libc::MS_BIND | libc::MS_REC,
+        None,
+    )?;
+    mount(None, target, None, RO_BIND, None)
+}
+
+/// `/app`: overlay of the app dir under a tmpfs upper layer owned by the app's user.
+fn app(spec: &SandboxSpec, state: &StateDir, root: &Path) -> SysResult<()> {
+    let ephemeral = state.ephemeral();
+    mkdir(&ephemeral, 0o700)?;
+    mount(
+        Some("dyno-app-layer"),
+        &ephemeral,
+        Some("tmpfs"),
+        libc::MS_NOSUID | libc::MS_NODEV,
+        Some("mode=0700"),
+    )?;
+    let upper = ephemeral.join("upper");
+    let work = ephemeral.join("work");
+    mkdir(&upper, 0o755)?;
+    mkdir(&work, 0o700)?;
+    // The merged root takes the upper directory's owner: the app may write in /app.
+    io_context(
+        || format!("chown {}", upper.display()),
+        std::os::unix::fs::chown(&upper, Some(spec.uid), Some(spec.gid)),
+    )?;
+    let target = inside(root, "app", 0o755)?;
+    let options = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        escape(&spec.app_dir),
+        escape(&upper),
+        escape(&work)
+    );
+    mount(
+        Some("dyno-app"),
+        &target,
+        Some("overlay"),
+        libc::MS_NOSUID | libc::MS_NODEV,
+        Some(&options),
+    )
+}
+
+/// Overlay options are comma-separated, with `\` escaping.
+fn escape(path: &Path) -> String {
+    path.to_string_lossy()
+        .replace('\\', "\\\\")
+        .replace(',', "\\,")
+        .replace(':', "\\:")
+}
+
+fn dev(root: &Path) -> SysResult<()> {
+    let dev = inside(root, "dev", 0o755)?;
+    mount(
+        Some("dyno-dev"),
+        &dev,
+        Some("tmpfs"),
+        libc::MS_NOSUID | libc::MS_NOEXEC,
+        Some("mode=0755,size=64k"),
+    )?;
+    for name in DEVICES {
+        let target = dev.join(name);
+        io_context(
+            || format!("create {}", target.display()),
+            std::fs::File::create(&target),
+        )?;
+        let source = PathBuf::from("/dev").join(name);
+        mount(
+            Some(&source.to_string_lossy()),
+            &target,
+            None,
+            libc::MS_BIND,
+            None,
+        )?;
+    }
+    let pts = inside(root, "dev/pts", 0o755)?;
+    mount(
+        Some("devpts"),
+        &pts,
+        Some("devpts"),
+        libc::MS_NOSUID | libc::MS_NOEXEC,
+        Some("newinstance,ptmxmode=0666,mode=0620"),
+    )?;
+    let shm = inside(root, "dev/shm", 0o1777)?;
+    mount(
+        Some("dyno-shm"),
+        &shm,
+        Some("tmpfs"),
+        libc::MS_NOSUID | libc::MS_NODEV,
+        Some("mode=1777"),
+    )?;
+    for (link, to) in [
+        ("ptmx", "pts/ptmx"),
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+    ] {
+        let path = dev.join(link);
+        io_context(|| format!("symlink {}", path.display()), symlink(to, &path))?;
+    }
+    mount(
+        None,
+        &dev,
+        None,
+        libc::MS_REMOUNT | libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NOEXEC,
+        Some("mode=0755"),
+    )
+}
+
+/// `pivot_root` into the new root, then detach the host's tree and freeze the root itself.
+fn enter(root: &Path) -> SysResult<()> {
+    let old = root.join(".host");
+    mkdir(&old, 0o700)?;
+    io_context(
+        || format!("pivot_root into {}", root.display()),
+        rustix::process::pivot_root(root, &old).map_err(Into::into),
+    )?;
+    io_context(|| "chdir /".to_string(), std::env::set_current_dir("/"))?;
+    io_context(
+        || "detach the host's tree".to_string(),
+        rustix::mount::unmount("/.host", rustix::mount::UnmountFlags::DETACH).map_err(Into::into),
+    )?;
+    io_context(
+        || "remove /.host".to_string(),
+        std::fs::remove_dir("/.host"),
+    )?;
+    mount(
+        None,
+        Path::new("/"),
+        None,
+        libc::MS_REMOUNT | libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV,
+        Some("mode=0755"),
+    )
+}
+
+/// A directory under the new root (created with `mode`).
+fn inside(root: &Path, name: &str, mode: u32) -> SysResult<PathBuf> {
+    let path = root.join(name);
+    mkdir(&path, mode)?;
+    Ok(path)
+}
+
+fn mkdir(path: &Path, mode: u32) -> SysResult<()> {
+    match std::fs::create_dir(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return io_context(|| format!("mkdir {}", path.display()), Err(e)),
+    }
+    // Explicit mode: the umask must not decide what the dyno can write.
+    io_context(
+        || format!("chmod {}", path.display()),
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)),
+    )
+}

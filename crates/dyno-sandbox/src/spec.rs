@@ -1,0 +1,92 @@
+//! What a sandbox is made of, written by the launcher into the dyno's state dir and read by the
+//! shim: the shim is a separate process, and the spec file is how it learns its job.
+
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SandboxSpec {
+    /// The dyno's process name, `web.1` (used in messages).
+    pub name: String,
+    /// The dyno's hostname: its uuid, as on Heroku.
+    pub hostname: String,
+    /// The dyno's network namespace, bound by `dyno-net`.
+    pub netns: PathBuf,
+    /// The dyno's own address (for `/etc/hosts`).
+    pub ip: Ipv4Addr,
+    /// The app: shown read-only under `/app`, with a writable ephemeral layer on top.
+    pub app_dir: PathBuf,
+    /// Host directories shown read-only as the "stack" (`/usr`, `/bin`, `/lib`, `/etc`, ...);
+    /// symlinks among them (merged-/usr systems) are recreated as symlinks.
+    pub stack: Vec<PathBuf>,
+    /// The unprivileged identity the app runs as.
+    pub uid: u32,
+    pub gid: u32,
+    /// The app's whole environment: config vars, `PORT`, `DYNO`, `HOME`, `PATH`.
+    pub env: Vec<(String, String)>,
+    /// The Procfile command, run by `bash -c`.
+    pub command: String,
+    /// Name servers for `/etc/resolv.conf`.
+    pub nameservers: Vec<Ipv4Addr>,
+}
+
+impl SandboxSpec {
+    /// The stack Debian 12 needs to run what the host runs.
+    pub fn default_stack() -> Vec<PathBuf> {
+        [
+            "/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc",
+        ]
+        .iter()
+        .map(PathBuf::from)
+        .filter(|p| p.symlink_metadata().is_ok())
+        .collect()
+    }
+}
+
+/// The files of one sandbox on the host. Nothing in it is visible from inside the dyno.
+#[derive(Debug, Clone)]
+pub struct StateDir(pub PathBuf);
+
+impl StateDir {
+    pub fn spec(&self) -> PathBuf {
+        self.0.join("spec.json")
+    }
+    /// Where the new root is assembled (a tmpfs, inside the sandbox's mount namespace only).
+    pub fn root(&self) -> PathBuf {
+        self.0.join("root")
+    }
+    /// The tmpfs holding the writable layer of `/app`.
+    pub fn ephemeral(&self) -> PathBuf {
+        self.0.join("ephemeral")
+    }
+    pub fn etc_file(&self, name: &str) -> PathBuf {
+        self.0.join("etc").join(name)
+    }
+    /// The host pid of the sandbox's PID 1 (written by the shim).
+    pub fn init_pid(&self) -> PathBuf {
+        self.0.join("init.pid")
+    }
+    /// How the dyno ended (written by the shim).
+    pub fn exit(&self) -> PathBuf {
+        self.0.join("exit.json")
+    }
+}
+
+impl AsRef<Path> for StateDir {
+    fn as_ref(&self) -> &Path {
+        &self.0
+    }
+}
+
+/// How a dyno ended, as the shim saw it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub enum ExitRecord {
+    /// The app's main process exited with this status.
+    Exited(i32),
+    /// The app's main process was killed by this signal.
+    Signaled(i32),
+    /// The sandbox could not be built; the app never ran.
+    SetupFailed(String),
+}

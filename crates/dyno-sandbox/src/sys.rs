@@ -1,0 +1,80 @@
+//! The raw system calls of the sandbox, each turned into a `Result` that says what failed. The
+//! callers run in a freshly forked, single-threaded child (or in PID 1 after exec), where
+//! allocating is safe.
+
+use std::ffi::CString;
+use std::io;
+use std::path::Path;
+
+/// What failed, with the OS error: `mount proc on /…/root/proc: Operation not permitted`.
+#[derive(Debug, thiserror::Error)]
+#[error("{what}: {source}")]
+pub struct SysError {
+    pub what: String,
+    #[source]
+    pub source: io::Error,
+}
+
+pub type SysResult<T> = Result<T, SysError>;
+
+pub fn check(what: impl FnOnce() -> String, rc: libc::c_int) -> SysResult<libc::c_int> {
+    if rc < 0 {
+        Err(SysError {
+            what: what(),
+            source: io::Error::last_os_error(),
+        })
+    } else {
+        Ok(rc)
+    }
+}
+
+pub fn cstr(path: &Path) -> SysResult<CString> {
+    CString::new(path.as_os_str().as_encoded_bytes()).map_err(|_| SysError {
+        what: format!("path {} has a NUL byte", path.display()),
+        source: io::Error::from(io::ErrorKind::InvalidInput),
+    })
+}
+
+/// mount(2) with the arguments spelled out in the error.
+pub fn mount(
+    source: Option<&str>,
+    target: &Path,
+    fstype: Option<&str>,
+    flags: libc::c_ulong,
+    data: Option<&str>,
+) -> SysResult<()> {
+    let what = || {
+        format!(
+            "mount {} ({}) on {}{}",
+            source.unwrap_or("-"),
+            fstype.unwrap_or("bind/remount"),
+            target.display(),
+            data.map(|d| format!(" with {d}")).unwrap_or_default()
+        )
+    };
+    let source_c = source.map(|s| CString::new(s).expect("no NUL"));
+    let fstype_c = fstype.map(|s| CString::new(s).expect("no NUL"));
+    let data_c = data.map(|s| CString::new(s).expect("no NUL"));
+    let target_c = cstr(target)?;
+    // SAFETY: every pointer is either null or a valid NUL-terminated string that outlives the
+    // call.
+    let rc = unsafe {
+        libc::mount(
+            source_c.as_ref().map_or(std::ptr::null(), |s| s.as_ptr()),
+            target_c.as_ptr(),
+            fstype_c.as_ref().map_or(std::ptr::null(), |s| s.as_ptr()),
+            flags,
+            data_c
+                .as_ref()
+                .map_or(std::ptr::null(), |s| s.as_ptr().cast()),
+        )
+    };
+    check(what, rc).map(|_| ())
+}
+
+pub fn io_context<T>(what: impl FnOnce() -> String, r: io::Result<T>) -> SysResult<T> {
+    r.map_err(|source| SysError {
+        what: what(),
+        source,
+    })
+}

@@ -1,0 +1,170 @@
+//! The dyno sandbox end to end (privileged: run as root). Each test makes a lab host with
+//! `dyno-net` (so the dyno's network namespace is real), a throwaway app dir and state dir, and
+//! starts the real shim through the `dyno` binary.
+
+use std::path::{Path, PathBuf};
+use std::process::{Output, Stdio};
+
+use dyno_net::dyno::Host;
+use dyno_net::ipam::MemoryStore;
+use dyno_net::lab::Lab;
+use dyno_net::network::{Network, NetworkConfig};
+use dyno_sandbox::launch;
+use dyno_sandbox::spec::{ExitRecord, SandboxSpec, StateDir};
+
+const APP_UID: u32 = 64000;
+
+fn require_root() {
+    // SAFETY: geteuid cannot fail.
+    assert!(
+        unsafe { libc::geteuid() } == 0,
+        "this test needs root (it builds sandboxes): run the suite as root"
+    );
+}
+
+/// A lab with one dyno network, an app dir and a state dir; everything goes on drop.
+struct Bench {
+    _network: Network<MemoryStore>,
+    net: dyno_net::dyno::DynoNet,
+    scratch: PathBuf,
+    _lab: Lab,
+}
+
+impl Bench {
+    fn new(tag: &str) -> Bench {
+        require_root();
+        let lab = Lab::new(tag).unwrap();
+        let host = Host::in_netns(lab.host.netns()).unwrap();
+        let config = NetworkConfig {
+            run_dir: lab.run_dir.clone(),
+            spares: 0,
+            ..NetworkConfig::default()
+        };
+        let mut network = Network::open(host, &config, MemoryStore).unwrap();
+        let net = network.up("s1", Some(5000)).unwrap();
+        let scratch = PathBuf::from(format!("/run/dyno-sbx-test-{}-{tag}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&scratch);
+        std::fs::create_dir_all(scratch.join("app")).unwrap();
+        std::fs::write(scratch.join("app/Procfile"), "web: true\n").unwrap();
+        Bench {
+            _network: network,
+            net,
+            scratch,
+            _lab: lab,
+        }
+    }
+
+    fn app_dir(&self) -> PathBuf {
+        self.scratch.join("app")
+    }
+
+    fn spec(&self, command: &str) -> SandboxSpec {
+        SandboxSpec {
+            name: "web.1".into(),
+            hostname: "1b2c3d4e-0000-4000-8000-000000000001".into(),
+            netns: self.net.netns_path.clone(),
+            ip: self.net.ip,
+            app_dir: self.app_dir(),
+            stack: SandboxSpec::default_stack(),
+            uid: APP_UID,
+            gid: APP_UID,
+            env: vec![
+                ("PATH".into(), "/usr/local/bin:/usr/bin:/bin".into()),
+                ("HOME".into(), "/app".into()),
+                ("PORT".into(), "5000".into()),
+                ("DYNO".into(), "web.1".into()),
+            ],
+            command: command.into(),
+            nameservers: vec![],
+        }
+    }
+
+    /// Runs `command` in a sandbox to the end; returns its output and exit record.
+    fn run(&self, command: &str) -> (Output, Option<ExitRecord>) {
+        let state = StateDir(self.scratch.join(format!("state-{}", rand_suffix())));
+        launch::prepare(&state, &self.spec(command)).unwrap();
+        let shim = launch::spawn_shim(
+            Path::new(env!("CARGO_BIN_EXE_dyno")),
+            &state,
+            Stdio::piped(),
+            Stdio::piped(),
+        )
+        .unwrap();
+        let output = shim.wait_with_output().unwrap();
+        (output, launch::exit_record(&state))
+    }
+}
+
+fn rand_suffix() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    N.fetch_add(1, Ordering::Relaxed)
+}
+
+impl Drop for Bench {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.scratch);
+    }
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+#[test]
+fn inside_a_dyno_the_app_sees_only_itself() {
+    let bench = Bench::new("inside");
+    std::env::set_var("DYNO_TEST_MARKER_HOST", "leak");
+    let (out, exit) = bench.run(
+        "echo pid1=$(cat /proc/1/cmdline | tr '\\0' ' ')\n\
+         echo procs=$(ls /proc | grep -c '^[0-9]')\n\
+         echo hostname=$(hostname)\n\
+         echo net=$(ls /sys/class/net | xargs)\n\
+         echo tmp=$(ls -A /tmp | wc -l)\n\
+         for p in /root /home /run /run/netns /var/lib; do test -e $p && echo present=$p; done\n\
+         echo uid=$(id -u)\n\
+         grep -E '^(CapEff|CapBnd|NoNewPrivs):' /proc/self/status\n\
+         env | grep -c DYNO_TEST_MARKER || true\n\
+         echo port=$PORT dyno=$DYNO home=$HOME\n\
+         echo hi > /app/written && echo app_write=ok\n\
+         echo pwd=$(pwd)",
+    );
+    let text = stdout(&out);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(exit, Some(ExitRecord::Exited(0)));
+    assert!(text.contains("pid1=dyno __init"), "{text}");
+    assert!(
+        text.contains("hostname=1b2c3d4e-0000-4000-8000-000000000001"),
+        "{text}"
+    );
+    assert!(text.contains("net=eth0 lo"), "{text}");
+    assert!(text.contains("tmp=0"), "{text}");
+    assert!(!text.lines().any(|l| l.starts_with("present=")), "{text}");
+    // init, the app's shell, and the command substitution's ls and grep: nothing of the host.
+    let procs: usize = text
+        .lines()
+        .find_map(|l| l.strip_prefix("procs="))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        (3..=6).contains(&procs),
+        "{procs} processes visible: {text}"
+    );
+    assert!(text.contains(&format!("uid={APP_UID}")), "{text}");
+    assert!(text.contains("CapEff:\t0000000000000000"), "{text}");
+    assert!(text.contains("CapBnd:\t0000000000000000"), "{text}");
+    assert!(text.contains("NoNewPrivs:\t1"), "{text}");
+    assert!(text.lines().any(|l| l == "0"), "marker leaked: {text}");
+    assert!(text.contains("port=5000 dyno=web.1 home=/app"), "{text}");
+    assert!(text.contains("app_write=ok"), "{text}");
+    assert!(text.contains("pwd=/app"), "{text}");
+    assert!(
+        !bench.app_dir().join("written").exists(),
+        "writes under /app reached the host"
+    );
+}
