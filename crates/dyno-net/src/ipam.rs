@@ -158,6 +158,16 @@ pub trait LeaseStore {
     fn save(&mut self, leases: &Leases) -> Result<(), IpamError>;
 }
 
+/// A boxed store is a store (the manager picks one at run time).
+impl<T: LeaseStore + ?Sized> LeaseStore for Box<T> {
+    fn load(&mut self) -> Result<Leases, IpamError> {
+        (**self).load()
+    }
+    fn save(&mut self, leases: &Leases) -> Result<(), IpamError> {
+        (**self).save(leases)
+    }
+}
+
 /// Leases that live as long as the process (tests, benchmarks, `dyno up`).
 #[derive(Debug, Default)]
 pub struct MemoryStore;

@@ -185,6 +185,13 @@ impl<S: LeaseStore> Network<S> {
         Ok(())
     }
 
+    /// Removes the firewall table; the caller made sure no dyno needs it any more.
+    pub fn uninstall(&mut self) -> Result<(), NetworkError> {
+        self.firewall.remove(&self.firewall_config)?;
+        self.installed = false;
+        Ok(())
+    }
+
     pub fn host(&mut self) -> &mut Host {
         &mut self.host
     }

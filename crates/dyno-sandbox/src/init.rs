@@ -2,6 +2,7 @@
 //! reaps every orphan, forwards signals to every process of the dyno, and exits with the app's
 //! status when the app's main process ends (taking whatever it left behind with it).
 
+use std::os::unix::process::CommandExt;
 use std::process::Command;
 
 use crate::identity;
@@ -17,12 +18,15 @@ pub fn run(uid: u32, gid: u32, command: &str) -> i32 {
     if let Err(e) = identity::become_app_user(uid, gid) {
         return fail(&e.to_string());
     }
-    // std resets the signal mask and handlers in the child: the app starts with defaults.
-    let app = Command::new("/bin/bash")
-        .arg("-c")
-        .arg(command)
-        .current_dir("/app")
-        .spawn();
+    // Handlers reset to the default on exec; the mask must be emptied by hand (it is inherited,
+    // and std does not clear it).
+    let mut app = Command::new("/bin/bash");
+    app.arg("-c").arg(command).current_dir("/app");
+    // SAFETY: the closure only calls pthread_sigmask, which is async-signal-safe.
+    unsafe {
+        app.pre_exec(signals::unblock_all);
+    }
+    let app = app.spawn();
     let app = match app {
         Ok(app) => app.id() as libc::pid_t,
         Err(e) => return fail(&format!("start /bin/bash -c {command:?}: {e}")),

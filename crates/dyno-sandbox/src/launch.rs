@@ -64,21 +64,29 @@ pub fn prepare(state: &StateDir, spec: &SandboxSpec) -> Result<(), LaunchError> 
     Ok(())
 }
 
-/// Starts `exe __shim STATE` (exe: the `dyno` binary). The shim's stdout and stderr are the
-/// dyno's.
+/// The command that starts a dyno's shim: `exe __shim STATE` (exe: the `dyno` binary), with an
+/// empty environment and no stdin. The caller chooses stdout and stderr (the dyno's output) and
+/// how to spawn it (std or tokio).
+pub fn shim_command(exe: &Path, state: &StateDir) -> Command {
+    let mut command = Command::new(exe);
+    command
+        .arg("__shim")
+        .arg(&state.0)
+        .stdin(Stdio::null())
+        .env_clear();
+    command
+}
+
+/// Starts the shim with the given stdout and stderr.
 pub fn spawn_shim(
     exe: &Path,
     state: &StateDir,
     stdout: Stdio,
     stderr: Stdio,
 ) -> Result<Child, LaunchError> {
-    Command::new(exe)
-        .arg("__shim")
-        .arg(&state.0)
-        .stdin(Stdio::null())
+    shim_command(exe, state)
         .stdout(stdout)
         .stderr(stderr)
-        .env_clear()
         .spawn()
         .map_err(|source| LaunchError::Spawn {
             exe: exe.display().to_string(),

@@ -3,6 +3,7 @@
 //! the network namespace `dyno-net` made; [`rootfs`] builds the filesystem view (an allowlist),
 //! [`identity`] drops to the app's unprivileged user, [`launch`] is the caller's side.
 
+pub mod cgroup;
 pub mod identity;
 pub mod init;
 pub mod launch;

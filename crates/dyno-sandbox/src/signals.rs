@@ -64,6 +64,21 @@ impl Waiter {
     }
 }
 
+/// Unblocks every signal. For a child between fork and exec: a blocked mask is inherited across
+/// exec (std's `Command` keeps it), and the app must start with nothing blocked.
+pub fn unblock_all() -> io::Result<()> {
+    // SAFETY: sigemptyset and pthread_sigmask are async-signal-safe and get valid pointers.
+    unsafe {
+        let mut empty: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut empty);
+        let rc = libc::pthread_sigmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
+        if rc != 0 {
+            return Err(io::Error::from_raw_os_error(rc));
+        }
+    }
+    Ok(())
+}
+
 /// Sends `signal` to `pid` (`-1`: every process we may signal; from a namespace's init, that
 /// is every other process of the namespace). A process that is already gone is not an error.
 pub fn send(pid: libc::pid_t, signal: libc::c_int) {

@@ -168,3 +168,36 @@ fn inside_a_dyno_the_app_sees_only_itself() {
         "writes under /app reached the host"
     );
 }
+
+#[test]
+fn sigterm_to_the_shim_reaches_every_process_of_the_dyno() {
+    let bench = Bench::new("sigterm");
+    let state = StateDir(bench.scratch.join("state-term"));
+    launch::prepare(
+        &state,
+        &bench.spec("sleep 1000 & setsid sleep 1001 & echo started; wait"),
+    )
+    .unwrap();
+    let mut shim = launch::spawn_shim(
+        Path::new(env!("CARGO_BIN_EXE_dyno")),
+        &state,
+        Stdio::piped(),
+        Stdio::piped(),
+    )
+    .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    // SAFETY: kill has no memory-safety preconditions.
+    unsafe { libc::kill(shim.id() as libc::pid_t, libc::SIGTERM) };
+    let started = std::time::Instant::now();
+    let status = shim.wait().unwrap();
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        launch::exit_record(&state),
+        Some(ExitRecord::Exited(143)),
+        "{status:?}"
+    );
+}

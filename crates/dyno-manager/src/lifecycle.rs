@@ -1,0 +1,133 @@
+//! The numbers of Heroku's dyno lifecycle, as data: every duration can be changed, so tests run
+//! the whole schedule in seconds.
+
+use std::time::Duration;
+
+const MINUTE: Duration = Duration::from_secs(60);
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Lifecycle {
+    /// A web dyno must listen on `$PORT` within this time of its start, or R10.
+    pub boot_timeout: Duration,
+    /// Between SIGTERM and SIGKILL (R12) when a dyno stops.
+    pub stop_grace: Duration,
+    /// Waits before restarting a crashed dyno: the first entry after the first crash, and so
+    /// on; the last entry repeats. Heroku: at once, then 20, 40, 60, 180, 320 minutes, then
+    /// every 320 minutes.
+    pub restart_cooloffs: Vec<Duration>,
+    /// A dyno that stayed up this long starts its crash count over.
+    pub stable_after: Duration,
+    /// Daily restart: every `period` plus a random part of `jitter`; `None`: never.
+    pub cycling: Option<Cycling>,
+    /// How often a booting web dyno is checked for a listener on `$PORT` (inet_diag: no connect).
+    pub readiness_poll: Duration,
+    /// How often memory is read for R14/R15.
+    pub memory_poll: Duration,
+    /// R14 is logged at most this often while over quota.
+    pub memory_warning_every: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Cycling {
+    pub period: Duration,
+    pub jitter: Duration,
+}
+
+impl Default for Lifecycle {
+    fn default() -> Self {
+        Lifecycle {
+            boot_timeout: Duration::from_secs(60),
+            stop_grace: Duration::from_secs(30),
+            restart_cooloffs: vec![
+                Duration::ZERO,
+                20 * MINUTE,
+                40 * MINUTE,
+                60 * MINUTE,
+                180 * MINUTE,
+                320 * MINUTE,
+            ],
+            stable_after: 10 * MINUTE,
+            cycling: Some(Cycling {
+                period: 24 * 60 * MINUTE,
+                jitter: 216 * MINUTE,
+            }),
+            readiness_poll: Duration::from_millis(50),
+            memory_poll: Duration::from_secs(1),
+            memory_warning_every: Duration::from_secs(20),
+        }
+    }
+}
+
+impl Lifecycle {
+    /// The wait before restart number `crashes` (1 for the first crash).
+    pub fn cooloff(&self, crashes: u32) -> Duration {
+        let i = (crashes.max(1) - 1) as usize;
+        self.restart_cooloffs
+            .get(i)
+            .or(self.restart_cooloffs.last())
+            .copied()
+            .unwrap_or(Duration::ZERO)
+    }
+
+    /// When the next daily restart is due, counted from a dyno's start; `random` in 0..1.
+    pub fn next_cycle(&self, random: f64) -> Option<Duration> {
+        self.cycling
+            .map(|c| c.period + c.jitter.mul_f64(random.clamp(0.0, 1.0)))
+    }
+}
+
+/// Parses `90`, `90s`, `500ms`, `5m`, `2h` (for command-line options).
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration like 30s, 500ms, 5m or 2h"))?;
+    let seconds = match unit {
+        "" | "s" => value,
+        "ms" => value / 1000.0,
+        "m" | "min" => value * 60.0,
+        "h" => value * 3600.0,
+        _ => {
+            return Err(format!(
+                "{text:?}: unknown unit {unit:?} (use ms, s, m or h)"
+            ))
+        }
+    };
+    if !seconds.is_finite() || seconds < 0.0 {
+        return Err(format!("{text:?} is not a duration"));
+    }
+    Ok(Duration::from_secs_f64(seconds))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn herokus_schedule_is_the_default() {
+        let l = Lifecycle::default();
+        assert_eq!(l.cooloff(1), Duration::ZERO);
+        assert_eq!(l.cooloff(2), 20 * MINUTE);
+        assert_eq!(l.cooloff(6), 320 * MINUTE);
+        assert_eq!(l.cooloff(60), 320 * MINUTE);
+        assert_eq!(l.next_cycle(0.0), Some(24 * 60 * MINUTE));
+        assert_eq!(l.next_cycle(1.0), Some(24 * 60 * MINUTE + 216 * MINUTE));
+        let off = Lifecycle { cycling: None, ..l };
+        assert_eq!(off.next_cycle(0.5), None);
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("30").unwrap(), Duration::from_secs(30));
+        assert_eq!(parse_duration("1.5s").unwrap(), Duration::from_millis(1500));
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("5m").unwrap(), Duration::from_secs(300));
+        assert_eq!(parse_duration("2h").unwrap(), Duration::from_secs(7200));
+        assert!(parse_duration("5 parsecs").is_err());
+        assert!(parse_duration("").is_err());
+    }
+}

@@ -1,0 +1,120 @@
+//! Log lines in Heroku's format: `2026-11-25T10:00:00.000000+00:00 app[web.1]: message`.
+
+use std::fmt;
+use std::time::SystemTime;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// The app's own output.
+    App,
+    /// The platform about a dyno (`State changed …`, error codes).
+    Heroku,
+    /// The router's access and error lines.
+    Router,
+}
+
+impl Source {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Source::App => "app",
+            Source::Heroku => "heroku",
+            Source::Router => "router",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogLine {
+    pub time: SystemTime,
+    pub source: Source,
+    /// `web.1`, or `router`.
+    pub dyno: String,
+    pub message: String,
+}
+
+impl LogLine {
+    pub fn now(source: Source, dyno: impl Into<String>, message: impl Into<String>) -> LogLine {
+        LogLine {
+            time: SystemTime::now(),
+            source,
+            dyno: dyno.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for LogLine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} {}[{}]: {}",
+            rfc3339_micros(self.time),
+            self.source.as_str(),
+            self.dyno,
+            self.message
+        )
+    }
+}
+
+/// `2026-11-25T10:00:00.000000+00:00` (UTC, microseconds), without a date crate.
+pub fn rfc3339_micros(time: SystemTime) -> String {
+    let since = time
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default();
+    let secs = since.as_secs();
+    let (days, rest) = (secs / 86_400, secs % 86_400);
+    let (year, month, day) = civil_from_days(days as i64);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:06}+00:00",
+        rest / 3600,
+        rest / 60 % 60,
+        rest % 60,
+        since.subsec_micros()
+    )
+}
+
+/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian (Howard Hinnant's algorithm).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn formats_like_heroku() {
+        // 2026-11-25T10:00:00.000123Z
+        let t = SystemTime::UNIX_EPOCH
+            + Duration::from_secs(1_795_600_800)
+            + Duration::from_micros(123);
+        let line = LogLine {
+            time: t,
+            source: Source::App,
+            dyno: "web.1".into(),
+            message: "hello".into(),
+        };
+        assert_eq!(
+            line.to_string(),
+            "2026-11-25T10:00:00.000123+00:00 app[web.1]: hello"
+        );
+    }
+
+    #[test]
+    fn calendar_edges() {
+        assert_eq!(civil_from_days(0), (1970, 1, 1));
+        assert_eq!(civil_from_days(59), (1970, 3, 1));
+        assert_eq!(civil_from_days(11_016), (2000, 2, 29));
+        assert_eq!(civil_from_days(20_454), (2026, 1, 1));
+    }
+}

@@ -1,0 +1,588 @@
+//! One task per dyno, running Heroku's lifecycle: `starting → up → crashed/down`, with the log
+//! lines Heroku writes at each step.
+//!
+//! Each start is a fresh incarnation: a new network (a new monotonic name, never reused), a new
+//! sandbox. A web dyno is `up` once something LISTENs on `$PORT` inside its network namespace
+//! (inet_diag: no connect probes), else R10 at the boot timeout. A dyno that exits (with any
+//! status: 0 too, it is not meant to end) crashes, and is restarted per the cool-off schedule.
+//! Stopping is SIGTERM to every process of the dyno, the grace period, then SIGKILL and R12.
+
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use dyno_net::diag::SockDiag;
+use dyno_net::ipam::LeaseStore;
+use dyno_net::network::Network;
+use dyno_sandbox::launch;
+use dyno_sandbox::spec::{ExitRecord, SandboxSpec, StateDir};
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+use crate::heroku::RuntimeError;
+use crate::lifecycle::Lifecycle;
+use crate::logs::{LogLine, Source};
+
+pub type SharedNetwork = Arc<Mutex<Network<Box<dyn LeaseStore + Send>>>>;
+
+/// What every dyno of this manager shares.
+pub struct Platform {
+    pub network: SharedNetwork,
+    /// The `dyno` binary (for `dyno __shim`).
+    pub exe: PathBuf,
+    /// Where dynos' sandbox state dirs go.
+    pub state_root: PathBuf,
+    pub lifecycle: Lifecycle,
+    pub logs: mpsc::UnboundedSender<LogLine>,
+    names: AtomicU64,
+}
+
+impl Platform {
+    pub fn new(
+        network: SharedNetwork,
+        exe: PathBuf,
+        state_root: PathBuf,
+        lifecycle: Lifecycle,
+        logs: mpsc::UnboundedSender<LogLine>,
+    ) -> Platform {
+        Platform {
+            network,
+            exe,
+            state_root,
+            lifecycle,
+            logs,
+            names: AtomicU64::new(0),
+        }
+    }
+
+    /// A network name never used before: milliseconds since the epoch and a counter, base 36
+    /// (the kernel destroys namespaces asynchronously; a reused name could still be taken).
+    fn next_net_name(&self) -> String {
+        let millis = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis() as u64;
+        let n = self.names.fetch_add(1, Ordering::Relaxed) % (36 * 36);
+        format!("{}{:0>2}", base36(millis), base36(n))
+    }
+
+    fn log(&self, source: Source, dyno: &str, message: impl Into<String>) {
+        let _ = self.logs.send(LogLine::now(source, dyno, message));
+    }
+}
+
+fn base36(mut n: u64) -> String {
+    const DIGITS: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyz";
+    let mut out = Vec::new();
+    loop {
+        out.push(DIGITS[(n % 36) as usize]);
+        n /= 36;
+        if n == 0 {
+            break;
+        }
+    }
+    out.reverse();
+    String::from_utf8(out).expect("ascii")
+}
+
+/// One dyno of an app's formation.
+#[derive(Debug, Clone)]
+pub struct DynoDef {
+    pub app: String,
+    /// The process type (`web`, `worker`) or `run` for one-off dynos.
+    pub process: String,
+    pub index: u32,
+    pub command: String,
+    /// Config vars.
+    pub env: Vec<(String, String)>,
+    pub app_dir: PathBuf,
+    pub uid: u32,
+    pub port: u16,
+    /// One-off dynos are never restarted.
+    pub restart: bool,
+}
+
+impl DynoDef {
+    /// `web.1`
+    pub fn name(&self) -> String {
+        format!("{}.{}", self.process, self.index)
+    }
+
+    pub fn is_web(&self) -> bool {
+        self.process == "web"
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    Starting,
+    Up,
+    Crashed,
+    Down,
+}
+
+impl State {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            State::Starting => "starting",
+            State::Up => "up",
+            State::Crashed => "crashed",
+            State::Down => "down",
+        }
+    }
+}
+
+/// What the outside can see of a dyno.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Status {
+    pub state: State,
+    pub ip: Option<Ipv4Addr>,
+}
+
+/// The handle of a running supervisor.
+pub struct DynoHandle {
+    pub name: String,
+    pub status: watch::Receiver<Status>,
+    stop: mpsc::Sender<()>,
+    task: JoinHandle<()>,
+}
+
+impl DynoHandle {
+    /// Stops the dyno (SIGTERM, grace, SIGKILL) and waits until it is down and cleaned up.
+    pub async fn stop(self) {
+        let _ = self.stop.send(()).await;
+        let _ = self.task.await;
+    }
+
+    /// Whether the supervisor ended on its own (a one-off dyno finished).
+    pub fn is_finished(&self) -> bool {
+        self.task.is_finished()
+    }
+}
+
+pub fn start(platform: Arc<Platform>, def: DynoDef) -> DynoHandle {
+    let (stop_tx, stop_rx) = mpsc::channel(1);
+    let (status_tx, status_rx) = watch::channel(Status {
+        state: State::Starting,
+        ip: None,
+    });
+    let name = def.name();
+    let task = tokio::spawn(supervise(platform, def, stop_rx, status_tx));
+    DynoHandle {
+        name,
+        status: status_rx,
+        stop: stop_tx,
+        task,
+    }
+}
+
+/// How one incarnation of a dyno ended.
+enum Ended {
+    /// Its main process exited (a crash, for a dyno not meant to end; the status is logged).
+    Exited,
+    /// We stopped it on request.
+    Stopped,
+    /// Daily cycling stopped it; it starts again at once.
+    Cycled,
+}
+
+struct Supervisor {
+    platform: Arc<Platform>,
+    def: DynoDef,
+    name: String,
+    status: watch::Sender<Status>,
+    state: State,
+}
+
+impl Supervisor {
+    fn log(&self, message: impl Into<String>) {
+        self.platform.log(Source::Heroku, &self.name, message);
+    }
+
+    fn change(&mut self, to: State, ip: Option<Ipv4Addr>) {
+        if self.state != to {
+            self.log(format!(
+                "State changed from {} to {}",
+                self.state.as_str(),
+                to.as_str()
+            ));
+        }
+        self.state = to;
+        self.status.send_replace(Status { state: to, ip });
+    }
+}
+
+async fn supervise(
+    platform: Arc<Platform>,
+    def: DynoDef,
+    mut stop: mpsc::Receiver<()>,
+    status: watch::Sender<Status>,
+) {
+    let mut sup = Supervisor {
+        name: def.name(),
+        platform,
+        def,
+        status,
+        state: State::Starting,
+    };
+    let mut crashes: u32 = 0;
+    loop {
+        sup.log(format!(
+            "Starting process with command `{}`",
+            sup.def.command
+        ));
+        let started = Instant::now();
+        let ended = match Incarnation::start(&sup).await {
+            Ok(mut run) => {
+                let ended = run.supervise(&mut sup, &mut stop).await;
+                run.clean_up(&sup);
+                ended
+            }
+            Err(message) => {
+                sup.log(format!("Error starting dyno: {message}"));
+                Ended::Exited
+            }
+        };
+        match ended {
+            Ended::Stopped => {
+                sup.change(State::Down, None);
+                return;
+            }
+            Ended::Cycled => {
+                sup.change(State::Starting, None);
+                continue;
+            }
+            Ended::Exited if !sup.def.restart => {
+                sup.change(State::Down, None);
+                return;
+            }
+            Ended::Exited => {
+                sup.change(State::Crashed, None);
+                if started.elapsed() >= sup.platform.lifecycle.stable_after {
+                    crashes = 0;
+                }
+                crashes += 1;
+                let wait = sup.platform.lifecycle.cooloff(crashes);
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = stop.recv() => {
+                        sup.change(State::Down, None);
+                        return;
+                    }
+                }
+                sup.change(State::Starting, None);
+            }
+        }
+    }
+}
+
+/// One run of a dyno: its network, sandbox and shim.
+struct Incarnation {
+    net_name: String,
+    ip: Ipv4Addr,
+    netns: dyno_net::ns::Netns,
+    state: StateDir,
+    shim: tokio::process::Child,
+    pumps: Vec<JoinHandle<()>>,
+}
+
+impl Incarnation {
+    async fn start(sup: &Supervisor) -> Result<Incarnation, String> {
+        let platform = &sup.platform;
+        let def = &sup.def;
+        let net_name = platform.next_net_name();
+        let net = {
+            let mut network = platform.network.lock().unwrap_or_else(|p| p.into_inner());
+            network
+                .up(&net_name, def.is_web().then_some(def.port))
+                .map_err(|e| e.to_string())?
+        };
+        let state = StateDir(platform.state_root.join(&net_name));
+        let mut env: Vec<(String, String)> = vec![
+            ("PATH".into(), "/usr/local/bin:/usr/bin:/bin".into()),
+            ("HOME".into(), "/app".into()),
+            ("DYNO".into(), sup.name.clone()),
+        ];
+        if def.is_web() {
+            env.push(("PORT".into(), def.port.to_string()));
+        }
+        for (k, v) in &def.env {
+            env.retain(|(existing, _)| existing != k);
+            env.push((k.clone(), v.clone()));
+        }
+        let spec = SandboxSpec {
+            name: sup.name.clone(),
+            hostname: uuid_v4(),
+            netns: net.netns_path.clone(),
+            ip: net.ip,
+            app_dir: def.app_dir.clone(),
+            stack: SandboxSpec::default_stack(),
+            uid: def.uid,
+            gid: def.uid,
+            env,
+            command: def.command.clone(),
+            nameservers: Vec::new(),
+        };
+        let started = launch::prepare(&state, &spec)
+            .map_err(|e| e.to_string())
+            .and_then(|()| {
+                let mut command =
+                    tokio::process::Command::from(launch::shim_command(&platform.exe, &state));
+                command.stdout(Stdio::piped()).stderr(Stdio::piped());
+                command.spawn().map_err(|e| format!("start the shim: {e}"))
+            });
+        let mut shim = match started {
+            Ok(shim) => shim,
+            Err(e) => {
+                let _ = platform
+                    .network
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .down(&net_name);
+                let _ = std::fs::remove_dir_all(&state.0);
+                return Err(e);
+            }
+        };
+        let mut pumps = Vec::new();
+        if let Some(out) = shim.stdout.take() {
+            pumps.push(pump(out, platform.clone(), sup.name.clone()));
+        }
+        if let Some(err) = shim.stderr.take() {
+            pumps.push(pump(err, platform.clone(), sup.name.clone()));
+        }
+        Ok(Incarnation {
+            net_name,
+            ip: net.ip,
+            netns: net.netns,
+            state,
+            shim,
+            pumps,
+        })
+    }
+
+    async fn supervise(&mut self, sup: &mut Supervisor, stop: &mut mpsc::Receiver<()>) -> Ended {
+        let lifecycle = sup.platform.lifecycle.clone();
+        let launched = Instant::now();
+        let mut diag = if sup.def.is_web() {
+            match SockDiag::open_in(&self.netns) {
+                Ok(diag) => Some(diag),
+                Err(e) => {
+                    sup.log(format!("Error watching $PORT: {e}"));
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        if diag.is_none() {
+            sup.change(State::Up, Some(self.ip));
+        }
+        let cycle_at = lifecycle
+            .next_cycle(random_unit())
+            .map(|d| tokio::time::Instant::now() + d);
+        let mut readiness = tokio::time::interval(lifecycle.readiness_poll);
+        loop {
+            tokio::select! {
+                status = self.shim.wait() => {
+                    let code = self.exit_code(status.ok());
+                    self.drain_logs().await;
+                    sup.log(format!("Process exited with status {code}"));
+                    return Ended::Exited;
+                }
+                _ = stop.recv() => {
+                    self.stop(sup, &lifecycle).await;
+                    return Ended::Stopped;
+                }
+                _ = sleep_until(cycle_at) => {
+                    sup.log("Cycling");
+                    self.stop(sup, &lifecycle).await;
+                    return Ended::Cycled;
+                }
+                _ = readiness.tick(), if sup.state == State::Starting && diag.is_some() => {
+                    let listening = diag
+                        .as_mut()
+                        .map(|d| d.is_listening(sup.def.port).unwrap_or(false))
+                        .unwrap_or(false);
+                    if listening {
+                        diag = None;
+                        sup.change(State::Up, Some(self.ip));
+                    } else if launched.elapsed() >= lifecycle.boot_timeout {
+                        sup.log(RuntimeError::BootTimeout { within: lifecycle.boot_timeout }.to_string());
+                        sup.log("Stopping process with SIGKILL");
+                        self.kill();
+                        let status = self.shim.wait().await.ok();
+                        let code = self.exit_code(status);
+                        self.drain_logs().await;
+                        sup.log(format!("Process exited with status {code}"));
+                        return Ended::Exited;
+                    }
+                }
+            }
+        }
+    }
+
+    /// SIGTERM to every process of the dyno (the shim forwards it to PID 1, which sends it to
+    /// all), the grace period, then SIGKILL to PID 1 (which takes the whole pid namespace).
+    async fn stop(&mut self, sup: &mut Supervisor, lifecycle: &Lifecycle) {
+        sup.log("Stopping all processes with SIGTERM");
+        if let Some(pid) = self.shim.id() {
+            // SAFETY: kill has no memory-safety preconditions.
+            unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
+        }
+        let status = match tokio::time::timeout(lifecycle.stop_grace, self.shim.wait()).await {
+            Ok(status) => status.ok(),
+            Err(_) => {
+                sup.log(
+                    RuntimeError::ExitTimeout {
+                        within: lifecycle.stop_grace,
+                    }
+                    .to_string(),
+                );
+                sup.log("Stopping remaining processes with SIGKILL");
+                self.kill();
+                self.shim.wait().await.ok()
+            }
+        };
+        let code = self.exit_code(status);
+        self.drain_logs().await;
+        sup.log(format!("Process exited with status {code}"));
+    }
+
+    /// SIGKILL to the dyno's PID 1: the kernel then kills every process in its pid namespace.
+    fn kill(&self) {
+        let pid = std::fs::read_to_string(self.state.init_pid())
+            .ok()
+            .and_then(|p| p.trim().parse::<libc::pid_t>().ok());
+        match pid {
+            // SAFETY: kill has no memory-safety preconditions.
+            Some(pid) if pid > 0 => unsafe {
+                libc::kill(pid, libc::SIGKILL);
+            },
+            _ => {
+                if let Some(shim) = self.shim.id() {
+                    // SAFETY: as above.
+                    unsafe { libc::kill(shim as libc::pid_t, libc::SIGKILL) };
+                }
+            }
+        }
+    }
+
+    /// The status Heroku reports: the app's exit code, or 128 + the signal that killed it.
+    fn exit_code(&self, shim: Option<std::process::ExitStatus>) -> i32 {
+        match launch::exit_record(&self.state) {
+            Some(ExitRecord::Exited(code)) => code,
+            Some(ExitRecord::Signaled(signal)) => 128 + signal,
+            Some(ExitRecord::SetupFailed(_)) => 126,
+            None => shim.and_then(|s| s.code()).unwrap_or(1),
+        }
+    }
+
+    async fn drain_logs(&mut self) {
+        for pump in self.pumps.drain(..) {
+            let _ = tokio::time::timeout(Duration::from_secs(2), pump).await;
+        }
+    }
+
+    fn clean_up(self, sup: &Supervisor) {
+        if let Some(ExitRecord::SetupFailed(reason)) = launch::exit_record(&self.state) {
+            sup.log(format!("Error starting dyno: {reason}"));
+        }
+        let mut network = sup
+            .platform
+            .network
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Err(e) = network.down(&self.net_name) {
+            sup.log(format!("Error removing the dyno's network: {e}"));
+        }
+        drop(network);
+        let _ = std::fs::remove_dir_all(&self.state.0);
+    }
+}
+
+/// The app's output, line by line, as `app[web.1]` log lines.
+fn pump(
+    stream: impl AsyncRead + Unpin + Send + 'static,
+    platform: Arc<Platform>,
+    dyno: String,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut lines = BufReader::new(stream).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            platform.log(Source::App, &dyno, line);
+        }
+    })
+}
+
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// A random number in 0..1 from the kernel's randomness.
+fn random_unit() -> f64 {
+    let bytes = random_bytes::<8>();
+    (u64::from_ne_bytes(bytes) >> 11) as f64 / (1u64 << 53) as f64
+}
+
+fn random_bytes<const N: usize>() -> [u8; N] {
+    let mut buf = [0u8; N];
+    // getrandom never fails for small buffers once the pool is initialised.
+    let _ = getrandom(&mut buf);
+    buf
+}
+
+fn getrandom(buf: &mut [u8]) -> std::io::Result<()> {
+    // SAFETY: buf is a valid writable buffer of buf.len() bytes.
+    let n = unsafe { libc::getrandom(buf.as_mut_ptr().cast(), buf.len(), 0) };
+    if n as usize == buf.len() {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// A random (version 4) UUID: the dyno's hostname, as on Heroku.
+pub fn uuid_v4() -> String {
+    let mut b = random_bytes::<16>();
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[0..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..32]
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uuids_are_version_4() {
+        let u = uuid_v4();
+        assert_eq!(u.len(), 36);
+        assert_eq!(&u[14..15], "4");
+        assert!(matches!(&u[19..20], "8" | "9" | "a" | "b"), "{u}");
+        assert_ne!(uuid_v4(), u);
+    }
+
+    #[test]
+    fn base36_names_fit_a_dyno_name() {
+        assert_eq!(base36(0), "0");
+        assert_eq!(base36(35), "z");
+        assert_eq!(base36(36), "10");
+        // Milliseconds until the year 2100 fit in 9 digits: name ≤ 11 characters.
+        assert!(base36(4_102_444_800_000).len() <= 9);
+    }
+}

@@ -1,0 +1,375 @@
+//! `dyno up DIR`: run a Procfile app in one command, every process in its own dyno, logs on
+//! stdout in Heroku's format, everything removed again on Ctrl-C or SIGTERM.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use dyno_net::dyno::Host;
+use dyno_net::ipam::{LeaseStore, MemoryStore};
+use dyno_net::network::{Network, NetworkConfig};
+use tokio::sync::mpsc;
+
+use crate::lifecycle::Lifecycle;
+use crate::logs::LogLine;
+use crate::procfile::{self, AppFileError, ProcessType};
+use crate::supervisor::{self, DynoDef, Platform, State};
+
+/// Where `dyno up` draws the apps' unprivileged uids from (one per app name).
+pub const UID_BASE: u32 = 800_000;
+pub const UID_SPAN: u32 = 100_000;
+
+#[derive(Debug, Clone)]
+pub struct UpOptions {
+    pub dir: PathBuf,
+    /// The app's name; by default the directory's.
+    pub app: Option<String>,
+    /// `web=2,worker=1`; by default one dyno per process type.
+    pub formation: Option<String>,
+    pub port: u16,
+    pub network: NetworkConfig,
+    /// Where sandbox state dirs go (removed at the end).
+    pub state_root: PathBuf,
+    pub lifecycle: Lifecycle,
+    /// The `dyno` binary (for `dyno __shim`).
+    pub exe: PathBuf,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum UpError {
+    #[error("app directory {0}: no such directory")]
+    NoDir(PathBuf),
+    #[error(transparent)]
+    AppFile(#[from] AppFileError),
+    #[error("--formation {0}")]
+    Formation(String),
+    #[error("{procfile}:{line}: command `{program}` not found (looked in the app directory and in {path})")]
+    CommandNotFound {
+        procfile: PathBuf,
+        line: usize,
+        program: String,
+        path: String,
+    },
+    #[error("app name {0:?}: use lowercase letters, digits and '-', starting with a letter (--app NAME)")]
+    AppName(String),
+    #[error("{0}")]
+    Network(String),
+}
+
+/// What `dyno up` is about to run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    pub app: String,
+    pub uid: u32,
+    pub dynos: Vec<(ProcessType, u32)>,
+    pub env: Vec<(String, String)>,
+}
+
+/// Reads and checks everything before anything is started.
+pub fn plan(options: &UpOptions) -> Result<Plan, UpError> {
+    let dir = &options.dir;
+    if !dir.is_dir() {
+        return Err(UpError::NoDir(dir.clone()));
+    }
+    let procfile_path = dir.join("Procfile");
+    let types = procfile::read_procfile(&procfile_path)?;
+    let env = procfile::read_dotenv(&dir.join(".env"))?;
+    let app = match &options.app {
+        Some(app) => app.clone(),
+        None => dir
+            .canonicalize()
+            .ok()
+            .and_then(|d| d.file_name().map(|n| n.to_string_lossy().to_lowercase()))
+            .unwrap_or_else(|| "app".into())
+            .replace(['_', '.', ' '], "-"),
+    };
+    let app_ok = !app.is_empty()
+        && app.len() <= 30
+        && app.starts_with(|c: char| c.is_ascii_lowercase())
+        && app
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+    if !app_ok {
+        return Err(UpError::AppName(app));
+    }
+    let counts = formation(options.formation.as_deref(), &types)?;
+    for (i, t) in types.iter().enumerate() {
+        if counts.get(&t.name).copied().unwrap_or(0) > 0 {
+            check_command(
+                &procfile_path,
+                line_of(&procfile_path, &t.name).unwrap_or(i + 1),
+                dir,
+                &t.command,
+            )?;
+        }
+    }
+    let dynos = types
+        .into_iter()
+        .map(|t| {
+            let n = counts.get(&t.name).copied().unwrap_or(0);
+            (t, n)
+        })
+        .filter(|(_, n)| *n > 0)
+        .collect();
+    Ok(Plan {
+        uid: app_uid(&app),
+        app,
+        dynos,
+        env,
+    })
+}
+
+/// One uid per app name, stable across runs.
+pub fn app_uid(app: &str) -> u32 {
+    // FNV-1a: stable, tiny, good enough to spread names over the range.
+    let hash = app.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    });
+    UID_BASE + (hash % u64::from(UID_SPAN)) as u32
+}
+
+fn formation(spec: Option<&str>, types: &[ProcessType]) -> Result<BTreeMap<String, u32>, UpError> {
+    let known: Vec<&str> = types.iter().map(|t| t.name.as_str()).collect();
+    let Some(spec) = spec else {
+        return Ok(types.iter().map(|t| (t.name.clone(), 1)).collect());
+    };
+    let mut counts = BTreeMap::new();
+    for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (name, count) = part.split_once('=').ok_or_else(|| {
+            UpError::Formation(format!(
+                "{part:?}: expected TYPE=COUNT, e.g. web=2,worker=1"
+            ))
+        })?;
+        if !known.contains(&name) {
+            return Err(UpError::Formation(format!(
+                "{name:?}: the Procfile has no such process type (it has: {})",
+                known.join(", ")
+            )));
+        }
+        let count: u32 = count
+            .parse()
+            .ok()
+            .filter(|c| *c <= 100)
+            .ok_or_else(|| UpError::Formation(format!("{part:?}: COUNT must be 0 to 100")))?;
+        counts.insert(name.to_string(), count);
+    }
+    if counts.values().all(|c| *c == 0) {
+        return Err(UpError::Formation(format!("{spec:?} starts no dyno")));
+    }
+    Ok(counts)
+}
+
+fn line_of(procfile: &Path, name: &str) -> Option<usize> {
+    let text = std::fs::read_to_string(procfile).ok()?;
+    text.lines()
+        .position(|l| l.trim_start().starts_with(&format!("{name}:")))
+        .map(|i| i + 1)
+}
+
+const PATH: [&str; 3] = ["/usr/local/bin", "/usr/bin", "/bin"];
+
+/// The command's program must exist: in the app (a path) or on the dyno's PATH. Shell syntax
+/// we cannot judge (variables, builtins, assignments) is left to the shell.
+fn check_command(procfile: &Path, line: usize, dir: &Path, command: &str) -> Result<(), UpError> {
+    let Some(program) = command.split_whitespace().next() else {
+        return Ok(());
+    };
+    let builtin = [
+        "exec", "cd", "source", ".", "export", "set", "if", "for", "while", "true", "echo", "trap",
+        "{", "(", "[", "test", "eval", "ulimit", "umask", "sleep",
+    ];
+    if builtin.contains(&program) || program.contains(['$', '=', '`', '"', '\'']) {
+        return Ok(());
+    }
+    let found = if program.contains('/') {
+        let path = Path::new(program);
+        if path.is_absolute() {
+            path.exists()
+        } else {
+            dir.join(path).exists()
+        }
+    } else {
+        PATH.iter().any(|p| Path::new(p).join(program).exists())
+    };
+    if found {
+        Ok(())
+    } else {
+        Err(UpError::CommandNotFound {
+            procfile: procfile.to_path_buf(),
+            line,
+            program: program.to_string(),
+            path: PATH.join(":"),
+        })
+    }
+}
+
+/// Runs the app until Ctrl-C or SIGTERM; then stops every dyno gracefully and removes what it
+/// made. Log lines go to `out`; progress notes to stderr.
+pub async fn run(options: UpOptions, mut out: impl Write + Send + 'static) -> Result<(), UpError> {
+    let plan = plan(&options)?;
+    let app_dir = options
+        .dir
+        .canonicalize()
+        .map_err(|_| UpError::NoDir(options.dir.clone()))?;
+    let host = Host::current().map_err(|e| UpError::Network(e.to_string()))?;
+    let store: Box<dyn LeaseStore + Send> = Box::new(MemoryStore);
+    let mut network = Network::open(host, &options.network, store)
+        .map_err(|e| UpError::Network(e.to_string()))?;
+    network
+        .install()
+        .map_err(|e| UpError::Network(e.to_string()))?;
+    let network = Arc::new(Mutex::new(network));
+    std::fs::create_dir_all(&options.state_root).map_err(|e| {
+        UpError::Network(format!("state dir {}: {e}", options.state_root.display()))
+    })?;
+
+    let (log_tx, mut log_rx) = mpsc::unbounded_channel::<LogLine>();
+    let printer = tokio::task::spawn_blocking(move || {
+        while let Some(line) = log_rx.blocking_recv() {
+            let _ = writeln!(out, "{line}");
+            let _ = out.flush();
+        }
+    });
+    let platform = Arc::new(Platform::new(
+        network.clone(),
+        options.exe.clone(),
+        options.state_root.clone(),
+        options.lifecycle.clone(),
+        log_tx,
+    ));
+    let mut handles = Vec::new();
+    for (process, count) in &plan.dynos {
+        for index in 1..=*count {
+            let def = DynoDef {
+                app: plan.app.clone(),
+                process: process.name.clone(),
+                index,
+                command: process.command.clone(),
+                env: plan.env.clone(),
+                app_dir: app_dir.clone(),
+                uid: plan.uid,
+                port: options.port,
+                restart: true,
+            };
+            let handle = supervisor::start(platform.clone(), def);
+            if process.name == "web" {
+                announce(handle.name.clone(), handle.status.clone(), options.port);
+            }
+            handles.push(handle);
+        }
+    }
+    eprintln!(
+        "dyno up: {} running {} dyno(s) as uid {}; Ctrl-C stops it",
+        plan.app,
+        handles.len(),
+        plan.uid
+    );
+    wait_for_shutdown().await;
+    eprintln!("dyno up: stopping {} dyno(s)", handles.len());
+    let stops: Vec<_> = handles
+        .into_iter()
+        .map(|h| tokio::spawn(h.stop()))
+        .collect();
+    for stop in stops {
+        let _ = stop.await;
+    }
+    drop(platform);
+    let _ = printer.await;
+    let mut network = Arc::try_unwrap(network)
+        .map_err(|_| UpError::Network("the network is still in use".into()))?
+        .into_inner()
+        .unwrap_or_else(|p| p.into_inner());
+    // Nothing of ours is left: the firewall goes too, unless other dynos still use it.
+    if network.list().map(|l| l.is_empty()).unwrap_or(false) {
+        if let Err(e) = network.uninstall() {
+            eprintln!("dyno up: remove the firewall: {e}");
+        }
+    }
+    drop(network);
+    let _ = std::fs::remove_dir_all(&options.state_root);
+    eprintln!("dyno up: stopped; nothing left behind");
+    Ok(())
+}
+
+/// Prints where a web dyno listens, each time it comes up.
+fn announce(name: String, mut status: tokio::sync::watch::Receiver<supervisor::Status>, port: u16) {
+    tokio::spawn(async move {
+        while status.changed().await.is_ok() {
+            let now = status.borrow().clone();
+            if let (State::Up, Some(ip)) = (now.state, now.ip) {
+                eprintln!("dyno up: {name} is up at {ip}:{port} (reachable by the router's marked connections)");
+            }
+        }
+    });
+}
+
+async fn wait_for_shutdown() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn types(names: &[&str]) -> Vec<ProcessType> {
+        names
+            .iter()
+            .map(|n| ProcessType {
+                name: n.to_string(),
+                command: "true".into(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn formation_defaults_to_one_each_and_checks_names() {
+        let t = types(&["web", "worker"]);
+        let f = formation(None, &t).unwrap();
+        assert_eq!(f.get("web"), Some(&1));
+        assert_eq!(f.get("worker"), Some(&1));
+        let f = formation(Some("web=2,worker=0"), &t).unwrap();
+        assert_eq!(f.get("web"), Some(&2));
+        let e = formation(Some("clock=1"), &t).unwrap_err().to_string();
+        assert!(
+            e.contains("no such process type (it has: web, worker)"),
+            "{e}"
+        );
+        assert!(formation(Some("web"), &t).is_err());
+        assert!(formation(Some("web=x"), &t).is_err());
+        assert!(formation(Some("web=0"), &t).is_err());
+    }
+
+    #[test]
+    fn uids_are_stable_and_in_range() {
+        let a = app_uid("hello");
+        assert_eq!(a, app_uid("hello"));
+        assert!((UID_BASE..UID_BASE + UID_SPAN).contains(&a));
+        assert_ne!(app_uid("hello"), app_uid("world"));
+    }
+
+    #[test]
+    fn missing_commands_are_named_with_their_line() {
+        let dir = std::env::temp_dir();
+        let e = check_command(Path::new("Procfile"), 3, &dir, "no-such-program-xyz --flag")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("Procfile:3: command `no-such-program-xyz` not found"),
+            "{e}"
+        );
+        check_command(Path::new("Procfile"), 1, &dir, "python3 web.py").unwrap();
+        check_command(Path::new("Procfile"), 1, &dir, "exec $CMD").unwrap();
+    }
+}

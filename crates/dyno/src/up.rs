@@ -1,0 +1,93 @@
+//! `dyno up DIR`.
+
+use std::path::PathBuf;
+
+use clap::Args;
+use dyno_manager::lifecycle::{parse_duration, Lifecycle};
+use dyno_manager::up::{self, UpOptions};
+use dyno_net::dyno::RunDir;
+use dyno_net::ipam::Ipv4Net;
+use dyno_net::network::NetworkConfig;
+
+#[derive(Args)]
+#[command(
+    after_help = "Examples:\n  dyno up examples/hello\n  dyno up examples/hello --formation web=2,worker=1\n  dyno up . --app myapp --boot-timeout 90s\n\n\
+    DIR needs a Procfile (`web: python3 web.py`); DIR/.env holds config vars. Each dyno runs as\n\
+    `bash -c COMMAND` in /app (DIR, read-only, with a writable layer that vanishes on restart),\n\
+    as an unprivileged user, with its own network namespace; web dynos get $PORT."
+)]
+pub struct UpArgs {
+    /// The app directory (with a Procfile)
+    dir: PathBuf,
+    /// The app's name (default: the directory's)
+    #[arg(long)]
+    app: Option<String>,
+    /// How many dynos of each process type, e.g. web=2,worker=1 (default: one of each)
+    #[arg(long)]
+    formation: Option<String>,
+    /// $PORT of web dynos
+    #[arg(long, default_value_t = 5000)]
+    port: u16,
+    /// R10 if a web dyno does not listen on $PORT within this (e.g. 60s, 90s for Java)
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    boot_timeout: std::time::Duration,
+    /// Between SIGTERM and SIGKILL when stopping (R12)
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    stop_grace: std::time::Duration,
+    /// Restart crashed dynos after these waits (the last repeats), e.g. 0s,20m,40m
+    #[arg(long, value_delimiter = ',', value_parser = parse_duration)]
+    restart_cooloffs: Option<Vec<std::time::Duration>>,
+    /// No daily restart of dynos
+    #[arg(long)]
+    no_cycling: bool,
+    /// Directory the dynos' network namespaces are bound in
+    #[arg(long, default_value = "/run/netns")]
+    run_dir: PathBuf,
+    /// Directory for the dynos' sandbox state (default: /run/dyno/up-<pid>)
+    #[arg(long)]
+    state_dir: Option<PathBuf>,
+    /// Address pool for dynos
+    #[arg(long, default_value_t = Ipv4Net::default())]
+    pool: Ipv4Net,
+}
+
+pub fn run(args: UpArgs) -> Result<(), String> {
+    crate::require_root("dyno up")?;
+    let mut lifecycle = Lifecycle {
+        boot_timeout: args.boot_timeout,
+        stop_grace: args.stop_grace,
+        ..Lifecycle::default()
+    };
+    if let Some(cooloffs) = args.restart_cooloffs {
+        lifecycle.restart_cooloffs = cooloffs;
+    }
+    if args.no_cycling {
+        lifecycle.cycling = None;
+    }
+    let options = UpOptions {
+        dir: args.dir,
+        app: args.app,
+        formation: args.formation,
+        port: args.port,
+        network: NetworkConfig {
+            run_dir: RunDir(args.run_dir),
+            pool: args.pool,
+            ..NetworkConfig::default()
+        },
+        state_root: args
+            .state_dir
+            .unwrap_or_else(|| PathBuf::from(format!("/run/dyno/up-{}", std::process::id()))),
+        lifecycle,
+        exe: std::env::current_exe().map_err(|e| format!("find the dyno binary: {e}"))?,
+    };
+    // Check the app before anything is started: errors name the file and line.
+    up::plan(&options).map_err(|e| e.to_string())?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| format!("start the runtime: {e}"))?;
+    runtime
+        .block_on(up::run(options, std::io::stdout()))
+        .map_err(|e| e.to_string())
+}
