@@ -125,24 +125,30 @@ impl Up {
     /// An HTTP GET through the router's way in: a marked socket in the lab host.
     fn get(&self, ip: Ipv4Addr, port: u16, path: &str) -> String {
         let request = format!("GET {path} HTTP/1.0\r\nHost: app\r\n\r\n");
-        self.lab
+        // Only the socket is made in the lab host (on the namespace thread); the exchange runs
+        // here, so that several requests can wait at once.
+        let socket = self
+            .lab
             .host
             .netns()
-            .run(move || -> std::io::Result<String> {
+            .run(|| -> std::io::Result<socket2::Socket> {
                 let socket =
                     socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
                 socket.set_mark(ROUTER_MARK)?;
-                socket
-                    .connect_timeout(&SocketAddrV4::new(ip, port).into(), Duration::from_secs(2))?;
-                let mut stream: TcpStream = socket.into();
-                stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-                stream.write_all(request.as_bytes())?;
-                let mut answer = String::new();
-                stream.read_to_string(&mut answer)?;
-                Ok(answer)
+                Ok(socket)
             })
             .unwrap()
-            .unwrap_or_else(|e| panic!("GET http://{ip}:{port}{path}: {e}"))
+            .unwrap();
+        let exchange = || -> std::io::Result<String> {
+            socket.connect_timeout(&SocketAddrV4::new(ip, port).into(), Duration::from_secs(2))?;
+            let mut stream: TcpStream = socket.into();
+            stream.set_read_timeout(Some(Duration::from_secs(15)))?;
+            stream.write_all(request.as_bytes())?;
+            let mut answer = String::new();
+            stream.read_to_string(&mut answer)?;
+            Ok(answer)
+        };
+        exchange().unwrap_or_else(|e| panic!("GET http://{ip}:{port}{path}: {e}"))
     }
 
     /// Ctrl-C, and the exit status.
@@ -469,4 +475,64 @@ fn bad_apps_are_refused_with_errors_naming_the_file() {
     for d in [bad, nocmd] {
         let _ = std::fs::remove_dir_all(d);
     }
+}
+
+#[test]
+fn java_lists_eth0_as_index_2_while_the_host_end_is_above_65535() {
+    let app = repo().join("examples/java-interfaces");
+    let mut up = Up::start(
+        "java",
+        &app,
+        &["--boot-timeout", "90s", "--stop-grace", "5s"],
+    );
+    up.wait_for_log(
+        "heroku[web.1]: State changed from starting to up",
+        1,
+        Duration::from_secs(120),
+    );
+    let host_ends = up.lab.host.links_with_prefix("dy").unwrap();
+    assert_eq!(host_ends.len(), 1, "{host_ends:?}");
+    assert!(host_ends[0].0 > 65_535, "host end index {}", host_ends[0].0);
+    let ip = up.address_of("web.1");
+    let answer = up.get(ip, 5000, "/");
+    assert!(answer.contains("interfaces: lo eth0"), "{answer}");
+    assert!(answer.contains("eth0 index=2 up"), "{answer}");
+    assert!(answer.contains(&format!("{ip}/32")), "{answer}");
+    up.interrupt();
+    up.assert_nothing_left(dyno_manager::up::app_uid("java-interfaces"));
+}
+
+#[test]
+fn ruby_raindrops_reports_queued_connections_inside_the_dyno() {
+    let app = repo().join("examples/ruby-raindrops");
+    let mut up = Up::start(
+        "ruby",
+        &app,
+        &["--boot-timeout", "30s", "--stop-grace", "5s"],
+    );
+    up.wait_for_log(
+        "heroku[web.1]: State changed from starting to up",
+        1,
+        Duration::from_secs(40),
+    );
+    let ip = up.address_of("web.1");
+    // Six at once to a server that takes a second each: the later ones wait in the accept
+    // queue, and each answer reports the queue as it was when it was served.
+    let answers: Vec<String> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..6)
+            .map(|_| scope.spawn(|| up.get(ip, 5000, "/stats")))
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let queued: Vec<u32> = answers
+        .iter()
+        .filter_map(|a| a.split("queued=").nth(1)?.trim().parse().ok())
+        .collect();
+    assert_eq!(queued.len(), 6, "{answers:?}");
+    assert!(
+        queued.iter().any(|q| *q > 0),
+        "no queued connection seen: {queued:?}"
+    );
+    up.interrupt();
+    up.assert_nothing_left(dyno_manager::up::app_uid("ruby-raindrops"));
 }
