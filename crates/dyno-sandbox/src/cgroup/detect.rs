@@ -54,12 +54,14 @@ fn unescape(field: &str) -> String {
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        let octal = bytes.get(i + 1..i + 4).filter(|digits| {
-            bytes[i] == b'\\' && digits.iter().all(|d| (b'0'..=b'7').contains(d))
-        });
+        let octal = bytes
+            .get(i + 1..i + 4)
+            .filter(|digits| bytes[i] == b'\\' && digits.iter().all(|d| (b'0'..=b'7').contains(d)));
         match octal {
             Some(digits) => {
-                let value = digits.iter().fold(0u32, |acc, d| acc * 8 + u32::from(d - b'0'));
+                let value = digits
+                    .iter()
+                    .fold(0u32, |acc, d| acc * 8 + u32::from(d - b'0'));
                 // Three octal digits can exceed a byte (\777); such a field is not an escape.
                 match u8::try_from(value) {
                     Ok(byte) => {
@@ -108,7 +110,9 @@ pub(crate) fn parse_self_cgroup(path: &Path, text: &str) -> Result<Vec<CgroupLin
             // The path may itself contain ':', so split only twice.
             let mut fields = line.splitn(3, ':');
             match (fields.next(), fields.next(), fields.next()) {
-                (Some(id), Some(controllers), Some(cgroup_path)) if cgroup_path.starts_with('/') => {
+                (Some(id), Some(controllers), Some(cgroup_path))
+                    if cgroup_path.starts_with('/') =>
+                {
                     Ok(CgroupLine {
                         hierarchy_id: id.to_string(),
                         controllers: controllers.to_string(),
@@ -190,7 +194,10 @@ garbage line
 ";
         let mounts = parse_mountinfo(text);
         assert_eq!(mounts.len(), 3);
-        assert_eq!(mounts[1].mount_point, Path::new("/sys/fs/cgroup/cpu,cpuacct"));
+        assert_eq!(
+            mounts[1].mount_point,
+            Path::new("/sys/fs/cgroup/cpu,cpuacct")
+        );
         assert_eq!(mounts[1].fstype, "cgroup");
         assert!(mounts[1].has_option("cpu") && mounts[1].has_option("cpuacct"));
         assert!(!mounts[1].has_option("cpuset"));
@@ -220,7 +227,9 @@ garbage line
         assert_eq!(lines[1].path, "/a:b");
         assert!(lines[3].is_unified());
         assert!(!lines[3].has_controller(""));
-        let err = parse_self_cgroup(path, "nonsense\n").unwrap_err().to_string();
+        let err = parse_self_cgroup(path, "nonsense\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("/proc/self/cgroup"), "{err}");
     }
 
@@ -242,10 +251,18 @@ garbage line
             Path::new("/sys/fs/cgroup/memory")
         );
         assert_eq!(
-            dir_in_mount(&mount("/docker/abc"), "/docker/abc/sub", Path::new("/tmp/t")).unwrap(),
+            dir_in_mount(
+                &mount("/docker/abc"),
+                "/docker/abc/sub",
+                Path::new("/tmp/t")
+            )
+            .unwrap(),
             Path::new("/tmp/t/sys/fs/cgroup/memory/sub")
         );
-        assert_eq!(dir_in_mount(&mount("/docker/abc"), "/docker/abcd", fs_root), None);
+        assert_eq!(
+            dir_in_mount(&mount("/docker/abc"), "/docker/abcd", fs_root),
+            None
+        );
         assert_eq!(dir_in_mount(&mount("/docker"), "/other", fs_root), None);
         assert_eq!(dir_in_mount(&mount("/"), "/a/../b", fs_root), None);
     }

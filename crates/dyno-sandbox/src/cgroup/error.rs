@@ -41,9 +41,7 @@ pub enum CgroupError {
     InvalidId { id: String, reason: &'static str },
     #[error("invalid dyno size {name:?}: {reason}")]
     InvalidSize { name: String, reason: &'static str },
-    #[error(
-        "no usable cgroup filesystem: {reason} (looked at {mountinfo} and {self_cgroup})"
-    )]
+    #[error("no usable cgroup filesystem: {reason} (looked at {mountinfo} and {self_cgroup})")]
     NoCgroupFs {
         mountinfo: PathBuf,
         self_cgroup: PathBuf,

@@ -28,6 +28,7 @@ mod v2;
 #[cfg(test)]
 mod tests;
 
+use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::fd::AsRawFd;
@@ -173,15 +174,17 @@ impl Cgroups {
             dirs: roots.iter().map(|root| root.child(dyno_id)).collect(),
         };
         let mut all_new = true;
-        for dir in &dyno.dirs {
+        let made = dyno.dirs.iter().try_for_each(|dir| {
             all_new &= fs::make_cgroup_dir(&dir.dir)?;
-        }
-        let applied = match self.version {
+            Ok(())
+        });
+        let applied = made.and_then(|()| match self.version {
             Version::V1 => v1::apply_limits(&dyno.dirs, size),
             Version::V2 => v2::apply_limits(&dyno.dirs[0].dir, size),
-        };
+        });
         if let Err(e) = applied {
-            // Leave nothing half-made behind; an existing cgroup may hold a running dyno.
+            // Leave nothing half-made behind, but only what this call made: an existing
+            // cgroup may hold a running dyno.
             if all_new {
                 let _ = dyno.remove();
             }
@@ -443,30 +446,50 @@ impl DynoCgroup {
             v2::kill_via_cgroup_kill(&self.dirs[0].dir, deadline)?;
         }
         loop {
-            let mut any = false;
-            for dir in &self.dirs {
-                let mut pids = Vec::new();
-                fs::procs_recursive(&dir.dir, &mut pids)?;
-                if pids.is_empty() {
-                    continue;
-                }
-                any = true;
-                if Instant::now() >= deadline {
-                    return Err(CgroupError::StillPopulated {
-                        dir: dir.dir.clone(),
-                        pids,
-                        waited_ms: started.elapsed().as_millis(),
-                    });
-                }
-                for pid in pids {
-                    process::kill_member(pid, dir)?;
-                }
-            }
-            if !any {
+            let members = self.members()?;
+            let Some((_, dir)) = members.first() else {
                 return Ok(());
+            };
+            if Instant::now() >= deadline {
+                return Err(CgroupError::StillPopulated {
+                    dir: dir.dir.clone(),
+                    pids: members.iter().map(|(pid, _)| *pid).collect(),
+                    waited_ms: started.elapsed().as_millis(),
+                });
+            }
+            for (pid, dir) in members {
+                process::signal_member(pid, dir, libc::SIGKILL)?;
             }
             std::thread::sleep(Duration::from_millis(5));
         }
+    }
+
+    /// Sends `signal` once to every process of the dyno, as Heroku's stop does with SIGTERM
+    /// (then [`DynoCgroup::kill_all`] after the grace period). Returns how many processes were
+    /// signalled.
+    pub fn signal_all(&self, signal: i32) -> Result<usize, CgroupError> {
+        let members = self.members()?;
+        for (pid, dir) in &members {
+            process::signal_member(*pid, dir, signal)?;
+        }
+        Ok(members.len())
+    }
+
+    /// Every process once, with the hierarchy it was found in (on v1 a process shows up in
+    /// each; a second SIGTERM may mean "hurry" to some apps, so it must get only one).
+    fn members(&self) -> Result<Vec<(u32, &Hierarchy)>, CgroupError> {
+        let mut members: Vec<(u32, &Hierarchy)> = Vec::new();
+        let mut seen = HashSet::new();
+        for dir in &self.dirs {
+            let mut pids = Vec::new();
+            fs::procs_recursive(&dir.dir, &mut pids)?;
+            for pid in pids {
+                if seen.insert(pid) {
+                    members.push((pid, dir));
+                }
+            }
+        }
+        Ok(members)
     }
 
     /// Removes the dyno's cgroup directories (and any below them), waiting briefly while

@@ -9,14 +9,19 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 use super::{CgroupError, Hierarchy};
 
-/// SIGKILLs `pid` if it is (still) in the cgroup `cgroup` or below it. A process that is gone
-/// already is not an error.
-pub(crate) fn kill_member(pid: u32, cgroup: &Hierarchy) -> Result<(), CgroupError> {
+/// Sends `signal` to `pid` if it is (still) in the cgroup `cgroup` or below it. A process that
+/// is gone already is not an error.
+pub(crate) fn signal_member(
+    pid: u32,
+    cgroup: &Hierarchy,
+    signal: libc::c_int,
+) -> Result<(), CgroupError> {
     let signal_error = |source| CgroupError::Signal {
         pid,
         dir: cgroup.dir.clone(),
         source,
     };
+    // Not a pid the kernel hands out (those are at most 2^22).
     let Ok(raw_pid) = libc::pid_t::try_from(pid) else {
         return Ok(());
     };
@@ -38,18 +43,18 @@ pub(crate) fn kill_member(pid: u32, cgroup: &Hierarchy) -> Result<(), CgroupErro
         Err(e) => return Err(signal_error(e)),
     }
     let rc = match &pidfd {
-        // SAFETY: pidfd_send_signal with a pidfd we own, a signal constant and no siginfo.
+        // SAFETY: pidfd_send_signal with a pidfd we own, a signal number and no siginfo.
         Some(fd) => unsafe {
             libc::syscall(
                 libc::SYS_pidfd_send_signal,
                 fd.as_raw_fd(),
-                libc::SIGKILL,
+                signal,
                 std::ptr::null::<libc::siginfo_t>(),
                 0,
             )
         },
-        // SAFETY: kill with a positive pid and a signal constant.
-        None => libc::c_long::from(unsafe { libc::kill(raw_pid, libc::SIGKILL) }),
+        // SAFETY: kill with a positive pid and a signal number.
+        None => libc::c_long::from(unsafe { libc::kill(raw_pid, signal) }),
     };
     if rc < 0 {
         let e = io::Error::last_os_error();
@@ -76,7 +81,8 @@ fn pidfd_open(pid: libc::pid_t) -> io::Result<OwnedFd> {
 pub(crate) fn is_member(proc_cgroup: &str, cgroup: &Hierarchy) -> bool {
     proc_cgroup.lines().any(|line| {
         let mut fields = line.splitn(3, ':');
-        let (Some(_id), Some(controllers), Some(path)) = (fields.next(), fields.next(), fields.next())
+        let (Some(_id), Some(controllers), Some(path)) =
+            (fields.next(), fields.next(), fields.next())
         else {
             return false;
         };
@@ -109,12 +115,20 @@ mod tests {
         assert!(!is_member(text, &hierarchy("cpu", "/dyno/web-1")));
         assert!(!is_member(text, &hierarchy("", "/dyno/web-1")));
         assert!(is_member("0::/svc/dyno/a\n", &hierarchy("", "/svc/dyno/a")));
-        assert!(!is_member("0::/svc/dyno/ab\n", &hierarchy("", "/svc/dyno/a")));
+        assert!(!is_member(
+            "0::/svc/dyno/ab\n",
+            &hierarchy("", "/svc/dyno/a")
+        ));
     }
 
     #[test]
     fn killing_a_pid_that_does_not_exist_is_not_an_error() {
         // pid_max is at most 2^22, so this pid never exists.
-        kill_member(u32::MAX / 2, &hierarchy("memory", "/nowhere")).unwrap();
+        signal_member(
+            u32::MAX / 2,
+            &hierarchy("memory", "/nowhere"),
+            libc::SIGKILL,
+        )
+        .unwrap();
     }
 }

@@ -48,7 +48,9 @@ impl DynoSize {
 
     /// A size of [`DYNO_SIZES`] by name, ignoring case: `standard-1x`.
     pub fn lookup(name: &str) -> Option<&'static DynoSize> {
-        DYNO_SIZES.iter().find(|s| s.name.eq_ignore_ascii_case(name))
+        DYNO_SIZES
+            .iter()
+            .find(|s| s.name.eq_ignore_ascii_case(name))
     }
 
     pub fn memory_quota_bytes(&self) -> u64 {
@@ -106,9 +108,18 @@ mod tests {
 
     #[test]
     fn lookup_ignores_case() {
-        assert_eq!(DynoSize::lookup("standard-1x"), Some(&DynoSize::STANDARD_1X));
-        assert_eq!(DynoSize::lookup("STANDARD-2X").map(|s| s.memory_mb), Some(1024));
-        assert_eq!(DynoSize::lookup("performance-m").map(|s| s.memory_mb), Some(2560));
+        assert_eq!(
+            DynoSize::lookup("standard-1x"),
+            Some(&DynoSize::STANDARD_1X)
+        );
+        assert_eq!(
+            DynoSize::lookup("STANDARD-2X").map(|s| s.memory_mb),
+            Some(1024)
+        );
+        assert_eq!(
+            DynoSize::lookup("performance-m").map(|s| s.memory_mb),
+            Some(2560)
+        );
         assert_eq!(DynoSize::lookup("standard-3x"), None);
         assert_eq!(DynoSize::lookup(""), None);
     }
@@ -130,7 +141,9 @@ mod tests {
         for (i, size) in DYNO_SIZES.iter().enumerate() {
             size.validate().unwrap();
             assert!(
-                DYNO_SIZES[..i].iter().all(|s| !s.name.eq_ignore_ascii_case(size.name)),
+                DYNO_SIZES[..i]
+                    .iter()
+                    .all(|s| !s.name.eq_ignore_ascii_case(size.name)),
                 "{} twice",
                 size.name
             );
@@ -154,11 +167,23 @@ mod tests {
     fn invalid_sizes_are_refused() {
         let base = DynoSize::STANDARD_1X;
         for size in [
-            DynoSize { memory_mb: 0, ..base },
+            DynoSize {
+                memory_mb: 0,
+                ..base
+            },
             DynoSize { pids: 0, ..base },
-            DynoSize { cpu_weight: 0, ..base },
-            DynoSize { cpu_weight: 10_001, ..base },
-            DynoSize { memory_mb: u64::MAX, ..base },
+            DynoSize {
+                cpu_weight: 0,
+                ..base
+            },
+            DynoSize {
+                cpu_weight: 10_001,
+                ..base
+            },
+            DynoSize {
+                memory_mb: u64::MAX,
+                ..base
+            },
         ] {
             let err = size.validate().unwrap_err().to_string();
             assert!(err.contains("Standard-1X"), "{err}");

@@ -25,7 +25,10 @@ pub(crate) fn detect(
                          hierarchy only, a mixed setup this code does not support)"
                     .into(),
             })?;
-        if hierarchies.iter().any(|h| h.controllers == line.controllers) {
+        if hierarchies
+            .iter()
+            .any(|h| h.controllers == line.controllers)
+        {
             continue;
         }
         let (_, dir) = find_own_dir(
@@ -58,10 +61,7 @@ pub(crate) fn detect(
     Ok(hierarchies)
 }
 
-fn dir_with<'h>(
-    dirs: &'h [Hierarchy],
-    controller: &'static str,
-) -> Result<&'h Path, CgroupError> {
+fn dir_with<'h>(dirs: &'h [Hierarchy], controller: &'static str) -> Result<&'h Path, CgroupError> {
     dirs.iter()
         .find(|h| h.has_controller(controller))
         .map(|h| h.dir.as_path())

@@ -25,16 +25,17 @@ pub(crate) fn detect(
         .find(|l| l.is_unified())
         .ok_or_else(|| no_fs("no cgroup v1 memory hierarchy and no v2 (0::) line".into()))?;
     let own_path = strip_supervisor_leaf(&line.path);
-    let (_, dir) = find_own_dir(mounts, "cgroup2", |_| true, own_path, fs_root).map_err(
-        |candidates| match candidates.first() {
-            Some(mount) => CgroupError::NotVisible {
-                own_path: own_path.to_string(),
-                mount_point: mount.mount_point.clone(),
-                mount_root: mount.root.clone(),
-            },
-            None => no_fs("no cgroup v1 memory hierarchy and no cgroup2 mount".into()),
-        },
-    )?;
+    let (_, dir) =
+        find_own_dir(mounts, "cgroup2", |_| true, own_path, fs_root).map_err(|candidates| {
+            match candidates.first() {
+                Some(mount) => CgroupError::NotVisible {
+                    own_path: own_path.to_string(),
+                    mount_point: mount.mount_point.clone(),
+                    mount_root: mount.root.clone(),
+                },
+                None => no_fs("no cgroup v1 memory hierarchy and no cgroup2 mount".into()),
+            }
+        })?;
     let available_path = dir.join("cgroup.controllers");
     let available = fs::read(&available_path)?;
     let missing: Vec<String> = CONTROLLERS
@@ -57,7 +58,7 @@ pub(crate) fn detect(
 
 fn strip_supervisor_leaf(path: &str) -> &str {
     match path.rsplit_once('/') {
-        Some((parent, SUPERVISOR_LEAF)) if parent.is_empty() => "/",
+        Some(("", SUPERVISOR_LEAF)) => "/",
         Some((parent, SUPERVISOR_LEAF)) => parent,
         _ => path,
     }
@@ -103,7 +104,10 @@ fn enable_controllers(dir: &Path) -> Result<(), CgroupError> {
 }
 
 pub(crate) fn apply_limits(dir: &Path, size: &DynoSize) -> Result<(), CgroupError> {
-    fs::write(&dir.join("memory.max"), &size.memory_limit_bytes().to_string())?;
+    fs::write(
+        &dir.join("memory.max"),
+        &size.memory_limit_bytes().to_string(),
+    )?;
     // Absent when the kernel does not account swap (CONFIG_MEMCG_SWAP off, or swapaccount=0).
     let swap_max = dir.join("memory.swap.max");
     if fs::exists(&swap_max) {
@@ -171,7 +175,10 @@ mod tests {
     fn supervisor_leaf_is_stripped() {
         assert_eq!(strip_supervisor_leaf("/svc/dyno-supervisor"), "/svc");
         assert_eq!(strip_supervisor_leaf("/dyno-supervisor"), "/");
-        assert_eq!(strip_supervisor_leaf("/svc/dyno-supervisors"), "/svc/dyno-supervisors");
+        assert_eq!(
+            strip_supervisor_leaf("/svc/dyno-supervisors"),
+            "/svc/dyno-supervisors"
+        );
         assert_eq!(strip_supervisor_leaf("/svc"), "/svc");
         assert_eq!(strip_supervisor_leaf("/"), "/");
     }
