@@ -17,6 +17,7 @@ use std::time::{Duration, Instant, SystemTime};
 use dyno_net::diag::SockDiag;
 use dyno_net::ipam::LeaseStore;
 use dyno_net::network::Network;
+use dyno_sandbox::cgroup::{Cgroups, DynoCgroup, DynoSize};
 use dyno_sandbox::launch;
 use dyno_sandbox::spec::{ExitRecord, SandboxSpec, StateDir};
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
@@ -38,6 +39,8 @@ pub struct Platform {
     pub state_root: PathBuf,
     pub lifecycle: Lifecycle,
     pub logs: mpsc::UnboundedSender<LogLine>,
+    /// Per-dyno cgroups (memory, pids, cpu); `None` where the host has none for us.
+    pub cgroups: Option<Cgroups>,
     names: AtomicU64,
 }
 
@@ -48,6 +51,7 @@ impl Platform {
         state_root: PathBuf,
         lifecycle: Lifecycle,
         logs: mpsc::UnboundedSender<LogLine>,
+        cgroups: Option<Cgroups>,
     ) -> Platform {
         Platform {
             network,
@@ -55,6 +59,7 @@ impl Platform {
             state_root,
             lifecycle,
             logs,
+            cgroups,
             names: AtomicU64::new(0),
         }
     }
@@ -104,6 +109,8 @@ pub struct DynoDef {
     pub port: u16,
     /// One-off dynos are never restarted.
     pub restart: bool,
+    /// Memory quota, processes, CPU weight.
+    pub size: DynoSize,
 }
 
 impl DynoDef {
@@ -288,6 +295,7 @@ struct Incarnation {
     state: StateDir,
     shim: tokio::process::Child,
     pumps: Vec<JoinHandle<()>>,
+    cgroup: Option<DynoCgroup>,
 }
 
 impl Incarnation {
@@ -302,6 +310,20 @@ impl Incarnation {
                 .map_err(|e| e.to_string())?
         };
         let state = StateDir(platform.state_root.join(&net_name));
+        let cgroup = match &platform.cgroups {
+            Some(cgroups) => match cgroups.create(&net_name, &def.size) {
+                Ok(cgroup) => Some(cgroup),
+                Err(e) => {
+                    let _ = platform
+                        .network
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .down(&net_name);
+                    return Err(e.to_string());
+                }
+            },
+            None => None,
+        };
         let mut env: Vec<(String, String)> = vec![
             ("PATH".into(), "/usr/local/bin:/usr/bin:/bin".into()),
             ("HOME".into(), "/app".into()),
@@ -326,6 +348,7 @@ impl Incarnation {
             env,
             command: def.command.clone(),
             nameservers: Vec::new(),
+            cgroup: cgroup.clone(),
         };
         let started = launch::prepare(&state, &spec)
             .map_err(|e| e.to_string())
@@ -344,6 +367,9 @@ impl Incarnation {
                     .unwrap_or_else(|p| p.into_inner())
                     .down(&net_name);
                 let _ = std::fs::remove_dir_all(&state.0);
+                if let Some(cgroup) = &cgroup {
+                    let _ = cgroup.remove();
+                }
                 return Err(e);
             }
         };
@@ -361,6 +387,7 @@ impl Incarnation {
             state,
             shim,
             pumps,
+            cgroup,
         })
     }
 
@@ -385,13 +412,32 @@ impl Incarnation {
             .next_cycle(random_unit())
             .map(|d| tokio::time::Instant::now() + d);
         let mut readiness = tokio::time::interval(lifecycle.readiness_poll);
+        let mut memory = tokio::time::interval(lifecycle.memory_poll);
+        let mut memory_watch = MemoryWatch::new(self.cgroup.as_ref());
         loop {
             tokio::select! {
                 status = self.shim.wait() => {
+                    // Killed by the kernel at the hard limit (2× quota): that is R15.
+                    if memory_watch.oom_killed(self.cgroup.as_ref()) {
+                        memory_watch.r15(sup);
+                    }
                     let code = self.exit_code(status.ok());
                     self.drain_logs().await;
                     sup.log(format!("Process exited with status {code}"));
                     return Ended::Exited;
+                }
+                _ = memory.tick(), if self.cgroup.is_some() => {
+                    match memory_watch.check(sup, self.cgroup.as_ref(), &lifecycle) {
+                        MemoryVerdict::Fine => {}
+                        MemoryVerdict::Kill => {
+                            self.kill();
+                            let status = self.shim.wait().await.ok();
+                            let code = self.exit_code(status);
+                            self.drain_logs().await;
+                            sup.log(format!("Process exited with status {code}"));
+                            return Ended::Exited;
+                        }
+                    }
                 }
                 _ = stop.recv() => {
                     self.stop(sup, &lifecycle).await;
@@ -491,6 +537,13 @@ impl Incarnation {
         if let Some(ExitRecord::SetupFailed(reason)) = launch::exit_record(&self.state) {
             sup.log(format!("Error starting dyno: {reason}"));
         }
+        if let Some(cgroup) = &self.cgroup {
+            // PID 1 is gone and its namespace with it; nothing should be left, but be sure.
+            let _ = cgroup.kill_all();
+            if let Err(e) = cgroup.remove() {
+                sup.log(format!("Error removing the dyno's cgroup: {e}"));
+            }
+        }
         let mut network = sup
             .platform
             .network
@@ -502,6 +555,102 @@ impl Incarnation {
         drop(network);
         let _ = std::fs::remove_dir_all(&self.state.0);
     }
+}
+
+enum MemoryVerdict {
+    Fine,
+    /// Over twice the quota: R15, the dyno must go.
+    Kill,
+}
+
+/// R14 (over quota, logged at most every `memory_warning_every`) and R15 (twice the quota, or
+/// killed by the kernel at its hard limit, which we set at twice the quota).
+struct MemoryWatch {
+    oom_kills: u64,
+    last_warning: Option<Instant>,
+    last_reading: Option<dyno_sandbox::cgroup::MemoryUsage>,
+}
+
+impl MemoryWatch {
+    fn new(cgroup: Option<&DynoCgroup>) -> MemoryWatch {
+        let reading = cgroup.and_then(|c| c.memory_usage().ok());
+        MemoryWatch {
+            oom_kills: reading.as_ref().map(|r| r.oom_kills).unwrap_or(0),
+            last_warning: None,
+            last_reading: reading,
+        }
+    }
+
+    fn oom_killed(&mut self, cgroup: Option<&DynoCgroup>) -> bool {
+        let Some(reading) = cgroup.and_then(|c| c.memory_usage().ok()) else {
+            return false;
+        };
+        let killed = reading.oom_kills > self.oom_kills;
+        self.oom_kills = reading.oom_kills;
+        if killed {
+            // The kill freed the memory: report what it was just before.
+            self.last_reading = Some(at_limit(&reading));
+        }
+        killed
+    }
+
+    fn check(
+        &mut self,
+        sup: &Supervisor,
+        cgroup: Option<&DynoCgroup>,
+        lifecycle: &Lifecycle,
+    ) -> MemoryVerdict {
+        let Some(reading) = cgroup.and_then(|c| c.memory_usage().ok()) else {
+            return MemoryVerdict::Fine;
+        };
+        let oom = reading.oom_kills > self.oom_kills;
+        self.oom_kills = reading.oom_kills;
+        self.last_reading = Some(reading);
+        if oom || reading.at_limit() {
+            if oom {
+                self.last_reading = Some(at_limit(&reading));
+            }
+            self.r15(sup);
+            return MemoryVerdict::Kill;
+        }
+        if reading.over_quota() {
+            let due = self
+                .last_warning
+                .is_none_or(|t| t.elapsed() >= lifecycle.memory_warning_every);
+            if due {
+                self.last_warning = Some(Instant::now());
+                sup.log(running_mem(&reading));
+                sup.log(RuntimeError::MemoryQuotaExceeded.to_string());
+            }
+        }
+        MemoryVerdict::Fine
+    }
+
+    fn r15(&self, sup: &Supervisor) {
+        if let Some(reading) = &self.last_reading {
+            sup.log(running_mem(reading));
+        }
+        sup.log(RuntimeError::MemoryQuotaVastlyExceeded.to_string());
+        sup.log("Stopping process with SIGKILL");
+    }
+}
+
+/// A reading as it was when the kernel hit the hard limit (the usage is gone after the kill).
+fn at_limit(reading: &dyno_sandbox::cgroup::MemoryUsage) -> dyno_sandbox::cgroup::MemoryUsage {
+    let mut at = *reading;
+    at.used_bytes = at.used_bytes.max(at.limit_bytes);
+    at
+}
+
+/// `Process running mem=600M(117.2%)`, as Heroku logs it with R14/R15.
+fn running_mem(reading: &dyno_sandbox::cgroup::MemoryUsage) -> String {
+    let mb = reading.used_bytes / (1024 * 1024);
+    let percent = if reading.quota_bytes > 0 {
+        reading.used_bytes as f64 * 100.0 / reading.quota_bytes as f64
+    } else {
+        0.0
+    };
+    format!("Process running mem={mb}M({percent:.1}%)")
 }
 
 /// The app's output, line by line, as `app[web.1]` log lines.

@@ -11,6 +11,8 @@ use dyno_net::ipam::{LeaseStore, MemoryStore};
 use dyno_net::network::{Network, NetworkConfig};
 use tokio::sync::mpsc;
 
+use dyno_sandbox::cgroup::{Cgroups, DynoSize};
+
 use crate::lifecycle::Lifecycle;
 use crate::logs::LogLine;
 use crate::procfile::{self, AppFileError, ProcessType};
@@ -34,6 +36,8 @@ pub struct UpOptions {
     pub lifecycle: Lifecycle,
     /// The `dyno` binary (for `dyno __shim`).
     pub exe: PathBuf,
+    /// Every dyno's size (memory quota, processes, CPU weight).
+    pub size: DynoSize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -224,6 +228,13 @@ pub async fn run(options: UpOptions, mut out: impl Write + Send + 'static) -> Re
         UpError::Network(format!("state dir {}: {e}", options.state_root.display()))
     })?;
 
+    let cgroups = match Cgroups::detect().and_then(|c| c.vacate_own_cgroup().map(|()| c)) {
+        Ok(cgroups) => Some(cgroups),
+        Err(e) => {
+            eprintln!("dyno up: no cgroups ({e}): memory and process limits are off");
+            None
+        }
+    };
     let (log_tx, mut log_rx) = mpsc::unbounded_channel::<LogLine>();
     let printer = tokio::task::spawn_blocking(move || {
         while let Some(line) = log_rx.blocking_recv() {
@@ -237,6 +248,7 @@ pub async fn run(options: UpOptions, mut out: impl Write + Send + 'static) -> Re
         options.state_root.clone(),
         options.lifecycle.clone(),
         log_tx,
+        cgroups,
     ));
     let mut handles = Vec::new();
     for (process, count) in &plan.dynos {
@@ -251,6 +263,7 @@ pub async fn run(options: UpOptions, mut out: impl Write + Send + 'static) -> Re
                 uid: plan.uid,
                 port: options.port,
                 restart: true,
+                size: options.size,
             };
             let handle = supervisor::start(platform.clone(), def);
             if process.name == "web" {
@@ -288,6 +301,10 @@ pub async fn run(options: UpOptions, mut out: impl Write + Send + 'static) -> Re
     }
     drop(network);
     let _ = std::fs::remove_dir_all(&options.state_root);
+    // The default state root's parent (/run/dyno) goes too when nothing else is in it.
+    if let Some(parent) = options.state_root.parent() {
+        let _ = std::fs::remove_dir(parent);
+    }
     eprintln!("dyno up: stopped; nothing left behind");
     Ok(())
 }

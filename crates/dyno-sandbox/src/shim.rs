@@ -111,11 +111,21 @@ fn enter(
     netns: &File,
     exe: &OwnedFd,
 ) -> SysResult<Infallible> {
+    // Into the dyno's cgroup first, so that its cgroup namespace is rooted there and every
+    // process of the dyno is counted. The shim stays outside: an OOM kill never hits it.
+    let mut namespaces = libc::CLONE_NEWNS | libc::CLONE_NEWUTS | libc::CLONE_NEWIPC;
+    if let Some(cgroup) = &spec.cgroup {
+        cgroup.join_self().map_err(|e| SysError {
+            what: format!("join dyno cgroup {}", cgroup.id()),
+            source: std::io::Error::other(e),
+        })?;
+        namespaces |= libc::CLONE_NEWCGROUP;
+    }
     // SAFETY: plain syscalls on flags and an fd we own.
     unsafe {
         check(
-            || "unshare mount, uts and ipc namespaces".into(),
-            libc::unshare(libc::CLONE_NEWNS | libc::CLONE_NEWUTS | libc::CLONE_NEWIPC),
+            || "unshare mount, uts, ipc and cgroup namespaces".into(),
+            libc::unshare(namespaces),
         )?;
         check(
             || format!("join network namespace {}", spec.netns.display()),

@@ -30,6 +30,9 @@ pub struct SandboxSpec {
     pub command: String,
     /// Name servers for `/etc/resolv.conf`.
     pub nameservers: Vec<Ipv4Addr>,
+    /// The dyno's cgroup (memory, pids, cpu), joined before anything of the dyno runs.
+    #[serde(default)]
+    pub cgroup: Option<crate::cgroup::DynoCgroup>,
 }
 
 impl SandboxSpec {

@@ -8,6 +8,7 @@ use dyno_manager::up::{self, UpOptions};
 use dyno_net::dyno::RunDir;
 use dyno_net::ipam::Ipv4Net;
 use dyno_net::network::NetworkConfig;
+use dyno_sandbox::cgroup::{DynoSize, DYNO_SIZES};
 
 #[derive(Args)]
 #[command(
@@ -49,6 +50,19 @@ pub struct UpArgs {
     /// Address pool for dynos
     #[arg(long, default_value_t = Ipv4Net::default())]
     pool: Ipv4Net,
+    /// Dyno size: memory quota (R14 above it, R15 at twice it), processes, CPU weight
+    #[arg(long, default_value = "standard-1x", value_parser = parse_size)]
+    size: DynoSize,
+    /// Memory quota in MB instead of the size's (e.g. for tests)
+    #[arg(long)]
+    memory_mb: Option<u64>,
+}
+
+fn parse_size(name: &str) -> Result<DynoSize, String> {
+    DynoSize::lookup(name).copied().ok_or_else(|| {
+        let known: Vec<&str> = DYNO_SIZES.iter().map(|s| s.name).collect();
+        format!("unknown dyno size {name:?} (known: {})", known.join(", "))
+    })
 }
 
 pub fn run(args: UpArgs) -> Result<(), String> {
@@ -79,6 +93,13 @@ pub fn run(args: UpArgs) -> Result<(), String> {
             .unwrap_or_else(|| PathBuf::from(format!("/run/dyno/up-{}", std::process::id()))),
         lifecycle,
         exe: std::env::current_exe().map_err(|e| format!("find the dyno binary: {e}"))?,
+        size: match args.memory_mb {
+            Some(mb) => DynoSize {
+                memory_mb: mb,
+                ..args.size
+            },
+            None => args.size,
+        },
     };
     // Check the app before anything is started: errors name the file and line.
     up::plan(&options).map_err(|e| e.to_string())?;

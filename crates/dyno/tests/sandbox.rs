@@ -76,6 +76,7 @@ impl Bench {
             ],
             command: command.into(),
             nameservers: vec![],
+            cgroup: None,
         }
     }
 

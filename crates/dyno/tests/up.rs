@@ -536,3 +536,151 @@ fn ruby_raindrops_reports_queued_connections_inside_the_dyno() {
     up.interrupt();
     up.assert_nothing_left(dyno_manager::up::app_uid("ruby-raindrops"));
 }
+
+/// The memory cgroup directory (relative to the memory hierarchy) of a running process.
+fn memory_cgroup_of(pid: u32) -> Option<String> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+    text.lines().find_map(|l| {
+        let mut parts = l.splitn(3, ':');
+        let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
+        (controllers.split(',').any(|c| c == "memory") || controllers.is_empty())
+            .then(|| path.to_string())
+    })
+}
+
+fn memory_app(tag: &str, megabytes: u32) -> PathBuf {
+    app_dir(
+        tag,
+        &format!(
+            "worker: python3 -c \"import time; x = bytearray({megabytes} * 1024 * 1024); print('holding {megabytes} MB', flush=True); time.sleep(1000)\"\n"
+        ),
+    )
+}
+
+#[test]
+fn r14_when_over_the_memory_quota() {
+    let app = memory_app("r14", 90);
+    let mut up = Up::start(
+        "r14",
+        &app,
+        &["--app", "r14app", "--memory-mb", "64", "--stop-grace", "2s"],
+    );
+    up.wait_for_log(
+        "heroku[worker.1]: Error R14 (Memory quota exceeded)",
+        1,
+        Duration::from_secs(30),
+    );
+    let logs = messages(&up.logs());
+    let position = logs
+        .iter()
+        .position(|l| l == "heroku[worker.1]: Error R14 (Memory quota exceeded)")
+        .unwrap();
+    let running = &logs[position - 1];
+    assert!(
+        running.starts_with("heroku[worker.1]: Process running mem=") && running.ends_with("%)"),
+        "{running}"
+    );
+    // Still running: R14 is a warning.
+    assert!(!logs.iter().any(|l| l.contains("R15")), "{}", up.logs());
+    // The dyno's processes are in a cgroup of their own, which goes with the dyno.
+    let pid = processes_of(dyno_manager::up::app_uid("r14app"))[0];
+    let cgroup = memory_cgroup_of(pid).unwrap();
+    assert!(cgroup.contains("/dyno/"), "{cgroup}");
+    up.interrupt();
+    up.assert_nothing_left(dyno_manager::up::app_uid("r14app"));
+    let memory_root = Path::new("/sys/fs/cgroup/memory");
+    if memory_root.exists() {
+        assert!(
+            !memory_root.join(cgroup.trim_start_matches('/')).exists(),
+            "cgroup {cgroup} left"
+        );
+    }
+    let _ = std::fs::remove_dir_all(app);
+}
+
+#[test]
+fn r15_and_a_kill_at_twice_the_memory_quota() {
+    let app = memory_app("r15", 200);
+    let mut up = Up::start(
+        "r15",
+        &app,
+        &[
+            "--app",
+            "r15app",
+            "--memory-mb",
+            "64",
+            "--restart-cooloffs",
+            "0s,60s",
+        ],
+    );
+    up.wait_for_log(
+        "heroku[worker.1]: Error R15 (Memory quota vastly exceeded)",
+        1,
+        Duration::from_secs(30),
+    );
+    up.wait_for_log(
+        "heroku[worker.1]: State changed from up to crashed",
+        1,
+        Duration::from_secs(30),
+    );
+    up.interrupt();
+    let logs = messages(&up.logs());
+    let position = logs
+        .iter()
+        .position(|l| l == "heroku[worker.1]: Error R15 (Memory quota vastly exceeded)")
+        .unwrap();
+    assert!(
+        logs[position - 1].starts_with("heroku[worker.1]: Process running mem="),
+        "{}",
+        up.logs()
+    );
+    assert_eq!(
+        logs[position + 1],
+        "heroku[worker.1]: Stopping process with SIGKILL"
+    );
+    assert_eq!(
+        logs[position + 2],
+        "heroku[worker.1]: Process exited with status 137"
+    );
+    assert_eq!(
+        logs[position + 3],
+        "heroku[worker.1]: State changed from up to crashed"
+    );
+    up.assert_nothing_left(dyno_manager::up::app_uid("r15app"));
+    let _ = std::fs::remove_dir_all(app);
+}
+
+#[test]
+fn a_fork_bomb_is_held_by_the_pids_limit_while_a_neighbour_keeps_serving() {
+    let app = app_dir(
+        "forkbomb",
+        "web: python3 -m http.server $PORT\n\
+         worker: python3 -c \"exec('import os, time\\nwhile True:\\n try: os.fork()\\n except OSError: time.sleep(0.05)')\"\n",
+    );
+    let mut up = Up::start(
+        "forkbomb",
+        &app,
+        &["--app", "bombapp", "--stop-grace", "2s"],
+    );
+    up.wait_for_log(
+        "heroku[web.1]: State changed from starting to up",
+        1,
+        Duration::from_secs(30),
+    );
+    up.wait_for_log(
+        "heroku[worker.1]: State changed from starting to up",
+        1,
+        Duration::from_secs(30),
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    let uid = dyno_manager::up::app_uid("bombapp");
+    let processes = processes_of(uid).len();
+    // Standard-1X: 256 processes for the bomb's dyno, a few for the web dyno.
+    assert!((200..=270).contains(&processes), "{processes} processes");
+    let ip = up.address_of("web.1");
+    let answer = up.get(ip, 5000, "/");
+    assert!(answer.starts_with("HTTP/1.0 200"), "{answer}");
+    up.interrupt();
+    up.assert_nothing_left(uid);
+    let _ = std::fs::remove_dir_all(app);
+}
