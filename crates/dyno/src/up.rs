@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use clap::Args;
-use dyno_manager::lifecycle::{parse_duration, Lifecycle};
+use dyno_manager::lifecycle::{parse_duration, Cycling, Lifecycle};
 use dyno_manager::up::{self, UpOptions};
 use dyno_net::dyno::RunDir;
 use dyno_net::ipam::Ipv4Net;
@@ -39,8 +39,14 @@ pub struct UpArgs {
     #[arg(long, value_delimiter = ',', value_parser = parse_duration)]
     restart_cooloffs: Option<Vec<std::time::Duration>>,
     /// No daily restart of dynos
-    #[arg(long)]
+    #[arg(long, conflicts_with = "cycle")]
     no_cycling: bool,
+    /// Restart every dyno this often (Heroku: daily), plus a random part of --cycle-jitter
+    #[arg(long, value_parser = parse_duration)]
+    cycle: Option<std::time::Duration>,
+    /// The random part added to --cycle (Heroku: up to 216 minutes)
+    #[arg(long, value_parser = parse_duration, requires = "cycle")]
+    cycle_jitter: Option<std::time::Duration>,
     /// Directory the dynos' network namespaces are bound in
     #[arg(long, default_value = "/run/netns")]
     run_dir: PathBuf,
@@ -77,6 +83,12 @@ pub fn run(args: UpArgs) -> Result<(), String> {
     }
     if args.no_cycling {
         lifecycle.cycling = None;
+    }
+    if let Some(period) = args.cycle {
+        lifecycle.cycling = Some(Cycling {
+            period,
+            jitter: args.cycle_jitter.unwrap_or_default(),
+        });
     }
     let options = UpOptions {
         dir: args.dir,

@@ -80,6 +80,16 @@ impl Bench {
         }
     }
 
+    /// [`Bench::run`] with `placeholder` in the command replaced by `value`.
+    fn run_replacing(
+        &self,
+        placeholder: &str,
+        value: &str,
+        command: &str,
+    ) -> (Output, Option<ExitRecord>) {
+        self.run(&command.replace(placeholder, value))
+    }
+
     /// Runs `command` in a sandbox to the end; returns its output and exit record.
     fn run(&self, command: &str) -> (Output, Option<ExitRecord>) {
         let state = StateDir(self.scratch.join(format!("state-{}", rand_suffix())));
@@ -116,13 +126,15 @@ fn stdout(output: &Output) -> String {
 fn inside_a_dyno_the_app_sees_only_itself() {
     let bench = Bench::new("inside");
     std::env::set_var("DYNO_TEST_MARKER_HOST", "leak");
-    let (out, exit) = bench.run(
+    let state_root = bench.scratch.display().to_string();
+    let (out, exit) = bench.run_replacing("STATE", &state_root, 
         "echo pid1=$(cat /proc/1/cmdline | tr '\\0' ' ')\n\
          echo procs=$(ls /proc | grep -c '^[0-9]')\n\
+         echo ps=$(ps -e -o pid=,comm= | xargs)\n\
          echo hostname=$(hostname)\n\
          echo net=$(ls /sys/class/net | xargs)\n\
          echo tmp=$(ls -A /tmp | wc -l)\n\
-         for p in /root /home /run /run/netns /var/lib; do test -e $p && echo present=$p; done\n\
+         for p in /root /home /run /run/netns /var/lib /work STATE; do test -e $p && echo present=$p; done\n\
          echo uid=$(id -u)\n\
          grep -E '^(CapEff|CapBnd|NoNewPrivs):' /proc/self/status\n\
          env | grep -c DYNO_TEST_MARKER || true\n\
@@ -138,6 +150,13 @@ fn inside_a_dyno_the_app_sees_only_itself() {
     );
     assert_eq!(exit, Some(ExitRecord::Exited(0)));
     assert!(text.contains("pid1=dyno __init"), "{text}");
+    // ps: PID 1 is our init; the rest are the app's shell and what it runs.
+    let ps = text.lines().find_map(|l| l.strip_prefix("ps=")).unwrap();
+    assert!(ps.starts_with("1 dyno 2 bash "), "{ps}");
+    assert!(
+        !ps.contains("cargo") && !ps.contains("nextest"),
+        "host processes visible: {ps}"
+    );
     assert!(
         text.contains("hostname=1b2c3d4e-0000-4000-8000-000000000001"),
         "{text}"
@@ -201,4 +220,57 @@ fn sigterm_to_the_shim_reaches_every_process_of_the_dyno() {
         Some(ExitRecord::Exited(143)),
         "{status:?}"
     );
+}
+
+#[test]
+fn the_shim_outlives_its_caller_and_records_the_exit() {
+    let bench = Bench::new("orphan");
+    let state = StateDir(bench.scratch.join("state-orphan"));
+    launch::prepare(&state, &bench.spec("sleep 1; echo finished")).unwrap();
+    // The caller starts the shim and dies at once.
+    let caller = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "{} __shim {} > {}/out 2>&1 &",
+            env!("CARGO_BIN_EXE_dyno"),
+            state.0.display(),
+            state.0.display()
+        ))
+        .status()
+        .unwrap();
+    assert!(caller.success());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while launch::exit_record(&state).is_none() {
+        assert!(std::time::Instant::now() < deadline, "no exit recorded");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(launch::exit_record(&state), Some(ExitRecord::Exited(0)));
+    let out = std::fs::read_to_string(state.0.join("out")).unwrap();
+    assert_eq!(out.trim(), "finished");
+}
+
+#[test]
+fn a_sandbox_that_cannot_be_built_says_why() {
+    let bench = Bench::new("setupfail");
+    let state = StateDir(bench.scratch.join("state-fail"));
+    let mut spec = bench.spec("echo never");
+    spec.netns = PathBuf::from("/nonexistent/netns");
+    launch::prepare(&state, &spec).unwrap();
+    let out = launch::spawn_shim(
+        Path::new(env!("CARGO_BIN_EXE_dyno")),
+        &state,
+        Stdio::piped(),
+        Stdio::piped(),
+    )
+    .unwrap()
+    .wait_with_output()
+    .unwrap();
+    assert!(!out.status.success());
+    match launch::exit_record(&state) {
+        Some(ExitRecord::SetupFailed(reason)) => {
+            assert!(reason.contains("/nonexistent/netns"), "{reason}")
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(!stdout(&out).contains("never"));
 }

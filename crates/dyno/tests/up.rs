@@ -684,3 +684,47 @@ fn a_fork_bomb_is_held_by_the_pids_limit_while_a_neighbour_keeps_serving() {
     up.assert_nothing_left(uid);
     let _ = std::fs::remove_dir_all(app);
 }
+
+#[test]
+fn cycling_restarts_a_dyno_gracefully_on_schedule() {
+    let app = app_dir("cycle", "worker: echo started; exec sleep 1000\n");
+    let mut up = Up::start(
+        "cycle",
+        &app,
+        &[
+            "--app",
+            "cycleapp",
+            "--cycle",
+            "1s",
+            "--cycle-jitter",
+            "0s",
+            "--stop-grace",
+            "2s",
+        ],
+    );
+    up.wait_for_log("heroku[worker.1]: Cycling", 2, Duration::from_secs(20));
+    up.interrupt();
+    let logs = messages(&up.logs());
+    let position = logs
+        .iter()
+        .position(|l| l == "heroku[worker.1]: Cycling")
+        .unwrap();
+    assert_eq!(
+        logs[position + 1],
+        "heroku[worker.1]: Stopping all processes with SIGTERM"
+    );
+    assert_eq!(
+        logs[position + 2],
+        "heroku[worker.1]: Process exited with status 143"
+    );
+    assert_eq!(
+        logs[position + 3],
+        "heroku[worker.1]: State changed from up to starting"
+    );
+    assert_eq!(
+        logs[position + 4],
+        "heroku[worker.1]: Starting process with command `echo started; exec sleep 1000`"
+    );
+    up.assert_nothing_left(dyno_manager::up::app_uid("cycleapp"));
+    let _ = std::fs::remove_dir_all(app);
+}
