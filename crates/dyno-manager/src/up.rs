@@ -18,9 +18,45 @@ use crate::logs::LogLine;
 use crate::procfile::{self, AppFileError, ProcessType};
 use crate::supervisor::{self, DynoDef, Platform, State};
 
-/// Where `dyno up` draws the apps' unprivileged uids from (one per app name).
+/// Where `dyno up` draws the apps' unprivileged uids from by default (one per app name): far
+/// above the uids of people and system services, and below the 32-bit limit.
 pub const UID_BASE: u32 = 800_000;
 pub const UID_SPAN: u32 = 100_000;
+
+/// A range of uids for apps, `START-END` inclusive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UidRange {
+    pub first: u32,
+    pub count: u32,
+}
+
+impl Default for UidRange {
+    fn default() -> Self {
+        UidRange {
+            first: UID_BASE,
+            count: UID_SPAN,
+        }
+    }
+}
+
+impl std::str::FromStr for UidRange {
+    type Err = String;
+    fn from_str(s: &str) -> Result<UidRange, String> {
+        let bad = || format!("{s:?}: expected START-END, e.g. 800000-899999 (uids above 0)");
+        let (a, b) = s.split_once('-').ok_or_else(bad)?;
+        let (first, last): (u32, u32) = (
+            a.trim().parse().map_err(|_| bad())?,
+            b.trim().parse().map_err(|_| bad())?,
+        );
+        if first == 0 || last < first || last == u32::MAX {
+            return Err(bad());
+        }
+        Ok(UidRange {
+            first,
+            count: last - first + 1,
+        })
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct UpOptions {
@@ -38,6 +74,8 @@ pub struct UpOptions {
     pub exe: PathBuf,
     /// Every dyno's size (memory quota, processes, CPU weight).
     pub size: DynoSize,
+    /// Where the app's uid comes from.
+    pub uids: UidRange,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -117,7 +155,7 @@ pub fn plan(options: &UpOptions) -> Result<Plan, UpError> {
         .filter(|(_, n)| *n > 0)
         .collect();
     Ok(Plan {
-        uid: app_uid(&app),
+        uid: app_uid_in(&app, options.uids),
         app,
         dynos,
         env,
@@ -126,11 +164,16 @@ pub fn plan(options: &UpOptions) -> Result<Plan, UpError> {
 
 /// One uid per app name, stable across runs.
 pub fn app_uid(app: &str) -> u32 {
+    app_uid_in(app, UidRange::default())
+}
+
+/// One uid per app name within `range`, stable across runs.
+pub fn app_uid_in(app: &str, range: UidRange) -> u32 {
     // FNV-1a: stable, tiny, good enough to spread names over the range.
     let hash = app.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
         (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
     });
-    UID_BASE + (hash % u64::from(UID_SPAN)) as u32
+    range.first + (hash % u64::from(range.count)) as u32
 }
 
 fn formation(spec: Option<&str>, types: &[ProcessType]) -> Result<BTreeMap<String, u32>, UpError> {
@@ -374,6 +417,11 @@ mod tests {
         assert_eq!(a, app_uid("hello"));
         assert!((UID_BASE..UID_BASE + UID_SPAN).contains(&a));
         assert_ne!(app_uid("hello"), app_uid("world"));
+        let range: UidRange = "5000-5009".parse().unwrap();
+        assert!((5000..=5009).contains(&app_uid_in("hello", range)));
+        assert!("0-10".parse::<UidRange>().is_err());
+        assert!("10-5".parse::<UidRange>().is_err());
+        assert!("x".parse::<UidRange>().is_err());
     }
 
     #[test]

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 use dyno_manager::lifecycle::{parse_duration, Cycling, Lifecycle};
-use dyno_manager::up::{self, UpOptions};
+use dyno_manager::up::{self, UidRange, UpOptions};
 use dyno_net::dyno::RunDir;
 use dyno_net::ipam::Ipv4Net;
 use dyno_net::network::NetworkConfig;
@@ -62,6 +62,9 @@ pub struct UpArgs {
     /// Memory quota in MB instead of the size's (e.g. for tests)
     #[arg(long)]
     memory_mb: Option<u64>,
+    /// Unprivileged uids for apps: each app gets one, chosen by its name, from START-END
+    #[arg(long, default_value = "800000-899999")]
+    uid_range: UidRange,
 }
 
 fn parse_size(name: &str) -> Result<DynoSize, String> {
@@ -105,6 +108,7 @@ pub fn run(args: UpArgs) -> Result<(), String> {
             .unwrap_or_else(|| PathBuf::from(format!("/run/dyno/up-{}", std::process::id()))),
         lifecycle,
         exe: std::env::current_exe().map_err(|e| format!("find the dyno binary: {e}"))?,
+        uids: args.uid_range,
         size: match args.memory_mb {
             Some(mb) => DynoSize {
                 memory_mb: mb,

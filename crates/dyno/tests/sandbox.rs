@@ -274,3 +274,13 @@ fn a_sandbox_that_cannot_be_built_says_why() {
     }
     assert!(!stdout(&out).contains("never"));
 }
+
+#[test]
+fn writes_under_app_vanish_when_the_dyno_restarts() {
+    let bench = Bench::new("ephemeral");
+    let (first, _) = bench.run("echo data > /app/scratch && cat /app/scratch");
+    assert_eq!(stdout(&first).trim(), "data");
+    let (second, _) = bench.run("test -e /app/scratch && echo still-there || echo gone");
+    assert_eq!(stdout(&second).trim(), "gone");
+    assert!(!bench.app_dir().join("scratch").exists());
+}
