@@ -3,8 +3,10 @@
 //! and `dyno up` ([`up`]).
 
 pub mod heroku;
+pub mod ids;
 pub mod lifecycle;
 pub mod logs;
+pub mod memory;
 pub mod procfile;
 pub mod supervisor;
 pub mod up;

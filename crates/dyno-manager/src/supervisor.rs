@@ -25,8 +25,10 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::heroku::RuntimeError;
+use crate::ids::{base36, random_unit, uuid_v4};
 use crate::lifecycle::Lifecycle;
 use crate::logs::{LogLine, Source};
+use crate::memory::{Logger, MemoryVerdict, MemoryWatch};
 
 pub type SharedNetwork = Arc<Mutex<Network<Box<dyn LeaseStore + Send>>>>;
 
@@ -78,20 +80,6 @@ impl Platform {
     fn log(&self, source: Source, dyno: &str, message: impl Into<String>) {
         let _ = self.logs.send(LogLine::now(source, dyno, message));
     }
-}
-
-fn base36(mut n: u64) -> String {
-    const DIGITS: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyz";
-    let mut out = Vec::new();
-    loop {
-        out.push(DIGITS[(n % 36) as usize]);
-        n /= 36;
-        if n == 0 {
-            break;
-        }
-    }
-    out.reverse();
-    String::from_utf8(out).expect("ascii")
 }
 
 /// One dyno of an app's formation.
@@ -203,6 +191,12 @@ struct Supervisor {
     name: String,
     status: watch::Sender<Status>,
     state: State,
+}
+
+impl Logger for Supervisor {
+    fn log(&self, message: String) {
+        self.platform.log(Source::Heroku, &self.name, message);
+    }
 }
 
 impl Supervisor {
@@ -557,102 +551,6 @@ impl Incarnation {
     }
 }
 
-enum MemoryVerdict {
-    Fine,
-    /// Over twice the quota: R15, the dyno must go.
-    Kill,
-}
-
-/// R14 (over quota, logged at most every `memory_warning_every`) and R15 (twice the quota, or
-/// killed by the kernel at its hard limit, which we set at twice the quota).
-struct MemoryWatch {
-    oom_kills: u64,
-    last_warning: Option<Instant>,
-    last_reading: Option<dyno_sandbox::cgroup::MemoryUsage>,
-}
-
-impl MemoryWatch {
-    fn new(cgroup: Option<&DynoCgroup>) -> MemoryWatch {
-        let reading = cgroup.and_then(|c| c.memory_usage().ok());
-        MemoryWatch {
-            oom_kills: reading.as_ref().map(|r| r.oom_kills).unwrap_or(0),
-            last_warning: None,
-            last_reading: reading,
-        }
-    }
-
-    fn oom_killed(&mut self, cgroup: Option<&DynoCgroup>) -> bool {
-        let Some(reading) = cgroup.and_then(|c| c.memory_usage().ok()) else {
-            return false;
-        };
-        let killed = reading.oom_kills > self.oom_kills;
-        self.oom_kills = reading.oom_kills;
-        if killed {
-            // The kill freed the memory: report what it was just before.
-            self.last_reading = Some(at_limit(&reading));
-        }
-        killed
-    }
-
-    fn check(
-        &mut self,
-        sup: &Supervisor,
-        cgroup: Option<&DynoCgroup>,
-        lifecycle: &Lifecycle,
-    ) -> MemoryVerdict {
-        let Some(reading) = cgroup.and_then(|c| c.memory_usage().ok()) else {
-            return MemoryVerdict::Fine;
-        };
-        let oom = reading.oom_kills > self.oom_kills;
-        self.oom_kills = reading.oom_kills;
-        self.last_reading = Some(reading);
-        if oom || reading.at_limit() {
-            if oom {
-                self.last_reading = Some(at_limit(&reading));
-            }
-            self.r15(sup);
-            return MemoryVerdict::Kill;
-        }
-        if reading.over_quota() {
-            let due = self
-                .last_warning
-                .is_none_or(|t| t.elapsed() >= lifecycle.memory_warning_every);
-            if due {
-                self.last_warning = Some(Instant::now());
-                sup.log(running_mem(&reading));
-                sup.log(RuntimeError::MemoryQuotaExceeded.to_string());
-            }
-        }
-        MemoryVerdict::Fine
-    }
-
-    fn r15(&self, sup: &Supervisor) {
-        if let Some(reading) = &self.last_reading {
-            sup.log(running_mem(reading));
-        }
-        sup.log(RuntimeError::MemoryQuotaVastlyExceeded.to_string());
-        sup.log("Stopping process with SIGKILL");
-    }
-}
-
-/// A reading as it was when the kernel hit the hard limit (the usage is gone after the kill).
-fn at_limit(reading: &dyno_sandbox::cgroup::MemoryUsage) -> dyno_sandbox::cgroup::MemoryUsage {
-    let mut at = *reading;
-    at.used_bytes = at.used_bytes.max(at.limit_bytes);
-    at
-}
-
-/// `Process running mem=600M(117.2%)`, as Heroku logs it with R14/R15.
-fn running_mem(reading: &dyno_sandbox::cgroup::MemoryUsage) -> String {
-    let mb = reading.used_bytes / (1024 * 1024);
-    let percent = if reading.quota_bytes > 0 {
-        reading.used_bytes as f64 * 100.0 / reading.quota_bytes as f64
-    } else {
-        0.0
-    };
-    format!("Process running mem={mb}M({percent:.1}%)")
-}
-
 /// The app's output, line by line, as `app[web.1]` log lines.
 fn pump(
     stream: impl AsyncRead + Unpin + Send + 'static,
@@ -671,67 +569,5 @@ async fn sleep_until(at: Option<tokio::time::Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
-    }
-}
-
-/// A random number in 0..1 from the kernel's randomness.
-fn random_unit() -> f64 {
-    let bytes = random_bytes::<8>();
-    (u64::from_ne_bytes(bytes) >> 11) as f64 / (1u64 << 53) as f64
-}
-
-fn random_bytes<const N: usize>() -> [u8; N] {
-    let mut buf = [0u8; N];
-    // getrandom never fails for small buffers once the pool is initialised.
-    let _ = getrandom(&mut buf);
-    buf
-}
-
-fn getrandom(buf: &mut [u8]) -> std::io::Result<()> {
-    // SAFETY: buf is a valid writable buffer of buf.len() bytes.
-    let n = unsafe { libc::getrandom(buf.as_mut_ptr().cast(), buf.len(), 0) };
-    if n as usize == buf.len() {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
-}
-
-/// A random (version 4) UUID: the dyno's hostname, as on Heroku.
-pub fn uuid_v4() -> String {
-    let mut b = random_bytes::<16>();
-    b[6] = (b[6] & 0x0f) | 0x40;
-    b[8] = (b[8] & 0x3f) | 0x80;
-    let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!(
-        "{}-{}-{}-{}-{}",
-        &hex[0..8],
-        &hex[8..12],
-        &hex[12..16],
-        &hex[16..20],
-        &hex[20..32]
-    )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn uuids_are_version_4() {
-        let u = uuid_v4();
-        assert_eq!(u.len(), 36);
-        assert_eq!(&u[14..15], "4");
-        assert!(matches!(&u[19..20], "8" | "9" | "a" | "b"), "{u}");
-        assert_ne!(uuid_v4(), u);
-    }
-
-    #[test]
-    fn base36_names_fit_a_dyno_name() {
-        assert_eq!(base36(0), "0");
-        assert_eq!(base36(35), "z");
-        assert_eq!(base36(36), "10");
-        // Milliseconds until the year 2100 fit in 9 digits: name ≤ 11 characters.
-        assert!(base36(4_102_444_800_000).len() <= 9);
     }
 }
