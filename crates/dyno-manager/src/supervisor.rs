@@ -25,7 +25,8 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::heroku::RuntimeError;
-use crate::ids::{base36, random_unit, uuid_v4};
+pub use crate::ids::uuid_v4;
+use crate::ids::{base36, random_unit};
 use crate::lifecycle::Lifecycle;
 use crate::logs::{LogLine, Source};
 use crate::memory::{Logger, MemoryVerdict, MemoryWatch};
