@@ -1,0 +1,748 @@
+//! `dyno bench start`: how fast a dyno starts, how fast a web dyno is `up`, and what a running
+//! dyno costs the daemon in memory, against `bwrap --unshare-all` measured in the same run.
+//!
+//! Method (host side in a throwaway lab namespace, `dyno_net::lab::Lab`; each dyno gets a
+//! Standard-1X cgroup below ours, as with `dyno up`, unless `--no-cgroups`):
+//!
+//! - **start**: N dynos one after the other (`--pause` between them), each ended and removed
+//!   before the next. The clock starts before the start request (`Network::up` with `$PORT`
+//!   exposed, `Cgroups::create`, `launch::prepare`, `launch::spawn_shim`) and stops when the
+//!   first byte of the app's stdout reaches our end of the shim's stdout pipe. The app is the
+//!   Procfile command `exec /usr/bin/printf x`: PID 1 runs it with `bash -c` (as every dyno's
+//!   command), bash execs printf, printf writes one byte. Breakdown: `net`, `cgroup`, `prepare`,
+//!   `spawn` (until the shim is exec'd), `sandbox` (shim exec'd → first byte: shim, namespaces,
+//!   cgroup join, mounts, PID 1, bash, printf). `start_loaded`: the same while N web dynos are up.
+//! - **anchor**: N times `bwrap --unshare-all` (host `/usr`, `/etc` read-only, merged-/usr
+//!   symlinks as on the host, fresh `/proc` `/dev` `/tmp`, `--die-with-parent`) running
+//!   `/usr/bin/printf x` directly, same clock: from before spawning bwrap to the first byte on
+//!   our end of its stdout pipe (printf's own startup is in both). bwrap makes a loopback-only
+//!   network and no cgroup. `bwrap_bash` runs `/bin/bash -c 'exec /usr/bin/printf x'` instead,
+//!   to show what `bash -c` costs. `ratio_vs_bwrap` = start p50 / bwrap p50.
+//! - **up**: the real supervisor (`dyno_manager::supervisor`) starts N web dynos one after the
+//!   other (a perl listening on `$PORT`); the clock runs from `supervisor::start` until its status
+//!   is `up` (inet_diag sees the listener, polled every `--readiness-poll`, by default the
+//!   product's). All N stay up together.
+//! - **memory**, with N web dynos up; this process plays the daemon (supervisor tasks, log pumps,
+//!   network state). `daemon_rss_per_dyno_kb` = (VmRSS now − VmRSS before the first web dyno)
+//!   / N; `memory_per_dyno_kb` = that + `shim_rss_kb_mean` (the shims' mean VmRSS, which counts
+//!   the clean pages of the `dyno` binary and libc that every shim maps and shares);
+//!   `memory_per_dyno_pss_kb` uses the shims' PSS instead, `shim_anon_kb_mean` is a shim's own.
+//!   For context: PID 1's RSS (inside the dyno, not counted) and the host's MemAvailable drop
+//!   per dyno (kernel, namespaces, cgroups, perl: everything).
+//! - Then every dyno is stopped (`DynoHandle::stop`) and nothing may be left: no `dy*` link once
+//!   the kernel is done, no process, no state dir, no cgroup.
+//!
+//! Percentiles are nearest-rank ([`super::stats`]).
+
+use std::io::{ErrorKind, Read};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use dyno_manager::lifecycle::{parse_duration, Lifecycle};
+use dyno_manager::logs::LogLine;
+use dyno_manager::supervisor::{self, DynoDef, DynoHandle, Platform, SharedNetwork, State};
+use dyno_net::dyno::Host;
+use dyno_net::ipam::{LeaseStore, MemoryStore};
+use dyno_net::lab::Lab;
+use dyno_net::names::LINK_PREFIX;
+use dyno_net::network::{Network, NetworkConfig};
+use dyno_sandbox::cgroup::{Cgroups, DynoCgroup, DynoSize};
+use dyno_sandbox::launch;
+use dyno_sandbox::spec::{ExitRecord, SandboxSpec, StateDir};
+use dyno_sandbox::sys::{cstr, mount};
+use tokio::task::JoinHandle;
+
+use super::stats::{summarize, Summary};
+
+/// The tiny program: one byte on stdout.
+const TINY: [&str; 2] = ["/usr/bin/printf", "x"];
+/// The same as a Procfile command (PID 1 runs it with `bash -c`).
+const TINY_COMMAND: &str = "exec /usr/bin/printf x";
+/// A web process that listens on `$PORT` quickly and then waits to be stopped.
+const WEB_COMMAND: &str = "exec perl -MIO::Socket::INET -e '$s=IO::Socket::INET->new(\
+    LocalPort=>$ENV{PORT},Listen=>8,ReuseAddr=>1) or die \"listen: $!\"; sleep 3600'";
+const APP: &str = "bench-start";
+/// Starts measured while the N web dynos are up.
+const LOADED: usize = 20;
+
+#[derive(Args)]
+#[command(
+    after_help = "The last line is key=value pairs: start_p50_ms start_p99_ms up_p50_ms \
+    bwrap_p50_ms ratio_vs_bwrap alive shim_rss_kb_mean daemon_rss_per_dyno_kb memory_per_dyno_kb \
+    ... Needs bubblewrap (apt-get install bubblewrap) and perl."
+)]
+pub struct StartBench {
+    /// How many dynos (each phase); all N web dynos are up at once for the memory figures
+    #[arg(long, default_value_t = 200)]
+    count: usize,
+    /// $PORT of the web dynos
+    #[arg(long, default_value_t = 5000)]
+    port: u16,
+    /// How often the supervisor looks for a listener on $PORT (default: the product's)
+    #[arg(long, value_parser = parse_duration)]
+    readiness_poll: Option<Duration>,
+    /// Namespaces kept ready in the background, as the daemon does (0: each start makes one)
+    #[arg(long, default_value_t = 8)]
+    spares: usize,
+    /// Wait between two measured starts, dyno or bwrap (a daemon rarely starts dynos back to back)
+    #[arg(long, default_value = "0s", value_parser = parse_duration)]
+    pause: Duration,
+    /// No per-dyno cgroups (by default each dyno gets one, Standard-1X, as `dyno up` does)
+    #[arg(long)]
+    no_cgroups: bool,
+}
+
+/// What every phase needs. Its work dir (`/run/dyno-bench-start-<pid>/{app,state}`, a tmpfs as
+/// `/run` is on real hosts: here `/run` may be the root filesystem, where making and removing a
+/// state dir costs milliseconds) and our `dyno` cgroup directories go when it is dropped.
+struct Ctx {
+    exe: PathBuf,
+    work: PathBuf,
+    mounted: bool,
+    app_dir: PathBuf,
+    state_root: PathBuf,
+    uid: u32,
+    port: u16,
+    cgroups: Option<Cgroups>,
+}
+
+impl Ctx {
+    fn new(args: &StartBench) -> Result<Ctx, String> {
+        let cgroups = if args.no_cgroups {
+            None
+        } else {
+            // As `dyno up` does (on v2 this process moves to a leaf of its own cgroup).
+            let cgroups = Cgroups::detect().and_then(|c| c.vacate_own_cgroup().map(|()| c));
+            Some(cgroups.map_err(|e| format!("cgroups ({e}); --no-cgroups to run without"))?)
+        };
+        let work = PathBuf::from(format!("/run/dyno-bench-start-{}", std::process::id()));
+        let mut ctx = Ctx {
+            exe: std::env::current_exe().map_err(|e| format!("find the dyno binary: {e}"))?,
+            app_dir: work.join("app"),
+            state_root: work.join("state"),
+            work,
+            mounted: false,
+            uid: dyno_manager::up::app_uid(APP),
+            port: args.port,
+            cgroups,
+        };
+        let work = &ctx.work;
+        std::fs::create_dir_all(work).map_err(|e| format!("create {}: {e}", work.display()))?;
+        let flags = libc::MS_NOSUID | libc::MS_NODEV;
+        mount(
+            Some("dyno-bench"),
+            work,
+            Some("tmpfs"),
+            flags,
+            Some("mode=0755,size=64m"),
+        )
+        .map_err(|e| e.to_string())?;
+        ctx.mounted = true;
+        for dir in [&ctx.app_dir, &ctx.state_root] {
+            std::fs::create_dir_all(dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
+        }
+        std::fs::set_permissions(&ctx.app_dir, std::fs::Permissions::from_mode(0o755))
+            .map_err(|e| format!("chmod {}: {e}", ctx.app_dir.display()))?;
+        Ok(ctx)
+    }
+}
+
+impl Drop for Ctx {
+    fn drop(&mut self) {
+        if self.mounted {
+            let path = cstr(&self.work).expect("no NUL in the work dir");
+            // SAFETY: a valid NUL-terminated path; umount2 has no other preconditions.
+            if unsafe { libc::umount2(path.as_ptr(), libc::MNT_DETACH) } != 0 {
+                let e = std::io::Error::last_os_error();
+                eprintln!("bench cleanup: unmount {}: {e}", self.work.display());
+            }
+        }
+        if let Err(e) = std::fs::remove_dir_all(&self.work) {
+            eprintln!("bench cleanup: remove {}: {e}", self.work.display());
+        }
+        if let Some(cgroups) = &self.cgroups {
+            let _ = cgroups.remove_dyno_root_if_unused();
+        }
+    }
+}
+
+/// `key=value key=value ...`
+macro_rules! key_values {
+    ($($key:literal => $value:expr),* $(,)?) => {
+        [$(format!("{}={}", $key, $value)),*].join(" ")
+    };
+}
+
+pub fn run(args: StartBench) -> Result<(), String> {
+    if args.count == 0 {
+        return Err("--count must be at least 1".into());
+    }
+    let bwrap = find_bwrap().ok_or("bubblewrap not found: apt-get install bubblewrap")?;
+    if !Path::new("/usr/bin/perl").exists() || !Path::new(TINY[0]).exists() {
+        return Err("perl and printf are needed: apt-get install perl-base coreutils".into());
+    }
+    let ctx = Ctx::new(&args)?;
+    let lab = Lab::new("bench-start").map_err(|e| format!("lab: {e}"))?;
+    let host = Host::in_netns(lab.host.netns()).map_err(|e| e.to_string())?;
+    let config = NetworkConfig {
+        run_dir: lab.run_dir.clone(),
+        spares: args.spares,
+        ..NetworkConfig::default()
+    };
+    let store: Box<dyn LeaseStore + Send> = Box::new(MemoryStore);
+    let mut network = Network::open(host, &config, store).map_err(|e| e.to_string())?;
+    network.install().map_err(|e| e.to_string())?;
+    let network: SharedNetwork = Arc::new(Mutex::new(network));
+    // Let the spares fill, as in a daemon that has been up for a moment.
+    std::thread::sleep(Duration::from_millis(20 * args.spares as u64 + 50));
+
+    let start = start_phase(&ctx, &network, "bs", args.count, args.pause)?;
+    wait_for_links_gone(&network);
+    let bwrap_direct = bwrap_phase(&bwrap, &TINY, args.count, args.pause)?;
+    let bash = ["/bin/bash", "-c", TINY_COMMAND];
+    let bwrap_bash = bwrap_phase(&bwrap, &bash, args.count, args.pause)?;
+    // The kernel destroys bwrap's namespaces in the background; let it finish first.
+    std::thread::sleep(Duration::from_secs(1));
+
+    let lifecycle = Lifecycle {
+        readiness_poll: (args.readiness_poll).unwrap_or(Lifecycle::default().readiness_poll),
+        boot_timeout: Duration::from_secs(30),
+        stop_grace: Duration::from_secs(10),
+        cycling: None,
+        ..Lifecycle::default()
+    };
+    let poll_ms = lifecycle.readiness_poll.as_secs_f64() * 1e3;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| format!("start the runtime: {e}"))?;
+    let (mut fleet, up) = runtime.block_on(Fleet::start(&ctx, &network, lifecycle, args.count));
+    let mut memory = std::mem::take(&mut fleet.memory);
+    let (mut alive, mut loaded) = (0, Ok(StartTimes::default()));
+    if up.is_ok() {
+        // Let the apps finish starting (perl's modules) before reading the host's memory.
+        std::thread::sleep(Duration::from_millis(500));
+        let up = |h: &&DynoHandle| h.status.borrow().state == State::Up;
+        alive = fleet.handles.iter().filter(up).count();
+        measure(&mut memory);
+        loaded = start_phase(&ctx, &network, "bl", LOADED.min(args.count), args.pause);
+    }
+    let stop_all = runtime.block_on(fleet.stop());
+    drop(runtime);
+    let (up, loaded) = (up?, loaded?);
+    let left = leftovers(&ctx, &network);
+
+    let s = summarize(&start.total);
+    let [net, cgroup, prepare, spawn, sandbox] = start.parts.each_ref().map(|p| summarize(p));
+    let (l, u) = (summarize(&loaded.total), summarize(&up));
+    let [l_net, _, _, _, l_sandbox] = loaded.parts.each_ref().map(|p| summarize(p));
+    let (b, bb) = (summarize(&bwrap_direct), summarize(&bwrap_bash));
+    let m = &memory;
+    let n = args.count as f64;
+    let daemon = (m.daemon_alive_kb as f64 - m.daemon_before_kb as f64) / n;
+    let host = (m.avail_before_kb as f64 - m.avail_alive_kb as f64) / n;
+    let ratio = s.p50_ms / b.p50_ms;
+    let stop_ms = stop_all.as_secs_f64() * 1e3;
+    print_line("dyno start        ", &s);
+    println!(
+        "  of which (p50) net {:.3}, cgroup {:.3}, prepare {:.3}, spawn shim {:.3}, \
+         shim exec'd -> first byte {:.3} ms (p99 {:.3} ms)",
+        net.p50_ms, cgroup.p50_ms, prepare.p50_ms, spawn.p50_ms, sandbox.p50_ms, sandbox.p99_ms
+    );
+    print_line(&format!("dyno start, {alive:>3} up"), &l);
+    let (l_net, l_sandbox) = (l_net.p50_ms, l_sandbox.p50_ms);
+    println!("  of which (p50) net {l_net:.3}, shim exec'd -> first byte {l_sandbox:.3} ms");
+    print_line("bwrap             ", &b);
+    print_line("bwrap, bash -c    ", &bb);
+    print_line("dyno up           ", &u);
+    println!(
+        "  {alive} web dynos up at once; readiness poll {poll_ms:.1} ms; stop all {stop_ms:.0} ms"
+    );
+    println!(
+        "memory per dyno: daemon {daemon:.0} kB + shim {:.0} kB (anon {:.0} kB, pss {:.0} kB); \
+         PID 1 {:.0} kB (not counted); host MemAvailable -{host:.0} kB",
+        m.shim_rss_kb, m.shim_anon_kb, m.shim_pss_kb, m.init_rss_kb
+    );
+    let line = key_values! {
+        "count" => args.count, "spares" => args.spares, "cgroups" => !args.no_cgroups,
+        "pause_ms" => kb(args.pause.as_secs_f64() * 1e3),
+        "start_p50_ms" => f3(s.p50_ms), "start_p99_ms" => f3(s.p99_ms),
+        "start_mean_ms" => f3(s.mean_ms), "start_max_ms" => f3(s.max_ms),
+        "start_net_p50_ms" => f3(net.p50_ms), "start_cgroup_p50_ms" => f3(cgroup.p50_ms),
+        "start_prepare_p50_ms" => f3(prepare.p50_ms), "start_spawn_p50_ms" => f3(spawn.p50_ms),
+        "start_sandbox_p50_ms" => f3(sandbox.p50_ms), "start_sandbox_p99_ms" => f3(sandbox.p99_ms),
+        "start_loaded_p50_ms" => f3(l.p50_ms), "start_loaded_max_ms" => f3(l.max_ms),
+        "start_loaded_net_p50_ms" => f3(l_net), "start_loaded_sandbox_p50_ms" => f3(l_sandbox),
+        "up_p50_ms" => f3(u.p50_ms), "up_p99_ms" => f3(u.p99_ms), "up_max_ms" => f3(u.max_ms),
+        "readiness_poll_ms" => format!("{poll_ms:.1}"),
+        "bwrap_p50_ms" => f3(b.p50_ms), "bwrap_p99_ms" => f3(b.p99_ms),
+        "bwrap_bash_p50_ms" => f3(bb.p50_ms), "ratio_vs_bwrap" => format!("{ratio:.2}"),
+        "alive" => alive, "shim_rss_kb_mean" => kb(m.shim_rss_kb),
+        "shim_anon_kb_mean" => kb(m.shim_anon_kb), "shim_pss_kb_mean" => kb(m.shim_pss_kb),
+        "init_rss_kb_mean" => kb(m.init_rss_kb),
+        "daemon_rss_before_kb" => m.daemon_before_kb, "daemon_rss_alive_kb" => m.daemon_alive_kb,
+        "daemon_rss_per_dyno_kb" => kb(daemon), "memory_per_dyno_kb" => kb(daemon + m.shim_rss_kb),
+        "memory_per_dyno_pss_kb" => kb(daemon + m.shim_pss_kb), "host_mem_per_dyno_kb" => kb(host),
+        "stop_all_ms" => kb(stop_ms), "links_left" => left[0], "procs_left" => left[1],
+        "state_dirs_left" => left[2], "cgroups_left" => left[3],
+    };
+    println!("{line}");
+    if left.iter().any(|n| *n > 0) {
+        return Err(format!(
+            "left behind: {} links, {} processes, {} state dirs, {} cgroups",
+            left[0], left[1], left[2], left[3]
+        ));
+    }
+    Ok(())
+}
+
+fn kb(v: f64) -> String {
+    format!("{v:.0}")
+}
+
+fn print_line(what: &str, s: &Summary) {
+    println!(
+        "{what} p50 {:.3} ms  p99 {:.3} ms  mean {:.3} ms  max {:.3} ms  (n={})",
+        s.p50_ms, s.p99_ms, s.mean_ms, s.max_ms, s.count
+    );
+}
+
+fn f3(v: f64) -> String {
+    format!("{v:.3}")
+}
+
+fn lock(network: &SharedNetwork) -> MutexGuard<'_, Network<Box<dyn LeaseStore + Send>>> {
+    network.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+// ---------------------------------------------------------------------------------------------
+// start: network + cgroup + sandbox + exec, on the lower-level API
+
+#[derive(Default)]
+struct StartTimes {
+    total: Vec<Duration>,
+    /// net, cgroup, prepare, spawn, sandbox (shim exec'd → first byte).
+    parts: [Vec<Duration>; 5],
+}
+
+fn start_phase(
+    ctx: &Ctx,
+    network: &SharedNetwork,
+    prefix: &str,
+    count: usize,
+    pause: Duration,
+) -> Result<StartTimes, String> {
+    let mut times = StartTimes::default();
+    for i in 0..count {
+        std::thread::sleep(pause);
+        let name = format!("{prefix}{i}");
+        let mut dyno = OneShot {
+            network,
+            state: StateDir(ctx.state_root.join(&name)),
+            name,
+            shim: None,
+            cgroup: None,
+        };
+        let (total, parts) = (dyno.run(ctx, i)).map_err(|e| format!("start {}: {e}", dyno.name))?;
+        times.total.push(total);
+        for (all, part) in times.parts.iter_mut().zip(parts) {
+            all.push(part);
+        }
+    }
+    Ok(times)
+}
+
+/// One dyno of a start phase; whatever it made goes when it is dropped.
+struct OneShot<'a> {
+    network: &'a SharedNetwork,
+    name: String,
+    state: StateDir,
+    shim: Option<Child>,
+    cgroup: Option<DynoCgroup>,
+}
+
+impl OneShot<'_> {
+    fn run(&mut self, ctx: &Ctx, i: usize) -> Result<(Duration, [Duration; 5]), String> {
+        let started = Instant::now();
+        let net = (lock(self.network).up(&self.name, Some(ctx.port))).map_err(|e| e.to_string())?;
+        let t_net = Instant::now();
+        if let Some(cgroups) = &ctx.cgroups {
+            let cgroup = cgroups.create(&self.name, &DynoSize::STANDARD_1X);
+            self.cgroup = Some(cgroup.map_err(|e| e.to_string())?);
+        }
+        let t_cgroup = Instant::now();
+        let spec = SandboxSpec {
+            name: format!("web.{}", i + 1),
+            hostname: supervisor::uuid_v4(),
+            netns: net.netns_path.clone(),
+            ip: net.ip,
+            app_dir: ctx.app_dir.clone(),
+            stack: SandboxSpec::default_stack(),
+            uid: ctx.uid,
+            gid: ctx.uid,
+            env: vec![
+                ("PATH".into(), "/usr/local/bin:/usr/bin:/bin".into()),
+                ("HOME".into(), "/app".into()),
+                ("DYNO".into(), format!("web.{}", i + 1)),
+                ("PORT".into(), ctx.port.to_string()),
+            ],
+            command: TINY_COMMAND.into(),
+            nameservers: Vec::new(),
+            cgroup: self.cgroup.clone(),
+        };
+        launch::prepare(&self.state, &spec).map_err(|e| e.to_string())?;
+        let t_prepare = Instant::now();
+        let shim = launch::spawn_shim(&ctx.exe, &self.state, Stdio::piped(), Stdio::piped())
+            .map_err(|e| e.to_string())?;
+        let t_spawn = Instant::now();
+        let shim = self.shim.insert(shim);
+        let (first, err) = first_byte_then_drain(shim);
+        let _ = shim.wait();
+        self.shim = None;
+        let t_first = first.map_err(|e| format!("{e}; the shim said: {}", err.trim()))?;
+        match launch::exit_record(&self.state) {
+            Some(ExitRecord::Exited(0)) => {}
+            other => return Err(format!("the app ended with {other:?}: {}", err.trim())),
+        }
+        drop(net);
+        let parts = [started, t_net, t_cgroup, t_prepare, t_spawn, t_first];
+        let mut steps = [Duration::ZERO; 5];
+        for (step, pair) in steps.iter_mut().zip(parts.windows(2)) {
+            *step = pair[1] - pair[0];
+        }
+        Ok((t_first - started, steps))
+    }
+}
+
+impl Drop for OneShot<'_> {
+    fn drop(&mut self) {
+        if let Some(mut shim) = self.shim.take() {
+            let _ = shim.kill();
+            let _ = shim.wait();
+        }
+        if let Some(cgroup) = self.cgroup.take() {
+            let _ = cgroup.kill_all();
+            if let Err(e) = cgroup.remove() {
+                eprintln!("bench cleanup: cgroup of {}: {e}", self.name);
+            }
+        }
+        if let Err(e) = lock(self.network).down(&self.name) {
+            eprintln!("bench cleanup: network of {}: {e}", self.name);
+        }
+        let _ = std::fs::remove_dir_all(&self.state.0);
+    }
+}
+
+/// When the first byte of the child's stdout arrived; then reads both pipes to their end
+/// (returns stderr, to explain failures).
+fn first_byte_then_drain(child: &mut Child) -> (std::io::Result<Instant>, String) {
+    let mut out = child.stdout.take().expect("stdout is piped");
+    let mut byte = [0u8; 1];
+    let first = loop {
+        match out.read(&mut byte) {
+            Ok(0) => break Err(std::io::Error::new(ErrorKind::UnexpectedEof, "no output")),
+            Ok(_) => break Ok(Instant::now()),
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(e) => break Err(e),
+        }
+    };
+    let _ = out.read_to_end(&mut Vec::new());
+    let mut err = String::new();
+    if let Some(mut stderr) = child.stderr.take() {
+        let _ = stderr.read_to_string(&mut err);
+    }
+    (first, err)
+}
+
+// ---------------------------------------------------------------------------------------------
+// anchor: bwrap --unshare-all
+
+fn find_bwrap() -> Option<PathBuf> {
+    let path = std::env::var("PATH").unwrap_or_default();
+    let found = (path.split(':').chain(["/usr/bin", "/usr/local/bin"]))
+        .filter(|d| !d.is_empty())
+        .map(|d| Path::new(d).join("bwrap"))
+        .find(|p| p.is_file());
+    found
+}
+
+/// `bwrap --unshare-all` with the host's stack read-only, as on this host's layout.
+fn bwrap_command(bwrap: &Path, program: &[&str]) -> Command {
+    let mut command = Command::new(bwrap);
+    command.args(["--unshare-all", "--ro-bind", "/usr", "/usr"]);
+    for dir in ["/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"] {
+        match std::fs::symlink_metadata(dir) {
+            Ok(m) if m.file_type().is_symlink() => {
+                if let Ok(target) = std::fs::read_link(dir) {
+                    command.arg("--symlink").arg(target).arg(dir);
+                }
+            }
+            Ok(m) if m.is_dir() => {
+                command.args(["--ro-bind", dir, dir]);
+            }
+            _ => {}
+        }
+    }
+    command
+        .args(["--ro-bind", "/etc", "/etc", "--proc", "/proc"])
+        .args([
+            "--dev",
+            "/dev",
+            "--tmpfs",
+            "/tmp",
+            "--die-with-parent",
+            "--",
+        ])
+        .args(program)
+        .env_clear()
+        .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    command
+}
+
+fn bwrap_phase(
+    bwrap: &Path,
+    program: &[&str],
+    count: usize,
+    pause: Duration,
+) -> Result<Vec<Duration>, String> {
+    let mut times = Vec::with_capacity(count);
+    for _ in 0..count {
+        std::thread::sleep(pause);
+        let started = Instant::now();
+        let mut child = (bwrap_command(bwrap, program).spawn())
+            .map_err(|e| format!("start {}: {e}", bwrap.display()))?;
+        let (first, err) = first_byte_then_drain(&mut child);
+        let status = child.wait().map_err(|e| format!("wait for bwrap: {e}"))?;
+        let first = first.map_err(|e| format!("bwrap {program:?}: {e}: {}", err.trim()))?;
+        if !status.success() {
+            return Err(format!("bwrap {program:?}: {status}: {}", err.trim()));
+        }
+        times.push(first - started);
+    }
+    Ok(times)
+}
+
+// ---------------------------------------------------------------------------------------------
+// up: the real supervisor, N web dynos up at once
+
+/// The web dynos of the up phase, and what their supervisors share.
+struct Fleet {
+    platform: Arc<Platform>,
+    handles: Vec<DynoHandle>,
+    logs: JoinHandle<()>,
+    memory: Memory,
+}
+
+impl Fleet {
+    /// Starts `count` web dynos one after the other, each once the previous one is up. The
+    /// times until up, or why one did not come up (the dynos started so far are in the fleet,
+    /// to be stopped).
+    async fn start(
+        ctx: &Ctx,
+        network: &SharedNetwork,
+        lifecycle: Lifecycle,
+        count: usize,
+    ) -> (Fleet, Result<Vec<Duration>, String>) {
+        let (log_tx, mut log_rx) = tokio::sync::mpsc::unbounded_channel::<LogLine>();
+        // The last lines, to explain a failure.
+        let recent: Arc<Mutex<Vec<String>>> = Arc::default();
+        let logs = tokio::spawn({
+            let recent = recent.clone();
+            async move {
+                while let Some(line) = log_rx.recv().await {
+                    let mut recent = recent.lock().unwrap_or_else(|p| p.into_inner());
+                    if recent.len() >= 20 {
+                        recent.remove(0);
+                    }
+                    recent.push(line.to_string());
+                }
+            }
+        });
+        let (exe, state_root, cgroups) = (&ctx.exe, &ctx.state_root, &ctx.cgroups);
+        let platform = Platform::new(
+            network.clone(),
+            exe.clone(),
+            state_root.clone(),
+            lifecycle,
+            log_tx,
+            cgroups.clone(),
+        );
+        let mut fleet = Fleet {
+            platform: Arc::new(platform),
+            handles: Vec::with_capacity(count),
+            logs,
+            memory: Memory {
+                daemon_before_kb: status_kb(Path::new("/proc/self/status"), "VmRSS:"),
+                avail_before_kb: status_kb(Path::new("/proc/meminfo"), "MemAvailable:"),
+                ..Memory::default()
+            },
+        };
+        let mut up = Vec::with_capacity(count);
+        for i in 0..count {
+            let def = DynoDef {
+                app: APP.into(),
+                process: "web".into(),
+                index: i as u32 + 1,
+                command: WEB_COMMAND.into(),
+                env: Vec::new(),
+                app_dir: ctx.app_dir.clone(),
+                uid: ctx.uid,
+                port: ctx.port,
+                restart: false,
+                size: DynoSize::STANDARD_1X,
+            };
+            let started = Instant::now();
+            let handle = supervisor::start(fleet.platform.clone(), def);
+            let mut status = handle.status.clone();
+            fleet.handles.push(handle);
+            let changed = status.wait_for(|s| s.state != State::Starting);
+            let state = match tokio::time::timeout(Duration::from_secs(40), changed).await {
+                Ok(Ok(s)) => s.state,
+                Ok(Err(_)) => State::Down,
+                Err(_) => State::Starting,
+            };
+            if state != State::Up {
+                let recent = recent.lock().unwrap_or_else(|p| p.into_inner()).join("\n");
+                let (dyno, state) = (i + 1, state.as_str());
+                let why = format!("web.{dyno} is {state}, not up; last log lines:\n{recent}");
+                return (fleet, Err(why));
+            }
+            up.push(started.elapsed());
+        }
+        (fleet, Ok(up))
+    }
+
+    /// Stops every dyno at once; returns how long that took.
+    async fn stop(self) -> Duration {
+        let stopping = Instant::now();
+        let stops = self.handles.into_iter().map(|h| tokio::spawn(h.stop()));
+        for stop in stops.collect::<Vec<_>>() {
+            let _ = stop.await;
+        }
+        let took = stopping.elapsed();
+        drop(self.platform);
+        // The log pumps hold the platform (and its sender) until the shims' pipes close.
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.logs).await;
+        took
+    }
+}
+
+#[derive(Default)]
+struct Memory {
+    daemon_before_kb: u64,
+    daemon_alive_kb: u64,
+    avail_before_kb: u64,
+    avail_alive_kb: u64,
+    shim_rss_kb: f64,
+    shim_anon_kb: f64,
+    shim_pss_kb: f64,
+    init_rss_kb: f64,
+}
+
+/// The daemon's RSS now, its shims' (our children) and their PID 1s' (the shims' children).
+fn measure(memory: &mut Memory) {
+    memory.daemon_alive_kb = status_kb(Path::new("/proc/self/status"), "VmRSS:");
+    memory.avail_alive_kb = status_kb(Path::new("/proc/meminfo"), "MemAvailable:");
+    let processes = processes();
+    let me = std::process::id();
+    let children = |parents: &[u32]| -> Vec<u32> {
+        let children = processes.iter().filter(|p| parents.contains(&p.ppid));
+        children.map(|p| p.pid).collect()
+    };
+    let shims = children(&[me]);
+    let inits = children(&shims);
+    let mean = |pids: &[u32], file: &str, key: &str| {
+        let sum: u64 = (pids.iter())
+            .map(|pid| status_kb(Path::new(&format!("/proc/{pid}/{file}")), key))
+            .sum();
+        sum as f64 / pids.len().max(1) as f64
+    };
+    memory.shim_rss_kb = mean(&shims, "status", "VmRSS:");
+    memory.shim_anon_kb = mean(&shims, "status", "RssAnon:");
+    memory.shim_pss_kb = mean(&shims, "smaps_rollup", "Pss:");
+    memory.init_rss_kb = mean(&inits, "status", "VmRSS:");
+}
+
+// ---------------------------------------------------------------------------------------------
+// /proc and leftovers
+
+/// The first number after `key` in a /proc file (`VmRSS:  1234 kB`), 0 if absent.
+fn status_kb(path: &Path, key: &str) -> u64 {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let line = text.lines().find_map(|l| l.strip_prefix(key));
+    let value = line.and_then(|l| l.split_whitespace().next()?.parse().ok());
+    value.unwrap_or(0)
+}
+
+struct Process {
+    pid: u32,
+    ppid: u32,
+    uid: u64,
+    cmdline: String,
+}
+
+fn processes() -> Vec<Process> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let pids = entries.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok());
+    pids.filter_map(|pid| {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // `pid (comm) state ppid ...`: comm may hold spaces and parentheses.
+        let after = &stat[stat.rfind(')')? + 1..];
+        let ppid = after.split_whitespace().nth(1)?.parse().ok()?;
+        let uid = status_kb(Path::new(&format!("/proc/{pid}/status")), "Uid:");
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        Some(Process {
+            pid,
+            ppid,
+            uid,
+            cmdline,
+        })
+    })
+    .collect()
+}
+
+/// What is left once every dyno was stopped: processes (waited for up to 10 s), links (up to
+/// 2 minutes: the kernel destroys namespaces in the background), networks, state dirs, cgroups:
+/// `[links and networks, processes, state dirs, cgroups]`.
+fn leftovers(ctx: &Ctx, network: &SharedNetwork) -> [usize; 4] {
+    let me = std::process::id();
+    let state = ctx.state_root.to_string_lossy().into_owned();
+    let ours = |p: &Process| {
+        p.pid != me && (p.ppid == me || p.uid == u64::from(ctx.uid) || p.cmdline.contains(&state))
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut procs = processes().iter().filter(|p| ours(p)).count();
+    while procs > 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+        procs = processes().iter().filter(|p| ours(p)).count();
+    }
+    let links = wait_for_links_gone(network);
+    let networks = lock(network).list().map(|l| l.len()).unwrap_or(0);
+    let state_dirs = std::fs::read_dir(&ctx.state_root).map_or(0, |d| d.count());
+    let cgroups = (ctx.cgroups.as_ref()).map_or(0, |c| c.dyno_ids().map_or(0, |ids| ids.len()));
+    [links + networks, procs, state_dirs, cgroups]
+}
+
+/// Waits (up to 2 minutes) for the kernel to destroy the dynos' links; returns how many remain.
+fn wait_for_links_gone(network: &SharedNetwork) -> usize {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let links = lock(network).host().links_with_prefix(LINK_PREFIX);
+        let left = links.map_or(usize::MAX, |l| l.len());
+        if left == 0 || Instant::now() >= deadline {
+            return left;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
