@@ -19,7 +19,8 @@ pub struct Lifecycle {
     pub stable_after: Duration,
     /// Daily restart: every `period` plus a random part of `jitter`; `None`: never.
     pub cycling: Option<Cycling>,
-    /// How often a booting web dyno is checked for a listener on `$PORT` (inet_diag: no connect).
+    /// How often, at most, a booting web dyno is checked for a listener on `$PORT` (inet_diag:
+    /// no connect); the first checks come sooner (2 ms, doubling).
     pub readiness_poll: Duration,
     /// How often memory is read for R14/R15.
     pub memory_poll: Duration,

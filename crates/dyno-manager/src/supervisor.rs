@@ -406,7 +406,10 @@ impl Incarnation {
         let cycle_at = lifecycle
             .next_cycle(random_unit())
             .map(|d| tokio::time::Instant::now() + d);
-        let mut readiness = tokio::time::interval(lifecycle.readiness_poll);
+        // Check for the listener early and then less often: most apps bind within milliseconds,
+        // a few (Java) take seconds; the interval doubles from 2 ms up to `readiness_poll`.
+        let mut readiness_delay = Duration::from_millis(2).min(lifecycle.readiness_poll);
+        let mut next_readiness = tokio::time::Instant::now() + readiness_delay;
         let mut memory = tokio::time::interval(lifecycle.memory_poll);
         let mut memory_watch = MemoryWatch::new(self.cgroup.as_ref());
         loop {
@@ -443,7 +446,9 @@ impl Incarnation {
                     self.stop(sup, &lifecycle).await;
                     return Ended::Cycled;
                 }
-                _ = readiness.tick(), if sup.state == State::Starting && diag.is_some() => {
+                _ = tokio::time::sleep_until(next_readiness), if sup.state == State::Starting && diag.is_some() => {
+                    readiness_delay = (readiness_delay * 2).min(lifecycle.readiness_poll);
+                    next_readiness = tokio::time::Instant::now() + readiness_delay;
                     let listening = diag
                         .as_mut()
                         .map(|d| d.is_listening(sup.def.port).unwrap_or(false))

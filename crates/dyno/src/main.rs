@@ -81,6 +81,14 @@ fn main() -> ExitCode {
     }
 }
 
+/// The binary each dyno runs as its shim and PID 1: the small `dyno-shim` installed next to
+/// `dyno`, or `dyno` itself (it understands the same internal commands).
+pub fn shim_binary() -> Result<std::path::PathBuf, String> {
+    let exe = std::env::current_exe().map_err(|e| format!("find the dyno binary: {e}"))?;
+    let shim = exe.with_file_name("dyno-shim");
+    Ok(if shim.is_file() { shim } else { exe })
+}
+
 /// Commands that change the host's network need root; say so before anything half-happens.
 pub fn require_root(what: &str) -> Result<(), String> {
     // SAFETY: geteuid has no preconditions and cannot fail.

@@ -107,7 +107,7 @@ pub fn run(args: UpArgs) -> Result<(), String> {
             .state_dir
             .unwrap_or_else(|| PathBuf::from(format!("/run/dyno/up-{}", std::process::id()))),
         lifecycle,
-        exe: std::env::current_exe().map_err(|e| format!("find the dyno binary: {e}"))?,
+        exe: crate::shim_binary()?,
         uids: args.uid_range,
         size: match args.memory_mb {
             Some(mb) => DynoSize {

@@ -95,7 +95,7 @@ impl Bench {
         let state = StateDir(self.scratch.join(format!("state-{}", rand_suffix())));
         launch::prepare(&state, &self.spec(command)).unwrap();
         let shim = launch::spawn_shim(
-            Path::new(env!("CARGO_BIN_EXE_dyno")),
+            Path::new(env!("CARGO_BIN_EXE_dyno-shim")),
             &state,
             Stdio::piped(),
             Stdio::piped(),
@@ -152,7 +152,7 @@ fn inside_a_dyno_the_app_sees_only_itself() {
     assert!(text.contains("pid1=dyno __init"), "{text}");
     // ps: PID 1 is our init; the rest are the app's shell and what it runs.
     let ps = text.lines().find_map(|l| l.strip_prefix("ps=")).unwrap();
-    assert!(ps.starts_with("1 dyno 2 bash "), "{ps}");
+    assert!(ps.starts_with("1 dyno-shim 2 bash "), "{ps}");
     assert!(
         !ps.contains("cargo") && !ps.contains("nextest"),
         "host processes visible: {ps}"
@@ -199,7 +199,7 @@ fn sigterm_to_the_shim_reaches_every_process_of_the_dyno() {
     )
     .unwrap();
     let mut shim = launch::spawn_shim(
-        Path::new(env!("CARGO_BIN_EXE_dyno")),
+        Path::new(env!("CARGO_BIN_EXE_dyno-shim")),
         &state,
         Stdio::piped(),
         Stdio::piped(),
@@ -232,7 +232,7 @@ fn the_shim_outlives_its_caller_and_records_the_exit() {
         .arg("-c")
         .arg(format!(
             "{} __shim {} > {}/out 2>&1 &",
-            env!("CARGO_BIN_EXE_dyno"),
+            env!("CARGO_BIN_EXE_dyno-shim"),
             state.0.display(),
             state.0.display()
         ))
@@ -257,7 +257,7 @@ fn a_sandbox_that_cannot_be_built_says_why() {
     spec.netns = PathBuf::from("/nonexistent/netns");
     launch::prepare(&state, &spec).unwrap();
     let out = launch::spawn_shim(
-        Path::new(env!("CARGO_BIN_EXE_dyno")),
+        Path::new(env!("CARGO_BIN_EXE_dyno-shim")),
         &state,
         Stdio::piped(),
         Stdio::piped(),

@@ -121,7 +121,7 @@ impl Ctx {
         };
         let work = PathBuf::from(format!("/run/dyno-bench-start-{}", std::process::id()));
         let mut ctx = Ctx {
-            exe: std::env::current_exe().map_err(|e| format!("find the dyno binary: {e}"))?,
+            exe: crate::shim_binary()?,
             app_dir: work.join("app"),
             state_root: work.join("state"),
             work,
