@@ -78,6 +78,12 @@ impl Platform {
         format!("{}{:0>2}", base36(millis), base36(n))
     }
 
+    /// The shared network (a poisoned lock is still usable: its state is kept consistent by
+    /// `Network` itself, transaction by transaction).
+    pub fn network(&self) -> std::sync::MutexGuard<'_, Network<Box<dyn LeaseStore + Send>>> {
+        self.network.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     fn log(&self, source: Source, dyno: &str, message: impl Into<String>) {
         let _ = self.logs.send(LogLine::now(source, dyno, message));
     }
@@ -299,7 +305,7 @@ impl Incarnation {
         let def = &sup.def;
         let net_name = platform.next_net_name();
         let net = {
-            let mut network = platform.network.lock().unwrap_or_else(|p| p.into_inner());
+            let mut network = platform.network();
             network
                 .up(&net_name, def.is_web().then_some(def.port))
                 .map_err(|e| e.to_string())?
@@ -309,11 +315,7 @@ impl Incarnation {
             Some(cgroups) => match cgroups.create(&net_name, &def.size) {
                 Ok(cgroup) => Some(cgroup),
                 Err(e) => {
-                    let _ = platform
-                        .network
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .down(&net_name);
+                    let _ = platform.network().down(&net_name);
                     return Err(e.to_string());
                 }
             },
@@ -356,11 +358,7 @@ impl Incarnation {
         let mut shim = match started {
             Ok(shim) => shim,
             Err(e) => {
-                let _ = platform
-                    .network
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .down(&net_name);
+                let _ = platform.network().down(&net_name);
                 let _ = std::fs::remove_dir_all(&state.0);
                 if let Some(cgroup) = &cgroup {
                     let _ = cgroup.remove();
@@ -544,11 +542,7 @@ impl Incarnation {
                 sup.log(format!("Error removing the dyno's cgroup: {e}"));
             }
         }
-        let mut network = sup
-            .platform
-            .network
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let mut network = sup.platform.network();
         if let Err(e) = network.down(&self.net_name) {
             sup.log(format!("Error removing the dyno's network: {e}"));
         }

@@ -100,6 +100,15 @@ impl Up {
         }
     }
 
+    /// Waits until `dyno` (`web.1`) is up for the first time.
+    fn wait_up(&self, dyno: &str, timeout: Duration) {
+        self.wait_for_log(
+            &format!("heroku[{dyno}]: State changed from starting to up"),
+            1,
+            timeout,
+        );
+    }
+
     /// The address `dyno up` announced for a web dyno.
     fn address_of(&self, dyno: &str) -> Ipv4Addr {
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -249,12 +258,28 @@ fn processes_of(uid: u32) -> Vec<u32> {
         .collect()
 }
 
-fn app_dir(tag: &str, procfile: &str) -> PathBuf {
+/// A throwaway app dir, removed on drop (also when the test fails).
+struct TempApp(PathBuf);
+
+impl std::ops::Deref for TempApp {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempApp {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn app_dir(tag: &str, procfile: &str) -> TempApp {
     let dir = PathBuf::from(format!("/run/dyno-up-app-{}-{tag}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("Procfile"), procfile).unwrap();
-    dir
+    TempApp(dir)
 }
 
 /// The message of a log line: `heroku[web.1]: State changed from starting to up`.
@@ -272,16 +297,8 @@ fn hello_runs_serves_through_its_dyno_address_and_leaves_nothing() {
         &app,
         &["--boot-timeout", "20s", "--stop-grace", "5s"],
     );
-    up.wait_for_log(
-        "heroku[web.1]: State changed from starting to up",
-        1,
-        Duration::from_secs(30),
-    );
-    up.wait_for_log(
-        "heroku[worker.1]: State changed from starting to up",
-        1,
-        Duration::from_secs(30),
-    );
+    up.wait_up("web.1", Duration::from_secs(30));
+    up.wait_up("worker.1", Duration::from_secs(30));
     let ip = up.address_of("web.1");
     let answer = up.get(ip, 5000, "/");
     assert!(answer.starts_with("HTTP/1.0 200"), "{answer}");
@@ -357,7 +374,6 @@ fn r10_when_a_web_dyno_does_not_bind_its_port() {
         "heroku[web.1]: State changed from starting to crashed"
     );
     up.assert_nothing_left(dyno_manager::up::app_uid("r10app"));
-    let _ = std::fs::remove_dir_all(app);
 }
 
 #[test]
@@ -399,7 +415,6 @@ fn a_crash_restarts_at_once_then_after_the_cooloff_and_exit_0_is_a_crash() {
         "second restart before the cool-off: {times:?}"
     );
     up.assert_nothing_left(dyno_manager::up::app_uid("crashapp"));
-    let _ = std::fs::remove_dir_all(app);
 }
 
 /// Seconds within the day of a log line's timestamp.
@@ -443,7 +458,6 @@ fn r12_when_processes_ignore_sigterm_and_a_daemonized_grandchild_goes_too() {
         "heroku[worker.1]: State changed from up to down"
     );
     up.assert_nothing_left(dyno_manager::up::app_uid("r12app"));
-    let _ = std::fs::remove_dir_all(app);
 }
 
 #[test]
@@ -472,9 +486,6 @@ fn bad_apps_are_refused_with_errors_naming_the_file() {
         e.contains("Procfile:1: command `no-such-program-here` not found"),
         "{e}"
     );
-    for d in [bad, nocmd] {
-        let _ = std::fs::remove_dir_all(d);
-    }
 }
 
 #[test]
@@ -485,11 +496,7 @@ fn java_lists_eth0_as_index_2_while_the_host_end_is_above_65535() {
         &app,
         &["--boot-timeout", "90s", "--stop-grace", "5s"],
     );
-    up.wait_for_log(
-        "heroku[web.1]: State changed from starting to up",
-        1,
-        Duration::from_secs(120),
-    );
+    up.wait_up("web.1", Duration::from_secs(120));
     let host_ends = up.lab.host.links_with_prefix("dy").unwrap();
     assert_eq!(host_ends.len(), 1, "{host_ends:?}");
     assert!(host_ends[0].0 > 65_535, "host end index {}", host_ends[0].0);
@@ -510,11 +517,7 @@ fn ruby_raindrops_reports_queued_connections_inside_the_dyno() {
         &app,
         &["--boot-timeout", "30s", "--stop-grace", "5s"],
     );
-    up.wait_for_log(
-        "heroku[web.1]: State changed from starting to up",
-        1,
-        Duration::from_secs(40),
-    );
+    up.wait_up("web.1", Duration::from_secs(40));
     let ip = up.address_of("web.1");
     // Six at once to a server that takes a second each: the later ones wait in the accept
     // queue, and each answer reports the queue as it was when it was served.
@@ -548,7 +551,7 @@ fn memory_cgroup_of(pid: u32) -> Option<String> {
     })
 }
 
-fn memory_app(tag: &str, megabytes: u32) -> PathBuf {
+fn memory_app(tag: &str, megabytes: u32) -> TempApp {
     app_dir(
         tag,
         &format!(
@@ -595,7 +598,6 @@ fn r14_when_over_the_memory_quota() {
             "cgroup {cgroup} left"
         );
     }
-    let _ = std::fs::remove_dir_all(app);
 }
 
 #[test]
@@ -647,7 +649,6 @@ fn r15_and_a_kill_at_twice_the_memory_quota() {
         "heroku[worker.1]: State changed from up to crashed"
     );
     up.assert_nothing_left(dyno_manager::up::app_uid("r15app"));
-    let _ = std::fs::remove_dir_all(app);
 }
 
 #[test]
@@ -662,16 +663,8 @@ fn a_fork_bomb_is_held_by_the_pids_limit_while_a_neighbour_keeps_serving() {
         &app,
         &["--app", "bombapp", "--stop-grace", "2s"],
     );
-    up.wait_for_log(
-        "heroku[web.1]: State changed from starting to up",
-        1,
-        Duration::from_secs(30),
-    );
-    up.wait_for_log(
-        "heroku[worker.1]: State changed from starting to up",
-        1,
-        Duration::from_secs(30),
-    );
+    up.wait_up("web.1", Duration::from_secs(30));
+    up.wait_up("worker.1", Duration::from_secs(30));
     std::thread::sleep(Duration::from_secs(2));
     let uid = dyno_manager::up::app_uid("bombapp");
     let processes = processes_of(uid).len();
@@ -682,7 +675,6 @@ fn a_fork_bomb_is_held_by_the_pids_limit_while_a_neighbour_keeps_serving() {
     assert!(answer.starts_with("HTTP/1.0 200"), "{answer}");
     up.interrupt();
     up.assert_nothing_left(uid);
-    let _ = std::fs::remove_dir_all(app);
 }
 
 #[test]
@@ -726,5 +718,4 @@ fn cycling_restarts_a_dyno_gracefully_on_schedule() {
         "heroku[worker.1]: Starting process with command `echo started; exec sleep 1000`"
     );
     up.assert_nothing_left(dyno_manager::up::app_uid("cycleapp"));
-    let _ = std::fs::remove_dir_all(app);
 }
