@@ -1,0 +1,290 @@
+//! The harness of the `dyno up` tests: a `dyno up` run inside its own lab, its logs, and
+//! checks that nothing is left behind.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Ipv4Addr, SocketAddrV4, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use dyno_net::lab::Lab;
+use dyno_net::ns;
+
+pub const ROUTER_MARK: u32 = 0x6479;
+
+pub fn require_root() {
+    // SAFETY: geteuid cannot fail.
+    assert!(
+        unsafe { libc::geteuid() } == 0,
+        "this test needs root (it runs dyno up): run the suite as root"
+    );
+}
+
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// A running `dyno up` in its own lab.
+pub struct Up {
+    pub lab: Lab,
+    pub child: Option<Child>,
+    pub stdout: Arc<Mutex<Vec<String>>>,
+    pub stderr: Arc<Mutex<Vec<String>>>,
+    pub scratch: PathBuf,
+}
+
+impl Up {
+    pub fn start(tag: &str, app: &Path, extra: &[&str]) -> Up {
+        require_root();
+        let lab = Lab::new(tag).unwrap();
+        let scratch = PathBuf::from(format!("/run/dyno-up-test-{}-{tag}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&scratch);
+        std::fs::create_dir_all(&scratch).unwrap();
+        let mut command = Command::new(env!("CARGO_BIN_EXE_dyno"));
+        command
+            .arg("up")
+            .arg(app)
+            .arg("--run-dir")
+            .arg(&lab.run_dir.0)
+            .arg("--state-dir")
+            .arg(scratch.join("state"))
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        ns::command_in(&mut command, lab.host.netns(), None).unwrap();
+        let mut child = command.spawn().unwrap();
+        let stdout = collect(child.stdout.take().unwrap());
+        let stderr = collect(child.stderr.take().unwrap());
+        Up {
+            lab,
+            child: Some(child),
+            stdout,
+            stderr,
+            scratch,
+        }
+    }
+
+    pub fn logs(&self) -> String {
+        self.stdout.lock().unwrap().join("\n")
+    }
+
+    pub fn notes(&self) -> String {
+        self.stderr.lock().unwrap().join("\n")
+    }
+
+    /// Waits until a log line (without its timestamp) ends with `suffix`; returns how many such
+    /// lines there are.
+    pub fn wait_for_log(&self, suffix: &str, count: usize, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let n = self
+                .stdout
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|l| l.ends_with(suffix))
+                .count();
+            if n >= count {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no {count}× {suffix:?} within {timeout:?}:\n{}\n--- stderr:\n{}",
+                self.logs(),
+                self.notes()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Waits until `dyno` (`web.1`) is up for the first time.
+    pub fn wait_up(&self, dyno: &str, timeout: Duration) {
+        self.wait_for_log(
+            &format!("heroku[{dyno}]: State changed from starting to up"),
+            1,
+            timeout,
+        );
+    }
+
+    /// The address `dyno up` announced for a web dyno.
+    pub fn address_of(&self, dyno: &str) -> Ipv4Addr {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let prefix = format!("dyno up: {dyno} is up at ");
+            let found = self.stderr.lock().unwrap().iter().rev().find_map(|l| {
+                l.strip_prefix(&prefix)
+                    .and_then(|rest| rest.split(':').next())
+                    .and_then(|ip| ip.parse().ok())
+            });
+            if let Some(ip) = found {
+                return ip;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no address for {dyno}:\n{}",
+                self.notes()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// An HTTP GET through the router's way in: a marked socket in the lab host.
+    pub fn get(&self, ip: Ipv4Addr, port: u16, path: &str) -> String {
+        let request = format!("GET {path} HTTP/1.0\r\nHost: app\r\n\r\n");
+        // Only the socket is made in the lab host (on the namespace thread); the exchange runs
+        // here, so that several requests can wait at once.
+        let socket = self
+            .lab
+            .host
+            .netns()
+            .run(|| -> std::io::Result<socket2::Socket> {
+                let socket =
+                    socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
+                socket.set_mark(ROUTER_MARK)?;
+                Ok(socket)
+            })
+            .unwrap()
+            .unwrap();
+        let exchange = || -> std::io::Result<String> {
+            socket.connect_timeout(&SocketAddrV4::new(ip, port).into(), Duration::from_secs(2))?;
+            let mut stream: TcpStream = socket.into();
+            stream.set_read_timeout(Some(Duration::from_secs(15)))?;
+            stream.write_all(request.as_bytes())?;
+            let mut answer = String::new();
+            stream.read_to_string(&mut answer)?;
+            Ok(answer)
+        };
+        exchange().unwrap_or_else(|e| panic!("GET http://{ip}:{port}{path}: {e}"))
+    }
+
+    /// Ctrl-C, and the exit status.
+    pub fn interrupt(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().unwrap();
+        // SAFETY: kill has no memory-safety preconditions.
+        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                // Let the readers take the last lines.
+                std::thread::sleep(Duration::from_millis(100));
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "dyno up did not stop:\n{}",
+                self.notes()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Nothing of the run is left: namespaces, links, firewall, state, processes of the app.
+    pub fn assert_nothing_left(&mut self, app_uid: u32) {
+        let names: Vec<_> = std::fs::read_dir(&self.lab.run_dir.0)
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name())
+            .collect();
+        assert!(names.is_empty(), "namespaces left: {names:?}");
+        assert!(!self.scratch.join("state").exists(), "state dir left");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let links = self.lab.host.links_with_prefix("dy").unwrap();
+            let procs = processes_of(app_uid);
+            if links.is_empty() && procs.is_empty() {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "left behind: links {links:?}, processes {procs:?}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let tables = {
+            let mut nft = Command::new("nft");
+            nft.args(["list", "tables"]);
+            ns::command_in(&mut nft, self.lab.host.netns(), None).unwrap();
+            String::from_utf8_lossy(&nft.output().unwrap().stdout).into_owned()
+        };
+        assert!(!tables.contains("dyno"), "firewall left: {tables}");
+    }
+}
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // SAFETY: as above.
+            unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.scratch);
+    }
+}
+
+pub fn collect(stream: impl Read + Send + 'static) -> Arc<Mutex<Vec<String>>> {
+    let lines = Arc::new(Mutex::new(Vec::new()));
+    let sink = lines.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stream).lines().map_while(Result::ok) {
+            sink.lock().unwrap().push(line);
+        }
+    });
+    lines
+}
+
+/// Host pids of processes running as `uid`.
+pub fn processes_of(uid: u32) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/status"))
+                .ok()
+                .and_then(|s| {
+                    s.lines()
+                        .find(|l| l.starts_with("Uid:"))
+                        .map(|l| l.split_whitespace().nth(1) == Some(&uid.to_string()))
+                })
+                .unwrap_or(false)
+        })
+        .collect()
+}
+
+/// A throwaway app dir, removed on drop (also when the test fails).
+pub struct TempApp(PathBuf);
+
+impl std::ops::Deref for TempApp {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempApp {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+pub fn app_dir(tag: &str, procfile: &str) -> TempApp {
+    let dir = PathBuf::from(format!("/run/dyno-up-app-{}-{tag}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("Procfile"), procfile).unwrap();
+    TempApp(dir)
+}
+
+/// The message of a log line: `heroku[web.1]: State changed from starting to up`.
+pub fn messages(logs: &str) -> Vec<String> {
+    logs.lines()
+        .filter_map(|l| l.split_once(' ').map(|(_, rest)| rest.to_string()))
+        .collect()
+}
