@@ -25,6 +25,22 @@ pub enum LaunchError {
     },
 }
 
+/// The name of the app's user inside every dyno.
+pub const APP_USER: &str = "dyno";
+
+/// The host's file (if readable) with `line` appended, minus any entry already named like ours.
+fn with_line(host_file: &str, line: &str) -> String {
+    let host = std::fs::read_to_string(host_file).unwrap_or_default();
+    let mut text: String = host
+        .lines()
+        .filter(|l| !l.starts_with(&format!("{APP_USER}:")))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    text.push_str(line);
+    text.push('\n');
+    text
+}
+
 /// Writes the spec and the dyno's own `/etc` files into `state`.
 pub fn prepare(state: &StateDir, spec: &SandboxSpec) -> Result<(), LaunchError> {
     if !spec.app_dir.is_dir() {
@@ -51,10 +67,19 @@ pub fn prepare(state: &StateDir, spec: &SandboxSpec) -> Result<(), LaunchError> 
         .iter()
         .map(|ns| format!("nameserver {ns}\n"))
         .collect();
+    // The app's user has a name (`dyno`), so `whoami`, `getpwuid` and shells find it instead
+    // of failing through every name service.
+    let passwd = with_line(
+        "/etc/passwd",
+        &format!("{APP_USER}:x:{}:{}:dyno:/app:/bin/bash", spec.uid, spec.gid),
+    );
+    let group = with_line("/etc/group", &format!("{APP_USER}:x:{}:", spec.gid));
     for (name, content) in [
         ("hostname", format!("{}\n", spec.hostname)),
         ("hosts", hosts),
         ("resolv.conf", resolv),
+        ("passwd", passwd),
+        ("group", group),
     ] {
         let path = state.etc_file(name);
         std::fs::write(&path, content).map_err(err(&path))?;

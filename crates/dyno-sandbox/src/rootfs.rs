@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! /usr /bin /sbin /lib* /etc   host's, read-only, nosuid ("the stack"); merged-/usr symlinks kept
-//! /etc/hostname hosts resolv.conf   the dyno's own, bound over the host's
+//! /etc/hostname hosts resolv.conf passwd group   the dyno's own, bound over the host's
 //! /app    overlay: the app dir (read-only lower) + a tmpfs upper: writes stay in the dyno and
 //!         vanish with it (Heroku's ephemeral filesystem)
 //! /proc   fresh (the dyno's pid namespace)     /sys  fresh, read-only (the dyno's network)
@@ -44,7 +44,7 @@ pub fn build(spec: &SandboxSpec, state: &StateDir) -> SysResult<()> {
     for dir in &spec.stack {
         stack_dir(&root, dir)?;
     }
-    for file in ["hostname", "hosts", "resolv.conf"] {
+    for file in ["hostname", "hosts", "resolv.conf", "passwd", "group"] {
         let target = root.join("etc").join(file);
         if target
             .symlink_metadata()

@@ -135,7 +135,7 @@ fn inside_a_dyno_the_app_sees_only_itself() {
          echo net=$(ls /sys/class/net | xargs)\n\
          echo tmp=$(ls -A /tmp | wc -l)\n\
          for p in /root /home /run /run/netns /var/lib /work STATE; do test -e $p && echo present=$p; done\n\
-         echo uid=$(id -u)\n\
+         echo uid=$(id -u) user=$(whoami)\n\
          grep -E '^(CapEff|CapBnd|NoNewPrivs):' /proc/self/status\n\
          env | grep -c DYNO_TEST_MARKER || true\n\
          echo port=$PORT dyno=$DYNO home=$HOME\n\
@@ -175,7 +175,7 @@ fn inside_a_dyno_the_app_sees_only_itself() {
         (3..=6).contains(&procs),
         "{procs} processes visible: {text}"
     );
-    assert!(text.contains(&format!("uid={APP_UID}")), "{text}");
+    assert!(text.contains(&format!("uid={APP_UID} user=dyno")), "{text}");
     assert!(text.contains("CapEff:\t0000000000000000"), "{text}");
     assert!(text.contains("CapBnd:\t0000000000000000"), "{text}");
     assert!(text.contains("NoNewPrivs:\t1"), "{text}");
