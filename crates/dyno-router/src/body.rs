@@ -1,0 +1,273 @@
+//! Per-request context (log line, in-flight slot) and the body wrappers that stream through
+//! the router: the dyno's response (bytes, end-of-response log line, `H15` idle) and the
+//! client's request body (`H28` idle, `H27` abort, completeness for `H18`).
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+
+use crate::codes::HerokuCode;
+use crate::log::{LogSink, RouterLog};
+use crate::upstream::{Pool, Sender};
+
+/// Error type of bodies streamed by the router.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+pub(crate) fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// What the log line needs to know about the request.
+pub(crate) struct Ctx {
+    pub(crate) start: Instant,
+    pub(crate) app: Arc<str>,
+    pub(crate) line: RouterLog,
+    pub(crate) sink: Arc<dyn LogSink>,
+    pub(crate) logged: bool,
+    pub(crate) _in_flight: InFlight,
+}
+
+impl Ctx {
+    /// Write the log line (once).
+    pub(crate) fn emit(&mut self) {
+        if !self.logged {
+            self.logged = true;
+            self.sink.log(&self.app, self.line.clone());
+        }
+    }
+}
+
+impl Drop for Ctx {
+    /// Dropped unlogged = the client went away before the response started: `H27`.
+    fn drop(&mut self) {
+        if !self.logged {
+            let code = HerokuCode::H27;
+            self.line.code = Some(code);
+            self.line.status = code.status().as_u16();
+            self.line.bytes = Some(0);
+            self.line.service_ms =
+                Some(ms(self.start.elapsed()).saturating_sub(self.line.connect_ms.unwrap_or(0)));
+            self.emit();
+        }
+    }
+}
+
+/// One request counted in its app's in-flight total until the response is done.
+pub(crate) struct InFlight(Arc<AtomicUsize>);
+
+impl InFlight {
+    pub(crate) fn enter(counter: &Arc<AtomicUsize>) -> (Self, usize) {
+        let n = counter.fetch_add(1, Ordering::AcqRel) + 1;
+        (Self(counter.clone()), n)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// The dyno's response body on its way to the client; counts bytes and writes the router log
+/// line when it ends (or the client goes away).
+pub(crate) struct LoggedBody {
+    pub(crate) inner: Incoming,
+    pub(crate) idle_timeout: Duration,
+    /// Created on the first `Pending` only: most small responses never need a timer.
+    pub(crate) idle: Option<Pin<Box<tokio::time::Sleep>>>,
+    pub(crate) bytes: u64,
+    pub(crate) ctx: Option<Ctx>,
+    /// The upstream connection, back to the pool once the whole response was read.
+    pub(crate) upstream: Option<(Arc<Pool>, SocketAddr, Sender)>,
+}
+
+impl LoggedBody {
+    fn finish(&mut self, complete: bool) {
+        if let Some((pool, addr, sender)) = self.upstream.take() {
+            if complete {
+                pool.checkin(addr, sender);
+            }
+        }
+        if let Some(mut ctx) = self.ctx.take() {
+            ctx.line.bytes = Some(self.bytes);
+            ctx.line.service_ms =
+                Some(ms(ctx.start.elapsed()).saturating_sub(ctx.line.connect_ms.unwrap_or(0)));
+            ctx.emit();
+        }
+    }
+}
+
+impl Body for LoggedBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(d) = frame.data_ref() {
+                    this.bytes += d.len() as u64;
+                }
+                if let Some(idle) = this.idle.as_mut() {
+                    idle.as_mut()
+                        .reset(tokio::time::Instant::now() + this.idle_timeout);
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(None) => {
+                this.finish(true);
+                Poll::Ready(None)
+            }
+            Poll::Ready(Some(Err(e))) => {
+                this.finish(false);
+                Poll::Ready(Some(Err(e.into())))
+            }
+            Poll::Pending => {
+                let timeout = this.idle_timeout;
+                let idle = this
+                    .idle
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+                if idle.as_mut().poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
+                // No data from the dyno for the idle timeout: H15, cut the response.
+                if let Some(ctx) = this.ctx.as_mut() {
+                    ctx.line.code = Some(HerokuCode::H15);
+                    ctx.line.status = HerokuCode::H15.status().as_u16();
+                }
+                this.finish(false);
+                Poll::Ready(Some(Err(HerokuCode::H15.desc().into())))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for LoggedBody {
+    fn drop(&mut self) {
+        let complete = self.inner.is_end_stream();
+        self.finish(complete);
+    }
+}
+
+/// Where the client's request body stands, as seen by the proxy when the upstream send fails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub(crate) enum ReqState {
+    /// Still being streamed to the dyno.
+    Streaming = 0,
+    /// Fully sent (or empty).
+    Done = 1,
+    /// The client sent nothing for the idle timeout: `H28`.
+    ClientIdle = 2,
+    /// The client's side failed (connection reset, aborted): `H27`.
+    ClientGone = 3,
+}
+
+impl ReqState {
+    pub(crate) fn load(cell: &AtomicU8) -> Self {
+        match cell.load(Ordering::Acquire) {
+            0 => Self::Streaming,
+            1 => Self::Done,
+            2 => Self::ClientIdle,
+            _ => Self::ClientGone,
+        }
+    }
+}
+
+/// The client's request body on its way to the dyno.
+pub(crate) struct ClientBody {
+    inner: Incoming,
+    state: Arc<AtomicU8>,
+    idle_timeout: Duration,
+    idle: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl ClientBody {
+    pub(crate) fn new(inner: Incoming, idle_timeout: Duration) -> (Self, Arc<AtomicU8>) {
+        let initial = if inner.is_end_stream() {
+            ReqState::Done
+        } else {
+            ReqState::Streaming
+        };
+        let state = Arc::new(AtomicU8::new(initial as u8));
+        (
+            Self {
+                inner,
+                state: state.clone(),
+                idle_timeout,
+                idle: None,
+            },
+            state,
+        )
+    }
+
+    fn set(&self, s: ReqState) {
+        self.state.store(s as u8, Ordering::Release);
+    }
+}
+
+impl Body for ClientBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(idle) = this.idle.as_mut() {
+                    idle.as_mut()
+                        .reset(tokio::time::Instant::now() + this.idle_timeout);
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(None) => {
+                this.set(ReqState::Done);
+                Poll::Ready(None)
+            }
+            Poll::Ready(Some(Err(e))) => {
+                this.set(ReqState::ClientGone);
+                Poll::Ready(Some(Err(e.into())))
+            }
+            Poll::Pending => {
+                let timeout = this.idle_timeout;
+                let idle = this
+                    .idle
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+                if idle.as_mut().poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
+                this.set(ReqState::ClientIdle);
+                Poll::Ready(Some(Err(HerokuCode::H28.desc().into())))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

@@ -1,0 +1,545 @@
+//! One request through the router: checks, Heroku headers, dyno choice with retries, response
+//! streaming, and the router log line.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicU8;
+use std::sync::{Arc, Mutex};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
+use hyper::{Request, Response, Uri, Version};
+use hyper_util::rt::TokioIo;
+
+pub use crate::body::BoxError;
+use crate::body::{ms, ClientBody, Ctx, InFlight, LoggedBody, ReqState};
+use crate::codes::{HerokuCode, RouterError};
+use crate::config::RouterConfig;
+use crate::log::{LogSink, RouterLog};
+use crate::routes::{normalize_host, AppRoute, Backend, RouteTable};
+use crate::upstream::{ConnectError, Pool, Sender};
+
+/// Body of every response the router sends.
+pub type RespBody = BoxBody<Bytes, BoxError>;
+
+/// State shared by all connections of one router.
+pub(crate) struct Shared {
+    pub(crate) cfg: RouterConfig,
+    pub(crate) routes: RouteTable,
+    pub(crate) log: Arc<dyn LogSink>,
+    pub(crate) pool: Arc<Pool>,
+    quarantine: Mutex<HashMap<SocketAddr, Instant>>,
+}
+
+/// A connection to a chosen dyno.
+struct Upstream {
+    backend: Backend,
+    sender: Sender,
+    /// Taken from the keep-alive pool (may turn out closed: retried once on a fresh one).
+    pooled: bool,
+}
+
+/// Per client connection facts.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ConnInfo {
+    pub(crate) peer: SocketAddr,
+    pub(crate) local_port: u16,
+}
+
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
+const X_REQUEST_START: HeaderName = HeaderName::from_static("x-request-start");
+const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+/// The client's `X-Request-Id` if it is 20–200 chars of `[A-Za-z0-9+/=-]`, else a new UUID v4.
+pub fn request_id(headers: &HeaderMap) -> String {
+    headers
+        .get(&X_REQUEST_ID)
+        .map(HeaderValue::as_bytes)
+        .filter(|v| {
+            (20..=200).contains(&v.len())
+                && v.iter()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'=' | b'-'))
+        })
+        .and_then(|v| std::str::from_utf8(v).ok())
+        .map(str::to_owned)
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string())
+}
+
+/// Remove hop-by-hop headers (RFC 9110 §7.6.1), including those named in `Connection`.
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let listed: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    for name in listed {
+        headers.remove(name);
+    }
+    for name in [
+        header::CONNECTION,
+        KEEP_ALIVE,
+        PROXY_CONNECTION,
+        header::TE,
+        header::TRAILER,
+        header::TRANSFER_ENCODING,
+        header::UPGRADE,
+        header::PROXY_AUTHORIZATION,
+    ] {
+        headers.remove(name);
+    }
+}
+
+fn full(body: impl Into<Bytes>) -> RespBody {
+    Full::new(body.into())
+        .map_err(|never| match never {})
+        .boxed()
+}
+
+/// The router's own answer for `err`.
+pub(crate) fn error_response(err: &RouterError, request_id: &str) -> Response<RespBody> {
+    let mut resp = Response::new(full(err.html()));
+    *resp.status_mut() = err.status();
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("no-cache, no-store"),
+    );
+    if let Ok(v) = HeaderValue::from_str(request_id) {
+        h.insert(X_REQUEST_ID, v);
+    }
+    resp
+}
+
+impl Shared {
+    pub(crate) fn new(cfg: RouterConfig, routes: RouteTable, log: Arc<dyn LogSink>) -> Self {
+        let pool = Arc::new(Pool::new(
+            cfg.pool_idle_timeout,
+            cfg.mark,
+            cfg.max_response_header_bytes,
+        ));
+        Self {
+            cfg,
+            routes,
+            log,
+            pool,
+            quarantine: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn quarantine(&self, addr: SocketAddr) {
+        let mut q = self.quarantine.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        q.retain(|_, until| *until > now);
+        q.insert(addr, now + self.cfg.quarantine);
+    }
+
+    /// Answer with the router's own error page, logging it to the app if it has a code.
+    fn fail(&self, ctx: &mut Ctx, err: RouterError) -> Response<RespBody> {
+        let resp = error_response(&err, &ctx.line.request_id);
+        ctx.line.code = err.code();
+        ctx.line.status = err.status().as_u16();
+        if ctx.line.dyno.is_some() {
+            ctx.line.service_ms =
+                Some(ms(ctx.start.elapsed()).saturating_sub(ctx.line.connect_ms.unwrap_or(0)));
+            ctx.line.bytes = Some(0);
+        }
+        ctx.emit();
+        resp
+    }
+
+    /// Check the request line and headers against the router's limits.
+    fn check_limits(&self, req: &Request<Incoming>) -> Result<(), RouterError> {
+        if req.version() <= Version::HTTP_11
+            && (req.uri().scheme().is_some() || req.uri().authority().is_some())
+        {
+            // Absolute-form (proxy requests) and authority-form (CONNECT) are not for a router.
+            return Err(RouterError::BadRequest(
+                "Absolute-form request target not allowed.",
+            ));
+        }
+        let uri_len = req.uri().path_and_query().map_or(0, |p| p.as_str().len());
+        if uri_len + req.method().as_str().len() + 10 > self.cfg.max_line_bytes {
+            return Err(RouterError::BadRequest("Request line too long."));
+        }
+        if req.headers().len() > self.cfg.max_headers {
+            return Err(RouterError::BadRequest("Too many headers."));
+        }
+        for (name, value) in req.headers() {
+            if name.as_str().len() > self.cfg.max_header_name_bytes {
+                return Err(RouterError::BadRequest("Header name too long."));
+            }
+            if name.as_str().len() + 2 + value.len() > self.cfg.max_line_bytes {
+                return Err(RouterError::BadRequest("Header line too long."));
+            }
+        }
+        Ok(())
+    }
+
+    /// Handle one client request. Never fails: errors become the router's pages.
+    pub(crate) async fn handle(
+        self: Arc<Self>,
+        conn: ConnInfo,
+        req: Request<Incoming>,
+    ) -> Result<Response<RespBody>, std::convert::Infallible> {
+        let start = Instant::now();
+        let rid = request_id(req.headers());
+        if let Err(e) = self.check_limits(&req) {
+            return Ok(error_response(&e, &rid));
+        }
+        let raw_host = req
+            .headers()
+            .get(header::HOST)
+            .and_then(|v| v.to_str().ok())
+            .or_else(|| req.uri().authority().map(|a| a.as_str()))
+            .map(str::to_owned);
+        let Some(host) = raw_host.as_deref().and_then(normalize_host) else {
+            return Ok(error_response(
+                &RouterError::BadRequest("Missing or invalid Host header."),
+                &rid,
+            ));
+        };
+        let Some(route) = self.routes.lookup(&host) else {
+            return Ok(error_response(&RouterError::NoSuchApp, &rid));
+        };
+        if let Some(expect) = req.headers().get(header::EXPECT) {
+            if !expect.as_bytes().eq_ignore_ascii_case(b"100-continue") {
+                return Ok(error_response(&RouterError::ExpectationFailed, &rid));
+            }
+        }
+        let fwd = forwarded_for(req.headers(), conn.peer);
+        let (in_flight, n) = InFlight::enter(&route.in_flight);
+        let mut ctx = Ctx {
+            _in_flight: in_flight,
+            sink: self.log.clone(),
+            logged: false,
+            start,
+            app: route.name.clone(),
+            line: RouterLog {
+                code: None,
+                method: req.method().as_str().to_owned(),
+                path: req
+                    .uri()
+                    .path_and_query()
+                    .map_or("/", |p| p.as_str())
+                    .to_owned(),
+                host: host.clone(),
+                request_id: rid.clone(),
+                fwd: fwd.clone(),
+                dyno: None,
+                connect_ms: None,
+                service_ms: None,
+                status: 0,
+                bytes: None,
+                protocol: self.cfg.protocol,
+            },
+        };
+        if route.maintenance {
+            return Ok(self.fail(&mut ctx, HerokuCode::H80.into()));
+        }
+        if route.backends.is_empty() {
+            let code = if route.crashed {
+                HerokuCode::H10
+            } else {
+                HerokuCode::H14
+            };
+            return Ok(self.fail(&mut ctx, code.into()));
+        }
+        if n > self
+            .cfg
+            .backlog_per_dyno
+            .saturating_mul(route.backends.len())
+        {
+            return Ok(self.fail(&mut ctx, HerokuCode::H11.into()));
+        }
+
+        let mut req = req;
+        let client_upgrade = wants_upgrade(&req).then(|| hyper::upgrade::on(&mut req));
+        let upgrade_proto = req.headers().get(header::UPGRADE).cloned();
+        let (req, body_state) =
+            match self.upstream_request(req, raw_host.as_deref(), &fwd, &rid, conn) {
+                Ok(r) => r,
+                Err(e) => return Ok(self.fail(&mut ctx, e)),
+            };
+        let up = match self.pick_and_connect(&route, &mut ctx).await {
+            Ok(v) => v,
+            Err(e) => return Ok(self.fail(&mut ctx, e)),
+        };
+        let mut req = req;
+        if let (Some(_), Some(proto)) = (&client_upgrade, upgrade_proto) {
+            req.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+            req.headers_mut().insert(header::UPGRADE, proto);
+        }
+        Ok(self.send(ctx, up, req, body_state, client_upgrade).await)
+    }
+
+    /// Rewrite the client's request for the dyno: origin-form URI, HTTP/1.1, Heroku headers.
+    fn upstream_request(
+        &self,
+        req: Request<Incoming>,
+        raw_host: Option<&str>,
+        fwd: &str,
+        rid: &str,
+        conn: ConnInfo,
+    ) -> Result<(Request<ClientBody>, Arc<AtomicU8>), RouterError> {
+        let (mut parts, body) = req.into_parts();
+        let pq = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        parts.uri = pq
+            .parse::<Uri>()
+            .map_err(|_| RouterError::BadRequest("Invalid request target."))?;
+        parts.version = Version::HTTP_11;
+        let h = &mut parts.headers;
+        strip_hop_by_hop(h);
+        // The router answers `Expect: 100-continue` itself (hyper sends 100 when the body is read).
+        h.remove(header::EXPECT);
+        if !h.contains_key(header::HOST) {
+            let host = raw_host.ok_or(RouterError::BadRequest("Missing Host header."))?;
+            let v = HeaderValue::from_str(host)
+                .map_err(|_| RouterError::BadRequest("Invalid Host."))?;
+            h.insert(header::HOST, v);
+        }
+        let bad = |_| RouterError::Heroku(HerokuCode::H99);
+        h.insert(X_FORWARDED_FOR, HeaderValue::from_str(fwd).map_err(bad)?);
+        h.insert(
+            X_FORWARDED_PROTO,
+            HeaderValue::from_static(self.cfg.protocol),
+        );
+        h.insert(X_FORWARDED_PORT, HeaderValue::from(conn.local_port));
+        let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, ms);
+        h.insert(X_REQUEST_START, HeaderValue::from(now_ms));
+        h.insert(X_REQUEST_ID, HeaderValue::from_str(rid).map_err(bad)?);
+        h.append(header::VIA, HeaderValue::from_static(self.cfg.via));
+        let (body, state) = ClientBody::new(body, self.cfg.idle_timeout);
+        Ok((Request::from_parts(parts, body), state))
+    }
+
+    /// Choose a dyno at random and get a connection to it: pooled, or new with retries on other
+    /// dynos (up to `connect_tries` within `connect_timeout`).
+    async fn pick_and_connect(
+        &self,
+        route: &AppRoute,
+        ctx: &mut Ctx,
+    ) -> Result<Upstream, RouterError> {
+        let mut order: Vec<&Backend> = route.backends.iter().collect();
+        fastrand::shuffle(&mut order);
+        // Quarantined dynos go last (stable sort keeps the random order otherwise).
+        {
+            let q = self.quarantine.lock().unwrap_or_else(|p| p.into_inner());
+            if !q.is_empty() {
+                let now = Instant::now();
+                order.sort_by_key(|b| q.get(&b.addr).is_some_and(|until| *until > now));
+            }
+        }
+        let deadline = ctx.start + self.cfg.connect_timeout;
+        let mut last = HerokuCode::H21;
+        let tries = self.cfg.connect_tries.max(1);
+        for i in 0..tries {
+            let b = order[i % order.len()];
+            ctx.line.dyno = Some(b.dyno.clone());
+            if let Some(s) = self.pool.checkout(b.addr) {
+                ctx.line.connect_ms = Some(0);
+                return Ok(Upstream {
+                    backend: b.clone(),
+                    sender: s,
+                    pooled: true,
+                });
+            }
+            let t0 = Instant::now();
+            let budget = deadline.saturating_duration_since(t0);
+            if budget.is_zero() {
+                last = HerokuCode::H19;
+                break;
+            }
+            let res = self.pool.connect(b.addr, budget).await;
+            ctx.line.connect_ms = Some(ms(t0.elapsed()));
+            match res {
+                Ok(s) => {
+                    return Ok(Upstream {
+                        backend: b.clone(),
+                        sender: s,
+                        pooled: false,
+                    })
+                }
+                Err(ConnectError::Timeout) => {
+                    last = HerokuCode::H19;
+                    break;
+                }
+                Err(ConnectError::Socket(e)) => {
+                    tracing::error!(error = %e, "cannot set up upstream socket (SO_MARK needs CAP_NET_ADMIN)");
+                    return Err(HerokuCode::H99.into());
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, dyno = %b.dyno, addr = %b.addr, "connect failed, trying another dyno");
+                    self.quarantine(b.addr);
+                    self.pool.forget(b.addr);
+                    last = HerokuCode::H21;
+                }
+            }
+        }
+        Err(last.into())
+    }
+
+    /// Send to the dyno, wait for the first byte (`H12`), stream the response back.
+    async fn send(
+        self: Arc<Self>,
+        mut ctx: Ctx,
+        up: Upstream,
+        mut req: Request<ClientBody>,
+        body_state: Arc<AtomicU8>,
+        client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+    ) -> Response<RespBody> {
+        let Upstream {
+            backend,
+            mut sender,
+            mut pooled,
+        } = up;
+        let deadline = tokio::time::Instant::from_std(ctx.start + self.cfg.request_timeout);
+        let resp = loop {
+            let fut = sender.try_send_request(req);
+            match tokio::time::timeout_at(deadline, fut).await {
+                Err(_) => return self.fail(&mut ctx, HerokuCode::H12.into()),
+                Ok(Ok(resp)) => break resp,
+                Ok(Err(mut e)) => {
+                    // A pooled connection the dyno had closed: the request was not sent, so
+                    // try once more on a fresh connection to the same dyno.
+                    match (pooled, e.take_message()) {
+                        (true, Some(back)) => {
+                            req = back;
+                            pooled = false;
+                            let budget = self.cfg.connect_timeout;
+                            match self.pool.connect(backend.addr, budget).await {
+                                Ok(s) => sender = s,
+                                Err(ConnectError::Timeout) => {
+                                    return self.fail(&mut ctx, HerokuCode::H19.into())
+                                }
+                                Err(_) => return self.fail(&mut ctx, HerokuCode::H21.into()),
+                            }
+                        }
+                        _ => {
+                            let err = e.error();
+                            let code = match ReqState::load(&body_state) {
+                                ReqState::ClientIdle => HerokuCode::H28,
+                                ReqState::ClientGone => HerokuCode::H27,
+                                _ if err.is_parse_too_large() || err.is_parse() => HerokuCode::H25,
+                                // The dyno hung up while the request body was still coming.
+                                ReqState::Streaming => HerokuCode::H18,
+                                ReqState::Done => HerokuCode::H13,
+                            };
+                            tracing::debug!(error = %err, dyno = %backend.dyno, "upstream request failed");
+                            return self.fail(&mut ctx, code.into());
+                        }
+                    }
+                }
+            }
+        };
+        // hyper's buffer limit is soft (one large read can overshoot it): check the head size.
+        let head_bytes: usize = resp
+            .headers()
+            .iter()
+            .map(|(k, v)| k.as_str().len() + v.len() + 4)
+            .sum();
+        if head_bytes > self.cfg.max_response_header_bytes {
+            return self.fail(&mut ctx, HerokuCode::H25.into());
+        }
+        if resp.status() == hyper::StatusCode::SWITCHING_PROTOCOLS {
+            return match client_upgrade {
+                Some(client) => self.tunnel(ctx, sender, resp, client),
+                None => self.fail(&mut ctx, HerokuCode::H25.into()),
+            };
+        }
+        let (mut parts, body) = resp.into_parts();
+        strip_hop_by_hop(&mut parts.headers);
+        // Heroku's router marks responses too (`Via: 1.1 vegur`).
+        parts
+            .headers
+            .append(header::VIA, HeaderValue::from_static(self.cfg.via));
+        ctx.line.status = parts.status.as_u16();
+        let body = LoggedBody {
+            inner: body,
+            bytes: 0,
+            ctx: Some(ctx),
+            idle_timeout: self.cfg.idle_timeout,
+            idle: None,
+            upstream: Some((self.pool.clone(), backend.addr, sender)),
+        };
+        Response::from_parts(parts, body.boxed())
+    }
+}
+
+impl Shared {
+    /// `101 Switching Protocols`: hand the client the dyno's 101 and splice the two upgraded
+    /// connections (WebSockets and other upgrades). Logged when the 101 is sent.
+    fn tunnel(
+        &self,
+        mut ctx: Ctx,
+        sender: Sender,
+        mut resp: Response<Incoming>,
+        client: hyper::upgrade::OnUpgrade,
+    ) -> Response<RespBody> {
+        let dyno_side = hyper::upgrade::on(&mut resp);
+        let (parts, _) = resp.into_parts();
+        ctx.line.status = parts.status.as_u16();
+        ctx.line.bytes = Some(0);
+        ctx.line.service_ms =
+            Some(ms(ctx.start.elapsed()).saturating_sub(ctx.line.connect_ms.unwrap_or(0)));
+        ctx.emit();
+        tokio::spawn(async move {
+            // Keep the sender (and the in-flight slot) alive for the tunnel's lifetime.
+            let _keep = (sender, ctx);
+            match tokio::try_join!(client, dyno_side) {
+                Ok((c, d)) => {
+                    let (mut c, mut d) = (TokioIo::new(c), TokioIo::new(d));
+                    if let Err(e) = tokio::io::copy_bidirectional(&mut c, &mut d).await {
+                        tracing::debug!(error = %e, "upgraded tunnel ended");
+                    }
+                }
+                Err(e) => tracing::debug!(error = %e, "upgrade failed"),
+            }
+        });
+        Response::from_parts(parts, full(Bytes::new()))
+    }
+}
+
+/// An HTTP/1.1 request asking to switch protocols (`Connection: upgrade` + `Upgrade`).
+fn wants_upgrade(req: &Request<Incoming>) -> bool {
+    req.version() == Version::HTTP_11
+        && req.headers().contains_key(header::UPGRADE)
+        && req
+            .headers()
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+}
+
+/// `X-Forwarded-For`: the client's chain with the peer's address appended.
+fn forwarded_for(headers: &HeaderMap, peer: SocketAddr) -> String {
+    let ip = peer.ip().to_canonical().to_string();
+    let prior: Vec<&str> = headers
+        .get_all(X_FORWARDED_FOR)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .collect();
+    if prior.is_empty() {
+        ip
+    } else {
+        format!("{}, {ip}", prior.join(", "))
+    }
+}
