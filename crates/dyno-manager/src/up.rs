@@ -13,8 +13,10 @@ use tokio::sync::mpsc;
 
 use dyno_sandbox::cgroup::{Cgroups, DynoSize};
 
+use dyno_router::{Backend, FnSink, RouteTable, Router, RouterConfig, RouterLog};
+
 use crate::lifecycle::Lifecycle;
-use crate::logs::LogLine;
+use crate::logs::{LogLine, Source};
 use crate::procfile::{self, AppFileError, ProcessType};
 use crate::supervisor::{self, DynoDef, Platform, State};
 
@@ -76,6 +78,8 @@ pub struct UpOptions {
     pub size: DynoSize,
     /// Where the app's uid comes from.
     pub uids: UidRange,
+    /// Where the router listens (`http://<app>.localhost:PORT`).
+    pub router_listen: std::net::SocketAddr,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -293,6 +297,23 @@ pub async fn run(options: UpOptions, mut out: impl Write + Send + 'static) -> Re
         log_tx,
         cgroups,
     ));
+    let routes = RouteTable::new();
+    routes.set_app(&plan.app, &[]);
+    let router_logs = platform.logs.clone();
+    let router = Router::new(
+        RouterConfig::default(),
+        routes.clone(),
+        FnSink(move |_app: &str, line: RouterLog| {
+            let _ = router_logs.send(LogLine::now(Source::Heroku, "router", line.to_string()));
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind(options.router_listen)
+        .await
+        .map_err(|e| {
+            UpError::Network(format!("router: listen on {}: {e}", options.router_listen))
+        })?;
+    let router_task = tokio::spawn(router.serve(listener));
+    let web = WebDynos::new(routes.clone(), plan.app.clone(), options.port);
     let mut handles = Vec::new();
     for (process, count) in &plan.dynos {
         for index in 1..=*count {
@@ -310,7 +331,7 @@ pub async fn run(options: UpOptions, mut out: impl Write + Send + 'static) -> Re
             };
             let handle = supervisor::start(platform.clone(), def);
             if process.name == "web" {
-                announce(handle.name.clone(), handle.status.clone(), options.port);
+                web.follow(handle.name.clone(), handle.status.clone());
             }
             handles.push(handle);
         }
@@ -321,6 +342,15 @@ pub async fn run(options: UpOptions, mut out: impl Write + Send + 'static) -> Re
         handles.len(),
         plan.uid
     );
+    if plan.dynos.iter().any(|(p, _)| p.name == "web") {
+        eprintln!(
+            "dyno up: the router serves http://{}.localhost:{}/ (e.g. curl -H 'Host: {}.localhost' http://{}/)",
+            plan.app,
+            options.router_listen.port(),
+            plan.app,
+            options.router_listen
+        );
+    }
     wait_for_shutdown().await;
     eprintln!("dyno up: stopping {} dyno(s)", handles.len());
     let stops: Vec<_> = handles
@@ -330,6 +360,9 @@ pub async fn run(options: UpOptions, mut out: impl Write + Send + 'static) -> Re
     for stop in stops {
         let _ = stop.await;
     }
+    routes.remove_app(&plan.app);
+    router_task.abort();
+    let _ = router_task.await;
     drop(platform);
     let _ = printer.await;
     let mut network = Arc::try_unwrap(network)
@@ -352,16 +385,58 @@ pub async fn run(options: UpOptions, mut out: impl Write + Send + 'static) -> Re
     Ok(())
 }
 
-/// Prints where a web dyno listens, each time it comes up.
-fn announce(name: String, mut status: tokio::sync::watch::Receiver<supervisor::Status>, port: u16) {
-    tokio::spawn(async move {
-        while status.changed().await.is_ok() {
-            let now = status.borrow().clone();
-            if let (State::Up, Some(ip)) = (now.state, now.ip) {
-                eprintln!("dyno up: {name} is up at {ip}:{port} (reachable by the router's marked connections)");
-            }
+/// The app's web dynos as the router sees them: every `up` one is a backend; while none is up
+/// and one has crashed, the router answers H10 rather than H14.
+#[derive(Clone)]
+struct WebDynos {
+    routes: RouteTable,
+    app: String,
+    port: u16,
+    states: Arc<Mutex<BTreeMap<String, supervisor::Status>>>,
+}
+
+impl WebDynos {
+    fn new(routes: RouteTable, app: String, port: u16) -> WebDynos {
+        WebDynos {
+            routes,
+            app,
+            port,
+            states: Arc::default(),
         }
-    });
+    }
+
+    /// Follows one web dyno's status for as long as it runs.
+    fn follow(&self, name: String, mut status: tokio::sync::watch::Receiver<supervisor::Status>) {
+        let web = self.clone();
+        tokio::spawn(async move {
+            while status.changed().await.is_ok() {
+                let now = status.borrow().clone();
+                if let (State::Up, Some(ip)) = (now.state, now.ip) {
+                    eprintln!("dyno up: {name} is up at {ip}:{}", web.port);
+                }
+                web.update(&name, now);
+            }
+        });
+    }
+
+    /// The whole list each time: the router swaps its table, it never patches it.
+    fn update(&self, name: &str, status: supervisor::Status) {
+        let mut states = self.states.lock().unwrap_or_else(|p| p.into_inner());
+        states.insert(name.to_string(), status);
+        let backends: Vec<Backend> = states
+            .iter()
+            .filter_map(|(dyno, s)| match (s.state, s.ip) {
+                (State::Up, Some(ip)) => Some(Backend::new(
+                    dyno.clone(),
+                    std::net::SocketAddr::new(ip.into(), self.port),
+                )),
+                _ => None,
+            })
+            .collect();
+        let crashed = backends.is_empty() && states.values().any(|s| s.state == State::Crashed);
+        self.routes.set_dynos(&self.app, backends);
+        self.routes.set_crashed(&self.app, crashed);
+    }
 }
 
 async fn wait_for_shutdown() {

@@ -462,6 +462,9 @@ impl Shared {
             };
         }
         let (mut parts, body) = resp.into_parts();
+        // The client speaks to the router, not to the dyno: an HTTP/1.0 app still answers it in
+        // the router's HTTP/1.1 (hyper adapts it for HTTP/1.0 clients and ignores it for h2).
+        parts.version = Version::HTTP_11;
         strip_hop_by_hop(&mut parts.headers);
         // Heroku's router marks responses too (`Via: 1.1 vegur`).
         parts

@@ -27,7 +27,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run a Procfile app: every process in its own dyno, logs on stdout, Ctrl-C stops it
-    Up(up::UpArgs),
+    Up(Box<up::UpArgs>),
     /// Dyno networks: create, remove, list, and clean up after a crash
     #[command(subcommand)]
     Net(net::NetCommand),
@@ -67,7 +67,7 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let result = match cli.command {
-        Command::Up(args) => up::run(args),
+        Command::Up(args) => up::run(*args),
         Command::Net(command) => net::run(command),
         Command::Bench(command) => bench::run(command),
         Command::Shim { .. } | Command::Init { .. } => unreachable!("handled above"),

@@ -12,7 +12,7 @@ use dyno_sandbox::cgroup::{DynoSize, DYNO_SIZES};
 
 #[derive(Args)]
 #[command(
-    after_help = "Examples:\n  dyno up examples/hello\n  dyno up examples/hello --formation web=2,worker=1\n  dyno up . --app myapp --boot-timeout 90s\n\n\
+    after_help = "Examples:\n  dyno up examples/hello          # then: curl http://hello.localhost:8080/\n  dyno up examples/hello --formation web=2,worker=1\n  dyno up . --app myapp --boot-timeout 90s\n\n\
     DIR needs a Procfile (`web: python3 web.py`); DIR/.env holds config vars. Each dyno runs as\n\
     `bash -c COMMAND` in /app (DIR, read-only, with a writable layer that vanishes on restart),\n\
     as an unprivileged user, with its own network namespace; web dynos get $PORT."
@@ -29,6 +29,9 @@ pub struct UpArgs {
     /// $PORT of web dynos
     #[arg(long, default_value_t = 5000)]
     port: u16,
+    /// Where the router listens: the app is http://<app>.localhost:PORT/
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    listen: std::net::SocketAddr,
     /// R10 if a web dyno does not listen on $PORT within this (e.g. 60s, 90s for Java)
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     boot_timeout: std::time::Duration,
@@ -109,6 +112,7 @@ pub fn run(args: UpArgs) -> Result<(), String> {
         lifecycle,
         exe: crate::shim_binary()?,
         uids: args.uid_range,
+        router_listen: args.listen,
         size: match args.memory_mb {
             Some(mb) => DynoSize {
                 memory_mb: mb,

@@ -24,6 +24,11 @@ fn hello_runs_serves_through_its_dyno_address_and_leaves_nothing() {
     let answer = up.get(ip, 5000, "/");
     assert!(answer.starts_with("HTTP/1.0 200"), "{answer}");
     assert!(answer.contains("Hello from web.1"), "{answer}");
+    // Through the router, as a user would: http://hello.localhost:8080/
+    let answer = up.get_via_router("hello.localhost", "/");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains("Hello from web.1"), "{answer}");
+
     up.wait_for_log("worker heartbeat n=1", 1, Duration::from_secs(15));
     let status = up.interrupt();
     assert!(status.success(), "{status:?}\n{}", up.notes());
@@ -41,6 +46,28 @@ fn hello_runs_serves_through_its_dyno_address_and_leaves_nothing() {
             up.logs()
         );
     }
+    // The router's access line, in Heroku's shape.
+    let router_line = logs
+        .iter()
+        .find(|l| {
+            l.starts_with("heroku[router]: at=info method=GET path=\"/\" host=hello.localhost ")
+        })
+        .unwrap_or_else(|| panic!("no router line in:\n{}", up.logs()));
+    for part in [
+        " request_id=",
+        " fwd=\"127.0.0.1\"",
+        " dyno=web.1 ",
+        " connect=",
+        " service=",
+        " status=200 ",
+        " bytes=",
+    ] {
+        assert!(
+            router_line.contains(part),
+            "{part:?} missing: {router_line}"
+        );
+    }
+    assert!(router_line.ends_with(" protocol=http"), "{router_line}");
     // Log lines carry Heroku's timestamp format.
     let first = up.logs().lines().next().unwrap().to_string();
     assert!(

@@ -160,6 +160,29 @@ impl Up {
         exchange().unwrap_or_else(|e| panic!("GET http://{ip}:{port}{path}: {e}"))
     }
 
+    /// An HTTP GET through `dyno up`'s router (127.0.0.1:8080 in the lab host), for `host`.
+    pub fn get_via_router(&self, host: &str, path: &str) -> String {
+        let request = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+        let socket = self
+            .lab
+            .host
+            .netns()
+            .run(|| socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None))
+            .unwrap()
+            .unwrap();
+        let exchange = || -> std::io::Result<String> {
+            let router = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 8080);
+            socket.connect_timeout(&router.into(), Duration::from_secs(2))?;
+            let mut stream: TcpStream = socket.into();
+            stream.set_read_timeout(Some(Duration::from_secs(15)))?;
+            stream.write_all(request.as_bytes())?;
+            let mut answer = String::new();
+            stream.read_to_string(&mut answer)?;
+            Ok(answer)
+        };
+        exchange().unwrap_or_else(|e| panic!("GET http://{host}:8080{path} via the router: {e}"))
+    }
+
     /// Ctrl-C, and the exit status.
     pub fn interrupt(&mut self) -> std::process::ExitStatus {
         let mut child = self.child.take().unwrap();
