@@ -417,20 +417,14 @@ impl Incarnation {
                     if memory_watch.oom_killed(self.cgroup.as_ref()) {
                         memory_watch.r15(sup);
                     }
-                    let code = self.exit_code(status.ok());
-                    self.drain_logs().await;
-                    sup.log(format!("Process exited with status {code}"));
+                    self.reap(sup, status.ok()).await;
                     return Ended::Exited;
                 }
                 _ = memory.tick(), if self.cgroup.is_some() => {
                     match memory_watch.check(sup, self.cgroup.as_ref(), &lifecycle) {
                         MemoryVerdict::Fine => {}
                         MemoryVerdict::Kill => {
-                            self.kill();
-                            let status = self.shim.wait().await.ok();
-                            let code = self.exit_code(status);
-                            self.drain_logs().await;
-                            sup.log(format!("Process exited with status {code}"));
+                            self.kill_and_reap(sup).await;
                             return Ended::Exited;
                         }
                     }
@@ -457,11 +451,7 @@ impl Incarnation {
                     } else if launched.elapsed() >= lifecycle.boot_timeout {
                         sup.log(RuntimeError::BootTimeout { within: lifecycle.boot_timeout }.to_string());
                         sup.log("Stopping process with SIGKILL");
-                        self.kill();
-                        let status = self.shim.wait().await.ok();
-                        let code = self.exit_code(status);
-                        self.drain_logs().await;
-                        sup.log(format!("Process exited with status {code}"));
+                        self.kill_and_reap(sup).await;
                         return Ended::Exited;
                     }
                 }
@@ -491,7 +481,19 @@ impl Incarnation {
                 self.shim.wait().await.ok()
             }
         };
-        let code = self.exit_code(status);
+        self.reap(sup, status).await;
+    }
+
+    /// SIGKILL, then [`Incarnation::reap`].
+    async fn kill_and_reap(&mut self, sup: &Supervisor) {
+        self.kill();
+        let status = self.shim.wait().await.ok();
+        self.reap(sup, status).await;
+    }
+
+    /// Once the dyno's processes are gone: its last log lines, then Heroku's `Process exited`.
+    async fn reap(&mut self, sup: &Supervisor, shim: Option<std::process::ExitStatus>) {
+        let code = self.exit_code(shim);
         self.drain_logs().await;
         sup.log(format!("Process exited with status {code}"));
     }
