@@ -3,6 +3,7 @@
 
 pub mod cni;
 mod net;
+mod router;
 mod start;
 pub mod stats;
 
@@ -16,6 +17,9 @@ pub enum BenchCommand {
     /// Start N dynos (network + sandbox + exec) and N web dynos until `up` (all alive at once:
     /// memory per dyno), with bwrap --unshare-all as the anchor
     Start(start::StartBench),
+    /// wrk through the dyno router (embedded, one pinned worker) against nginx and HAProxy on
+    /// the same CPU, all in front of the same backend; direct-to-backend as the baseline
+    Router(router::RouterBench),
 }
 
 pub fn run(command: BenchCommand) -> Result<(), String> {
@@ -23,5 +27,6 @@ pub fn run(command: BenchCommand) -> Result<(), String> {
     match command {
         BenchCommand::Net(args) => net::run(args),
         BenchCommand::Start(args) => start::run(args),
+        BenchCommand::Router(args) => router::run(args),
     }
 }
