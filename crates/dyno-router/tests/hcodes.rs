@@ -188,14 +188,7 @@ async fn h27_client_request_interrupted() {
     tokio::time::sleep(ms(200)).await;
     client.abort();
     let (_, line) = r.next_log().await;
-    assert!(
-        line.starts_with("at=error code=H27 desc=\"Client Request Interrupted\" "),
-        "{line}"
-    );
-    assert!(
-        line.contains(" dyno=web.1 ") && line.contains(" status=499 "),
-        "{line}"
-    );
+    assert_error_line(&line, "H27", "Client Request Interrupted", 499);
 }
 
 #[tokio::test]
@@ -286,14 +279,7 @@ async fn h28_client_idle_during_upload() {
     r.routes.set_dynos("myapp", vec![Backend::new("web.1", b)]);
     let _client = partial_post(r.addr).await;
     let (_, line) = r.next_log().await;
-    assert!(
-        line.starts_with("at=error code=H28 desc=\"Client Connection Idle\" "),
-        "{line}"
-    );
-    assert!(
-        line.contains(" dyno=web.1 ") && line.contains(" status=499 "),
-        "{line}"
-    );
+    assert_error_line(&line, "H28", "Client Connection Idle", 499);
 }
 
 #[tokio::test]
@@ -312,4 +298,16 @@ async fn h18_dyno_closes_during_upload() {
         "{line}"
     );
     assert!(line.contains(" status=503 "), "{line}");
+}
+
+/// An `at=error` line for `code` with Heroku's description, on web.1, with the client's status.
+fn assert_error_line(line: &str, code: &str, desc: &str, status: u16) {
+    assert!(
+        line.starts_with(&format!("at=error code={code} desc=\"{desc}\" ")),
+        "{line}"
+    );
+    assert!(
+        line.contains(" dyno=web.1 ") && line.contains(&format!(" status={status} ")),
+        "{line}"
+    );
 }
