@@ -100,10 +100,7 @@ async fn h21_retry_lands_on_healthy_dyno() {
     let rep = request(r.addr, "myapp.localhost", "/", &[]).await;
     assert_eq!(rep.status, 503);
     let (_, line) = r.next_log().await;
-    assert!(
-        line.starts_with("at=error code=H21 desc=\"Backend connection refused\" "),
-        "{line}"
-    );
+    assert_code(&line, "H21", "Backend connection refused");
     assert!(line.contains(" status=503 bytes=0 protocol=http"), "{line}");
 }
 
@@ -124,10 +121,7 @@ async fn h11_backlog_too_deep() {
     let rep = request(r.addr, "myapp.localhost", "/", &[]).await;
     assert_eq!(rep.status, 503);
     let (_, line) = r.next_log().await;
-    assert!(
-        line.starts_with("at=error code=H11 desc=\"Backlog too deep\" "),
-        "{line}"
-    );
+    assert_code(&line, "H11", "Backlog too deep");
     assert_eq!(hanging.await.expect("join").status, 503);
     assert!(r.next_log().await.1.starts_with("at=error code=H12 "));
     // The slot is free again.
@@ -143,10 +137,7 @@ async fn h13_closed_without_response() {
     let rep = request(r.addr, "myapp.localhost", "/", &[]).await;
     assert_eq!(rep.status, 503);
     let (_, line) = r.next_log().await;
-    assert!(
-        line.starts_with("at=error code=H13 desc=\"Connection closed without response\" "),
-        "{line}"
-    );
+    assert_code(&line, "H13", "Connection closed without response");
     assert!(
         line.contains(" dyno=web.1 ") && line.contains(" status=503 bytes=0 "),
         "{line}"
@@ -166,10 +157,7 @@ async fn h25_response_headers_too_large() {
     let rep = request(r.addr, "myapp.localhost", "/", &[]).await;
     assert_eq!(rep.status, 502);
     let (_, line) = r.next_log().await;
-    assert!(
-        line.starts_with("at=error code=H25 desc=\"HTTP Restriction\" "),
-        "{line}"
-    );
+    assert_code(&line, "H25", "HTTP Restriction");
     assert!(line.contains(" status=502 "), "{line}");
 }
 
@@ -206,10 +194,7 @@ async fn h19_connect_timeout() {
     assert_eq!(rep.status, 503);
     assert!(t0.elapsed() < ms(2000), "{:?}", t0.elapsed());
     let (_, line) = r.next_log().await;
-    assert!(
-        line.starts_with("at=error code=H19 desc=\"Backend connection timeout\" "),
-        "{line}"
-    );
+    assert_code(&line, "H19", "Backend connection timeout");
 }
 
 #[tokio::test]
@@ -249,10 +234,7 @@ async fn h15_idle_response() {
         t0.elapsed()
     );
     let (_, line) = r.next_log().await;
-    assert!(
-        line.starts_with("at=error code=H15 desc=\"Idle connection\" "),
-        "{line}"
-    );
+    assert_code(&line, "H15", "Idle connection");
     assert!(line.contains(" status=503 bytes=5 "), "{line}");
 }
 
@@ -293,21 +275,23 @@ async fn h18_dyno_closes_during_upload() {
     r.routes.set_dynos("myapp", vec![Backend::new("web.1", b)]);
     let _client = partial_post(r.addr).await;
     let (_, line) = r.next_log().await;
-    assert!(
-        line.starts_with("at=error code=H18 desc=\"Server Request Interrupted\" "),
-        "{line}"
-    );
+    assert_code(&line, "H18", "Server Request Interrupted");
     assert!(line.contains(" status=503 "), "{line}");
 }
 
 /// An `at=error` line for `code` with Heroku's description, on web.1, with the client's status.
 fn assert_error_line(line: &str, code: &str, desc: &str, status: u16) {
-    assert!(
-        line.starts_with(&format!("at=error code={code} desc=\"{desc}\" ")),
-        "{line}"
-    );
+    assert_code(line, code, desc);
     assert!(
         line.contains(" dyno=web.1 ") && line.contains(&format!(" status={status} ")),
+        "{line}"
+    );
+}
+
+/// The line is an `at=error` line for `code`, with Heroku's description.
+fn assert_code(line: &str, code: &str, desc: &str) {
+    assert!(
+        line.starts_with(&format!("at=error code={code} desc=\"{desc}\" ")),
         "{line}"
     );
 }

@@ -333,7 +333,32 @@ pub struct MemoryUsage {
     pub swap_bytes: u64,
 }
 
+/// One reading of a dyno's memory counters, as v1 and v2 both provide them.
+pub(crate) struct MemoryCounters {
+    pub rss_bytes: u64,
+    pub cache_bytes: u64,
+    pub shmem_bytes: u64,
+    pub swap_bytes: u64,
+    pub limit_bytes: u64,
+    pub oom_kills: u64,
+}
+
 impl MemoryUsage {
+    /// What counts as "used" is decided here, once for v1 and v2: anonymous memory, tmpfs (the
+    /// dyno's writable `/app` layer lives there) and swap — not the page cache, which the kernel
+    /// reclaims before it kills.
+    pub(crate) fn from_counters(c: MemoryCounters, quota_bytes: u64) -> MemoryUsage {
+        MemoryUsage {
+            used_bytes: c.rss_bytes + c.shmem_bytes + c.swap_bytes,
+            quota_bytes,
+            limit_bytes: c.limit_bytes,
+            oom_kills: c.oom_kills,
+            rss_bytes: c.rss_bytes,
+            cache_bytes: c.cache_bytes,
+            swap_bytes: c.swap_bytes,
+        }
+    }
+
     /// R14 territory.
     pub fn over_quota(&self) -> bool {
         self.used_bytes > self.quota_bytes

@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use super::detect::{find_own_dir, CgroupLine, Mount};
-use super::{fs, CgroupError, DynoSize, Hierarchy, MemoryUsage, CONTROLLERS};
+use super::{fs, CgroupError, DynoSize, Hierarchy, MemoryCounters, MemoryUsage, CONTROLLERS};
 
 /// Our own cgroup in each hierarchy that holds one of [`CONTROLLERS`]; co-mounted controllers
 /// share one entry.
@@ -127,15 +127,17 @@ pub(crate) fn memory_usage(
     let oom_kills = fs::read_optional(&dir.join("memory.oom_control"))?
         .map(|text| fs::parse_keyed(&text).get("oom_kill").copied().unwrap_or(0))
         .unwrap_or(0);
-    Ok(MemoryUsage {
-        used_bytes: rss_bytes + shmem_bytes + swap_bytes,
+    Ok(MemoryUsage::from_counters(
+        MemoryCounters {
+            rss_bytes,
+            cache_bytes,
+            shmem_bytes,
+            swap_bytes,
+            limit_bytes,
+            oom_kills,
+        },
         quota_bytes,
-        limit_bytes,
-        oom_kills,
-        rss_bytes,
-        cache_bytes,
-        swap_bytes,
-    })
+    ))
 }
 
 /// The directories that hold the dyno cgroups, created when missing (v1 needs nothing else:

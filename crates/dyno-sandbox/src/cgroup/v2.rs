@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 
 use super::detect::{find_own_dir, CgroupLine, Mount};
 use super::error::enable_hint;
-use super::{fs, CgroupError, DynoSize, Hierarchy, MemoryUsage, CONTROLLERS, SUPERVISOR_LEAF};
+use super::{
+    fs, CgroupError, DynoSize, Hierarchy, MemoryCounters, MemoryUsage, CONTROLLERS, SUPERVISOR_LEAF,
+};
 
 /// Our own cgroup in the v2 hierarchy. A process in `<X>/dyno-supervisor` takes `<X>` as its
 /// own cgroup: that leaf is where it (or systemd's `DelegateSubgroup=`) moved it to keep `<X>`
@@ -138,15 +140,17 @@ pub(crate) fn memory_usage(dir: &Path, quota_bytes: u64) -> Result<MemoryUsage, 
         .get("oom_kill")
         .copied()
         .unwrap_or(0);
-    Ok(MemoryUsage {
-        used_bytes: rss_bytes + shmem_bytes + swap_bytes,
+    Ok(MemoryUsage::from_counters(
+        MemoryCounters {
+            rss_bytes,
+            cache_bytes,
+            shmem_bytes,
+            swap_bytes,
+            limit_bytes,
+            oom_kills,
+        },
         quota_bytes,
-        limit_bytes,
-        oom_kills,
-        rss_bytes,
-        cache_bytes,
-        swap_bytes,
-    })
+    ))
 }
 
 /// Kills everything in `dir` and below at once with `cgroup.kill` (5.14+) and waits until it is
