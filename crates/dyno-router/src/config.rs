@@ -33,8 +33,6 @@ pub struct RouterConfig {
     pub max_header_name_bytes: usize,
     /// Largest response head from a dyno before `H25`/502. 512 KiB.
     pub max_response_header_bytes: usize,
-    /// Value of `X-Forwarded-Proto` and `protocol=` in log lines.
-    pub protocol: &'static str,
     /// The `Via` entry the router adds. Heroku's router says `1.1 vegur`; we keep that so apps
     /// that look for it behave the same.
     pub via: &'static str,
@@ -56,7 +54,6 @@ impl Default for RouterConfig {
             max_headers: 1000,
             max_header_name_bytes: 1000,
             max_response_header_bytes: 512 * 1024,
-            protocol: "http",
             via: "1.1 vegur",
         }
     }

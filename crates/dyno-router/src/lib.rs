@@ -1,6 +1,7 @@
 //! `dyno-router`: the Heroku-style HTTP router in front of every web dyno.
 //!
-//! Clients speak HTTP/1.1 (keep-alive) or h2c with prior knowledge; dynos get HTTP/1.1 over a
+//! Clients speak HTTP/1.1 (keep-alive) or h2c with prior knowledge, and over TLS (ALPN `h2` or
+//! `http/1.1`) when the operator gives a certificate ([`tls`], [`Router::serve_tls`]); dynos get HTTP/1.1 over a
 //! keep-alive pool (idle 90 s) whose sockets carry [`ROUTER_MARK`] (`SO_MARK`, set before
 //! `connect`), the only traffic the firewall lets reach `$PORT`.
 //!
@@ -49,6 +50,7 @@ pub mod log;
 pub mod proxy;
 pub mod routes;
 pub mod server;
+pub mod tls;
 pub mod upstream;
 
 pub use codes::{HerokuCode, RouterError};
@@ -56,4 +58,5 @@ pub use config::RouterConfig;
 pub use log::{ChannelSink, FnSink, LogSink, NullSink, RouterLog};
 pub use routes::{Backend, RouteTable};
 pub use server::Router;
+pub use tls::{TlsAcceptor, TlsError, TlsSettings};
 pub use upstream::ROUTER_MARK;

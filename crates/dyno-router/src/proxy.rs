@@ -48,6 +48,8 @@ struct Upstream {
 pub(crate) struct ConnInfo {
     pub(crate) peer: SocketAddr,
     pub(crate) local_port: u16,
+    /// `http` or `https`: `X-Forwarded-Proto` and `protocol=` in the log line.
+    pub(crate) protocol: &'static str,
 }
 
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -244,7 +246,7 @@ impl Shared {
                 service_ms: None,
                 status: 0,
                 bytes: None,
-                protocol: self.cfg.protocol,
+                protocol: conn.protocol,
             },
         };
         if route.maintenance {
@@ -314,10 +316,7 @@ impl Shared {
         }
         let bad = |_| RouterError::Heroku(HerokuCode::H99);
         h.insert(X_FORWARDED_FOR, HeaderValue::from_str(fwd).map_err(bad)?);
-        h.insert(
-            X_FORWARDED_PROTO,
-            HeaderValue::from_static(self.cfg.protocol),
-        );
+        h.insert(X_FORWARDED_PROTO, HeaderValue::from_static(conn.protocol));
         h.insert(X_FORWARDED_PORT, HeaderValue::from(conn.local_port));
         let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, ms);
         h.insert(X_REQUEST_START, HeaderValue::from(now_ms));

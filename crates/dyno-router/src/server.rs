@@ -1,13 +1,13 @@
 //! The client side: accept loop, HTTP/1.1 keep-alive and h2c (prior knowledge) via hyper-util's
-//! auto builder, per-connection tasks owned by the `serve` future.
+//! auto builder, per-connection tasks owned by the `serve` future. TLS listeners: [`crate::tls`].
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 
@@ -15,8 +15,11 @@ use crate::config::RouterConfig;
 use crate::log::LogSink;
 use crate::proxy::{ConnInfo, Shared};
 use crate::routes::RouteTable;
+use crate::tls::{TlsAcceptor, TlsConns};
 
 /// The HTTP router. Cheap to clone the handle it was built from (`RouteTable`) to update routes.
+/// Clones share everything (pool, routes, log): serve a plain and a TLS listener from one router.
+#[derive(Clone)]
 pub struct Router {
     shared: Arc<Shared>,
 }
@@ -42,6 +45,24 @@ impl Router {
     /// Serve clients from `listener` until this future is dropped (which also drops every client
     /// connection it accepted).
     pub async fn serve(self, listener: TcpListener) -> std::io::Result<()> {
+        self.accept_loop(listener, None).await
+    }
+
+    /// Like [`serve`](Self::serve), for TLS clients (see [`crate::tls`]): the handshake must end
+    /// within `header_read_timeout`; ALPN `h2` gets HTTP/2, anything else HTTP/1.1.
+    pub async fn serve_tls(
+        self,
+        listener: TcpListener,
+        acceptor: TlsAcceptor,
+    ) -> std::io::Result<()> {
+        self.accept_loop(listener, Some(acceptor)).await
+    }
+
+    async fn accept_loop(
+        self,
+        listener: TcpListener,
+        tls: Option<TlsAcceptor>,
+    ) -> std::io::Result<()> {
         let cfg = &self.shared.cfg;
         let mut builder = auto::Builder::new(TokioExecutor::new());
         builder
@@ -57,8 +78,10 @@ impl Router {
             .http2()
             .timer(TokioTimer::new())
             .max_header_list_size(256 * 1024);
+        let tls = tls.map(|acceptor| TlsConns::new(acceptor, &builder));
         let builder = Arc::new(builder);
         let local_port = listener.local_addr()?.port();
+        let protocol = if tls.is_some() { "https" } else { "http" };
 
         let mut conns = JoinSet::new();
         let reaper_pool = self.shared.pool.clone();
@@ -86,7 +109,11 @@ impl Router {
                     let _ = stream.set_nodelay(true);
                     let shared = self.shared.clone();
                     let builder = builder.clone();
-                    conns.spawn(serve_conn(builder, shared, stream, peer, local_port));
+                    let info = ConnInfo { peer, local_port, protocol };
+                    match &tls {
+                        None => conns.spawn(serve_conn(builder, shared, stream, info)),
+                        Some(tls) => conns.spawn(tls.serve(builder, shared, stream, info)),
+                    };
                 }
                 Some(_) = conns.join_next() => {}
             }
@@ -94,14 +121,15 @@ impl Router {
     }
 }
 
-async fn serve_conn(
+pub(crate) async fn serve_conn<I>(
     builder: Arc<auto::Builder<TokioExecutor>>,
     shared: Arc<Shared>,
-    stream: tokio::net::TcpStream,
-    peer: SocketAddr,
-    local_port: u16,
-) {
-    let info = ConnInfo { peer, local_port };
+    stream: I,
+    info: ConnInfo,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let peer = info.peer;
     let svc = service_fn(move |req| shared.clone().handle(info, req));
     if let Err(e) = builder
         .serve_connection_with_upgrades(TokioIo::new(stream), svc)

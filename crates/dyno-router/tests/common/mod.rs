@@ -343,3 +343,25 @@ pub fn test_cfg() -> dyno_router::RouterConfig {
         ..RouterConfig::default()
     }
 }
+
+/// One router serving both a plain listener (`TestRouter::addr`) and a TLS one (returned).
+pub async fn router_with_tls(
+    cfg: RouterConfig,
+    acceptor: dyno_router::TlsAcceptor,
+) -> (TestRouter, SocketAddr) {
+    require_root();
+    let routes = RouteTable::new();
+    let (sink, logs) = ChannelSink::new();
+    let r = Router::new(cfg, routes.clone(), sink);
+    let plain = TcpListener::bind("127.0.0.1:0").await.expect("bind router");
+    let tls = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind TLS router");
+    let (addr, tls_addr) = (
+        plain.local_addr().expect("addr"),
+        tls.local_addr().expect("addr"),
+    );
+    tokio::spawn(r.clone().serve_tls(tls, acceptor));
+    tokio::spawn(r.serve(plain));
+    (TestRouter { addr, routes, logs }, tls_addr)
+}
