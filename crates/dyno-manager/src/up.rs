@@ -13,7 +13,9 @@ use tokio::sync::mpsc;
 
 use dyno_sandbox::cgroup::{Cgroups, DynoSize};
 
-use dyno_router::{Backend, FnSink, RouteTable, Router, RouterConfig, RouterLog};
+use dyno_router::{
+    Backend, FnSink, RouteTable, Router, RouterConfig, RouterLog, TlsError, TlsSettings,
+};
 
 use crate::lifecycle::Lifecycle;
 use crate::logs::{LogLine, Source};
@@ -80,6 +82,16 @@ pub struct UpOptions {
     pub uids: UidRange,
     /// Where the router listens (`http://<app>.localhost:PORT`).
     pub router_listen: std::net::SocketAddr,
+    /// HTTPS as well, when the operator gives a certificate.
+    pub router_tls: Option<RouterTls>,
+}
+
+/// The router's TLS listener: the operator's certificate chain and key, and where to listen
+/// (`https://<app>.localhost:PORT`). Plain HTTP stays on [`UpOptions::router_listen`].
+#[derive(Debug, Clone)]
+pub struct RouterTls {
+    pub settings: TlsSettings,
+    pub listen: std::net::SocketAddr,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -101,6 +113,8 @@ pub enum UpError {
     AppName(String),
     #[error("{0}")]
     Network(String),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
 }
 
 /// What `dyno up` is about to run.
@@ -259,6 +273,11 @@ fn check_command(procfile: &Path, line: usize, dir: &Path, command: &str) -> Res
 /// made. Log lines go to `out`; progress notes to stderr.
 pub async fn run(options: UpOptions, mut out: impl Write + Send + 'static) -> Result<(), UpError> {
     let plan = plan(&options)?;
+    // The certificate is checked before anything is started.
+    let tls = match &options.router_tls {
+        Some(t) => Some((t.settings.load()?, t.listen)),
+        None => None,
+    };
     let app_dir = options
         .dir
         .canonicalize()
@@ -312,6 +331,15 @@ pub async fn run(options: UpOptions, mut out: impl Write + Send + 'static) -> Re
         .map_err(|e| {
             UpError::Network(format!("router: listen on {}: {e}", options.router_listen))
         })?;
+    let tls_task = match tls {
+        Some((acceptor, listen)) => {
+            let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| {
+                UpError::Network(format!("router: listen on {listen} (--tls-listen): {e}"))
+            })?;
+            Some(tokio::spawn(router.clone().serve_tls(listener, acceptor)))
+        }
+        None => None,
+    };
     let router_task = tokio::spawn(router.serve(listener));
     let web = WebDynos::new(routes.clone(), plan.app.clone(), options.port);
     let mut handles = Vec::new();
@@ -350,6 +378,14 @@ pub async fn run(options: UpOptions, mut out: impl Write + Send + 'static) -> Re
             plan.app,
             options.router_listen
         );
+        if let Some(t) = &options.router_tls {
+            eprintln!(
+                "dyno up: the router serves https://{}.localhost:{}/ (HTTP/2 or HTTP/1.1; certificate {})",
+                plan.app,
+                t.listen.port(),
+                t.settings.cert.display()
+            );
+        }
     }
     wait_for_shutdown().await;
     eprintln!("dyno up: stopping {} dyno(s)", handles.len());
@@ -363,6 +399,10 @@ pub async fn run(options: UpOptions, mut out: impl Write + Send + 'static) -> Re
     routes.remove_app(&plan.app);
     router_task.abort();
     let _ = router_task.await;
+    if let Some(t) = tls_task {
+        t.abort();
+        let _ = t.await;
+    }
     drop(platform);
     let _ = printer.await;
     let mut network = Arc::try_unwrap(network)

@@ -4,18 +4,24 @@ use std::path::PathBuf;
 
 use clap::Args;
 use dyno_manager::lifecycle::{parse_duration, Cycling, Lifecycle};
-use dyno_manager::up::{self, UidRange, UpOptions};
+use dyno_manager::up::{self, RouterTls, UidRange, UpOptions};
 use dyno_net::dyno::RunDir;
 use dyno_net::ipam::Ipv4Net;
 use dyno_net::network::NetworkConfig;
+use dyno_router::TlsSettings;
 use dyno_sandbox::cgroup::{DynoSize, DYNO_SIZES};
 
 #[derive(Args)]
 #[command(
-    after_help = "Examples:\n  dyno up examples/hello          # then: curl http://hello.localhost:8080/\n  dyno up examples/hello --formation web=2,worker=1\n  dyno up . --app myapp --boot-timeout 90s\n\n\
+    after_help = "Examples:\n  dyno up examples/hello          # then: curl http://hello.localhost:8080/\n  dyno up examples/hello --formation web=2,worker=1\n  dyno up . --app myapp --boot-timeout 90s\n  dyno up examples/hello --tls-cert fullchain.pem --tls-key key.pem\n                                  # also: curl https://hello.localhost:8443/\n\n\
     DIR needs a Procfile (`web: python3 web.py`); DIR/.env holds config vars. Each dyno runs as\n\
     `bash -c COMMAND` in /app (DIR, read-only, with a writable layer that vanishes on restart),\n\
-    as an unprivileged user, with its own network namespace; web dynos get $PORT."
+    as an unprivileged user, with its own network namespace; web dynos get $PORT.\n\n\
+    HTTPS: give --tls-cert (the full chain in PEM, the server's own certificate first) and\n\
+    --tls-key (its private key in PEM, unencrypted). The router then also listens on --tls-listen,\n\
+    offering HTTP/2 and HTTP/1.1 (ALPN); plain HTTP keeps working on --listen. Dynos see\n\
+    X-Forwarded-Proto: https. Name <app>.localhost in the certificate: TLS clients do not accept\n\
+    *.localhost for it."
 )]
 pub struct UpArgs {
     /// The app directory (with a Procfile)
@@ -32,6 +38,20 @@ pub struct UpArgs {
     /// Where the router listens: the app is http://<app>.localhost:PORT/
     #[arg(long, default_value = "127.0.0.1:8080")]
     listen: std::net::SocketAddr,
+    /// TLS certificate for the router: the full chain in PEM, server's own first (with --tls-key)
+    #[arg(long, value_name = "PATH", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The certificate's private key in PEM, unencrypted (with --tls-cert)
+    #[arg(long, value_name = "PATH", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Where the router serves HTTPS (HTTP/2, HTTP/1.1) when given --tls-cert and --tls-key
+    #[arg(
+        long,
+        value_name = "ADDR",
+        default_value = "127.0.0.1:8443",
+        requires = "tls_cert"
+    )]
+    tls_listen: std::net::SocketAddr,
     /// R10 if a web dyno does not listen on $PORT within this (e.g. 60s, 90s for Java)
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     boot_timeout: std::time::Duration,
@@ -113,6 +133,14 @@ pub fn run(args: UpArgs) -> Result<(), String> {
         exe: crate::shim_binary()?,
         uids: args.uid_range,
         router_listen: args.listen,
+        router_tls: match (args.tls_cert, args.tls_key) {
+            (Some(cert), Some(key)) => Some(RouterTls {
+                settings: TlsSettings::new(cert, key),
+                listen: args.tls_listen,
+            }),
+            (None, None) => None,
+            _ => return Err("give both --tls-cert and --tls-key, or neither".into()),
+        },
         size: match args.memory_mb {
             Some(mb) => DynoSize {
                 memory_mb: mb,
