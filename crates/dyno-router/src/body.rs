@@ -39,7 +39,7 @@ impl Ctx {
     pub(crate) fn emit(&mut self) {
         if !self.logged {
             self.logged = true;
-            self.sink.log(&self.app, self.line.clone());
+            self.sink.log(&self.app, std::mem::take(&mut self.line));
         }
     }
 }

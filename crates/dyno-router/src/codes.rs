@@ -155,6 +155,9 @@ pub enum RouterError {
     /// `Expect` with anything but `100-continue`: 417.
     #[error("expectation failed")]
     ExpectationFailed,
+    /// The whole request head is larger than the router buffers: 431.
+    #[error("request header fields too large")]
+    HeadTooLarge,
     /// No app for this Host: 404 "There's nothing here, yet." (Heroku's no-such-app page).
     #[error("no such app")]
     NoSuchApp,
@@ -174,6 +177,7 @@ impl RouterError {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::ExpectationFailed => StatusCode::EXPECTATION_FAILED,
             Self::NoSuchApp => StatusCode::NOT_FOUND,
+            Self::HeadTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
         }
     }
 
@@ -193,6 +197,11 @@ impl RouterError {
             Self::ExpectationFailed => page(
                 "Expectation Failed",
                 "Only Expect: 100-continue is supported.",
+                None,
+            ),
+            Self::HeadTooLarge => page(
+                "Request Header Fields Too Large",
+                "The request head is too large.",
                 None,
             ),
             Self::NoSuchApp => page(

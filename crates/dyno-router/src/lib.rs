@@ -46,6 +46,7 @@
 pub mod body;
 pub mod codes;
 pub mod config;
+pub(crate) mod h1;
 pub mod log;
 pub mod proxy;
 pub mod routes;

@@ -8,7 +8,7 @@ use std::fmt;
 use crate::codes::HerokuCode;
 
 /// One router log line.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RouterLog {
     /// `Some(code)` renders `at=error code=… desc="…"` (or `at=info code=…` for H80/H81).
     pub code: Option<HerokuCode>,

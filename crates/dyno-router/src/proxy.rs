@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicU8;
 use std::sync::{Arc, Mutex};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use http_body_util::combinators::BoxBody;
@@ -21,7 +21,7 @@ use crate::codes::{HerokuCode, RouterError};
 use crate::config::RouterConfig;
 use crate::log::{LogSink, RouterLog};
 use crate::routes::{normalize_host, AppRoute, Backend, RouteTable};
-use crate::upstream::{ConnectError, Pool, Sender};
+use crate::upstream::{ConnectError, Conns, Pool, Sender};
 
 /// Body of every response the router sends.
 pub type RespBody = BoxBody<Bytes, BoxError>;
@@ -32,6 +32,8 @@ pub(crate) struct Shared {
     pub(crate) routes: RouteTable,
     pub(crate) log: Arc<dyn LogSink>,
     pub(crate) pool: Arc<Pool>,
+    /// Upstream connections of the HTTP/1.1 engine.
+    pub(crate) conns: Arc<Conns>,
     quarantine: Mutex<HashMap<SocketAddr, Instant>>,
 }
 
@@ -72,7 +74,12 @@ pub fn request_id(headers: &HeaderMap) -> String {
         })
         .and_then(|v| std::str::from_utf8(v).ok())
         .map(str::to_owned)
-        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string())
+        .unwrap_or_else(new_request_id)
+}
+
+/// A new request id: a UUID v4, as Heroku's router makes them.
+pub(crate) fn new_request_id() -> String {
+    uuid::Uuid::new_v4().to_string()
 }
 
 /// Remove hop-by-hop headers (RFC 9110 §7.6.1), including those named in `Connection`.
@@ -133,11 +140,13 @@ impl Shared {
             cfg.mark,
             cfg.max_response_header_bytes,
         ));
+        let conns = Arc::new(Conns::new(cfg.pool_idle_timeout, cfg.mark));
         Self {
             cfg,
             routes,
             log,
             pool,
+            conns,
             quarantine: Mutex::new(HashMap::new()),
         }
     }
@@ -276,8 +285,21 @@ impl Shared {
                 Ok(r) => r,
                 Err(e) => return Ok(self.fail(&mut ctx, e)),
             };
-        let up = match self.pick_and_connect(&route, &mut ctx).await {
-            Ok(v) => v,
+        let pool = &self.pool;
+        let picked = self
+            .pick_and_connect(
+                &route,
+                &mut ctx,
+                |addr| pool.checkout(addr),
+                |addr, budget| pool.connect(addr, budget),
+            )
+            .await;
+        let up = match picked {
+            Ok((backend, sender, pooled)) => Upstream {
+                backend,
+                sender,
+                pooled,
+            },
             Err(e) => return Ok(self.fail(&mut ctx, e)),
         };
         let mut req = req;
@@ -326,17 +348,23 @@ impl Shared {
         Ok((Request::from_parts(parts, body), state))
     }
 
-    /// Choose a dyno at random and get a connection to it: pooled, or new with retries on other
-    /// dynos (up to `connect_tries` within `connect_timeout`).
-    async fn pick_and_connect(
+    /// Choose a dyno at random and get a connection to it: `checkout` from a pool, or
+    /// `connect` with retries on other dynos (up to `connect_tries` within `connect_timeout`).
+    /// Returns the dyno, the connection and whether it came from the pool.
+    pub(crate) async fn pick_and_connect<T, Fut>(
         &self,
         route: &AppRoute,
         ctx: &mut Ctx,
-    ) -> Result<Upstream, RouterError> {
+        checkout: impl Fn(SocketAddr) -> Option<T>,
+        connect: impl Fn(SocketAddr, Duration) -> Fut,
+    ) -> Result<(Backend, T, bool), RouterError>
+    where
+        Fut: std::future::Future<Output = Result<T, ConnectError>>,
+    {
         let mut order: Vec<&Backend> = route.backends.iter().collect();
-        fastrand::shuffle(&mut order);
-        // Quarantined dynos go last (stable sort keeps the random order otherwise).
-        {
+        if order.len() > 1 {
+            fastrand::shuffle(&mut order);
+            // Quarantined dynos go last (stable sort keeps the random order otherwise).
             let q = self.quarantine.lock().unwrap_or_else(|p| p.into_inner());
             if !q.is_empty() {
                 let now = Instant::now();
@@ -348,14 +376,12 @@ impl Shared {
         let tries = self.cfg.connect_tries.max(1);
         for i in 0..tries {
             let b = order[i % order.len()];
-            ctx.line.dyno = Some(b.dyno.clone());
-            if let Some(s) = self.pool.checkout(b.addr) {
+            if ctx.line.dyno.as_deref() != Some(b.dyno.as_str()) {
+                ctx.line.dyno = Some(b.dyno.clone());
+            }
+            if let Some(s) = checkout(b.addr) {
                 ctx.line.connect_ms = Some(0);
-                return Ok(Upstream {
-                    backend: b.clone(),
-                    sender: s,
-                    pooled: true,
-                });
+                return Ok((b.clone(), s, true));
             }
             let t0 = Instant::now();
             let budget = deadline.saturating_duration_since(t0);
@@ -363,16 +389,10 @@ impl Shared {
                 last = HerokuCode::H19;
                 break;
             }
-            let res = self.pool.connect(b.addr, budget).await;
+            let res = connect(b.addr, budget).await;
             ctx.line.connect_ms = Some(ms(t0.elapsed()));
             match res {
-                Ok(s) => {
-                    return Ok(Upstream {
-                        backend: b.clone(),
-                        sender: s,
-                        pooled: false,
-                    })
-                }
+                Ok(s) => return Ok((b.clone(), s, false)),
                 Err(ConnectError::Timeout) => {
                     last = HerokuCode::H19;
                     break;
@@ -385,6 +405,7 @@ impl Shared {
                     tracing::debug!(error = %e, dyno = %b.dyno, addr = %b.addr, "connect failed, trying another dyno");
                     self.quarantine(b.addr);
                     self.pool.forget(b.addr);
+                    self.conns.forget(b.addr);
                     last = HerokuCode::H21;
                 }
             }

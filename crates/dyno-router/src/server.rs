@@ -1,17 +1,23 @@
-//! The client side: accept loop, HTTP/1.1 keep-alive and h2c (prior knowledge) via hyper-util's
-//! auto builder, per-connection tasks owned by the `serve` future. TLS listeners: [`crate::tls`].
+//! The client side: accept loop, per-connection tasks owned by the `serve` future; HTTP/1.x
+//! through the router's own engine ([`crate::h1`]), HTTP/2 (h2c with prior knowledge, or ALPN)
+//! through hyper. TLS listeners: [`crate::tls`].
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use hyper::server::conn::http2;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 
 use crate::config::RouterConfig;
+use crate::h1::{self, Ended};
 use crate::log::LogSink;
 use crate::proxy::{ConnInfo, Shared};
 use crate::routes::RouteTable;
@@ -39,7 +45,7 @@ impl Router {
 
     /// Idle upstream connections in the keep-alive pool.
     pub fn idle_upstream_connections(&self) -> usize {
-        self.shared.pool.idle_count()
+        self.shared.pool.idle_count() + self.shared.conns.idle_count()
     }
 
     /// Serve clients from `listener` until this future is dropped (which also drops every client
@@ -64,33 +70,22 @@ impl Router {
         tls: Option<TlsAcceptor>,
     ) -> std::io::Result<()> {
         let cfg = &self.shared.cfg;
-        let mut builder = auto::Builder::new(TokioExecutor::new());
-        builder
-            .http1()
-            .timer(TokioTimer::new())
-            .header_read_timeout(cfg.header_read_timeout)
-            .keep_alive(true)
-            // Whole head; per-line limits (8 KiB) are checked in the proxy to answer 400.
-            .max_buf_size((cfg.max_line_bytes * 8).max(64 * 1024))
-            // One over the limit so that "too many" reaches the proxy and gets its 400.
-            .max_headers(cfg.max_headers + 1);
-        builder
-            .http2()
-            .timer(TokioTimer::new())
-            .max_header_list_size(256 * 1024);
-        let tls = tls.map(|acceptor| TlsConns::new(acceptor, &builder));
-        let builder = Arc::new(builder);
+        let mut h2 = http2::Builder::new(TokioExecutor::new());
+        h2.timer(TokioTimer::new()).max_header_list_size(256 * 1024);
+        let h2 = Arc::new(h2);
+        let tls = tls.map(TlsConns::new);
         let local_port = listener.local_addr()?.port();
         let protocol = if tls.is_some() { "https" } else { "http" };
 
         let mut conns = JoinSet::new();
-        let reaper_pool = self.shared.pool.clone();
+        let shared = self.shared.clone();
         let reap_every = (cfg.pool_idle_timeout / 2).max(Duration::from_millis(100));
         conns.spawn(async move {
             let mut tick = tokio::time::interval(reap_every);
             loop {
                 tick.tick().await;
-                reaper_pool.reap();
+                shared.pool.reap();
+                shared.conns.reap();
             }
         });
 
@@ -108,11 +103,11 @@ impl Router {
                     };
                     let _ = stream.set_nodelay(true);
                     let shared = self.shared.clone();
-                    let builder = builder.clone();
+                    let h2 = h2.clone();
                     let info = ConnInfo { peer, local_port, protocol };
                     match &tls {
-                        None => conns.spawn(serve_conn(builder, shared, stream, info)),
-                        Some(tls) => conns.spawn(tls.serve(builder, shared, stream, info)),
+                        None => conns.spawn(serve_conn(h2, shared, stream, info, false)),
+                        Some(tls) => conns.spawn(tls.serve(h2, shared, stream, info)),
                     };
                 }
                 Some(_) = conns.join_next() => {}
@@ -121,20 +116,81 @@ impl Router {
     }
 }
 
+/// HTTP/2 server settings for clients.
+pub(crate) type H2Builder = Arc<http2::Builder<TokioExecutor>>;
+
+/// Serve one client connection: the HTTP/1.1 engine, or hyper's HTTP/2 when the client chose
+/// it by ALPN (`alpn_h2`) or opened with the HTTP/2 preface (h2c with prior knowledge).
 pub(crate) async fn serve_conn<I>(
-    builder: Arc<auto::Builder<TokioExecutor>>,
+    h2: H2Builder,
     shared: Arc<Shared>,
     stream: I,
     info: ConnInfo,
+    alpn_h2: bool,
 ) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    if alpn_h2 {
+        return serve_h2(h2, shared, stream, info).await;
+    }
+    match h1::Conn::new(stream, info, &shared).serve(&shared).await {
+        Ended::Done => {}
+        Ended::Http2(stream, read) => {
+            let replay = Rewind {
+                read: read.freeze(),
+                inner: stream,
+            };
+            serve_h2(h2, shared, replay, info).await
+        }
+    }
+}
+
+async fn serve_h2<I>(h2: H2Builder, shared: Arc<Shared>, stream: I, info: ConnInfo)
+where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let peer = info.peer;
     let svc = service_fn(move |req| shared.clone().handle(info, req));
-    if let Err(e) = builder
-        .serve_connection_with_upgrades(TokioIo::new(stream), svc)
-        .await
-    {
+    if let Err(e) = h2.serve_connection(TokioIo::new(stream), svc).await {
         tracing::debug!(error = %e, %peer, "client connection ended");
+    }
+}
+
+/// A stream that first yields bytes already read from it.
+struct Rewind<I> {
+    read: Bytes,
+    inner: I,
+}
+
+impl<I: AsyncRead + Unpin> AsyncRead for Rewind<I> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        if !self.read.is_empty() {
+            let n = self.read.len().min(buf.remaining());
+            buf.put_slice(&self.read.split_to(n));
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<I: AsyncWrite + Unpin> AsyncWrite for Rewind<I> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }

@@ -19,8 +19,6 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use hyper_util::rt::TokioExecutor;
-use hyper_util::server::conn::auto;
 use rustls_pki_types::pem::{self, PemObject};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::TcpStream;
@@ -28,6 +26,7 @@ use tokio_rustls::rustls::{self, ServerConfig};
 pub use tokio_rustls::TlsAcceptor;
 
 use crate::proxy::{ConnInfo, Shared};
+use crate::server::H2Builder;
 
 /// ALPN protocols the router offers, preferred first.
 pub const ALPN: [&[u8]; 2] = [b"h2", b"http/1.1"];
@@ -166,28 +165,22 @@ fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
 /// What the accept loop needs to serve a TLS listener.
 pub(crate) struct TlsConns {
     acceptor: TlsAcceptor,
-    /// The client builder restricted to HTTP/2, for connections where ALPN chose `h2`.
-    h2: Arc<auto::Builder<TokioExecutor>>,
 }
 
 impl TlsConns {
-    pub(crate) fn new(acceptor: TlsAcceptor, builder: &auto::Builder<TokioExecutor>) -> TlsConns {
-        TlsConns {
-            acceptor,
-            h2: Arc::new(builder.clone().http2_only()),
-        }
+    pub(crate) fn new(acceptor: TlsAcceptor) -> TlsConns {
+        TlsConns { acceptor }
     }
 
     /// Handshake (within `header_read_timeout`), then serve the connection like a plain one.
     pub(crate) fn serve(
         &self,
-        builder: Arc<auto::Builder<TokioExecutor>>,
+        h2: H2Builder,
         shared: Arc<Shared>,
         stream: TcpStream,
         info: ConnInfo,
     ) -> impl std::future::Future<Output = ()> + Send + 'static {
         let accept = self.acceptor.accept(stream);
-        let h2 = self.h2.clone();
         async move {
             let limit = shared.cfg.header_read_timeout;
             let tls = match tokio::time::timeout(limit, accept).await {
@@ -201,11 +194,8 @@ impl TlsConns {
                     return;
                 }
             };
-            let builder = match tls.get_ref().1.alpn_protocol() {
-                Some(b"h2") => h2,
-                _ => builder,
-            };
-            crate::server::serve_conn(builder, shared, tls, info).await;
+            let alpn_h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+            crate::server::serve_conn(h2, shared, tls, info, alpn_h2).await;
         }
     }
 }

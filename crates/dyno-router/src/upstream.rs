@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
 
 /// Firewall mark on every router → dyno socket (`SO_MARK`): only marked traffic may reach `$PORT`.
 pub const ROUTER_MARK: u32 = 0x6479;
@@ -146,6 +147,79 @@ impl Pool {
             }
         });
         Ok(sender)
+    }
+}
+
+/// Keep-alive pool of plain upstream connections (the HTTP/1.1 engine owns the HTTP on them).
+pub(crate) struct Conns {
+    idle: Mutex<HashMap<SocketAddr, Vec<(TcpStream, Instant)>>>,
+    idle_timeout: Duration,
+    mark: Option<u32>,
+}
+
+impl Conns {
+    pub(crate) fn new(idle_timeout: Duration, mark: Option<u32>) -> Self {
+        Self {
+            idle: Mutex::new(HashMap::new()),
+            idle_timeout,
+            mark,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<SocketAddr, Vec<(TcpStream, Instant)>>> {
+        self.idle.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The most recently used idle connection to `addr` that still looks open.
+    pub(crate) fn checkout(&self, addr: SocketAddr) -> Option<TcpStream> {
+        let mut idle = self.lock();
+        let list = idle.get_mut(&addr)?;
+        while let Some((stream, since)) = list.pop() {
+            // tokio only reads when the socket was reported readable since our last read: an
+            // idle, open connection costs no syscall here. EOF or stray bytes: not reusable.
+            let open = matches!(stream.try_read(&mut [0u8; 1]), Err(e) if e.kind() == io::ErrorKind::WouldBlock);
+            if open && since.elapsed() < self.idle_timeout {
+                return Some(stream);
+            }
+        }
+        None
+    }
+
+    /// Put back a connection whose last response was read to its end.
+    pub(crate) fn checkin(&self, addr: SocketAddr, stream: TcpStream) {
+        self.lock()
+            .entry(addr)
+            .or_default()
+            .push((stream, Instant::now()));
+    }
+
+    /// Open a new marked connection to `addr` within `budget`.
+    pub(crate) async fn connect(
+        &self,
+        addr: SocketAddr,
+        budget: Duration,
+    ) -> Result<TcpStream, ConnectError> {
+        tokio::time::timeout(budget, connect_marked(addr, self.mark))
+            .await
+            .map_err(|_| ConnectError::Timeout)?
+    }
+
+    /// Close idle connections older than the idle timeout.
+    pub(crate) fn reap(&self) {
+        let timeout = self.idle_timeout;
+        self.lock().retain(|_, list| {
+            list.retain(|(_, since)| since.elapsed() < timeout);
+            !list.is_empty()
+        });
+    }
+
+    /// Close every idle connection to `addr` (the dyno went away).
+    pub(crate) fn forget(&self, addr: SocketAddr) {
+        self.lock().remove(&addr);
+    }
+
+    pub(crate) fn idle_count(&self) -> usize {
+        self.lock().values().map(Vec::len).sum()
     }
 }
 
