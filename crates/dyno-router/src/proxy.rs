@@ -39,7 +39,7 @@ pub(crate) struct Shared {
 
 /// A connection to a chosen dyno.
 struct Upstream {
-    backend: Backend,
+    addr: SocketAddr,
     sender: Sender,
     /// Taken from the keep-alive pool (may turn out closed: retried once on a fresh one).
     pooled: bool,
@@ -295,8 +295,8 @@ impl Shared {
             )
             .await;
         let up = match picked {
-            Ok((backend, sender, pooled)) => Upstream {
-                backend,
+            Ok((addr, sender, pooled)) => Upstream {
+                addr,
                 sender,
                 pooled,
             },
@@ -350,14 +350,14 @@ impl Shared {
 
     /// Choose a dyno at random and get a connection to it: `checkout` from a pool, or
     /// `connect` with retries on other dynos (up to `connect_tries` within `connect_timeout`).
-    /// Returns the dyno, the connection and whether it came from the pool.
+    /// Returns the dyno's address, the connection and whether it came from the pool.
     pub(crate) async fn pick_and_connect<T, Fut>(
         &self,
         route: &AppRoute,
         ctx: &mut Ctx,
         checkout: impl Fn(SocketAddr) -> Option<T>,
         connect: impl Fn(SocketAddr, Duration) -> Fut,
-    ) -> Result<(Backend, T, bool), RouterError>
+    ) -> Result<(SocketAddr, T, bool), RouterError>
     where
         Fut: std::future::Future<Output = Result<T, ConnectError>>,
     {
@@ -381,7 +381,7 @@ impl Shared {
             }
             if let Some(s) = checkout(b.addr) {
                 ctx.line.connect_ms = Some(0);
-                return Ok((b.clone(), s, true));
+                return Ok((b.addr, s, true));
             }
             let t0 = Instant::now();
             let budget = deadline.saturating_duration_since(t0);
@@ -392,7 +392,7 @@ impl Shared {
             let res = connect(b.addr, budget).await;
             ctx.line.connect_ms = Some(ms(t0.elapsed()));
             match res {
-                Ok(s) => return Ok((b.clone(), s, false)),
+                Ok(s) => return Ok((b.addr, s, false)),
                 Err(ConnectError::Timeout) => {
                     last = HerokuCode::H19;
                     break;
@@ -423,7 +423,7 @@ impl Shared {
         client_upgrade: Option<hyper::upgrade::OnUpgrade>,
     ) -> Response<RespBody> {
         let Upstream {
-            backend,
+            addr,
             mut sender,
             mut pooled,
         } = up;
@@ -441,7 +441,7 @@ impl Shared {
                             req = back;
                             pooled = false;
                             let budget = self.cfg.connect_timeout;
-                            match self.pool.connect(backend.addr, budget).await {
+                            match self.pool.connect(addr, budget).await {
                                 Ok(s) => sender = s,
                                 Err(ConnectError::Timeout) => {
                                     return self.fail(&mut ctx, HerokuCode::H19.into())
@@ -459,7 +459,7 @@ impl Shared {
                                 ReqState::Streaming => HerokuCode::H18,
                                 ReqState::Done => HerokuCode::H13,
                             };
-                            tracing::debug!(error = %err, dyno = %backend.dyno, "upstream request failed");
+                            tracing::debug!(error = %err, %addr, "upstream request failed");
                             return self.fail(&mut ctx, code.into());
                         }
                     }
@@ -497,7 +497,7 @@ impl Shared {
             ctx: Some(ctx),
             idle_timeout: self.cfg.idle_timeout,
             idle: None,
-            upstream: Some((self.pool.clone(), backend.addr, sender)),
+            upstream: Some((self.pool.clone(), addr, sender)),
         };
         Response::from_parts(parts, body.boxed())
     }

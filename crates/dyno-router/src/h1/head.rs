@@ -6,6 +6,7 @@
 //! framing the router decided, never copied, so the two sides cannot disagree about where a
 //! body ends.
 
+use std::io::Write as _;
 use std::mem::MaybeUninit;
 
 use httparse::{Header, ParserConfig, Status};
@@ -498,9 +499,7 @@ fn parse_response_with<'b>(
     }
 
     out.clear();
-    out.extend_from_slice(b"HTTP/1.1 ");
-    out.extend_from_slice(status.to_string().as_bytes());
-    out.push(b' ');
+    let _ = write!(out, "HTTP/1.1 {status} ");
     out.extend_from_slice(reason.as_bytes());
     out.extend_from_slice(b"\r\n");
     for h in resp.headers.iter() {
@@ -518,7 +517,7 @@ fn parse_response_with<'b>(
     push_header(out, b"Via", via.as_bytes());
     match relay {
         Relay::Pass(Framing::Length(n)) => {
-            push_header(out, b"Content-Length", n.to_string().as_bytes())
+            let _ = write!(out, "Content-Length: {n}\r\n");
         }
         Relay::Pass(Framing::Chunked) => push_header(out, b"Transfer-Encoding", b"chunked"),
         _ => {}

@@ -50,6 +50,8 @@ const MAX_REQUEST_HEAD: usize = 256 * 1024;
 pub(crate) struct Conn<S> {
     io: S,
     info: ConnInfo,
+    /// The client's address as `X-Forwarded-For` and the log line show it.
+    peer_ip: String,
     /// Bytes from the client not handled yet.
     buf: BytesMut,
     /// Bytes from the dyno not handled yet.
@@ -322,6 +324,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         Self {
             io,
             info,
+            peer_ip: info.peer.ip().to_canonical().to_string(),
             buf: BytesMut::with_capacity(READ_CHUNK),
             ubuf: BytesMut::new(),
             req_out: Vec::with_capacity(1024),
@@ -448,11 +451,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     }
 
     /// One request and its response. Returns whether the connection may carry another.
-    async fn exchange(&mut self, shared: &Arc<Shared>, head: RequestHead) -> bool {
+    async fn exchange(&mut self, shared: &Arc<Shared>, mut head: RequestHead) -> bool {
         let start = std::time::Instant::now();
         let cfg = &shared.cfg;
         self.buf.advance(head.len);
-        let rid = head.request_id.clone().unwrap_or_else(new_request_id);
+        let rid = head.request_id.take().unwrap_or_else(new_request_id);
         let Some(host) = head.host.as_deref().and_then(normalize_host) else {
             let err = RouterError::BadRequest("Missing or invalid Host header.");
             return self.refuse(&err, &rid, &head).await;
@@ -465,10 +468,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 .refuse(&RouterError::ExpectationFailed, &rid, &head)
                 .await;
         }
-        let ip = self.info.peer.ip().to_canonical().to_string();
-        let fwd = match &head.forwarded_for {
-            Some(chain) => format!("{chain}, {ip}"),
-            None => ip,
+        let fwd = match head.forwarded_for.take() {
+            Some(chain) => format!("{chain}, {}", self.peer_ip),
+            None => self.peer_ip.clone(),
         };
         let (in_flight, in_flight_now) = InFlight::enter(&route.in_flight);
         let mut ctx = Ctx {
@@ -479,8 +481,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             app: route.name.clone(),
             line: RouterLog {
                 code: None,
-                method: head.method.clone(),
-                path: head.target.clone(),
+                method: std::mem::take(&mut head.method),
+                path: std::mem::take(&mut head.target),
                 host,
                 request_id: rid,
                 fwd,
@@ -521,7 +523,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 |a, budget| conns.connect(a, budget),
             )
             .await;
-        let (backend, mut stream, mut pooled) = match picked {
+        let (addr, mut stream, mut pooled) = match picked {
             Ok(v) => v,
             Err(e) => return self.fail(&mut ctx, e, &head, no_body).await,
         };
@@ -589,7 +591,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                     // the request again on a new one.
                     pooled = false;
                     let budget = connect_budget.saturating_sub(start.elapsed());
-                    match conns.connect(backend.addr, budget).await {
+                    match conns.connect(addr, budget).await {
                         Ok(s) => stream = s,
                         Err(crate::upstream::ConnectError::Timeout) => {
                             return self
@@ -622,7 +624,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             ctx,
             &head,
             stream,
-            backend.addr,
+            addr,
             &mut upload,
             response,
         )

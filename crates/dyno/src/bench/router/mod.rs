@@ -8,7 +8,10 @@
 //! - Proxies, one at a time, each on CPU 0: the dyno router (in-process, `RouterConfig::default()`
 //!   with `mark: None`, app `bench` with one backend, `NullSink`), nginx (`proxy_pass` to an
 //!   `upstream` with `keepalive 64`, HTTP/1.1, `Connection ""`), HAProxy (`mode http`,
-//!   `http-reuse always`, `nbthread 1`). Access logs off everywhere; keep-alive request limits
+//!   `http-reuse always`, `nbthread 1`). nginx and HAProxy are configured to do the router's
+//!   job too: they add the same request headers (X-Forwarded-For/-Proto/-Port, X-Request-Start,
+//!   X-Request-Id, Via) and `Via` on responses, so the backend parses the same requests and
+//!   every proxy writes the same bytes. Access logs off everywhere; keep-alive request limits
 //!   raised everywhere so nobody reconnects every 1000 requests (nginx's default).
 //! - Each target gets a short warm-up `wrk` run (pools filled), then the measured run:
 //!   `wrk -t<threads> -c<connections> -d<duration> --latency -H 'Host: bench.localhost'`.
@@ -126,8 +129,15 @@ pub fn run(args: RouterBench) -> Result<(), String> {
             dir.path(),
             "proxy",
             nginx_port,
+            // The same job as the dyno router: Heroku's request headers, Via both ways.
             "location / { proxy_pass http://backend; proxy_http_version 1.1; \
-             proxy_set_header Connection \"\"; }",
+             proxy_set_header Connection \"\"; proxy_set_header Host $host; \
+             proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for; \
+             proxy_set_header X-Forwarded-Proto $scheme; \
+             proxy_set_header X-Forwarded-Port $server_port; \
+             proxy_set_header X-Request-Start $msec; \
+             proxy_set_header X-Request-Id $request_id; \
+             proxy_set_header Via \"1.1 vegur\"; add_header Via \"1.1 vegur\"; }",
             &format!(
                 "upstream backend {{ server 127.0.0.1:{backend_port}; keepalive 64; \
                  keepalive_requests 100000000; keepalive_timeout 90s; }}"
@@ -154,7 +164,13 @@ pub fn run(args: RouterBench) -> Result<(), String> {
              defaults\n  mode http\n  timeout connect 5s\n  timeout client 60s\n  \
              timeout server 60s\n  http-reuse always\n  option http-keep-alive\n\
              frontend fe\n  bind 127.0.0.1:{haproxy_port}\n  default_backend be\n\
-             backend be\n  server s1 127.0.0.1:{backend_port}\n"
+             backend be\n  server s1 127.0.0.1:{backend_port}\n  option forwardfor\n  \
+             http-request set-header X-Forwarded-Proto http\n  \
+             http-request set-header X-Forwarded-Port %[dst_port]\n  \
+             http-request set-header X-Request-Start %[date(0,ms)]\n  \
+             http-request set-header X-Request-Id %[uuid]\n  \
+             http-request add-header Via \"1.1 vegur\"\n  \
+             http-response add-header Via \"1.1 vegur\"\n"
         ),
     )?;
     let mut cmd = Command::new(&tools.taskset);
