@@ -8,6 +8,7 @@ use dyno_manager::up::{self, UidRange, UpOptions};
 use dyno_net::dyno::RunDir;
 use dyno_net::ipam::Ipv4Net;
 use dyno_net::network::NetworkConfig;
+use dyno_router::RouterConfig;
 use dyno_sandbox::cgroup::{DynoSize, DYNO_SIZES};
 
 #[derive(Args)]
@@ -68,6 +69,18 @@ pub struct UpArgs {
     /// Unprivileged uids for apps: each app gets one, chosen by its name, from START-END
     #[arg(long, default_value = "800000-899999")]
     uid_range: UidRange,
+    /// Router: H12 when a dyno sends no response byte this long after the request came in
+    /// (Heroku's router: 30s)
+    #[arg(long, default_value = "30s", value_parser = parse_duration, help_heading = "Router")]
+    request_timeout: std::time::Duration,
+    /// Router: H15 when a dyno sends nothing for this long while streaming a response, H28 when
+    /// a client sends nothing for this long while uploading (Heroku's router: 55s)
+    #[arg(long, default_value = "55s", value_parser = parse_duration, help_heading = "Router")]
+    idle_timeout: std::time::Duration,
+    /// Router: a client must send a request's whole head within this, or it is cut off before
+    /// any dyno sees it (slowloris)
+    #[arg(long, default_value = "30s", value_parser = parse_duration, help_heading = "Router")]
+    header_timeout: std::time::Duration,
 }
 
 fn parse_size(name: &str) -> Result<DynoSize, String> {
@@ -113,6 +126,12 @@ pub fn run(args: UpArgs) -> Result<(), String> {
         exe: crate::shim_binary()?,
         uids: args.uid_range,
         router_listen: args.listen,
+        router: RouterConfig {
+            request_timeout: args.request_timeout,
+            idle_timeout: args.idle_timeout,
+            header_read_timeout: args.header_timeout,
+            ..RouterConfig::default()
+        },
         size: match args.memory_mb {
             Some(mb) => DynoSize {
                 memory_mb: mb,
