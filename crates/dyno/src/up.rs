@@ -69,17 +69,20 @@ pub struct UpArgs {
     /// Unprivileged uids for apps: each app gets one, chosen by its name, from START-END
     #[arg(long, default_value = "800000-899999")]
     uid_range: UidRange,
-    /// Router: H12 when a dyno sends no response byte this long after the request came in
+    /// H12 (503) when a dyno has sent no response byte this long after the request came in
     /// (Heroku's router: 30s)
-    #[arg(long, default_value = "30s", value_parser = parse_duration, help_heading = "Router")]
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration,
+          help_heading = "Router")]
     request_timeout: std::time::Duration,
-    /// Router: H15 when a dyno sends nothing for this long while streaming a response, H28 when
-    /// a client sends nothing for this long while uploading (Heroku's router: 55s)
-    #[arg(long, default_value = "55s", value_parser = parse_duration, help_heading = "Router")]
+    /// H15 when a dyno sends nothing this long in the middle of a response, H28 when a client
+    /// sends nothing this long in the middle of its request body (Heroku's router: 55s)
+    #[arg(long, value_name = "DURATION", default_value = "55s", value_parser = parse_duration,
+          help_heading = "Router")]
     idle_timeout: std::time::Duration,
-    /// Router: a client must send a request's whole head within this, or it is cut off before
-    /// any dyno sees it (slowloris)
-    #[arg(long, default_value = "30s", value_parser = parse_duration, help_heading = "Router")]
+    /// A client must send a request's whole head within this, or it is cut off before any dyno
+    /// sees it (slowloris)
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration,
+          help_heading = "Router")]
     header_timeout: std::time::Duration,
 }
 

@@ -57,15 +57,25 @@ impl Rig {
         self.up.get_with(&self.host, path, extra)
     }
 
-    /// The router line of the reply's request (by its `X-Request-Id`), for requests the router
-    /// answered itself or the dyno answered.
-    fn line_of(&self, reply: &Reply) -> String {
-        let id = reply
+    /// `GET path` with a request id of our own, and the router's line for it.
+    fn get_logged(&self, path: &str) -> (Reply, String) {
+        static N: AtomicU64 = AtomicU64::new(0);
+        let id = format!(
+            "rt-{}-{:06}-request-id",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        );
+        let reply = self.get_with(path, &format!("X-Request-Id: {id}\r\n"));
+        (reply, self.up.router_line_for(&id))
+    }
+
+    /// The router line of a request `/echo` answered (by the `X-Request-Id` the dyno saw).
+    fn line_of_echo(&self, reply: &Reply) -> String {
+        let echo = echoed(reply);
+        let id = echo
             .header("x-request-id")
-            .map(String::from)
-            .or_else(|| echoed(reply).header("x-request-id").map(String::from))
             .unwrap_or_else(|| panic!("no request id in {reply:?}"));
-        self.up.router_line_for(&id)
+        self.up.router_line_for(id)
     }
 
     /// The only router line with `code=<code>`, waited for.
@@ -197,6 +207,42 @@ fn assert_application_error(reply: &Reply, status: u16) {
     );
 }
 
+// ---- flags ------------------------------------------------------------------------------------
+
+#[test]
+fn dyno_up_help_documents_the_router_timeouts() {
+    require_root();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_dyno"))
+        .args(["up", "--help"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let help = String::from_utf8_lossy(&out.stdout);
+    for text in [
+        "Router:\n",
+        "--request-timeout <DURATION>",
+        "H12 (503) when a dyno has sent no response byte this long after the request came in \
+         (Heroku's router: 30s) [default: 30s]",
+        "--idle-timeout <DURATION>",
+        "(Heroku's router: 55s) [default: 55s]",
+        "--header-timeout <DURATION>",
+        "(slowloris) [default: 30s]",
+    ] {
+        assert!(help.contains(text), "missing {text:?} in:\n{help}");
+    }
+    // Durations are checked before anything starts.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_dyno"))
+        .args(["up", ".", "--request-timeout", "soon"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let error = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        error.contains("\"soon\" is not a duration like 30s, 500ms, 5m or 2h"),
+        "{error}"
+    );
+}
+
 // ---- headers ----------------------------------------------------------------------------------
 
 #[test]
@@ -296,6 +342,7 @@ fn limits_answer_400_and_417_and_100_continue_reaches_the_dyno() {
     let many: String = (0..999).map(|i| format!("X-H{i}: 1\r\n")).collect();
     let very_many: String = (0..1998).map(|i| format!("X-H{i}: 1\r\n")).collect();
     let long_name = format!("{}: 1\r\n", "n".repeat(1001));
+    let mut wrong = Vec::new();
     for (what, path, extra, status) in [
         ("header line over 8 KiB", "/echo", long_value.as_str(), 400),
         ("request line over 8 KiB", long_path.as_str(), "", 400),
@@ -314,8 +361,15 @@ fn limits_answer_400_and_417_and_100_continue_reaches_the_dyno() {
             417,
         ),
     ] {
+        // Every case is tried; the wrong answers are listed at the end.
         let reply = rig.get_with(path, extra);
-        assert_eq!(reply.status, status, "{what}: {reply:?}");
+        if reply.status != status {
+            wrong.push(format!(
+                "{what}: expected {status}, got {} {:?}",
+                reply.status,
+                reply.text()
+            ));
+        }
     }
     assert_eq!(
         rig.accepted("web.1"),
@@ -357,15 +411,22 @@ fn limits_answer_400_and_417_and_100_continue_reaches_the_dyno() {
     let at_line = format!("X-Long: {}\r\n", "a".repeat(8 * 1024 - "X-Long: ".len()));
     let at_count: String = (0..998).map(|i| format!("X-H{i}: 1\r\n")).collect(); // + Host, Connection
     let at_name = format!("{}: 1\r\n", "n".repeat(1000));
-    for (what, extra) in [
-        ("8 KiB header line", at_line),
-        ("1000 headers", at_count),
-        ("1000-byte header name", at_name),
+    // `GET <path> HTTP/1.1` of 8 KiB.
+    let at_path = format!(
+        "/echo?{}",
+        "p".repeat(8 * 1024 - "GET /echo? HTTP/1.1".len())
+    );
+    for (what, path, extra) in [
+        ("8 KiB header line", "/echo", at_line.as_str()),
+        ("8 KiB request line", at_path.as_str(), ""),
+        ("1000 headers", "/echo", at_count.as_str()),
+        ("1000-byte header name", "/echo", at_name.as_str()),
     ] {
-        let reply = rig.get_with("/echo", &extra);
+        let reply = rig.get_with(path, extra);
         assert_eq!(reply.status, 200, "{what}: {reply:?}");
         assert_eq!(echoed(&reply).dyno, "web.1");
     }
+    assert!(wrong.is_empty(), "wrong answers:\n{}", wrong.join("\n"));
     rig.finish();
 }
 
@@ -396,9 +457,8 @@ fn h12_when_the_dyno_sends_nothing_within_the_request_timeout() {
 fn h13_when_the_dyno_closes_or_resets_without_a_response() {
     let rig = Rig::start("h13", &[]);
     for path in ["/close", "/reset"] {
-        let reply = rig.get(path);
+        let (reply, line) = rig.get_logged(path);
         assert_application_error(&reply, 503);
-        let line = rig.line_of(&reply);
         assert_eq!(
             shape(&line, &MASKED),
             error_shape(
@@ -449,9 +509,8 @@ fn h18_when_the_dyno_closes_while_the_request_body_is_still_coming() {
 fn h10_while_the_only_web_dyno_is_crashed_then_served_after_its_restart() {
     let rig = Rig::start("h10", &["--restart-cooloffs", "2s"]);
     // The request that crashes the dyno gets no response from it.
-    let reply = rig.get("/crash");
+    let (reply, line) = rig.get_logged("/crash");
     assert_application_error(&reply, 503);
-    let line = rig.line_of(&reply);
     assert!(
         line.starts_with("at=error code=H13 desc=\"Connection closed without response\" method=GET path=\"/crash\" "),
         "{line}"
@@ -461,9 +520,8 @@ fn h10_while_the_only_web_dyno_is_crashed_then_served_after_its_restart() {
         1,
         Duration::from_secs(10),
     );
-    let reply = rig.get("/");
+    let (reply, line) = rig.get_logged("/");
     assert_application_error(&reply, 503);
-    let line = rig.line_of(&reply);
     assert_eq!(
         shape(&line, &["request_id"]),
         format!(
@@ -503,9 +561,8 @@ fn h14_when_the_app_has_no_web_dyno_running() {
         &["--formation", "web=0,worker=1"],
         &["worker.1"],
     );
-    let reply = rig.get("/");
+    let (reply, line) = rig.get_logged("/");
     assert_application_error(&reply, 503);
-    let line = rig.line_of(&reply);
     assert_eq!(
         shape(&line, &["request_id"]),
         format!(
@@ -556,9 +613,8 @@ fn h15_when_the_dyno_goes_silent_in_the_middle_of_a_body() {
 #[test]
 fn h25_when_the_dyno_sends_a_response_head_over_512_kib() {
     let rig = Rig::start("h25", &[]);
-    let reply = rig.get("/huge-headers");
+    let (reply, line) = rig.get_logged("/huge-headers");
     assert_application_error(&reply, 502);
-    let line = rig.line_of(&reply);
     assert_eq!(
         shape(&line, &MASKED),
         error_shape(
@@ -705,7 +761,7 @@ fn retries_land_on_the_listening_dyno_and_h21_when_none_listens() {
         let reply = rig.get("/echo");
         assert_eq!(reply.status, 200, "request {i}: {reply:?}");
         assert_eq!(echoed(&reply).dyno, "web.2", "request {i}");
-        let line = rig.line_of(&reply);
+        let line = rig.line_of_echo(&reply);
         assert_eq!(
             shape(&line, &MASKED),
             format!(
@@ -718,9 +774,8 @@ fn retries_land_on_the_listening_dyno_and_h21_when_none_listens() {
     }
     // Now neither listens: H21 after the retries.
     stop_listening(&rig, "web.2");
-    let reply = rig.get("/");
+    let (reply, line) = rig.get_logged("/");
     assert_application_error(&reply, 503);
-    let line = rig.line_of(&reply);
     assert_eq!(
         shape(&line, &["request_id", "dyno", "connect", "service"]),
         format!(
@@ -1173,7 +1228,7 @@ fn an_http2_client_is_served_by_an_http1_dyno() {
     assert_eq!(echo.header("x-forwarded-proto"), Some("http"));
     assert_eq!(echo.header("x-forwarded-for"), Some("127.0.0.1"));
     assert_eq!(echo.header("via"), Some("1.1 vegur"));
-    let line = rig.line_of(&reply);
+    let line = rig.line_of_echo(&reply);
     assert_eq!(
         shape(&line, &MASKED),
         format!(
