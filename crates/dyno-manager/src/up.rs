@@ -82,6 +82,8 @@ pub struct UpOptions {
     pub uids: UidRange,
     /// Where the router listens (`http://<app>.localhost:PORT`).
     pub router_listen: std::net::SocketAddr,
+    /// The router's timeouts and limits (Heroku's by default).
+    pub router: RouterConfig,
     /// HTTPS as well, when the operator gives a certificate.
     pub router_tls: Option<RouterTls>,
 }
@@ -320,7 +322,7 @@ pub async fn run(options: UpOptions, mut out: impl Write + Send + 'static) -> Re
     routes.set_app(&plan.app, &[]);
     let router_logs = platform.logs.clone();
     let router = Router::new(
-        RouterConfig::default(),
+        options.router.clone(),
         routes.clone(),
         FnSink(move |_app: &str, line: RouterLog| {
             let _ = router_logs.send(LogLine::now(Source::Heroku, "router", line.to_string()));

@@ -66,6 +66,8 @@ struct Table {
 pub struct RouteTable {
     table: Arc<ArcSwap<Table>>,
     write: Arc<Mutex<()>>,
+    /// Woken on every change (the router drops connections to dynos that left).
+    changed: Arc<tokio::sync::Notify>,
 }
 
 /// Normalise a Host header value: lowercase, port stripped, trailing dot dropped.
@@ -103,6 +105,21 @@ impl RouteTable {
         let mut t = Table::clone(&self.table.load());
         f(&mut t);
         self.table.store(Arc::new(t));
+        self.changed.notify_waiters();
+    }
+
+    /// Resolves at the next change of the table.
+    pub async fn changed(&self) {
+        self.changed.notified().await
+    }
+
+    /// Whether `addr` is one of the `up` web dynos of any app.
+    pub fn routes_to(&self, addr: SocketAddr) -> bool {
+        self.table
+            .load()
+            .apps
+            .values()
+            .any(|a| a.backends.iter().any(|b| b.addr == addr))
     }
 
     fn modify_app(&self, app: &str, f: impl FnOnce(&mut AppRoute)) {

@@ -83,9 +83,13 @@ impl Router {
         conns.spawn(async move {
             let mut tick = tokio::time::interval(reap_every);
             loop {
-                tick.tick().await;
-                shared.pool.reap();
-                shared.conns.reap();
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    () = shared.routes.changed() => {}
+                }
+                let routes = &shared.routes;
+                shared.pool.reap(|addr| routes.routes_to(addr));
+                shared.conns.reap(|addr| routes.routes_to(addr));
             }
         });
 

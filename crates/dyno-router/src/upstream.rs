@@ -108,10 +108,14 @@ impl Pool {
         });
     }
 
-    /// Drop idle connections older than the idle timeout, and closed ones.
-    pub(crate) fn reap(&self) {
+    /// Drop idle connections older than the idle timeout, closed ones, and those to dynos that
+    /// are no longer `up` (`keep` says which are).
+    pub(crate) fn reap(&self, keep: impl Fn(SocketAddr) -> bool) {
         let timeout = self.idle_timeout;
-        self.lock().retain(|_, list| {
+        self.lock().retain(|addr, list| {
+            if !keep(*addr) {
+                return false;
+            }
             list.retain(|e| e.since.elapsed() < timeout && !e.sender.is_closed());
             !list.is_empty()
         });
@@ -204,10 +208,15 @@ impl Conns {
             .map_err(|_| ConnectError::Timeout)?
     }
 
-    /// Close idle connections older than the idle timeout.
-    pub(crate) fn reap(&self) {
+    /// Close idle connections older than the idle timeout, and every one to a dyno that is no
+    /// longer `up` (`keep` says which are): closed now, while the dyno's network still exists,
+    /// both ends finish their TCP close instead of lingering in the dyno's namespace.
+    pub(crate) fn reap(&self, keep: impl Fn(SocketAddr) -> bool) {
         let timeout = self.idle_timeout;
-        self.lock().retain(|_, list| {
+        self.lock().retain(|addr, list| {
+            if !keep(*addr) {
+                return false;
+            }
             list.retain(|(_, since)| since.elapsed() < timeout);
             !list.is_empty()
         });

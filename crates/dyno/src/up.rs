@@ -8,6 +8,7 @@ use dyno_manager::up::{self, RouterTls, UidRange, UpOptions};
 use dyno_net::dyno::RunDir;
 use dyno_net::ipam::Ipv4Net;
 use dyno_net::network::NetworkConfig;
+use dyno_router::RouterConfig;
 use dyno_router::TlsSettings;
 use dyno_sandbox::cgroup::{DynoSize, DYNO_SIZES};
 
@@ -88,6 +89,21 @@ pub struct UpArgs {
     /// Unprivileged uids for apps: each app gets one, chosen by its name, from START-END
     #[arg(long, default_value = "800000-899999")]
     uid_range: UidRange,
+    /// H12 (503) when a dyno has sent no response byte this long after the request came in
+    /// (Heroku's router: 30s)
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration,
+          help_heading = "Router")]
+    request_timeout: std::time::Duration,
+    /// H15 when a dyno sends nothing this long in the middle of a response, H28 when a client
+    /// sends nothing this long in the middle of its request body (Heroku's router: 55s)
+    #[arg(long, value_name = "DURATION", default_value = "55s", value_parser = parse_duration,
+          help_heading = "Router")]
+    idle_timeout: std::time::Duration,
+    /// A client must send a request's whole head within this, or it is cut off before any dyno
+    /// sees it (slowloris)
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration,
+          help_heading = "Router")]
+    header_timeout: std::time::Duration,
 }
 
 fn parse_size(name: &str) -> Result<DynoSize, String> {
@@ -140,6 +156,12 @@ pub fn run(args: UpArgs) -> Result<(), String> {
             }),
             (None, None) => None,
             _ => return Err("give both --tls-cert and --tls-key, or neither".into()),
+        },
+        router: RouterConfig {
+            request_timeout: args.request_timeout,
+            idle_timeout: args.idle_timeout,
+            header_read_timeout: args.header_timeout,
+            ..RouterConfig::default()
         },
         size: match args.memory_mb {
             Some(mb) => DynoSize {

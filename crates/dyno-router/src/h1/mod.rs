@@ -438,6 +438,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 Some(ms(ctx.start.elapsed()).saturating_sub(ctx.line.connect_ms.unwrap_or(0)));
             ctx.line.bytes = Some(0);
         }
+        if matches!(err.code(), Some(HerokuCode::H27 | HerokuCode::H28)) {
+            // 499 is for the log: the client left or went silent, there is nobody to answer.
+            ctx.emit();
+            return false;
+        }
         let keep = head.keep_alive && body_done;
         error_response(
             &mut self.resp_out,
@@ -619,16 +624,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 Ok(r) => break r,
             }
         };
-        self.respond(
-            shared,
-            ctx,
-            &head,
-            stream,
-            addr,
-            &mut upload,
-            response,
-        )
-        .await
+        self.respond(shared, ctx, &head, stream, addr, &mut upload, response)
+            .await
     }
 
     /// Write the request to the dyno and wait for its response head, streaming the request
@@ -862,9 +859,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         let (mut up_read, mut up_write) = stream.split();
         let mut from_client = vec![0u8; READ_CHUNK];
         let mut from_dyno = vec![0u8; READ_CHUNK];
-        let (mut client_open, mut dyno_open) = (true, true);
+        let mut client_open = true;
         let mut last = Instant::now();
-        while client_open || dyno_open {
+        loop {
             tokio::select! {
                 read = io.read(&mut from_client), if client_open => match read {
                     Ok(0) | Err(_) => {
@@ -878,11 +875,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                         last = Instant::now();
                     }
                 },
-                read = up_read.read(&mut from_dyno), if dyno_open => match read {
-                    Ok(0) | Err(_) => {
-                        dyno_open = false;
-                        let _ = io.shutdown().await;
-                    }
+                read = up_read.read(&mut from_dyno) => match read {
+                    // The dyno ended the conversation (or is gone): end it for the client too,
+                    // and close our side now, while the dyno's network still exists.
+                    Ok(0) | Err(_) => break,
                     Ok(n) => {
                         if io.write_all(&from_dyno[..n]).await.is_err() || io.flush().await.is_err() {
                             break;

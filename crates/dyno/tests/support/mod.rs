@@ -185,21 +185,27 @@ impl Up {
 
     /// Ctrl-C, and the exit status.
     pub fn interrupt(&mut self) -> std::process::ExitStatus {
-        let mut child = self.child.take().unwrap();
+        self.interrupt_within(Duration::from_secs(60))
+            .unwrap_or_else(|| panic!("dyno up did not stop:\n{}", self.notes()))
+    }
+
+    /// Ctrl-C, and the exit status if `dyno up` ends within `timeout` (else it keeps running,
+    /// and a later call can wait again).
+    pub fn interrupt_within(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let child = self.child.as_mut().expect("dyno up was started");
         // SAFETY: kill has no memory-safety preconditions.
         unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
-        let deadline = Instant::now() + Duration::from_secs(60);
+        let deadline = Instant::now() + timeout;
         loop {
             if let Some(status) = child.try_wait().unwrap() {
+                self.child = None;
                 // Let the readers take the last lines.
                 std::thread::sleep(Duration::from_millis(100));
-                return status;
+                return Some(status);
             }
-            assert!(
-                Instant::now() < deadline,
-                "dyno up did not stop:\n{}",
-                self.notes()
-            );
+            if Instant::now() >= deadline {
+                return None;
+            }
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -310,4 +316,233 @@ pub fn messages(logs: &str) -> Vec<String> {
     logs.lines()
         .filter_map(|l| l.split_once(' ').map(|(_, rest)| rest.to_string()))
         .collect()
+}
+
+/// The router's address inside the lab host.
+pub const ROUTER: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 8080);
+
+/// An HTTP/1.1 response as read off the wire.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub status: u16,
+    /// Header names in lower case, in order.
+    pub headers: Vec<(String, String)>,
+    /// The body, de-chunked when the response was chunked.
+    pub body: Vec<u8>,
+}
+
+impl Reply {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// Parses one response (`HTTP/1.1 200 OK\r\n…\r\n\r\nbody`); `None` if there is no whole head.
+/// An interim `100 Continue` before it is skipped.
+pub fn parse_reply(raw: &[u8]) -> Option<Reply> {
+    let end = raw.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let head = String::from_utf8_lossy(&raw[..end]).into_owned();
+    let rest = &raw[end + 4..];
+    let mut lines = head.split("\r\n");
+    let status: u16 = lines.next()?.split_whitespace().nth(1)?.parse().ok()?;
+    if status == 100 {
+        return parse_reply(rest);
+    }
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    let chunked = headers
+        .iter()
+        .any(|(k, v)| k == "transfer-encoding" && v.eq_ignore_ascii_case("chunked"));
+    let body = if chunked {
+        dechunk(rest)
+    } else {
+        rest.to_vec()
+    };
+    Some(Reply {
+        status,
+        headers,
+        body,
+    })
+}
+
+fn dechunk(mut raw: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(eol) = raw.windows(2).position(|w| w == b"\r\n") {
+        let size = std::str::from_utf8(&raw[..eol])
+            .ok()
+            .and_then(|s| usize::from_str_radix(s.split(';').next()?.trim(), 16).ok())
+            .unwrap_or(0);
+        raw = &raw[eol + 2..];
+        if size == 0 || raw.len() < size {
+            out.extend_from_slice(&raw[..size.min(raw.len())]);
+            break;
+        }
+        out.extend_from_slice(&raw[..size]);
+        raw = raw.get(size + 2..).unwrap_or_default();
+    }
+    out
+}
+
+impl Up {
+    /// A fresh client connection to the router (127.0.0.1:8080 in the lab host): the socket is
+    /// made in the lab host (on the namespace thread), connected from the calling thread.
+    pub fn connect_router(&self) -> TcpStream {
+        let socket = self
+            .lab
+            .host
+            .netns()
+            .run(|| socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None))
+            .unwrap()
+            .unwrap();
+        socket
+            .connect_timeout(&ROUTER.into(), Duration::from_secs(2))
+            .unwrap_or_else(|e| panic!("connect to the router: {e}\n{}", self.notes()));
+        let stream: TcpStream = socket.into();
+        stream.set_nodelay(true).unwrap();
+        stream
+    }
+
+    /// A fresh client connection to the router, for tokio (call inside a runtime).
+    pub fn connect_router_async(&self) -> tokio::net::TcpStream {
+        let stream = self.connect_router();
+        stream.set_nonblocking(true).unwrap();
+        tokio::net::TcpStream::from_std(stream).unwrap()
+    }
+
+    /// Sends `request` as is and reads until the router closes the connection (at most
+    /// `timeout`): everything that came back.
+    pub fn exchange(&self, request: &[u8], timeout: Duration) -> Vec<u8> {
+        let mut stream = self.connect_router();
+        stream.write_all(request).unwrap();
+        read_until_closed(&mut stream, timeout)
+    }
+
+    /// One request (send `Connection: close` in it) and its response.
+    pub fn request(&self, request: &[u8]) -> Reply {
+        let raw = self.exchange(request, Duration::from_secs(15));
+        parse_reply(&raw).unwrap_or_else(|| {
+            panic!(
+                "no HTTP response to {:?}: got {:?}\n{}",
+                String::from_utf8_lossy(&request[..request.len().min(200)]),
+                String::from_utf8_lossy(&raw),
+                self.logs()
+            )
+        })
+    }
+
+    /// `GET path` for `host` with `extra` header lines (each ending in `\r\n`).
+    pub fn get_with(&self, host: &str, path: &str, extra: &str) -> Reply {
+        self.request(
+            format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n{extra}Connection: close\r\n\r\n")
+                .as_bytes(),
+        )
+    }
+
+    /// The `dyno up` process's resident memory, in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        let pid = self.child.as_ref().expect("dyno up is running").id();
+        rss_kib_of(pid)
+    }
+
+    /// The router's log lines so far, without timestamp and `heroku[router]: `.
+    pub fn router_lines(&self) -> Vec<String> {
+        messages(&self.logs())
+            .into_iter()
+            .filter_map(|l| l.strip_prefix("heroku[router]: ").map(String::from))
+            .collect()
+    }
+
+    /// Waits for a router line that satisfies `matches`; returns it.
+    pub fn wait_router_line(&self, matches: impl Fn(&str) -> bool, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(line) = self.router_lines().into_iter().find(|l| matches(l)) {
+                return line;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no such router line within {timeout:?}:\n{}",
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The router's line for the request with this `request_id`.
+    pub fn router_line_for(&self, request_id: &str) -> String {
+        let needle = format!(" request_id={request_id} ");
+        self.wait_router_line(|l| l.contains(&needle), Duration::from_secs(10))
+    }
+
+    /// The app's own output lines of `dyno` (`web.1`), without `app[web.1]: `.
+    pub fn app_lines(&self, dyno: &str) -> Vec<String> {
+        let prefix = format!("app[{dyno}]: ");
+        messages(&self.logs())
+            .into_iter()
+            .filter_map(|l| l.strip_prefix(&prefix).map(String::from))
+            .collect()
+    }
+}
+
+/// Reads until EOF, an error (a reset counts as the end) or `timeout`.
+pub fn read_until_closed(stream: &mut TcpStream, timeout: Duration) -> Vec<u8> {
+    let deadline = Instant::now() + timeout;
+    let mut out = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        stream.set_read_timeout(Some(left)).unwrap();
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+        }
+    }
+    out
+}
+
+/// Resident memory of a process, in KiB (`VmRSS` in `/proc/<pid>/status`).
+pub fn rss_kib_of(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no VmRSS for {pid}"))
+}
+
+/// Replaces the values of `keys` in a log line with `*`, so that it can be compared whole.
+pub fn shape(line: &str, keys: &[&str]) -> String {
+    let mut out = line.to_owned();
+    for key in keys {
+        let pattern = format!(" {key}=");
+        if let Some(i) = out.find(&pattern) {
+            let start = i + pattern.len();
+            let end = out[start..].find(' ').map_or(out.len(), |j| start + j);
+            out.replace_range(start..end, "*");
+        }
+    }
+    out
+}
+
+/// The value of `key` in a log line.
+pub fn value<'a>(line: &'a str, key: &str) -> &'a str {
+    let pattern = format!(" {key}=");
+    let start = line
+        .find(&pattern)
+        .map(|i| i + pattern.len())
+        .unwrap_or_else(|| panic!("no {key}= in {line}"));
+    let rest = &line[start..];
+    &rest[..rest.find(' ').unwrap_or(rest.len())]
 }

@@ -15,6 +15,8 @@
 //!   raised everywhere so nobody reconnects every 1000 requests (nginx's default).
 //! - Each target gets a short warm-up `wrk` run (pools filled), then the measured run:
 //!   `wrk -t<threads> -c<connections> -d<duration> --latency -H 'Host: bench.localhost'`.
+//! - Then the added latency of each hop without queueing: `wrk -t1 -c1` (at most 5 s) against
+//!   every target; `added_p50_us` is the router's p50 minus direct's there.
 //! - Every process started is stopped by PID (SIGTERM, then SIGKILL) and the temp dir removed,
 //!   also on error.
 
@@ -39,8 +41,9 @@ use wrk::*;
 #[command(
     after_help = "Needs wrk, nginx (nginx-light) and haproxy. The last line is key=value pairs: \
     direct_rps dyno_rps nginx_rps haproxy_rps direct_p50_ms dyno_p50_ms dyno_p99_ms nginx_p99_ms \
-    haproxy_p99_ms ratio_vs_nginx added_p50_us (and rss_start_kb rss_end_kb rss_drift_pct with \
-    --soak)"
+    haproxy_p99_ms ratio_vs_nginx added_p50_us nginx_added_p50_us added_p50_loaded_us (and \
+    rss_start_kb rss_end_kb rss_drift_pct with --soak). added_p50_us: the router's p50 minus \
+    direct's with one connection (no queueing); added_p50_loaded_us: the same under the full load"
 )]
 pub struct RouterBench {
     /// Measured wrk run per target (e.g. 15s, 500ms, 2m)
@@ -219,6 +222,23 @@ pub fn run(args: RouterBench) -> Result<(), String> {
         );
         results.push(r);
     }
+    // Added latency without queueing: one connection, one request at a time, through each
+    // hop. (Under the 64-connection load above, p50 is mostly time spent queued.)
+    let single = Tools {
+        threads: 1,
+        connections: 1,
+        ..tools.clone()
+    };
+    let probe = args.duration.min(Duration::from_secs(5));
+    let mut single_p50 = Vec::new();
+    for (name, addr) in targets {
+        let r = single.wrk(addr, probe)?;
+        println!(
+            "{name:<8} 1 connection: {:>8.0} req/s  p50 {:>7.3} ms  p99 {:>7.3} ms",
+            r.rps, r.p50_ms, r.p99_ms
+        );
+        single_p50.push(r.p50_ms);
+    }
     // Proxies done; only the router keeps working for the soak.
     drop(haproxy_proc);
     drop(nginx_proxy);
@@ -237,6 +257,14 @@ pub fn run(args: RouterBench) -> Result<(), String> {
         ("ratio_vs_nginx", format!("{:.3}", dy.rps / ng.rps)),
         (
             "added_p50_us",
+            format!("{:.0}", (single_p50[1] - single_p50[0]) * 1000.0),
+        ),
+        (
+            "nginx_added_p50_us",
+            format!("{:.0}", (single_p50[2] - single_p50[0]) * 1000.0),
+        ),
+        (
+            "added_p50_loaded_us",
             format!("{:.0}", (dy.p50_ms - direct.p50_ms) * 1000.0),
         ),
     ];

@@ -2,6 +2,7 @@
 
 use super::*;
 
+#[derive(Clone)]
 pub(super) struct Tools {
     pub(super) wrk: PathBuf,
     pub(super) taskset: PathBuf,
