@@ -1,27 +1,33 @@
 //! `dyno-router`: the Heroku-style HTTP router in front of every web dyno.
 //!
-//! Clients speak HTTP/1.1 (keep-alive) or h2c with prior knowledge, and over TLS (ALPN `h2` or
-//! `http/1.1`) when the operator gives a certificate ([`tls`], [`Router::serve_tls`]); dynos get HTTP/1.1 over a
-//! keep-alive pool (idle 90 s) whose sockets carry [`ROUTER_MARK`] (`SO_MARK`, set before
-//! `connect`), the only traffic the firewall lets reach `$PORT`.
+//! HTTP/1.x clients (keep-alive, pipelining) are served by the router's own engine (`h1`):
+//! one task per client connection parses with httparse, writes the rewritten request to a
+//! pooled dyno connection, streams both bodies and logs, with no channel or second task on the
+//! way; it is what makes the router faster than nginx in `dyno bench router`. HTTP/2 clients
+//! (h2c with prior knowledge, detected by the preface, or ALPN `h2` over TLS, see [`tls`]) go
+//! through hyper ([`proxy`]). Dyno connections are HTTP/1.1 keep-alive (idle 90 s) and carry
+//! [`ROUTER_MARK`] (`SO_MARK`, set before `connect`), the only traffic the firewall lets reach
+//! `$PORT`; idle ones to a dyno that left the table are closed at once.
 //!
 //! Choices (where Heroku leaves room):
 //! - `Via: 1.1 vegur` on requests and responses, like Heroku's router, so apps that look for it
 //!   behave the same ([`RouterConfig::via`]).
 //! - Unknown host: `404` with "There's nothing here, yet." (Heroku's no-such-app page); no log
-//!   line (there is no app to log to). Missing/invalid Host, absolute-form targets: `400`.
+//!   line (there is no app to log to). Missing/invalid/duplicate Host, absolute-form targets: `400`.
 //! - Request line or header line over 8 KiB, a header name over 1000 bytes, more than 1000
-//!   headers: `400` from the router. A head so large that hyper's buffer
-//!   ([`RouterConfig::max_line_bytes`] × 8, ≥ 64 KiB) or header count (1001) overflows first is
-//!   refused by hyper itself with `431`.
-//! - `Content-Length` with `Transfer-Encoding`: hyper treats the body as chunked, drops the
-//!   length and closes the connection after the response (RFC 9112 §6.3), so nothing can be
-//!   smuggled; the request itself is forwarded once.
+//!   headers, `Content-Length` with `Transfer-Encoding`, conflicting lengths, a transfer coding
+//!   that does not end in `chunked`, a malformed chunked body: `400` and close. A whole request
+//!   head over 256 KiB: `431`.
+//! - Framing headers are never copied: the router writes `Content-Length`/`Transfer-Encoding`
+//!   from the framing it parsed, so the dyno and the router cannot disagree on where a body ends.
 //! - H-codes: `H10` (app marked crashed, no dyno up), `H11` (in flight > 200 × dynos), `H12`,
-//!   `H13`, `H14`, `H15` (dyno silent 55 s mid-response: response cut), `H18`, `H19`, `H21`,
-//!   `H25` (response head > 512 KiB or unparsable: 502), `H27` (client left before the response:
-//!   499, logged only), `H28` (client silent 55 s mid-upload: 499), `H80` (maintenance). `H81` and
-//!   `H99` exist as types; `H99` is used when the upstream socket cannot be set up.
+//!   `H13`, `H14`, `H15` (dyno silent 55 s mid-response: response cut), `H18` (dyno hung up
+//!   during the upload or mid-response), `H19`, `H21`, `H25` (response head > 512 KiB or
+//!   unparsable: 502), `H27` (client left before the response: 499, logged only), `H28` (client
+//!   silent 55 s mid-upload: 499, logged only), `H80` (maintenance), `H81` (never deployed),
+//!   `H99` (the upstream socket cannot be set up).
+//! - Upgrades (WebSockets): the dyno's `101` is passed on and both sides are spliced in the
+//!   connection's task; 55 s without data either way closes the tunnel, as on Heroku.
 //!
 //! Feeding the table (supervisor): `routes.set_app(app, &domains)` once per app; on every web
 //! dyno state change `routes.set_dynos(app, up_web_dynos)` with the full list of `up` ones

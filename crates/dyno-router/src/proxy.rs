@@ -1,5 +1,7 @@
-//! One request through the router: checks, Heroku headers, dyno choice with retries, response
-//! streaming, and the router log line.
+//! HTTP/2 requests (h2c or ALPN `h2`) through the router, on hyper: checks, Heroku headers, the
+//! HTTP/1.1 request to the dyno on hyper's client, response streaming, and the router log line.
+//! HTTP/1.x clients take the router's own engine (`crate::h1`); both share the dyno choice
+//! with retries (`Shared::pick_and_connect`) and the error pages.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -13,7 +15,6 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::{Request, Response, Uri, Version};
-use hyper_util::rt::TokioIo;
 
 pub use crate::body::BoxError;
 use crate::body::{ms, ClientBody, Ctx, InFlight, LoggedBody, ReqState};
@@ -174,14 +175,6 @@ impl Shared {
 
     /// Check the request line and headers against the router's limits.
     fn check_limits(&self, req: &Request<Incoming>) -> Result<(), RouterError> {
-        if req.version() <= Version::HTTP_11
-            && (req.uri().scheme().is_some() || req.uri().authority().is_some())
-        {
-            // Absolute-form (proxy requests) and authority-form (CONNECT) are not for a router.
-            return Err(RouterError::BadRequest(
-                "Absolute-form request target not allowed.",
-            ));
-        }
         let uri_len = req.uri().path_and_query().map_or(0, |p| p.as_str().len());
         if uri_len + req.method().as_str().len() + 10 > self.cfg.max_line_bytes {
             return Err(RouterError::BadRequest("Request line too long."));
@@ -261,6 +254,9 @@ impl Shared {
         if route.maintenance {
             return Ok(self.fail(&mut ctx, HerokuCode::H80.into()));
         }
+        if route.blank {
+            return Ok(self.fail(&mut ctx, HerokuCode::H81.into()));
+        }
         if route.backends.is_empty() {
             let code = if route.crashed {
                 HerokuCode::H10
@@ -277,9 +273,6 @@ impl Shared {
             return Ok(self.fail(&mut ctx, HerokuCode::H11.into()));
         }
 
-        let mut req = req;
-        let client_upgrade = wants_upgrade(&req).then(|| hyper::upgrade::on(&mut req));
-        let upgrade_proto = req.headers().get(header::UPGRADE).cloned();
         let (req, body_state) =
             match self.upstream_request(req, raw_host.as_deref(), &fwd, &rid, conn) {
                 Ok(r) => r,
@@ -302,13 +295,7 @@ impl Shared {
             },
             Err(e) => return Ok(self.fail(&mut ctx, e)),
         };
-        let mut req = req;
-        if let (Some(_), Some(proto)) = (&client_upgrade, upgrade_proto) {
-            req.headers_mut()
-                .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-            req.headers_mut().insert(header::UPGRADE, proto);
-        }
-        Ok(self.send(ctx, up, req, body_state, client_upgrade).await)
+        Ok(self.send(ctx, up, req, body_state).await)
     }
 
     /// Rewrite the client's request for the dyno: origin-form URI, HTTP/1.1, Heroku headers.
@@ -420,7 +407,6 @@ impl Shared {
         up: Upstream,
         mut req: Request<ClientBody>,
         body_state: Arc<AtomicU8>,
-        client_upgrade: Option<hyper::upgrade::OnUpgrade>,
     ) -> Response<RespBody> {
         let Upstream {
             addr,
@@ -476,10 +462,8 @@ impl Shared {
             return self.fail(&mut ctx, HerokuCode::H25.into());
         }
         if resp.status() == hyper::StatusCode::SWITCHING_PROTOCOLS {
-            return match client_upgrade {
-                Some(client) => self.tunnel(ctx, sender, resp, client),
-                None => self.fail(&mut ctx, HerokuCode::H25.into()),
-            };
+            // HTTP/2 clients cannot switch protocols this way.
+            return self.fail(&mut ctx, HerokuCode::H25.into());
         }
         let (mut parts, body) = resp.into_parts();
         // The client speaks to the router, not to the dyno: an HTTP/1.0 app still answers it in
@@ -501,53 +485,6 @@ impl Shared {
         };
         Response::from_parts(parts, body.boxed())
     }
-}
-
-impl Shared {
-    /// `101 Switching Protocols`: hand the client the dyno's 101 and splice the two upgraded
-    /// connections (WebSockets and other upgrades). Logged when the 101 is sent.
-    fn tunnel(
-        &self,
-        mut ctx: Ctx,
-        sender: Sender,
-        mut resp: Response<Incoming>,
-        client: hyper::upgrade::OnUpgrade,
-    ) -> Response<RespBody> {
-        let dyno_side = hyper::upgrade::on(&mut resp);
-        let (parts, _) = resp.into_parts();
-        ctx.line.status = parts.status.as_u16();
-        ctx.line.bytes = Some(0);
-        ctx.line.service_ms =
-            Some(ms(ctx.start.elapsed()).saturating_sub(ctx.line.connect_ms.unwrap_or(0)));
-        ctx.emit();
-        tokio::spawn(async move {
-            // Keep the sender (and the in-flight slot) alive for the tunnel's lifetime.
-            let _keep = (sender, ctx);
-            match tokio::try_join!(client, dyno_side) {
-                Ok((c, d)) => {
-                    let (mut c, mut d) = (TokioIo::new(c), TokioIo::new(d));
-                    if let Err(e) = tokio::io::copy_bidirectional(&mut c, &mut d).await {
-                        tracing::debug!(error = %e, "upgraded tunnel ended");
-                    }
-                }
-                Err(e) => tracing::debug!(error = %e, "upgrade failed"),
-            }
-        });
-        Response::from_parts(parts, full(Bytes::new()))
-    }
-}
-
-/// An HTTP/1.1 request asking to switch protocols (`Connection: upgrade` + `Upgrade`).
-fn wants_upgrade(req: &Request<Incoming>) -> bool {
-    req.version() == Version::HTTP_11
-        && req.headers().contains_key(header::UPGRADE)
-        && req
-            .headers()
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
 }
 
 /// `X-Forwarded-For`: the client's chain with the peer's address appended.

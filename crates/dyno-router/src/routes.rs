@@ -36,6 +36,8 @@ pub struct AppRoute {
     pub backends: Arc<[Backend]>,
     /// Maintenance mode → `H80`.
     pub maintenance: bool,
+    /// Never deployed (no release yet) → `H81`.
+    pub blank: bool,
     /// Web dynos crashed → `H10` (instead of `H14`) while no backend is up.
     pub crashed: bool,
     /// Requests in flight for this app (shared across table updates), for `H11`.
@@ -167,6 +169,11 @@ impl RouteTable {
     /// Maintenance mode on/off (`H80`).
     pub fn set_maintenance(&self, app: &str, on: bool) {
         self.modify_app(app, |r| r.maintenance = on);
+    }
+
+    /// The app has no release yet (`H81`), or has one now.
+    pub fn set_blank(&self, app: &str, blank: bool) {
+        self.modify_app(app, |r| r.blank = blank);
     }
 
     /// Mark the app's web dynos crashed (`H10` while none is up).

@@ -1,5 +1,5 @@
 //! The client side: accept loop, per-connection tasks owned by the `serve` future; HTTP/1.x
-//! through the router's own engine ([`crate::h1`]), HTTP/2 (h2c with prior knowledge, or ALPN)
+//! through the router's own engine (`crate::h1`), HTTP/2 (h2c with prior knowledge, or ALPN)
 //! through hyper. TLS listeners: [`crate::tls`].
 
 use std::sync::Arc;

@@ -7,7 +7,7 @@ use common::*;
 use dyno_router::{Backend, RouterConfig};
 
 #[tokio::test]
-async fn h14_no_web_dynos() {
+async fn h14_h10_h80_h81_app_states() {
     let mut r = router(test_cfg()).await;
     r.routes.set_app("myapp", &[]);
     let rep = request(r.addr, "myapp.localhost", "/", &[]).await;
@@ -38,6 +38,17 @@ async fn h14_no_web_dynos() {
         .await
         .1
         .starts_with("at=info code=H80 desc=\"Maintenance mode\" "));
+    // Never deployed → H81 (maintenance wins while it is on, as on Heroku).
+    r.routes.set_maintenance("myapp", false);
+    r.routes.set_blank("myapp", true);
+    let rep = request(r.addr, "myapp.localhost", "/", &[]).await;
+    assert_eq!(rep.status, 503);
+    assert!(rep.body.contains("not been deployed"), "{}", rep.body);
+    assert!(r
+        .next_log()
+        .await
+        .1
+        .starts_with("at=info code=H81 desc=\"Blank app\" "));
 }
 
 #[tokio::test]

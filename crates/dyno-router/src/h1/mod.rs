@@ -505,6 +505,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 .fail(&mut ctx, HerokuCode::H80.into(), &head, no_body)
                 .await;
         }
+        if route.blank {
+            return self
+                .fail(&mut ctx, HerokuCode::H81.into(), &head, no_body)
+                .await;
+        }
         if route.backends.is_empty() {
             let code = if route.crashed {
                 HerokuCode::H10
