@@ -35,6 +35,22 @@ pub(crate) struct Ctx {
 }
 
 impl Ctx {
+    /// `service=`: the time since the request arrived, less the connect time.
+    pub(crate) fn stamp_service(&mut self) {
+        self.line.service_ms =
+            Some(ms(self.start.elapsed()).saturating_sub(self.line.connect_ms.unwrap_or(0)));
+    }
+
+    /// The router answers `err` itself (its status; timings when a dyno was involved).
+    pub(crate) fn set_error(&mut self, err: &crate::codes::RouterError) {
+        self.line.code = err.code();
+        self.line.status = err.status().as_u16();
+        if self.line.dyno.is_some() {
+            self.stamp_service();
+            self.line.bytes = Some(0);
+        }
+    }
+
     /// Write the log line (once).
     pub(crate) fn emit(&mut self) {
         if !self.logged {
@@ -52,8 +68,7 @@ impl Drop for Ctx {
             self.line.code = Some(code);
             self.line.status = code.status().as_u16();
             self.line.bytes = Some(0);
-            self.line.service_ms =
-                Some(ms(self.start.elapsed()).saturating_sub(self.line.connect_ms.unwrap_or(0)));
+            self.stamp_service();
             self.emit();
         }
     }
@@ -97,8 +112,7 @@ impl LoggedBody {
         }
         if let Some(mut ctx) = self.ctx.take() {
             ctx.line.bytes = Some(self.bytes);
-            ctx.line.service_ms =
-                Some(ms(ctx.start.elapsed()).saturating_sub(ctx.line.connect_ms.unwrap_or(0)));
+            ctx.stamp_service();
             ctx.emit();
         }
     }

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicU8;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use http_body_util::combinators::BoxBody;
@@ -22,7 +22,7 @@ use crate::codes::{HerokuCode, RouterError};
 use crate::config::RouterConfig;
 use crate::log::{LogSink, RouterLog};
 use crate::routes::{normalize_host, AppRoute, Backend, RouteTable};
-use crate::upstream::{ConnectError, Conns, Pool, Sender};
+use crate::upstream::{ConnectError, Conns, Pool, Sender, Upstreams};
 
 /// Body of every response the router sends.
 pub type RespBody = BoxBody<Bytes, BoxError>;
@@ -162,13 +162,7 @@ impl Shared {
     /// Answer with the router's own error page, logging it to the app if it has a code.
     fn fail(&self, ctx: &mut Ctx, err: RouterError) -> Response<RespBody> {
         let resp = error_response(&err, &ctx.line.request_id);
-        ctx.line.code = err.code();
-        ctx.line.status = err.status().as_u16();
-        if ctx.line.dyno.is_some() {
-            ctx.line.service_ms =
-                Some(ms(ctx.start.elapsed()).saturating_sub(ctx.line.connect_ms.unwrap_or(0)));
-            ctx.line.bytes = Some(0);
-        }
+        ctx.set_error(&err);
         ctx.emit();
         resp
     }
@@ -278,15 +272,7 @@ impl Shared {
                 Ok(r) => r,
                 Err(e) => return Ok(self.fail(&mut ctx, e)),
             };
-        let pool = &self.pool;
-        let picked = self
-            .pick_and_connect(
-                &route,
-                &mut ctx,
-                |addr| pool.checkout(addr),
-                |addr, budget| pool.connect(addr, budget),
-            )
-            .await;
+        let picked = self.pick_and_connect(&route, &mut ctx, &self.pool).await;
         let up = match picked {
             Ok((addr, sender, pooled)) => Upstream {
                 addr,
@@ -336,18 +322,14 @@ impl Shared {
     }
 
     /// Choose a dyno at random and get a connection to it: `checkout` from a pool, or
-    /// `connect` with retries on other dynos (up to `connect_tries` within `connect_timeout`).
+    /// a new connection with retries on other dynos (up to `connect_tries` within `connect_timeout`).
     /// Returns the dyno's address, the connection and whether it came from the pool.
-    pub(crate) async fn pick_and_connect<T, Fut>(
+    pub(crate) async fn pick_and_connect<U: Upstreams>(
         &self,
         route: &AppRoute,
         ctx: &mut Ctx,
-        checkout: impl Fn(SocketAddr) -> Option<T>,
-        connect: impl Fn(SocketAddr, Duration) -> Fut,
-    ) -> Result<(SocketAddr, T, bool), RouterError>
-    where
-        Fut: std::future::Future<Output = Result<T, ConnectError>>,
-    {
+        upstreams: &U,
+    ) -> Result<(SocketAddr, U::Conn, bool), RouterError> {
         let mut order: Vec<&Backend> = route.backends.iter().collect();
         if order.len() > 1 {
             fastrand::shuffle(&mut order);
@@ -366,7 +348,7 @@ impl Shared {
             if ctx.line.dyno.as_deref() != Some(b.dyno.as_str()) {
                 ctx.line.dyno = Some(b.dyno.clone());
             }
-            if let Some(s) = checkout(b.addr) {
+            if let Some(s) = upstreams.checkout(b.addr) {
                 ctx.line.connect_ms = Some(0);
                 return Ok((b.addr, s, true));
             }
@@ -376,7 +358,7 @@ impl Shared {
                 last = HerokuCode::H19;
                 break;
             }
-            let res = connect(b.addr, budget).await;
+            let res = upstreams.connect(b.addr, budget).await;
             ctx.line.connect_ms = Some(ms(t0.elapsed()));
             match res {
                 Ok(s) => return Ok((b.addr, s, false)),
@@ -391,8 +373,7 @@ impl Shared {
                 Err(e) => {
                     tracing::debug!(error = %e, dyno = %b.dyno, addr = %b.addr, "connect failed, trying another dyno");
                     self.quarantine(b.addr);
-                    self.pool.forget(b.addr);
-                    self.conns.forget(b.addr);
+                    upstreams.forget(b.addr);
                     last = HerokuCode::H21;
                 }
             }

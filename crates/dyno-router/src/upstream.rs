@@ -37,6 +37,21 @@ pub enum ConnectError {
     Handshake(hyper::Error),
 }
 
+/// A keep-alive pool of connections to dynos, as the dyno choice uses it.
+pub(crate) trait Upstreams {
+    type Conn;
+    /// An idle connection to `addr` that still looks open.
+    fn checkout(&self, addr: SocketAddr) -> Option<Self::Conn>;
+    /// A new connection to `addr` within `budget`.
+    fn connect(
+        &self,
+        addr: SocketAddr,
+        budget: Duration,
+    ) -> impl std::future::Future<Output = Result<Self::Conn, ConnectError>> + Send;
+    /// Drop every idle connection to `addr` (it refused us).
+    fn forget(&self, addr: SocketAddr);
+}
+
 /// A ready upstream connection.
 pub(crate) type Sender = SendRequest<crate::body::ClientBody>;
 
@@ -72,7 +87,7 @@ impl Pool {
     }
 
     /// An idle, ready connection to `addr`, if the pool has one.
-    pub(crate) fn checkout(&self, addr: SocketAddr) -> Option<Sender> {
+    fn take_idle(&self, addr: SocketAddr) -> Option<Sender> {
         let mut idle = self.lock();
         let list = idle.get_mut(&addr)?;
         while let Some(entry) = list.pop() {
@@ -121,22 +136,13 @@ impl Pool {
         });
     }
 
-    /// Drop every idle connection to `addr` (the dyno went away).
-    pub(crate) fn forget(&self, addr: SocketAddr) {
-        self.lock().remove(&addr);
-    }
-
     /// Number of idle connections (tests, metrics).
     pub(crate) fn idle_count(&self) -> usize {
         self.lock().values().map(Vec::len).sum()
     }
 
     /// Open a new marked TCP connection to `addr` and do the HTTP/1.1 handshake.
-    pub(crate) async fn connect(
-        &self,
-        addr: SocketAddr,
-        budget: Duration,
-    ) -> Result<Sender, ConnectError> {
+    async fn open(&self, addr: SocketAddr, budget: Duration) -> Result<Sender, ConnectError> {
         let stream = tokio::time::timeout(budget, connect_marked(addr, self.mark))
             .await
             .map_err(|_| ConnectError::Timeout)??;
@@ -175,7 +181,7 @@ impl Conns {
     }
 
     /// The most recently used idle connection to `addr` that still looks open.
-    pub(crate) fn checkout(&self, addr: SocketAddr) -> Option<TcpStream> {
+    fn take_idle(&self, addr: SocketAddr) -> Option<TcpStream> {
         let mut idle = self.lock();
         let list = idle.get_mut(&addr)?;
         while let Some((stream, since)) = list.pop() {
@@ -197,17 +203,6 @@ impl Conns {
             .push((stream, Instant::now()));
     }
 
-    /// Open a new marked connection to `addr` within `budget`.
-    pub(crate) async fn connect(
-        &self,
-        addr: SocketAddr,
-        budget: Duration,
-    ) -> Result<TcpStream, ConnectError> {
-        tokio::time::timeout(budget, connect_marked(addr, self.mark))
-            .await
-            .map_err(|_| ConnectError::Timeout)?
-    }
-
     /// Close idle connections older than the idle timeout, and every one to a dyno that is no
     /// longer `up` (`keep` says which are): closed now, while the dyno's network still exists,
     /// both ends finish their TCP close instead of lingering in the dyno's namespace.
@@ -222,13 +217,53 @@ impl Conns {
         });
     }
 
-    /// Close every idle connection to `addr` (the dyno went away).
-    pub(crate) fn forget(&self, addr: SocketAddr) {
-        self.lock().remove(&addr);
-    }
-
     pub(crate) fn idle_count(&self) -> usize {
         self.lock().values().map(Vec::len).sum()
+    }
+}
+
+impl Upstreams for Arc<Pool> {
+    type Conn = Sender;
+
+    fn checkout(&self, addr: SocketAddr) -> Option<Sender> {
+        self.take_idle(addr)
+    }
+
+    fn connect(
+        &self,
+        addr: SocketAddr,
+        budget: Duration,
+    ) -> impl std::future::Future<Output = Result<Sender, ConnectError>> + Send {
+        self.open(addr, budget)
+    }
+
+    fn forget(&self, addr: SocketAddr) {
+        self.lock().remove(&addr);
+    }
+}
+
+impl Upstreams for Arc<Conns> {
+    type Conn = TcpStream;
+
+    fn checkout(&self, addr: SocketAddr) -> Option<TcpStream> {
+        self.take_idle(addr)
+    }
+
+    fn connect(
+        &self,
+        addr: SocketAddr,
+        budget: Duration,
+    ) -> impl std::future::Future<Output = Result<TcpStream, ConnectError>> + Send {
+        let mark = self.mark;
+        async move {
+            tokio::time::timeout(budget, connect_marked(addr, mark))
+                .await
+                .map_err(|_| ConnectError::Timeout)?
+        }
+    }
+
+    fn forget(&self, addr: SocketAddr) {
+        self.lock().remove(&addr);
     }
 }
 

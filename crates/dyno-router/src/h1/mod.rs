@@ -33,14 +33,18 @@ use crate::codes::{HerokuCode, RouterError};
 use crate::log::RouterLog;
 use crate::proxy::{new_request_id, ConnInfo, Shared};
 use crate::routes::normalize_host;
+use crate::upstream::Upstreams;
 use chunked::{ChunkError, Chunked};
 use head::{ClientSide, Framing, HeadError, Limits, RequestHead, ResponseHead};
 use timer::Timer;
 
 /// First bytes of an HTTP/2 connection with prior knowledge (RFC 9113 §3.4).
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-/// Bytes read at a time from either side.
+/// Bytes read at a time while streaming a body.
 const READ_CHUNK: usize = 16 * 1024;
+/// Bytes read at a time while waiting for a head (most heads fit: one read, little memory per
+/// idle keep-alive connection).
+const HEAD_CHUNK: usize = 4 * 1024;
 /// Bytes of a following (pipelined) request the router holds while waiting for a response.
 const MAX_PIPELINED: usize = 64 * 1024;
 /// Largest request head buffered (each line is limited separately).
@@ -193,10 +197,11 @@ impl BodyState {
     }
 }
 
-/// Make room for one more read without letting the buffer grow past a read's worth.
-fn room(buf: &mut BytesMut) {
-    if buf.capacity() - buf.len() < 4096 {
-        buf.reserve(READ_CHUNK);
+/// Make room for one more read of up to `chunk` bytes. An emptied buffer is reused in place, so
+/// a connection keeps one small buffer per side however many requests it carries.
+fn room(buf: &mut BytesMut, chunk: usize) {
+    if buf.capacity() - buf.len() < chunk / 4 {
+        buf.reserve(chunk);
     }
 }
 
@@ -228,7 +233,7 @@ where
             return dst.flush().await.map_err(|_| RelayError::Dst);
         }
         dst.flush().await.map_err(|_| RelayError::Dst)?;
-        room(buf);
+        room(buf, READ_CHUNK);
         match timer.within(Instant::now() + idle, src.read_buf(buf)).await {
             None => return Err(RelayError::SrcIdle),
             Some(Ok(0)) if state.framing == Framing::UntilClose => {
@@ -259,7 +264,7 @@ async fn read_response_head<R: AsyncRead + Unpin>(
                 Err(head::BadResponse) => return Err(ResponseFail::Bad),
             }
         }
-        room(ubuf);
+        room(ubuf, HEAD_CHUNK);
         match src.read_buf(ubuf).await {
             Ok(0) | Err(_) => {
                 return Err(ResponseFail::Closed {
@@ -325,7 +330,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             io,
             info,
             peer_ip: info.peer.ip().to_canonical().to_string(),
-            buf: BytesMut::with_capacity(READ_CHUNK),
+            buf: BytesMut::with_capacity(HEAD_CHUNK),
             ubuf: BytesMut::new(),
             req_out: Vec::with_capacity(1024),
             resp_out: Vec::with_capacity(1024),
@@ -397,7 +402,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 }
             }
             let deadline = *head_deadline.get_or_insert(wait);
-            room(&mut self.buf);
+            room(&mut self.buf, HEAD_CHUNK);
             match self
                 .client_timer
                 .within(deadline, self.io.read_buf(&mut self.buf))
@@ -431,13 +436,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         head: &RequestHead,
         body_done: bool,
     ) -> bool {
-        ctx.line.code = err.code();
-        ctx.line.status = err.status().as_u16();
-        if ctx.line.dyno.is_some() {
-            ctx.line.service_ms =
-                Some(ms(ctx.start.elapsed()).saturating_sub(ctx.line.connect_ms.unwrap_or(0)));
-            ctx.line.bytes = Some(0);
-        }
+        ctx.set_error(&err);
         if matches!(err.code(), Some(HerokuCode::H27 | HerokuCode::H28)) {
             // 499 is for the log: the client left or went silent, there is nobody to answer.
             ctx.emit();
@@ -525,14 +524,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         }
         let conns = &shared.conns;
         let connect_budget = cfg.connect_timeout;
-        let picked = shared
-            .pick_and_connect(
-                &route,
-                &mut ctx,
-                |a| conns.checkout(a),
-                |a, budget| conns.connect(a, budget),
-            )
-            .await;
+        let picked = shared.pick_and_connect(&route, &mut ctx, conns).await;
         let (addr, mut stream, mut pooled) = match picked {
             Ok(v) => v,
             Err(e) => return self.fail(&mut ctx, e, &head, no_body).await,
@@ -671,7 +663,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         );
         tokio::pin!(response);
         if !upload.done {
-            if expect_continue && io.write_all(CONTINUE).await.is_err() {
+            if expect_continue
+                && (io.write_all(CONTINUE).await.is_err() || io.flush().await.is_err())
+            {
                 return Err(HerokuCode::H27.into());
             }
             let body = relay(
@@ -830,8 +824,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             ctx.line.status = code.status().as_u16();
         }
         ctx.line.bytes = Some(body.data);
-        ctx.line.service_ms =
-            Some(ms(ctx.start.elapsed()).saturating_sub(ctx.line.connect_ms.unwrap_or(0)));
+        ctx.stamp_service();
         ctx.emit();
         false
     }
@@ -840,8 +833,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     /// closes or nothing moves for `idle` (Heroku: 55 s for WebSockets too). Logged at the 101.
     async fn tunnel(&mut self, mut ctx: Ctx, mut stream: TcpStream, idle: Duration) -> bool {
         ctx.line.bytes = Some(0);
-        ctx.line.service_ms =
-            Some(ms(ctx.start.elapsed()).saturating_sub(ctx.line.connect_ms.unwrap_or(0)));
+        ctx.stamp_service();
         ctx.emit();
         let Conn {
             io,

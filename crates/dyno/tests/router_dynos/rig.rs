@@ -134,6 +134,29 @@ impl Echo {
     }
 }
 
+/// The dyno got `GET /echo` from the router, as HTTP/1.1, with the Heroku headers every request
+/// carries (whatever the client spoke).
+pub fn assert_plain_echo(echo: &Echo, host: &str) {
+    assert_eq!(echo.dyno, "web.1");
+    assert_eq!(echo.request_line, "GET /echo HTTP/1.1");
+    assert_eq!(echo.header("host"), Some(host));
+    assert_eq!(echo.header("x-forwarded-for"), Some("127.0.0.1"));
+    assert_eq!(echo.header("x-forwarded-proto"), Some("http"));
+    assert_eq!(echo.header("via"), Some("1.1 vegur"));
+}
+
+/// The access line of a `GET /echo` answered 200 by web.1 with `reply`, timings masked.
+pub fn assert_echo_access_line(line: &str, host: &str, reply: &Reply) {
+    assert_eq!(
+        shape(line, &MASKED),
+        format!(
+            "at=info method=GET path=\"/echo\" host={host} request_id=* fwd=\"127.0.0.1\" dyno=web.1 \
+             connect=* service=* status=200 bytes={} protocol=http",
+            reply.body.len()
+        )
+    );
+}
+
 pub fn echoed(reply: &Reply) -> Echo {
     let text = reply.text();
     let mut lines = text.lines();

@@ -78,8 +78,7 @@ impl Up {
     /// Waits until a log line (without its timestamp) ends with `suffix`; returns how many such
     /// lines there are.
     pub fn wait_for_log(&self, suffix: &str, count: usize, timeout: Duration) {
-        let deadline = Instant::now() + timeout;
-        loop {
+        poll_until(timeout, Duration::from_millis(50), || {
             let n = self
                 .stdout
                 .lock()
@@ -87,17 +86,14 @@ impl Up {
                 .iter()
                 .filter(|l| l.ends_with(suffix))
                 .count();
-            if n >= count {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no {count}× {suffix:?} within {timeout:?}:\n{}\n--- stderr:\n{}",
-                self.logs(),
-                self.notes()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+            (n >= count).then_some(()).ok_or_else(|| {
+                format!(
+                    "no {count}× {suffix:?} within {timeout:?}:\n{}\n--- stderr:\n{}",
+                    self.logs(),
+                    self.notes()
+                )
+            })
+        })
     }
 
     /// Waits until `dyno` (`web.1`) is up for the first time.
@@ -111,24 +107,15 @@ impl Up {
 
     /// The address `dyno up` announced for a web dyno.
     pub fn address_of(&self, dyno: &str) -> Ipv4Addr {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let prefix = format!("dyno up: {dyno} is up at ");
+        let prefix = format!("dyno up: {dyno} is up at ");
+        poll_until(Duration::from_secs(30), Duration::from_millis(50), || {
             let found = self.stderr.lock().unwrap().iter().rev().find_map(|l| {
                 l.strip_prefix(&prefix)
                     .and_then(|rest| rest.split(':').next())
                     .and_then(|ip| ip.parse().ok())
             });
-            if let Some(ip) = found {
-                return ip;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no address for {dyno}:\n{}",
-                self.notes()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+            found.ok_or_else(|| format!("no address for {dyno}:\n{}", self.notes()))
+        })
     }
 
     /// An HTTP GET through the router's way in: a marked socket in the lab host.
@@ -163,17 +150,8 @@ impl Up {
     /// An HTTP GET through `dyno up`'s router (127.0.0.1:8080 in the lab host), for `host`.
     pub fn get_via_router(&self, host: &str, path: &str) -> String {
         let request = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
-        let socket = self
-            .lab
-            .host
-            .netns()
-            .run(|| socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None))
-            .unwrap()
-            .unwrap();
-        let exchange = || -> std::io::Result<String> {
-            let router = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 8080);
-            socket.connect_timeout(&router.into(), Duration::from_secs(2))?;
-            let mut stream: TcpStream = socket.into();
+        let mut stream = self.connect_router();
+        let mut exchange = || -> std::io::Result<String> {
             stream.set_read_timeout(Some(Duration::from_secs(15)))?;
             stream.write_all(request.as_bytes())?;
             let mut answer = String::new();
@@ -463,18 +441,10 @@ impl Up {
 
     /// Waits for a router line that satisfies `matches`; returns it.
     pub fn wait_router_line(&self, matches: impl Fn(&str) -> bool, timeout: Duration) -> String {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(line) = self.router_lines().into_iter().find(|l| matches(l)) {
-                return line;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no such router line within {timeout:?}:\n{}",
-                self.logs()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        poll_until(timeout, Duration::from_millis(20), || {
+            let found = self.router_lines().into_iter().find(|l| matches(l));
+            found.ok_or_else(|| format!("no such router line within {timeout:?}:\n{}", self.logs()))
+        })
     }
 
     /// The router's line for the request with this `request_id`.
@@ -490,6 +460,23 @@ impl Up {
             .into_iter()
             .filter_map(|l| l.strip_prefix(&prefix).map(String::from))
             .collect()
+    }
+}
+
+/// Calls `check` every `every` until it gives a value; panics with its last message once
+/// `timeout` has passed.
+pub fn poll_until<T>(
+    timeout: Duration,
+    every: Duration,
+    mut check: impl FnMut() -> Result<T, String>,
+) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match check() {
+            Ok(v) => return v,
+            Err(why) => assert!(Instant::now() < deadline, "{why}"),
+        }
+        std::thread::sleep(every);
     }
 }
 
