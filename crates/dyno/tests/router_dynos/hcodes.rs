@@ -314,6 +314,8 @@ fn slowloris_is_cut_off_before_any_dyno_sees_a_connection() {
     // A normal request is served; it is the only connection the dyno ever saw.
     let reply = rig.get("/echo");
     assert_eq!(reply.status, 200, "{reply:?}");
+    // Its log line may still be on the way.
+    rig.wait_accepted("web.1", 1);
     assert_eq!(
         rig.accepted("web.1"),
         1,

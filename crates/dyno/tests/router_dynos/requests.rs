@@ -191,6 +191,7 @@ fn limits_answer_400_and_417_and_100_continue_reaches_the_dyno() {
         parse_reply(&read_until_closed(&mut stream, Duration::from_secs(10))).expect("a response");
     assert_eq!(reply.status, 200, "{reply:?}");
     assert_eq!(reply.text(), "received 11 bytes pattern ok\n");
+    rig.wait_accepted("web.1", 1);
     assert_eq!(rig.accepted("web.1"), 1);
 
     // Right at the limits, requests go through.

@@ -2,7 +2,7 @@
 //! lines say.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::support::*;
 
@@ -98,15 +98,14 @@ impl Rig {
 
     /// Waits until the app accepted `count` connections (the request reached the dyno).
     pub fn wait_accepted(&self, dyno: &str, count: usize) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while self.accepted(dyno) < count {
-            assert!(
-                Instant::now() < deadline,
-                "{dyno} did not accept {count} connection(s):\n{}",
-                self.up.logs()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        poll_until(Duration::from_secs(10), Duration::from_millis(20), || {
+            (self.accepted(dyno) >= count).then_some(()).ok_or_else(|| {
+                format!(
+                    "{dyno} did not accept {count} connection(s):\n{}",
+                    self.up.logs()
+                )
+            })
+        })
     }
 
     /// Ctrl-C, and nothing of the run is left.
