@@ -41,14 +41,24 @@ impl Ctx {
             Some(ms(self.start.elapsed()).saturating_sub(self.line.connect_ms.unwrap_or(0)));
     }
 
-    /// The router answers `err` itself (its status; timings when a dyno was involved).
+    /// The router answers `err` itself (its status; timings when a dyno was involved). Errors
+    /// without an H-code are the client's (4xx) and leave no line in the app's log.
     pub(crate) fn set_error(&mut self, err: &crate::codes::RouterError) {
+        if err.code().is_none() {
+            self.discard();
+        }
         self.line.code = err.code();
         self.line.status = err.status().as_u16();
         if self.line.dyno.is_some() {
             self.stamp_service();
             self.line.bytes = Some(0);
         }
+    }
+
+    /// No log line for this request (the client's own mistake, answered 4xx by the router,
+    /// is not an event of the app).
+    pub(crate) fn discard(&mut self) {
+        self.logged = true;
     }
 
     /// Write the log line (once).
