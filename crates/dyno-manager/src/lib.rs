@@ -1,10 +1,13 @@
 //! `dyno-manager`: the control plane. Procfile apps ([`procfile`]), Heroku's runtime codes
-//! ([`heroku`]) and log lines ([`logs`]), the dyno lifecycle ([`lifecycle`], [`supervisor`]),
-//! and `dyno up` ([`up`]).
+//! ([`heroku`]) and log lines ([`logs`]), the log hub ([`logring`], [`logqueue`]) and its drains
+//! ([`drains`]), the dyno lifecycle ([`lifecycle`], [`supervisor`]), and `dyno up` ([`up`]).
 
+pub mod drains;
 pub mod heroku;
 pub mod ids;
 pub mod lifecycle;
+pub mod logqueue;
+pub mod logring;
 pub mod logs;
 pub mod memory;
 pub mod procfile;

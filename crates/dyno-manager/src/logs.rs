@@ -73,6 +73,14 @@ pub fn rfc3339_micros(time: SystemTime) -> String {
     )
 }
 
+/// `2026-11-25T10:00:00+00:00` (UTC, whole seconds), as Logplex writes times in its own lines.
+pub fn rfc3339_seconds(time: SystemTime) -> String {
+    let mut s = rfc3339_micros(time);
+    // Drop the `.uuuuuu` fraction before the offset.
+    s.replace_range(19..26, "");
+    s
+}
+
 /// Days since 1970-01-01 to (year, month, day), proleptic Gregorian (Howard Hinnant's algorithm).
 fn civil_from_days(days: i64) -> (i64, u32, u32) {
     let z = days + 719_468;
@@ -108,6 +116,12 @@ mod tests {
             line.to_string(),
             "2026-11-25T10:00:00.000123+00:00 app[web.1]: hello"
         );
+    }
+
+    #[test]
+    fn seconds_without_fraction() {
+        let t = SystemTime::UNIX_EPOCH + Duration::from_millis(1_795_600_800_999);
+        assert_eq!(rfc3339_seconds(t), "2026-11-25T10:00:00+00:00");
     }
 
     #[test]
