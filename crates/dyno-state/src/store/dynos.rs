@@ -396,10 +396,7 @@ impl LeaseStore for &mut Store {
     fn load(&mut self) -> Result<Leases, IpamError> {
         let err = ipam_error(self.data_dir());
         let leases = self.leases().map_err(&err)?;
-        let last = self
-            .read(|conn| last_given(conn))
-            .map_err(&err)?
-            .map(Ipv4Addr::from);
+        let last = self.read(last_given).map_err(&err)?.map(Ipv4Addr::from);
         Ok(Leases {
             last,
             leases: leases.into_iter().map(|l| (l.ip, l.owner)).collect(),
