@@ -42,9 +42,10 @@ fn a_read_only_data_dir_serves_reads_and_refuses_changes() {
         let mut writer = Writer::spawn(&data, 0);
         writer.wait_for_commits(25);
         let lines = writer.kill();
+        let wal = std::fs::metadata(data.join("state.db-wal")).map(|m| m.len());
         assert!(
-            data.join("state.db-wal").exists(),
-            "the killed writer should leave its WAL behind"
+            wal.as_ref().is_ok_and(|len| *len > 0),
+            "the killed writer should leave its WAL behind: {wal:?}"
         );
 
         // The filesystem turns read-only before the next start.
@@ -93,6 +94,20 @@ fn a_read_only_data_dir_serves_reads_and_refuses_changes() {
         assert_eq!(store.dump().unwrap(), before);
         store.create_app(&app("new-app")).unwrap();
         store.integrity_check().unwrap();
+        let after = store.dump().unwrap();
+
+        // A clean stop removes the -wal and -shm files; read-only again, the store still opens.
+        drop(store);
+        assert!(
+            !data.join("state.db-wal").exists(),
+            "a clean close checkpoints the WAL"
+        );
+        remount(&mnt, MountFlags::RDONLY);
+        let mut store = Store::open_with(&data, child_options()).expect("open read-only again");
+        assert!(store.is_read_only());
+        assert_eq!(store.dump().unwrap(), after);
+        check_committed(&store, &lines);
+        assert_id(store.create_app(&app("newer-app")), "read_only");
     });
 }
 

@@ -20,9 +20,8 @@ fn drain_from_row(r: &Row<'_>) -> rusqlite::Result<Drain> {
 }
 
 pub(super) fn drains_of(conn: &Connection, app: &str) -> Result<Vec<Drain>, StateError> {
-    let mut stmt = conn.prepare(
-        "SELECT token, app, url, created_at FROM drains WHERE app = ?1 ORDER BY created_at, token",
-    )?;
+    let mut stmt = conn
+        .prepare("SELECT token, app, url, created_at FROM drains WHERE app = ?1 ORDER BY rowid")?;
     let rows = stmt
         .query_map([app], drain_from_row)?
         .collect::<Result<Vec<_>, _>>()?;

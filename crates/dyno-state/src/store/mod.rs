@@ -323,25 +323,54 @@ fn open_read_write(
     Ok(conn)
 }
 
-/// A read-only filesystem: open without write access. SQLite (3.22+) reads a WAL database on
-/// read-only media, including the frames of a -wal file a crashed daemon left behind.
+/// A read-only filesystem: open without write access.
+///
+/// After a crash the -wal and -shm files are there, and SQLite (3.22+) reads the database with
+/// the WAL's committed frames. After a clean stop they are gone (the last connection
+/// checkpoints and deletes them) and SQLite cannot create the -shm file on read-only media:
+/// then the main file alone holds everything committed, and it is opened `immutable` (no
+/// locks, no -shm), which is safe because nothing can change a read-only filesystem.
 fn open_read_only(dir: &Path, db_path: &Path) -> Result<Connection, StateError> {
     if !db_path.exists() {
         return Err(StateError::ReadOnly { dir: dir.into() });
     }
     let sql = |e| StateError::from_sqlite(e, dir);
     let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-    let conn = Connection::open_with_flags(db_path, flags).map_err(sql)?;
-    conn.pragma_update(None, "foreign_keys", true)
-        .map_err(sql)?;
-    if !schema::check_current(&conn, db_path).map_err(|e| match e {
-        StateError::Sqlite(e) => StateError::from_sqlite(e, dir),
-        other => other,
-    })? {
-        // An older schema cannot be migrated on a read-only filesystem.
-        return Err(StateError::ReadOnly { dir: dir.into() });
+    let usable = |conn: Connection| -> Result<Connection, StateError> {
+        conn.pragma_update(None, "foreign_keys", true)
+            .map_err(sql)?;
+        if !schema::check_current(&conn, db_path).map_err(|e| match e {
+            StateError::Sqlite(e) => StateError::from_sqlite(e, dir),
+            other => other,
+        })? {
+            // An older schema cannot be migrated on a read-only filesystem.
+            return Err(StateError::ReadOnly { dir: dir.into() });
+        }
+        Ok(conn)
+    };
+    let wal = dir.join(format!("{DB_FILE}-wal"));
+    let wal_has_frames = std::fs::metadata(&wal)
+        .map(|m| m.len() > 0)
+        .unwrap_or(false);
+    if wal_has_frames {
+        return usable(Connection::open_with_flags(db_path, flags).map_err(sql)?);
     }
-    Ok(conn)
+    let uri = format!("file:{}?immutable=1", uri_path(db_path));
+    usable(Connection::open_with_flags(uri, flags | OpenFlags::SQLITE_OPEN_URI).map_err(sql)?)
+}
+
+/// A path for a `file:` URI: every byte but unreserved ones and '/' percent-encoded.
+fn uri_path(path: &Path) -> String {
+    use std::os::unix::ffi::OsStrExt;
+    let mut out = String::new();
+    for &b in path.as_os_str().as_bytes() {
+        if b.is_ascii_alphanumeric() || b"/-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 pub(crate) fn now_ms() -> i64 {
@@ -368,4 +397,27 @@ pub(crate) fn uuid_v4() -> Result<String, StateError> {
         &hex[16..20],
         &hex[20..32]
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uri_paths_escape_what_a_uri_would_read() {
+        assert_eq!(
+            uri_path(Path::new("/var/lib/dyno/state.db")),
+            "/var/lib/dyno/state.db"
+        );
+        assert_eq!(uri_path(Path::new("/a b/c?d#e%f")), "/a%20b/c%3Fd%23e%25f");
+    }
+
+    #[test]
+    fn uuids_are_version_4() {
+        let u = uuid_v4().unwrap();
+        assert_eq!(u.len(), 36);
+        assert_eq!(&u[14..15], "4");
+        assert!("89ab".contains(&u[19..20]), "{u}");
+        assert_ne!(u, uuid_v4().unwrap());
+    }
 }
