@@ -28,7 +28,7 @@ pub enum StateError {
     #[error("the data dir {dir} is full; free some space on its filesystem and retry; nothing was changed")]
     DiskFull { dir: PathBuf },
     /// Another process holds the data dir.
-    #[error("the data dir {dir} is in use by another dyno daemon (pid holding {dir}/state.db); stop it, or give this one another --data-dir")]
+    #[error("the data dir {dir} is in use by another dyno daemon; stop that one, or give this one another data dir")]
     Locked { dir: PathBuf },
     /// SQLite stayed busy past the busy timeout (another process writes the database).
     #[error("the state database in {dir} stayed locked by another process; stop other programs using {dir}/state.db and retry; nothing was changed")]
