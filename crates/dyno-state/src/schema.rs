@@ -1,0 +1,143 @@
+//! The schema as a list of migrations. `PRAGMA user_version` says how many have run; each runs
+//! in its own transaction together with the bump of `user_version`, so a crash leaves the
+//! database at one version or the next, never between.
+//!
+//! Append new migrations at the end; never edit one that has shipped.
+
+use rusqlite::{Connection, TransactionBehavior};
+
+use crate::error::StateError;
+use std::path::Path;
+
+pub const MIGRATIONS: &[&str] = &[V1];
+
+/// The schema version this build writes.
+pub fn latest() -> i64 {
+    MIGRATIONS.len() as i64
+}
+
+const V1: &str = r#"
+CREATE TABLE apps (
+    name            TEXT PRIMARY KEY,
+    created_at      INTEGER NOT NULL,
+    maintenance     INTEGER NOT NULL DEFAULT 0 CHECK (maintenance IN (0, 1)),
+    metrics_enabled INTEGER NOT NULL DEFAULT 0 CHECK (metrics_enabled IN (0, 1)),
+    stack           TEXT NOT NULL
+) STRICT;
+
+-- Immutable (see the trigger): a change is a new release.
+CREATE TABLE releases (
+    app           TEXT NOT NULL REFERENCES apps(name) ON DELETE CASCADE,
+    version       INTEGER NOT NULL CHECK (version >= 1),
+    created_at    INTEGER NOT NULL,
+    description   TEXT NOT NULL,
+    slug_path     TEXT,
+    slug_digest   TEXT,
+    process_types TEXT NOT NULL,   -- JSON object: type -> command
+    config        TEXT NOT NULL,   -- JSON object: key -> value, the vars this release runs with
+    PRIMARY KEY (app, version),
+    CHECK ((slug_path IS NULL) = (slug_digest IS NULL))
+) STRICT;
+
+CREATE TRIGGER releases_are_immutable BEFORE UPDATE ON releases
+BEGIN
+    SELECT RAISE(ABORT, 'releases are immutable');
+END;
+
+-- The current config vars (the latest release holds the same as a snapshot).
+CREATE TABLE config_vars (
+    app   TEXT NOT NULL REFERENCES apps(name) ON DELETE CASCADE,
+    key   TEXT NOT NULL,
+    value TEXT NOT NULL,
+    PRIMARY KEY (app, key)
+) STRICT;
+
+-- One row per process type of the current release.
+CREATE TABLE formation (
+    app          TEXT NOT NULL REFERENCES apps(name) ON DELETE CASCADE,
+    process_type TEXT NOT NULL,
+    quantity     INTEGER NOT NULL CHECK (quantity >= 0),
+    size         TEXT NOT NULL,
+    PRIMARY KEY (app, process_type)
+) STRICT;
+
+-- Dynos, written BEFORE their resources exist (state 'starting', with netns and link names and,
+-- through leases, the address), marked 'stopping' before teardown, deleted after it. `app` has
+-- no foreign key: the rows of a destroyed app's dynos stay until their teardown is done.
+-- AUTOINCREMENT: ids, and so netns and link names, are never reused.
+CREATE TABLE dynos (
+    id               INTEGER PRIMARY KEY AUTOINCREMENT,
+    app              TEXT NOT NULL,
+    name             TEXT NOT NULL,
+    process_type     TEXT NOT NULL,
+    release_version  INTEGER NOT NULL,
+    size             TEXT NOT NULL,
+    state            TEXT NOT NULL
+                     CHECK (state IN ('starting', 'up', 'crashed', 'down', 'stopping')),
+    uuid             TEXT NOT NULL UNIQUE,
+    net_name         TEXT NOT NULL UNIQUE,
+    netns            TEXT NOT NULL UNIQUE,
+    link             TEXT NOT NULL UNIQUE,
+    shim_pid         INTEGER,
+    created_at       INTEGER NOT NULL,
+    state_changed_at INTEGER NOT NULL,
+    started_at       INTEGER,
+    exit_status      INTEGER,
+    exited_at        INTEGER
+) STRICT;
+CREATE INDEX dynos_by_app ON dynos(app, name);
+
+-- IPv4 leases (address as an integer). A dyno's lease goes with its row.
+CREATE TABLE leases (
+    ip        INTEGER PRIMARY KEY CHECK (ip BETWEEN 0 AND 4294967295),
+    owner     TEXT NOT NULL,
+    dyno_id   INTEGER UNIQUE REFERENCES dynos(id) ON DELETE CASCADE,
+    leased_at INTEGER NOT NULL
+) STRICT;
+
+-- Small singletons: 'ipam_last' (the last address handed out, round-robin goes on after it).
+CREATE TABLE meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+) STRICT;
+
+CREATE TABLE drains (
+    token      TEXT PRIMARY KEY,   -- d.<uuid>, as Heroku
+    app        TEXT NOT NULL REFERENCES apps(name) ON DELETE CASCADE,
+    url        TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    UNIQUE (app, url)
+) STRICT;
+"#;
+
+/// Runs the migrations the database has not seen yet.
+pub fn migrate(conn: &mut Connection, db_path: &Path) -> Result<(), StateError> {
+    let current: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if current > latest() {
+        return Err(StateError::SchemaTooNew {
+            path: db_path.to_path_buf(),
+            found: current,
+            known: latest(),
+        });
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+        tx.commit()?;
+    }
+    Ok(())
+}
+
+/// Whether a database at `current` can be used as it is (read-only mode cannot migrate).
+pub fn check_current(conn: &Connection, db_path: &Path) -> Result<bool, StateError> {
+    let current: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if current > latest() {
+        return Err(StateError::SchemaTooNew {
+            path: db_path.to_path_buf(),
+            found: current,
+            known: latest(),
+        });
+    }
+    Ok(current == latest())
+}
