@@ -2,6 +2,7 @@
 //! ([`heroku`]) and log lines ([`logs`]), the log hub ([`logring`], [`logqueue`]) and its drains
 //! ([`drains`]), the dyno lifecycle ([`lifecycle`], [`supervisor`]), and `dyno up` ([`up`]).
 
+pub mod daemon;
 pub mod drains;
 pub mod heroku;
 pub mod ids;
@@ -13,3 +14,4 @@ pub mod memory;
 pub mod procfile;
 pub mod supervisor;
 pub mod up;
+pub mod webdynos;

@@ -13,14 +13,13 @@ use tokio::sync::mpsc;
 
 use dyno_sandbox::cgroup::{Cgroups, DynoSize};
 
-use dyno_router::{
-    Backend, FnSink, RouteTable, Router, RouterConfig, RouterLog, TlsError, TlsSettings,
-};
+use dyno_router::{FnSink, RouteTable, Router, RouterConfig, RouterLog, TlsError, TlsSettings};
 
 use crate::lifecycle::Lifecycle;
 use crate::logs::{LogLine, Source};
 use crate::procfile::{self, AppFileError, ProcessType};
-use crate::supervisor::{self, DynoDef, Platform, State};
+use crate::supervisor::{self, DynoDef, Platform};
+use crate::webdynos::WebDynos;
 
 /// Where `dyno up` draws the apps' unprivileged uids from by default (one per app name): far
 /// above the uids of people and system services, and below the 32-bit limit.
@@ -343,7 +342,7 @@ pub async fn run(options: UpOptions, mut out: impl Write + Send + 'static) -> Re
         None => None,
     };
     let router_task = tokio::spawn(router.serve(listener));
-    let web = WebDynos::new(routes.clone(), plan.app.clone(), options.port);
+    let web = WebDynos::new(routes.clone(), plan.app.clone(), options.port, true);
     let mut handles = Vec::new();
     for (process, count) in &plan.dynos {
         for index in 1..=*count {
@@ -361,7 +360,11 @@ pub async fn run(options: UpOptions, mut out: impl Write + Send + 'static) -> Re
             };
             let handle = supervisor::start(platform.clone(), def);
             if process.name == "web" {
-                web.follow(handle.name.clone(), handle.status.clone());
+                web.follow(
+                    handle.name.clone(),
+                    handle.name.clone(),
+                    handle.status.clone(),
+                );
             }
             handles.push(handle);
         }
@@ -425,60 +428,6 @@ pub async fn run(options: UpOptions, mut out: impl Write + Send + 'static) -> Re
     }
     eprintln!("dyno up: stopped; nothing left behind");
     Ok(())
-}
-
-/// The app's web dynos as the router sees them: every `up` one is a backend; while none is up
-/// and one has crashed, the router answers H10 rather than H14.
-#[derive(Clone)]
-struct WebDynos {
-    routes: RouteTable,
-    app: String,
-    port: u16,
-    states: Arc<Mutex<BTreeMap<String, supervisor::Status>>>,
-}
-
-impl WebDynos {
-    fn new(routes: RouteTable, app: String, port: u16) -> WebDynos {
-        WebDynos {
-            routes,
-            app,
-            port,
-            states: Arc::default(),
-        }
-    }
-
-    /// Follows one web dyno's status for as long as it runs.
-    fn follow(&self, name: String, mut status: tokio::sync::watch::Receiver<supervisor::Status>) {
-        let web = self.clone();
-        tokio::spawn(async move {
-            while status.changed().await.is_ok() {
-                let now = status.borrow().clone();
-                if let (State::Up, Some(ip)) = (now.state, now.ip) {
-                    eprintln!("dyno up: {name} is up at {ip}:{}", web.port);
-                }
-                web.update(&name, now);
-            }
-        });
-    }
-
-    /// The whole list each time: the router swaps its table, it never patches it.
-    fn update(&self, name: &str, status: supervisor::Status) {
-        let mut states = self.states.lock().unwrap_or_else(|p| p.into_inner());
-        states.insert(name.to_string(), status);
-        let backends: Vec<Backend> = states
-            .iter()
-            .filter_map(|(dyno, s)| match (s.state, s.ip) {
-                (State::Up, Some(ip)) => Some(Backend::new(
-                    dyno.clone(),
-                    std::net::SocketAddr::new(ip.into(), self.port),
-                )),
-                _ => None,
-            })
-            .collect();
-        let crashed = backends.is_empty() && states.values().any(|s| s.state == State::Crashed);
-        self.routes.set_dynos(&self.app, backends);
-        self.routes.set_crashed(&self.app, crashed);
-    }
 }
 
 async fn wait_for_shutdown() {

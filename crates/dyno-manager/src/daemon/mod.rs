@@ -1,0 +1,522 @@
+//! The daemon behind `dyno serve`: apps, releases and formations in the state store
+//! (`dyno-state`), their dynos run by supervisors, their web dynos fed to the router, their
+//! logs in the log hub.
+//!
+//! Every operation first commits its change to the store (one transaction), then brings the
+//! running dynos in line with it ([`Daemon::converge`]): what the store says is what should run.
+//! A new release rolls like Heroku's preboot: the new web dynos start next to the old ones, the
+//! old ones stop once every new web dyno is `up` (or the boot timeout passed).
+//!
+//! Not yet here (issue 6 goes on): dyno rows and leases in the store (intent before resource),
+//! reconcile and adoption after a restart, one-off dynos, drains from the store, metrics.
+
+pub mod slug;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use dyno_net::dyno::Host;
+use dyno_net::ipam::{LeaseStore, MemoryStore};
+use dyno_net::network::{Network, NetworkConfig};
+use dyno_router::RouteTable;
+use dyno_sandbox::cgroup::{Cgroups, DynoSize};
+use dyno_state::model::{App, FormationEntry, NewRelease, Release, ScaleChange, Slug};
+use dyno_state::{AppName, ProcessType, StateError, Store, StoreOptions};
+use serde::Serialize;
+use tokio::sync::mpsc;
+
+use crate::lifecycle::Lifecycle;
+use crate::logring::LogHub;
+use crate::logs::{LogLine, Source};
+use crate::procfile;
+use crate::supervisor::{self, DynoDef, DynoHandle, Platform, SharedNetwork, State};
+use crate::up::{app_uid_in, UidRange};
+use crate::webdynos::WebDynos;
+
+/// A failed daemon operation: a stable id (the API's error id) and a message that says what
+/// to do.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct DaemonError {
+    pub id: &'static str,
+    pub message: String,
+}
+
+impl DaemonError {
+    pub fn new(id: &'static str, message: impl Into<String>) -> DaemonError {
+        DaemonError {
+            id,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<StateError> for DaemonError {
+    fn from(e: StateError) -> Self {
+        DaemonError::new(e.id(), e.to_string())
+    }
+}
+
+/// Where the daemon keeps things and how its dynos run.
+#[derive(Debug, Clone)]
+pub struct DaemonOptions {
+    /// The store (`state.db`) and slugs.
+    pub data_dir: PathBuf,
+    /// Dynos' runtime state (sandbox dirs).
+    pub state_root: PathBuf,
+    pub network: NetworkConfig,
+    /// The binary dynos' shims run (`dyno-shim` or `dyno`).
+    pub exe: PathBuf,
+    pub lifecycle: Lifecycle,
+    pub uids: UidRange,
+    /// `$PORT` of every dyno.
+    pub port: u16,
+    /// The router's port, for apps' web URLs.
+    pub router_port: u16,
+}
+
+/// A dyno the daemon runs.
+struct Running {
+    /// `web.1`
+    name: String,
+    process: String,
+    index: u32,
+    release: u32,
+    size: DynoSize,
+    handle: DynoHandle,
+}
+
+/// An app's running side.
+struct AppRuntime {
+    platform: Arc<Platform>,
+    web: WebDynos,
+    dynos: Vec<Running>,
+    incarnations: u64,
+}
+
+/// One line of `dyno ps`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DynoInfo {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub process_type: String,
+    pub state: String,
+    pub release: u32,
+    pub size: String,
+    pub command: String,
+}
+
+pub struct Daemon {
+    store: Arc<Mutex<Store>>,
+    pub hub: LogHub,
+    pub routes: RouteTable,
+    network: SharedNetwork,
+    cgroups: Option<Cgroups>,
+    options: DaemonOptions,
+    apps: tokio::sync::Mutex<BTreeMap<String, AppRuntime>>,
+}
+
+fn app_name(name: &str) -> Result<AppName, DaemonError> {
+    AppName::parse(name).map_err(|e| DaemonError::new("invalid_params", e.to_string()))
+}
+
+impl Daemon {
+    /// Opens the store, installs the firewall and starts what the store says should run.
+    pub async fn open(options: DaemonOptions) -> Result<Arc<Daemon>, DaemonError> {
+        let store = Store::open_with(
+            &options.data_dir,
+            StoreOptions {
+                pool: options.network.pool,
+                ..StoreOptions::default()
+            },
+        )?;
+        let host =
+            Host::current().map_err(|e| DaemonError::new("internal_error", e.to_string()))?;
+        let leases: Box<dyn LeaseStore + Send> = Box::new(MemoryStore);
+        let mut network = Network::open(host, &options.network, leases)
+            .map_err(|e| DaemonError::new("internal_error", format!("network: {e}")))?;
+        network
+            .install()
+            .map_err(|e| DaemonError::new("internal_error", format!("firewall: {e}")))?;
+        std::fs::create_dir_all(&options.state_root).map_err(|e| {
+            DaemonError::new(
+                "internal_error",
+                format!("state dir {}: {e}", options.state_root.display()),
+            )
+        })?;
+        let cgroups = match Cgroups::detect().and_then(|c| c.vacate_own_cgroup().map(|()| c)) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                tracing::warn!(error = %e, "no cgroups: memory and process limits are off");
+                None
+            }
+        };
+        let daemon = Arc::new(Daemon {
+            store: Arc::new(Mutex::new(store)),
+            hub: LogHub::new(),
+            routes: RouteTable::new(),
+            network: Arc::new(Mutex::new(network)),
+            cgroups,
+            options,
+            apps: tokio::sync::Mutex::new(BTreeMap::new()),
+        });
+        let apps = daemon.with_store(|s| s.list_apps()).await?;
+        for app in apps {
+            daemon.route(&app);
+            daemon.converge(&app.name).await?;
+        }
+        Ok(daemon)
+    }
+
+    /// Runs `f` on the store off the async threads (every change waits for an fsync).
+    async fn with_store<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Store) -> Result<T, StateError> + Send + 'static,
+    ) -> Result<T, DaemonError> {
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut store = store.lock().unwrap_or_else(|p| p.into_inner());
+            f(&mut store)
+        })
+        .await
+        .map_err(|e| DaemonError::new("internal_error", e.to_string()))?
+        .map_err(DaemonError::from)
+    }
+
+    /// The router's view of an app's settings.
+    fn route(&self, app: &App) {
+        self.routes.set_app(&app.name, &[]);
+        self.routes.set_maintenance(&app.name, app.maintenance);
+    }
+
+    pub fn web_url(&self, app: &str) -> String {
+        format!("http://{app}.localhost:{}/", self.options.router_port)
+    }
+
+    pub async fn list_apps(&self) -> Result<Vec<App>, DaemonError> {
+        self.with_store(|s| s.list_apps()).await
+    }
+
+    pub async fn app(&self, name: &str) -> Result<App, DaemonError> {
+        let name = app_name(name)?;
+        self.with_store(move |s| s.app(&name)).await
+    }
+
+    pub async fn create_app(&self, name: &str) -> Result<App, DaemonError> {
+        let name = app_name(name)?;
+        let app = self.with_store(move |s| s.create_app(&name)).await?;
+        self.route(&app);
+        self.routes.set_blank(&app.name, true);
+        Ok(app)
+    }
+
+    /// Stops every dyno of the app, then forgets it: releases, config, slugs, logs.
+    pub async fn destroy_app(&self, name: &str) -> Result<(), DaemonError> {
+        let name = app_name(name)?;
+        // Exists? (a typo must not look like success)
+        let app = self
+            .with_store({
+                let name = name.clone();
+                move |s| s.app(&name)
+            })
+            .await?;
+        if let Some(runtime) = self.apps.lock().await.remove(&app.name) {
+            stop_all(runtime.dynos).await;
+        }
+        self.routes.remove_app(&app.name);
+        let destroyed = self.with_store(move |s| s.destroy_app(&name)).await?;
+        for slug in destroyed.slugs {
+            let _ = std::fs::remove_dir_all(&slug);
+        }
+        let _ = std::fs::remove_dir(self.slugs_dir().join(&app.name));
+        self.hub.remove_app(&app.name);
+        Ok(())
+    }
+
+    fn slugs_dir(&self) -> PathBuf {
+        self.options.data_dir.join(dyno_state::SLUGS_DIR)
+    }
+
+    /// `dyno deploy DIR -a APP`: the directory becomes an immutable slug and a new release;
+    /// the formation rolls to it.
+    pub async fn deploy(&self, name: &str, dir: &Path) -> Result<Release, DaemonError> {
+        let app = app_name(name)?;
+        let types = procfile::read_procfile(&dir.join("Procfile"))
+            .map_err(|e| DaemonError::new("invalid_params", e.to_string()))?;
+        let mut process_types = Vec::new();
+        for t in &types {
+            let pt = ProcessType::parse(&t.name)
+                .map_err(|e| DaemonError::new("invalid_params", e.to_string()))?;
+            process_types.push((pt, t.command.clone()));
+        }
+        self.with_store({
+            let app = app.clone();
+            move |s| s.app(&app)
+        })
+        .await?;
+        let dest = slug::new_slug_path(&self.slugs_dir(), app.as_str());
+        let src = dir.to_path_buf();
+        let copy_to = dest.clone();
+        let digest = tokio::task::spawn_blocking(move || slug::copy_tree(&src, &copy_to))
+            .await
+            .map_err(|e| DaemonError::new("internal_error", e.to_string()))?
+            .map_err(|e| {
+                DaemonError::new(
+                    "internal_error",
+                    format!("copy {} into the slug store: {e}", dir.display()),
+                )
+            })?;
+        let slug = Slug::new(&dest, &digest)
+            .map_err(|e| DaemonError::new("internal_error", e.to_string()))?;
+        let release = NewRelease {
+            slug,
+            process_types,
+            description: format!("Deploy {}", &digest[..7]),
+        };
+        let created = self
+            .with_store(move |s| s.create_release(&app, release))
+            .await;
+        let release = match created {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&dest);
+                return Err(e);
+            }
+        };
+        self.routes.set_blank(name, false);
+        self.converge(name).await?;
+        Ok(release)
+    }
+
+    /// `dyno ps:scale web=3 worker=1`: the new formation, then the dynos to match.
+    pub async fn scale(
+        &self,
+        name: &str,
+        changes: Vec<ScaleChange>,
+    ) -> Result<Vec<FormationEntry>, DaemonError> {
+        let app = app_name(name)?;
+        let formation = self.with_store(move |s| s.scale(&app, &changes)).await?;
+        self.converge(name).await?;
+        Ok(formation)
+    }
+
+    pub async fn formation(&self, name: &str) -> Result<Vec<FormationEntry>, DaemonError> {
+        let app = app_name(name)?;
+        self.with_store(move |s| s.formation(&app)).await
+    }
+
+    pub async fn releases(&self, name: &str) -> Result<Vec<Release>, DaemonError> {
+        let app = app_name(name)?;
+        self.with_store(move |s| s.releases(&app)).await
+    }
+
+    /// `dyno ps`: the app's dynos and their states.
+    pub async fn ps(&self, name: &str) -> Result<Vec<DynoInfo>, DaemonError> {
+        let app = self.app(name).await?;
+        let release = self.current_release(&app.name).await?;
+        let apps = self.apps.lock().await;
+        let Some(runtime) = apps.get(&app.name) else {
+            return Ok(Vec::new());
+        };
+        let mut list: Vec<DynoInfo> = runtime
+            .dynos
+            .iter()
+            .map(|d| DynoInfo {
+                name: d.name.clone(),
+                process_type: d.process.clone(),
+                state: d.handle.status.borrow().state.as_str().to_string(),
+                release: d.release,
+                size: d.size.name.to_string(),
+                command: release
+                    .process_types
+                    .get(&d.process)
+                    .cloned()
+                    .unwrap_or_default(),
+            })
+            .collect();
+        list.sort_by(|a, b| (&a.process_type, &a.name).cmp(&(&b.process_type, &b.name)));
+        Ok(list)
+    }
+
+    async fn current_release(&self, app: &str) -> Result<Release, DaemonError> {
+        let app = app_name(app)?;
+        self.with_store(move |s| s.current_release(&app)).await
+    }
+
+    /// Brings the app's running dynos in line with the store: the current release, the
+    /// formation's quantities. New dynos first; the ones they replace stop once the new web
+    /// dynos are up.
+    pub async fn converge(&self, name: &str) -> Result<(), DaemonError> {
+        let release = self.current_release(name).await?;
+        let formation = self.formation(name).await?;
+        let mut apps = self.apps.lock().await;
+        let runtime = match apps.get_mut(name) {
+            Some(r) => r,
+            None => {
+                let r = self.runtime(name);
+                apps.entry(name.to_string()).or_insert(r)
+            }
+        };
+        let Some(slug) = &release.slug else {
+            // Never deployed: nothing runs.
+            stop_all(std::mem::take(&mut runtime.dynos)).await;
+            return Ok(());
+        };
+        let uid = app_uid_in(name, self.options.uids);
+        let env: Vec<(String, String)> = release
+            .config
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let mut started_web = Vec::new();
+        let mut wanted = Vec::new();
+        for entry in &formation {
+            let Some(command) = release.process_types.get(&entry.process_type) else {
+                continue;
+            };
+            let size = dyno_state::SizeName::parse(&entry.size)
+                .map(|s| *s.size())
+                .unwrap_or_default();
+            for index in 1..=entry.quantity {
+                wanted.push((entry.process_type.clone(), index));
+                let current = runtime.dynos.iter().any(|d| {
+                    d.process == entry.process_type
+                        && d.index == index
+                        && d.release == release.version
+                        && d.size == size
+                        && !d.handle.is_finished()
+                });
+                if current {
+                    continue;
+                }
+                let def = DynoDef {
+                    app: name.to_string(),
+                    process: entry.process_type.clone(),
+                    index,
+                    command: command.clone(),
+                    env: env.clone(),
+                    app_dir: slug.path.clone(),
+                    uid,
+                    port: self.options.port,
+                    restart: true,
+                    size,
+                };
+                runtime.incarnations += 1;
+                let key = format!("{}#{}", def.name(), runtime.incarnations);
+                let handle = supervisor::start(runtime.platform.clone(), def.clone());
+                if def.is_web() {
+                    runtime
+                        .web
+                        .follow(key.clone(), def.name(), handle.status.clone());
+                    started_web.push(key.clone());
+                }
+                runtime.dynos.push(Running {
+                    name: def.name(),
+                    process: def.process,
+                    index,
+                    release: release.version,
+                    size,
+                    handle,
+                });
+            }
+        }
+        // Preboot: the old web dynos serve until the new ones are up.
+        if !started_web.is_empty() {
+            let boot = self.options.lifecycle.boot_timeout + Duration::from_secs(1);
+            let deadline = tokio::time::Instant::now() + boot;
+            while !runtime.web.all_up(&started_web) && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        let (keep, retire): (Vec<Running>, Vec<Running>) = std::mem::take(&mut runtime.dynos)
+            .into_iter()
+            .partition(|d| {
+                d.release == release.version
+                    && wanted.contains(&(d.process.clone(), d.index))
+                    && !d.handle.is_finished()
+            });
+        // Of several incarnations of one name in `keep`, the newest stays.
+        let mut newest: BTreeMap<String, Running> = BTreeMap::new();
+        let mut superseded = retire;
+        for d in keep {
+            if let Some(old) = newest.remove(&d.name) {
+                superseded.push(old);
+            }
+            newest.insert(d.name.clone(), d);
+        }
+        runtime.dynos = newest.into_values().collect();
+        drop(apps);
+        stop_all(superseded).await;
+        Ok(())
+    }
+
+    /// A new app runtime: its own supervisor platform whose log lines go to the app's ring.
+    fn runtime(&self, app: &str) -> AppRuntime {
+        let (tx, mut rx) = mpsc::unbounded_channel::<LogLine>();
+        let hub = self.hub.clone();
+        let name = app.to_string();
+        tokio::spawn(async move {
+            while let Some(line) = rx.recv().await {
+                hub.append(&name, line);
+            }
+        });
+        let platform = Arc::new(Platform::new(
+            self.network.clone(),
+            self.options.exe.clone(),
+            self.options.state_root.clone(),
+            self.options.lifecycle.clone(),
+            tx,
+            self.cgroups.clone(),
+        ));
+        AppRuntime {
+            platform,
+            web: WebDynos::new(
+                self.routes.clone(),
+                app.to_string(),
+                self.options.port,
+                false,
+            ),
+            dynos: Vec::new(),
+            incarnations: 0,
+        }
+    }
+
+    /// A router log line for `app` (the router's sink).
+    pub fn router_line(&self, app: &str, line: String) {
+        self.hub
+            .append(app, LogLine::now(Source::Heroku, "router", line));
+    }
+
+    /// Stops every dyno of every app (daemon shutdown).
+    pub async fn stop(&self) {
+        let runtimes: Vec<AppRuntime> = std::mem::take(&mut *self.apps.lock().await)
+            .into_values()
+            .collect();
+        let all: Vec<Running> = runtimes.into_iter().flat_map(|r| r.dynos).collect();
+        stop_all(all).await;
+    }
+
+    /// Whether a dyno's state is `up` (tests, `dyno ps`).
+    pub async fn count_up(&self, app: &str) -> usize {
+        let apps = self.apps.lock().await;
+        apps.get(app).map_or(0, |r| {
+            r.dynos
+                .iter()
+                .filter(|d| d.handle.status.borrow().state == State::Up)
+                .count()
+        })
+    }
+}
+
+/// Stops dynos concurrently (SIGTERM, grace, SIGKILL each) and waits for all.
+async fn stop_all(dynos: Vec<Running>) {
+    let stops: Vec<_> = dynos
+        .into_iter()
+        .map(|d| tokio::spawn(d.handle.stop()))
+        .collect();
+    for s in stops {
+        let _ = s.await;
+    }
+}

@@ -1,0 +1,90 @@
+//! An app's web dynos as the router sees them: every `up` one is a backend; while none is up
+//! and one has crashed, the router answers H10 rather than H14.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use dyno_router::{Backend, RouteTable};
+
+use crate::supervisor::{State, Status};
+
+/// Follows the status of an app's web dynos and keeps the router's table in step. Dynos are
+/// keyed by incarnation, so that the old and the new `web.1` of a rolling deploy are both
+/// backends while they overlap.
+#[derive(Clone)]
+pub struct WebDynos {
+    routes: RouteTable,
+    app: String,
+    port: u16,
+    /// Say on stderr when a dyno comes up (`dyno up`).
+    announce: bool,
+    /// key → (dyno name, last status)
+    states: Arc<Mutex<BTreeMap<String, (String, Status)>>>,
+}
+
+impl WebDynos {
+    pub fn new(routes: RouteTable, app: String, port: u16, announce: bool) -> WebDynos {
+        WebDynos {
+            routes,
+            app,
+            port,
+            announce,
+            states: Arc::default(),
+        }
+    }
+
+    /// Follows one web dyno (`key` unique per incarnation, `name` like `web.1`) for as long as
+    /// it runs; it leaves the table when its supervisor ends.
+    pub fn follow(
+        &self,
+        key: String,
+        name: String,
+        mut status: tokio::sync::watch::Receiver<Status>,
+    ) {
+        let web = self.clone();
+        tokio::spawn(async move {
+            while status.changed().await.is_ok() {
+                let now = status.borrow().clone();
+                if let (true, State::Up, Some(ip)) = (web.announce, now.state, now.ip) {
+                    eprintln!("dyno up: {name} is up at {ip}:{}", web.port);
+                }
+                web.update(&key, &name, Some(now));
+            }
+            web.update(&key, &name, None);
+        });
+    }
+
+    /// The whole list each time: the router swaps its table, it never patches it.
+    fn update(&self, key: &str, name: &str, status: Option<Status>) {
+        let mut states = self.states.lock().unwrap_or_else(|p| p.into_inner());
+        match status {
+            Some(s) => {
+                states.insert(key.to_string(), (name.to_string(), s));
+            }
+            None => {
+                states.remove(key);
+            }
+        }
+        let backends: Vec<Backend> = states
+            .values()
+            .filter_map(|(dyno, s)| match (s.state, s.ip) {
+                (State::Up, Some(ip)) => Some(Backend::new(
+                    dyno.clone(),
+                    std::net::SocketAddr::new(ip.into(), self.port),
+                )),
+                _ => None,
+            })
+            .collect();
+        let crashed =
+            backends.is_empty() && states.values().any(|(_, s)| s.state == State::Crashed);
+        self.routes.set_dynos(&self.app, backends);
+        self.routes.set_crashed(&self.app, crashed);
+    }
+
+    /// Whether every web dyno of `keys` is up (a rolling deploy waits for this).
+    pub fn all_up(&self, keys: &[String]) -> bool {
+        let states = self.states.lock().unwrap_or_else(|p| p.into_inner());
+        keys.iter()
+            .all(|k| states.get(k).is_some_and(|(_, s)| s.state == State::Up))
+    }
+}
