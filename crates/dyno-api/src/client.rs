@@ -68,7 +68,7 @@ impl ClientError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RawResponse {
     pub status: u16,
-    pub content_type: Option<String>,
+    pub headers: hyper::HeaderMap,
     pub body: Bytes,
 }
 
@@ -92,7 +92,8 @@ impl ApiClient {
         }
     }
 
-    /// Talk to the daemon's TCP listener, sending `Authorization: Bearer <token>`.
+    /// Talk to the daemon's TCP listener, sending `Authorization: Bearer <token>` (no header when
+    /// `token` is empty).
     pub fn tcp(addr: SocketAddr, token: impl Into<String>) -> ApiClient {
         ApiClient {
             target: Target::Tcp {
@@ -172,7 +173,7 @@ impl ApiClient {
         if let Some(ct) = content_type {
             req = req.header(CONTENT_TYPE, ct);
         }
-        if let Target::Tcp { token, .. } = &self.target {
+        if let Some(token) = self.token() {
             let value = HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| {
                 self.protocol(
                     0,
@@ -220,15 +221,11 @@ impl ApiClient {
         let result = async {
             let resp = sender.send_request(req).await.map_err(transport)?;
             let status = resp.status().as_u16();
-            let content_type = resp
-                .headers()
-                .get(CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned);
+            let headers = resp.headers().clone();
             let body = resp.into_body().collect().await.map_err(transport)?;
             Ok(RawResponse {
                 status,
-                content_type,
+                headers,
                 body: body.to_bytes(),
             })
         }
@@ -249,6 +246,14 @@ impl ApiClient {
                     &format!("not an API error body: {}", snippet(&resp.body)),
                 )),
             }
+        }
+    }
+
+    /// The bearer token to send: TCP only, and none when it is empty.
+    fn token(&self) -> Option<&str> {
+        match &self.target {
+            Target::Tcp { token, .. } if !token.is_empty() => Some(token),
+            _ => None,
         }
     }
 

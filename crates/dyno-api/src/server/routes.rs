@@ -135,19 +135,36 @@ async fn read_json<T: DeserializeOwned>(req: Request<Incoming>) -> Result<T, Api
             }
         })?
         .to_bytes();
-    serde_json::from_slice(&body).map_err(|e| {
-        if e.is_data() {
-            ApiError::invalid_params(format!(
-                "Request body has the wrong fields: {e}. See the API's types (e.g. \
-                 {{\"name\":\"my-app\"}})."
-            ))
-        } else {
-            ApiError::bad_request(format!(
-                "Request body is not valid JSON: {e}. Send a JSON object such as \
-                 {{\"name\":\"my-app\"}}."
-            ))
-        }
+    let value: serde_json::Value = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::bad_request(format!(
+            "Request body is not valid JSON: {e}. Send a JSON object such as \
+             {{\"name\":\"my-app\"}}."
+        ))
+    })?;
+    // serde would also take a struct from an array (`["my-app"]`): only objects are bodies.
+    if !value.is_object() {
+        return Err(ApiError::invalid_params(format!(
+            "Request body must be a JSON object such as {{\"name\":\"my-app\"}}: got {}.",
+            json_kind(&value)
+        )));
+    }
+    T::deserialize(value).map_err(|e| {
+        ApiError::invalid_params(format!(
+            "Request body has the wrong fields: {e}. Send a JSON object such as \
+             {{\"name\":\"my-app\"}}."
+        ))
     })
+}
+
+fn json_kind(v: &serde_json::Value) -> &'static str {
+    match v {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "an array",
+        serde_json::Value::Object(_) => "an object",
+    }
 }
 
 /// `application/json`, any case, parameters (`; charset=utf-8`) allowed.
