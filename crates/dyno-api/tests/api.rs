@@ -415,6 +415,53 @@ async fn unknown_route_is_404_and_wrong_method_405() {
     assert_eq!(names(&c.list_apps().await.unwrap()), ["my-app"]);
 }
 
+/// A store that fails: its errors go out as they are, a panic is a 500 and the server lives on.
+struct Broken;
+
+impl Platform for Broken {
+    async fn list_apps(&self) -> Result<Vec<App>, ApiError> {
+        panic!("bug in the store")
+    }
+
+    async fn create_app(&self, _: AppName) -> Result<App, ApiError> {
+        Err(ApiError::read_only("attempt to write a readonly database"))
+    }
+
+    async fn destroy_app(&self, _: AppName) -> Result<App, ApiError> {
+        Err(ApiError::disk_full("database or disk is full"))
+    }
+
+    async fn app(&self, _: AppName) -> Result<App, ApiError> {
+        Err(ApiError::internal("no such table: apps"))
+    }
+}
+
+#[tokio::test]
+async fn platform_errors_and_panics_become_answers() {
+    let dir = TempDir::new("broken");
+    let sock = dir.0.join("api.sock");
+    let listener = bind_unix(&sock).await.unwrap();
+    let task = tokio::spawn(serve_unix_listener(listener, Arc::new(Broken)));
+    let c = ApiClient::unix(&sock);
+    for _ in 0..2 {
+        let e = api_err(c.list_apps().await);
+        assert_eq!((e.status, e.id), (500, "internal_error"), "{e:?}");
+    }
+    let e = api_err(c.create_app("my-app").await);
+    assert_eq!((e.status, e.id), (503, "read_only"));
+    assert!(
+        e.message.contains("attempt to write a readonly database"),
+        "{}",
+        e.message
+    );
+    let e = api_err(c.destroy_app("my-app").await);
+    assert_eq!((e.status, e.id), (503, "disk_full"));
+    let e = api_err(c.app("my-app").await);
+    assert_eq!((e.status, e.id), (500, "internal_error"));
+    assert!(e.message.contains("no such table: apps"));
+    task.abort();
+}
+
 // ---------- TCP with a bearer token ----------
 
 #[tokio::test]

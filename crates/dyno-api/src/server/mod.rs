@@ -29,6 +29,8 @@ pub const MAX_BODY_BYTES: usize = 1 << 20;
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// Shortest bearer token `serve_tcp` accepts.
 pub const MIN_TOKEN_LEN: usize = 16;
+/// Connections served at once per listener; more wait in the listen backlog.
+pub const MAX_CONNECTIONS: usize = 256;
 /// hyper's read buffer, which bounds the request head.
 const MAX_HEAD_BYTES: usize = 64 * 1024;
 
@@ -88,7 +90,7 @@ pub async fn serve_unix_listener<P: Platform>(listener: UnixApiListener, platfor
     loop {
         match listener.listener().accept().await {
             Ok((stream, _)) => {
-                reap(&mut conns);
+                make_room(&mut conns).await;
                 conns.spawn(serve_conn(stream, platform.clone(), None));
             }
             Err(e) => accept_failed(e).await,
@@ -113,7 +115,7 @@ pub async fn serve_tcp<P: Platform>(
         match listener.accept().await {
             Ok((stream, _)) => {
                 let _ = stream.set_nodelay(true);
-                reap(&mut conns);
+                make_room(&mut conns).await;
                 conns.spawn(serve_conn(stream, platform.clone(), Some(token.clone())));
             }
             Err(e) => accept_failed(e).await,
@@ -121,8 +123,12 @@ pub async fn serve_tcp<P: Platform>(
     }
 }
 
-fn reap(conns: &mut JoinSet<()>) {
+/// Forget finished connections; at [`MAX_CONNECTIONS`], wait until one ends.
+async fn make_room(conns: &mut JoinSet<()>) {
     while conns.try_join_next().is_some() {}
+    while conns.len() >= MAX_CONNECTIONS {
+        conns.join_next().await;
+    }
 }
 
 /// `accept` fails on resource exhaustion (EMFILE, ENOBUFS…) or an aborted connection: log, pause
@@ -140,7 +146,18 @@ where
     let svc = service_fn(move |req| {
         let platform = platform.clone();
         let token = token.clone();
-        async move { Ok::<_, Infallible>(routes::handle(req, &*platform, token.as_deref()).await) }
+        // Its own task, so a panic in the platform is a 500 answer, not a dropped connection.
+        let task =
+            tokio::spawn(async move { routes::handle(req, &*platform, token.as_deref()).await });
+        async move {
+            Ok::<_, Infallible>(match task.await {
+                Ok(resp) => resp,
+                Err(e) => {
+                    tracing::error!("api: request handler failed: {e}");
+                    routes::error_response(&ApiError::internal("the request handler failed"), None)
+                }
+            })
+        }
     });
     let mut builder = http1::Builder::new();
     builder

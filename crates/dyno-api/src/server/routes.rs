@@ -188,7 +188,7 @@ fn response(status: StatusCode, body: Vec<u8>) -> Resp {
     resp
 }
 
-fn error_response(e: &ApiError, allow: Option<&'static str>) -> Resp {
+pub(super) fn error_response(e: &ApiError, allow: Option<&'static str>) -> Resp {
     let status = StatusCode::from_u16(e.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let mut resp = response(status, e.to_json());
     let headers = resp.headers_mut();
