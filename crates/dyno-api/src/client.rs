@@ -1,0 +1,312 @@
+//! The API's client, used by the CLI: one HTTP/1.1 connection per request, over the unix socket
+//! or over TCP with a bearer token.
+
+use std::io;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::header::{HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE, HOST};
+use hyper::{Method, Request};
+use hyper_util::rt::TokioIo;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpStream, UnixStream};
+
+use crate::error::ApiError;
+use crate::types::{App, AppCreate};
+
+/// The daemon's default API socket.
+pub const DEFAULT_SOCKET: &str = "/run/dyno/api.sock";
+
+/// Why a request did not get an answer it could use. The `Display` text says what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The daemon answered with an error.
+    #[error("{0}")]
+    Api(ApiError),
+    /// No connection to the daemon.
+    #[error("cannot reach the dyno daemon at {target}: {reason}; {hint}")]
+    Connect {
+        target: String,
+        reason: String,
+        hint: &'static str,
+        #[source]
+        source: io::Error,
+    },
+    /// The connection broke during the request.
+    #[error(
+        "the dyno daemon at {target} broke off the request: {reason}; check the daemon's log and \
+         retry"
+    )]
+    Transport { target: String, reason: String },
+    /// The daemon answered something this client cannot read.
+    #[error(
+        "unexpected answer from the dyno daemon at {target} (HTTP {status}): {reason}; is this \
+         CLI the same version as the daemon?"
+    )]
+    Protocol {
+        target: String,
+        status: u16,
+        reason: String,
+    },
+}
+
+impl ClientError {
+    /// The server's error, if it sent one.
+    pub fn api(&self) -> Option<&ApiError> {
+        match self {
+            ClientError::Api(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+/// A response as received, for callers that want the status and bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawResponse {
+    pub status: u16,
+    pub headers: hyper::HeaderMap,
+    pub body: Bytes,
+}
+
+#[derive(Debug, Clone)]
+enum Target {
+    Unix(PathBuf),
+    Tcp { addr: SocketAddr, token: String },
+}
+
+/// A client of the API. Cheap to clone; holds no connection between requests.
+#[derive(Debug, Clone)]
+pub struct ApiClient {
+    target: Target,
+}
+
+impl ApiClient {
+    /// Talk to the daemon over its unix socket (e.g. [`DEFAULT_SOCKET`]).
+    pub fn unix(path: impl Into<PathBuf>) -> ApiClient {
+        ApiClient {
+            target: Target::Unix(path.into()),
+        }
+    }
+
+    /// Talk to the daemon's TCP listener, sending `Authorization: Bearer <token>` (no header when
+    /// `token` is empty).
+    pub fn tcp(addr: SocketAddr, token: impl Into<String>) -> ApiClient {
+        ApiClient {
+            target: Target::Tcp {
+                addr,
+                token: token.into(),
+            },
+        }
+    }
+
+    /// `GET path` → `T`.
+    pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
+        let resp = self.request(Method::GET, path, None, Bytes::new()).await?;
+        self.decode(resp)
+    }
+
+    /// `POST path` with `body` as JSON → `T`.
+    pub async fn post<B: Serialize + ?Sized, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<T, ClientError> {
+        let body = serde_json::to_vec(body).map_err(|e| ClientError::Protocol {
+            target: self.target_name(),
+            status: 0,
+            reason: format!("could not encode the request: {e}"),
+        })?;
+        let resp = self
+            .request(Method::POST, path, Some("application/json"), body.into())
+            .await?;
+        self.decode(resp)
+    }
+
+    /// `DELETE path` → `T`.
+    pub async fn delete<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
+        let resp = self
+            .request(Method::DELETE, path, None, Bytes::new())
+            .await?;
+        self.decode(resp)
+    }
+
+    /// `GET /apps`.
+    pub async fn list_apps(&self) -> Result<Vec<App>, ClientError> {
+        self.get("/apps").await
+    }
+
+    /// `POST /apps`.
+    pub async fn create_app(&self, name: &str) -> Result<App, ClientError> {
+        let body = AppCreate {
+            name: name.to_owned(),
+        };
+        self.post("/apps", &body).await
+    }
+
+    /// `GET /apps/{name}`. The name goes into the path as it is; the server validates it.
+    pub async fn app(&self, name: &str) -> Result<App, ClientError> {
+        self.get(&format!("/apps/{name}")).await
+    }
+
+    /// `DELETE /apps/{name}`.
+    pub async fn destroy_app(&self, name: &str) -> Result<App, ClientError> {
+        self.delete(&format!("/apps/{name}")).await
+    }
+
+    /// One request with any method, content type and body; the answer as received (any status).
+    pub async fn request(
+        &self,
+        method: Method,
+        path: &str,
+        content_type: Option<&str>,
+        body: Bytes,
+    ) -> Result<RawResponse, ClientError> {
+        let mut req = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(HOST, "dyno")
+            .header(ACCEPT, "application/json");
+        if let Some(ct) = content_type {
+            req = req.header(CONTENT_TYPE, ct);
+        }
+        if let Some(token) = self.token() {
+            let value = HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| {
+                self.protocol(
+                    0,
+                    "the API token contains characters not allowed in a header",
+                )
+            })?;
+            req = req.header(AUTHORIZATION, value);
+        }
+        let req = req
+            .body(Full::new(body))
+            .map_err(|e| self.protocol(0, &format!("invalid request: {e}")))?;
+        match &self.target {
+            Target::Unix(path) => {
+                let stream = UnixStream::connect(path)
+                    .await
+                    .map_err(|e| self.connect_error(e))?;
+                self.exchange(stream, req).await
+            }
+            Target::Tcp { addr, .. } => {
+                let stream = TcpStream::connect(addr)
+                    .await
+                    .map_err(|e| self.connect_error(e))?;
+                let _ = stream.set_nodelay(true);
+                self.exchange(stream, req).await
+            }
+        }
+    }
+
+    async fn exchange<S>(
+        &self,
+        stream: S,
+        req: Request<Full<Bytes>>,
+    ) -> Result<RawResponse, ClientError>
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let transport = |e: hyper::Error| ClientError::Transport {
+            target: self.target_name(),
+            reason: e.to_string(),
+        };
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(transport)?;
+        let driver = tokio::spawn(conn);
+        let result = async {
+            let resp = sender.send_request(req).await.map_err(transport)?;
+            let status = resp.status().as_u16();
+            let headers = resp.headers().clone();
+            let body = resp.into_body().collect().await.map_err(transport)?;
+            Ok(RawResponse {
+                status,
+                headers,
+                body: body.to_bytes(),
+            })
+        }
+        .await;
+        driver.abort();
+        result
+    }
+
+    fn decode<T: DeserializeOwned>(&self, resp: RawResponse) -> Result<T, ClientError> {
+        if (200..300).contains(&resp.status) {
+            serde_json::from_slice(&resp.body)
+                .map_err(|e| self.protocol(resp.status, &format!("invalid JSON body: {e}")))
+        } else {
+            match ApiError::from_json(resp.status, &resp.body) {
+                Some(e) => Err(ClientError::Api(e)),
+                None => Err(self.protocol(
+                    resp.status,
+                    &format!("not an API error body: {}", snippet(&resp.body)),
+                )),
+            }
+        }
+    }
+
+    /// The bearer token to send: TCP only, and none when it is empty.
+    fn token(&self) -> Option<&str> {
+        match &self.target {
+            Target::Tcp { token, .. } if !token.is_empty() => Some(token),
+            _ => None,
+        }
+    }
+
+    fn target_name(&self) -> String {
+        match &self.target {
+            Target::Unix(p) => p.display().to_string(),
+            Target::Tcp { addr, .. } => addr.to_string(),
+        }
+    }
+
+    fn protocol(&self, status: u16, reason: &str) -> ClientError {
+        ClientError::Protocol {
+            target: self.target_name(),
+            status,
+            reason: reason.to_owned(),
+        }
+    }
+
+    fn connect_error(&self, source: io::Error) -> ClientError {
+        let unix = matches!(self.target, Target::Unix(_));
+        let hint = match source.kind() {
+            io::ErrorKind::PermissionDenied => {
+                "the socket is open to its owner only (mode 0600): run this command as root"
+            }
+            io::ErrorKind::ConnectionRefused if unix => {
+                "nothing listens there (a stale socket); start it with `dyno serve`"
+            }
+            _ if unix => "start it with `dyno serve`",
+            _ => "check the address, and start the daemon with its TCP listener (`dyno serve`)",
+        };
+        ClientError::Connect {
+            target: self.target_name(),
+            reason: io_reason(&source),
+            hint,
+            source,
+        }
+    }
+}
+
+/// `No such file or directory`, without the ` (os error 2)` suffix.
+fn io_reason(e: &io::Error) -> String {
+    let s = e.to_string();
+    match s.find(" (os error ") {
+        Some(i) => s[..i].to_owned(),
+        None => s,
+    }
+}
+
+fn snippet(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned();
+    if text.is_empty() {
+        "(empty)".to_owned()
+    } else {
+        format!("{text:?}")
+    }
+}

@@ -1,0 +1,24 @@
+//! dyno's control-plane API (issue 6): HTTP/JSON on a unix socket (`/run/dyno/api.sock`, 0600),
+//! optionally on TCP with a bearer token, and the client the CLI uses.
+//!
+//! - [`error`] has [`ApiError`], `{"id":"not_found","message":"…"}` with stable ids.
+//! - [`types`] has the request/response bodies ([`App`], [`AppCreate`]) and the app name rule.
+//! - [`server`] has the [`Platform`] trait the daemon implements over its store, and
+//!   [`serve_unix`] / [`serve_tcp`].
+//! - [`client`] has [`ApiClient`].
+//!
+//! Endpoints: `GET /apps`, `POST /apps`, `GET /apps/{name}`, `DELETE /apps/{name}` (see
+//! [`types`] for the bodies).
+
+pub mod client;
+pub mod error;
+pub mod server;
+pub mod types;
+
+pub use client::{ApiClient, ClientError, RawResponse, DEFAULT_SOCKET};
+pub use error::{ids, ApiError};
+pub use server::{
+    bind_unix, serve_tcp, serve_unix, serve_unix_listener, Platform, ServeError, UnixApiListener,
+    HEADER_READ_TIMEOUT, MAX_BODY_BYTES,
+};
+pub use types::{rfc3339, validate_app_name, web_url, App, AppCreate, AppName};

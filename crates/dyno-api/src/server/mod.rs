@@ -1,0 +1,170 @@
+//! The API server: hyper 1.x HTTP/1.1 over a unix socket (0600, the file mode is the
+//! authentication) or over TCP with a bearer token. Generic over the [`Platform`] that holds the
+//! state, so this crate knows nothing about SQLite.
+
+mod routes;
+mod unix;
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+
+use crate::error::ApiError;
+use crate::types::{App, AppName};
+
+pub use unix::{bind_unix, UnixApiListener};
+
+/// Largest request body accepted; more is `413 request_too_large`.
+pub const MAX_BODY_BYTES: usize = 1 << 20;
+/// A client must send a complete request head within this time, or the connection is closed.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Shortest bearer token `serve_tcp` accepts.
+pub const MIN_TOKEN_LEN: usize = 16;
+/// Connections served at once per listener; more wait in the listen backlog.
+pub const MAX_CONNECTIONS: usize = 256;
+/// hyper's read buffer, which bounds the request head.
+const MAX_HEAD_BYTES: usize = 64 * 1024;
+
+/// What the API needs from the daemon's state. Names given to it are already validated.
+///
+/// Errors are returned as [`ApiError`] and sent as they are: use [`ApiError::app_not_found`],
+/// [`ApiError::name_taken`], [`ApiError::read_only`], [`ApiError::disk_full`],
+/// [`ApiError::internal`]. A method that fails must leave the state unchanged.
+///
+/// Implement with `async fn` in the `impl` block; the futures must be `Send`.
+pub trait Platform: Send + Sync + 'static {
+    /// Every app, sorted by name.
+    fn list_apps(&self) -> impl Future<Output = Result<Vec<App>, ApiError>> + Send;
+    /// Create an app; `409 conflict` ([`ApiError::name_taken`]) when the name exists.
+    fn create_app(&self, name: AppName) -> impl Future<Output = Result<App, ApiError>> + Send;
+    /// Destroy an app and return it as it was; `404` ([`ApiError::app_not_found`]) if unknown.
+    fn destroy_app(&self, name: AppName) -> impl Future<Output = Result<App, ApiError>> + Send;
+    /// One app; `404` ([`ApiError::app_not_found`]) if unknown.
+    fn app(&self, name: AppName) -> impl Future<Output = Result<App, ApiError>> + Send;
+}
+
+/// Why a server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("another daemon listens on {0}; stop it first (or give this one another socket path)")]
+    AlreadyListening(std::path::PathBuf),
+    #[error("{path} exists and is not a socket; remove it or choose another socket path")]
+    NotASocket { path: std::path::PathBuf },
+    #[error("cannot {what} {path}: {source}")]
+    Io {
+        what: &'static str,
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "the API token is too short ({len} bytes, at least {MIN_TOKEN_LEN}); generate one with \
+         `openssl rand -hex 32`"
+    )]
+    WeakToken { len: usize },
+}
+
+/// Bind `path` (see [`bind_unix`]) and serve the API there until the future is dropped; dropping
+/// it closes every connection and removes the socket file (if it is still ours).
+pub async fn serve_unix<P: Platform>(
+    path: impl AsRef<Path>,
+    platform: Arc<P>,
+) -> Result<(), ServeError> {
+    let listener = bind_unix(path.as_ref()).await?;
+    serve_unix_listener(listener, platform).await;
+    Ok(())
+}
+
+/// Serve the API on an already bound unix listener, forever (until dropped).
+pub async fn serve_unix_listener<P: Platform>(listener: UnixApiListener, platform: Arc<P>) {
+    let mut conns = JoinSet::new();
+    loop {
+        match listener.listener().accept().await {
+            Ok((stream, _)) => {
+                make_room(&mut conns).await;
+                conns.spawn(serve_conn(stream, platform.clone(), None));
+            }
+            Err(e) => accept_failed(e).await,
+        }
+    }
+}
+
+/// Serve the API on a TCP listener; every request must carry `Authorization: Bearer <token>`
+/// (compared in constant time), else `401 unauthorized`. Runs until the future is dropped.
+pub async fn serve_tcp<P: Platform>(
+    listener: TcpListener,
+    token: impl Into<String>,
+    platform: Arc<P>,
+) -> Result<(), ServeError> {
+    let token: String = token.into();
+    if token.len() < MIN_TOKEN_LEN {
+        return Err(ServeError::WeakToken { len: token.len() });
+    }
+    let token: Arc<[u8]> = Arc::from(token.into_bytes());
+    let mut conns = JoinSet::new();
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                let _ = stream.set_nodelay(true);
+                make_room(&mut conns).await;
+                conns.spawn(serve_conn(stream, platform.clone(), Some(token.clone())));
+            }
+            Err(e) => accept_failed(e).await,
+        }
+    }
+}
+
+/// Forget finished connections; at [`MAX_CONNECTIONS`], wait until one ends.
+async fn make_room(conns: &mut JoinSet<()>) {
+    while conns.try_join_next().is_some() {}
+    while conns.len() >= MAX_CONNECTIONS {
+        conns.join_next().await;
+    }
+}
+
+/// `accept` fails on resource exhaustion (EMFILE, ENOBUFS…) or an aborted connection: log, pause
+/// briefly so a full fd table does not spin the loop, go on.
+async fn accept_failed(e: std::io::Error) {
+    tracing::warn!("api: accept failed: {e}");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+}
+
+async fn serve_conn<S, P>(io: S, platform: Arc<P>, token: Option<Arc<[u8]>>)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    P: Platform,
+{
+    let svc = service_fn(move |req| {
+        let platform = platform.clone();
+        let token = token.clone();
+        // Its own task, so a panic in the platform is a 500 answer, not a dropped connection.
+        let task =
+            tokio::spawn(async move { routes::handle(req, &*platform, token.as_deref()).await });
+        async move {
+            Ok::<_, Infallible>(match task.await {
+                Ok(resp) => resp,
+                Err(e) => {
+                    tracing::error!("api: request handler failed: {e}");
+                    routes::error_response(&ApiError::internal("the request handler failed"), None)
+                }
+            })
+        }
+    });
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .max_buf_size(MAX_HEAD_BYTES);
+    if let Err(e) = builder.serve_connection(TokioIo::new(io), svc).await {
+        tracing::debug!("api: connection ended: {e}");
+    }
+}

@@ -1,0 +1,202 @@
+//! Request and response bodies, shaped like Heroku's Platform API. The JSON field names are part
+//! of the API: add fields, never rename or remove one.
+//!
+//! | endpoint | request body | answer |
+//! |---|---|---|
+//! | `GET /apps` | – | `200` `[App, …]` sorted by name |
+//! | `POST /apps` | [`AppCreate`] `{"name":"my-app"}` | `201` [`App`] |
+//! | `GET /apps/{name}` | – | `200` [`App`] |
+//! | `DELETE /apps/{name}` | – | `200` [`App`] (the app as it was) |
+//!
+//! An [`App`] in JSON: `{"name":"my-app","created_at":"2026-11-25T10:00:00Z","maintenance":false,"web_url":"http://my-app.localhost:8080/"}`
+
+use std::fmt;
+use std::time::SystemTime;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{quote, ApiError};
+
+/// The router's default HTTP port, as used in [`App::web_url`].
+pub const DEFAULT_ROUTER_PORT: u16 = 8080;
+
+/// An app as the API shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct App {
+    /// `"my-app"`: matches `^[a-z][a-z0-9-]{2,29}$`.
+    pub name: String,
+    /// `"2026-11-25T10:00:00Z"`: RFC 3339, UTC, whole seconds (see [`rfc3339`]).
+    pub created_at: String,
+    /// `false`: when `true` the router answers every request with the maintenance page (H80).
+    pub maintenance: bool,
+    /// `"http://my-app.localhost:8080/"`: where the router serves the app.
+    pub web_url: String,
+}
+
+impl App {
+    /// An app created at `created_at`, not in maintenance, served by a router on port 8080.
+    pub fn new(name: &AppName, created_at: SystemTime) -> App {
+        App {
+            name: name.to_string(),
+            created_at: rfc3339(created_at),
+            maintenance: false,
+            web_url: web_url(name, DEFAULT_ROUTER_PORT),
+        }
+    }
+}
+
+/// `POST /apps` body: `{"name":"my-app"}`. Unknown fields are refused (422), so a typo such as
+/// `{"nmae":…}` is reported rather than ignored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppCreate {
+    pub name: String,
+}
+
+/// An app name that passed [`validate_app_name`]. The only way to build one is [`AppName::new`],
+/// so a [`crate::Platform`] never sees an invalid name.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct AppName(String);
+
+impl AppName {
+    pub fn new(name: impl Into<String>) -> Result<AppName, ApiError> {
+        let name = name.into();
+        validate_app_name(&name)?;
+        Ok(AppName(name))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub fn into_string(self) -> String {
+        self.0
+    }
+}
+
+impl fmt::Display for AppName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl AsRef<str> for AppName {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::borrow::Borrow<str> for AppName {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+/// The app name rule, `^[a-z][a-z0-9-]{2,29}$`, with a message that says how to fix the name.
+///
+/// This is the one place the rule lives in this crate: when the state crate's validator is
+/// available, make this function call it.
+pub fn validate_app_name(name: &str) -> Result<(), ApiError> {
+    let b = name.as_bytes();
+    let ok = (3..=30).contains(&b.len())
+        && b[0].is_ascii_lowercase()
+        && b[1..]
+            .iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::invalid_params(format!(
+            "Name must start with a letter and contain only lowercase letters, digits and dashes \
+             (3–30 characters): got {}.",
+            quote(name)
+        )))
+    }
+}
+
+/// `http://NAME.localhost:PORT/`.
+pub fn web_url(name: &AppName, router_port: u16) -> String {
+    format!("http://{name}.localhost:{router_port}/")
+}
+
+/// `2026-11-25T10:00:00Z`: RFC 3339 in UTC, whole seconds, as Heroku's API writes times.
+/// Times before 1970 are written as the epoch.
+pub fn rfc3339(time: SystemTime) -> String {
+    let secs = time
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let (days, rest) = (secs / 86_400, secs % 86_400);
+    let (year, month, day) = civil_from_days(days as i64);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rest / 3600,
+        rest / 60 % 60,
+        rest % 60
+    )
+}
+
+/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian (Howard Hinnant's algorithm).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn name_rule() {
+        for good in [
+            "abc",
+            "my-app",
+            "a12",
+            "a--",
+            &format!("a{}", "b".repeat(29)),
+        ] {
+            assert!(validate_app_name(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "",
+            "ab",
+            "1ab",
+            "-ab",
+            "Abc",
+            "a_b",
+            "a.b",
+            "äbc",
+            &"a".repeat(31),
+        ] {
+            let e = validate_app_name(bad).unwrap_err();
+            assert_eq!((e.status, e.id), (422, "invalid_params"), "{bad}");
+        }
+        assert_eq!(
+            validate_app_name("Bad_Name").unwrap_err().message,
+            "Name must start with a letter and contain only lowercase letters, digits and dashes \
+             (3–30 characters): got \"Bad_Name\"."
+        );
+    }
+
+    #[test]
+    fn app_json_shape() {
+        let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_600_800);
+        let app = App::new(&AppName::new("my-app").unwrap(), t);
+        assert_eq!(
+            serde_json::to_string(&app).unwrap(),
+            r#"{"name":"my-app","created_at":"2026-11-25T10:00:00Z","maintenance":false,"web_url":"http://my-app.localhost:8080/"}"#
+        );
+        assert_eq!(rfc3339(SystemTime::UNIX_EPOCH), "1970-01-01T00:00:00Z");
+        assert!(serde_json::from_str::<AppCreate>(r#"{"nmae":"x"}"#).is_err());
+    }
+}
