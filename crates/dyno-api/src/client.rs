@@ -157,6 +157,23 @@ impl ApiClient {
         self.delete(&format!("/apps/{name}")).await
     }
 
+    /// `PATCH path` with `body` as JSON → `T`.
+    pub async fn patch<B: Serialize + ?Sized, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<T, ClientError> {
+        let body = serde_json::to_vec(body).map_err(|e| ClientError::Protocol {
+            target: self.target_name(),
+            status: 0,
+            reason: format!("could not encode the request: {e}"),
+        })?;
+        let resp = self
+            .request(Method::PATCH, path, Some("application/json"), body.into())
+            .await?;
+        self.decode(resp)
+    }
+
     /// One request with any method, content type and body; the answer as received (any status).
     pub async fn request(
         &self,

@@ -21,4 +21,7 @@ pub use server::{
     bind_unix, serve_tcp, serve_unix, serve_unix_listener, Platform, ServeError, UnixApiListener,
     HEADER_READ_TIMEOUT, MAX_BODY_BYTES,
 };
-pub use types::{rfc3339, validate_app_name, web_url, App, AppCreate, AppName};
+pub use types::{
+    rfc3339, validate_app_name, web_url, App, AppCreate, AppName, Deploy, Dyno, Formation,
+    FormationUpdate, FormationUpdates, LogQuery, Release,
+};

@@ -7,6 +7,12 @@
 //! | `POST /apps` | [`AppCreate`] `{"name":"my-app"}` | `201` [`App`] |
 //! | `GET /apps/{name}` | – | `200` [`App`] |
 //! | `DELETE /apps/{name}` | – | `200` [`App`] (the app as it was) |
+//! | `POST /apps/{name}/releases` | [`Deploy`] `{"dir":"/srv/app"}` | `201` [`Release`] (the formation rolls to it) |
+//! | `GET /apps/{name}/releases` | – | `200` `[Release, …]` newest first |
+//! | `GET /apps/{name}/formation` | – | `200` `[Formation, …]` |
+//! | `PATCH /apps/{name}/formation` | [`FormationUpdates`] `{"updates":[{"type":"web","quantity":3}]}` | `200` `[Formation, …]` |
+//! | `GET /apps/{name}/dynos` | – | `200` `[Dyno, …]` |
+//! | `GET /apps/{name}/logs?n=100&ps=web.1&source=app` | – | `200` `["2026-… app[web.1]: …", …]` oldest first |
 //!
 //! An [`App`] in JSON: `{"name":"my-app","created_at":"2026-11-25T10:00:00Z","maintenance":false,"web_url":"http://my-app.localhost:8080/"}`
 
@@ -198,5 +204,149 @@ mod tests {
         );
         assert_eq!(rfc3339(SystemTime::UNIX_EPOCH), "1970-01-01T00:00:00Z");
         assert!(serde_json::from_str::<AppCreate>(r#"{"nmae":"x"}"#).is_err());
+    }
+}
+
+/// `POST /apps/{name}/releases`: deploy a directory of this host (the daemon copies it into an
+/// immutable slug; it must hold a Procfile).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Deploy {
+    /// Absolute path on the daemon's host.
+    pub dir: String,
+}
+
+/// A release as the API shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Release {
+    /// `3` for v3.
+    pub version: u32,
+    /// `Deploy 3f2a9c1`, `Set FOO config vars`, `Rollback to v2`, `Initial release`.
+    pub description: String,
+    pub created_at: String,
+    /// The newest release (the one the dynos run).
+    pub current: bool,
+}
+
+/// One process type's line of the formation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Formation {
+    #[serde(rename = "type")]
+    pub process_type: String,
+    pub quantity: u32,
+    /// `Standard-1X`
+    pub size: String,
+}
+
+/// `PATCH /apps/{name}/formation`: `ps:scale` and `ps:type`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FormationUpdates {
+    pub updates: Vec<FormationUpdate>,
+}
+
+/// A new quantity, a new size, or both, for one process type.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FormationUpdate {
+    #[serde(rename = "type")]
+    pub process_type: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quantity: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<String>,
+}
+
+/// A running dyno as `dyno ps` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Dyno {
+    /// `web.1`
+    pub name: String,
+    #[serde(rename = "type")]
+    pub process_type: String,
+    /// `starting`, `up`, `crashed`, `down`
+    pub state: String,
+    /// The release it runs.
+    pub release: u32,
+    pub size: String,
+    pub command: String,
+}
+
+/// `GET /apps/{name}/logs` query: `n` lines (default 100, at most 1500), filtered by dyno or
+/// process type (`ps=web.1`, `ps=web`) and source (`app`, `heroku`, `router`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogQuery {
+    pub n: Option<usize>,
+    pub ps: Option<String>,
+    pub source: Option<String>,
+}
+
+impl LogQuery {
+    /// From a URL query string (`n=10&ps=web.1`); unknown keys and bad numbers are refused.
+    pub fn parse(query: &str) -> Result<LogQuery, ApiError> {
+        let mut q = LogQuery::default();
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            match k {
+                "n" => {
+                    let n: usize = v
+                        .parse()
+                        .ok()
+                        .filter(|n| (1..=1500).contains(n))
+                        .ok_or_else(|| {
+                            ApiError::invalid_params(format!(
+                                "n must be a number of lines from 1 to 1500: got {}.",
+                                quote(v)
+                            ))
+                        })?;
+                    q.n = Some(n);
+                }
+                "ps" => q.ps = Some(v.to_owned()),
+                "source" => match v {
+                    "app" | "heroku" | "router" => q.source = Some(v.to_owned()),
+                    _ => {
+                        return Err(ApiError::invalid_params(format!(
+                            "source must be app, heroku or router: got {}.",
+                            quote(v)
+                        )))
+                    }
+                },
+                _ => {
+                    return Err(ApiError::invalid_params(format!(
+                        "Unknown log parameter {}: use n, ps and source.",
+                        quote(k)
+                    )))
+                }
+            }
+        }
+        if let Some(ps) = &q.ps {
+            let ok = !ps.is_empty()
+                && ps.len() <= 40
+                && ps
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+            if !ok {
+                return Err(ApiError::invalid_params(format!(
+                    "ps must name a dyno or a process type, e.g. web.1 or web: got {}.",
+                    quote(ps)
+                )));
+            }
+        }
+        Ok(q)
+    }
+
+    /// The query string for a URL (`n=10&ps=web.1`).
+    pub fn to_query(&self) -> String {
+        let mut parts = Vec::new();
+        if let Some(n) = self.n {
+            parts.push(format!("n={n}"));
+        }
+        if let Some(ps) = &self.ps {
+            parts.push(format!("ps={ps}"));
+        }
+        if let Some(s) = &self.source {
+            parts.push(format!("source={s}"));
+        }
+        parts.join("&")
     }
 }

@@ -430,7 +430,7 @@ pub async fn run(options: UpOptions, mut out: impl Write + Send + 'static) -> Re
     Ok(())
 }
 
-async fn wait_for_shutdown() {
+pub async fn wait_for_shutdown() {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = match signal(SignalKind::terminate()) {
         Ok(s) => s,

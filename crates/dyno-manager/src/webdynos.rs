@@ -20,6 +20,8 @@ pub struct WebDynos {
     announce: bool,
     /// key → (dyno name, last status)
     states: Arc<Mutex<BTreeMap<String, (String, Status)>>>,
+    /// The app is gone: late status changes must not bring it back into the table.
+    closed: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl WebDynos {
@@ -30,7 +32,15 @@ impl WebDynos {
             port,
             announce,
             states: Arc::default(),
+            closed: Arc::default(),
         }
+    }
+
+    /// Stop following: the app leaves the router (its dynos may still report while stopping).
+    pub fn close(&self) {
+        self.closed.store(true, std::sync::atomic::Ordering::SeqCst);
+        let _states = self.states.lock().unwrap_or_else(|p| p.into_inner());
+        self.routes.remove_app(&self.app);
     }
 
     /// Follows one web dyno (`key` unique per incarnation, `name` like `web.1`) for as long as
@@ -57,6 +67,9 @@ impl WebDynos {
     /// The whole list each time: the router swaps its table, it never patches it.
     fn update(&self, key: &str, name: &str, status: Option<Status>) {
         let mut states = self.states.lock().unwrap_or_else(|p| p.into_inner());
+        if self.closed.load(std::sync::atomic::Ordering::SeqCst) {
+            return;
+        }
         match status {
             Some(s) => {
                 states.insert(key.to_string(), (name.to_string(), s));

@@ -3,6 +3,8 @@
 
 mod bench;
 mod net;
+mod platform;
+mod serve;
 mod up;
 
 use std::process::ExitCode;
@@ -28,6 +30,10 @@ struct Cli {
 enum Command {
     /// Run a Procfile app: every process in its own dyno, logs on stdout, Ctrl-C stops it
     Up(Box<up::UpArgs>),
+    /// The daemon: state, API (for the commands below), router and every app's dynos
+    Serve(Box<serve::ServeArgs>),
+    #[command(flatten)]
+    Platform(platform::PlatformCommand),
     /// Dyno networks: create, remove, list, and clean up after a crash
     #[command(subcommand)]
     Net(net::NetCommand),
@@ -68,6 +74,8 @@ fn main() -> ExitCode {
         .init();
     let result = match cli.command {
         Command::Up(args) => up::run(*args),
+        Command::Serve(args) => serve::run(*args),
+        Command::Platform(command) => platform::run(command),
         Command::Net(command) => net::run(command),
         Command::Bench(command) => bench::run(command),
         Command::Shim { .. } | Command::Init { .. } => unreachable!("handled above"),

@@ -19,7 +19,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 
 use crate::error::ApiError;
-use crate::types::{App, AppName};
+use crate::types::{App, AppName, Deploy, Dyno, Formation, FormationUpdates, LogQuery, Release};
 
 pub use unix::{bind_unix, UnixApiListener};
 
@@ -50,6 +50,62 @@ pub trait Platform: Send + Sync + 'static {
     fn destroy_app(&self, name: AppName) -> impl Future<Output = Result<App, ApiError>> + Send;
     /// One app; `404` ([`ApiError::app_not_found`]) if unknown.
     fn app(&self, name: AppName) -> impl Future<Output = Result<App, ApiError>> + Send;
+    /// Deploy a directory of the host as a new release; the formation rolls to it.
+    fn deploy(
+        &self,
+        name: AppName,
+        deploy: Deploy,
+    ) -> impl Future<Output = Result<Release, ApiError>> + Send {
+        let _ = (name, deploy);
+        async { Err(not_here("deploy")) }
+    }
+    /// The app's releases, newest first.
+    fn releases(
+        &self,
+        name: AppName,
+    ) -> impl Future<Output = Result<Vec<Release>, ApiError>> + Send {
+        let _ = name;
+        async { Err(not_here("releases")) }
+    }
+    /// The app's formation.
+    fn formation(
+        &self,
+        name: AppName,
+    ) -> impl Future<Output = Result<Vec<Formation>, ApiError>> + Send {
+        let _ = name;
+        async { Err(not_here("formation")) }
+    }
+    /// `ps:scale` / `ps:type`: all updates or none.
+    fn scale(
+        &self,
+        name: AppName,
+        updates: FormationUpdates,
+    ) -> impl Future<Output = Result<Vec<Formation>, ApiError>> + Send {
+        let _ = (name, updates);
+        async { Err(not_here("scale")) }
+    }
+    /// The app's running dynos.
+    fn dynos(&self, name: AppName) -> impl Future<Output = Result<Vec<Dyno>, ApiError>> + Send {
+        let _ = name;
+        async { Err(not_here("dynos")) }
+    }
+    /// The app's recent log lines, oldest first.
+    fn logs(
+        &self,
+        name: AppName,
+        query: LogQuery,
+    ) -> impl Future<Output = Result<Vec<String>, ApiError>> + Send {
+        let _ = (name, query);
+        async { Err(not_here("logs")) }
+    }
+}
+
+fn not_here(what: &str) -> ApiError {
+    ApiError::new(
+        501,
+        crate::error::ids::INTERNAL_ERROR,
+        format!("This daemon does not implement {what}."),
+    )
 }
 
 /// Why a server could not start.

@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use super::{Platform, MAX_BODY_BYTES};
 use crate::error::ApiError;
-use crate::types::{AppCreate, AppName};
+use crate::types::{AppCreate, AppName, Deploy, FormationUpdates, LogQuery};
 
 type Resp = Response<Full<Bytes>>;
 
@@ -74,6 +74,40 @@ async fn route<P: Platform>(
                     &platform.destroy_app(name).await.map_err(plain)?,
                 ),
                 ([], _) => Err(not_allowed("GET, DELETE")),
+                (["releases"], &Method::POST) => {
+                    let body: Deploy = read_json(req).await.map_err(plain)?;
+                    let release = platform.deploy(name, body).await.map_err(plain)?;
+                    json(StatusCode::CREATED, &release)
+                }
+                (["releases"], &Method::GET) => json(
+                    StatusCode::OK,
+                    &platform.releases(name).await.map_err(plain)?,
+                ),
+                (["releases"], _) => Err(not_allowed("GET, POST")),
+                (["formation"], &Method::GET) => json(
+                    StatusCode::OK,
+                    &platform.formation(name).await.map_err(plain)?,
+                ),
+                (["formation"], &Method::PATCH) => {
+                    let body: FormationUpdates = read_json(req).await.map_err(plain)?;
+                    json(
+                        StatusCode::OK,
+                        &platform.scale(name, body).await.map_err(plain)?,
+                    )
+                }
+                (["formation"], _) => Err(not_allowed("GET, PATCH")),
+                (["dynos"], &Method::GET) => {
+                    json(StatusCode::OK, &platform.dynos(name).await.map_err(plain)?)
+                }
+                (["dynos"], _) => Err(not_allowed("GET")),
+                (["logs"], &Method::GET) => {
+                    let query = LogQuery::parse(req.uri().query().unwrap_or("")).map_err(plain)?;
+                    json(
+                        StatusCode::OK,
+                        &platform.logs(name, query).await.map_err(plain)?,
+                    )
+                }
+                (["logs"], _) => Err(not_allowed("GET")),
                 _ => Err(plain(ApiError::no_such_endpoint(method.as_str(), &path))),
             }
         }

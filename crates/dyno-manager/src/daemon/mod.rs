@@ -10,6 +10,7 @@
 //! Not yet here (issue 6 goes on): dyno rows and leases in the store (intent before resource),
 //! reconcile and adoption after a restart, one-off dynos, drains from the store, metrics.
 
+pub mod api;
 pub mod slug;
 
 use std::collections::BTreeMap;
@@ -223,6 +224,7 @@ impl Daemon {
             })
             .await?;
         if let Some(runtime) = self.apps.lock().await.remove(&app.name) {
+            runtime.web.close();
             stop_all(runtime.dynos).await;
         }
         self.routes.remove_app(&app.name);
@@ -489,13 +491,22 @@ impl Daemon {
             .append(app, LogLine::now(Source::Heroku, "router", line));
     }
 
-    /// Stops every dyno of every app (daemon shutdown).
+    /// Stops every dyno of every app (daemon shutdown); then the firewall goes too, unless
+    /// dynos of someone else still use it.
     pub async fn stop(&self) {
         let runtimes: Vec<AppRuntime> = std::mem::take(&mut *self.apps.lock().await)
             .into_values()
             .collect();
         let all: Vec<Running> = runtimes.into_iter().flat_map(|r| r.dynos).collect();
         stop_all(all).await;
+        let mut network = self.network.lock().unwrap_or_else(|p| p.into_inner());
+        if network.list().map(|l| l.is_empty()).unwrap_or(false) {
+            if let Err(e) = network.uninstall() {
+                tracing::warn!(error = %e, "remove the firewall");
+            }
+        }
+        // Sandbox state of stopped dynos only: the store keeps what must survive.
+        let _ = std::fs::remove_dir_all(&self.options.state_root);
     }
 
     /// Whether a dyno's state is `up` (tests, `dyno ps`).

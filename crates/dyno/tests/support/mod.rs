@@ -37,20 +37,50 @@ pub struct Up {
 
 impl Up {
     pub fn start(tag: &str, app: &Path, extra: &[&str]) -> Up {
+        Up::spawn(tag, |command, lab, scratch| {
+            command
+                .arg("up")
+                .arg(app)
+                .arg("--run-dir")
+                .arg(&lab.run_dir.0)
+                .arg("--state-dir")
+                .arg(scratch.join("state"))
+                .args(extra);
+        })
+    }
+
+    /// `dyno serve` in its own lab: data dir, API socket (`api_socket`) and dyno state in the
+    /// test's scratch space.
+    pub fn serve(tag: &str, extra: &[&str]) -> Up {
+        Up::spawn(tag, |command, lab, scratch| {
+            command
+                .arg("serve")
+                .arg("--data-dir")
+                .arg(scratch.join("data"))
+                .arg("--socket")
+                .arg(scratch.join("api.sock"))
+                .arg("--state-root")
+                .arg(scratch.join("state"))
+                .arg("--run-dir")
+                .arg(&lab.run_dir.0)
+                .args(extra);
+        })
+    }
+
+    /// The API socket of a `dyno serve` started by [`Up::serve`].
+    pub fn api_socket(&self) -> PathBuf {
+        self.scratch.join("api.sock")
+    }
+
+    fn spawn(tag: &str, args: impl FnOnce(&mut Command, &Lab, &Path)) -> Up {
         require_root();
         let lab = Lab::new(tag).unwrap();
         let scratch = PathBuf::from(format!("/run/dyno-up-test-{}-{tag}", std::process::id()));
         let _ = std::fs::remove_dir_all(&scratch);
         std::fs::create_dir_all(&scratch).unwrap();
         let mut command = Command::new(env!("CARGO_BIN_EXE_dyno"));
+        args(&mut command, &lab, &scratch);
         command
-            .arg("up")
-            .arg(app)
-            .arg("--run-dir")
-            .arg(&lab.run_dir.0)
-            .arg("--state-dir")
-            .arg(scratch.join("state"))
-            .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());

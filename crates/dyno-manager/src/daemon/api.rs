@@ -1,0 +1,198 @@
+//! The daemon as the API's [`Platform`]: validated API input in, the daemon's operations,
+//! API shapes out, each daemon error mapped to its HTTP status by its stable id.
+
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use dyno_api::{
+    ApiError, App, AppName, Deploy, Dyno, Formation, FormationUpdates, LogQuery, Platform, Release,
+};
+use dyno_state::model::ScaleChange;
+use dyno_state::{ProcessType, Quantity, SizeName};
+
+use super::{Daemon, DaemonError};
+use crate::logring::Filter;
+use crate::logs::Source;
+
+impl From<DaemonError> for ApiError {
+    fn from(e: DaemonError) -> ApiError {
+        let status = match e.id {
+            "invalid_params" => 422,
+            "not_found" => 404,
+            "conflict" | "locked" => 409,
+            "read_only" | "disk_full" | "busy" | "pool_exhausted" => 503,
+            _ => 500,
+        };
+        let id = match e.id {
+            "invalid_params" => dyno_api::ids::INVALID_PARAMS,
+            "not_found" => dyno_api::ids::NOT_FOUND,
+            "conflict" | "locked" => dyno_api::ids::CONFLICT,
+            "read_only" => dyno_api::ids::READ_ONLY,
+            "disk_full" => dyno_api::ids::DISK_FULL,
+            _ => dyno_api::ids::INTERNAL_ERROR,
+        };
+        ApiError::new(status, id, e.message)
+    }
+}
+
+fn time(ms: i64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0))
+}
+
+fn invalid(e: impl std::fmt::Display) -> ApiError {
+    ApiError::invalid_params(e.to_string())
+}
+
+/// `Arc<Daemon>` serves the API.
+pub struct DaemonApi(pub std::sync::Arc<Daemon>);
+
+impl DaemonApi {
+    fn app_out(&self, app: &dyno_state::model::App) -> App {
+        App {
+            name: app.name.clone(),
+            created_at: dyno_api::rfc3339(time(app.created_at_ms)),
+            maintenance: app.maintenance,
+            web_url: self.0.web_url(&app.name),
+        }
+    }
+}
+
+impl Platform for DaemonApi {
+    async fn list_apps(&self) -> Result<Vec<App>, ApiError> {
+        let apps = self.0.list_apps().await?;
+        Ok(apps.iter().map(|a| self.app_out(a)).collect())
+    }
+
+    async fn create_app(&self, name: AppName) -> Result<App, ApiError> {
+        let app = self.0.create_app(name.as_str()).await?;
+        Ok(self.app_out(&app))
+    }
+
+    async fn destroy_app(&self, name: AppName) -> Result<App, ApiError> {
+        let app = self.0.app(name.as_str()).await?;
+        self.0.destroy_app(name.as_str()).await?;
+        Ok(self.app_out(&app))
+    }
+
+    async fn app(&self, name: AppName) -> Result<App, ApiError> {
+        let app = self.0.app(name.as_str()).await?;
+        Ok(self.app_out(&app))
+    }
+
+    async fn deploy(&self, name: AppName, deploy: Deploy) -> Result<Release, ApiError> {
+        let dir = Path::new(&deploy.dir);
+        if !dir.is_absolute() || !dir.is_dir() {
+            return Err(invalid(format!(
+                "dir must be an absolute path to a directory on the daemon's host: got {:?}.",
+                deploy.dir
+            )));
+        }
+        let release = self.0.deploy(name.as_str(), dir).await?;
+        Ok(Release {
+            version: release.version,
+            description: release.description,
+            created_at: dyno_api::rfc3339(time(release.created_at_ms)),
+            current: true,
+        })
+    }
+
+    async fn releases(&self, name: AppName) -> Result<Vec<Release>, ApiError> {
+        let list = self.0.releases(name.as_str()).await?;
+        let newest = list.iter().map(|r| r.version).max().unwrap_or(0);
+        Ok(list
+            .into_iter()
+            .map(|r| Release {
+                version: r.version,
+                current: r.version == newest,
+                description: r.description,
+                created_at: dyno_api::rfc3339(time(r.created_at_ms)),
+            })
+            .collect())
+    }
+
+    async fn formation(&self, name: AppName) -> Result<Vec<Formation>, ApiError> {
+        let list = self.0.formation(name.as_str()).await?;
+        Ok(list.into_iter().map(formation_out).collect())
+    }
+
+    async fn scale(
+        &self,
+        name: AppName,
+        updates: FormationUpdates,
+    ) -> Result<Vec<Formation>, ApiError> {
+        if updates.updates.is_empty() {
+            return Err(invalid(
+                "updates is empty: give at least one, e.g. {\"type\":\"web\",\"quantity\":2}.",
+            ));
+        }
+        let mut changes = Vec::new();
+        for u in updates.updates {
+            if u.quantity.is_none() && u.size.is_none() {
+                return Err(invalid(format!(
+                    "update for {} has neither quantity nor size.",
+                    u.process_type
+                )));
+            }
+            changes.push(ScaleChange {
+                process_type: ProcessType::parse(&u.process_type).map_err(invalid)?,
+                quantity: u
+                    .quantity
+                    .map(|q| Quantity::new(q, Quantity::DEFAULT_MAX))
+                    .transpose()
+                    .map_err(invalid)?,
+                size: u
+                    .size
+                    .as_deref()
+                    .map(SizeName::parse)
+                    .transpose()
+                    .map_err(invalid)?,
+            });
+        }
+        let list = self.0.scale(name.as_str(), changes).await?;
+        Ok(list.into_iter().map(formation_out).collect())
+    }
+
+    async fn dynos(&self, name: AppName) -> Result<Vec<Dyno>, ApiError> {
+        let list = self.0.ps(name.as_str()).await?;
+        Ok(list
+            .into_iter()
+            .map(|d| Dyno {
+                name: d.name,
+                process_type: d.process_type,
+                state: d.state,
+                release: d.release,
+                size: d.size,
+                command: d.command,
+            })
+            .collect())
+    }
+
+    async fn logs(&self, name: AppName, query: LogQuery) -> Result<Vec<String>, ApiError> {
+        // An unknown app is a 404, not an empty log.
+        self.0.app(name.as_str()).await?;
+        let filter = Filter {
+            ps: query.ps,
+            source: query.source.as_deref().map(|s| match s {
+                "app" => Source::App,
+                "router" => Source::Router,
+                _ => Source::Heroku,
+            }),
+        };
+        let n = query.n.unwrap_or(crate::logring::DEFAULT_LINES);
+        Ok(self
+            .0
+            .hub
+            .recent(name.as_str(), &filter, n)
+            .iter()
+            .map(|l| l.to_string())
+            .collect())
+    }
+}
+
+fn formation_out(f: dyno_state::model::FormationEntry) -> Formation {
+    Formation {
+        process_type: f.process_type,
+        quantity: f.quantity,
+        size: f.size,
+    }
+}

@@ -1,0 +1,350 @@
+//! The Heroku-style verbs (`dyno apps`, `apps:create`, `deploy`, `ps:scale`, `logs`, …): each
+//! is one or two API calls to `dyno serve` and Heroku's output shape (`--json` for scripts).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Subcommand};
+use dyno_api::{ApiClient, FormationUpdate, FormationUpdates, LogQuery};
+use serde::Serialize;
+
+/// How to reach the daemon, and the output format.
+#[derive(Args, Clone)]
+pub struct ClientArgs {
+    /// The daemon's API socket
+    #[arg(long, env = "DYNO_SOCKET", default_value = dyno_api::DEFAULT_SOCKET)]
+    socket: PathBuf,
+    /// Print JSON (for scripts) instead of text
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Subcommand)]
+pub enum PlatformCommand {
+    /// List apps
+    Apps {
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Create an app (NAME: 3–30 of a-z, 0-9, '-', starting with a letter)
+    #[command(name = "apps:create")]
+    AppsCreate {
+        name: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Destroy an app: its dynos, releases, config and logs
+    #[command(name = "apps:destroy")]
+    AppsDestroy {
+        name: String,
+        /// The app's name again, to confirm
+        #[arg(long)]
+        confirm: Option<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Deploy a directory (with a Procfile) as a new release; the dynos roll to it
+    Deploy {
+        dir: PathBuf,
+        #[arg(short, long)]
+        app: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// List releases, newest first
+    Releases {
+        #[arg(short, long)]
+        app: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// List dynos
+    Ps {
+        #[arg(short, long)]
+        app: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Scale process types: `dyno ps:scale web=2 worker=1:Standard-2X -a APP`
+    #[command(name = "ps:scale")]
+    PsScale {
+        /// TYPE=QUANTITY[:SIZE] …
+        #[arg(required = true)]
+        changes: Vec<String>,
+        #[arg(short, long)]
+        app: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Show recent log lines (Heroku's format), optionally following new ones
+    Logs {
+        #[arg(short, long)]
+        app: String,
+        /// Number of lines (1–1500)
+        #[arg(short = 'n', long, default_value_t = 100)]
+        num: usize,
+        /// Only this dyno (web.1) or process type (web)
+        #[arg(long)]
+        ps: Option<String>,
+        /// Only this source: app, heroku or router
+        #[arg(long)]
+        source: Option<String>,
+        /// Keep printing new lines until interrupted
+        #[arg(short, long)]
+        tail: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+pub fn run(command: PlatformCommand) -> Result<(), String> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("start the runtime: {e}"))?;
+    runtime.block_on(run_async(command))
+}
+
+fn out<T: Serialize>(json: bool, value: &T, text: impl FnOnce() -> String) {
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(value).unwrap_or_default()
+        );
+    } else {
+        print!("{}", text());
+    }
+}
+
+/// `web=2`, `worker=1:Standard-2X`, `web:Performance-M` (size only).
+fn parse_change(spec: &str) -> Result<FormationUpdate, String> {
+    let bad =
+        || format!("{spec:?}: expected TYPE=QUANTITY, TYPE=QUANTITY:SIZE or TYPE:SIZE, e.g. web=2");
+    let (process_type, rest) = match spec.split_once('=') {
+        Some((t, rest)) => (t, Some(rest)),
+        None => (spec, None),
+    };
+    let (process_type, quantity, size) = match rest {
+        Some(rest) => {
+            let (q, size) = match rest.split_once(':') {
+                Some((q, s)) => (q, Some(s.to_string())),
+                None => (rest, None),
+            };
+            let q: u32 = q.parse().map_err(|_| bad())?;
+            (process_type.to_string(), Some(q), size)
+        }
+        None => {
+            let (t, s) = process_type.split_once(':').ok_or_else(bad)?;
+            (t.to_string(), None, Some(s.to_string()))
+        }
+    };
+    if process_type.is_empty() {
+        return Err(bad());
+    }
+    Ok(FormationUpdate {
+        process_type,
+        quantity,
+        size,
+    })
+}
+
+impl PlatformCommand {
+    fn client(&self) -> &ClientArgs {
+        match self {
+            PlatformCommand::Apps { client }
+            | PlatformCommand::AppsCreate { client, .. }
+            | PlatformCommand::AppsDestroy { client, .. }
+            | PlatformCommand::Deploy { client, .. }
+            | PlatformCommand::Releases { client, .. }
+            | PlatformCommand::Ps { client, .. }
+            | PlatformCommand::PsScale { client, .. }
+            | PlatformCommand::Logs { client, .. } => client,
+        }
+    }
+}
+
+async fn run_async(command: PlatformCommand) -> Result<(), String> {
+    let api = ApiClient::unix(&command.client().socket);
+    let json = command.client().json;
+    let e = |e: dyno_api::ClientError| e.to_string();
+    match command {
+        PlatformCommand::Apps { .. } => {
+            let apps = api.list_apps().await.map_err(e)?;
+            out(json, &apps, || {
+                let mut s = String::from("=== Apps\n");
+                for a in &apps {
+                    s.push_str(&format!("{}\n", a.name));
+                }
+                s
+            });
+        }
+        PlatformCommand::AppsCreate { name, .. } => {
+            let app = api.create_app(&name).await.map_err(e)?;
+            out(json, &app, || {
+                format!("Creating ⬢ {}... done\n{}\n", app.name, app.web_url)
+            });
+        }
+        PlatformCommand::AppsDestroy { name, confirm, .. } => {
+            if confirm.as_deref() != Some(name.as_str()) {
+                return Err(format!(
+                    "this destroys {name}, its dynos, releases and logs; to proceed, re-run with --confirm {name}"
+                ));
+            }
+            let app = api.destroy_app(&name).await.map_err(e)?;
+            out(json, &app, || {
+                format!("Destroying ⬢ {}... done\n", app.name)
+            });
+        }
+        PlatformCommand::Deploy { dir, app, .. } => {
+            let dir = dir
+                .canonicalize()
+                .map_err(|err| format!("{}: {err}", dir.display()))?;
+            if !json {
+                eprint!("Deploying {} to ⬢ {app}... ", dir.display());
+            }
+            let body = dyno_api::Deploy {
+                dir: dir.to_string_lossy().into_owned(),
+            };
+            let release: dyno_api::Release = api
+                .post(&format!("/apps/{app}/releases"), &body)
+                .await
+                .map_err(e)?;
+            out(json, &release, || {
+                format!("done, v{} ({})\n", release.version, release.description)
+            });
+        }
+        PlatformCommand::Releases { app, .. } => {
+            let list: Vec<dyno_api::Release> =
+                api.get(&format!("/apps/{app}/releases")).await.map_err(e)?;
+            out(json, &list, || {
+                let mut s = format!("=== ⬢ {app} Releases\n");
+                for r in &list {
+                    s.push_str(&format!(
+                        "v{:<4} {:<40} {}{}\n",
+                        r.version,
+                        r.description,
+                        r.created_at,
+                        if r.current { "  (current)" } else { "" }
+                    ));
+                }
+                s
+            });
+        }
+        PlatformCommand::Ps { app, .. } => {
+            let list: Vec<dyno_api::Dyno> =
+                api.get(&format!("/apps/{app}/dynos")).await.map_err(e)?;
+            out(json, &list, || {
+                if list.is_empty() {
+                    return format!("No dynos on ⬢ {app}\n");
+                }
+                let mut s = String::new();
+                let mut last_type = "";
+                for d in &list {
+                    if d.process_type != last_type {
+                        let count = list
+                            .iter()
+                            .filter(|x| x.process_type == d.process_type)
+                            .count();
+                        s.push_str(&format!(
+                            "=== {} ({}): {} ({count})\n",
+                            d.process_type, d.size, d.command
+                        ));
+                        last_type = &d.process_type;
+                    }
+                    s.push_str(&format!("{}: {} (v{})\n", d.name, d.state, d.release));
+                }
+                s
+            });
+        }
+        PlatformCommand::PsScale { changes, app, .. } => {
+            let updates = changes
+                .iter()
+                .map(|c| parse_change(c))
+                .collect::<Result<Vec<_>, _>>()?;
+            if !json {
+                eprint!("Scaling dynos... ");
+            }
+            let formation: Vec<dyno_api::Formation> = api
+                .patch(
+                    &format!("/apps/{app}/formation"),
+                    &FormationUpdates { updates },
+                )
+                .await
+                .map_err(e)?;
+            out(json, &formation, || {
+                let now: Vec<String> = formation
+                    .iter()
+                    .map(|f| format!("{} at {}:{}", f.process_type, f.quantity, f.size))
+                    .collect();
+                format!("done, now running {}\n", now.join(", "))
+            });
+        }
+        PlatformCommand::Logs {
+            app,
+            num,
+            ps,
+            source,
+            tail,
+            ..
+        } => {
+            let query = LogQuery {
+                n: Some(num),
+                ps,
+                source,
+            };
+            let path = format!("/apps/{app}/logs?{}", query.to_query());
+            let mut seen: Vec<String> = api.get(&path).await.map_err(e)?;
+            for line in &seen {
+                println!("{line}");
+            }
+            if tail {
+                let follow = LogQuery {
+                    n: Some(1500),
+                    ..query
+                };
+                let path = format!("/apps/{app}/logs?{}", follow.to_query());
+                loop {
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    let now: Vec<String> = api.get(&path).await.map_err(e)?;
+                    // New lines are those after the last one printed (lines carry microsecond
+                    // timestamps, so the last one is a good mark).
+                    let start = match seen.last() {
+                        Some(last) => now.iter().rposition(|l| l == last).map_or(0, |i| i + 1),
+                        None => 0,
+                    };
+                    for line in &now[start..] {
+                        println!("{line}");
+                    }
+                    if start < now.len() {
+                        seen = now;
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scale_specs() {
+        let c = parse_change("web=2").unwrap();
+        assert_eq!(
+            (c.process_type.as_str(), c.quantity, c.size),
+            ("web", Some(2), None)
+        );
+        let c = parse_change("worker=1:Standard-2X").unwrap();
+        assert_eq!(c.size.as_deref(), Some("Standard-2X"));
+        let c = parse_change("web:Performance-M").unwrap();
+        assert_eq!(
+            (c.quantity, c.size.as_deref()),
+            (None, Some("Performance-M"))
+        );
+        for bad in ["web", "web=x", "=2", "web=-1", ""] {
+            assert!(parse_change(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,160 @@
+//! `dyno serve`: the daemon. State in SQLite under the data dir, the API on a unix socket
+//! (0600), the router, and every app's dynos.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Args;
+use dyno_manager::daemon::api::DaemonApi;
+use dyno_manager::daemon::{Daemon, DaemonOptions};
+use dyno_manager::lifecycle::{parse_duration, Lifecycle};
+use dyno_manager::up::UidRange;
+use dyno_net::dyno::RunDir;
+use dyno_net::ipam::Ipv4Net;
+use dyno_net::network::NetworkConfig;
+use dyno_router::{FnSink, Router, RouterConfig, RouterLog};
+
+#[derive(Args)]
+#[command(
+    after_help = "The CLI (dyno apps, apps:create, deploy, ps:scale, logs, …) talks to \
+    this daemon over --socket. Stopping the daemon (SIGTERM, Ctrl-C) stops every dyno \
+    gracefully; starting it again starts what its state says should run."
+)]
+pub struct ServeArgs {
+    /// State (SQLite, WAL) and slugs
+    #[arg(long, default_value = dyno_state::DEFAULT_DATA_DIR)]
+    data_dir: PathBuf,
+    /// The API's unix socket (mode 0600: root only)
+    #[arg(long, default_value = dyno_api::DEFAULT_SOCKET)]
+    socket: PathBuf,
+    /// Also serve the API on TCP (needs --api-token-file)
+    #[arg(long, requires = "api_token_file")]
+    api_listen: Option<SocketAddr>,
+    /// File holding the bearer token for --api-listen (16+ characters)
+    #[arg(long)]
+    api_token_file: Option<PathBuf>,
+    /// Where the router listens: apps are http://<app>.localhost:PORT/
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    router_listen: SocketAddr,
+    /// Dynos' runtime state (sandboxes)
+    #[arg(long, default_value = "/run/dyno/dynos")]
+    state_root: PathBuf,
+    /// Where dyno network namespaces are bound (like `ip netns`)
+    #[arg(long, default_value = "/run/netns")]
+    run_dir: PathBuf,
+    /// Dyno address pool
+    #[arg(long, default_value_t = Ipv4Net::default())]
+    pool: Ipv4Net,
+    /// Uids for apps (one per app)
+    #[arg(long, default_value = "800000-899999")]
+    uid_range: UidRange,
+    /// $PORT of every dyno
+    #[arg(long, default_value_t = 5000)]
+    port: u16,
+    /// R10 if a web dyno does not listen on $PORT within this
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    boot_timeout: Duration,
+    /// SIGTERM to SIGKILL on stop (R12)
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    stop_grace: Duration,
+}
+
+pub fn run(args: ServeArgs) -> Result<(), String> {
+    let token = match &args.api_token_file {
+        Some(path) => Some(
+            std::fs::read_to_string(path)
+                .map_err(|e| format!("--api-token-file {}: {e}", path.display()))?
+                .trim()
+                .to_string(),
+        ),
+        None => None,
+    };
+    let options = DaemonOptions {
+        data_dir: args.data_dir,
+        state_root: args.state_root,
+        network: NetworkConfig {
+            run_dir: RunDir(args.run_dir),
+            pool: args.pool,
+            spares: 8,
+            ..NetworkConfig::default()
+        },
+        exe: crate::shim_binary()?,
+        lifecycle: Lifecycle {
+            boot_timeout: args.boot_timeout,
+            stop_grace: args.stop_grace,
+            ..Lifecycle::default()
+        },
+        uids: args.uid_range,
+        port: args.port,
+        router_port: args.router_listen.port(),
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| format!("start the runtime: {e}"))?;
+    runtime.block_on(serve(
+        options,
+        args.socket,
+        args.router_listen,
+        args.api_listen,
+        token,
+    ))
+}
+
+async fn serve(
+    options: DaemonOptions,
+    socket: PathBuf,
+    router_listen: SocketAddr,
+    api_listen: Option<SocketAddr>,
+    token: Option<String>,
+) -> Result<(), String> {
+    if let Some(dir) = socket.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    }
+    // Bind everything before starting dynos: a second daemon fails here, having touched nothing.
+    let api = dyno_api::bind_unix(&socket)
+        .await
+        .map_err(|e| e.to_string())?;
+    let router_socket = tokio::net::TcpListener::bind(router_listen)
+        .await
+        .map_err(|e| format!("router: listen on {router_listen}: {e}"))?;
+    let daemon = Daemon::open(options).await.map_err(|e| e.to_string())?;
+    let sink_daemon = daemon.clone();
+    let router = Router::new(
+        RouterConfig::default(),
+        daemon.routes.clone(),
+        FnSink(move |app: &str, line: RouterLog| sink_daemon.router_line(app, line.to_string())),
+    );
+    let router_task = tokio::spawn(router.serve(router_socket));
+    let platform = Arc::new(DaemonApi(daemon.clone()));
+    let api_task = tokio::spawn(dyno_api::serve_unix_listener(api, platform.clone()));
+    let tcp_task = match (api_listen, token) {
+        (Some(addr), Some(token)) => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| format!("--api-listen {addr}: {e}"))?;
+            Some(tokio::spawn(dyno_api::serve_tcp(listener, token, platform)))
+        }
+        _ => None,
+    };
+    eprintln!(
+        "dyno serve: API on {}, router on http://{router_listen}/",
+        socket.display()
+    );
+    dyno_manager::up::wait_for_shutdown().await;
+    eprintln!("dyno serve: stopping");
+    api_task.abort();
+    let _ = api_task.await;
+    if let Some(t) = tcp_task {
+        t.abort();
+        let _ = t.await;
+    }
+    daemon.stop().await;
+    router_task.abort();
+    let _ = router_task.await;
+    eprintln!("dyno serve: stopped");
+    Ok(())
+}

@@ -1,0 +1,159 @@
+//! `dyno serve` and the Heroku-style CLI end to end (privileged: run as root). The daemon runs
+//! in a lab host namespace with its data dir, API socket and dyno state in the test's scratch
+//! space; the CLI talks to it over the socket, requests go through its router.
+
+mod support;
+
+use std::process::Command;
+use std::time::Duration;
+
+use support::*;
+
+/// `dyno --socket S ARGS…`: (success, stdout, stderr).
+fn cli(up: &Up, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_dyno"))
+        .args(args)
+        .env("DYNO_SOCKET", up.api_socket())
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn cli_ok(up: &Up, args: &[&str]) -> String {
+    let (ok, stdout, stderr) = cli(up, args);
+    assert!(
+        ok,
+        "dyno {args:?} failed:\n{stdout}{stderr}\n--- daemon:\n{}",
+        up.notes()
+    );
+    stdout
+}
+
+fn cli_err(up: &Up, args: &[&str]) -> String {
+    let (ok, stdout, stderr) = cli(up, args);
+    assert!(!ok, "dyno {args:?} should fail:\n{stdout}");
+    stderr
+}
+
+/// Dynos of the app in state `up`, by name.
+fn up_dynos(up: &Up, app: &str) -> Vec<String> {
+    let json = cli_ok(up, &["ps", "-a", app, "--json"]);
+    let list: serde_json::Value = serde_json::from_str(&json).unwrap();
+    list.as_array()
+        .unwrap()
+        .iter()
+        .filter(|d| d["state"] == "up")
+        .map(|d| d["name"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn create_deploy_scale_serve_log_and_destroy_an_app() {
+    let mut up = Up::serve("serve", &["--boot-timeout", "20s", "--stop-grace", "5s"]);
+    poll_until(Duration::from_secs(30), Duration::from_millis(50), || {
+        let (ok, _, stderr) = cli(&up, &["apps"]);
+        ok.then_some(())
+            .ok_or(format!("the API does not answer: {stderr}\n{}", up.notes()))
+    });
+    assert_eq!(cli_ok(&up, &["apps"]), "=== Apps\n");
+
+    let created = cli_ok(&up, &["apps:create", "hello"]);
+    assert!(created.contains("Creating ⬢ hello... done"), "{created}");
+    assert!(
+        created.contains("http://hello.localhost:8080/"),
+        "{created}"
+    );
+    let taken = cli_err(&up, &["apps:create", "hello"]);
+    assert!(taken.contains("hello"), "{taken}");
+    let bad = cli_err(&up, &["apps:create", "Bad_Name"]);
+    assert!(bad.contains("lowercase"), "{bad}");
+    // Never deployed: the router says so (H81).
+    let blank = up.get_via_router("hello.localhost", "/");
+    assert!(blank.starts_with("HTTP/1.1 503"), "{blank}");
+
+    let deployed = cli_ok(
+        &up,
+        &[
+            "deploy",
+            &repo().join("examples/hello").to_string_lossy(),
+            "-a",
+            "hello",
+        ],
+    );
+    assert!(deployed.starts_with("done, v2 (Deploy "), "{deployed}");
+    poll_until(Duration::from_secs(30), Duration::from_millis(100), || {
+        let answer = up.get_via_router("hello.localhost", "/");
+        answer
+            .contains("Hello from web.1")
+            .then_some(())
+            .ok_or(format!("not served yet: {answer}"))
+    });
+
+    let scaled = cli_ok(&up, &["ps:scale", "web=2", "-a", "hello"]);
+    assert!(scaled.contains("web at 2:Standard-1X"), "{scaled}");
+    assert!(scaled.contains("worker at 0:Standard-1X"), "{scaled}");
+    poll_until(Duration::from_secs(30), Duration::from_millis(100), || {
+        let now = up_dynos(&up, "hello");
+        (now == ["web.1", "web.2"])
+            .then_some(())
+            .ok_or(format!("up: {now:?}"))
+    });
+    let ps = cli_ok(&up, &["ps", "-a", "hello"]);
+    assert!(
+        ps.starts_with(
+            "=== web (Standard-1X): python3 web.py (2)\nweb.1: up (v2)\nweb.2: up (v2)\n"
+        ),
+        "{ps}"
+    );
+    // The router spreads requests over both.
+    poll_until(Duration::from_secs(10), Duration::from_millis(1), || {
+        let answer = up.get_via_router("hello.localhost", "/");
+        answer
+            .contains("Hello from web.2")
+            .then_some(())
+            .ok_or(answer)
+    });
+    let bad_scale = cli_err(&up, &["ps:scale", "clock=1", "-a", "hello"]);
+    assert!(bad_scale.contains("clock"), "{bad_scale}");
+
+    let logs = cli_ok(&up, &["logs", "-a", "hello", "-n", "1500"]);
+    assert!(
+        logs.contains("heroku[web.1]: State changed from starting to up"),
+        "{logs}"
+    );
+    assert!(
+        logs.contains("heroku[router]: at=info method=GET path=\"/\" host=hello.localhost"),
+        "{logs}"
+    );
+    let router_only = cli_ok(&up, &["logs", "-a", "hello", "--source", "router"]);
+    assert!(!router_only.is_empty());
+    assert!(
+        router_only.lines().all(|l| l.contains(" heroku[router]: ")),
+        "{router_only}"
+    );
+
+    let releases = cli_ok(&up, &["releases", "-a", "hello"]);
+    assert!(releases.contains("v2    Deploy "), "{releases}");
+    assert!(releases.contains("v1    Initial release"), "{releases}");
+
+    let unconfirmed = cli_err(&up, &["apps:destroy", "hello"]);
+    assert!(unconfirmed.contains("--confirm hello"), "{unconfirmed}");
+    let destroyed = cli_ok(&up, &["apps:destroy", "hello", "--confirm", "hello"]);
+    assert!(
+        destroyed.contains("Destroying ⬢ hello... done"),
+        "{destroyed}"
+    );
+    assert_eq!(cli_ok(&up, &["apps"]), "=== Apps\n");
+    let gone = up.get_via_router("hello.localhost", "/");
+    assert!(gone.starts_with("HTTP/1.1 404"), "{gone}");
+    let unknown = cli_err(&up, &["ps", "-a", "hello"]);
+    assert!(unknown.contains("hello"), "{unknown}");
+
+    let status = up.interrupt();
+    assert!(status.success(), "{status:?}\n{}", up.notes());
+    up.assert_nothing_left(dyno_manager::up::app_uid("hello"));
+}
