@@ -102,7 +102,9 @@ fn api(store: &mut Store, op: u8, a: &str, b: &str, c: &str) -> Result<(), State
                 .map_err(|_| ValidationError::new("release", "not a release number"))?;
             store.rollback(&name, v).map(drop)
         }
-        8 => store.set_maintenance(&name, c.len().is_multiple_of(2)).map(drop),
+        8 => store
+            .set_maintenance(&name, c.len().is_multiple_of(2))
+            .map(drop),
         _ => store.destroy_app(&name).map(drop),
     }
 }

@@ -46,6 +46,7 @@ pub enum PlatformCommand {
     /// Deploy a directory (with a Procfile) as a new release; the dynos roll to it
     Deploy {
         dir: PathBuf,
+        /// The app (e.g. -a hello)
         #[arg(short, long)]
         app: String,
         #[command(flatten)]
@@ -53,6 +54,7 @@ pub enum PlatformCommand {
     },
     /// List releases, newest first
     Releases {
+        /// The app (e.g. -a hello)
         #[arg(short, long)]
         app: String,
         #[command(flatten)]
@@ -60,6 +62,7 @@ pub enum PlatformCommand {
     },
     /// List dynos
     Ps {
+        /// The app (e.g. -a hello)
         #[arg(short, long)]
         app: String,
         #[command(flatten)]
@@ -71,6 +74,7 @@ pub enum PlatformCommand {
         /// TYPE=QUANTITY[:SIZE] …
         #[arg(required = true)]
         changes: Vec<String>,
+        /// The app (e.g. -a hello)
         #[arg(short, long)]
         app: String,
         #[command(flatten)]
@@ -78,6 +82,7 @@ pub enum PlatformCommand {
     },
     /// Show recent log lines (Heroku's format), optionally following new ones
     Logs {
+        /// The app (e.g. -a hello)
         #[arg(short, long)]
         app: String,
         /// Number of lines (1–1500)
