@@ -22,6 +22,6 @@ pub use server::{
     HEADER_READ_TIMEOUT, MAX_BODY_BYTES,
 };
 pub use types::{
-    rfc3339, validate_app_name, web_url, App, AppCreate, AppName, Deploy, Dyno, Formation,
-    FormationUpdate, FormationUpdates, LogQuery, Release,
+    rfc3339, validate_app_name, web_url, App, AppCreate, AppName, AppUpdate, Deploy, Dyno,
+    Formation, FormationUpdate, FormationUpdates, LogQuery, Release, Rollback,
 };

@@ -13,6 +13,11 @@
 //! | `PATCH /apps/{name}/formation` | [`FormationUpdates`] `{"updates":[{"type":"web","quantity":3}]}` | `200` `[Formation, …]` |
 //! | `GET /apps/{name}/dynos` | – | `200` `[Dyno, …]` |
 //! | `GET /apps/{name}/logs?n=100&ps=web.1&source=app` | – | `200` `["2026-… app[web.1]: …", …]` oldest first |
+//! | `PATCH /apps/{name}` | [`AppUpdate`] `{"maintenance":true}` | `200` [`App`] |
+//! | `GET /apps/{name}/config` | – | `200` `{"KEY":"value", …}` |
+//! | `PATCH /apps/{name}/config` | `{"KEY":"value","OLD":null}` (null unsets) | `200` the new config; each call is a release |
+//! | `POST /apps/{name}/rollback` | [`Rollback`] `{"version":3}` | `201` [`Release`] |
+//! | `DELETE /apps/{name}/dynos[/{dyno}]` | – | `202` `{}`: restart all, a type (`web`) or one dyno (`web.1`) |
 //!
 //! An [`App`] in JSON: `{"name":"my-app","created_at":"2026-11-25T10:00:00Z","maintenance":false,"web_url":"http://my-app.localhost:8080/"}`
 
@@ -349,4 +354,19 @@ impl LogQuery {
         }
         parts.join("&")
     }
+}
+
+/// `PATCH /apps/{name}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppUpdate {
+    pub maintenance: bool,
+}
+
+/// `POST /apps/{name}/rollback`: a new release with the slug, process types and config of
+/// release `version`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rollback {
+    pub version: u32,
 }

@@ -1,6 +1,7 @@
 //! The Heroku-style verbs (`dyno apps`, `apps:create`, `deploy`, `ps:scale`, `logs`, …): each
 //! is one or two API calls to `dyno serve` and Heroku's output shape (`--json` for scripts).
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -74,6 +75,74 @@ pub enum PlatformCommand {
         /// TYPE=QUANTITY[:SIZE] …
         #[arg(required = true)]
         changes: Vec<String>,
+        /// The app (e.g. -a hello)
+        #[arg(short, long)]
+        app: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Show the app's config vars
+    Config {
+        /// The app (e.g. -a hello)
+        #[arg(short, long)]
+        app: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Set config vars (a new release; the dynos restart): `dyno config:set KEY=value … -a APP`
+    #[command(name = "config:set")]
+    ConfigSet {
+        /// KEY=value …
+        #[arg(required = true)]
+        pairs: Vec<String>,
+        /// The app (e.g. -a hello)
+        #[arg(short, long)]
+        app: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Unset config vars (a new release; the dynos restart)
+    #[command(name = "config:unset")]
+    ConfigUnset {
+        #[arg(required = true)]
+        keys: Vec<String>,
+        /// The app (e.g. -a hello)
+        #[arg(short, long)]
+        app: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Roll back to a release (`v3` or `3`), as a new release
+    Rollback {
+        version: String,
+        /// The app (e.g. -a hello)
+        #[arg(short, long)]
+        app: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Restart all dynos, a process type's (web) or one (web.1)
+    #[command(name = "ps:restart")]
+    PsRestart {
+        dyno: Option<String>,
+        /// The app (e.g. -a hello)
+        #[arg(short, long)]
+        app: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Maintenance mode on: the router answers every request with the maintenance page (H80)
+    #[command(name = "maintenance:on")]
+    MaintenanceOn {
+        /// The app (e.g. -a hello)
+        #[arg(short, long)]
+        app: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Maintenance mode off
+    #[command(name = "maintenance:off")]
+    MaintenanceOff {
         /// The app (e.g. -a hello)
         #[arg(short, long)]
         app: String,
@@ -163,7 +232,14 @@ impl PlatformCommand {
             | PlatformCommand::Releases { client, .. }
             | PlatformCommand::Ps { client, .. }
             | PlatformCommand::PsScale { client, .. }
-            | PlatformCommand::Logs { client, .. } => client,
+            | PlatformCommand::Logs { client, .. }
+            | PlatformCommand::Config { client, .. }
+            | PlatformCommand::ConfigSet { client, .. }
+            | PlatformCommand::ConfigUnset { client, .. }
+            | PlatformCommand::Rollback { client, .. }
+            | PlatformCommand::PsRestart { client, .. }
+            | PlatformCommand::MaintenanceOn { client, .. }
+            | PlatformCommand::MaintenanceOff { client, .. } => client,
         }
     }
 }
@@ -171,6 +247,7 @@ impl PlatformCommand {
 async fn run_async(command: PlatformCommand) -> Result<(), String> {
     let api = ApiClient::unix(&command.client().socket);
     let json = command.client().json;
+    let maintenance_on = matches!(command, PlatformCommand::MaintenanceOn { .. });
     let e = |e: dyno_api::ClientError| e.to_string();
     match command {
         PlatformCommand::Apps { .. } => {
@@ -284,6 +361,100 @@ async fn run_async(command: PlatformCommand) -> Result<(), String> {
                 format!("done, now running {}\n", now.join(", "))
             });
         }
+        PlatformCommand::Config { app, .. } => {
+            let config: BTreeMap<String, String> =
+                api.get(&format!("/apps/{app}/config")).await.map_err(e)?;
+            out(json, &config, || show_config(&app, &config));
+        }
+        PlatformCommand::ConfigSet { pairs, app, .. } => {
+            let mut changes = BTreeMap::new();
+            for pair in &pairs {
+                let (k, v) = pair
+                    .split_once('=')
+                    .ok_or_else(|| format!("{pair:?}: expected KEY=value, e.g. LOG_LEVEL=debug"))?;
+                changes.insert(k.to_string(), Some(v.to_string()));
+            }
+            let keys: Vec<&String> = changes.keys().collect();
+            if !json {
+                eprint!(
+                    "Setting {} and restarting ⬢ {app}... ",
+                    keys.iter()
+                        .map(|k| k.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+            }
+            let config: BTreeMap<String, String> = api
+                .patch(&format!("/apps/{app}/config"), &changes)
+                .await
+                .map_err(e)?;
+            out(json, &config, || {
+                format!("done\n{}", show_config(&app, &config))
+            });
+        }
+        PlatformCommand::ConfigUnset { keys, app, .. } => {
+            let changes: BTreeMap<String, Option<String>> =
+                keys.iter().map(|k| (k.clone(), None)).collect();
+            if !json {
+                eprint!("Unsetting {} and restarting ⬢ {app}... ", keys.join(", "));
+            }
+            let config: BTreeMap<String, String> = api
+                .patch(&format!("/apps/{app}/config"), &changes)
+                .await
+                .map_err(e)?;
+            out(json, &config, || "done\n".to_string());
+        }
+        PlatformCommand::Rollback { version, app, .. } => {
+            let v: u32 = version
+                .trim_start_matches('v')
+                .parse()
+                .map_err(|_| format!("{version:?}: give a release like v3"))?;
+            if !json {
+                eprint!("Rolling back ⬢ {app} to v{v}... ");
+            }
+            let release: dyno_api::Release = api
+                .post(
+                    &format!("/apps/{app}/rollback"),
+                    &dyno_api::Rollback { version: v },
+                )
+                .await
+                .map_err(e)?;
+            out(json, &release, || {
+                format!("done, v{} ({})\n", release.version, release.description)
+            });
+        }
+        PlatformCommand::PsRestart { dyno, app, .. } => {
+            let path = match &dyno {
+                Some(d) => format!("/apps/{app}/dynos/{d}"),
+                None => format!("/apps/{app}/dynos"),
+            };
+            if !json {
+                eprint!(
+                    "Restarting {} on ⬢ {app}... ",
+                    dyno.as_deref().unwrap_or("all dynos")
+                );
+            }
+            let done: serde_json::Value = api.delete(&path).await.map_err(e)?;
+            out(json, &done, || "done\n".to_string());
+        }
+        PlatformCommand::MaintenanceOn { app, .. }
+        | PlatformCommand::MaintenanceOff { app, .. } => {
+            let on = maintenance_on;
+            if !json {
+                eprint!(
+                    "{} maintenance mode for ⬢ {app}... ",
+                    if on { "Enabling" } else { "Disabling" }
+                );
+            }
+            let updated: dyno_api::App = api
+                .patch(
+                    &format!("/apps/{app}"),
+                    &dyno_api::AppUpdate { maintenance: on },
+                )
+                .await
+                .map_err(e)?;
+            out(json, &updated, || "done\n".to_string());
+        }
         PlatformCommand::Logs {
             app,
             num,
@@ -328,6 +499,16 @@ async fn run_async(command: PlatformCommand) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// Heroku's `config` shape: `=== ⬢ app Config Vars` then `KEY: value`, keys aligned.
+fn show_config(app: &str, config: &BTreeMap<String, String>) -> String {
+    let width = config.keys().map(|k| k.len() + 1).max().unwrap_or(0);
+    let mut s = format!("=== ⬢ {app} Config Vars\n");
+    for (k, v) in config {
+        s.push_str(&format!("{:<width$} {v}\n", format!("{k}:")));
+    }
+    s
 }
 
 #[cfg(test)]

@@ -51,6 +51,21 @@ fn up_dynos(up: &Up, app: &str) -> Vec<String> {
         .collect()
 }
 
+/// Waits until every dyno of the app runs `release` and is up.
+fn wait_for_release(up: &Up, app: &str, release: u64) {
+    poll_until(Duration::from_secs(30), Duration::from_millis(100), || {
+        let json = cli_ok(up, &["ps", "-a", app, "--json"]);
+        let list: serde_json::Value = serde_json::from_str(&json).unwrap();
+        let all = list.as_array().unwrap();
+        let done = !all.is_empty()
+            && all
+                .iter()
+                .all(|d| d["release"] == release && d["state"] == "up");
+        done.then_some(())
+            .ok_or(format!("not all on v{release}: {json}"))
+    });
+}
+
 #[test]
 fn create_deploy_scale_serve_log_and_destroy_an_app() {
     let mut up = Up::serve("serve", &["--boot-timeout", "20s", "--stop-grace", "5s"]);
@@ -139,6 +154,44 @@ fn create_deploy_scale_serve_log_and_destroy_an_app() {
     let releases = cli_ok(&up, &["releases", "-a", "hello"]);
     assert!(releases.contains("v2    Deploy "), "{releases}");
     assert!(releases.contains("v1    Initial release"), "{releases}");
+
+    // Config vars: each change is a release, and the dynos roll to it.
+    let set = cli_ok(&up, &["config:set", "GREETING=hi there", "-a", "hello"]);
+    assert!(set.contains("GREETING: hi there"), "{set}");
+    let bad_key = cli_err(&up, &["config:set", "1BAD=x", "-a", "hello"]);
+    assert!(bad_key.contains("1BAD"), "{bad_key}");
+    wait_for_release(&up, "hello", 3);
+    assert_eq!(
+        cli_ok(&up, &["config", "-a", "hello"]),
+        "=== ⬢ hello Config Vars\nGREETING: hi there\n"
+    );
+    let rolled = cli_ok(&up, &["rollback", "v2", "-a", "hello"]);
+    assert!(rolled.contains("done, v4 (Rollback to v2)"), "{rolled}");
+    wait_for_release(&up, "hello", 4);
+    assert_eq!(
+        cli_ok(&up, &["config", "-a", "hello"]),
+        "=== ⬢ hello Config Vars\n"
+    );
+    // Maintenance: the router answers H80 for the app.
+    cli_ok(&up, &["maintenance:on", "-a", "hello"]);
+    let page = up.get_via_router("hello.localhost", "/");
+    assert!(
+        page.starts_with("HTTP/1.1 503") && page.contains("Maintenance"),
+        "{page}"
+    );
+    cli_ok(&up, &["maintenance:off", "-a", "hello"]);
+    let back = up.get_via_router("hello.localhost", "/");
+    assert!(back.starts_with("HTTP/1.1 200"), "{back}");
+    // A restart brings the dyno back.
+    cli_ok(&up, &["ps:restart", "web.1", "-a", "hello"]);
+    poll_until(Duration::from_secs(30), Duration::from_millis(100), || {
+        let now = up_dynos(&up, "hello");
+        (now == ["web.1", "web.2"])
+            .then_some(())
+            .ok_or(format!("up: {now:?}"))
+    });
+    let no_dyno = cli_err(&up, &["ps:restart", "web.9", "-a", "hello"]);
+    assert!(no_dyno.contains("web.9"), "{no_dyno}");
 
     let unconfirmed = cli_err(&up, &["apps:destroy", "hello"]);
     assert!(unconfirmed.contains("--confirm hello"), "{unconfirmed}");

@@ -19,7 +19,11 @@ use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 
 use crate::error::ApiError;
-use crate::types::{App, AppName, Deploy, Dyno, Formation, FormationUpdates, LogQuery, Release};
+use std::collections::BTreeMap;
+
+use crate::types::{
+    App, AppName, AppUpdate, Deploy, Dyno, Formation, FormationUpdates, LogQuery, Release, Rollback,
+};
 
 pub use unix::{bind_unix, UnixApiListener};
 
@@ -97,6 +101,50 @@ pub trait Platform: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Vec<String>, ApiError>> + Send {
         let _ = (name, query);
         async { Err(not_here("logs")) }
+    }
+    /// `maintenance:on` / `off`.
+    fn update_app(
+        &self,
+        name: AppName,
+        update: AppUpdate,
+    ) -> impl Future<Output = Result<App, ApiError>> + Send {
+        let _ = (name, update);
+        async { Err(not_here("app updates")) }
+    }
+    /// The app's config vars.
+    fn config(
+        &self,
+        name: AppName,
+    ) -> impl Future<Output = Result<BTreeMap<String, String>, ApiError>> + Send {
+        let _ = name;
+        async { Err(not_here("config")) }
+    }
+    /// Set (`Some`) and unset (`None`) config vars; the new config.
+    fn update_config(
+        &self,
+        name: AppName,
+        changes: BTreeMap<String, Option<String>>,
+    ) -> impl Future<Output = Result<BTreeMap<String, String>, ApiError>> + Send {
+        let _ = (name, changes);
+        async { Err(not_here("config")) }
+    }
+    /// Roll back to a release (as a new release).
+    fn rollback(
+        &self,
+        name: AppName,
+        rollback: Rollback,
+    ) -> impl Future<Output = Result<Release, ApiError>> + Send {
+        let _ = (name, rollback);
+        async { Err(not_here("rollback")) }
+    }
+    /// Restart all dynos (`None`), a process type's (`web`) or one (`web.1`).
+    fn restart(
+        &self,
+        name: AppName,
+        which: Option<String>,
+    ) -> impl Future<Output = Result<(), ApiError>> + Send {
+        let _ = (name, which);
+        async { Err(not_here("restart")) }
     }
 }
 

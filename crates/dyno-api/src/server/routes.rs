@@ -11,7 +11,9 @@ use serde::Serialize;
 
 use super::{Platform, MAX_BODY_BYTES};
 use crate::error::ApiError;
-use crate::types::{AppCreate, AppName, Deploy, FormationUpdates, LogQuery};
+use std::collections::BTreeMap;
+
+use crate::types::{AppCreate, AppName, AppUpdate, Deploy, FormationUpdates, LogQuery, Rollback};
 
 type Resp = Response<Full<Bytes>>;
 
@@ -73,7 +75,59 @@ async fn route<P: Platform>(
                     StatusCode::OK,
                     &platform.destroy_app(name).await.map_err(plain)?,
                 ),
-                ([], _) => Err(not_allowed("GET, DELETE")),
+                ([], &Method::PATCH) => {
+                    let body: AppUpdate = read_json(req).await.map_err(plain)?;
+                    json(
+                        StatusCode::OK,
+                        &platform.update_app(name, body).await.map_err(plain)?,
+                    )
+                }
+                ([], _) => Err(not_allowed("GET, PATCH, DELETE")),
+                (["config"], &Method::GET) => {
+                    json(StatusCode::OK, &platform.config(name).await.map_err(plain)?)
+                }
+                (["config"], &Method::PATCH) => {
+                    let body: BTreeMap<String, Option<String>> =
+                        read_json(req).await.map_err(plain)?;
+                    if body.is_empty() {
+                        return Err(plain(ApiError::invalid_params(
+                            "No config vars given: send {\"KEY\":\"value\"} to set, {\"KEY\":null} to unset.",
+                        )));
+                    }
+                    json(
+                        StatusCode::OK,
+                        &platform.update_config(name, body).await.map_err(plain)?,
+                    )
+                }
+                (["config"], _) => Err(not_allowed("GET, PATCH")),
+                (["rollback"], &Method::POST) => {
+                    let body: Rollback = read_json(req).await.map_err(plain)?;
+                    json(
+                        StatusCode::CREATED,
+                        &platform.rollback(name, body).await.map_err(plain)?,
+                    )
+                }
+                (["rollback"], _) => Err(not_allowed("POST")),
+                (["dynos"], &Method::DELETE) => {
+                    platform.restart(name, None).await.map_err(plain)?;
+                    json(StatusCode::ACCEPTED, &serde_json::json!({}))
+                }
+                (["dynos", which], &Method::DELETE) => {
+                    let which = (*which).to_owned();
+                    let ok = !which.is_empty()
+                        && which.len() <= 40
+                        && which
+                            .bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+                    if !ok {
+                        return Err(plain(ApiError::invalid_params(
+                            "Name a dyno (web.1) or a process type (web).",
+                        )));
+                    }
+                    platform.restart(name, Some(which)).await.map_err(plain)?;
+                    json(StatusCode::ACCEPTED, &serde_json::json!({}))
+                }
+                (["dynos", _], _) => Err(not_allowed("DELETE")),
                 (["releases"], &Method::POST) => {
                     let body: Deploy = read_json(req).await.map_err(plain)?;
                     let release = platform.deploy(name, body).await.map_err(plain)?;
@@ -99,7 +153,7 @@ async fn route<P: Platform>(
                 (["dynos"], &Method::GET) => {
                     json(StatusCode::OK, &platform.dynos(name).await.map_err(plain)?)
                 }
-                (["dynos"], _) => Err(not_allowed("GET")),
+                (["dynos"], _) => Err(not_allowed("GET, DELETE")),
                 (["logs"], &Method::GET) => {
                     let query = LogQuery::parse(req.uri().query().unwrap_or("")).map_err(plain)?;
                     json(

@@ -1,11 +1,13 @@
 //! The daemon as the API's [`Platform`]: validated API input in, the daemon's operations,
 //! API shapes out, each daemon error mapped to its HTTP status by its stable id.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use dyno_api::{
-    ApiError, App, AppName, Deploy, Dyno, Formation, FormationUpdates, LogQuery, Platform, Release,
+    ApiError, App, AppName, AppUpdate, Deploy, Dyno, Formation, FormationUpdates, LogQuery,
+    Platform, Release, Rollback,
 };
 use dyno_state::model::ScaleChange;
 use dyno_state::{ProcessType, Quantity, SizeName};
@@ -88,12 +90,7 @@ impl Platform for DaemonApi {
             )));
         }
         let release = self.0.deploy(name.as_str(), dir).await?;
-        Ok(Release {
-            version: release.version,
-            description: release.description,
-            created_at: dyno_api::rfc3339(time(release.created_at_ms)),
-            current: true,
-        })
+        Ok(release_out(release))
     }
 
     async fn releases(&self, name: AppName) -> Result<Vec<Release>, ApiError> {
@@ -167,6 +164,50 @@ impl Platform for DaemonApi {
             .collect())
     }
 
+    async fn update_app(&self, name: AppName, update: AppUpdate) -> Result<App, ApiError> {
+        let app = self
+            .0
+            .set_maintenance(name.as_str(), update.maintenance)
+            .await?;
+        Ok(self.app_out(&app))
+    }
+
+    async fn config(&self, name: AppName) -> Result<BTreeMap<String, String>, ApiError> {
+        Ok(self.0.config(name.as_str()).await?)
+    }
+
+    async fn update_config(
+        &self,
+        name: AppName,
+        changes: BTreeMap<String, Option<String>>,
+    ) -> Result<BTreeMap<String, String>, ApiError> {
+        let mut set = Vec::new();
+        let mut unset = Vec::new();
+        for (k, v) in changes {
+            match v {
+                Some(v) => set.push((k, v)),
+                None => unset.push(k),
+            }
+        }
+        // Heroku makes one release per change; a PATCH with both sets and unsets makes two.
+        if !set.is_empty() {
+            self.0.config_set(name.as_str(), set).await?;
+        }
+        if !unset.is_empty() {
+            self.0.config_unset(name.as_str(), unset).await?;
+        }
+        Ok(self.0.config(name.as_str()).await?)
+    }
+
+    async fn rollback(&self, name: AppName, rollback: Rollback) -> Result<Release, ApiError> {
+        let release = self.0.rollback(name.as_str(), rollback.version).await?;
+        Ok(release_out(release))
+    }
+
+    async fn restart(&self, name: AppName, which: Option<String>) -> Result<(), ApiError> {
+        Ok(self.0.restart(name.as_str(), which.as_deref()).await?)
+    }
+
     async fn logs(&self, name: AppName, query: LogQuery) -> Result<Vec<String>, ApiError> {
         // An unknown app is a 404, not an empty log.
         self.0.app(name.as_str()).await?;
@@ -186,6 +227,15 @@ impl Platform for DaemonApi {
             .iter()
             .map(|l| l.to_string())
             .collect())
+    }
+}
+
+fn release_out(r: dyno_state::model::Release) -> Release {
+    Release {
+        version: r.version,
+        description: r.description,
+        created_at: dyno_api::rfc3339(time(r.created_at_ms)),
+        current: true,
     }
 }
 

@@ -24,7 +24,7 @@ use dyno_net::network::{Network, NetworkConfig};
 use dyno_router::RouteTable;
 use dyno_sandbox::cgroup::{Cgroups, DynoSize};
 use dyno_state::model::{App, FormationEntry, NewRelease, Release, ScaleChange, Slug};
-use dyno_state::{AppName, ProcessType, StateError, Store, StoreOptions};
+use dyno_state::{AppName, ConfigKey, ConfigValue, ProcessType, StateError, Store, StoreOptions};
 use serde::Serialize;
 use tokio::sync::mpsc;
 
@@ -290,6 +290,103 @@ impl Daemon {
         self.routes.set_blank(name, false);
         self.converge(name).await?;
         Ok(release)
+    }
+
+    /// The app's config vars.
+    pub async fn config(&self, name: &str) -> Result<BTreeMap<String, String>, DaemonError> {
+        let app = app_name(name)?;
+        self.with_store(move |s| s.config(&app)).await
+    }
+
+    /// `config:set K=V…` (a new release; the dynos restart on it).
+    pub async fn config_set(
+        &self,
+        name: &str,
+        pairs: Vec<(String, String)>,
+    ) -> Result<Release, DaemonError> {
+        let app = app_name(name)?;
+        let mut checked = Vec::new();
+        for (k, v) in pairs {
+            let key = ConfigKey::parse(&k)
+                .map_err(|e| DaemonError::new("invalid_params", e.to_string()))?;
+            let value = ConfigValue::parse(&v)
+                .map_err(|e| DaemonError::new("invalid_params", e.to_string()))?;
+            checked.push((key, value));
+        }
+        let release = self
+            .with_store(move |s| s.config_set(&app, &checked))
+            .await?;
+        self.converge(name).await?;
+        Ok(release)
+    }
+
+    /// `config:unset K…` (a new release; the dynos restart on it).
+    pub async fn config_unset(
+        &self,
+        name: &str,
+        keys: Vec<String>,
+    ) -> Result<Release, DaemonError> {
+        let app = app_name(name)?;
+        let keys = keys
+            .iter()
+            .map(|k| {
+                ConfigKey::parse(k).map_err(|e| DaemonError::new("invalid_params", e.to_string()))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let release = self
+            .with_store(move |s| s.config_unset(&app, &keys))
+            .await?;
+        self.converge(name).await?;
+        Ok(release)
+    }
+
+    /// `rollback vN`: a new release with vN's slug, process types and config.
+    pub async fn rollback(&self, name: &str, version: u32) -> Result<Release, DaemonError> {
+        let app = app_name(name)?;
+        let release = self.with_store(move |s| s.rollback(&app, version)).await?;
+        self.converge(name).await?;
+        Ok(release)
+    }
+
+    /// `maintenance:on` / `off`: the router answers H80 while on.
+    pub async fn set_maintenance(&self, name: &str, on: bool) -> Result<App, DaemonError> {
+        let app = app_name(name)?;
+        let app = self
+            .with_store(move |s| s.set_maintenance(&app, on))
+            .await?;
+        self.routes.set_maintenance(&app.name, app.maintenance);
+        Ok(app)
+    }
+
+    /// `ps:restart [web.1|web]`: the dynos stop (SIGTERM, grace) and start again.
+    pub async fn restart(&self, name: &str, which: Option<&str>) -> Result<(), DaemonError> {
+        self.app(name).await?;
+        let stopping = {
+            let mut apps = self.apps.lock().await;
+            let Some(runtime) = apps.get_mut(name) else {
+                return Ok(());
+            };
+            let matches = |d: &Running| match which {
+                None => true,
+                Some(w) if w.contains('.') => d.name == w,
+                Some(w) => d.process == w,
+            };
+            let (stop, keep): (Vec<Running>, Vec<Running>) = std::mem::take(&mut runtime.dynos)
+                .into_iter()
+                .partition(matches);
+            runtime.dynos = keep;
+            stop
+        };
+        if stopping.is_empty() {
+            if let Some(w) = which {
+                return Err(DaemonError::new(
+                    "not_found",
+                    format!("no dyno {w} on {name}; see `dyno ps -a {name}`"),
+                ));
+            }
+        }
+        stop_all(stopping).await;
+        self.converge(name).await
     }
 
     /// `dyno ps:scale web=3 worker=1`: the new formation, then the dynos to match.
