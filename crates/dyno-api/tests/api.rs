@@ -393,8 +393,11 @@ async fn unknown_route_is_404_and_wrong_method_405() {
     for (method, path, allow) in [
         (Method::PUT, "/apps", "GET, POST"),
         (Method::DELETE, "/apps", "GET, POST"),
-        (Method::POST, "/apps/my-app", "GET, DELETE"),
-        (Method::PATCH, "/apps/my-app", "GET, DELETE"),
+        (Method::POST, "/apps/my-app", "GET, PATCH, DELETE"),
+        (Method::PUT, "/apps/my-app", "GET, PATCH, DELETE"),
+        (Method::PUT, "/apps/my-app/config", "GET, PATCH"),
+        (Method::GET, "/apps/my-app/rollback", "POST"),
+        (Method::POST, "/apps/my-app/dynos", "GET, DELETE"),
     ] {
         let r = c
             .request(method.clone(), path, None, Bytes::new())
