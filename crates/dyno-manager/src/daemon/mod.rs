@@ -117,6 +117,7 @@ pub struct Daemon {
     cgroups: Option<Cgroups>,
     options: DaemonOptions,
     apps: tokio::sync::Mutex<BTreeMap<String, AppRuntime>>,
+    converging: tokio::sync::Mutex<()>,
 }
 
 fn app_name(name: &str) -> Result<AppName, DaemonError> {
@@ -162,6 +163,7 @@ impl Daemon {
             cgroups,
             options,
             apps: tokio::sync::Mutex::new(BTreeMap::new()),
+            converging: tokio::sync::Mutex::new(()),
         });
         let apps = daemon.with_store(|s| s.list_apps()).await?;
         for app in apps {
@@ -223,6 +225,7 @@ impl Daemon {
                 move |s| s.app(&name)
             })
             .await?;
+        let _converging = self.converging.lock().await;
         if let Some(runtime) = self.apps.lock().await.remove(&app.name) {
             runtime.web.close();
             stop_all(runtime.dynos).await;
@@ -448,6 +451,9 @@ impl Daemon {
     /// formation's quantities. New dynos first; the ones they replace stop once the new web
     /// dynos are up.
     pub async fn converge(&self, name: &str) -> Result<(), DaemonError> {
+        // One convergence at a time: each reads the store first, so the last one wins. The
+        // dyno map itself is locked only briefly, so `ps` answers while dynos boot.
+        let _converging = self.converging.lock().await;
         let release = self.current_release(name).await?;
         let formation = self.formation(name).await?;
         let mut apps = self.apps.lock().await;
@@ -460,7 +466,9 @@ impl Daemon {
         };
         let Some(slug) = &release.slug else {
             // Never deployed: nothing runs.
-            stop_all(std::mem::take(&mut runtime.dynos)).await;
+            let all = std::mem::take(&mut runtime.dynos);
+            drop(apps);
+            stop_all(all).await;
             return Ok(());
         };
         let uid = app_uid_in(name, self.options.uids);
@@ -523,12 +531,19 @@ impl Daemon {
         }
         // Preboot: the old web dynos serve until the new ones are up.
         if !started_web.is_empty() {
+            let web = runtime.web.clone();
+            drop(apps);
             let boot = self.options.lifecycle.boot_timeout + Duration::from_secs(1);
             let deadline = tokio::time::Instant::now() + boot;
-            while !runtime.web.all_up(&started_web) && tokio::time::Instant::now() < deadline {
+            while !web.all_up(&started_web) && tokio::time::Instant::now() < deadline {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
+            apps = self.apps.lock().await;
         }
+        let Some(runtime) = apps.get_mut(name) else {
+            // Destroyed meanwhile.
+            return Ok(());
+        };
         let (keep, retire): (Vec<Running>, Vec<Running>) = std::mem::take(&mut runtime.dynos)
             .into_iter()
             .partition(|d| {
