@@ -4,6 +4,7 @@
 pub mod cni;
 mod net;
 mod router;
+mod scale;
 mod start;
 pub mod stats;
 
@@ -20,6 +21,9 @@ pub enum BenchCommand {
     /// wrk through the dyno router (embedded, one pinned worker) against nginx and HAProxy on
     /// the same CPU, all in front of the same backend; direct-to-backend as the baseline
     Router(router::RouterBench),
+    /// A real `dyno serve` driven through its API: ps:scale web=0→N until all up, `ps`
+    /// latency and daemon memory with N up, N→0 until nothing is left
+    Scale(scale::ScaleBench),
 }
 
 pub fn run(command: BenchCommand) -> Result<(), String> {
@@ -28,5 +32,6 @@ pub fn run(command: BenchCommand) -> Result<(), String> {
         BenchCommand::Net(args) => net::run(args),
         BenchCommand::Start(args) => start::run(args),
         BenchCommand::Router(args) => router::run(args),
+        BenchCommand::Scale(args) => scale::run(args),
     }
 }

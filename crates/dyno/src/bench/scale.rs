@@ -1,0 +1,297 @@
+//! `dyno bench scale`: a real `dyno serve` (in a throwaway lab namespace, state in a temp dir)
+//! driven through its API the way the CLI does: `ps:scale web=0→N` until all N are `up`, the
+//! `ps` latency with N dynos, the daemon's memory, and `web=N→0` until every dyno, netns and link
+//! is gone. Optionally the daemon's memory with many more (worker) dynos.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use dyno_api::{ApiClient, Dyno, FormationUpdate, FormationUpdates};
+use dyno_net::lab::Lab;
+use dyno_net::ns;
+
+use super::stats::summarize;
+
+#[derive(Args)]
+#[command(
+    after_help = "The last line is key=value pairs: up_s (web=0→N until all up), down_s \
+    (web=N→0 until no dyno, netns or link is left), ps_p50_ms ps_p99_ms (GET dynos with N up), \
+    daemon_rss_mb (with N up), and daemon_rss_mb_many with --many."
+)]
+pub struct ScaleBench {
+    /// Web dynos to scale to
+    #[arg(long, default_value_t = 100)]
+    count: u32,
+    /// The app to deploy (its `web` answers on $PORT; exits on SIGTERM)
+    #[arg(long, default_value = "examples/hello")]
+    app_dir: PathBuf,
+    /// `ps` requests timed with all dynos up
+    #[arg(long, default_value_t = 200)]
+    ps_requests: usize,
+    /// Also run this many worker dynos (apps of 100 workers each) and report the daemon's RSS
+    /// then (e.g. 1000)
+    #[arg(long)]
+    many: Option<u32>,
+}
+
+const APP: &str = "bench";
+
+/// The daemon process, stopped (SIGTERM, then SIGKILL) and its temp dir removed on drop.
+struct Daemon {
+    child: Child,
+    scratch: PathBuf,
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        // SAFETY: kill has no memory-safety preconditions; the pid is our child's.
+        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while self.child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.scratch);
+    }
+}
+
+fn rss_mb(pid: u32) -> Result<f64, String> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .map_err(|e| format!("daemon status: {e}"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|kb| kb.parse::<f64>().ok())
+        .map(|kb| kb / 1024.0)
+        .ok_or_else(|| "no VmRSS".to_string())
+}
+
+pub fn run(args: ScaleBench) -> Result<(), String> {
+    let app_dir = args
+        .app_dir
+        .canonicalize()
+        .map_err(|e| format!("--app-dir {}: {e}", args.app_dir.display()))?;
+    let mut lab = Lab::new("bench-scale").map_err(|e| format!("lab: {e}"))?;
+    let scratch = std::env::temp_dir().join(format!("dyno-bench-scale-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&scratch);
+    std::fs::create_dir_all(&scratch).map_err(|e| format!("{}: {e}", scratch.display()))?;
+    let socket = scratch.join("api.sock");
+    let exe = std::env::current_exe().map_err(|e| format!("find dyno: {e}"))?;
+    let mut cmd = Command::new(exe);
+    cmd.arg("serve")
+        .arg("--data-dir")
+        .arg(scratch.join("data"))
+        .arg("--socket")
+        .arg(&socket)
+        .arg("--state-root")
+        .arg(scratch.join("state"))
+        .arg("--run-dir")
+        .arg(&lab.run_dir.0)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit());
+    ns::command_in(&mut cmd, lab.host.netns(), None).map_err(|e| e.to_string())?;
+    let child = cmd.spawn().map_err(|e| format!("start dyno serve: {e}"))?;
+    let daemon = Daemon { child, scratch };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("runtime: {e}"))?;
+    let pid = daemon.child.id();
+    let result = runtime.block_on(measure(&args, &socket, &app_dir, pid, &mut lab));
+    drop(daemon);
+    let pairs = result?;
+    let line: Vec<String> = pairs.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    println!("{}", line.join(" "));
+    Ok(())
+}
+
+async fn scale(api: &ApiClient, process_type: &str, quantity: u32) -> Result<(), String> {
+    scale_app(api, APP, process_type, quantity).await
+}
+
+async fn scale_app(
+    api: &ApiClient,
+    app: &str,
+    process_type: &str,
+    quantity: u32,
+) -> Result<(), String> {
+    let updates = FormationUpdates {
+        updates: vec![FormationUpdate {
+            process_type: process_type.into(),
+            quantity: Some(quantity),
+            size: None,
+        }],
+    };
+    let _: serde_json::Value = api
+        .patch(&format!("/apps/{app}/formation"), &updates)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+async fn dynos(api: &ApiClient) -> Result<Vec<Dyno>, String> {
+    dynos_of(api, APP).await
+}
+
+async fn dynos_of(api: &ApiClient, app: &str) -> Result<Vec<Dyno>, String> {
+    api.get(&format!("/apps/{app}/dynos"))
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// Polls until `done(dynos)` holds (or 120 s pass).
+async fn until(api: &ApiClient, what: &str, done: impl Fn(&[Dyno]) -> bool) -> Result<(), String> {
+    until_app(api, APP, what, done).await
+}
+
+async fn until_app(
+    api: &ApiClient,
+    app: &str,
+    what: &str,
+    done: impl Fn(&[Dyno]) -> bool,
+) -> Result<(), String> {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let now = dynos_of(api, app).await?;
+        if done(&now) {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(format!(
+                "{what}: not within 120 s ({} dynos listed)",
+                now.len()
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+async fn measure(
+    args: &ScaleBench,
+    socket: &Path,
+    app_dir: &Path,
+    pid: u32,
+    lab: &mut Lab,
+) -> Result<Vec<(&'static str, String)>, String> {
+    let api = ApiClient::unix(socket);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while api.list_apps().await.is_err() {
+        if Instant::now() > deadline {
+            return Err("dyno serve did not answer within 30 s".into());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    api.create_app(APP).await.map_err(|e| e.to_string())?;
+    let deploy = dyno_api::Deploy {
+        dir: app_dir.to_string_lossy().into_owned(),
+    };
+    let _: dyno_api::Release = api
+        .post(&format!("/apps/{APP}/releases"), &deploy)
+        .await
+        .map_err(|e| e.to_string())?;
+    scale(&api, "web", 0).await?;
+    until(&api, "web=0", |d| d.is_empty()).await?;
+
+    let n = args.count as usize;
+    eprintln!("bench scale: web=0 → {n}");
+    let t0 = Instant::now();
+    scale(&api, "web", args.count).await?;
+    until(&api, "all up", |d| {
+        d.len() == n && d.iter().all(|x| x.state == "up")
+    })
+    .await?;
+    let up_s = t0.elapsed().as_secs_f64();
+    eprintln!("bench scale: {n} up in {up_s:.3} s");
+
+    let mut samples = Vec::with_capacity(args.ps_requests);
+    for _ in 0..args.ps_requests {
+        let t = Instant::now();
+        let list = dynos(&api).await?;
+        samples.push(t.elapsed());
+        if list.len() != n {
+            return Err(format!("ps listed {} dynos, not {n}", list.len()));
+        }
+    }
+    let ps = summarize(&samples);
+    let rss = rss_mb(pid)?;
+
+    eprintln!("bench scale: web={n} → 0");
+    let t0 = Instant::now();
+    scale(&api, "web", 0).await?;
+    until(&api, "all gone", |d| d.is_empty()).await?;
+    let gone_deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let links = lab
+            .host
+            .links_with_prefix("dy")
+            .map_err(|e| e.to_string())?;
+        let netns = std::fs::read_dir(&lab.run_dir.0)
+            .map(|d| d.count())
+            .unwrap_or(0);
+        if links.is_empty() && netns == 0 {
+            break;
+        }
+        if Instant::now() > gone_deadline {
+            return Err(format!(
+                "after web=0: {} links and {netns} namespaces still there",
+                links.len()
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let down_s = t0.elapsed().as_secs_f64();
+    eprintln!("bench scale: all gone in {down_s:.3} s");
+
+    let mut pairs = vec![
+        ("count", n.to_string()),
+        ("up_s", format!("{up_s:.3}")),
+        ("down_s", format!("{down_s:.3}")),
+        ("ps_p50_ms", format!("{:.3}", ps.p50_ms)),
+        ("ps_p99_ms", format!("{:.3}", ps.p99_ms)),
+        ("daemon_rss_mb", format!("{rss:.1}")),
+    ];
+    if let Some(many) = args.many {
+        // At most 100 dynos per process type (Heroku's limit): several apps of workers.
+        eprintln!("bench scale: {many} worker dynos over apps of 100");
+        let t0 = Instant::now();
+        let mut left = many;
+        let mut apps = Vec::new();
+        while left > 0 {
+            let name = format!("{APP}-w{}", apps.len());
+            let count = left.min(100);
+            api.create_app(&name).await.map_err(|e| e.to_string())?;
+            let _: dyno_api::Release = api
+                .post(&format!("/apps/{name}/releases"), &deploy)
+                .await
+                .map_err(|e| e.to_string())?;
+            scale_app(&api, &name, "web", 0).await?;
+            scale_app(&api, &name, "worker", count).await?;
+            apps.push((name, count as usize));
+            left -= count;
+        }
+        for (name, count) in &apps {
+            until_app(&api, name, "workers up", |d| {
+                d.len() == *count && d.iter().all(|x| x.state == "up")
+            })
+            .await?;
+        }
+        eprintln!(
+            "bench scale: {many} workers up in {:.3} s",
+            t0.elapsed().as_secs_f64()
+        );
+        pairs.push(("many", many.to_string()));
+        pairs.push(("daemon_rss_mb_many", format!("{:.1}", rss_mb(pid)?)));
+        for (name, _) in &apps {
+            let _: dyno_api::App = api
+                .delete(&format!("/apps/{name}"))
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+    }
+    Ok(pairs)
+}
