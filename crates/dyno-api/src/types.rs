@@ -18,6 +18,9 @@
 //! | `PATCH /apps/{name}/config` | `{"KEY":"value","OLD":null}` (null unsets) | `200` the new config; each call is a release |
 //! | `POST /apps/{name}/rollback` | [`Rollback`] `{"version":3}` | `201` [`Release`] |
 //! | `DELETE /apps/{name}/dynos[/{dyno}]` | – | `202` `{}`: restart all, a type (`web`) or one dyno (`web.1`) |
+//! | `GET /apps/{name}/log-drains` | – | `200` `[LogDrain, …]` |
+//! | `POST /apps/{name}/log-drains` | [`LogDrainCreate`] `{"url":"syslog+tls://logs.example.com:6514"}` | `201` [`LogDrain`] |
+//! | `DELETE /apps/{name}/log-drains/{token}` | – | `200` [`LogDrain`] |
 //!
 //! An [`App`] in JSON: `{"name":"my-app","created_at":"2026-11-25T10:00:00Z","maintenance":false,"web_url":"http://my-app.localhost:8080/"}`
 
@@ -369,4 +372,20 @@ pub struct AppUpdate {
 #[serde(deny_unknown_fields)]
 pub struct Rollback {
     pub version: u32,
+}
+
+/// A log drain: where the app's log lines are copied (syslog over TCP or TLS, HTTPS batches).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogDrain {
+    /// `d.<uuid>`
+    pub token: String,
+    pub url: String,
+    pub created_at: String,
+}
+
+/// `POST /apps/{name}/log-drains`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogDrainCreate {
+    pub url: String,
 }

@@ -149,6 +149,34 @@ pub enum PlatformCommand {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// List the app's log drains
+    Drains {
+        /// The app (e.g. -a hello)
+        #[arg(short, long)]
+        app: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Copy the app's log lines to syslog://HOST:PORT, syslog+tls://HOST:PORT or https://…
+    #[command(name = "drains:add")]
+    DrainsAdd {
+        url: String,
+        /// The app (e.g. -a hello)
+        #[arg(short, long)]
+        app: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Remove a log drain (by URL or token)
+    #[command(name = "drains:remove")]
+    DrainsRemove {
+        url_or_token: String,
+        /// The app (e.g. -a hello)
+        #[arg(short, long)]
+        app: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// Show recent log lines (Heroku's format), optionally following new ones
     Logs {
         /// The app (e.g. -a hello)
@@ -239,7 +267,10 @@ impl PlatformCommand {
             | PlatformCommand::Rollback { client, .. }
             | PlatformCommand::PsRestart { client, .. }
             | PlatformCommand::MaintenanceOn { client, .. }
-            | PlatformCommand::MaintenanceOff { client, .. } => client,
+            | PlatformCommand::MaintenanceOff { client, .. }
+            | PlatformCommand::Drains { client, .. }
+            | PlatformCommand::DrainsAdd { client, .. }
+            | PlatformCommand::DrainsRemove { client, .. } => client,
         }
     }
 }
@@ -454,6 +485,57 @@ async fn run_async(command: PlatformCommand) -> Result<(), String> {
                 .await
                 .map_err(e)?;
             out(json, &updated, || "done\n".to_string());
+        }
+        PlatformCommand::Drains { app, .. } => {
+            let list: Vec<dyno_api::LogDrain> = api
+                .get(&format!("/apps/{app}/log-drains"))
+                .await
+                .map_err(e)?;
+            out(json, &list, || {
+                let mut s = format!("=== ⬢ {app} Drains\n");
+                for d in &list {
+                    s.push_str(&format!("{} ({})\n", d.url, d.token));
+                }
+                s
+            });
+        }
+        PlatformCommand::DrainsAdd { url, app, .. } => {
+            let drain: dyno_api::LogDrain = api
+                .post(
+                    &format!("/apps/{app}/log-drains"),
+                    &dyno_api::LogDrainCreate { url: url.clone() },
+                )
+                .await
+                .map_err(e)?;
+            out(json, &drain, || {
+                format!("Successfully added drain {}\n", drain.url)
+            });
+        }
+        PlatformCommand::DrainsRemove {
+            url_or_token, app, ..
+        } => {
+            // The API removes by token; a URL is looked up first.
+            let token = if url_or_token.contains("://") {
+                let list: Vec<dyno_api::LogDrain> = api
+                    .get(&format!("/apps/{app}/log-drains"))
+                    .await
+                    .map_err(e)?;
+                list.into_iter()
+                    .find(|d| d.url == url_or_token)
+                    .map(|d| d.token)
+                    .ok_or_else(|| {
+                        format!("no drain {url_or_token} on {app}; see `dyno drains -a {app}`")
+                    })?
+            } else {
+                url_or_token
+            };
+            let drain: dyno_api::LogDrain = api
+                .delete(&format!("/apps/{app}/log-drains/{token}"))
+                .await
+                .map_err(e)?;
+            out(json, &drain, || {
+                format!("Successfully removed drain {}\n", drain.url)
+            });
         }
         PlatformCommand::Logs {
             app,

@@ -193,6 +193,49 @@ fn create_deploy_scale_serve_log_and_destroy_an_app() {
     let no_dyno = cli_err(&up, &["ps:restart", "web.9", "-a", "hello"]);
     assert!(no_dyno.contains("web.9"), "{no_dyno}");
 
+    // A syslog drain (a listener in the lab) gets the router's lines, octet-framed RFC 5424.
+    let listener = up
+        .lab
+        .host
+        .netns()
+        .run(|| std::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap()
+        .unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let url = format!("syslog://127.0.0.1:{port}");
+    let added = cli_ok(&up, &["drains:add", &url, "-a", "hello"]);
+    assert_eq!(added, format!("Successfully added drain {url}\n"));
+    let bad_drain = cli_err(&up, &["drains:add", "ftp://x", "-a", "hello"]);
+    assert!(bad_drain.contains("unsupported drain scheme \"ftp\""), "{bad_drain}");
+    let listed = cli_ok(&up, &["drains", "-a", "hello"]);
+    assert!(listed.contains(&format!("{url} (d.")), "{listed}");
+    up.get_via_router("hello.localhost", "/drained");
+    let (mut conn, _) = listener.accept().unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 65536];
+    while !String::from_utf8_lossy(&got).contains("path=\"/drained\"") {
+        let n = std::io::Read::read(&mut conn, &mut buf).expect("drain data within 10 s");
+        assert!(n > 0, "drain closed: {}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&buf[..n]);
+    }
+    let text = String::from_utf8_lossy(&got);
+    let frame = text
+        .split('\n')
+        .find(|f| f.contains("path=\"/drained\""))
+        .unwrap();
+    assert!(
+        frame.contains(" heroku router - at=info method=GET path=\"/drained\""),
+        "{frame}"
+    );
+    let removed = cli_ok(&up, &["drains:remove", &url, "-a", "hello"]);
+    assert_eq!(removed, format!("Successfully removed drain {url}\n"));
+    assert_eq!(
+        cli_ok(&up, &["drains", "-a", "hello"]),
+        "=== ⬢ hello Drains\n"
+    );
+
     let unconfirmed = cli_err(&up, &["apps:destroy", "hello"]);
     assert!(unconfirmed.contains("--confirm hello"), "{unconfirmed}");
     let destroyed = cli_ok(&up, &["apps:destroy", "hello", "--confirm", "hello"]);

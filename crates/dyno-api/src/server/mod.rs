@@ -22,7 +22,8 @@ use crate::error::ApiError;
 use std::collections::BTreeMap;
 
 use crate::types::{
-    App, AppName, AppUpdate, Deploy, Dyno, Formation, FormationUpdates, LogQuery, Release, Rollback,
+    App, AppName, AppUpdate, Deploy, Dyno, Formation, FormationUpdates, LogDrain, LogDrainCreate,
+    LogQuery, Release, Rollback,
 };
 
 pub use unix::{bind_unix, UnixApiListener};
@@ -136,6 +137,32 @@ pub trait Platform: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Release, ApiError>> + Send {
         let _ = (name, rollback);
         async { Err(not_here("rollback")) }
+    }
+    /// The app's log drains.
+    fn drains(
+        &self,
+        name: AppName,
+    ) -> impl Future<Output = Result<Vec<LogDrain>, ApiError>> + Send {
+        let _ = name;
+        async { Err(not_here("log drains")) }
+    }
+    /// Add a log drain.
+    fn add_drain(
+        &self,
+        name: AppName,
+        drain: LogDrainCreate,
+    ) -> impl Future<Output = Result<LogDrain, ApiError>> + Send {
+        let _ = (name, drain);
+        async { Err(not_here("log drains")) }
+    }
+    /// Remove a log drain by token (or URL).
+    fn remove_drain(
+        &self,
+        name: AppName,
+        token: String,
+    ) -> impl Future<Output = Result<LogDrain, ApiError>> + Send {
+        let _ = (name, token);
+        async { Err(not_here("log drains")) }
     }
     /// Restart all dynos (`None`), a process type's (`web`) or one (`web.1`).
     fn restart(

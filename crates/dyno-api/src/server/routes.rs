@@ -13,7 +13,9 @@ use super::{Platform, MAX_BODY_BYTES};
 use crate::error::ApiError;
 use std::collections::BTreeMap;
 
-use crate::types::{AppCreate, AppName, AppUpdate, Deploy, FormationUpdates, LogQuery, Rollback};
+use crate::types::{
+    AppCreate, AppName, AppUpdate, Deploy, FormationUpdates, LogDrainCreate, LogQuery, Rollback,
+};
 
 type Resp = Response<Full<Bytes>>;
 
@@ -128,6 +130,25 @@ async fn route<P: Platform>(
                     json(StatusCode::ACCEPTED, &serde_json::json!({}))
                 }
                 (["dynos", _], _) => Err(not_allowed("DELETE")),
+                (["log-drains"], &Method::GET) => {
+                    json(StatusCode::OK, &platform.drains(name).await.map_err(plain)?)
+                }
+                (["log-drains"], &Method::POST) => {
+                    let body: LogDrainCreate = read_json(req).await.map_err(plain)?;
+                    json(
+                        StatusCode::CREATED,
+                        &platform.add_drain(name, body).await.map_err(plain)?,
+                    )
+                }
+                (["log-drains"], _) => Err(not_allowed("GET, POST")),
+                (["log-drains", token], &Method::DELETE) => {
+                    let token = (*token).to_owned();
+                    json(
+                        StatusCode::OK,
+                        &platform.remove_drain(name, token).await.map_err(plain)?,
+                    )
+                }
+                (["log-drains", _], _) => Err(not_allowed("DELETE")),
                 (["releases"], &Method::POST) => {
                     let body: Deploy = read_json(req).await.map_err(plain)?;
                     let release = platform.deploy(name, body).await.map_err(plain)?;

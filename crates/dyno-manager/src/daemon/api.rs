@@ -6,8 +6,8 @@ use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use dyno_api::{
-    ApiError, App, AppName, AppUpdate, Deploy, Dyno, Formation, FormationUpdates, LogQuery,
-    Platform, Release, Rollback,
+    ApiError, App, AppName, AppUpdate, Deploy, Dyno, Formation, FormationUpdates, LogDrain,
+    LogDrainCreate, LogQuery, Platform, Release, Rollback,
 };
 use dyno_state::model::ScaleChange;
 use dyno_state::{ProcessType, Quantity, SizeName};
@@ -204,6 +204,21 @@ impl Platform for DaemonApi {
         Ok(release_out(release))
     }
 
+    async fn drains(&self, name: AppName) -> Result<Vec<LogDrain>, ApiError> {
+        let list = self.0.drains(name.as_str()).await?;
+        Ok(list.into_iter().map(drain_out).collect())
+    }
+
+    async fn add_drain(&self, name: AppName, drain: LogDrainCreate) -> Result<LogDrain, ApiError> {
+        Ok(drain_out(
+            self.0.add_drain(name.as_str(), &drain.url).await?,
+        ))
+    }
+
+    async fn remove_drain(&self, name: AppName, token: String) -> Result<LogDrain, ApiError> {
+        Ok(drain_out(self.0.remove_drain(name.as_str(), &token).await?))
+    }
+
     async fn restart(&self, name: AppName, which: Option<String>) -> Result<(), ApiError> {
         Ok(self.0.restart(name.as_str(), which.as_deref()).await?)
     }
@@ -227,6 +242,14 @@ impl Platform for DaemonApi {
             .iter()
             .map(|l| l.to_string())
             .collect())
+    }
+}
+
+fn drain_out(d: dyno_state::model::Drain) -> LogDrain {
+    LogDrain {
+        token: d.token,
+        url: d.url.as_str().to_string(),
+        created_at: dyno_api::rfc3339(time(d.created_at_ms)),
     }
 }
 

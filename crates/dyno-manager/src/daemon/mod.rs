@@ -23,11 +23,14 @@ use dyno_net::ipam::{LeaseStore, MemoryStore};
 use dyno_net::network::{Network, NetworkConfig};
 use dyno_router::RouteTable;
 use dyno_sandbox::cgroup::{Cgroups, DynoSize};
-use dyno_state::model::{App, FormationEntry, NewRelease, Release, ScaleChange, Slug};
-use dyno_state::{AppName, ConfigKey, ConfigValue, ProcessType, StateError, Store, StoreOptions};
+use dyno_state::model::{App, Drain, FormationEntry, NewRelease, Release, ScaleChange, Slug};
+use dyno_state::{
+    AppName, ConfigKey, ConfigValue, DrainUrl, ProcessType, StateError, Store, StoreOptions,
+};
 use serde::Serialize;
 use tokio::sync::mpsc;
 
+use crate::drains::DrainOptions;
 use crate::lifecycle::Lifecycle;
 use crate::logring::LogHub;
 use crate::logs::{LogLine, Source};
@@ -168,6 +171,16 @@ impl Daemon {
         let apps = daemon.with_store(|s| s.list_apps()).await?;
         for app in apps {
             daemon.route(&app);
+            for drain in daemon.drains(&app.name).await? {
+                if let Err(e) = daemon.hub.add_drain_with_token(
+                    &app.name,
+                    drain.url.as_str(),
+                    &drain.token,
+                    daemon.drain_options(),
+                ) {
+                    tracing::warn!(app = %app.name, error = %e, "drain not restarted");
+                }
+            }
             daemon.converge(&app.name).await?;
         }
         Ok(daemon)
@@ -390,6 +403,53 @@ impl Daemon {
         }
         stop_all(stopping).await;
         self.converge(name).await
+    }
+
+    /// The options every drain of this daemon gets: TLS roots from the system's CA bundle
+    /// (`ca-certificates`), when there is one.
+    fn drain_options(&self) -> DrainOptions {
+        let bundle = Path::new("/etc/ssl/certs/ca-certificates.crt");
+        let tls = crate::drains::roots_from_pem_file(bundle)
+            .ok()
+            .map(crate::drains::tls_config);
+        DrainOptions {
+            tls,
+            ..DrainOptions::default()
+        }
+    }
+
+    /// `drains:add URL`: recorded, then started (removed again if it cannot start).
+    pub async fn add_drain(&self, name: &str, url: &str) -> Result<Drain, DaemonError> {
+        let app = app_name(name)?;
+        let url =
+            DrainUrl::parse(url).map_err(|e| DaemonError::new("invalid_params", e.to_string()))?;
+        let drain = self.with_store(move |s| s.add_drain(&app, &url)).await?;
+        if let Err(e) = self.hub.add_drain_with_token(
+            name,
+            drain.url.as_str(),
+            &drain.token,
+            self.drain_options(),
+        ) {
+            let app = app_name(name)?;
+            let token = drain.token.clone();
+            let _ = self.with_store(move |s| s.remove_drain(&app, &token)).await;
+            return Err(DaemonError::new("invalid_params", e.to_string()));
+        }
+        Ok(drain)
+    }
+
+    pub async fn drains(&self, name: &str) -> Result<Vec<Drain>, DaemonError> {
+        let app = app_name(name)?;
+        self.with_store(move |s| s.drains(&app)).await
+    }
+
+    /// `drains:remove URL|TOKEN`.
+    pub async fn remove_drain(&self, name: &str, url_or_token: &str) -> Result<Drain, DaemonError> {
+        let app = app_name(name)?;
+        let key = url_or_token.to_string();
+        let drain = self.with_store(move |s| s.remove_drain(&app, &key)).await?;
+        self.hub.remove_drain(name, &drain.token);
+        Ok(drain)
     }
 
     /// `dyno ps:scale web=3 worker=1`: the new formation, then the dynos to match.
