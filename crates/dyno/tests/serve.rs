@@ -206,7 +206,10 @@ fn create_deploy_scale_serve_log_and_destroy_an_app() {
     let added = cli_ok(&up, &["drains:add", &url, "-a", "hello"]);
     assert_eq!(added, format!("Successfully added drain {url}\n"));
     let bad_drain = cli_err(&up, &["drains:add", "ftp://x", "-a", "hello"]);
-    assert!(bad_drain.contains("unsupported drain scheme \"ftp\""), "{bad_drain}");
+    assert!(
+        bad_drain.contains("unsupported drain scheme \"ftp\""),
+        "{bad_drain}"
+    );
     let listed = cli_ok(&up, &["drains", "-a", "hello"]);
     assert!(listed.contains(&format!("{url} (d.")), "{listed}");
     up.get_via_router("hello.localhost", "/drained");
@@ -252,4 +255,78 @@ fn create_deploy_scale_serve_log_and_destroy_an_app() {
     let status = up.interrupt();
     assert!(status.success(), "{status:?}\n{}", up.notes());
     up.assert_nothing_left(dyno_manager::up::app_uid("hello"));
+}
+
+#[test]
+fn a_daemon_killed_with_sigkill_leaves_nothing_once_it_is_back() {
+    let args = ["--boot-timeout", "20s", "--stop-grace", "5s"];
+    let mut up = Up::serve("serve-kill", &args);
+    let wait_api = |up: &Up| {
+        poll_until(Duration::from_secs(30), Duration::from_millis(50), || {
+            let (ok, _, stderr) = cli(up, &["apps"]);
+            ok.then_some(())
+                .ok_or(format!("the API does not answer: {stderr}\n{}", up.notes()))
+        })
+    };
+    wait_api(&up);
+    cli_ok(&up, &["apps:create", "hello"]);
+    cli_ok(
+        &up,
+        &[
+            "deploy",
+            &repo().join("examples/hello").to_string_lossy(),
+            "-a",
+            "hello",
+        ],
+    );
+    cli_ok(&up, &["ps:scale", "web=2", "worker=1", "-a", "hello"]);
+    let all_up = |up: &Up| {
+        poll_until(Duration::from_secs(30), Duration::from_millis(100), || {
+            let json = cli_ok(up, &["ps", "-a", "hello", "--json"]);
+            let list: serde_json::Value = serde_json::from_str(&json).unwrap();
+            let n = list
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|d| d["state"] == "up")
+                .count();
+            (n == 3).then_some(()).ok_or(format!("not 3 up: {json}"))
+        })
+    };
+    all_up(&up);
+    let uid = dyno_manager::up::app_uid("hello");
+    let before = processes_of(uid);
+    assert!(!before.is_empty());
+
+    // kill -9: the daemon does nothing more; its dynos' processes are still there.
+    up.kill_and_restart_serve(&args);
+    wait_api(&up);
+    assert!(
+        up.notes()
+            .contains("removed what an earlier daemon left: 3 dyno process tree(s)"),
+        "{}",
+        up.notes()
+    );
+    for pid in &before {
+        assert!(
+            !std::path::Path::new(&format!("/proc/{pid}")).exists()
+                || !processes_of(uid).contains(pid),
+            "process {pid} of the old dynos survived"
+        );
+    }
+    // What the store says should run runs again, and serves.
+    all_up(&up);
+    poll_until(Duration::from_secs(10), Duration::from_millis(50), || {
+        let answer = up.get_via_router("hello.localhost", "/");
+        answer
+            .contains("Hello from web.")
+            .then_some(())
+            .ok_or(answer)
+    });
+    let links = up.lab.host.links_with_prefix("dy").unwrap();
+    assert_eq!(links.len(), 3, "only the new dynos' links: {links:?}");
+
+    let status = up.interrupt();
+    assert!(status.success(), "{status:?}\n{}", up.notes());
+    up.assert_nothing_left(uid);
 }

@@ -11,6 +11,7 @@
 //! reconcile and adoption after a restart, one-off dynos, drains from the store, metrics.
 
 pub mod api;
+pub mod reconcile;
 pub mod slug;
 
 use std::collections::BTreeMap;
@@ -137,8 +138,16 @@ impl Daemon {
                 ..StoreOptions::default()
             },
         )?;
-        let host =
+        let mut host =
             Host::current().map_err(|e| DaemonError::new("internal_error", e.to_string()))?;
+        let cgroups = match Cgroups::detect().and_then(|c| c.vacate_own_cgroup().map(|()| c)) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                tracing::warn!(error = %e, "no cgroups: memory and process limits are off");
+                None
+            }
+        };
+        reconcile::remove_orphans(&options, &mut host, cgroups.as_ref());
         let leases: Box<dyn LeaseStore + Send> = Box::new(MemoryStore);
         let mut network = Network::open(host, &options.network, leases)
             .map_err(|e| DaemonError::new("internal_error", format!("network: {e}")))?;
@@ -151,13 +160,6 @@ impl Daemon {
                 format!("state dir {}: {e}", options.state_root.display()),
             )
         })?;
-        let cgroups = match Cgroups::detect().and_then(|c| c.vacate_own_cgroup().map(|()| c)) {
-            Ok(c) => Some(c),
-            Err(e) => {
-                tracing::warn!(error = %e, "no cgroups: memory and process limits are off");
-                None
-            }
-        };
         let daemon = Arc::new(Daemon {
             store: Arc::new(Mutex::new(store)),
             hub: LogHub::new(),

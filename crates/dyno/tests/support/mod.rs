@@ -67,6 +67,34 @@ impl Up {
         })
     }
 
+    /// SIGKILL the daemon (no cleanup of its own), then start a new `dyno serve` on the same
+    /// lab, data dir and socket.
+    pub fn kill_and_restart_serve(&mut self, extra: &[&str]) {
+        let mut old = self.child.take().unwrap();
+        let _ = old.kill();
+        let _ = old.wait();
+        let mut command = Command::new(env!("CARGO_BIN_EXE_dyno"));
+        command
+            .arg("serve")
+            .arg("--data-dir")
+            .arg(self.scratch.join("data"))
+            .arg("--socket")
+            .arg(self.scratch.join("api.sock"))
+            .arg("--state-root")
+            .arg(self.scratch.join("state"))
+            .arg("--run-dir")
+            .arg(&self.lab.run_dir.0)
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        ns::command_in(&mut command, self.lab.host.netns(), None).unwrap();
+        let mut child = command.spawn().unwrap();
+        self.stdout = collect(child.stdout.take().unwrap());
+        self.stderr = collect(child.stderr.take().unwrap());
+        self.child = Some(child);
+    }
+
     /// The API socket of a `dyno serve` started by [`Up::serve`].
     pub fn api_socket(&self) -> PathBuf {
         self.scratch.join("api.sock")
