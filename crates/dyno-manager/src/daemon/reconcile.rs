@@ -20,6 +20,7 @@ use super::DaemonOptions;
 /// What was removed.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Orphans {
+    /// Dynos whose processes were killed.
     pub processes: usize,
     pub state_dirs: usize,
     pub cgroups: usize,
@@ -52,16 +53,18 @@ pub fn remove_orphans(
     let dirs: Vec<_> = std::fs::read_dir(&options.state_root)
         .map(|d| d.filter_map(|e| e.ok()).map(|e| e.path()).collect())
         .unwrap_or_default();
-    let mut killed = Vec::new();
+    // Shims first, so that none forks a PID 1 after the sweep: a daemon killed while a dyno
+    // was starting leaves a shim that has not written `init.pid` yet.
+    let mut killed = kill_shims_under(&options.state_root);
     for path in &dirs {
         if let Some(pid) = live_init_pid(&StateDir(path.clone())) {
             // SAFETY: kill has no memory-safety preconditions; the pid was checked above.
             if unsafe { libc::kill(pid, libc::SIGKILL) } == 0 {
                 killed.push(pid);
+                found.processes += 1;
             }
         }
     }
-    found.processes = killed.len();
     let deadline = Instant::now() + Duration::from_secs(5);
     while killed
         .iter()
@@ -76,7 +79,21 @@ pub fn remove_orphans(
         }
     }
     if let Some(cgroups) = cgroups {
-        // The shims leave their cgroups a moment after their PID 1 died.
+        // Every process of a dyno is in its cgroup, PID 1 or not, recorded or not.
+        let mut populated = 0;
+        for id in cgroups.dyno_ids().unwrap_or_default() {
+            let killed = cgroups.existing(&id).and_then(|c| {
+                let had = !c.pids()?.is_empty();
+                c.kill_all().map(|()| had)
+            });
+            match killed {
+                Ok(had) => populated += usize::from(had),
+                Err(e) => {
+                    tracing::warn!(error = %e, dyno = %id, "reconcile: kill the dyno's processes")
+                }
+            }
+        }
+        found.processes = found.processes.max(populated);
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
             match cgroups.cleanup_stale(&[]) {
@@ -105,4 +122,35 @@ pub fn remove_orphans(
         );
     }
     found
+}
+
+/// SIGKILLs every `… __shim <dir>` process whose state dir is under `state_root`; their pids.
+fn kill_shims_under(state_root: &Path) -> Vec<libc::pid_t> {
+    let mut killed = Vec::new();
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return killed;
+    };
+    let root = state_root.as_os_str().as_encoded_bytes();
+    for entry in procs.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<libc::pid_t>().ok())
+        else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+            continue;
+        };
+        let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+        let is_ours = args
+            .iter()
+            .position(|a| *a == b"__shim")
+            .is_some_and(|i| args.get(i + 1).is_some_and(|dir| dir.starts_with(root)));
+        // SAFETY: kill has no memory-safety preconditions; the pid is a shim of ours.
+        if is_ours && unsafe { libc::kill(pid, libc::SIGKILL) } == 0 {
+            killed.push(pid);
+        }
+    }
+    killed
 }

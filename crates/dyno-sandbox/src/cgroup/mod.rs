@@ -193,6 +193,23 @@ impl Cgroups {
         Ok(dyno)
     }
 
+    /// A handle on an existing dyno cgroup (an earlier daemon's), to kill its processes and
+    /// remove it; no limits are written.
+    pub fn existing(&self, dyno_id: &str) -> Result<DynoCgroup, CgroupError> {
+        validate_dyno_id(dyno_id)?;
+        Ok(DynoCgroup {
+            version: self.version,
+            id: dyno_id.to_string(),
+            quota_bytes: 0,
+            dirs: self
+                .dyno_roots()
+                .iter()
+                .map(|root| root.child(dyno_id))
+                .filter(|h| h.dir.is_dir())
+                .collect(),
+        })
+    }
+
     /// The ids of the dyno cgroups that exist below our `dyno` directory.
     pub fn dyno_ids(&self) -> Result<Vec<String>, CgroupError> {
         let mut ids = Vec::new();
