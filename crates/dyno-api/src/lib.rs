@@ -23,6 +23,6 @@ pub use server::{
 };
 pub use types::{
     rfc3339, validate_app_name, web_url, App, AppCreate, AppName, AppUpdate, Deploy, Dyno,
-    Formation, FormationUpdate, FormationUpdates, LogDrain, LogDrainCreate, LogQuery, Release,
-    Rollback,
+    DynoCreate, Formation, FormationUpdate, FormationUpdates, LogDrain, LogDrainCreate, LogQuery,
+    Release, Rollback,
 };

@@ -17,6 +17,7 @@
 //! | `GET /apps/{name}/config` | – | `200` `{"KEY":"value", …}` |
 //! | `PATCH /apps/{name}/config` | `{"KEY":"value","OLD":null}` (null unsets) | `200` the new config; each call is a release |
 //! | `POST /apps/{name}/rollback` | [`Rollback`] `{"version":3}` | `201` [`Release`] |
+//! | `POST /apps/{name}/dynos` | [`DynoCreate`] `{"command":"python3 manage.py migrate"}` | `201` [`Dyno`] (a one-off `run.N`; its output and exit status go to the app's log) |
 //! | `DELETE /apps/{name}/dynos[/{dyno}]` | – | `202` `{}`: restart all, a type (`web`) or one dyno (`web.1`) |
 //! | `GET /apps/{name}/log-drains` | – | `200` `[LogDrain, …]` |
 //! | `POST /apps/{name}/log-drains` | [`LogDrainCreate`] `{"url":"syslog+tls://logs.example.com:6514"}` | `201` [`LogDrain`] |
@@ -388,4 +389,11 @@ pub struct LogDrain {
 #[serde(deny_unknown_fields)]
 pub struct LogDrainCreate {
     pub url: String,
+}
+
+/// `POST /apps/{name}/dynos`: a one-off dyno.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DynoCreate {
+    pub command: String,
 }

@@ -397,7 +397,7 @@ async fn unknown_route_is_404_and_wrong_method_405() {
         (Method::PUT, "/apps/my-app", "GET, PATCH, DELETE"),
         (Method::PUT, "/apps/my-app/config", "GET, PATCH"),
         (Method::GET, "/apps/my-app/rollback", "POST"),
-        (Method::POST, "/apps/my-app/dynos", "GET, DELETE"),
+        (Method::PUT, "/apps/my-app/dynos", "GET, POST, DELETE"),
     ] {
         let r = c
             .request(method.clone(), path, None, Bytes::new())

@@ -149,6 +149,17 @@ pub enum PlatformCommand {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Run a one-off dyno (run.N) on the current release, attached: its output here, its exit
+    /// status as ours. `dyno run -a APP -- python3 manage.py migrate`
+    Run {
+        /// The app (e.g. -a hello)
+        #[arg(short, long)]
+        app: String,
+        #[arg(required = true, last = true)]
+        command: Vec<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// List the app's log drains
     Drains {
         /// The app (e.g. -a hello)
@@ -268,6 +279,7 @@ impl PlatformCommand {
             | PlatformCommand::PsRestart { client, .. }
             | PlatformCommand::MaintenanceOn { client, .. }
             | PlatformCommand::MaintenanceOff { client, .. }
+            | PlatformCommand::Run { client, .. }
             | PlatformCommand::Drains { client, .. }
             | PlatformCommand::DrainsAdd { client, .. }
             | PlatformCommand::DrainsRemove { client, .. } => client,
@@ -486,6 +498,25 @@ async fn run_async(command: PlatformCommand) -> Result<(), String> {
                 .map_err(e)?;
             out(json, &updated, || "done\n".to_string());
         }
+        PlatformCommand::Run { app, command, .. } => {
+            let command = command.join(" ");
+            let dyno: dyno_api::Dyno = api
+                .post(
+                    &format!("/apps/{app}/dynos"),
+                    &dyno_api::DynoCreate {
+                        command: command.clone(),
+                    },
+                )
+                .await
+                .map_err(e)?;
+            if !json {
+                eprintln!("Running {command} on ⬢ {app}... up, {}", dyno.name);
+            }
+            let code = attach(&api, &app, &dyno.name, json).await?;
+            if code != 0 {
+                return Err(format!("{} exited with status {code}", dyno.name));
+            }
+        }
         PlatformCommand::Drains { app, .. } => {
             let list: Vec<dyno_api::LogDrain> = api
                 .get(&format!("/apps/{app}/log-drains"))
@@ -581,6 +612,32 @@ async fn run_async(command: PlatformCommand) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// Follows a one-off dyno's log until it exits: its output on stdout (the bare messages, or
+/// whole lines with `--json`), its exit status returned.
+async fn attach(api: &ApiClient, app: &str, dyno: &str, json: bool) -> Result<i32, String> {
+    let app_prefix = format!("app[{dyno}]: ");
+    let exited = format!("heroku[{dyno}]: Process exited with status ");
+    let path = format!("/apps/{app}/logs?n=1500&ps={dyno}");
+    let mut printed = 0usize;
+    loop {
+        let lines: Vec<String> = api.get(&path).await.map_err(|e| e.to_string())?;
+        for line in lines.iter().skip(printed) {
+            if let Some((_, message)) = line.split_once(&app_prefix) {
+                if json {
+                    println!("{line}");
+                } else {
+                    println!("{message}");
+                }
+            }
+            if let Some((_, code)) = line.split_once(&exited) {
+                return Ok(code.trim().parse().unwrap_or(1));
+            }
+        }
+        printed = lines.len();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// Heroku's `config` shape: `=== ⬢ app Config Vars` then `KEY: value`, keys aligned.

@@ -155,6 +155,19 @@ fn create_deploy_scale_serve_log_and_destroy_an_app() {
     assert!(releases.contains("v2    Deploy "), "{releases}");
     assert!(releases.contains("v1    Initial release"), "{releases}");
 
+    // A one-off dyno: attached, its output here, its status ours; never restarted.
+    let ran = cli_ok(
+        &up,
+        &["run", "-a", "hello", "--", "echo one-off $DYNO; ls /app"],
+    );
+    assert!(ran.starts_with("one-off run.1\n"), "{ran}");
+    assert!(ran.contains("Procfile"), "{ran}");
+    let (ok, _, stderr) = cli(&up, &["run", "-a", "hello", "--", "exit 3"]);
+    assert!(
+        !ok && stderr.contains("run.2 exited with status 3"),
+        "{stderr}"
+    );
+
     // Config vars: each change is a release, and the dynos roll to it.
     let set = cli_ok(&up, &["config:set", "GREETING=hi there", "-a", "hello"]);
     assert!(set.contains("GREETING: hi there"), "{set}");

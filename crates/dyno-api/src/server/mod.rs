@@ -22,8 +22,8 @@ use crate::error::ApiError;
 use std::collections::BTreeMap;
 
 use crate::types::{
-    App, AppName, AppUpdate, Deploy, Dyno, Formation, FormationUpdates, LogDrain, LogDrainCreate,
-    LogQuery, Release, Rollback,
+    App, AppName, AppUpdate, Deploy, Dyno, DynoCreate, Formation, FormationUpdates, LogDrain,
+    LogDrainCreate, LogQuery, Release, Rollback,
 };
 
 pub use unix::{bind_unix, UnixApiListener};
@@ -137,6 +137,15 @@ pub trait Platform: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Release, ApiError>> + Send {
         let _ = (name, rollback);
         async { Err(not_here("rollback")) }
+    }
+    /// Start a one-off dyno.
+    fn run(
+        &self,
+        name: AppName,
+        dyno: DynoCreate,
+    ) -> impl Future<Output = Result<Dyno, ApiError>> + Send {
+        let _ = (name, dyno);
+        async { Err(not_here("one-off dynos")) }
     }
     /// The app's log drains.
     fn drains(

@@ -14,7 +14,8 @@ use crate::error::ApiError;
 use std::collections::BTreeMap;
 
 use crate::types::{
-    AppCreate, AppName, AppUpdate, Deploy, FormationUpdates, LogDrainCreate, LogQuery, Rollback,
+    AppCreate, AppName, AppUpdate, Deploy, DynoCreate, FormationUpdates, LogDrainCreate, LogQuery,
+    Rollback,
 };
 
 type Resp = Response<Full<Bytes>>;
@@ -110,6 +111,13 @@ async fn route<P: Platform>(
                     )
                 }
                 (["rollback"], _) => Err(not_allowed("POST")),
+                (["dynos"], &Method::POST) => {
+                    let body: DynoCreate = read_json(req).await.map_err(plain)?;
+                    json(
+                        StatusCode::CREATED,
+                        &platform.run(name, body).await.map_err(plain)?,
+                    )
+                }
                 (["dynos"], &Method::DELETE) => {
                     platform.restart(name, None).await.map_err(plain)?;
                     json(StatusCode::ACCEPTED, &serde_json::json!({}))
@@ -174,7 +182,7 @@ async fn route<P: Platform>(
                 (["dynos"], &Method::GET) => {
                     json(StatusCode::OK, &platform.dynos(name).await.map_err(plain)?)
                 }
-                (["dynos"], _) => Err(not_allowed("GET, DELETE")),
+                (["dynos"], _) => Err(not_allowed("GET, POST, DELETE")),
                 (["logs"], &Method::GET) => {
                     let query = LogQuery::parse(req.uri().query().unwrap_or("")).map_err(plain)?;
                     json(

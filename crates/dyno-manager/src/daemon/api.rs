@@ -6,8 +6,8 @@ use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use dyno_api::{
-    ApiError, App, AppName, AppUpdate, Deploy, Dyno, Formation, FormationUpdates, LogDrain,
-    LogDrainCreate, LogQuery, Platform, Release, Rollback,
+    ApiError, App, AppName, AppUpdate, Deploy, Dyno, DynoCreate, Formation, FormationUpdates,
+    LogDrain, LogDrainCreate, LogQuery, Platform, Release, Rollback,
 };
 use dyno_state::model::ScaleChange;
 use dyno_state::{ProcessType, Quantity, SizeName};
@@ -202,6 +202,19 @@ impl Platform for DaemonApi {
     async fn rollback(&self, name: AppName, rollback: Rollback) -> Result<Release, ApiError> {
         let release = self.0.rollback(name.as_str(), rollback.version).await?;
         Ok(release_out(release))
+    }
+
+    async fn run(&self, name: AppName, dyno: DynoCreate) -> Result<Dyno, ApiError> {
+        let started = self.0.run_one_off(name.as_str(), &dyno.command).await?;
+        let release = self.0.app(name.as_str()).await?.current_release;
+        Ok(Dyno {
+            name: started,
+            process_type: "run".into(),
+            state: "starting".into(),
+            release,
+            size: "Standard-1X".into(),
+            command: dyno.command,
+        })
     }
 
     async fn drains(&self, name: AppName) -> Result<Vec<LogDrain>, ApiError> {

@@ -82,6 +82,9 @@ pub struct DaemonOptions {
     pub router_port: u16,
 }
 
+/// The process type of one-off dynos (`run.1`).
+const ONE_OFF: &str = "run";
+
 /// A dyno the daemon runs.
 struct Running {
     /// `web.1`
@@ -99,6 +102,8 @@ struct AppRuntime {
     web: WebDynos,
     dynos: Vec<Running>,
     incarnations: u64,
+    /// One-off dynos started (`run.N`).
+    one_offs: u32,
 }
 
 /// One line of `dyno ps`.
@@ -454,6 +459,66 @@ impl Daemon {
         Ok(drain)
     }
 
+    /// `dyno run -a APP CMD`: a one-off dyno `run.N` on the current release, never restarted.
+    /// Returns its name; its output and exit status are in the app's log.
+    pub async fn run_one_off(&self, name: &str, command: &str) -> Result<String, DaemonError> {
+        if command.trim().is_empty() {
+            return Err(DaemonError::new(
+                "invalid_params",
+                "give a command to run, e.g. `dyno run -a APP -- python3 manage.py migrate`",
+            ));
+        }
+        let release = self.current_release(name).await?;
+        let Some(slug) = release.slug.clone() else {
+            return Err(DaemonError::new(
+                "conflict",
+                format!(
+                    "{name} has no release to run: deploy it first (`dyno deploy DIR -a {name}`)"
+                ),
+            ));
+        };
+        let mut apps = self.apps.lock().await;
+        if !apps.contains_key(name) {
+            let r = self.runtime(name);
+            apps.insert(name.to_string(), r);
+        }
+        let Some(runtime) = apps.get_mut(name) else {
+            return Err(DaemonError::new("internal_error", "app runtime vanished"));
+        };
+        // Finished one-offs leave the list; numbers are not reused while the daemon runs.
+        runtime
+            .dynos
+            .retain(|d| !(d.process == ONE_OFF && d.handle.is_finished()));
+        runtime.one_offs += 1;
+        let def = DynoDef {
+            app: name.to_string(),
+            process: ONE_OFF.to_string(),
+            index: runtime.one_offs,
+            command: command.to_string(),
+            env: release
+                .config
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            app_dir: slug.path.clone(),
+            uid: app_uid_in(name, self.options.uids),
+            port: self.options.port,
+            restart: false,
+            size: DynoSize::default(),
+        };
+        let dyno = def.name();
+        let handle = supervisor::start(runtime.platform.clone(), def);
+        runtime.dynos.push(Running {
+            name: dyno.clone(),
+            process: ONE_OFF.to_string(),
+            index: runtime.one_offs,
+            release: release.version,
+            size: DynoSize::default(),
+            handle,
+        });
+        Ok(dyno)
+    }
+
     /// `dyno ps:scale web=3 worker=1`: the new formation, then the dynos to match.
     pub async fn scale(
         &self,
@@ -487,6 +552,8 @@ impl Daemon {
         let mut list: Vec<DynoInfo> = runtime
             .dynos
             .iter()
+            // A finished one-off is gone (its exit status is in the log).
+            .filter(|d| !(d.process == ONE_OFF && d.handle.is_finished()))
             .map(|d| DynoInfo {
                 name: d.name.clone(),
                 process_type: d.process.clone(),
@@ -609,9 +676,12 @@ impl Daemon {
         let (keep, retire): (Vec<Running>, Vec<Running>) = std::mem::take(&mut runtime.dynos)
             .into_iter()
             .partition(|d| {
-                d.release == release.version
-                    && wanted.contains(&(d.process.clone(), d.index))
-                    && !d.handle.is_finished()
+                // One-off dynos run to their end, whatever the formation says.
+                let one_off = d.process == ONE_OFF;
+                !d.handle.is_finished()
+                    && (one_off
+                        || (d.release == release.version
+                            && wanted.contains(&(d.process.clone(), d.index))))
             });
         // Of several incarnations of one name in `keep`, the newest stays.
         let mut newest: BTreeMap<String, Running> = BTreeMap::new();
@@ -656,6 +726,7 @@ impl Daemon {
             ),
             dynos: Vec::new(),
             incarnations: 0,
+            one_offs: 0,
         }
     }
 
