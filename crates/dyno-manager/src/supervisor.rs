@@ -311,6 +311,12 @@ impl Incarnation {
                 .map_err(|e| e.to_string())?
         };
         let state = StateDir(platform.state_root.join(&net_name));
+        // The state dir names the dyno before its cgroup exists: a daemon restarted after a
+        // crash knows by it which dyno cgroups are its own (see `daemon::reconcile`).
+        if let Err(e) = std::fs::create_dir_all(&state.0) {
+            let _ = platform.network().down(&net_name);
+            return Err(format!("state dir {}: {e}", state.0.display()));
+        }
         let cgroup = match &platform.cgroups {
             Some(cgroups) => match cgroups.create(&net_name, &def.size) {
                 Ok(cgroup) => Some(cgroup),

@@ -79,10 +79,22 @@ pub fn remove_orphans(
         }
     }
     if let Some(cgroups) = cgroups {
-        // Every process of a dyno is in its cgroup, PID 1 or not, recorded or not.
+        // Every process of a dyno is in its cgroup, PID 1 or not, recorded or not. Only our
+        // own dynos' cgroups (named like their state dirs): other daemons or `dyno up`s of this
+        // host may share our cgroup parent.
+        let ours: Vec<String> = dirs
+            .iter()
+            .filter_map(|d| d.file_name().and_then(|n| n.to_str()).map(str::to_owned))
+            .collect();
+        let all = cgroups.dyno_ids().unwrap_or_default();
+        let others: Vec<&str> = all
+            .iter()
+            .filter(|id| !ours.contains(id))
+            .map(String::as_str)
+            .collect();
         let mut populated = 0;
-        for id in cgroups.dyno_ids().unwrap_or_default() {
-            let killed = cgroups.existing(&id).and_then(|c| {
+        for id in all.iter().filter(|id| ours.contains(id)) {
+            let killed = cgroups.existing(id).and_then(|c| {
                 let had = !c.pids()?.is_empty();
                 c.kill_all().map(|()| had)
             });
@@ -96,11 +108,14 @@ pub fn remove_orphans(
         found.processes = found.processes.max(populated);
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
-            match cgroups.cleanup_stale(&[]) {
+            match cgroups.cleanup_stale(&others) {
                 Ok(removed) => found.cgroups += removed.len(),
                 Err(e) => tracing::warn!(error = %e, "reconcile: dyno cgroups"),
             }
-            let left = cgroups.dyno_ids().map(|ids| ids.len()).unwrap_or(0);
+            let left = cgroups
+                .dyno_ids()
+                .map(|ids| ids.iter().filter(|id| ours.contains(id)).count())
+                .unwrap_or(0);
             if left == 0 || Instant::now() > deadline {
                 break;
             }
