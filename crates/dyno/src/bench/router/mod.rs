@@ -15,8 +15,9 @@
 //!   raised everywhere so nobody reconnects every 1000 requests (nginx's default).
 //! - Each target gets a short warm-up `wrk` run (pools filled), then the measured run:
 //!   `wrk -t<threads> -c<connections> -d<duration> --latency -H 'Host: bench.localhost'`.
-//! - Then the added latency of each hop without queueing: `wrk -t1 -c1` (at most 5 s) against
-//!   every target; `added_p50_us` is the router's p50 minus direct's there.
+//! - `added_p50_us` is the router's p50 minus direct's under that load. Then the added latency
+//!   of each hop without queueing: `wrk -t1 -c1` (at most 5 s) against every target
+//!   (`added_p50_1conn_us`).
 //! - Every process started is stopped by PID (SIGTERM, then SIGKILL) and the temp dir removed,
 //!   also on error.
 
@@ -41,9 +42,10 @@ use wrk::*;
 #[command(
     after_help = "Needs wrk, nginx (nginx-light) and haproxy. The last line is key=value pairs: \
     direct_rps dyno_rps nginx_rps haproxy_rps direct_p50_ms dyno_p50_ms dyno_p99_ms nginx_p99_ms \
-    haproxy_p99_ms ratio_vs_nginx added_p50_us nginx_added_p50_us added_p50_loaded_us (and \
-    rss_start_kb rss_end_kb rss_drift_pct with --soak). added_p50_us: the router's p50 minus \
-    direct's with one connection (no queueing); added_p50_loaded_us: the same under the full load"
+    haproxy_p99_ms ratio_vs_nginx added_p50_us nginx_added_p50_us added_p50_1conn_us \
+    nginx_added_p50_1conn_us (and rss_start_kb rss_end_kb rss_drift_pct with --soak). \
+    added_p50_us: the proxy's p50 minus direct's under the same load; the _1conn_ figures: the \
+    same with one connection, one request at a time (no queueing)"
 )]
 pub struct RouterBench {
     /// Measured wrk run per target (e.g. 15s, 500ms, 2m)
@@ -257,15 +259,19 @@ pub fn run(args: RouterBench) -> Result<(), String> {
         ("ratio_vs_nginx", format!("{:.3}", dy.rps / ng.rps)),
         (
             "added_p50_us",
-            format!("{:.0}", (single_p50[1] - single_p50[0]) * 1000.0),
+            format!("{:.0}", (dy.p50_ms - direct.p50_ms) * 1000.0),
         ),
         (
             "nginx_added_p50_us",
-            format!("{:.0}", (single_p50[2] - single_p50[0]) * 1000.0),
+            format!("{:.0}", (ng.p50_ms - direct.p50_ms) * 1000.0),
         ),
         (
-            "added_p50_loaded_us",
-            format!("{:.0}", (dy.p50_ms - direct.p50_ms) * 1000.0),
+            "added_p50_1conn_us",
+            format!("{:.0}", (single_p50[1] - single_p50[0]) * 1000.0),
+        ),
+        (
+            "nginx_added_p50_1conn_us",
+            format!("{:.0}", (single_p50[2] - single_p50[0]) * 1000.0),
         ),
     ];
 
