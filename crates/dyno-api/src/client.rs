@@ -115,13 +115,31 @@ impl ApiClient {
         path: &str,
         body: &B,
     ) -> Result<T, ClientError> {
+        self.send_json(Method::POST, path, body).await
+    }
+
+    /// `PATCH path` with `body` as JSON → `T`.
+    pub async fn patch<B: Serialize + ?Sized, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<T, ClientError> {
+        self.send_json(Method::PATCH, path, body).await
+    }
+
+    async fn send_json<B: Serialize + ?Sized, T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: &B,
+    ) -> Result<T, ClientError> {
         let body = serde_json::to_vec(body).map_err(|e| ClientError::Protocol {
             target: self.target_name(),
             status: 0,
             reason: format!("could not encode the request: {e}"),
         })?;
         let resp = self
-            .request(Method::POST, path, Some("application/json"), body.into())
+            .request(method, path, Some("application/json"), body.into())
             .await?;
         self.decode(resp)
     }
@@ -155,23 +173,6 @@ impl ApiClient {
     /// `DELETE /apps/{name}`.
     pub async fn destroy_app(&self, name: &str) -> Result<App, ClientError> {
         self.delete(&format!("/apps/{name}")).await
-    }
-
-    /// `PATCH path` with `body` as JSON → `T`.
-    pub async fn patch<B: Serialize + ?Sized, T: DeserializeOwned>(
-        &self,
-        path: &str,
-        body: &B,
-    ) -> Result<T, ClientError> {
-        let body = serde_json::to_vec(body).map_err(|e| ClientError::Protocol {
-            target: self.target_name(),
-            status: 0,
-            reason: format!("could not encode the request: {e}"),
-        })?;
-        let resp = self
-            .request(Method::PATCH, path, Some("application/json"), body.into())
-            .await?;
-        self.decode(resp)
     }
 
     /// One request with any method, content type and body; the answer as received (any status).

@@ -4,8 +4,9 @@
 
 pub mod daemon;
 pub mod drains;
+/// Ids (base 36 names, UUIDs) live with the state, which makes them too.
+pub use dyno_state::ids;
 pub mod heroku;
-pub mod ids;
 pub mod lifecycle;
 pub mod logqueue;
 pub mod logring;

@@ -76,6 +76,7 @@
 //! Every message says what to do next; `Display` gives it.
 
 pub mod error;
+pub mod ids;
 pub mod model;
 pub mod schema;
 pub mod store;

@@ -150,18 +150,7 @@ impl Platform for DaemonApi {
     }
 
     async fn dynos(&self, name: AppName) -> Result<Vec<Dyno>, ApiError> {
-        let list = self.0.ps(name.as_str()).await?;
-        Ok(list
-            .into_iter()
-            .map(|d| Dyno {
-                name: d.name,
-                process_type: d.process_type,
-                state: d.state,
-                release: d.release,
-                size: d.size,
-                command: d.command,
-            })
-            .collect())
+        Ok(self.0.ps(name.as_str()).await?)
     }
 
     async fn update_app(&self, name: AppName, update: AppUpdate) -> Result<App, ApiError> {

@@ -19,6 +19,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use dyno_api::Dyno;
 use dyno_net::dyno::Host;
 use dyno_net::ipam::{LeaseStore, MemoryStore};
 use dyno_net::network::{Network, NetworkConfig};
@@ -28,7 +29,6 @@ use dyno_state::model::{App, Drain, FormationEntry, NewRelease, Release, ScaleCh
 use dyno_state::{
     AppName, ConfigKey, ConfigValue, DrainUrl, ProcessType, StateError, Store, StoreOptions,
 };
-use serde::Serialize;
 use tokio::sync::mpsc;
 
 use crate::drains::DrainOptions;
@@ -104,18 +104,6 @@ struct AppRuntime {
     incarnations: u64,
     /// One-off dynos started (`run.N`).
     one_offs: u32,
-}
-
-/// One line of `dyno ps`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct DynoInfo {
-    pub name: String,
-    #[serde(rename = "type")]
-    pub process_type: String,
-    pub state: String,
-    pub release: u32,
-    pub size: String,
-    pub command: String,
 }
 
 pub struct Daemon {
@@ -542,19 +530,19 @@ impl Daemon {
     }
 
     /// `dyno ps`: the app's dynos and their states.
-    pub async fn ps(&self, name: &str) -> Result<Vec<DynoInfo>, DaemonError> {
+    pub async fn ps(&self, name: &str) -> Result<Vec<Dyno>, DaemonError> {
         let app = self.app(name).await?;
         let release = self.current_release(&app.name).await?;
         let apps = self.apps.lock().await;
         let Some(runtime) = apps.get(&app.name) else {
             return Ok(Vec::new());
         };
-        let mut list: Vec<DynoInfo> = runtime
+        let mut list: Vec<Dyno> = runtime
             .dynos
             .iter()
             // A finished one-off is gone (its exit status is in the log).
             .filter(|d| !(d.process == ONE_OFF && d.handle.is_finished()))
-            .map(|d| DynoInfo {
+            .map(|d| Dyno {
                 name: d.name.clone(),
                 process_type: d.process.clone(),
                 state: d.handle.status.borrow().state.as_str().to_string(),

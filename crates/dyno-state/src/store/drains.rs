@@ -2,7 +2,7 @@
 
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
-use super::{now_ms, uuid_v4, Store};
+use super::{now_ms, Store};
 use crate::error::StateError;
 use crate::model::Drain;
 use crate::validate::{AppName, DrainUrl};
@@ -31,7 +31,7 @@ pub(super) fn drains_of(conn: &Connection, app: &str) -> Result<Vec<Drain>, Stat
 impl Store {
     /// `drains:add URL`: returns the drain with its new token `d.<uuid>`.
     pub fn add_drain(&mut self, app: &AppName, url: &DrainUrl) -> Result<Drain, StateError> {
-        let token = format!("d.{}", uuid_v4()?);
+        let token = format!("d.{}", crate::ids::uuid_v4());
         self.write(|tx, _| {
             super::apps::require_app(tx, app)?;
             let exists: bool = tx.query_row(

@@ -8,7 +8,7 @@ use dyno_net::ipam::{IpamError, Ipv4Net, LeaseStore, Leases};
 use dyno_net::names::{LINK_PREFIX, NETNS_PREFIX};
 use rusqlite::{params, Connection, OptionalExtension, Params, Row};
 
-use super::{now_ms, uuid_v4, Store};
+use super::{now_ms, Store};
 use crate::error::StateError;
 use crate::model::{Dyno, DynoState, DynoUpdate, Lease, NewDyno};
 use crate::validate::{ProcessType, ValidationError};
@@ -64,21 +64,6 @@ fn dyno_by_id(conn: &Connection, id: i64) -> Result<Dyno, StateError> {
         .ok_or_else(|| StateError::not_found(format!("no dyno with id {id}")))
 }
 
-/// Base 36, the dyno's network name: short enough for `dy<name>` within IFNAMSIZ.
-fn base36(mut n: u64) -> String {
-    const DIGITS: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyz";
-    let mut out = Vec::new();
-    loop {
-        out.push(DIGITS[(n % 36) as usize]);
-        n /= 36;
-        if n == 0 {
-            break;
-        }
-    }
-    out.reverse();
-    String::from_utf8(out).expect("ascii")
-}
-
 impl Store {
     /// Records a dyno **before** any of its resources exist: state `starting`, its netns and
     /// link names, its hostname, and its address (leased in the same transaction). After a
@@ -90,7 +75,7 @@ impl Store {
         if new.index == 0 {
             return Err(ValidationError::new("dyno", "dyno numbers start at 1 (web.1)").into());
         }
-        let uuid = uuid_v4()?;
+        let uuid = crate::ids::uuid_v4();
         self.write(|tx, options| {
             super::apps::require_app(tx, &new.app)?;
             let release = super::releases::release_at(tx, new.app.as_str(), new.release_version)?;
@@ -118,7 +103,7 @@ impl Store {
                 ],
             )?;
             let id = tx.last_insert_rowid();
-            let net_name = base36(id as u64);
+            let net_name = crate::ids::base36(id as u64);
             tx.execute(
                 "UPDATE dynos SET net_name = ?2, netns = ?3, link = ?4 WHERE id = ?1",
                 params![

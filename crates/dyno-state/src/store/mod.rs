@@ -5,8 +5,7 @@ mod drains;
 mod dynos;
 mod releases;
 
-use std::fs::{DirBuilder, File};
-use std::io::Read;
+use std::fs::DirBuilder;
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
@@ -380,25 +379,6 @@ pub(crate) fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-/// A random version 4 UUID from the kernel's randomness.
-pub(crate) fn uuid_v4() -> Result<String, StateError> {
-    let mut b = [0u8; 16];
-    File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut b))
-        .map_err(|e| StateError::io("reading /dev/urandom", e))?;
-    b[6] = (b[6] & 0x0f) | 0x40;
-    b[8] = (b[8] & 0x3f) | 0x80;
-    let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    Ok(format!(
-        "{}-{}-{}-{}-{}",
-        &hex[0..8],
-        &hex[8..12],
-        &hex[12..16],
-        &hex[16..20],
-        &hex[20..32]
-    ))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -410,14 +390,5 @@ mod tests {
             "/var/lib/dyno/state.db"
         );
         assert_eq!(uri_path(Path::new("/a b/c?d#e%f")), "/a%20b/c%3Fd%23e%25f");
-    }
-
-    #[test]
-    fn uuids_are_version_4() {
-        let u = uuid_v4().unwrap();
-        assert_eq!(u.len(), 36);
-        assert_eq!(&u[14..15], "4");
-        assert!("89ab".contains(&u[19..20]), "{u}");
-        assert_ne!(u, uuid_v4().unwrap());
     }
 }
