@@ -437,6 +437,22 @@ impl Backoff {
     pub fn reset(&mut self) {
         self.next = self.min;
     }
+
+    /// `connecting` within the drain's connect timeout; on failure the reason is traced, the
+    /// backoff waited out, and `None` returned (the caller tries again).
+    pub async fn connect<C, E: std::fmt::Display>(
+        &mut self,
+        writer: &Writer,
+        connecting: impl std::future::Future<Output = Result<C, E>>,
+    ) -> Option<C> {
+        match tokio::time::timeout(writer.options.connect_timeout, connecting).await {
+            Ok(Ok(c)) => return Some(c),
+            Ok(Err(e)) => tracing::debug!(drain = %writer.url, "log drain: connect: {e}"),
+            Err(_) => tracing::debug!(drain = %writer.url, "log drain: connect timed out"),
+        }
+        self.wait().await;
+        None
+    }
 }
 
 #[cfg(test)]

@@ -203,23 +203,10 @@ pub(crate) async fn run(writer: Writer, target: Target) {
         loop {
             let s = match sender.as_mut() {
                 Some(s) => s,
-                None => {
-                    match tokio::time::timeout(options.connect_timeout, connect(&target, &writer))
-                        .await
-                    {
-                        Ok(Ok(s)) => sender.insert(s),
-                        Ok(Err(e)) => {
-                            tracing::debug!(drain = %writer.url, "log drain: connect: {e}");
-                            backoff.wait().await;
-                            continue;
-                        }
-                        Err(_) => {
-                            tracing::debug!(drain = %writer.url, "log drain: connect timed out");
-                            backoff.wait().await;
-                            continue;
-                        }
-                    }
-                }
+                None => match backoff.connect(&writer, connect(&target, &writer)).await {
+                    Some(s) => sender.insert(s),
+                    None => continue,
+                },
             };
             let sent = tokio::time::timeout(
                 options.write_timeout,

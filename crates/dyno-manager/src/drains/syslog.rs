@@ -54,20 +54,9 @@ pub(crate) async fn run(writer: Writer, target: Target) {
         }
         let c = match conn.as_mut() {
             Some(c) => c,
-            None => match tokio::time::timeout(options.connect_timeout, connect(&target, &writer))
-                .await
-            {
-                Ok(Ok(c)) => conn.insert(c),
-                Ok(Err(e)) => {
-                    tracing::debug!(drain = %writer.url, "log drain: connect: {e}");
-                    backoff.wait().await;
-                    continue;
-                }
-                Err(_) => {
-                    tracing::debug!(drain = %writer.url, "log drain: connect timed out");
-                    backoff.wait().await;
-                    continue;
-                }
+            None => match backoff.connect(&writer, connect(&target, &writer)).await {
+                Some(c) => conn.insert(c),
+                None => continue,
             },
         };
         let write = async {
