@@ -126,7 +126,7 @@ async fn serve(
     let router = Router::new(
         RouterConfig::default(),
         daemon.routes.clone(),
-        FnSink(move |app: &str, line: RouterLog| sink_daemon.router_line(app, line.to_string())),
+        FnSink(move |app: &str, line: RouterLog| sink_daemon.router_line(app, line)),
     );
     let router_task = tokio::spawn(router.serve(router_socket));
     let platform = Arc::new(DaemonApi(daemon.clone()));

@@ -151,6 +151,32 @@ fn create_deploy_scale_serve_log_and_destroy_an_app() {
         "{router_only}"
     );
 
+    // Prometheus metrics on the API: dynos by state, the router's requests.
+    let metrics = {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let api = dyno_api::ApiClient::unix(up.api_socket());
+        let resp = runtime
+            .block_on(api.request(hyper::Method::GET, "/metrics", None, Default::default()))
+            .unwrap();
+        assert_eq!(resp.status, 200);
+        String::from_utf8(resp.body.to_vec()).unwrap()
+    };
+    assert!(
+        metrics.contains("dyno_dynos{app=\"hello\",state=\"up\"} 2\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("dyno_router_requests_total{app=\"hello\",status=\"200\",code=\"\"} "),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("dyno_router_service_seconds_count{app=\"hello\"} "),
+        "{metrics}"
+    );
+
     let releases = cli_ok(&up, &["releases", "-a", "hello"]);
     assert!(releases.contains("v2    Deploy "), "{releases}");
     assert!(releases.contains("v1    Initial release"), "{releases}");

@@ -138,6 +138,10 @@ pub trait Platform: Send + Sync + 'static {
         let _ = (name, rollback);
         async { Err(not_here("rollback")) }
     }
+    /// Prometheus metrics, in the text exposition format.
+    fn metrics(&self) -> impl Future<Output = Result<String, ApiError>> + Send {
+        async { Err(not_here("metrics")) }
+    }
     /// Start a one-off dyno.
     fn run(
         &self,

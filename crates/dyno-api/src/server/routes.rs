@@ -57,6 +57,18 @@ async fn route<P: Platform>(
         )
     };
     match segments.as_slice() {
+        ["metrics"] => match method {
+            Method::GET => {
+                let text = platform.metrics().await.map_err(plain)?;
+                let mut resp = response(StatusCode::OK, text.into_bytes());
+                resp.headers_mut().insert(
+                    CONTENT_TYPE,
+                    HeaderValue::from_static("text/plain; version=0.0.4"),
+                );
+                Ok(resp)
+            }
+            _ => Err(not_allowed("GET")),
+        },
         ["apps"] => match method {
             Method::GET => json(StatusCode::OK, &platform.list_apps().await.map_err(plain)?),
             Method::POST => {

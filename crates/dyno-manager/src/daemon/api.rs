@@ -193,6 +193,10 @@ impl Platform for DaemonApi {
         Ok(release_out(release))
     }
 
+    async fn metrics(&self) -> Result<String, ApiError> {
+        Ok(self.0.metrics().await)
+    }
+
     async fn run(&self, name: AppName, dyno: DynoCreate) -> Result<Dyno, ApiError> {
         let started = self.0.run_one_off(name.as_str(), &dyno.command).await?;
         let release = self.0.app(name.as_str()).await?.current_release;

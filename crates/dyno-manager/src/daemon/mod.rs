@@ -11,6 +11,7 @@
 //! reconcile and adoption after a restart, one-off dynos, drains from the store, metrics.
 
 pub mod api;
+pub mod metrics;
 pub mod reconcile;
 pub mod slug;
 
@@ -115,6 +116,7 @@ pub struct Daemon {
     options: DaemonOptions,
     apps: tokio::sync::Mutex<BTreeMap<String, AppRuntime>>,
     converging: tokio::sync::Mutex<()>,
+    router_metrics: metrics::RouterMetrics,
 }
 
 fn app_name(name: &str) -> Result<AppName, DaemonError> {
@@ -162,6 +164,7 @@ impl Daemon {
             options,
             apps: tokio::sync::Mutex::new(BTreeMap::new()),
             converging: tokio::sync::Mutex::new(()),
+            router_metrics: metrics::RouterMetrics::default(),
         });
         let apps = daemon.with_store(|s| s.list_apps()).await?;
         for app in apps {
@@ -245,6 +248,7 @@ impl Daemon {
         }
         let _ = std::fs::remove_dir(self.slugs_dir().join(&app.name));
         self.hub.remove_app(&app.name);
+        self.router_metrics.remove_app(&app.name);
         Ok(())
     }
 
@@ -718,10 +722,31 @@ impl Daemon {
         }
     }
 
-    /// A router log line for `app` (the router's sink).
-    pub fn router_line(&self, app: &str, line: String) {
-        self.hub
-            .append(app, LogLine::now(Source::Heroku, "router", line));
+    /// A router log line for `app` (the router's sink): counted, then into the app's log.
+    pub fn router_line(&self, app: &str, line: dyno_router::RouterLog) {
+        self.router_metrics.observe(app, &line);
+        self.hub.append(
+            app,
+            LogLine::now(Source::Heroku, "router", line.to_string()),
+        );
+    }
+
+    /// `GET /metrics`: Prometheus text.
+    pub async fn metrics(&self) -> String {
+        let mut counts = BTreeMap::new();
+        for (app, runtime) in self.apps.lock().await.iter() {
+            for d in &runtime.dynos {
+                if d.process == ONE_OFF && d.handle.is_finished() {
+                    continue;
+                }
+                let state = d.handle.status.borrow().state.as_str().to_string();
+                *counts.entry((app.clone(), state)).or_insert(0usize) += 1;
+            }
+        }
+        let mut out = String::new();
+        metrics::render_dynos(&mut out, &counts);
+        self.router_metrics.render(&mut out);
+        out
     }
 
     /// Stops every dyno of every app (daemon shutdown); then the firewall goes too, unless
