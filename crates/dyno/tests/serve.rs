@@ -369,3 +369,224 @@ fn a_daemon_killed_with_sigkill_leaves_nothing_once_it_is_back() {
     assert!(status.success(), "{status:?}\n{}", up.notes());
     up.assert_nothing_left(uid);
 }
+
+/// Every field of the API with bad values (and garbage bodies, unknown apps) through a real
+/// daemon: always a 4xx with `{"id","message"}`, and nothing in its state changes.
+#[test]
+fn bad_input_through_the_api_is_a_4xx_and_changes_nothing() {
+    let mut up = Up::serve(
+        "serve-bad",
+        &["--boot-timeout", "20s", "--stop-grace", "5s"],
+    );
+    poll_until(Duration::from_secs(30), Duration::from_millis(50), || {
+        let (ok, _, stderr) = cli(&up, &["apps"]);
+        ok.then_some(())
+            .ok_or(format!("the API does not answer: {stderr}"))
+    });
+    cli_ok(&up, &["apps:create", "hello"]);
+    cli_ok(
+        &up,
+        &[
+            "deploy",
+            &repo().join("examples/hello").to_string_lossy(),
+            "-a",
+            "hello",
+        ],
+    );
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let api = dyno_api::ApiClient::unix(up.api_socket());
+    // `None`: the client itself refuses to send it (not a valid URI).
+    let try_send = |method: &str, path: &str, content_type: Option<&str>, body: Vec<u8>| {
+        let method = hyper::Method::from_bytes(method.as_bytes()).unwrap();
+        match runtime.block_on(api.request(method, path, content_type, body.into())) {
+            Ok(resp) => Some(resp),
+            Err(dyno_api::ClientError::Protocol { status: 0, .. }) => None,
+            Err(e) => panic!("{path}: {e}"),
+        }
+    };
+    let send = |method: &str, path: &str, content_type: Option<&str>, body: Vec<u8>| {
+        try_send(method, path, content_type, body).expect("a valid request")
+    };
+    let snapshot = |send: &dyn Fn(&str, &str, Option<&str>, Vec<u8>) -> dyno_api::RawResponse| {
+        [
+            "/apps",
+            "/apps/hello/releases",
+            "/apps/hello/formation",
+            "/apps/hello/config",
+            "/apps/hello/log-drains",
+        ]
+        .iter()
+        .map(|p| String::from_utf8_lossy(&send("GET", p, None, Vec::new()).body).into_owned())
+        .collect::<Vec<_>>()
+    };
+    let before = snapshot(&send);
+    let json = Some("application/json");
+    let mut cases: Vec<(&str, String, Option<&str>, Vec<u8>, u16)> = Vec::new();
+    for name in [
+        "",
+        "ab",
+        "Bad",
+        "1abc",
+        "a_b",
+        "a b",
+        "a".repeat(31).as_str(),
+        "héllo",
+        "../x",
+        "a\"b",
+    ] {
+        let body = serde_json::json!({ "name": name }).to_string().into_bytes();
+        cases.push(("POST", "/apps".into(), json, body, 422));
+    }
+    cases.push(("POST", "/apps".into(), json, b"{not json".to_vec(), 400));
+    cases.push((
+        "POST",
+        "/apps".into(),
+        Some("text/plain"),
+        b"{\"name\":\"ok-app\"}".to_vec(),
+        415,
+    ));
+    cases.push(("POST", "/apps".into(), json, vec![b' '; 2 << 20], 413));
+    cases.push((
+        "POST",
+        "/apps".into(),
+        json,
+        b"{\"name\":\"hello\"}".to_vec(),
+        409,
+    ));
+    for (body, status) in [
+        (r#"{"updates":[{"type":"web","quantity":101}]}"#, 422),
+        (r#"{"updates":[{"type":"web","quantity":-1}]}"#, 422),
+        (r#"{"updates":[{"type":"clock","quantity":1}]}"#, 404),
+        (r#"{"updates":[{"type":"web","size":"Huge"}]}"#, 422),
+        (r#"{"updates":[{"type":"bad type","quantity":1}]}"#, 422),
+        (r#"{"updates":[]}"#, 422),
+        (r#"{"updates":[{"type":"web"}]}"#, 422),
+    ] {
+        cases.push((
+            "PATCH",
+            "/apps/hello/formation".into(),
+            json,
+            body.into(),
+            status,
+        ));
+    }
+    for (body, status) in [
+        (r#"{"1BAD":"x"}"#, 422),
+        (r#"{"PORT":"80"}"#, 422),
+        (r#"{}"#, 422),
+        (r#"{"NOT_SET":null}"#, 404),
+    ] {
+        cases.push((
+            "PATCH",
+            "/apps/hello/config".into(),
+            json,
+            body.into(),
+            status,
+        ));
+    }
+    cases.push((
+        "POST",
+        "/apps/hello/rollback".into(),
+        json,
+        br#"{"version":99}"#.to_vec(),
+        404,
+    ));
+    cases.push((
+        "POST",
+        "/apps/hello/releases".into(),
+        json,
+        br#"{"dir":"relative/dir"}"#.to_vec(),
+        422,
+    ));
+    cases.push((
+        "POST",
+        "/apps/hello/releases".into(),
+        json,
+        br#"{"dir":"/no/such/dir"}"#.to_vec(),
+        422,
+    ));
+    cases.push((
+        "POST",
+        "/apps/hello/dynos".into(),
+        json,
+        br#"{"command":"  "}"#.to_vec(),
+        422,
+    ));
+    cases.push((
+        "POST",
+        "/apps/hello/log-drains".into(),
+        json,
+        br#"{"url":"ftp://x:1"}"#.to_vec(),
+        422,
+    ));
+    cases.push(("GET", "/apps/nope-app/dynos".into(), None, Vec::new(), 404));
+    cases.push((
+        "DELETE",
+        "/apps/hello/dynos/web.9".into(),
+        None,
+        Vec::new(),
+        404,
+    ));
+    cases.push(("GET", "/apps/hello/logs?n=0".into(), None, Vec::new(), 422));
+    // Random bytes as app names in paths: a 4xx every time, never a 5xx.
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    for _ in 0..100 {
+        let mut name = String::new();
+        for _ in 0..(seed % 12) {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            let c = (seed % 94 + 33) as u8 as char;
+            if c != '/' && c != '?' && c != '#' {
+                name.push(c);
+            }
+        }
+        cases.push((
+            "GET",
+            format!("/apps/{name}/formation"),
+            None,
+            Vec::new(),
+            0,
+        ));
+    }
+    for (method, path, content_type, body, want) in cases {
+        if want == 0 {
+            if let Some(resp) = try_send(method, &path, content_type, body) {
+                assert!(
+                    (400..500).contains(&resp.status) || resp.status == 200,
+                    "{method} {path}: {}",
+                    resp.status
+                );
+            }
+            continue;
+        }
+        let resp = send(method, &path, content_type, body);
+        let error: serde_json::Value = serde_json::from_slice(&resp.body).unwrap_or_default();
+        assert_eq!(
+            resp.status,
+            want,
+            "{method} {path}: {}",
+            String::from_utf8_lossy(&resp.body)
+        );
+        assert!(
+            error["id"].as_str().is_some_and(|id| !id.is_empty()),
+            "{method} {path}: {error}"
+        );
+        assert!(
+            error["message"].as_str().is_some_and(|m| m.len() > 10),
+            "{method} {path}: {error}"
+        );
+    }
+    assert_eq!(
+        snapshot(&send),
+        before,
+        "a refused request changed the state"
+    );
+    drop(runtime);
+    let status = up.interrupt();
+    assert!(status.success(), "{status:?}\n{}", up.notes());
+    up.assert_nothing_left(dyno_manager::up::app_uid("hello"));
+}
