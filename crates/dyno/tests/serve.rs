@@ -370,6 +370,11 @@ fn a_daemon_killed_with_sigkill_leaves_nothing_once_it_is_back() {
     up.assert_nothing_left(uid);
 }
 
+/// One request to refuse: method, path, content type, body, the status wanted (0: any 4xx).
+type Case = (&'static str, String, Option<&'static str>, Vec<u8>, u16);
+/// Sends one request to the daemon's API.
+type SendFn<'a> = dyn Fn(&str, &str, Option<&str>, Vec<u8>) -> dyno_api::RawResponse + 'a;
+
 /// Every field of the API with bad values (and garbage bodies, unknown apps) through a real
 /// daemon: always a 4xx with `{"id","message"}`, and nothing in its state changes.
 #[test]
@@ -410,7 +415,7 @@ fn bad_input_through_the_api_is_a_4xx_and_changes_nothing() {
     let send = |method: &str, path: &str, content_type: Option<&str>, body: Vec<u8>| {
         try_send(method, path, content_type, body).expect("a valid request")
     };
-    let snapshot = |send: &dyn Fn(&str, &str, Option<&str>, Vec<u8>) -> dyno_api::RawResponse| {
+    let snapshot = |send: &SendFn| {
         [
             "/apps",
             "/apps/hello/releases",
@@ -424,7 +429,7 @@ fn bad_input_through_the_api_is_a_4xx_and_changes_nothing() {
     };
     let before = snapshot(&send);
     let json = Some("application/json");
-    let mut cases: Vec<(&str, String, Option<&str>, Vec<u8>, u16)> = Vec::new();
+    let mut cases: Vec<Case> = Vec::new();
     for name in [
         "",
         "ab",
