@@ -121,6 +121,29 @@ pub enum PlatformCommand {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Resize process types: `dyno ps:type web=Standard-2X worker=Performance-M -a APP`
+    #[command(name = "ps:type")]
+    PsType {
+        /// TYPE=SIZE …
+        #[arg(required = true)]
+        changes: Vec<String>,
+        /// The app (e.g. -a hello)
+        #[arg(short, long)]
+        app: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Stop a dyno (run.1), a process type's dynos (web) or one of them (web.1); formation
+    /// dynos are started again, as on Heroku, one-offs end
+    #[command(name = "ps:stop")]
+    PsStop {
+        dyno: String,
+        /// The app (e.g. -a hello)
+        #[arg(short, long)]
+        app: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// Restart all dynos, a process type's (web) or one (web.1)
     #[command(name = "ps:restart")]
     PsRestart {
@@ -277,6 +300,8 @@ impl PlatformCommand {
             | PlatformCommand::ConfigUnset { client, .. }
             | PlatformCommand::Rollback { client, .. }
             | PlatformCommand::PsRestart { client, .. }
+            | PlatformCommand::PsType { client, .. }
+            | PlatformCommand::PsStop { client, .. }
             | PlatformCommand::MaintenanceOn { client, .. }
             | PlatformCommand::MaintenanceOff { client, .. }
             | PlatformCommand::Run { client, .. }
@@ -465,6 +490,48 @@ async fn run_async(command: PlatformCommand) -> Result<(), String> {
             out(json, &release, || {
                 format!("done, v{} ({})\n", release.version, release.description)
             });
+        }
+        PlatformCommand::PsType { changes, app, .. } => {
+            let updates = changes
+                .iter()
+                .map(|c| {
+                    let (t, size) = c.split_once('=').ok_or_else(|| {
+                        format!("{c:?}: expected TYPE=SIZE, e.g. web=Standard-2X")
+                    })?;
+                    Ok(FormationUpdate {
+                        process_type: t.to_string(),
+                        quantity: None,
+                        size: Some(size.to_string()),
+                    })
+                })
+                .collect::<Result<Vec<_>, String>>()?;
+            if !json {
+                eprint!("Resizing dynos on ⬢ {app}... ");
+            }
+            let formation: Vec<dyno_api::Formation> = api
+                .patch(
+                    &format!("/apps/{app}/formation"),
+                    &FormationUpdates { updates },
+                )
+                .await
+                .map_err(e)?;
+            out(json, &formation, || {
+                let now: Vec<String> = formation
+                    .iter()
+                    .map(|f| format!("{}={}", f.process_type, f.size))
+                    .collect();
+                format!("done, now {}\n", now.join(", "))
+            });
+        }
+        PlatformCommand::PsStop { dyno, app, .. } => {
+            if !json {
+                eprint!("Stopping {dyno} on ⬢ {app}... ");
+            }
+            let done: serde_json::Value = api
+                .delete(&format!("/apps/{app}/dynos/{dyno}"))
+                .await
+                .map_err(e)?;
+            out(json, &done, || "done\n".to_string());
         }
         PlatformCommand::PsRestart { dyno, app, .. } => {
             let path = match &dyno {

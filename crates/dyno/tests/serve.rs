@@ -229,6 +229,10 @@ fn create_deploy_scale_serve_log_and_destroy_an_app() {
             .then_some(())
             .ok_or(format!("up: {now:?}"))
     });
+    let resized = cli_ok(&up, &["ps:type", "worker=Standard-2X", "-a", "hello"]);
+    assert!(resized.contains("worker=Standard-2X"), "{resized}");
+    let bad_size = cli_err(&up, &["ps:type", "web=Enormous", "-a", "hello"]);
+    assert!(bad_size.contains("Enormous"), "{bad_size}");
     let no_dyno = cli_err(&up, &["ps:restart", "web.9", "-a", "hello"]);
     assert!(no_dyno.contains("web.9"), "{no_dyno}");
 
