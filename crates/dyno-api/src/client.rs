@@ -183,6 +183,76 @@ impl ApiClient {
         content_type: Option<&str>,
         body: Bytes,
     ) -> Result<RawResponse, ClientError> {
+        let (resp, _driver) = self.open(method, path, content_type, body).await?;
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| self.transport(e))?;
+        Ok(RawResponse {
+            status,
+            headers,
+            body: body.to_bytes(),
+        })
+    }
+
+    /// `GET path` answered by a stream of text lines (`logs?tail=1`): `on_line` gets each line
+    /// as it comes, until the server ends the stream or the connection breaks.
+    pub async fn stream_lines(
+        &self,
+        path: &str,
+        mut on_line: impl FnMut(&str),
+    ) -> Result<(), ClientError> {
+        let (resp, _driver) = self.open(Method::GET, path, None, Bytes::new()).await?;
+        let status = resp.status().as_u16();
+        let mut body = resp.into_body();
+        if status != 200 {
+            let bytes = body
+                .collect()
+                .await
+                .map_err(|e| self.transport(e))?
+                .to_bytes();
+            return Err(self
+                .decode::<serde_json::Value>(RawResponse {
+                    status,
+                    headers: Default::default(),
+                    body: bytes,
+                })
+                .err()
+                .unwrap_or_else(|| self.protocol(status, "an error without a body")));
+        }
+        let mut pending = Vec::new();
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| self.transport(e))?;
+            if let Some(data) = frame.data_ref() {
+                pending.extend_from_slice(data);
+                while let Some(i) = pending.iter().position(|b| *b == b'\n') {
+                    let line: Vec<u8> = pending.drain(..=i).collect();
+                    on_line(String::from_utf8_lossy(&line[..i]).as_ref());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn transport(&self, e: hyper::Error) -> ClientError {
+        ClientError::Transport {
+            target: self.target_name(),
+            reason: e.to_string(),
+        }
+    }
+
+    /// Connects, sends the request, and returns the answer's head with its body still to read
+    /// (and the connection's driver, aborted when dropped).
+    async fn open(
+        &self,
+        method: Method,
+        path: &str,
+        content_type: Option<&str>,
+        body: Bytes,
+    ) -> Result<(hyper::Response<hyper::body::Incoming>, AbortOnDrop), ClientError> {
         let mut req = Request::builder()
             .method(method)
             .uri(path)
@@ -208,48 +278,35 @@ impl ApiClient {
                 let stream = UnixStream::connect(path)
                     .await
                     .map_err(|e| self.connect_error(e))?;
-                self.exchange(stream, req).await
+                self.send(stream, req).await
             }
             Target::Tcp { addr, .. } => {
                 let stream = TcpStream::connect(addr)
                     .await
                     .map_err(|e| self.connect_error(e))?;
                 let _ = stream.set_nodelay(true);
-                self.exchange(stream, req).await
+                self.send(stream, req).await
             }
         }
     }
 
-    async fn exchange<S>(
+    async fn send<S>(
         &self,
         stream: S,
         req: Request<Full<Bytes>>,
-    ) -> Result<RawResponse, ClientError>
+    ) -> Result<(hyper::Response<hyper::body::Incoming>, AbortOnDrop), ClientError>
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let transport = |e: hyper::Error| ClientError::Transport {
-            target: self.target_name(),
-            reason: e.to_string(),
-        };
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
-            .map_err(transport)?;
-        let driver = tokio::spawn(conn);
-        let result = async {
-            let resp = sender.send_request(req).await.map_err(transport)?;
-            let status = resp.status().as_u16();
-            let headers = resp.headers().clone();
-            let body = resp.into_body().collect().await.map_err(transport)?;
-            Ok(RawResponse {
-                status,
-                headers,
-                body: body.to_bytes(),
-            })
-        }
-        .await;
-        driver.abort();
-        result
+            .map_err(|e| self.transport(e))?;
+        let driver = AbortOnDrop(tokio::spawn(conn));
+        let resp = sender
+            .send_request(req)
+            .await
+            .map_err(|e| self.transport(e))?;
+        Ok((resp, driver))
     }
 
     fn decode<T: DeserializeOwned>(&self, resp: RawResponse) -> Result<T, ClientError> {
@@ -326,5 +383,14 @@ fn snippet(body: &[u8]) -> String {
         "(empty)".to_owned()
     } else {
         format!("{text:?}")
+    }
+}
+
+/// The connection's driver task, stopped when the answer is done with.
+struct AbortOnDrop(tokio::task::JoinHandle<Result<(), hyper::Error>>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }

@@ -289,6 +289,9 @@ pub struct LogQuery {
     pub n: Option<usize>,
     pub ps: Option<String>,
     pub source: Option<String>,
+    /// `tail=1`: stream new lines after the recent ones (`text/plain`, a line per chunk).
+    #[serde(default)]
+    pub tail: bool,
 }
 
 impl LogQuery {
@@ -312,6 +315,7 @@ impl LogQuery {
                     q.n = Some(n);
                 }
                 "ps" => q.ps = Some(v.to_owned()),
+                "tail" => q.tail = matches!(v, "1" | "true" | ""),
                 "source" => match v {
                     "app" | "heroku" | "router" => q.source = Some(v.to_owned()),
                     _ => {
@@ -323,7 +327,7 @@ impl LogQuery {
                 },
                 _ => {
                     return Err(ApiError::invalid_params(format!(
-                        "Unknown log parameter {}: use n, ps and source.",
+                        "Unknown log parameter {}: use n, ps, source and tail.",
                         quote(k)
                     )))
                 }
@@ -356,6 +360,9 @@ impl LogQuery {
         }
         if let Some(s) = &self.source {
             parts.push(format!("source={s}"));
+        }
+        if self.tail {
+            parts.push("tail=1".into());
         }
         parts.join("&")
     }

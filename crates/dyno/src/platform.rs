@@ -647,33 +647,18 @@ async fn run_async(command: PlatformCommand) -> Result<(), String> {
                 n: Some(num),
                 ps,
                 source,
+                tail,
             };
             let path = format!("/apps/{app}/logs?{}", query.to_query());
-            let mut seen: Vec<String> = api.get(&path).await.map_err(e)?;
-            for line in &seen {
-                println!("{line}");
-            }
             if tail {
-                let follow = LogQuery {
-                    n: Some(1500),
-                    ..query
-                };
-                let path = format!("/apps/{app}/logs?{}", follow.to_query());
-                loop {
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                    let now: Vec<String> = api.get(&path).await.map_err(e)?;
-                    // New lines are those after the last one printed (lines carry microsecond
-                    // timestamps, so the last one is a good mark).
-                    let start = match seen.last() {
-                        Some(last) => now.iter().rposition(|l| l == last).map_or(0, |i| i + 1),
-                        None => 0,
-                    };
-                    for line in &now[start..] {
-                        println!("{line}");
-                    }
-                    if start < now.len() {
-                        seen = now;
-                    }
+                // A stream: the recent lines, then each new one, until interrupted.
+                api.stream_lines(&path, |line| println!("{line}"))
+                    .await
+                    .map_err(e)?;
+            } else {
+                let lines: Vec<String> = api.get(&path).await.map_err(e)?;
+                for line in &lines {
+                    println!("{line}");
                 }
             }
         }

@@ -144,6 +144,28 @@ fn create_deploy_scale_serve_log_and_destroy_an_app() {
         logs.contains("heroku[router]: at=info method=GET path=\"/\" host=hello.localhost"),
         "{logs}"
     );
+    // --tail streams: a line made after it started arrives without asking again.
+    let mut tail = Command::new(env!("CARGO_BIN_EXE_dyno"))
+        .args([
+            "logs", "-a", "hello", "--tail", "--source", "router", "-n", "1",
+        ])
+        .env("DYNO_SOCKET", up.api_socket())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let tailed = collect(tail.stdout.take().unwrap());
+    std::thread::sleep(Duration::from_millis(300));
+    up.get_via_router("hello.localhost", "/tailed");
+    poll_until(Duration::from_secs(10), Duration::from_millis(20), || {
+        let lines = tailed.lock().unwrap().clone();
+        lines
+            .iter()
+            .any(|l| l.contains("heroku[router]: at=info method=GET path=\"/tailed\""))
+            .then_some(())
+            .ok_or(format!("not tailed: {lines:?}"))
+    });
+    let _ = tail.kill();
+    let _ = tail.wait();
     let router_only = cli_ok(&up, &["logs", "-a", "hello", "--source", "router"]);
     assert!(!router_only.is_empty());
     assert!(

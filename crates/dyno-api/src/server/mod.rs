@@ -94,6 +94,16 @@ pub trait Platform: Send + Sync + 'static {
         let _ = name;
         async { Err(not_here("dynos")) }
     }
+    /// The app's recent log lines (as `logs`), then every new one as it comes, until the
+    /// receiver is dropped (`logs --tail`).
+    fn tail(
+        &self,
+        name: AppName,
+        query: LogQuery,
+    ) -> impl Future<Output = Result<tokio::sync::mpsc::Receiver<String>, ApiError>> + Send {
+        let _ = (name, query);
+        async { Err(not_here("log tails")) }
+    }
     /// The app's recent log lines, oldest first.
     fn logs(
         &self,

@@ -18,7 +18,9 @@ use crate::types::{
     Rollback,
 };
 
-type Resp = Response<Full<Bytes>>;
+/// Every answer's body: whole (`Full`) or streamed (`logs?tail=1`).
+pub(super) type RespBody = http_body_util::combinators::BoxBody<Bytes, std::convert::Infallible>;
+type Resp = Response<RespBody>;
 
 pub(super) async fn handle<P: Platform>(
     req: Request<Incoming>,
@@ -197,6 +199,17 @@ async fn route<P: Platform>(
                 (["dynos"], _) => Err(not_allowed("GET, POST, DELETE")),
                 (["logs"], &Method::GET) => {
                     let query = LogQuery::parse(req.uri().query().unwrap_or("")).map_err(plain)?;
+                    if query.tail {
+                        // The recent lines, then every new one, a line per chunk, until the
+                        // client goes away.
+                        let lines = platform.tail(name, query).await.map_err(plain)?;
+                        let mut resp = Response::new(LinesBody(lines).boxed());
+                        resp.headers_mut().insert(
+                            CONTENT_TYPE,
+                            HeaderValue::from_static("text/plain; charset=utf-8"),
+                        );
+                        return Ok(resp);
+                    }
                     json(
                         StatusCode::OK,
                         &platform.logs(name, query).await.map_err(plain)?,
@@ -310,7 +323,7 @@ fn json<T: Serialize>(status: StatusCode, value: &T) -> Result<Resp, Failure> {
 }
 
 fn response(status: StatusCode, body: Vec<u8>) -> Resp {
-    let mut resp = Response::new(Full::new(Bytes::from(body)));
+    let mut resp = Response::new(Full::new(Bytes::from(body)).boxed());
     *resp.status_mut() = status;
     resp.headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
@@ -338,6 +351,26 @@ pub(super) fn error_response(e: &ApiError, allow: Option<&'static str>) -> Resp 
         _ => {}
     }
     resp
+}
+
+/// A streamed body of text lines.
+struct LinesBody(tokio::sync::mpsc::Receiver<String>);
+
+impl hyper::body::Body for LinesBody {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+        self.0.poll_recv(cx).map(|line| {
+            line.map(|mut l| {
+                l.push('\n');
+                Ok(hyper::body::Frame::data(Bytes::from(l)))
+            })
+        })
+    }
 }
 
 #[cfg(test)]

@@ -229,25 +229,54 @@ impl Platform for DaemonApi {
         Ok(self.0.restart(name.as_str(), which.as_deref()).await?)
     }
 
+    async fn tail(
+        &self,
+        name: AppName,
+        query: LogQuery,
+    ) -> Result<tokio::sync::mpsc::Receiver<String>, ApiError> {
+        self.0.app(name.as_str()).await?;
+        let n = query.n.unwrap_or(crate::logring::DEFAULT_LINES);
+        let (recent, mut tail) = self.0.hub.tail(name.as_str(), filter(&query), n);
+        let (tx, rx) = tokio::sync::mpsc::channel(1024);
+        tokio::spawn(async move {
+            for line in recent {
+                if tx.send(line.to_string()).await.is_err() {
+                    return;
+                }
+            }
+            // Until the client goes away (the send fails) or the app's log does.
+            while let Some(event) = tail.next().await {
+                if tx.send(event.to_string()).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(rx)
+    }
+
     async fn logs(&self, name: AppName, query: LogQuery) -> Result<Vec<String>, ApiError> {
         // An unknown app is a 404, not an empty log.
         self.0.app(name.as_str()).await?;
-        let filter = Filter {
-            ps: query.ps,
-            source: query.source.as_deref().map(|s| match s {
-                "app" => Source::App,
-                "router" => Source::Router,
-                _ => Source::Heroku,
-            }),
-        };
         let n = query.n.unwrap_or(crate::logring::DEFAULT_LINES);
         Ok(self
             .0
             .hub
-            .recent(name.as_str(), &filter, n)
+            .recent(name.as_str(), &filter(&query), n)
             .iter()
             .map(|l| l.to_string())
             .collect())
+    }
+}
+
+/// The log hub's filter for an API query.
+fn filter(query: &LogQuery) -> Filter {
+    Filter {
+        ps: query.ps.clone(),
+        source: query.source.as_deref().map(|s| match s {
+            "app" => Source::App,
+            "router" => Source::Router,
+            _ => Source::Heroku,
+        }),
     }
 }
 
