@@ -414,13 +414,7 @@ async fn run_async(command: PlatformCommand) -> Result<(), String> {
             if !json {
                 eprint!("Scaling dynos... ");
             }
-            let formation: Vec<dyno_api::Formation> = api
-                .patch(
-                    &format!("/apps/{app}/formation"),
-                    &FormationUpdates { updates },
-                )
-                .await
-                .map_err(e)?;
+            let formation = patch_formation(&api, &app, updates).await?;
             out(json, &formation, || {
                 let now: Vec<String> = formation
                     .iter()
@@ -494,27 +488,16 @@ async fn run_async(command: PlatformCommand) -> Result<(), String> {
         PlatformCommand::PsType { changes, app, .. } => {
             let updates = changes
                 .iter()
-                .map(|c| {
-                    let (t, size) = c.split_once('=').ok_or_else(|| {
-                        format!("{c:?}: expected TYPE=SIZE, e.g. web=Standard-2X")
-                    })?;
-                    Ok(FormationUpdate {
-                        process_type: t.to_string(),
-                        quantity: None,
-                        size: Some(size.to_string()),
-                    })
+                .map(|c| match c.split_once('=') {
+                    // TYPE=SIZE is scale's TYPE:SIZE.
+                    Some((t, size)) => parse_change(&format!("{t}:{size}")),
+                    None => Err(format!("{c:?}: expected TYPE=SIZE, e.g. web=Standard-2X")),
                 })
                 .collect::<Result<Vec<_>, String>>()?;
             if !json {
                 eprint!("Resizing dynos on ⬢ {app}... ");
             }
-            let formation: Vec<dyno_api::Formation> = api
-                .patch(
-                    &format!("/apps/{app}/formation"),
-                    &FormationUpdates { updates },
-                )
-                .await
-                .map_err(e)?;
+            let formation = patch_formation(&api, &app, updates).await?;
             out(json, &formation, || {
                 let now: Vec<String> = formation
                     .iter()
@@ -664,6 +647,20 @@ async fn run_async(command: PlatformCommand) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// `PATCH /apps/{app}/formation`: the new formation.
+async fn patch_formation(
+    api: &ApiClient,
+    app: &str,
+    updates: Vec<FormationUpdate>,
+) -> Result<Vec<dyno_api::Formation>, String> {
+    api.patch(
+        &format!("/apps/{app}/formation"),
+        &FormationUpdates { updates },
+    )
+    .await
+    .map_err(|e| e.to_string())
 }
 
 /// Follows a one-off dyno's log until it exits: its output on stdout (the bare messages, or
