@@ -7,7 +7,7 @@ mod common;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::{Duration, Instant};
 
-use common::{exchange, lab_network, require_root, run_in, serve, Proto};
+use common::{exchange, exchange_open, lab_network, require_root, run_in, serve, Proto};
 use dyno_net::diag::SockDiag;
 use dyno_net::dyno::{self, FailPoint, Host, NetError, RunDir};
 use dyno_net::ipam::MemoryStore;
@@ -204,7 +204,7 @@ fn connectivity_matrix(proto: Proto) {
     // Router-marked host socket → $PORT: in.
     let a_port = serve(&a.netns, proto, at(Ipv4Addr::UNSPECIFIED, PORT));
     let a_other = serve(&a.netns, proto, at(Ipv4Addr::UNSPECIFIED, OTHER_PORT));
-    let (sent, seen) = exchange(
+    let (sent, seen) = exchange_open(
         &host,
         proto,
         None,
@@ -243,7 +243,7 @@ fn connectivity_matrix(proto: Proto) {
     assert_eq!(seen, None, "dyno → dyno must be dropped, mark or not");
     // Dyno → a listener on the host: dropped (and the host itself does reach it).
     let on_host = serve(&host, proto, at(Ipv4Addr::UNSPECIFIED, 7000));
-    let (sent, seen) = exchange(&host, proto, None, &on_host, at(UPLINK_ADDR, 7000), None);
+    let (sent, seen) = exchange_open(&host, proto, None, &on_host, at(UPLINK_ADDR, 7000), None);
     assert!(
         sent.is_ok() && seen.is_some(),
         "control: the host reaches its own listener"
@@ -252,7 +252,7 @@ fn connectivity_matrix(proto: Proto) {
     assert_eq!(seen, None, "dyno → host service must be dropped");
     // Dyno → the internet: allowed, seen from the host's uplink address (masquerade).
     let internet = serve(&lab.internet, proto, at(INTERNET_SERVER, 8000));
-    let (sent, seen) = exchange(
+    let (sent, seen) = exchange_open(
         &a.netns,
         proto,
         None,
@@ -287,7 +287,7 @@ fn connectivity_matrix(proto: Proto) {
         &["addr", "add", "169.254.169.254/32", "dev", "lo"],
     );
     let meta = serve(&lab.internet, proto, at(metadata, 80));
-    let (sent, seen) = exchange(&host, proto, None, &meta, at(metadata, 80), None);
+    let (sent, seen) = exchange_open(&host, proto, None, &meta, at(metadata, 80), None);
     assert!(
         sent.is_ok() && seen.is_some(),
         "control: the host reaches 169.254.169.254"

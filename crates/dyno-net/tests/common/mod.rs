@@ -148,6 +148,28 @@ pub fn send(
         .expect("run in namespace")
 }
 
+/// [`exchange`] for a path that must be open: a handshake that timed out (a loaded machine can
+/// take longer than [`DROP_WAIT`]) is tried again, up to 3 times. A path that is really closed
+/// still fails every time.
+pub fn exchange_open(
+    client_ns: &Netns,
+    proto: Proto,
+    from: Option<Ipv4Addr>,
+    server: &Server,
+    to: SocketAddrV4,
+    mark: Option<u32>,
+) -> (std::io::Result<()>, Option<SocketAddrV4>) {
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        let result = exchange(client_ns, proto, from, server, to, mark);
+        match &result.0 {
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut && tries < 3 => continue,
+            _ => return result,
+        }
+    }
+}
+
 /// For TCP the client needs the server to accept concurrently; this runs both sides and returns
 /// (client result, what the server saw).
 pub fn exchange(
