@@ -68,11 +68,7 @@ pub fn request_id(headers: &HeaderMap) -> String {
     headers
         .get(&X_REQUEST_ID)
         .map(HeaderValue::as_bytes)
-        .filter(|v| {
-            (20..=200).contains(&v.len())
-                && v.iter()
-                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'=' | b'-'))
-        })
+        .filter(|v| crate::h1::head::valid_request_id(v))
         .and_then(|v| std::str::from_utf8(v).ok())
         .map(str::to_owned)
         .unwrap_or_else(new_request_id)
