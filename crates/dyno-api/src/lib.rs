@@ -22,7 +22,7 @@ pub use server::{
     HEADER_READ_TIMEOUT, MAX_BODY_BYTES,
 };
 pub use types::{
-    civil_from_days, rfc3339, validate_app_name, web_url, App, AppCreate, AppName, AppUpdate,
-    Deploy, Dyno, DynoCreate, Formation, FormationUpdate, FormationUpdates, LogDrain,
-    LogDrainCreate, LogQuery, Release, Rollback,
+    rfc3339, validate_app_name, web_url, App, AppCreate, AppName, AppUpdate, Deploy, Dyno,
+    DynoCreate, Formation, FormationUpdate, FormationUpdates, LogDrain, LogDrainCreate, LogQuery,
+    Release, Rollback, Utc,
 };
