@@ -15,25 +15,6 @@ const WEB: &str = "web: exec perl -MIO::Socket::INET -e '$s=IO::Socket::INET->ne
     LocalPort=>$ENV{PORT},Listen=>8,ReuseAddr=>1) or die \"listen: $!\"; sleep 3600'\n";
 const ARGS: [&str; 4] = ["--boot-timeout", "20s", "--stop-grace", "2s"];
 
-fn cli(up: &Up, args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_dyno"))
-        .args(args)
-        .env("DYNO_SOCKET", up.api_socket())
-        .output()
-        .unwrap()
-}
-
-fn wait_api(up: &Up) {
-    poll_until(Duration::from_secs(60), Duration::from_millis(20), || {
-        let out = cli(up, &["apps"]);
-        out.status.success().then_some(()).ok_or(format!(
-            "the API does not answer: {}\n{}",
-            String::from_utf8_lossy(&out.stderr),
-            up.notes()
-        ))
-    });
-}
-
 /// The web quantity the daemon's store holds.
 fn web_quantity(up: &Up) -> u32 {
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -51,7 +32,7 @@ fn web_quantity(up: &Up) -> u32 {
 
 /// (dynos listed, dynos up)
 fn dynos(up: &Up) -> (usize, usize) {
-    let out = cli(up, &["ps", "-a", "chaos", "--json"]);
+    let out = up.cli(&["ps", "-a", "chaos", "--json"]);
     assert!(
         out.status.success(),
         "{}",
@@ -81,9 +62,9 @@ fn scaling_while_the_daemon_is_killed_at_random_leaves_the_formation_and_no_orph
         .unwrap_or(100);
     let app = app_dir("chaos", WEB);
     let mut up = Up::serve("chaos", &ARGS);
-    wait_api(&up);
-    assert!(cli(&up, &["apps:create", "chaos"]).status.success());
-    let deploy = cli(&up, &["deploy", &app.to_string_lossy(), "-a", "chaos"]);
+    up.wait_api();
+    assert!(up.cli(&["apps:create", "chaos"]).status.success());
+    let deploy = up.cli(&["deploy", &app.to_string_lossy(), "-a", "chaos"]);
     assert!(
         deploy.status.success(),
         "{}",
@@ -112,7 +93,7 @@ fn scaling_while_the_daemon_is_killed_at_random_leaves_the_formation_and_no_orph
         std::thread::sleep(Duration::from_millis((seed >> 33) % 400));
         up.kill_and_restart_serve(&ARGS);
         let scaled = scaling.join().unwrap();
-        wait_api(&up);
+        up.wait_api();
 
         let quantity = web_quantity(&up);
         if scaled.status.success() {

@@ -11,11 +11,7 @@ use support::*;
 
 /// `dyno --socket S ARGS…`: (success, stdout, stderr).
 fn cli(up: &Up, args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_dyno"))
-        .args(args)
-        .env("DYNO_SOCKET", up.api_socket())
-        .output()
-        .unwrap();
+    let out = up.cli(args);
     (
         out.status.success(),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -69,11 +65,7 @@ fn wait_for_release(up: &Up, app: &str, release: u64) {
 #[test]
 fn create_deploy_scale_serve_log_and_destroy_an_app() {
     let mut up = Up::serve("serve", &["--boot-timeout", "20s", "--stop-grace", "5s"]);
-    poll_until(Duration::from_secs(30), Duration::from_millis(50), || {
-        let (ok, _, stderr) = cli(&up, &["apps"]);
-        ok.then_some(())
-            .ok_or(format!("the API does not answer: {stderr}\n{}", up.notes()))
-    });
+    up.wait_api();
     assert_eq!(cli_ok(&up, &["apps"]), "=== Apps\n");
 
     let created = cli_ok(&up, &["apps:create", "hello"]);
@@ -326,14 +318,7 @@ fn create_deploy_scale_serve_log_and_destroy_an_app() {
 fn a_daemon_killed_with_sigkill_leaves_nothing_once_it_is_back() {
     let args = ["--boot-timeout", "20s", "--stop-grace", "5s"];
     let mut up = Up::serve("serve-kill", &args);
-    let wait_api = |up: &Up| {
-        poll_until(Duration::from_secs(30), Duration::from_millis(50), || {
-            let (ok, _, stderr) = cli(up, &["apps"]);
-            ok.then_some(())
-                .ok_or(format!("the API does not answer: {stderr}\n{}", up.notes()))
-        })
-    };
-    wait_api(&up);
+    up.wait_api();
     cli_ok(&up, &["apps:create", "hello"]);
     cli_ok(
         &up,
@@ -365,7 +350,7 @@ fn a_daemon_killed_with_sigkill_leaves_nothing_once_it_is_back() {
 
     // kill -9: the daemon does nothing more; its dynos' processes are still there.
     up.kill_and_restart_serve(&args);
-    wait_api(&up);
+    up.wait_api();
     assert!(
         up.notes()
             .contains("removed what an earlier daemon left: 3 dyno process tree(s)"),
@@ -409,11 +394,7 @@ fn bad_input_through_the_api_is_a_4xx_and_changes_nothing() {
         "serve-bad",
         &["--boot-timeout", "20s", "--stop-grace", "5s"],
     );
-    poll_until(Duration::from_secs(30), Duration::from_millis(50), || {
-        let (ok, _, stderr) = cli(&up, &["apps"]);
-        ok.then_some(())
-            .ok_or(format!("the API does not answer: {stderr}"))
-    });
+    up.wait_api();
     cli_ok(&up, &["apps:create", "hello"]);
     cli_ok(
         &up,

@@ -95,6 +95,27 @@ impl Up {
         self.child = Some(child);
     }
 
+    /// `dyno ARGS…` against this `dyno serve`'s API socket.
+    pub fn cli(&self, args: &[&str]) -> std::process::Output {
+        Command::new(env!("CARGO_BIN_EXE_dyno"))
+            .args(args)
+            .env("DYNO_SOCKET", self.api_socket())
+            .output()
+            .unwrap()
+    }
+
+    /// Waits until this `dyno serve` answers on its API socket.
+    pub fn wait_api(&self) {
+        poll_until(Duration::from_secs(60), Duration::from_millis(20), || {
+            let out = self.cli(&["apps"]);
+            out.status.success().then_some(()).ok_or(format!(
+                "the API does not answer: {}\n{}",
+                String::from_utf8_lossy(&out.stderr),
+                self.notes()
+            ))
+        });
+    }
+
     /// The API socket of a `dyno serve` started by [`Up::serve`].
     pub fn api_socket(&self) -> PathBuf {
         self.scratch.join("api.sock")
