@@ -535,10 +535,10 @@ impl Daemon {
 
     /// `dyno ps`: the app's dynos and their states.
     pub async fn ps(&self, name: &str) -> Result<Vec<Dyno>, DaemonError> {
-        let app = self.app(name).await?;
-        let release = self.current_release(&app.name).await?;
+        // One store read: it fails for an unknown app too.
+        let release = self.current_release(name).await?;
         let apps = self.apps.lock().await;
-        let Some(runtime) = apps.get(&app.name) else {
+        let Some(runtime) = apps.get(name) else {
             return Ok(Vec::new());
         };
         let mut list: Vec<Dyno> = runtime
