@@ -47,6 +47,18 @@ fn up_dynos(up: &Up, app: &str) -> Vec<String> {
         .collect()
 }
 
+const SERVE_ARGS: [&str; 4] = ["--boot-timeout", "20s", "--stop-grace", "5s"];
+
+/// A `dyno serve` with app `hello` created and examples/hello deployed (v2).
+fn serve_hello(tag: &str) -> Up {
+    let up = Up::serve(tag, &SERVE_ARGS);
+    up.wait_api();
+    cli_ok(&up, &["apps:create", "hello"]);
+    let dir = repo().join("examples/hello");
+    cli_ok(&up, &["deploy", &dir.to_string_lossy(), "-a", "hello"]);
+    up
+}
+
 /// Waits until every dyno of the app runs `release` and is up.
 fn wait_for_release(up: &Up, app: &str, release: u64) {
     poll_until(Duration::from_secs(30), Duration::from_millis(100), || {
@@ -64,7 +76,7 @@ fn wait_for_release(up: &Up, app: &str, release: u64) {
 
 #[test]
 fn create_deploy_scale_serve_log_and_destroy_an_app() {
-    let mut up = Up::serve("serve", &["--boot-timeout", "20s", "--stop-grace", "5s"]);
+    let mut up = Up::serve("serve", &SERVE_ARGS);
     up.wait_api();
     assert_eq!(cli_ok(&up, &["apps"]), "=== Apps\n");
 
@@ -316,19 +328,7 @@ fn create_deploy_scale_serve_log_and_destroy_an_app() {
 
 #[test]
 fn a_daemon_killed_with_sigkill_leaves_nothing_once_it_is_back() {
-    let args = ["--boot-timeout", "20s", "--stop-grace", "5s"];
-    let mut up = Up::serve("serve-kill", &args);
-    up.wait_api();
-    cli_ok(&up, &["apps:create", "hello"]);
-    cli_ok(
-        &up,
-        &[
-            "deploy",
-            &repo().join("examples/hello").to_string_lossy(),
-            "-a",
-            "hello",
-        ],
-    );
+    let mut up = serve_hello("serve-kill");
     cli_ok(&up, &["ps:scale", "web=2", "worker=1", "-a", "hello"]);
     let all_up = |up: &Up| {
         poll_until(Duration::from_secs(30), Duration::from_millis(100), || {
@@ -349,7 +349,7 @@ fn a_daemon_killed_with_sigkill_leaves_nothing_once_it_is_back() {
     assert!(!before.is_empty());
 
     // kill -9: the daemon does nothing more; its dynos' processes are still there.
-    up.kill_and_restart_serve(&args);
+    up.kill_and_restart_serve(&SERVE_ARGS);
     up.wait_api();
     assert!(
         up.notes()
@@ -390,21 +390,7 @@ type SendFn<'a> = dyn Fn(&str, &str, Option<&str>, Vec<u8>) -> dyno_api::RawResp
 /// daemon: always a 4xx with `{"id","message"}`, and nothing in its state changes.
 #[test]
 fn bad_input_through_the_api_is_a_4xx_and_changes_nothing() {
-    let mut up = Up::serve(
-        "serve-bad",
-        &["--boot-timeout", "20s", "--stop-grace", "5s"],
-    );
-    up.wait_api();
-    cli_ok(&up, &["apps:create", "hello"]);
-    cli_ok(
-        &up,
-        &[
-            "deploy",
-            &repo().join("examples/hello").to_string_lossy(),
-            "-a",
-            "hello",
-        ],
-    );
+    let mut up = serve_hello("serve-bad");
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
