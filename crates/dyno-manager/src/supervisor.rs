@@ -143,6 +143,9 @@ impl State {
 pub struct Status {
     pub state: State,
     pub ip: Option<Ipv4Addr>,
+    /// The running incarnation's network name: its namespace `dyno-<net>`, link `dy<net>`,
+    /// cgroup and state dir are named by it.
+    pub net_name: Option<String>,
 }
 
 /// The handle of a running supervisor.
@@ -171,6 +174,7 @@ pub fn start(platform: Arc<Platform>, def: DynoDef) -> DynoHandle {
     let (status_tx, status_rx) = watch::channel(Status {
         state: State::Starting,
         ip: None,
+        net_name: None,
     });
     let name = def.name();
     let task = tokio::spawn(supervise(platform, def, stop_rx, status_tx));
@@ -198,6 +202,8 @@ struct Supervisor {
     name: String,
     status: watch::Sender<Status>,
     state: State,
+    /// The current incarnation's network name.
+    net_name: Option<String>,
 }
 
 impl Logger for Supervisor {
@@ -220,7 +226,12 @@ impl Supervisor {
             ));
         }
         self.state = to;
-        self.status.send_replace(Status { state: to, ip });
+        let net_name = ip.and(self.net_name.clone());
+        self.status.send_replace(Status {
+            state: to,
+            ip,
+            net_name,
+        });
     }
 }
 
@@ -236,6 +247,7 @@ async fn supervise(
         def,
         status,
         state: State::Starting,
+        net_name: None,
     };
     let mut crashes: u32 = 0;
     loop {
@@ -246,6 +258,7 @@ async fn supervise(
         let started = Instant::now();
         let ended = match Incarnation::start(&sup).await {
             Ok(mut run) => {
+                sup.net_name = Some(run.net_name.clone());
                 let ended = run.supervise(&mut sup, &mut stop).await;
                 run.clean_up(&sup);
                 ended
