@@ -146,6 +146,8 @@ pub struct Status {
     /// The running incarnation's network name: its namespace `dyno-<net>`, link `dy<net>`,
     /// cgroup and state dir are named by it.
     pub net_name: Option<String>,
+    /// How often the dyno was started again after it crashed.
+    pub restarts: u32,
 }
 
 /// The handle of a running supervisor.
@@ -175,6 +177,7 @@ pub fn start(platform: Arc<Platform>, def: DynoDef) -> DynoHandle {
         state: State::Starting,
         ip: None,
         net_name: None,
+        restarts: 0,
     });
     let name = def.name();
     let task = tokio::spawn(supervise(platform, def, stop_rx, status_tx));
@@ -204,6 +207,7 @@ struct Supervisor {
     state: State,
     /// The current incarnation's network name.
     net_name: Option<String>,
+    restarts: u32,
 }
 
 impl Logger for Supervisor {
@@ -231,6 +235,7 @@ impl Supervisor {
             state: to,
             ip,
             net_name,
+            restarts: self.restarts,
         });
     }
 }
@@ -248,6 +253,7 @@ async fn supervise(
         status,
         state: State::Starting,
         net_name: None,
+        restarts: 0,
     };
     let mut crashes: u32 = 0;
     loop {
@@ -295,6 +301,7 @@ async fn supervise(
                         return;
                     }
                 }
+                sup.restarts += 1;
                 sup.change(State::Starting, None);
             }
         }
