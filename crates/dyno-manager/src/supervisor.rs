@@ -20,7 +20,7 @@ use dyno_net::network::Network;
 use dyno_sandbox::cgroup::{Cgroups, DynoCgroup, DynoSize};
 use dyno_sandbox::launch;
 use dyno_sandbox::spec::{ExitRecord, SandboxSpec, StateDir};
-use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
@@ -33,6 +33,31 @@ use crate::memory::{Logger, MemoryVerdict, MemoryWatch};
 
 pub type SharedNetwork = Arc<Mutex<Network<Box<dyn LeaseStore + Send>>>>;
 
+/// Where each incarnation is recorded before its resources exist and forgotten after they are
+/// gone (the daemon's store; see `dyno-state`'s intent-before-resource rule), so that a daemon
+/// restarted after a crash finds every resource it has to adopt or remove. The calls block (a
+/// transaction each); the supervisor makes them off the async threads.
+pub trait Ledger: Send + Sync {
+    /// Records an incarnation about to be made; returns its record's id and the address leased
+    /// to it.
+    fn begin(&self, def: &DynoDef, net_name: &str) -> Result<(i64, Ipv4Addr), String>;
+    /// Its teardown starts: from here on a restarted daemon stops it rather than adopting it.
+    fn stopping(&self, id: i64);
+    /// Its resources are gone.
+    fn end(&self, id: i64);
+}
+
+/// A dyno found running after a restart (see [`adopt`]).
+#[derive(Debug, Clone)]
+pub struct Adoptee {
+    /// Its record in the [`Ledger`].
+    pub intent: i64,
+    pub net_name: String,
+    pub ip: Ipv4Addr,
+    /// Its shim, checked to be alive and ours by the caller.
+    pub shim_pid: u32,
+}
+
 /// What every dyno of this manager shares.
 pub struct Platform {
     pub network: SharedNetwork,
@@ -44,6 +69,8 @@ pub struct Platform {
     pub logs: mpsc::UnboundedSender<LogLine>,
     /// Per-dyno cgroups (memory, pids, cpu); `None` where the host has none for us.
     pub cgroups: Option<Cgroups>,
+    /// Records of incarnations; `None` for a manager that keeps nothing across restarts.
+    pub ledger: Option<Arc<dyn Ledger>>,
     names: AtomicU64,
 }
 
@@ -63,8 +90,23 @@ impl Platform {
             lifecycle,
             logs,
             cgroups,
+            ledger: None,
             names: AtomicU64::new(0),
         }
+    }
+
+    pub fn with_ledger(mut self, ledger: Arc<dyn Ledger>) -> Platform {
+        self.ledger = Some(ledger);
+        self
+    }
+
+    /// Runs a ledger call off the async threads; nothing without a ledger.
+    async fn record<T: Send + 'static>(
+        &self,
+        call: impl FnOnce(&dyn Ledger) -> T + Send + 'static,
+    ) -> Option<T> {
+        let ledger = self.ledger.clone()?;
+        tokio::task::spawn_blocking(move || call(&*ledger)).await.ok()
     }
 
     /// A network name never used before: milliseconds since the epoch and a counter, base 36
@@ -100,6 +142,8 @@ pub struct DynoDef {
     /// Config vars.
     pub env: Vec<(String, String)>,
     pub app_dir: PathBuf,
+    /// The release it runs (recorded in the [`Ledger`]).
+    pub release: u32,
     pub uid: u32,
     pub port: u16,
     /// One-off dynos are never restarted.
@@ -172,6 +216,16 @@ impl DynoHandle {
 }
 
 pub fn start(platform: Arc<Platform>, def: DynoDef) -> DynoHandle {
+    spawn(platform, def, None)
+}
+
+/// Supervises a dyno that was running before this supervisor existed (the daemon restarted):
+/// its first incarnation is the one found, later ones are started as usual.
+pub fn adopt(platform: Arc<Platform>, def: DynoDef, found: Adoptee) -> DynoHandle {
+    spawn(platform, def, Some(found))
+}
+
+fn spawn(platform: Arc<Platform>, def: DynoDef, found: Option<Adoptee>) -> DynoHandle {
     let (stop_tx, stop_rx) = mpsc::channel(1);
     let (status_tx, status_rx) = watch::channel(Status {
         state: State::Starting,
@@ -180,7 +234,7 @@ pub fn start(platform: Arc<Platform>, def: DynoDef) -> DynoHandle {
         restarts: 0,
     });
     let name = def.name();
-    let task = tokio::spawn(supervise(platform, def, stop_rx, status_tx));
+    let task = tokio::spawn(supervise(platform, def, found, stop_rx, status_tx));
     DynoHandle {
         name,
         status: status_rx,
@@ -243,6 +297,7 @@ impl Supervisor {
 async fn supervise(
     platform: Arc<Platform>,
     def: DynoDef,
+    mut found: Option<Adoptee>,
     mut stop: mpsc::Receiver<()>,
     status: watch::Sender<Status>,
 ) {
@@ -257,16 +312,22 @@ async fn supervise(
     };
     let mut crashes: u32 = 0;
     loop {
-        sup.log(format!(
-            "Starting process with command `{}`",
-            sup.def.command
-        ));
         let started = Instant::now();
-        let ended = match Incarnation::start(&sup).await {
+        let incarnation = match found.take() {
+            Some(found) => Incarnation::adopt(&sup, found),
+            None => {
+                sup.log(format!(
+                    "Starting process with command `{}`",
+                    sup.def.command
+                ));
+                Incarnation::start(&sup).await
+            }
+        };
+        let ended = match incarnation {
             Ok(mut run) => {
                 sup.net_name = Some(run.net_name.clone());
                 let ended = run.supervise(&mut sup, &mut stop).await;
-                run.clean_up(&sup);
+                run.clean_up(&sup).await;
                 ended
             }
             Err(message) => {
@@ -314,21 +375,125 @@ struct Incarnation {
     ip: Ipv4Addr,
     netns: dyno_net::ns::Netns,
     state: StateDir,
-    shim: tokio::process::Child,
+    shim: Shim,
     pumps: Vec<JoinHandle<()>>,
     cgroup: Option<DynoCgroup>,
+    /// Its record in the platform's [`Ledger`].
+    intent: Option<i64>,
+}
+
+/// The shim of an incarnation.
+enum Shim {
+    /// Started by this supervisor: tokio reaps it.
+    Child(tokio::process::Child),
+    /// Found running after a restart: someone else's child (init reaps it); its pidfd becomes
+    /// readable when it exits. Its exit status is in the state dir (the shim records it).
+    Adopted {
+        pid: u32,
+        exited: tokio::io::unix::AsyncFd<std::os::fd::OwnedFd>,
+    },
+}
+
+impl Shim {
+    fn id(&self) -> Option<u32> {
+        match self {
+            Shim::Child(child) => child.id(),
+            Shim::Adopted { pid, .. } => Some(*pid),
+        }
+    }
+
+    async fn wait(&mut self) -> Option<std::process::ExitStatus> {
+        match self {
+            Shim::Child(child) => child.wait().await.ok(),
+            Shim::Adopted { exited, .. } => {
+                let _ = exited.readable().await;
+                None
+            }
+        }
+    }
 }
 
 impl Incarnation {
     async fn start(sup: &Supervisor) -> Result<Incarnation, String> {
         let platform = &sup.platform;
-        let def = &sup.def;
         let net_name = platform.next_net_name();
+        let intent = match platform
+            .record({
+                let def = sup.def.clone();
+                let net_name = net_name.clone();
+                move |ledger| ledger.begin(&def, &net_name)
+            })
+            .await
+        {
+            Some(Ok(recorded)) => Some(recorded),
+            Some(Err(e)) => return Err(e),
+            None => None,
+        };
+        let made = Incarnation::make(sup, net_name, intent).await;
+        if made.is_err() {
+            if let Some((id, _)) = intent {
+                // Whatever `make` created it removed again.
+                platform.record(move |l| l.stopping(id)).await;
+                platform.record(move |l| l.end(id)).await;
+            }
+        }
+        made
+    }
+
+    /// Takes over the running incarnation a restarted daemon found.
+    fn adopt(sup: &Supervisor, found: Adoptee) -> Result<Incarnation, String> {
+        let platform = &sup.platform;
+        let name = dyno_net::names::DynoName::new(&found.net_name).map_err(|e| e.to_string())?;
+        let netns_path = platform.network().run_dir().netns_path(&name);
+        let netns = dyno_net::ns::Netns::open(&netns_path).map_err(|e| e.to_string())?;
+        let watch_error = |e: std::io::Error| format!("watch the shim {}: {e}", found.shim_pid);
+        let pidfd = dyno_sandbox::sys::pidfd_open(found.shim_pid as libc::pid_t)
+            .map_err(watch_error)?;
+        // SAFETY: the OwnedFd is moved into the AsyncFd, which keeps it open and unchanged
+        // for as long as it lives.
+        let pidfd = unsafe { tokio::io::unix::AsyncFd::register(pidfd) }
+            .map_err(|e| watch_error(e.into()))?;
+        let state = StateDir(platform.state_root.join(&found.net_name));
+        let cgroup = platform
+            .cgroups
+            .as_ref()
+            .and_then(|c| c.existing(&found.net_name).ok());
+        let pumps = vec![relay_pump(
+            state.log_socket(),
+            platform.clone(),
+            sup.name.clone(),
+        )];
+        Ok(Incarnation {
+            net_name: found.net_name,
+            ip: found.ip,
+            netns,
+            state,
+            shim: Shim::Adopted {
+                pid: found.shim_pid,
+                exited: pidfd,
+            },
+            pumps,
+            cgroup,
+            intent: Some(found.intent),
+        })
+    }
+
+    /// Network, state dir, cgroup, sandbox, shim: each undone again if a later step fails.
+    async fn make(
+        sup: &Supervisor,
+        net_name: String,
+        intent: Option<(i64, Ipv4Addr)>,
+    ) -> Result<Incarnation, String> {
+        let platform = &sup.platform;
+        let def = &sup.def;
         let net = {
             let mut network = platform.network();
-            network
-                .up(&net_name, def.is_web().then_some(def.port))
-                .map_err(|e| e.to_string())?
+            let port = def.is_web().then_some(def.port);
+            match intent {
+                Some((_, ip)) => network.up_at(&net_name, ip, port),
+                None => network.up(&net_name, port),
+            }
+            .map_err(|e| e.to_string())?
         };
         let state = StateDir(platform.state_root.join(&net_name));
         // The state dir names the dyno before its cgroup exists: a daemon restarted after a
@@ -372,16 +537,19 @@ impl Incarnation {
             command: def.command.clone(),
             nameservers: Vec::new(),
             cgroup: cgroup.clone(),
+            output: dyno_sandbox::spec::OutputMode::Relay,
         };
         let started = launch::prepare(&state, &spec)
             .map_err(|e| e.to_string())
             .and_then(|()| {
                 let mut command =
                     tokio::process::Command::from(launch::shim_command(&platform.exe, &state));
-                command.stdout(Stdio::piped()).stderr(Stdio::piped());
+                // The app's output comes through the shim's log socket: nothing of the dyno
+                // writes into a pipe of ours, which would break when we die before it.
+                command.stdout(Stdio::null()).stderr(Stdio::null());
                 command.spawn().map_err(|e| format!("start the shim: {e}"))
             });
-        let mut shim = match started {
+        let shim = match started {
             Ok(shim) => shim,
             Err(e) => {
                 let _ = platform.network().down(&net_name);
@@ -392,21 +560,20 @@ impl Incarnation {
                 return Err(e);
             }
         };
-        let mut pumps = Vec::new();
-        if let Some(out) = shim.stdout.take() {
-            pumps.push(pump(out, platform.clone(), sup.name.clone()));
-        }
-        if let Some(err) = shim.stderr.take() {
-            pumps.push(pump(err, platform.clone(), sup.name.clone()));
-        }
+        let pumps = vec![relay_pump(
+            state.log_socket(),
+            platform.clone(),
+            sup.name.clone(),
+        )];
         Ok(Incarnation {
             net_name,
             ip: net.ip,
             netns: net.netns,
             state,
-            shim,
+            shim: Shim::Child(shim),
             pumps,
             cgroup,
+            intent: intent.map(|(id, _)| id),
         })
     }
 
@@ -443,7 +610,7 @@ impl Incarnation {
                     if memory_watch.oom_killed(self.cgroup.as_ref()) {
                         memory_watch.r15(sup);
                     }
-                    self.reap(sup, status.ok()).await;
+                    self.reap(sup, status).await;
                     return Ended::Exited;
                 }
                 _ = memory.tick(), if self.cgroup.is_some() => {
@@ -488,13 +655,14 @@ impl Incarnation {
     /// SIGTERM to every process of the dyno (the shim forwards it to PID 1, which sends it to
     /// all), the grace period, then SIGKILL to PID 1 (which takes the whole pid namespace).
     async fn stop(&mut self, sup: &mut Supervisor, lifecycle: &Lifecycle) {
+        self.record_stopping(sup).await;
         sup.log("Stopping all processes with SIGTERM");
         if let Some(pid) = self.shim.id() {
             // SAFETY: kill has no memory-safety preconditions.
             unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
         }
         let status = match tokio::time::timeout(lifecycle.stop_grace, self.shim.wait()).await {
-            Ok(status) => status.ok(),
+            Ok(status) => status,
             Err(_) => {
                 sup.log(
                     RuntimeError::ExitTimeout {
@@ -504,7 +672,7 @@ impl Incarnation {
                 );
                 sup.log("Stopping remaining processes with SIGKILL");
                 self.kill();
-                self.shim.wait().await.ok()
+                self.shim.wait().await
             }
         };
         self.reap(sup, status).await;
@@ -513,14 +681,25 @@ impl Incarnation {
     /// SIGKILL, then [`Incarnation::reap`].
     async fn kill_and_reap(&mut self, sup: &Supervisor) {
         self.kill();
-        let status = self.shim.wait().await.ok();
+        let status = self.shim.wait().await;
         self.reap(sup, status).await;
+    }
+
+    /// From here on a restarted daemon finishes this incarnation's teardown.
+    async fn record_stopping(&mut self, sup: &Supervisor) {
+        if let Some(id) = self.intent {
+            sup.platform.record(move |l| l.stopping(id)).await;
+        }
     }
 
     /// Once the dyno's processes are gone: its last log lines, then Heroku's `Process exited`.
     async fn reap(&mut self, sup: &Supervisor, shim: Option<std::process::ExitStatus>) {
         let code = self.exit_code(shim);
         self.drain_logs().await;
+        // What the shim could not hand over (no reader was connected at the end).
+        for line in unsent_lines(&self.state) {
+            sup.platform.log(Source::App, &sup.name, line);
+        }
         sup.log(format!("Process exited with status {code}"));
     }
 
@@ -554,12 +733,18 @@ impl Incarnation {
     }
 
     async fn drain_logs(&mut self) {
-        for pump in self.pumps.drain(..) {
-            let _ = tokio::time::timeout(Duration::from_secs(2), pump).await;
+        for mut pump in self.pumps.drain(..) {
+            if tokio::time::timeout(Duration::from_secs(2), &mut pump)
+                .await
+                .is_err()
+            {
+                pump.abort();
+            }
         }
     }
 
-    fn clean_up(self, sup: &Supervisor) {
+    async fn clean_up(mut self, sup: &Supervisor) {
+        self.record_stopping(sup).await;
         if let Some(ExitRecord::SetupFailed(reason)) = launch::exit_record(&self.state) {
             sup.log(format!("Error starting dyno: {reason}"));
         }
@@ -570,22 +755,44 @@ impl Incarnation {
                 sup.log(format!("Error removing the dyno's cgroup: {e}"));
             }
         }
-        let mut network = sup.platform.network();
-        if let Err(e) = network.down(&self.net_name) {
+        let removed = sup.platform.network().down(&self.net_name);
+        if let Err(e) = removed {
             sup.log(format!("Error removing the dyno's network: {e}"));
         }
-        drop(network);
         let _ = std::fs::remove_dir_all(&self.state.0);
+        if let Some(id) = self.intent {
+            sup.platform.record(move |l| l.end(id)).await;
+        }
     }
 }
 
-/// The app's output, line by line, as `app[web.1]` log lines.
-fn pump(
-    stream: impl AsyncRead + Unpin + Send + 'static,
-    platform: Arc<Platform>,
-    dyno: String,
-) -> JoinHandle<()> {
+/// The lines of a dead dyno's `unsent.log` (see `dyno_sandbox::output`).
+pub fn unsent_lines(state: &StateDir) -> Vec<String> {
+    std::fs::read(state.unsent())
+        .map(|bytes| {
+            String::from_utf8_lossy(&bytes)
+                .lines()
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The dyno's output from its shim's log socket, line by line, as `app[web.1]` log lines. The
+/// shim makes the socket as it starts: connect again until it is there.
+fn relay_pump(socket: PathBuf, platform: Arc<Platform>, dyno: String) -> JoinHandle<()> {
     tokio::spawn(async move {
+        let mut wait = Duration::from_millis(1);
+        let stream = loop {
+            match tokio::net::UnixStream::connect(&socket).await {
+                Ok(stream) => break stream,
+                Err(_) => {
+                    // Aborted by `drain_logs` if the shim ends without ever listening.
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_millis(50));
+                }
+            }
+        };
         let mut lines = BufReader::new(stream).lines();
         while let Ok(Some(line)) = lines.next_line().await {
             platform.log(Source::App, &dyno, line);

@@ -353,6 +353,7 @@ pub async fn run(options: UpOptions, mut out: impl Write + Send + 'static) -> Re
                 command: process.command.clone(),
                 env: plan.env.clone(),
                 app_dir: app_dir.clone(),
+                release: 1,
                 uid: plan.uid,
                 port: options.port,
                 restart: true,

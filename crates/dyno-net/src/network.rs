@@ -218,6 +218,28 @@ impl<S: LeaseStore> Network<S> {
         host_ifindex: Option<u32>,
         fail_at: Option<FailPoint>,
     ) -> Result<DynoNet, NetworkError> {
+        self.up_leased(name, None, port, host_ifindex, fail_at)
+    }
+
+    /// [`Network::up`] at an address the caller leased already (in its own store, in the same
+    /// transaction that recorded the dyno).
+    pub fn up_at(
+        &mut self,
+        name: &str,
+        ip: Ipv4Addr,
+        port: Option<u16>,
+    ) -> Result<DynoNet, NetworkError> {
+        self.up_leased(name, Some(ip), port, None, None)
+    }
+
+    fn up_leased(
+        &mut self,
+        name: &str,
+        ip: Option<Ipv4Addr>,
+        port: Option<u16>,
+        host_ifindex: Option<u32>,
+        fail_at: Option<FailPoint>,
+    ) -> Result<DynoNet, NetworkError> {
         let name = DynoName::new(name)?;
         if !self.installed {
             self.install()?;
@@ -225,7 +247,10 @@ impl<S: LeaseStore> Network<S> {
         if self.ipam.lease_of(name.as_str()).is_some() || self.run_dir.netns_path(&name).exists() {
             return Err(NetworkError::InUse(name));
         }
-        let ip = self.ipam.allocate(name.as_str())?;
+        let ip = match ip {
+            Some(ip) => self.ipam.claim(ip, name.as_str()).map(|()| ip)?,
+            None => self.ipam.allocate(name.as_str())?,
+        };
         let made = self.build(&name, ip, port, host_ifindex, fail_at);
         if made.is_err() {
             // setup rolled its own part back; the lease is ours to return.
@@ -308,6 +333,36 @@ impl<S: LeaseStore> Network<S> {
             self.ipam.release(ip)?;
         }
         Ok(true)
+    }
+
+    /// Takes over dyno `name`'s network after a restart of its owner: the address becomes its
+    /// lease again (the ports it exposes were read from the firewall at open). From here on
+    /// [`Network::down`] removes it like any other.
+    pub fn adopt(&mut self, name: &str, ip: Ipv4Addr) -> Result<(), NetworkError> {
+        let name = DynoName::new(name)?;
+        self.ipam.claim(ip, name.as_str())?;
+        Ok(())
+    }
+
+    /// Closes the ports exposed for addresses nobody holds a lease on (their dynos are gone;
+    /// a crash came between the two). Call it after every [`Network::adopt`].
+    pub fn close_unleased_ports(&mut self) -> Vec<NetworkError> {
+        let stale: Vec<(Ipv4Addr, u16)> = self
+            .exposed
+            .iter()
+            .filter(|(ip, _)| !self.ipam.leases().contains_key(ip))
+            .map(|(ip, port)| (*ip, *port))
+            .collect();
+        let mut errors = Vec::new();
+        for (ip, port) in stale {
+            match self.firewall.unexpose(ip, port) {
+                Ok(()) => {
+                    self.exposed.remove(&ip);
+                }
+                Err(e) => errors.push(e.into()),
+            }
+        }
+        errors
     }
 
     /// Every dyno network known by its lease or its namespace.

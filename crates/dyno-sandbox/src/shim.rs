@@ -10,12 +10,16 @@ use std::convert::Infallible;
 use std::ffi::CString;
 use std::fs::File;
 use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
+
+use crate::output::Outbox;
 
 use crate::rootfs;
 use crate::signals::{self, Waiter};
-use crate::spec::{ExitRecord, SandboxSpec, StateDir};
+use crate::spec::{ExitRecord, OutputMode, SandboxSpec, StateDir};
 use crate::sys::{check, cstr, io_context, SysError, SysResult};
 
 /// Runs the shim; returns the process exit status (the app's).
@@ -54,6 +58,11 @@ fn start(state: &StateDir) -> SysResult<i32> {
     // The binary is run again as PID 1 after the host's tree is gone: keep a handle on it.
     let exe = open_path(Path::new("/proc/self/exe"))?;
     let waiter = io_context(|| "signals".into(), Waiter::install())?;
+    // The relay's pipe exists before the fork: the child's stdout and stderr are its write end.
+    let mut relay = match spec.output {
+        OutputMode::Inherit => None,
+        OutputMode::Relay => Some(Relay::open(state)?),
+    };
     // SAFETY: unshare with a flag constant; affects only the children we fork from now on.
     check(|| "unshare pid namespace".into(), unsafe {
         libc::unshare(libc::CLONE_NEWPID)
@@ -64,13 +73,17 @@ fn start(state: &StateDir) -> SysResult<i32> {
     let pid = check(|| "fork".into(), unsafe { libc::fork() })?;
     if pid == 0 {
         drop(errors_in);
-        let Err(e) = enter(&spec, state, &netns, &exe);
+        let output = relay.as_mut().and_then(|r| r.child_end.take());
+        let Err(e) = enter(&spec, state, &netns, &exe, output);
         let mut out = File::from(errors_out);
         let _ = out.write_all(e.to_string().as_bytes());
         // SAFETY: _exit ends the child without running the parent's destructors.
         unsafe { libc::_exit(126) };
     }
     drop(errors_out);
+    if let Some(relay) = &mut relay {
+        relay.child_end = None;
+    }
     let _ = std::fs::write(state.init_pid(), pid.to_string());
     // Empty once PID 1 has exec'd (the pipe is close-on-exec): the sandbox is built.
     let mut failure = String::new();
@@ -84,15 +97,44 @@ fn start(state: &StateDir) -> SysResult<i32> {
             source: std::io::Error::other(failure),
         });
     }
+    let signals = io_context(|| "signalfd".into(), waiter.signalfd())?;
     loop {
-        let signal = waiter.next();
-        if signal != libc::SIGCHLD {
-            signals::send(pid, signal);
-            continue;
+        let mut fds = vec![libc::pollfd {
+            fd: signals.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        }];
+        if let Some(relay) = &relay {
+            relay.poll_fds(&mut fds);
         }
-        let mut status = 0;
-        // SAFETY: valid out pointer.
-        if unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) } == pid {
+        // SAFETY: a valid array of `fds.len()` pollfds.
+        let ready = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, -1) };
+        if ready < 0 {
+            continue; // EINTR
+        }
+        let mut ended = None;
+        if fds[0].revents != 0 {
+            while let Some(signal) = signals::read_signal(signals.as_fd()) {
+                if signal != libc::SIGCHLD {
+                    signals::send(pid, signal);
+                    continue;
+                }
+                let mut status = 0;
+                // SAFETY: valid out pointer.
+                if unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) } == pid {
+                    ended = Some(status);
+                }
+            }
+        }
+        if let Some(relay) = &mut relay {
+            relay.handle(&fds[1..]);
+        }
+        if let Some(status) = ended {
+            // The output the app wrote before it ended goes out (or into `unsent.log`) before
+            // the exit is recorded: whoever reads the exit has the lines too.
+            if let Some(relay) = relay.take() {
+                relay.finish(state);
+            }
             let (record_, code) = match signals::decode(status) {
                 Ok(code) => (ExitRecord::Exited(code), code),
                 Err(signal) => (ExitRecord::Signaled(signal), 128 + signal),
@@ -103,6 +145,174 @@ fn start(state: &StateDir) -> SysResult<i32> {
     }
 }
 
+/// The shim's side of [`OutputMode::Relay`] (see [`crate::output`]).
+struct Relay {
+    /// The read end of the app's output; `None` once every writer is gone.
+    pipe: Option<OwnedFd>,
+    /// The write end, for the child until the fork.
+    child_end: Option<OwnedFd>,
+    listener: UnixListener,
+    reader: Option<UnixStream>,
+    outbox: Outbox,
+}
+
+impl Relay {
+    fn open(state: &StateDir) -> SysResult<Relay> {
+        let (pipe, child_end) = pipe()?;
+        set_nonblocking(&pipe)?;
+        let path = state.log_socket();
+        let _ = std::fs::remove_file(&path);
+        let listener = io_context(
+            || format!("listen on {}", path.display()),
+            UnixListener::bind(&path).and_then(|l| l.set_nonblocking(true).map(|()| l)),
+        )?;
+        // Only root (the daemon) reads a dyno's output.
+        let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600));
+        Ok(Relay {
+            pipe: Some(pipe),
+            child_end: Some(child_end),
+            listener,
+            reader: None,
+            outbox: Outbox::default(),
+        })
+    }
+
+    /// Appends the relay's fds in this order: the pipe, the listener, the reader (each if any).
+    fn poll_fds(&self, fds: &mut Vec<libc::pollfd>) {
+        let fd = |fd: i32, events: libc::c_short| libc::pollfd {
+            fd,
+            events,
+            revents: 0,
+        };
+        fds.push(fd(
+            self.pipe.as_ref().map_or(-1, |p| p.as_raw_fd()),
+            libc::POLLIN,
+        ));
+        fds.push(fd(self.listener.as_raw_fd(), libc::POLLIN));
+        let mut events = libc::POLLIN;
+        if !self.outbox.is_empty() {
+            events |= libc::POLLOUT;
+        }
+        fds.push(fd(
+            self.reader.as_ref().map_or(-1, |r| r.as_raw_fd()),
+            events,
+        ));
+    }
+
+    fn handle(&mut self, revents: &[libc::pollfd]) {
+        if revents[0].revents != 0 {
+            self.read_pipe();
+        }
+        if revents[1].revents != 0 {
+            if let Ok((reader, _)) = self.listener.accept() {
+                // A new reader (a restarted daemon) replaces the old one.
+                if reader.set_nonblocking(true).is_ok() {
+                    self.reader = Some(reader);
+                    self.outbox.reader_connected();
+                }
+            }
+        }
+        if let Some(reader) = &mut self.reader {
+            let events = revents[2].revents;
+            let mut gone = events & (libc::POLLHUP | libc::POLLERR) != 0;
+            if events & libc::POLLIN != 0 {
+                // Readers send nothing; a read of 0 is the reader closing.
+                let mut sink = [0u8; 256];
+                match reader.read(&mut sink) {
+                    Ok(0) => gone = true,
+                    Err(e) if e.kind() != std::io::ErrorKind::WouldBlock => gone = true,
+                    _ => {}
+                }
+            }
+            if gone {
+                self.reader = None;
+            }
+        }
+        self.send();
+    }
+
+    /// Reads what the pipe has, without blocking; at the end of the output, closes it.
+    fn read_pipe(&mut self) {
+        let Some(pipe) = &self.pipe else {
+            return;
+        };
+        let mut buf = [0u8; 64 * 1024];
+        loop {
+            // SAFETY: a valid fd and a writable buffer of `buf.len()` bytes.
+            let n = unsafe { libc::read(pipe.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+            if n > 0 {
+                self.outbox.push_bytes(&buf[..n as usize]);
+                continue;
+            }
+            if n == 0 {
+                self.pipe = None;
+                self.outbox.finish();
+            } else if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return;
+        }
+    }
+
+    fn send(&mut self) {
+        if let Some(reader) = &self.reader {
+            if self.outbox.send_to(reader.as_fd()).is_err() {
+                self.reader = None;
+            }
+        }
+    }
+
+    /// PID 1 is gone, and with it every process of its pid namespace: the pipe closes as soon
+    /// as the last of them has died. Read it to its end, hand the rest to the reader, and leave
+    /// what no reader took in `unsent.log`.
+    fn finish(mut self, state: &StateDir) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
+        while self.pipe.is_some() && std::time::Instant::now() < deadline {
+            wait_for(self.pipe.as_ref(), libc::POLLIN, 50);
+            self.read_pipe();
+        }
+        self.outbox.finish();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        while self.reader.is_some()
+            && !self.outbox.is_empty()
+            && std::time::Instant::now() < deadline
+        {
+            wait_for(self.reader.as_ref(), libc::POLLOUT, 50);
+            self.send();
+        }
+        if !self.outbox.is_empty() {
+            let _ = std::fs::write(state.unsent(), self.outbox.take_all());
+        }
+        let _ = std::fs::remove_file(state.log_socket());
+    }
+}
+
+/// Waits up to `ms` for `events` on `fd`.
+fn wait_for(fd: Option<&impl AsRawFd>, events: libc::c_short, ms: i32) {
+    let Some(fd) = fd else {
+        return;
+    };
+    let mut pfd = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd.
+    unsafe { libc::poll(&mut pfd, 1, ms) };
+}
+
+fn set_nonblocking(fd: &OwnedFd) -> SysResult<()> {
+    // SAFETY: fcntl on a valid fd with integer flags.
+    unsafe {
+        let flags = check(|| "fcntl".into(), libc::fcntl(fd.as_raw_fd(), libc::F_GETFL))?;
+        check(
+            || "fcntl".into(),
+            libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK),
+        )?;
+    }
+    Ok(())
+}
+
 /// In the child, as root: new mount, UTS and IPC namespaces, the dyno's network, the
 /// filesystem view, the hostname — then exec `dyno __init` as the new pid namespace's PID 1.
 fn enter(
@@ -110,7 +320,15 @@ fn enter(
     state: &StateDir,
     netns: &File,
     exe: &OwnedFd,
+    output: Option<OwnedFd>,
 ) -> SysResult<Infallible> {
+    if let Some(output) = output {
+        // SAFETY: dup2 onto the standard descriptors; the copies are not close-on-exec.
+        unsafe {
+            check(|| "dup2 stdout".into(), libc::dup2(output.as_raw_fd(), 1))?;
+            check(|| "dup2 stderr".into(), libc::dup2(output.as_raw_fd(), 2))?;
+        }
+    }
     // Into the dyno's cgroup first, so that its cgroup namespace is rooted there and every
     // process of the dyno is counted. The shim stays outside: an OOM kill never hits it.
     let mut namespaces = libc::CLONE_NEWNS | libc::CLONE_NEWUTS | libc::CLONE_NEWIPC;

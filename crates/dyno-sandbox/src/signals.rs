@@ -64,6 +64,32 @@ impl Waiter {
     }
 }
 
+impl Waiter {
+    /// A descriptor that becomes readable when one of the waited-for signals is pending, for a
+    /// caller that also waits for other things (`poll`). Read it with [`read_signal`].
+    pub fn signalfd(&self) -> io::Result<std::os::fd::OwnedFd> {
+        // SAFETY: `set` was initialised in `install`; -1 asks for a new descriptor.
+        let fd = unsafe { libc::signalfd(-1, &self.set, libc::SFD_CLOEXEC | libc::SFD_NONBLOCK) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: fd was just created and is owned by nothing else.
+        Ok(unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) })
+    }
+}
+
+/// The next pending signal of a [`Waiter::signalfd`], if any.
+pub fn read_signal(fd: std::os::fd::BorrowedFd<'_>) -> Option<libc::c_int> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: signalfd_siginfo is plain data; read gets a buffer of exactly its size.
+    unsafe {
+        let mut info: libc::signalfd_siginfo = std::mem::zeroed();
+        let size = std::mem::size_of::<libc::signalfd_siginfo>();
+        let n = libc::read(fd.as_raw_fd(), (&mut info as *mut libc::signalfd_siginfo).cast(), size);
+        (n == size as isize).then_some(info.ssi_signo as libc::c_int)
+    }
+}
+
 /// Unblocks every signal. For a child between fork and exec: a blocked mask is inherited across
 /// exec (std's `Command` keeps it), and the app must start with nothing blocked.
 pub fn unblock_all() -> io::Result<()> {

@@ -33,6 +33,20 @@ pub struct SandboxSpec {
     /// The dyno's cgroup (memory, pids, cpu), joined before anything of the dyno runs.
     #[serde(default)]
     pub cgroup: Option<crate::cgroup::DynoCgroup>,
+    /// Where the app's stdout and stderr go.
+    #[serde(default)]
+    pub output: OutputMode,
+}
+
+/// Where a dyno's output goes.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub enum OutputMode {
+    /// The shim's own stdout and stderr (a caller that lives as long as the dyno).
+    #[default]
+    Inherit,
+    /// Through the shim to the state dir's log socket (see [`crate::output`]): the caller may
+    /// come and go, a daemon that restarts connects again.
+    Relay,
 }
 
 impl SandboxSpec {
@@ -74,6 +88,14 @@ impl StateDir {
     /// How the dyno ended (written by the shim).
     pub fn exit(&self) -> PathBuf {
         self.0.join("exit.json")
+    }
+    /// The shim's log socket ([`OutputMode::Relay`]).
+    pub fn log_socket(&self) -> PathBuf {
+        self.0.join("log.sock")
+    }
+    /// Output no reader took before the dyno ended (written by the shim).
+    pub fn unsent(&self) -> PathBuf {
+        self.0.join("unsent.log")
     }
 }
 

@@ -78,3 +78,17 @@ pub fn io_context<T>(what: impl FnOnce() -> String, r: io::Result<T>) -> SysResu
         source,
     })
 }
+
+/// A pidfd for `pid`: it refers to that process, never to a later one with the same number, and
+/// becomes readable when the process exits (also for a process that is not our child).
+pub fn pidfd_open(pid: libc::pid_t) -> io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: pidfd_open with a pid and no flags; it returns a new fd or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let fd = libc::c_int::try_from(fd).map_err(|_| io::Error::from(io::ErrorKind::InvalidData))?;
+    // SAFETY: the kernel just returned this fd and nothing else owns it.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
+}

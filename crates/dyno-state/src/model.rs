@@ -172,6 +172,9 @@ pub struct NewDyno {
     pub index: u32,
     pub release_version: u32,
     pub size: SizeName,
+    /// The name of its network, cgroup and state dir; `None`: the base 36 of its row id. A
+    /// caller that shares the host with other daemons picks a name unique across them.
+    pub net_name: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -77,6 +77,7 @@ impl Bench {
             command: command.into(),
             nameservers: vec![],
             cgroup: None,
+            output: dyno_sandbox::spec::OutputMode::Inherit,
         }
     }
 

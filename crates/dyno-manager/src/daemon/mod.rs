@@ -493,6 +493,7 @@ impl Daemon {
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
             app_dir: slug.path.clone(),
+            release: release.version,
             uid: app_uid_in(name, self.options.uids),
             port: self.options.port,
             restart: false,
@@ -626,6 +627,7 @@ impl Daemon {
                     command: command.clone(),
                     env: env.clone(),
                     app_dir: slug.path.clone(),
+                    release: release.version,
                     uid,
                     port: self.options.port,
                     restart: true,

@@ -5,9 +5,10 @@
 //! the signal sent through the pidfd: it reaches the process we checked or nobody.
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::AsRawFd;
 
 use super::{CgroupError, Hierarchy};
+use crate::sys::pidfd_open;
 
 /// Sends `signal` to `pid` if it is (still) in the cgroup `cgroup` or below it. A process that
 /// is gone already is not an error.
@@ -63,17 +64,6 @@ pub(crate) fn signal_member(
         }
     }
     Ok(())
-}
-
-fn pidfd_open(pid: libc::pid_t) -> io::Result<OwnedFd> {
-    // SAFETY: pidfd_open with a pid and no flags; it returns a new fd or -1.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let fd = libc::c_int::try_from(fd).map_err(|_| io::Error::from(io::ErrorKind::InvalidData))?;
-    // SAFETY: the kernel just returned this fd and nothing else owns it.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 /// Whether a `/proc/<pid>/cgroup` text puts the process in `cgroup` or a cgroup below it, in the

@@ -72,6 +72,10 @@ impl Store {
         if new.process_type != ProcessType::RUN {
             ProcessType::parse(&new.process_type)?;
         }
+        if let Some(net_name) = &new.net_name {
+            dyno_net::names::DynoName::new(net_name)
+                .map_err(|e| ValidationError::new("net_name", e.to_string()))?;
+        }
         if new.index == 0 {
             return Err(ValidationError::new("dyno", "dyno numbers start at 1 (web.1)").into());
         }
@@ -103,7 +107,10 @@ impl Store {
                 ],
             )?;
             let id = tx.last_insert_rowid();
-            let net_name = crate::ids::base36(id as u64);
+            let net_name = new
+                .net_name
+                .clone()
+                .unwrap_or_else(|| crate::ids::base36(id as u64));
             tx.execute(
                 "UPDATE dynos SET net_name = ?2, netns = ?3, link = ?4 WHERE id = ?1",
                 params![

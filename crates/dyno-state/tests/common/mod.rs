@@ -85,6 +85,7 @@ pub fn new_dyno(app_name: &AppName, t: &str, index: u32, release: u32) -> NewDyn
         index,
         release_version: release,
         size: SizeName::default(),
+        net_name: None,
     }
 }
 

@@ -63,6 +63,7 @@ impl Fleet {
                 command: WEB_COMMAND.into(),
                 env: Vec::new(),
                 app_dir: ctx.app_dir.clone(),
+                release: 1,
                 uid: ctx.uid,
                 port: ctx.port,
                 restart: false,

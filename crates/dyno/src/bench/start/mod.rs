@@ -400,6 +400,7 @@ impl OneShot<'_> {
             command: TINY_COMMAND.into(),
             nameservers: Vec::new(),
             cgroup: self.cgroup.clone(),
+            output: dyno_sandbox::spec::OutputMode::Inherit,
         };
         launch::prepare(&self.state, &spec).map_err(|e| e.to_string())?;
         let t_prepare = Instant::now();
