@@ -380,6 +380,8 @@ struct Incarnation {
     cgroup: Option<DynoCgroup>,
     /// Its record in the platform's [`Ledger`].
     intent: Option<i64>,
+    /// Whether the record says `stopping` already.
+    stopping_recorded: bool,
 }
 
 /// The shim of an incarnation.
@@ -475,6 +477,7 @@ impl Incarnation {
             pumps,
             cgroup,
             intent: Some(found.intent),
+            stopping_recorded: false,
         })
     }
 
@@ -574,6 +577,7 @@ impl Incarnation {
             pumps,
             cgroup,
             intent: intent.map(|(id, _)| id),
+            stopping_recorded: false,
         })
     }
 
@@ -687,8 +691,12 @@ impl Incarnation {
 
     /// From here on a restarted daemon finishes this incarnation's teardown.
     async fn record_stopping(&mut self, sup: &Supervisor) {
-        if let Some(id) = self.intent {
-            sup.platform.record(move |l| l.stopping(id)).await;
+        match self.intent {
+            Some(id) if !self.stopping_recorded => {
+                sup.platform.record(move |l| l.stopping(id)).await;
+                self.stopping_recorded = true;
+            }
+            _ => {}
         }
     }
 

@@ -326,8 +326,26 @@ fn create_deploy_scale_serve_log_and_destroy_an_app() {
     up.assert_nothing_left(dyno_manager::up::app_uid("hello"));
 }
 
+/// A running dyno's sandbox spec, found by its name in the daemon's state root (tests only:
+/// the API does not show addresses).
+fn dyno_spec(up: &Up, dyno: &str) -> (std::path::PathBuf, dyno_sandbox::spec::SandboxSpec) {
+    poll_until(Duration::from_secs(10), Duration::from_millis(50), || {
+        for entry in std::fs::read_dir(up.scratch.join("state")).map_err(|e| e.to_string())? {
+            let dir = entry.map_err(|e| e.to_string())?.path();
+            let Ok(bytes) = std::fs::read(dir.join("spec.json")) else {
+                continue;
+            };
+            let spec: dyno_sandbox::spec::SandboxSpec = serde_json::from_slice(&bytes).unwrap();
+            if spec.name == dyno {
+                return Ok((dir, spec));
+            }
+        }
+        Err(format!("no state dir of {dyno}"))
+    })
+}
+
 #[test]
-fn a_daemon_killed_with_sigkill_leaves_nothing_once_it_is_back() {
+fn a_daemon_killed_with_sigkill_adopts_its_dynos_and_loses_no_exit_status() {
     let mut up = serve_hello("serve-kill");
     cli_ok(&up, &["ps:scale", "web=2", "worker=1", "-a", "hello"]);
     let all_up = |up: &Up| {
@@ -345,27 +363,72 @@ fn a_daemon_killed_with_sigkill_leaves_nothing_once_it_is_back() {
     };
     all_up(&up);
     let uid = dyno_manager::up::app_uid("hello");
-    let before = processes_of(uid);
-    assert!(!before.is_empty());
+    let (_, web) = dyno_spec(&up, "web.1");
+    let (worker_dir, _) = dyno_spec(&up, "worker.1");
+    // (A stopped dyno's link goes once the kernel has destroyed its namespace.)
+    poll_until(Duration::from_secs(10), Duration::from_millis(50), || {
+        let links = up.lab.host.links_with_prefix("dy").unwrap();
+        (links.len() == 3).then_some(()).ok_or(format!(
+            "{links:?}\n{}",
+            cli_ok(&up, &["logs", "-a", "hello"])
+        ))
+    });
 
-    // kill -9: the daemon does nothing more; its dynos' processes are still there.
-    up.kill_and_restart_serve(&SERVE_ARGS);
+    // kill -9: the daemon does nothing more. Its dynos run on and serve (straight to the dyno,
+    // the router being part of the daemon), and what they print is kept for the next daemon.
+    up.kill_and_restart_serve_later();
+    let answer = up.get(web.ip, 5000, "/while-the-daemon-is-down");
+    assert!(answer.contains("404"), "{answer}");
+    // A dyno that ends meanwhile: its shim records how.
+    let worker_init: i32 = std::fs::read_to_string(worker_dir.join("init.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    // SAFETY: kill with a pid the test read from the dyno's state dir.
+    unsafe { libc::kill(worker_init, libc::SIGKILL) };
+    poll_until(Duration::from_secs(10), Duration::from_millis(20), || {
+        worker_dir
+            .join("exit.json")
+            .exists()
+            .then_some(())
+            .ok_or("the worker's exit is not recorded".to_string())
+    });
+    let web_processes: Vec<u32> = processes_of(uid)
+        .into_iter()
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/environ"))
+                .map(|env| env.windows(8).any(|w| w == b"DYNO=web"))
+                .unwrap_or(false)
+        })
+        .collect();
+    assert!(!web_processes.is_empty());
+
+    up.restart_serve(&SERVE_ARGS);
     up.wait_api();
     assert!(
-        up.notes()
-            .contains("removed what an earlier daemon left: 3 dyno process tree(s)"),
+        up.notes().contains("2 dyno(s) adopted, 1 ended"),
         "{}",
         up.notes()
     );
-    for pid in &before {
+    // The web dynos are the same processes, on the same links; the worker starts again.
+    for pid in &web_processes {
         assert!(
-            !std::path::Path::new(&format!("/proc/{pid}")).exists()
-                || !processes_of(uid).contains(pid),
-            "process {pid} of the old dynos survived"
+            processes_of(uid).contains(pid),
+            "web process {pid} did not survive the daemon's restart"
         );
     }
-    // What the store says should run runs again, and serves.
     all_up(&up);
+    let logs = cli_ok(&up, &["logs", "-a", "hello", "-n", "1500"]);
+    assert!(
+        logs.contains("heroku[worker.1]: Process exited with status 137"),
+        "{logs}"
+    );
+    assert!(
+        logs.lines()
+            .any(|l| l.contains("app[web.1]:") && l.contains("/while-the-daemon-is-down")),
+        "{logs}"
+    );
     poll_until(Duration::from_secs(10), Duration::from_millis(50), || {
         let answer = up.get_via_router("hello.localhost", "/");
         answer
@@ -373,8 +436,17 @@ fn a_daemon_killed_with_sigkill_leaves_nothing_once_it_is_back() {
             .then_some(())
             .ok_or(answer)
     });
-    let links = up.lab.host.links_with_prefix("dy").unwrap();
-    assert_eq!(links.len(), 3, "only the new dynos' links: {links:?}");
+    // The ended worker's link goes once the kernel has destroyed its namespace.
+    let links = poll_until(Duration::from_secs(10), Duration::from_millis(50), || {
+        let links = up.lab.host.links_with_prefix("dy").unwrap();
+        (links.len() == 3).then_some(links.clone()).ok_or(format!("{links:?}"))
+    });
+    let web_net = web.netns.file_name().unwrap().to_string_lossy().to_string();
+    let web_link = format!("dy{}", web_net.trim_start_matches("dyno-"));
+    assert!(
+        links.iter().any(|(_, name)| *name == web_link),
+        "web.1 kept its link {web_link}: {links:?}"
+    );
 
     let status = up.interrupt();
     assert!(status.success(), "{status:?}\n{}", up.notes());

@@ -7,10 +7,12 @@
 //! A new release rolls like Heroku's preboot: the new web dynos start next to the old ones, the
 //! old ones stop once every new web dyno is `up` (or the boot timeout passed).
 //!
-//! Not yet here (issue 6 goes on): dyno rows and leases in the store (intent before resource),
-//! reconcile and adoption after a restart, one-off dynos, drains from the store, metrics.
+//! Every incarnation of a dyno is recorded in the store before its resources exist
+//! ([`ledger`]); a daemon that starts after a crash adopts the dynos that still run and
+//! removes what is left of the others ([`reconcile`]).
 
 pub mod api;
+pub mod ledger;
 pub mod metrics;
 pub mod reconcile;
 pub mod slug;
@@ -26,7 +28,9 @@ use dyno_net::ipam::{LeaseStore, MemoryStore};
 use dyno_net::network::{Network, NetworkConfig};
 use dyno_router::RouteTable;
 use dyno_sandbox::cgroup::{Cgroups, DynoSize};
-use dyno_state::model::{App, Drain, FormationEntry, NewRelease, Release, ScaleChange, Slug};
+use dyno_state::model::{
+    App, Drain, DynoState, DynoUpdate, FormationEntry, NewRelease, Release, ScaleChange, Slug,
+};
 use dyno_state::{
     AppName, ConfigKey, ConfigValue, DrainUrl, ProcessType, StateError, Store, StoreOptions,
 };
@@ -37,7 +41,7 @@ use crate::lifecycle::Lifecycle;
 use crate::logring::LogHub;
 use crate::logs::{LogLine, Source};
 use crate::procfile;
-use crate::supervisor::{self, DynoDef, DynoHandle, Platform, SharedNetwork, State};
+use crate::supervisor::{self, Adoptee, DynoDef, DynoHandle, Platform, SharedNetwork, State};
 use crate::up::{app_uid_in, UidRange};
 use crate::webdynos::WebDynos;
 
@@ -107,6 +111,75 @@ struct AppRuntime {
     one_offs: u32,
 }
 
+impl AppRuntime {
+    /// Keeps a started (or adopted) dyno; a web dyno is fed to the router once `up`. Returns
+    /// its key for [`WebDynos::all_up`].
+    fn track(&mut self, handle: DynoHandle, def: &DynoDef) -> String {
+        self.incarnations += 1;
+        let key = format!("{}#{}", def.name(), self.incarnations);
+        if def.is_web() {
+            self.web
+                .follow(key.clone(), def.name(), handle.status.clone());
+        }
+        self.dynos.push(Running {
+            name: def.name(),
+            process: def.process.clone(),
+            index: def.index,
+            release: def.release,
+            size: def.size,
+            handle,
+        });
+        key
+    }
+}
+
+/// The definition of a recorded dyno, from its release (for a daemon adopting it).
+fn adopted_def(
+    store: &Store,
+    options: &DaemonOptions,
+    dyno: &dyno_state::model::Dyno,
+) -> Result<DynoDef, DaemonError> {
+    let app = app_name(&dyno.app)?;
+    let release = store.release(&app, dyno.release_version)?;
+    let slug = release.slug.ok_or_else(|| {
+        DaemonError::new(
+            "conflict",
+            format!("{} v{} has no slug", dyno.app, release.version),
+        )
+    })?;
+    let index = dyno
+        .name
+        .rsplit_once('.')
+        .and_then(|(_, n)| n.parse().ok())
+        .ok_or_else(|| DaemonError::new("conflict", format!("bad dyno name {}", dyno.name)))?;
+    let size = dyno_state::SizeName::parse(&dyno.size)
+        .map(|s| *s.size())
+        .map_err(|e| DaemonError::new("conflict", e.to_string()))?;
+    Ok(DynoDef {
+        app: dyno.app.clone(),
+        process: dyno.process_type.clone(),
+        index,
+        // A one-off's command is not in the release; it only shows in the start line, which
+        // an adopted dyno does not log again.
+        command: release
+            .process_types
+            .get(&dyno.process_type)
+            .cloned()
+            .unwrap_or_default(),
+        env: release
+            .config
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+        app_dir: slug.path,
+        release: release.version,
+        uid: app_uid_in(&dyno.app, options.uids),
+        port: options.port,
+        restart: dyno.process_type != ONE_OFF,
+        size,
+    })
+}
+
 pub struct Daemon {
     store: Arc<Mutex<Store>>,
     pub hub: LogHub,
@@ -124,7 +197,8 @@ fn app_name(name: &str) -> Result<AppName, DaemonError> {
 }
 
 impl Daemon {
-    /// Opens the store, installs the firewall and starts what the store says should run.
+    /// Opens the store, takes over what an earlier daemon left (see [`reconcile`]), installs
+    /// the firewall and starts what the store says should run.
     pub async fn open(options: DaemonOptions) -> Result<Arc<Daemon>, DaemonError> {
         let store = Store::open_with(
             &options.data_dir,
@@ -133,7 +207,7 @@ impl Daemon {
                 ..StoreOptions::default()
             },
         )?;
-        let mut host =
+        let host =
             Host::current().map_err(|e| DaemonError::new("internal_error", e.to_string()))?;
         let cgroups = match Cgroups::detect().and_then(|c| c.vacate_own_cgroup().map(|()| c)) {
             Ok(c) => Some(c),
@@ -142,13 +216,52 @@ impl Daemon {
                 None
             }
         };
-        reconcile::remove_orphans(&options, &mut host, cgroups.as_ref());
+        let rows = store.all_dynos()?;
+        let mut stock = reconcile::take_stock(&options, rows, cgroups.as_ref());
+        let mut adoptees = Vec::new();
+        for live in std::mem::take(&mut stock.live) {
+            match adopted_def(&store, &options, &live.dyno) {
+                Ok(def) => adoptees.push((live, def)),
+                Err(e) => {
+                    tracing::warn!(dyno = %live.dyno.net_name, error = %e, "not adopted");
+                    stock
+                        .ended
+                        .push(reconcile::end_now(&options, live, cgroups.as_ref()));
+                }
+            }
+        }
         let leases: Box<dyn LeaseStore + Send> = Box::new(MemoryStore);
         let mut network = Network::open(host, &options.network, leases)
             .map_err(|e| DaemonError::new("internal_error", format!("network: {e}")))?;
+        let recorded = adoptees
+            .iter()
+            .map(|(live, _)| &live.dyno)
+            .chain(stock.ended.iter().map(|e| &e.dyno));
+        for dyno in recorded {
+            if let Some(ip) = dyno.address {
+                if let Err(e) = network.adopt(&dyno.net_name, ip) {
+                    tracing::warn!(dyno = %dyno.net_name, error = %e, "reconcile: lease");
+                }
+            }
+        }
         network
             .install()
             .map_err(|e| DaemonError::new("internal_error", format!("firewall: {e}")))?;
+        let gone: Vec<&str> = stock
+            .ended
+            .iter()
+            .map(|e| e.dyno.net_name.as_str())
+            .chain(stock.orphans.iter().map(String::as_str))
+            .collect();
+        for name in &gone {
+            if let Err(e) = network.down(name) {
+                tracing::warn!(dyno = %name, error = %e, "reconcile: remove the network");
+            }
+        }
+        for e in network.close_unleased_ports() {
+            tracing::warn!(error = %e, "reconcile: close a port");
+        }
+        reconcile::remove_leftovers(&options, &gone, cgroups.as_ref());
         std::fs::create_dir_all(&options.state_root).map_err(|e| {
             DaemonError::new(
                 "internal_error",
@@ -166,6 +279,41 @@ impl Daemon {
             converging: tokio::sync::Mutex::new(()),
             router_metrics: metrics::RouterMetrics::default(),
         });
+        // How the ended dynos ended is not lost: it goes into their apps' logs.
+        for ended in &stock.ended {
+            for (source, line) in ended.log_lines() {
+                daemon.hub.append(
+                    &ended.dyno.app,
+                    LogLine::now(source, &ended.dyno.name, line),
+                );
+            }
+        }
+        let ended_ids: Vec<i64> = stock.ended.iter().map(|e| e.dyno.id).collect();
+        daemon
+            .with_store(move |s| {
+                for id in ended_ids {
+                    s.update_dyno(
+                        id,
+                        &DynoUpdate {
+                            state: Some(DynoState::Stopping),
+                            ..DynoUpdate::default()
+                        },
+                    )?;
+                    s.remove_dyno(id)?;
+                }
+                Ok(())
+            })
+            .await?;
+        if !adoptees.is_empty() || !stock.ended.is_empty() || !stock.orphans.is_empty() {
+            eprintln!(
+                "dyno serve: took over from an earlier daemon: {} dyno(s) adopted, {} ended \
+                 (their exit statuses are in their apps' logs), {} orphan(s) removed",
+                adoptees.len(),
+                stock.ended.len(),
+                stock.orphans.len()
+            );
+        }
+        daemon.adopt_all(adoptees).await;
         let apps = daemon.with_store(|s| s.list_apps()).await?;
         for app in apps {
             daemon.route(&app);
@@ -182,6 +330,33 @@ impl Daemon {
             daemon.converge(&app.name).await?;
         }
         Ok(daemon)
+    }
+
+    /// Supervisors for the dynos found running.
+    async fn adopt_all(&self, adoptees: Vec<(reconcile::Live, DynoDef)>) {
+        let mut apps = self.apps.lock().await;
+        for (live, def) in adoptees {
+            let Some(ip) = live.dyno.address else {
+                continue;
+            };
+            let runtime = match apps.get_mut(&def.app) {
+                Some(r) => r,
+                None => {
+                    let r = self.runtime(&def.app);
+                    apps.entry(def.app.clone()).or_insert(r)
+                }
+            };
+            if def.process == ONE_OFF {
+                runtime.one_offs = runtime.one_offs.max(def.index);
+            }
+            let found = Adoptee {
+                intent: live.dyno.id,
+                net_name: live.dyno.net_name.clone(),
+                ip,
+                shim_pid: live.shim_pid,
+            };
+            runtime.track(supervisor::adopt(runtime.platform.clone(), def.clone(), found), &def);
+        }
     }
 
     /// Runs `f` on the store off the async threads (every change waits for an fsync).
@@ -499,17 +674,9 @@ impl Daemon {
             restart: false,
             size: DynoSize::default(),
         };
-        let dyno = def.name();
-        let handle = supervisor::start(runtime.platform.clone(), def);
-        runtime.dynos.push(Running {
-            name: dyno.clone(),
-            process: ONE_OFF.to_string(),
-            index: runtime.one_offs,
-            release: release.version,
-            size: DynoSize::default(),
-            handle,
-        });
-        Ok(dyno)
+        let handle = supervisor::start(runtime.platform.clone(), def.clone());
+        runtime.track(handle, &def);
+        Ok(def.name())
     }
 
     /// `dyno ps:scale web=3 worker=1`: the new formation, then the dynos to match.
@@ -633,23 +800,11 @@ impl Daemon {
                     restart: true,
                     size,
                 };
-                runtime.incarnations += 1;
-                let key = format!("{}#{}", def.name(), runtime.incarnations);
                 let handle = supervisor::start(runtime.platform.clone(), def.clone());
+                let key = runtime.track(handle, &def);
                 if def.is_web() {
-                    runtime
-                        .web
-                        .follow(key.clone(), def.name(), handle.status.clone());
-                    started_web.push(key.clone());
+                    started_web.push(key);
                 }
-                runtime.dynos.push(Running {
-                    name: def.name(),
-                    process: def.process,
-                    index,
-                    release: release.version,
-                    size,
-                    handle,
-                });
             }
         }
         // Preboot: the old web dynos serve until the new ones are up.
@@ -702,14 +857,19 @@ impl Daemon {
                 hub.append(&name, line);
             }
         });
-        let platform = Arc::new(Platform::new(
-            self.network.clone(),
-            self.options.exe.clone(),
-            self.options.state_root.clone(),
-            self.options.lifecycle.clone(),
-            tx,
-            self.cgroups.clone(),
-        ));
+        let platform = Arc::new(
+            Platform::new(
+                self.network.clone(),
+                self.options.exe.clone(),
+                self.options.state_root.clone(),
+                self.options.lifecycle.clone(),
+                tx,
+                self.cgroups.clone(),
+            )
+            .with_ledger(Arc::new(ledger::StoreLedger {
+                store: self.store.clone(),
+            })),
+        );
         AppRuntime {
             platform,
             web: WebDynos::new(

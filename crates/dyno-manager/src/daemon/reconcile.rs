@@ -1,31 +1,230 @@
-//! What a daemon finds at start that an earlier one left: dynos whose supervisor died with it
-//! (kill -9, a crash, a power cut of the daemon alone).
+//! What a daemon finds at start that an earlier one left (kill -9, a crash, an upgrade).
 //!
-//! Until dynos are adopted (their rows, leases and shims recorded in the store before they
-//! exist, see `dyno-state`), everything found is an orphan: the sandboxes' PID 1s are killed
-//! (the kernel then ends every process of their pid namespaces, and the shims with them), their
-//! state dirs, empty dyno cgroups, bound namespaces and `dy*` links are removed, and the
-//! firewall is installed afresh. The formation is then started again from the store.
+//! Every incarnation of a dyno is a row in the store before any of its resources exist (see
+//! [`super::ledger`]), and its name names all of them: the state dir `<state_root>/<net>`, the
+//! namespace `dyno-<net>`, the link `dy<net>`, the cgroup `<net>`, the shim `__shim <dir>`.
+//! So, comparing the rows with what exists:
+//!
+//! - a row whose shim lives, and whose teardown had not started, is **adopted**: its supervisor
+//!   takes it over where it is (the shim kept the dyno running and kept its output);
+//! - a row whose shim is gone has **ended**: its exit status (recorded by the shim in the state
+//!   dir) and the output nobody read are logged, then its resources are removed and its row;
+//! - a row marked `stopping` is stopped for good (its teardown was under way);
+//! - a state dir under our state root that no row names is an **orphan** (left by a daemon
+//!   that kept no rows): its processes are killed and everything named by it removed.
+//!
+//! Nothing is touched that our rows or state dirs do not name: other daemons and `dyno up`s on
+//! the same host keep theirs.
 
+use std::collections::BTreeMap;
+use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use dyno_net::dyno::Host;
-use dyno_net::network;
 use dyno_sandbox::cgroup::Cgroups;
-use dyno_sandbox::spec::StateDir;
+use dyno_sandbox::launch;
+use dyno_sandbox::spec::{ExitRecord, StateDir};
+use dyno_state::model::{Dyno, DynoState};
 
 use super::DaemonOptions;
+use crate::supervisor::unsent_lines;
 
-/// What was removed.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Orphans {
-    /// Dynos whose processes were killed.
-    pub processes: usize,
-    pub state_dirs: usize,
-    pub cgroups: usize,
-    pub namespaces: usize,
-    pub links: usize,
+/// A recorded dyno whose shim is alive.
+#[derive(Debug)]
+pub struct Live {
+    pub dyno: Dyno,
+    pub shim_pid: u32,
+}
+
+/// A recorded dyno that is over (or is to be ended now).
+#[derive(Debug)]
+pub struct Ended {
+    pub dyno: Dyno,
+    /// How it ended, if its shim recorded that.
+    pub exit: Option<ExitRecord>,
+    /// Output no reader took.
+    pub unsent: Vec<String>,
+}
+
+impl Ended {
+    /// The log lines that tell how the dyno ended: its last output, then Heroku's
+    /// `Process exited with status N` (nothing for a dyno that never ran).
+    pub fn log_lines(&self) -> Vec<(crate::logs::Source, String)> {
+        use crate::logs::Source;
+        let mut lines: Vec<(Source, String)> = self
+            .unsent
+            .iter()
+            .map(|l| (Source::App, l.clone()))
+            .collect();
+        match &self.exit {
+            Some(ExitRecord::Exited(code)) => {
+                lines.push((Source::Heroku, format!("Process exited with status {code}")))
+            }
+            Some(ExitRecord::Signaled(signal)) => lines.push((
+                Source::Heroku,
+                format!("Process exited with status {}", 128 + signal),
+            )),
+            Some(ExitRecord::SetupFailed(reason)) => {
+                lines.push((Source::Heroku, format!("Error starting dyno: {reason}")))
+            }
+            None => {}
+        }
+        lines
+    }
+}
+
+/// What [`take_stock`] found.
+#[derive(Debug, Default)]
+pub struct Stock {
+    pub live: Vec<Live>,
+    pub ended: Vec<Ended>,
+    /// Names (net names) of state dirs no row names; their processes are dead now, their dirs
+    /// removed; their networks and cgroups are left for [`Stock`]'s caller to remove.
+    pub orphans: Vec<String>,
+}
+
+/// Sorts the recorded dynos into live and ended; stops the processes of those that must not
+/// run on (`stopping` rows, orphans). Changes nothing else: the network is removed by the
+/// caller, which owns it.
+pub fn take_stock(options: &DaemonOptions, rows: Vec<Dyno>, cgroups: Option<&Cgroups>) -> Stock {
+    let shims = shims_under(&options.state_root);
+    let mut stock = Stock::default();
+    let mut doomed: Vec<libc::pid_t> = Vec::new();
+    for dyno in rows {
+        let shim = shims.get(&dyno.net_name).copied();
+        match shim {
+            Some(pid) if dyno.state != DynoState::Stopping => stock.live.push(Live {
+                dyno,
+                shim_pid: pid as u32,
+            }),
+            _ => {
+                let state = StateDir(options.state_root.join(&dyno.net_name));
+                doomed.extend(shim);
+                doomed.extend(live_init_pid(&state));
+                stock.ended.push(Ended {
+                    dyno,
+                    exit: None,
+                    unsent: Vec::new(),
+                });
+            }
+        }
+    }
+    let recorded: Vec<&str> = stock
+        .live
+        .iter()
+        .map(|l| l.dyno.net_name.as_str())
+        .chain(stock.ended.iter().map(|e| e.dyno.net_name.as_str()))
+        .collect();
+    let dirs: Vec<String> = std::fs::read_dir(&options.state_root)
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .filter_map(|e| e.file_name().to_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    stock.orphans = dirs
+        .into_iter()
+        .filter(|name| !recorded.contains(&name.as_str()))
+        .collect();
+    for name in &stock.orphans {
+        doomed.extend(shims.get(name));
+        doomed.extend(live_init_pid(&StateDir(options.state_root.join(name))));
+    }
+    kill_and_wait(&doomed);
+    let mut ended_names: Vec<&str> = stock
+        .ended
+        .iter()
+        .map(|e| e.dyno.net_name.as_str())
+        .collect();
+    ended_names.extend(stock.orphans.iter().map(String::as_str));
+    if let Some(cgroups) = cgroups {
+        // Every process of a dyno is in its cgroup, PID 1 or not.
+        for name in &ended_names {
+            if let Ok(cgroup) = cgroups.existing(name) {
+                if let Err(e) = cgroup.kill_all() {
+                    tracing::warn!(error = %e, dyno = %name, "reconcile: kill the dyno's processes");
+                }
+            }
+        }
+    }
+    // Read how they ended only now that their shims are surely gone.
+    for ended in &mut stock.ended {
+        let state = StateDir(options.state_root.join(&ended.dyno.net_name));
+        ended.exit = launch::exit_record(&state);
+        ended.unsent = unsent_lines(&state);
+    }
+    stock
+}
+
+/// Ends a live dyno that must not be adopted after all (its app or release is gone): its
+/// processes are killed, how it ended is read.
+pub fn end_now(options: &DaemonOptions, live: Live, cgroups: Option<&Cgroups>) -> Ended {
+    let state = StateDir(options.state_root.join(&live.dyno.net_name));
+    let mut doomed = vec![live.shim_pid as libc::pid_t];
+    doomed.extend(live_init_pid(&state));
+    kill_and_wait(&doomed);
+    if let Some(cgroup) = cgroups.and_then(|c| c.existing(&live.dyno.net_name).ok()) {
+        let _ = cgroup.kill_all();
+    }
+    Ended {
+        exit: launch::exit_record(&state),
+        unsent: unsent_lines(&state),
+        dyno: live.dyno,
+    }
+}
+
+/// Removes the cgroups and state dirs of ended and orphaned dynos (their processes are dead).
+pub fn remove_leftovers(options: &DaemonOptions, names: &[&str], cgroups: Option<&Cgroups>) {
+    for name in names {
+        let _ = std::fs::remove_dir_all(options.state_root.join(name));
+    }
+    let Some(cgroups) = cgroups else {
+        return;
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let left: Vec<String> = cgroups
+            .dyno_ids()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|id| names.contains(&id.as_str()))
+            .collect();
+        for id in &left {
+            if let Ok(cgroup) = cgroups.existing(id) {
+                let _ = cgroup.kill_all();
+                let _ = cgroup.remove();
+            }
+        }
+        let remaining = cgroups
+            .dyno_ids()
+            .map(|ids| ids.iter().filter(|id| names.contains(&id.as_str())).count())
+            .unwrap_or(0);
+        if remaining == 0 {
+            break;
+        }
+        if Instant::now() > deadline {
+            tracing::warn!(count = remaining, "reconcile: dyno cgroups still busy");
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// SIGKILLs `pids` and waits (up to 5 s) until they are gone.
+fn kill_and_wait(pids: &[libc::pid_t]) {
+    for pid in pids {
+        // SAFETY: kill has no memory-safety preconditions; each pid was checked to be a shim
+        // or a dyno's PID 1 of ours just before.
+        unsafe { libc::kill(*pid, libc::SIGKILL) };
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while pids
+        .iter()
+        .any(|pid| Path::new(&format!("/proc/{pid}")).exists())
+        && Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
 
 /// The pid in `state/init.pid` if that process is still a dyno's PID 1 (`… __init …`): a pid
@@ -43,109 +242,12 @@ fn live_init_pid(dir: &StateDir) -> Option<libc::pid_t> {
         .then_some(pid)
 }
 
-/// Removes every orphan of an earlier daemon (see the module docs) and says what it did.
-pub fn remove_orphans(
-    options: &DaemonOptions,
-    host: &mut Host,
-    cgroups: Option<&Cgroups>,
-) -> Orphans {
-    let mut found = Orphans::default();
-    let dirs: Vec<_> = std::fs::read_dir(&options.state_root)
-        .map(|d| d.filter_map(|e| e.ok()).map(|e| e.path()).collect())
-        .unwrap_or_default();
-    // Shims first, so that none forks a PID 1 after the sweep: a daemon killed while a dyno
-    // was starting leaves a shim that has not written `init.pid` yet.
-    let mut killed = kill_shims_under(&options.state_root);
-    for path in &dirs {
-        if let Some(pid) = live_init_pid(&StateDir(path.clone())) {
-            // SAFETY: kill has no memory-safety preconditions; the pid was checked above.
-            if unsafe { libc::kill(pid, libc::SIGKILL) } == 0 {
-                killed.push(pid);
-                found.processes += 1;
-            }
-        }
-    }
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while killed
-        .iter()
-        .any(|pid| Path::new(&format!("/proc/{pid}")).exists())
-        && Instant::now() < deadline
-    {
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    for path in &dirs {
-        if std::fs::remove_dir_all(path).is_ok() {
-            found.state_dirs += 1;
-        }
-    }
-    if let Some(cgroups) = cgroups {
-        // Every process of a dyno is in its cgroup, PID 1 or not, recorded or not. Only our
-        // own dynos' cgroups (named like their state dirs): other daemons or `dyno up`s of this
-        // host may share our cgroup parent.
-        let ours: Vec<String> = dirs
-            .iter()
-            .filter_map(|d| d.file_name().and_then(|n| n.to_str()).map(str::to_owned))
-            .collect();
-        let all = cgroups.dyno_ids().unwrap_or_default();
-        let others: Vec<&str> = all
-            .iter()
-            .filter(|id| !ours.contains(id))
-            .map(String::as_str)
-            .collect();
-        let mut populated = 0;
-        for id in all.iter().filter(|id| ours.contains(id)) {
-            let killed = cgroups.existing(id).and_then(|c| {
-                let had = !c.pids()?.is_empty();
-                c.kill_all().map(|()| had)
-            });
-            match killed {
-                Ok(had) => populated += usize::from(had),
-                Err(e) => {
-                    tracing::warn!(error = %e, dyno = %id, "reconcile: kill the dyno's processes")
-                }
-            }
-        }
-        found.processes = found.processes.max(populated);
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            match cgroups.cleanup_stale(&others) {
-                Ok(removed) => found.cgroups += removed.len(),
-                Err(e) => tracing::warn!(error = %e, "reconcile: dyno cgroups"),
-            }
-            let left = cgroups
-                .dyno_ids()
-                .map(|ids| ids.iter().filter(|id| ours.contains(id)).count())
-                .unwrap_or(0);
-            if left == 0 || Instant::now() > deadline {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-    let (report, errors) =
-        network::reset(host, &options.network.run_dir, &options.network.firewall());
-    for e in errors {
-        tracing::warn!(error = %e, "reconcile: network");
-    }
-    found.namespaces = report.namespaces.len();
-    found.links = report.links.len();
-    if found != Orphans::default() {
-        eprintln!(
-            "dyno serve: removed what an earlier daemon left: {} dyno process tree(s), {} state \
-             dir(s), {} cgroup(s), {} namespace(s), {} link(s)",
-            found.processes, found.state_dirs, found.cgroups, found.namespaces, found.links
-        );
-    }
-    found
-}
-
-/// SIGKILLs every `… __shim <dir>` process whose state dir is under `state_root`; their pids.
-fn kill_shims_under(state_root: &Path) -> Vec<libc::pid_t> {
-    let mut killed = Vec::new();
+/// Every live `… __shim <state_root>/<name>` process: name → pid.
+fn shims_under(state_root: &Path) -> BTreeMap<String, libc::pid_t> {
+    let mut found = BTreeMap::new();
     let Ok(procs) = std::fs::read_dir("/proc") else {
-        return killed;
+        return found;
     };
-    let root = state_root.as_os_str().as_encoded_bytes();
     for entry in procs.flatten() {
         let Some(pid) = entry
             .file_name()
@@ -158,14 +260,19 @@ fn kill_shims_under(state_root: &Path) -> Vec<libc::pid_t> {
             continue;
         };
         let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
-        let is_ours = args
+        let Some(dir) = args
             .iter()
             .position(|a| *a == b"__shim")
-            .is_some_and(|i| args.get(i + 1).is_some_and(|dir| dir.starts_with(root)));
-        // SAFETY: kill has no memory-safety preconditions; the pid is a shim of ours.
-        if is_ours && unsafe { libc::kill(pid, libc::SIGKILL) } == 0 {
-            killed.push(pid);
+            .and_then(|i| args.get(i + 1))
+        else {
+            continue;
+        };
+        let dir = Path::new(std::ffi::OsStr::from_bytes(dir));
+        if dir.parent() == Some(state_root) {
+            if let Some(name) = dir.file_name().and_then(|n| n.to_str()) {
+                found.insert(name.to_string(), pid);
+            }
         }
     }
-    killed
+    found
 }

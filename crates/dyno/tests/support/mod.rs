@@ -70,9 +70,19 @@ impl Up {
     /// SIGKILL the daemon (no cleanup of its own), then start a new `dyno serve` on the same
     /// lab, data dir and socket.
     pub fn kill_and_restart_serve(&mut self, extra: &[&str]) {
+        self.kill_and_restart_serve_later();
+        self.restart_serve(extra);
+    }
+
+    /// SIGKILL the daemon; [`Up::restart_serve`] starts the next one.
+    pub fn kill_and_restart_serve_later(&mut self) {
         let mut old = self.child.take().unwrap();
         let _ = old.kill();
         let _ = old.wait();
+    }
+
+    /// A new `dyno serve` on the same lab, data dir and socket as the killed one.
+    pub fn restart_serve(&mut self, extra: &[&str]) {
         let mut command = Command::new(env!("CARGO_BIN_EXE_dyno"));
         command
             .arg("serve")

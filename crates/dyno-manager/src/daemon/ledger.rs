@@ -1,0 +1,59 @@
+//! The daemon's [`Ledger`]: every incarnation of every dyno is a row of the store's `dynos`
+//! table (with its address lease) before its network, cgroup or shim exist, `stopping` once its
+//! teardown starts, and gone once its resources are (see `dyno-state`'s intent-before-resource
+//! rule). A daemon restarted after a crash reads these rows to adopt or remove what it finds.
+
+use std::net::Ipv4Addr;
+use std::sync::{Arc, Mutex};
+
+use dyno_state::model::{DynoState, DynoUpdate, NewDyno};
+use dyno_state::{AppName, SizeName, Store};
+
+use crate::supervisor::{DynoDef, Ledger};
+
+pub struct StoreLedger {
+    pub store: Arc<Mutex<Store>>,
+}
+
+impl StoreLedger {
+    fn store(&self) -> std::sync::MutexGuard<'_, Store> {
+        self.store.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Ledger for StoreLedger {
+    fn begin(&self, def: &DynoDef, net_name: &str) -> Result<(i64, Ipv4Addr), String> {
+        let new = NewDyno {
+            app: AppName::parse(&def.app).map_err(|e| e.to_string())?,
+            process_type: def.process.clone(),
+            index: def.index,
+            release_version: def.release,
+            size: SizeName::parse(def.size.name).map_err(|e| e.to_string())?,
+            net_name: Some(net_name.to_string()),
+        };
+        let dyno = self
+            .store()
+            .insert_dyno(&new)
+            .map_err(|e| format!("record the dyno: {e}"))?;
+        let ip = dyno
+            .address
+            .ok_or_else(|| format!("record the dyno: no address leased to {net_name}"))?;
+        Ok((dyno.id, ip))
+    }
+
+    fn stopping(&self, id: i64) {
+        let update = DynoUpdate {
+            state: Some(DynoState::Stopping),
+            ..DynoUpdate::default()
+        };
+        if let Err(e) = self.store().update_dyno(id, &update) {
+            tracing::warn!(dyno = id, error = %e, "record that the dyno stops");
+        }
+    }
+
+    fn end(&self, id: i64) {
+        if let Err(e) = self.store().remove_dyno(id) {
+            tracing::warn!(dyno = id, error = %e, "forget the stopped dyno");
+        }
+    }
+}
