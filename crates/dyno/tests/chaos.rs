@@ -1,8 +1,8 @@
 //! Crash safety of `dyno serve` (privileged: run as root): `ps:scale web=0↔20` while the daemon
 //! is killed with SIGKILL at a random moment and started again, round after round. After every
 //! restart the formation is what was asked (or, when the kill came before the change was
-//! committed, what it was), exactly that many web dynos run, and there is no orphan namespace,
-//! link, cgroup or process. Rounds: `DYNO_CHAOS_ROUNDS` (default 100).
+//! committed, what it was), exactly that many web dynos run (the ones that ran before the kill
+//! adopted, not restarted), and there is no orphan namespace, link, state dir, cgroup or process. Rounds: `DYNO_CHAOS_ROUNDS` (default 100).
 
 mod support;
 
@@ -54,6 +54,16 @@ fn perls_of(uid: u32) -> usize {
         .count()
 }
 
+/// How many dynos the daemon said it adopted at start.
+fn adopted(notes: &str) -> usize {
+    notes
+        .split("took over from an earlier daemon: ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
 #[test]
 fn scaling_while_the_daemon_is_killed_at_random_leaves_the_formation_and_no_orphans() {
     let rounds: usize = std::env::var("DYNO_CHAOS_ROUNDS")
@@ -76,6 +86,7 @@ fn scaling_while_the_daemon_is_killed_at_random_leaves_the_formation_and_no_orph
         .unwrap()
         .subsec_nanos() as u64;
     let mut expected = 1u32;
+    let mut rounds_with_adoption = 0;
     let started = Instant::now();
     for round in 0..rounds {
         let target: u32 = if round % 2 == 0 { 20 } else { 0 };
@@ -115,15 +126,28 @@ fn scaling_while_the_daemon_is_killed_at_random_leaves_the_formation_and_no_orph
         poll_until(Duration::from_secs(30), Duration::from_millis(20), || {
             let links = up.lab.host.links_with_prefix("dy").unwrap().len();
             let netns = std::fs::read_dir(&up.lab.run_dir.0).unwrap().count();
+            let state_dirs = std::fs::read_dir(up.scratch.join("state")).unwrap().count();
             let perls = perls_of(uid);
-            (links == n && netns == n && perls == n)
+            (links == n && netns == n && state_dirs == n && perls == n)
                 .then_some(())
                 .ok_or(format!(
-                    "round {round}: {links} links, {netns} namespaces, {perls} app processes for {n} dynos"
+                    "round {round}: {links} links, {netns} namespaces, {state_dirs} state dirs, \
+                     {perls} app processes for {n} dynos"
                 ))
         });
+        if adopted(&up.notes()) > 0 {
+            rounds_with_adoption += 1;
+        }
     }
-    eprintln!("{rounds} rounds in {:?}", started.elapsed());
+    eprintln!(
+        "{rounds} rounds in {:?}, {rounds_with_adoption} restarts adopted running dynos",
+        started.elapsed()
+    );
+    // Half the rounds scale up to 20 and are killed within 400 ms: some kills must find dynos
+    // running, which the next daemon adopts rather than restarts.
+    if rounds >= 10 {
+        assert!(rounds_with_adoption > 0, "no restart adopted a dyno");
+    }
     let status = up.interrupt();
     assert!(status.success(), "{status:?}\n{}", up.notes());
     up.assert_nothing_left(uid);
