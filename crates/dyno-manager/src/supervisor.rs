@@ -106,7 +106,9 @@ impl Platform {
         call: impl FnOnce(&dyn Ledger) -> T + Send + 'static,
     ) -> Option<T> {
         let ledger = self.ledger.clone()?;
-        tokio::task::spawn_blocking(move || call(&*ledger)).await.ok()
+        tokio::task::spawn_blocking(move || call(&*ledger))
+            .await
+            .ok()
     }
 
     /// A network name never used before: milliseconds since the epoch and a counter, base 36
@@ -449,8 +451,8 @@ impl Incarnation {
         let netns_path = platform.network().run_dir().netns_path(&name);
         let netns = dyno_net::ns::Netns::open(&netns_path).map_err(|e| e.to_string())?;
         let watch_error = |e: std::io::Error| format!("watch the shim {}: {e}", found.shim_pid);
-        let pidfd = dyno_sandbox::sys::pidfd_open(found.shim_pid as libc::pid_t)
-            .map_err(watch_error)?;
+        let pidfd =
+            dyno_sandbox::sys::pidfd_open(found.shim_pid as libc::pid_t).map_err(watch_error)?;
         // SAFETY: the OwnedFd is moved into the AsyncFd, which keeps it open and unchanged
         // for as long as it lives.
         let pidfd = unsafe { tokio::io::unix::AsyncFd::register(pidfd) }

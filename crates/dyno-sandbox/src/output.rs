@@ -229,7 +229,9 @@ mod tests {
         drop(ours);
         let all = reader.join().unwrap();
         assert_eq!(all.len(), 2000 * 1001);
-        assert!(all.split(|b| *b == b'\n').all(|l| l.is_empty() || l.len() == 1000));
+        assert!(all
+            .split(|b| *b == b'\n')
+            .all(|l| l.is_empty() || l.len() == 1000));
     }
 
     #[test]

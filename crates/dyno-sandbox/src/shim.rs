@@ -304,7 +304,10 @@ fn wait_for(fd: Option<&impl AsRawFd>, events: libc::c_short, ms: i32) {
 fn set_nonblocking(fd: &OwnedFd) -> SysResult<()> {
     // SAFETY: fcntl on a valid fd with integer flags.
     unsafe {
-        let flags = check(|| "fcntl".into(), libc::fcntl(fd.as_raw_fd(), libc::F_GETFL))?;
+        let flags = check(
+            || "fcntl".into(),
+            libc::fcntl(fd.as_raw_fd(), libc::F_GETFL),
+        )?;
         check(
             || "fcntl".into(),
             libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK),

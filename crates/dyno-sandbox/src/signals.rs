@@ -85,7 +85,11 @@ pub fn read_signal(fd: std::os::fd::BorrowedFd<'_>) -> Option<libc::c_int> {
     unsafe {
         let mut info: libc::signalfd_siginfo = std::mem::zeroed();
         let size = std::mem::size_of::<libc::signalfd_siginfo>();
-        let n = libc::read(fd.as_raw_fd(), (&mut info as *mut libc::signalfd_siginfo).cast(), size);
+        let n = libc::read(
+            fd.as_raw_fd(),
+            (&mut info as *mut libc::signalfd_siginfo).cast(),
+            size,
+        );
         (n == size as isize).then_some(info.ssi_signo as libc::c_int)
     }
 }

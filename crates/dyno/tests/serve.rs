@@ -439,7 +439,9 @@ fn a_daemon_killed_with_sigkill_adopts_its_dynos_and_loses_no_exit_status() {
     // The ended worker's link goes once the kernel has destroyed its namespace.
     let links = poll_until(Duration::from_secs(10), Duration::from_millis(50), || {
         let links = up.lab.host.links_with_prefix("dy").unwrap();
-        (links.len() == 3).then_some(links.clone()).ok_or(format!("{links:?}"))
+        (links.len() == 3)
+            .then_some(links.clone())
+            .ok_or(format!("{links:?}"))
     });
     let web_net = web.netns.file_name().unwrap().to_string_lossy().to_string();
     let web_link = format!("dy{}", web_net.trim_start_matches("dyno-"));

@@ -355,7 +355,10 @@ impl Daemon {
                 ip,
                 shim_pid: live.shim_pid,
             };
-            runtime.track(supervisor::adopt(runtime.platform.clone(), def.clone(), found), &def);
+            runtime.track(
+                supervisor::adopt(runtime.platform.clone(), def.clone(), found),
+                &def,
+            );
         }
     }
 
