@@ -194,6 +194,9 @@ pub struct Status {
     pub net_name: Option<String>,
     /// How often the dyno was started again after it crashed.
     pub restarts: u32,
+    /// The exit status of its last incarnation that ended (Heroku's `Process exited with
+    /// status N`).
+    pub exit_code: Option<i32>,
 }
 
 /// The handle of a running supervisor.
@@ -234,6 +237,7 @@ fn spawn(platform: Arc<Platform>, def: DynoDef, found: Option<Adoptee>) -> DynoH
         ip: None,
         net_name: None,
         restarts: 0,
+        exit_code: None,
     });
     let name = def.name();
     let task = tokio::spawn(supervise(platform, def, found, stop_rx, status_tx));
@@ -287,11 +291,13 @@ impl Supervisor {
         }
         self.state = to;
         let net_name = ip.and(self.net_name.clone());
+        let exit_code = self.status.borrow().exit_code;
         self.status.send_replace(Status {
             state: to,
             ip,
             net_name,
             restarts: self.restarts,
+            exit_code,
         });
     }
 }
@@ -711,6 +717,7 @@ impl Incarnation {
             sup.platform.log(Source::App, &sup.name, line);
         }
         sup.log(format!("Process exited with status {code}"));
+        sup.status.send_modify(|s| s.exit_code = Some(code));
     }
 
     /// SIGKILL to the dyno's PID 1: the kernel then kills every process in its pid namespace.
