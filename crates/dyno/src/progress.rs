@@ -236,6 +236,7 @@ impl Progress {
         let result = if self.is_live() {
             let path = format!("/apps/{app}/dynos");
             let mut request = std::pin::pin!(request);
+            let mut shown = String::new();
             loop {
                 let poll = async {
                     tokio::time::sleep(POLL_EVERY).await;
@@ -245,8 +246,13 @@ impl Progress {
                     biased;
                     result = &mut request => break result,
                     dynos = poll => {
+                        // Redrawn only when it changed: no flicker.
                         if let Ok(dynos) = dynos {
-                            self.draw(&describe(goal, &dynos));
+                            let status = describe(goal, &dynos);
+                            if status != shown {
+                                self.draw(&status);
+                                shown = status;
+                            }
                         }
                     }
                 }
