@@ -27,7 +27,7 @@ pub mod ids {
     pub const METHOD_NOT_ALLOWED: &str = "method_not_allowed";
     /// 503: the state store cannot be written (read-only file system, …).
     pub const READ_ONLY: &str = "read_only";
-    /// 503: the state store's disk is full.
+    /// 507 (Insufficient Storage): the state store's disk is full.
     pub const DISK_FULL: &str = "disk_full";
     /// 500: a bug or an unexpected failure in the daemon.
     pub const INTERNAL_ERROR: &str = "internal_error";
@@ -180,16 +180,34 @@ impl ApiError {
         )
     }
 
-    /// 503 `disk_full`.
+    /// 507 `disk_full` (Insufficient Storage, WebDAV's status for "the server cannot store
+    /// what is needed to complete the request").
     pub fn disk_full(detail: impl std::fmt::Display) -> ApiError {
         ApiError::new(
-            503,
+            507,
             ids::DISK_FULL,
             format!(
                 "The dyno daemon's disk is full ({detail}). Nothing was changed; free some space \
                  and retry."
             ),
         )
+    }
+
+    /// An error of the daemon's state layer, by its stable id (`dyno_state::StateError::id`),
+    /// with its message as it is: the id decides the status and the API's id. Ids the API has
+    /// no name for (`busy`, `pool_exhausted`, `corrupt`, …) go out as `internal_error`, with 503
+    /// when retrying later can help.
+    pub fn from_state_id(id: &str, message: impl Into<String>) -> ApiError {
+        let (status, id) = match id {
+            "invalid_params" => (422, ids::INVALID_PARAMS),
+            "not_found" => (404, ids::NOT_FOUND),
+            "conflict" | "locked" => (409, ids::CONFLICT),
+            "read_only" => (503, ids::READ_ONLY),
+            "disk_full" => (507, ids::DISK_FULL),
+            "busy" | "pool_exhausted" => (503, ids::INTERNAL_ERROR),
+            _ => (500, ids::INTERNAL_ERROR),
+        };
+        ApiError::new(status, id, message)
     }
 
     /// 500 `internal_error`.
@@ -291,6 +309,27 @@ mod tests {
         assert_eq!(e.id, ids::UNKNOWN);
         assert_eq!(e.message, r#"short (error id "teapot")"#);
         assert!(ApiError::from_json(500, b"<html>").is_none());
+    }
+
+    #[test]
+    fn state_ids_map_to_statuses() {
+        for (state_id, status, id) in [
+            ("invalid_params", 422, ids::INVALID_PARAMS),
+            ("not_found", 404, ids::NOT_FOUND),
+            ("conflict", 409, ids::CONFLICT),
+            ("locked", 409, ids::CONFLICT),
+            ("read_only", 503, ids::READ_ONLY),
+            ("disk_full", 507, ids::DISK_FULL),
+            ("busy", 503, ids::INTERNAL_ERROR),
+            ("pool_exhausted", 503, ids::INTERNAL_ERROR),
+            ("corrupt", 500, ids::INTERNAL_ERROR),
+            ("internal", 500, ids::INTERNAL_ERROR),
+        ] {
+            let e = ApiError::from_state_id(state_id, "why; what to do");
+            assert_eq!((e.status, e.id), (status, id), "{state_id}");
+            assert_eq!(e.message, "why; what to do");
+        }
+        assert_eq!(ApiError::disk_full("x").status, 507);
     }
 
     #[test]

@@ -458,7 +458,7 @@ async fn platform_errors_and_panics_become_answers() {
         e.message
     );
     let e = api_err(c.destroy_app("my-app").await);
-    assert_eq!((e.status, e.id), (503, "disk_full"));
+    assert_eq!((e.status, e.id), (507, "disk_full"));
     let e = api_err(c.app("my-app").await);
     assert_eq!((e.status, e.id), (500, "internal_error"));
     assert!(e.message.contains("no such table: apps"));

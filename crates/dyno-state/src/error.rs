@@ -25,7 +25,7 @@ pub enum StateError {
     )]
     ReadOnly { dir: PathBuf },
     /// The data dir's filesystem is full: reads work, changes are refused until space is freed.
-    #[error("the data dir {dir} is full; free some space on its filesystem and retry; nothing was changed")]
+    #[error("the data dir {dir} is full; free some space on its filesystem (`df -h {dir}` shows it) and retry; nothing was changed")]
     DiskFull { dir: PathBuf },
     /// Another process holds the data dir.
     #[error("the data dir {dir} is in use by another dyno daemon; stop that one, or give this one another data dir")]
@@ -139,6 +139,23 @@ pub(crate) enum DirProbe {
 
 /// Less free space than this counts as full: SQLite needs a few pages for any change.
 const FULL_BELOW_BYTES: u64 = 64 * 1024;
+
+/// Why a change must not start at all: the data dir is read-only, or its filesystem has not one
+/// free block left. SQLite alone does not always notice: in WAL mode it commits into WAL pages
+/// it already holds, on a full disk too, and it writes through the files it holds open even
+/// after the data dir was made read-only above them (a read-only bind mount on top). Refusing
+/// up front makes every change fail the same way while the condition lasts, and nothing is
+/// half-written; the probe costs two system calls per change.
+pub(crate) fn refuse_writes(dir: &Path) -> Option<StateError> {
+    match probe_dir(dir) {
+        DirProbe::ReadOnly => return Some(StateError::ReadOnly { dir: dir.into() }),
+        DirProbe::Full | DirProbe::Fine => {}
+    }
+    match rustix::fs::statvfs(dir) {
+        Ok(st) if st.f_bavail == 0 => Some(StateError::DiskFull { dir: dir.into() }),
+        _ => None,
+    }
+}
 
 /// What state the filesystem under `dir` is in. `access(W_OK)` answers EROFS on a read-only
 /// mount even for root (who passes every permission check).

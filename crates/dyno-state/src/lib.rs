@@ -10,8 +10,11 @@
 //!   `synchronous=FULL` (the WAL is fsynced before a commit returns). Tests SIGKILL a writer at
 //!   random moments and check every change it reported as committed.
 //! - **Read-only or full filesystem**: changes fail with `read_only` / `disk_full` and a message
-//!   saying what to do; committed state stays intact, and reads keep working. If the data dir is
-//!   read-only at [`Store::open`], the store opens read-only ([`Store::is_read_only`]).
+//!   saying what to do; committed state stays intact, and reads keep working. Every change first
+//!   probes the data dir (read-only, or not one free block): SQLite alone would go on committing
+//!   into WAL pages it holds, or through files it holds open, so some changes would pass and
+//!   others not. If the data dir is read-only at [`Store::open`], the store opens read-only
+//!   ([`Store::is_read_only`]).
 //! - **One daemon per data dir**: [`Store::open`] takes an exclusive `flock` on the dir
 //!   (`locked` otherwise); the kernel drops it when the process dies.
 //! - Every input is a validated type from [`validate`]; bad input is `invalid_params`.

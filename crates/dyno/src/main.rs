@@ -4,6 +4,7 @@
 mod bench;
 mod net;
 mod platform;
+mod progress;
 mod serve;
 mod up;
 

@@ -9,6 +9,8 @@ use clap::{Args, Subcommand};
 use dyno_api::{ApiClient, FormationUpdate, FormationUpdates, LogQuery};
 use serde::Serialize;
 
+use crate::progress::{self, Goal, Mode, Progress};
+
 /// How to reach the daemon, and the output format.
 #[derive(Args, Clone)]
 pub struct ClientArgs {
@@ -349,14 +351,21 @@ async fn run_async(command: PlatformCommand) -> Result<(), String> {
             let dir = dir
                 .canonicalize()
                 .map_err(|err| format!("{}: {err}", dir.display()))?;
-            if !json {
-                eprint!("Deploying {} to ⬢ {app}... ", dir.display());
-            }
+            let progress = Progress::start(
+                Mode::for_output(json),
+                &format!("Deploying {} to ⬢ {app}", dir.display()),
+            );
+            let goal = live_goal(&progress, progress::release_goal(&api, &app)).await;
             let body = dyno_api::Deploy {
                 dir: dir.to_string_lossy().into_owned(),
             };
-            let release: dyno_api::Release = api
-                .post(&format!("/apps/{app}/releases"), &body)
+            let release: dyno_api::Release = progress
+                .follow(
+                    &api,
+                    &app,
+                    &goal,
+                    api.post(&format!("/apps/{app}/releases"), &body),
+                )
                 .await
                 .map_err(e)?;
             out(json, &release, || {
@@ -411,10 +420,11 @@ async fn run_async(command: PlatformCommand) -> Result<(), String> {
                 .iter()
                 .map(|c| parse_change(c))
                 .collect::<Result<Vec<_>, _>>()?;
-            if !json {
-                eprint!("Scaling dynos... ");
-            }
-            let formation = patch_formation(&api, &app, updates).await?;
+            let progress = Progress::start(Mode::for_output(json), "Scaling dynos");
+            let goal = live_goal(&progress, scaled_goal(&api, &app, &updates)).await;
+            let formation = progress
+                .follow(&api, &app, &goal, patch_formation(&api, &app, updates))
+                .await?;
             out(json, &formation, || {
                 let now: Vec<String> = formation
                     .iter()
@@ -436,48 +446,73 @@ async fn run_async(command: PlatformCommand) -> Result<(), String> {
                     .ok_or_else(|| format!("{pair:?}: expected KEY=value, e.g. LOG_LEVEL=debug"))?;
                 changes.insert(k.to_string(), Some(v.to_string()));
             }
-            let keys: Vec<&String> = changes.keys().collect();
-            if !json {
-                eprint!(
-                    "Setting {} and restarting ⬢ {app}... ",
-                    keys.iter()
-                        .map(|k| k.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                );
-            }
-            let config: BTreeMap<String, String> = api
-                .patch(&format!("/apps/{app}/config"), &changes)
+            let keys: Vec<&str> = changes.keys().map(|k| k.as_str()).collect();
+            let progress = Progress::start(
+                Mode::for_output(json),
+                &format!("Setting {} and restarting ⬢ {app}", keys.join(", ")),
+            );
+            let goal = live_goal(&progress, progress::release_goal(&api, &app)).await;
+            let config: BTreeMap<String, String> = progress
+                .follow(
+                    &api,
+                    &app,
+                    &goal,
+                    api.patch(&format!("/apps/{app}/config"), &changes),
+                )
                 .await
                 .map_err(e)?;
+            let version = if json {
+                String::new()
+            } else {
+                current_version(&api, &app).await
+            };
             out(json, &config, || {
-                format!("done\n{}", show_config(&app, &config))
+                format!("done{version}\n{}", show_config(&app, &config))
             });
         }
         PlatformCommand::ConfigUnset { keys, app, .. } => {
             let changes: BTreeMap<String, Option<String>> =
                 keys.iter().map(|k| (k.clone(), None)).collect();
-            if !json {
-                eprint!("Unsetting {} and restarting ⬢ {app}... ", keys.join(", "));
-            }
-            let config: BTreeMap<String, String> = api
-                .patch(&format!("/apps/{app}/config"), &changes)
+            let progress = Progress::start(
+                Mode::for_output(json),
+                &format!("Unsetting {} and restarting ⬢ {app}", keys.join(", ")),
+            );
+            let goal = live_goal(&progress, progress::release_goal(&api, &app)).await;
+            let config: BTreeMap<String, String> = progress
+                .follow(
+                    &api,
+                    &app,
+                    &goal,
+                    api.patch(&format!("/apps/{app}/config"), &changes),
+                )
                 .await
                 .map_err(e)?;
-            out(json, &config, || "done\n".to_string());
+            let version = if json {
+                String::new()
+            } else {
+                current_version(&api, &app).await
+            };
+            out(json, &config, || format!("done{version}\n"));
         }
         PlatformCommand::Rollback { version, app, .. } => {
             let v: u32 = version
                 .trim_start_matches('v')
                 .parse()
                 .map_err(|_| format!("{version:?}: give a release like v3"))?;
-            if !json {
-                eprint!("Rolling back ⬢ {app} to v{v}... ");
-            }
-            let release: dyno_api::Release = api
-                .post(
-                    &format!("/apps/{app}/rollback"),
-                    &dyno_api::Rollback { version: v },
+            let progress = Progress::start(
+                Mode::for_output(json),
+                &format!("Rolling back ⬢ {app} to v{v}"),
+            );
+            let goal = live_goal(&progress, progress::release_goal(&api, &app)).await;
+            let release: dyno_api::Release = progress
+                .follow(
+                    &api,
+                    &app,
+                    &goal,
+                    api.post(
+                        &format!("/apps/{app}/rollback"),
+                        &dyno_api::Rollback { version: v },
+                    ),
                 )
                 .await
                 .map_err(e)?;
@@ -494,10 +529,14 @@ async fn run_async(command: PlatformCommand) -> Result<(), String> {
                     None => Err(format!("{c:?}: expected TYPE=SIZE, e.g. web=Standard-2X")),
                 })
                 .collect::<Result<Vec<_>, String>>()?;
-            if !json {
-                eprint!("Resizing dynos on ⬢ {app}... ");
-            }
-            let formation = patch_formation(&api, &app, updates).await?;
+            let progress = Progress::start(
+                Mode::for_output(json),
+                &format!("Resizing dynos on ⬢ {app}"),
+            );
+            let goal = live_goal(&progress, scaled_goal(&api, &app, &updates)).await;
+            let formation = progress
+                .follow(&api, &app, &goal, patch_formation(&api, &app, updates))
+                .await?;
             out(json, &formation, || {
                 let now: Vec<String> = formation
                     .iter()
@@ -521,13 +560,28 @@ async fn run_async(command: PlatformCommand) -> Result<(), String> {
                 Some(d) => format!("/apps/{app}/dynos/{d}"),
                 None => format!("/apps/{app}/dynos"),
             };
-            if !json {
-                eprint!(
-                    "Restarting {} on ⬢ {app}... ",
-                    dyno.as_deref().unwrap_or("all dynos")
-                );
-            }
-            let done: serde_json::Value = api.delete(&path).await.map_err(e)?;
+            // Heroku's words: all dynos, all dynos of a type, or one dyno.
+            let (action, only_type) = match dyno.as_deref() {
+                None => (format!("Restarting all dynos on ⬢ {app}"), None),
+                Some(d) => match d.split_once('.') {
+                    Some((t, _)) => (format!("Restarting dyno {d} on ⬢ {app}"), Some(t)),
+                    None => (format!("Restarting all {d} dynos on ⬢ {app}"), Some(d)),
+                },
+            };
+            let progress = Progress::start(Mode::for_output(json), &action);
+            let goal = live_goal(&progress, async {
+                let (version, formation) = progress::current(&api, &app).await?;
+                let goal = Goal::from_formation(version, &formation);
+                Some(match only_type {
+                    Some(t) => goal.only(t),
+                    None => goal,
+                })
+            })
+            .await;
+            let done: serde_json::Value = progress
+                .follow(&api, &app, &goal, api.delete(&path))
+                .await
+                .map_err(e)?;
             out(json, &done, || "done\n".to_string());
         }
         PlatformCommand::MaintenanceOn { app, .. }
@@ -647,6 +701,38 @@ async fn run_async(command: PlatformCommand) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// What a live progress line counts towards; nothing is asked for when the line is not live.
+async fn live_goal(
+    progress: &Progress,
+    goal: impl std::future::Future<Output = Option<Goal>>,
+) -> Goal {
+    if progress.is_live() {
+        goal.await.unwrap_or_default()
+    } else {
+        Goal::default()
+    }
+}
+
+/// The formation `updates` lead to, on the current release.
+async fn scaled_goal(api: &ApiClient, app: &str, updates: &[FormationUpdate]) -> Option<Goal> {
+    let (version, formation) = progress::current(api, app).await?;
+    Some(Goal::scaled(version, &formation, updates))
+}
+
+/// `, v4`: the app's current release, for Heroku's `done, v4` after a config change (empty if
+/// it cannot be read: the change itself succeeded).
+async fn current_version(api: &ApiClient, app: &str) -> String {
+    let releases: Result<Vec<dyno_api::Release>, _> =
+        api.get(&format!("/apps/{app}/releases")).await;
+    match releases
+        .ok()
+        .and_then(|r| r.iter().map(|r| r.version).max())
+    {
+        Some(v) => format!(", v{v}"),
+        None => String::new(),
+    }
 }
 
 /// `PATCH /apps/{app}/formation`: the new formation.

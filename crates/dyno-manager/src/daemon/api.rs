@@ -18,22 +18,7 @@ use crate::logs::Source;
 
 impl From<DaemonError> for ApiError {
     fn from(e: DaemonError) -> ApiError {
-        let status = match e.id {
-            "invalid_params" => 422,
-            "not_found" => 404,
-            "conflict" | "locked" => 409,
-            "read_only" | "disk_full" | "busy" | "pool_exhausted" => 503,
-            _ => 500,
-        };
-        let id = match e.id {
-            "invalid_params" => dyno_api::ids::INVALID_PARAMS,
-            "not_found" => dyno_api::ids::NOT_FOUND,
-            "conflict" | "locked" => dyno_api::ids::CONFLICT,
-            "read_only" => dyno_api::ids::READ_ONLY,
-            "disk_full" => dyno_api::ids::DISK_FULL,
-            _ => dyno_api::ids::INTERNAL_ERROR,
-        };
-        ApiError::new(status, id, e.message)
+        ApiError::from_state_id(e.id, e.message)
     }
 }
 

@@ -454,15 +454,11 @@ impl Daemon {
         let dest = slug::new_slug_path(&self.slugs_dir(), app.as_str());
         let src = dir.to_path_buf();
         let copy_to = dest.clone();
-        let digest = tokio::task::spawn_blocking(move || slug::copy_tree(&src, &copy_to))
-            .await
-            .map_err(|e| DaemonError::new("internal_error", e.to_string()))?
-            .map_err(|e| {
-                DaemonError::new(
-                    "internal_error",
-                    format!("copy {} into the slug store: {e}", dir.display()),
-                )
-            })?;
+        let data_dir = self.options.data_dir.clone();
+        let digest =
+            tokio::task::spawn_blocking(move || slug::copy_into_store(&src, &copy_to, &data_dir))
+                .await
+                .map_err(|e| DaemonError::new("internal_error", e.to_string()))??;
         let slug = Slug::new(&dest, &digest)
             .map_err(|e| DaemonError::new("internal_error", e.to_string()))?;
         let release = NewRelease {

@@ -9,20 +9,46 @@ use std::io::{self, Read};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+use dyno_state::StateError;
 use sha2::{Digest, Sha256};
+
+use super::DaemonError;
 
 /// Files a slug never contains.
 const SKIPPED: [&str; 1] = [".git"];
 
 /// Copies `src` into a new directory `dest` (which must not exist) and returns the SHA-256 of
 /// the tree: every entry's relative path, type, mode and content (or link target), in sorted
-/// order, so the same tree always has the same digest.
+/// order, so the same tree always has the same digest. When the copy fails half-way, what it
+/// made of `dest` is removed again: a partial slug must never look like one.
 pub fn copy_tree(src: &Path, dest: &Path) -> io::Result<String> {
     let mut hasher = Sha256::new();
     fs::create_dir_all(dest.parent().unwrap_or(dest))?;
     fs::create_dir(dest)?;
-    copy_dir(src, dest, Path::new(""), &mut hasher)?;
+    if let Err(e) = copy_dir(src, dest, Path::new(""), &mut hasher) {
+        let _ = fs::remove_dir_all(dest);
+        return Err(e);
+    }
     Ok(hex(&hasher.finalize()))
+}
+
+/// [`copy_tree`] into the slug store under `data_dir`, its failure in the daemon's words: a
+/// full or read-only data dir is the store's `disk_full` / `read_only` (the same message as
+/// for any other change refused for that reason), anything else an internal error.
+pub fn copy_into_store(src: &Path, dest: &Path, data_dir: &Path) -> Result<String, DaemonError> {
+    copy_tree(src, dest).map_err(|e| {
+        let dir = data_dir.to_path_buf();
+        match e.kind() {
+            io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded => {
+                StateError::DiskFull { dir }.into()
+            }
+            io::ErrorKind::ReadOnlyFilesystem => StateError::ReadOnly { dir }.into(),
+            _ => DaemonError::new(
+                "internal_error",
+                format!("copy {} into the slug store: {e}", src.display()),
+            ),
+        }
+    })
 }
 
 fn copy_dir(src: &Path, dest: &Path, rel: &Path, hasher: &mut Sha256) -> io::Result<()> {
@@ -119,6 +145,23 @@ mod tests {
             copy_tree(&src, &base.join("c")).is_err(),
             "never into an existing slug"
         );
+        fs::remove_dir_all(&base).unwrap();
+    }
+
+    #[test]
+    fn a_failed_copy_leaves_no_partial_slug() {
+        let base = std::env::temp_dir().join(format!("dyno-slug-fail-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&base);
+        let src = base.join("app");
+        fs::create_dir_all(src.join("a")).unwrap();
+        fs::write(src.join("a/ok.txt"), "fine\n").unwrap();
+        let dest = base.join("slugs/app/x");
+        // A source that is no directory fails after `dest` was made (as root, permissions
+        // cannot make a read fail).
+        let e = copy_into_store(&src.join("a/ok.txt"), &dest, &base).unwrap_err();
+        assert_eq!(e.id, "internal_error", "{e}");
+        assert!(!dest.exists(), "partial slug left");
+        assert!(base.join("slugs/app").is_dir());
         fs::remove_dir_all(&base).unwrap();
     }
 }

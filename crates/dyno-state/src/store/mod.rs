@@ -14,7 +14,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use dyno_net::ipam::Ipv4Net;
 use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
 
-use crate::error::{probe_dir, DirProbe, StateError};
+use crate::error::{probe_dir, refuse_writes, DirProbe, StateError};
 use crate::schema;
 use crate::validate::Quantity;
 
@@ -224,6 +224,9 @@ impl Store {
             return Err(StateError::ReadOnly {
                 dir: self.dir.clone(),
             });
+        }
+        if let Some(refused) = refuse_writes(&self.dir) {
+            return Err(refused);
         }
         let dir = &self.dir;
         let remap = |e: StateError| match e {
