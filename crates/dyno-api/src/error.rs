@@ -29,6 +29,8 @@ pub mod ids {
     pub const READ_ONLY: &str = "read_only";
     /// 507 (Insufficient Storage): the state store's disk is full.
     pub const DISK_FULL: &str = "disk_full";
+    /// 422: the Procfile's `release` command failed on the new slug; nothing was released.
+    pub const RELEASE_FAILED: &str = "release_failed";
     /// 500: a bug or an unexpected failure in the daemon.
     pub const INTERNAL_ERROR: &str = "internal_error";
     /// Client side only: the server sent an id this client does not know (a newer daemon).
@@ -204,6 +206,7 @@ impl ApiError {
             "conflict" | "locked" => (409, ids::CONFLICT),
             "read_only" => (503, ids::READ_ONLY),
             "disk_full" => (507, ids::DISK_FULL),
+            "release_failed" => (422, ids::RELEASE_FAILED),
             "busy" | "pool_exhausted" => (503, ids::INTERNAL_ERROR),
             _ => (500, ids::INTERNAL_ERROR),
         };

@@ -455,6 +455,65 @@ fn a_daemon_killed_with_sigkill_adopts_its_dynos_and_loses_no_exit_status() {
     up.assert_nothing_left(uid);
 }
 
+/// Heroku's release phase: `release` runs once on the new slug before the release exists; a
+/// failure releases nothing, the formation keeps serving the old release.
+#[test]
+fn the_release_phase_runs_before_the_release_and_a_failure_releases_nothing() {
+    let up = serve_hello("serve-release");
+    wait_for_release(&up, "hello", 2);
+    let web = "web: exec python3 -m http.server $PORT\n";
+    let failing = app_dir(
+        "release-fail",
+        &format!("{web}release: echo migrating; exit 3\n"),
+    );
+    let refused = cli_err(&up, &["deploy", &failing.to_string_lossy(), "-a", "hello"]);
+    assert!(
+        refused.contains("the release phase failed") && refused.contains("status 3"),
+        "{refused}"
+    );
+    let releases = cli_ok(&up, &["releases", "-a", "hello", "--json"]);
+    let list: serde_json::Value = serde_json::from_str(&releases).unwrap();
+    assert_eq!(
+        list.as_array().unwrap().len(),
+        2,
+        "nothing released: {releases}"
+    );
+    let slugs = std::fs::read_dir(up.scratch.join("data/slugs/hello"))
+        .unwrap()
+        .count();
+    assert_eq!(slugs, 1, "the refused slug is gone");
+    assert!(up
+        .get_via_router("hello.localhost", "/")
+        .contains("Hello from web.1"));
+
+    let working = app_dir(
+        "release-ok",
+        &format!("{web}release: echo \"migrated for $GREETING\"\n"),
+    );
+    cli_ok(&up, &["config:set", "GREETING=Howdy", "-a", "hello"]);
+    cli_ok(&up, &["deploy", &working.to_string_lossy(), "-a", "hello"]);
+    wait_for_release(&up, "hello", 4);
+    let logs = cli_ok(&up, &["logs", "-a", "hello", "-n", "1500"]);
+    assert!(logs.contains("app[release.1]: migrating"), "{logs}");
+    assert!(
+        logs.contains("heroku[release.1]: Process exited with status 3"),
+        "{logs}"
+    );
+    assert!(
+        logs.contains("app[release.1]: migrated for Howdy"),
+        "{logs}"
+    );
+    // It is no part of the formation.
+    let ps = cli_ok(&up, &["ps", "-a", "hello", "--json"]);
+    let list: serde_json::Value = serde_json::from_str(&ps).unwrap();
+    assert!(
+        list.as_array().unwrap().iter().all(|d| d["type"] == "web"),
+        "{ps}"
+    );
+    let scale = cli_err(&up, &["ps:scale", "release=1", "-a", "hello"]);
+    assert!(scale.contains("release"), "{scale}");
+}
+
 /// One request to refuse: method, path, content type, body, the status wanted (0: any 4xx).
 type Case = (&'static str, String, Option<&'static str>, Vec<u8>, u16);
 /// Sends one request to the daemon's API.

@@ -25,7 +25,13 @@ impl Ledger for StoreLedger {
     fn begin(&self, def: &DynoDef, net_name: &str) -> Result<(i64, Ipv4Addr), String> {
         let new = NewDyno {
             app: AppName::parse(&def.app).map_err(|e| e.to_string())?,
-            process_type: def.process.clone(),
+            // A dyno that is never restarted (a one-off, the release phase) is recorded as a
+            // one-off: the release it runs on need not have its process type.
+            process_type: if def.restart {
+                def.process.clone()
+            } else {
+                dyno_state::ProcessType::RUN.to_string()
+            },
             index: def.index,
             release_version: def.release,
             size: SizeName::parse(def.size.name).map_err(|e| e.to_string())?,

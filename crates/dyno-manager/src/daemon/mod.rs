@@ -89,6 +89,9 @@ pub struct DaemonOptions {
 
 /// The process type of one-off dynos (`run.1`).
 const ONE_OFF: &str = "run";
+/// The Procfile's process type that runs once per deploy, before the release (Heroku's
+/// release phase); never part of the formation.
+const RELEASE_PHASE: &str = "release";
 
 /// A dyno the daemon runs.
 struct Running {
@@ -459,6 +462,12 @@ impl Daemon {
             tokio::task::spawn_blocking(move || slug::copy_into_store(&src, &copy_to, &data_dir))
                 .await
                 .map_err(|e| DaemonError::new("internal_error", e.to_string()))??;
+        if let Some(release) = types.iter().find(|t| t.name == RELEASE_PHASE) {
+            if let Err(e) = self.release_phase(name, &release.command, &dest).await {
+                let _ = std::fs::remove_dir_all(&dest);
+                return Err(e);
+            }
+        }
         let slug = Slug::new(&dest, &digest)
             .map_err(|e| DaemonError::new("internal_error", e.to_string()))?;
         let release = NewRelease {
@@ -479,6 +488,61 @@ impl Daemon {
         self.routes.set_blank(name, false);
         self.converge(name).await?;
         Ok(release)
+    }
+
+    /// Heroku's release phase: the Procfile's `release` command runs once, in a dyno
+    /// `release.1` on the new slug with the app's current config, before the release exists;
+    /// if it fails, nothing is released and the formation keeps running the old one.
+    async fn release_phase(
+        &self,
+        name: &str,
+        command: &str,
+        slug: &Path,
+    ) -> Result<(), DaemonError> {
+        let current = self.current_release(name).await?;
+        let platform = {
+            let mut apps = self.apps.lock().await;
+            if !apps.contains_key(name) {
+                let r = self.runtime(name);
+                apps.insert(name.to_string(), r);
+            }
+            apps.get(name)
+                .map(|r| r.platform.clone())
+                .ok_or_else(|| DaemonError::new("internal_error", "app runtime vanished"))?
+        };
+        let def = DynoDef {
+            app: name.to_string(),
+            process: RELEASE_PHASE.to_string(),
+            index: 1,
+            command: command.to_string(),
+            env: current
+                .config
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            app_dir: slug.to_path_buf(),
+            release: current.version,
+            uid: app_uid_in(name, self.options.uids),
+            port: self.options.port,
+            restart: false,
+            size: DynoSize::default(),
+        };
+        let handle = supervisor::start(platform, def);
+        let mut status = handle.status.clone();
+        let _ = status.wait_for(|s| s.state == State::Down).await;
+        let code = status.borrow().exit_code;
+        handle.stop().await;
+        match code {
+            Some(0) => Ok(()),
+            code => Err(DaemonError::new(
+                "release_failed",
+                format!(
+                    "the release phase failed: `{command}` exited with status {}; nothing was \
+                     released. See `dyno logs -a {name} --ps release.1`, fix it and deploy again",
+                    code.map_or("unknown".to_string(), |c| c.to_string())
+                ),
+            )),
+        }
     }
 
     /// The app's config vars.

@@ -7,7 +7,9 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 use super::{now_ms, Store};
 use crate::error::StateError;
 use crate::model::{Config, NewRelease, ProcessTypes, Release, Slug};
-use crate::validate::{shown, AppName, ConfigKey, ConfigValue, SizeName, ValidationError};
+use crate::validate::{
+    shown, AppName, ConfigKey, ConfigValue, ProcessType, SizeName, ValidationError,
+};
 
 /// The longest release description and Procfile command we keep.
 const MAX_DESCRIPTION: usize = 1024;
@@ -340,7 +342,9 @@ fn sync_formation(conn: &Connection, app: &str, types: &ProcessTypes) -> Result<
             params![app, gone],
         )?;
     }
-    for new in types.keys().filter(|t| !existing.contains(*t)) {
+    // The release phase runs once per deploy, never as part of the formation (as on Heroku).
+    let formation_types = types.keys().filter(|t| *t != ProcessType::RELEASE);
+    for new in formation_types.filter(|t| !existing.contains(*t)) {
         let quantity = if new == "web" { 1 } else { 0 };
         conn.execute(
             "INSERT INTO formation (app, process_type, quantity, size) VALUES (?1, ?2, ?3, ?4)",

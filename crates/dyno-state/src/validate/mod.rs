@@ -144,6 +144,8 @@ impl ProcessType {
     pub const MAX_LEN: usize = 30;
     /// The name of one-off dynos; not a Procfile type.
     pub const RUN: &'static str = "run";
+    /// The release phase's type: it runs once per deploy and is never scaled.
+    pub const RELEASE: &'static str = "release";
 
     pub fn parse(s: &str) -> Result<ProcessType, ValidationError> {
         let bad = |why: String| Err(ValidationError::new("process type", why));
