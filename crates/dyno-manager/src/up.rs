@@ -4,22 +4,17 @@
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
 
-use dyno_net::dyno::Host;
-use dyno_net::ipam::{LeaseStore, MemoryStore};
-use dyno_net::network::{Network, NetworkConfig};
-use tokio::sync::mpsc;
+use dyno_net::network::NetworkConfig;
+use dyno_router::{FnSink, Router, RouterConfig, RouterLog, TlsError, TlsSettings};
+use dyno_sandbox::cgroup::DynoSize;
+use dyno_state::model::ScaleChange;
+use dyno_state::{ProcessType as ProcessTypeName, Quantity, SizeName};
 
-use dyno_sandbox::cgroup::{Cgroups, DynoSize};
-
-use dyno_router::{FnSink, RouteTable, Router, RouterConfig, RouterLog, TlsError, TlsSettings};
-
+use crate::daemon::{Daemon, DaemonError, DaemonOptions};
 use crate::lifecycle::Lifecycle;
-use crate::logs::{LogLine, Source};
+use crate::logring::Filter;
 use crate::procfile::{self, AppFileError, ProcessType};
-use crate::supervisor::{self, DynoDef, Platform};
-use crate::webdynos::WebDynos;
 
 /// Where `dyno up` draws the apps' unprivileged uids from by default (one per app name): far
 /// above the uids of people and system services, and below the 32-bit limit.
@@ -272,9 +267,13 @@ fn check_command(procfile: &Path, line: usize, dir: &Path, command: &str) -> Res
 
 /// Runs the app until Ctrl-C or SIGTERM; then stops every dyno gracefully and removes what it
 /// made. Log lines go to `out`; progress notes to stderr.
+///
+/// This is `dyno serve`'s daemon, embedded, on a data dir of its own under the state dir: the
+/// app is created, `.env` set as its config, the directory deployed as its slug (the Procfile's
+/// release phase included) and scaled to the formation asked for.
 pub async fn run(options: UpOptions, mut out: impl Write + Send + 'static) -> Result<(), UpError> {
     let plan = plan(&options)?;
-    // The certificate is checked before anything is started.
+    // The certificate and the router's ports are checked before anything is started.
     let tls = match &options.router_tls {
         Some(t) => Some((t.settings.load()?, t.listen)),
         None => None,
@@ -283,151 +282,138 @@ pub async fn run(options: UpOptions, mut out: impl Write + Send + 'static) -> Re
         .dir
         .canonicalize()
         .map_err(|_| UpError::NoDir(options.dir.clone()))?;
-    let host = Host::current().map_err(|e| UpError::Network(e.to_string()))?;
-    let store: Box<dyn LeaseStore + Send> = Box::new(MemoryStore);
-    let mut network = Network::open(host, &options.network, store)
-        .map_err(|e| UpError::Network(e.to_string()))?;
-    network
-        .install()
-        .map_err(|e| UpError::Network(e.to_string()))?;
-    let network = Arc::new(Mutex::new(network));
-    std::fs::create_dir_all(&options.state_root).map_err(|e| {
-        UpError::Network(format!("state dir {}: {e}", options.state_root.display()))
-    })?;
-
-    let cgroups = match Cgroups::detect().and_then(|c| c.vacate_own_cgroup().map(|()| c)) {
-        Ok(cgroups) => Some(cgroups),
-        Err(e) => {
-            eprintln!("dyno up: no cgroups ({e}): memory and process limits are off");
-            None
-        }
-    };
-    let (log_tx, mut log_rx) = mpsc::unbounded_channel::<LogLine>();
-    let printer = tokio::task::spawn_blocking(move || {
-        while let Some(line) = log_rx.blocking_recv() {
-            let _ = writeln!(out, "{line}");
-            let _ = out.flush();
-        }
-    });
-    let platform = Arc::new(Platform::new(
-        network.clone(),
-        options.exe.clone(),
-        options.state_root.clone(),
-        options.lifecycle.clone(),
-        log_tx,
-        cgroups,
-    ));
-    let routes = RouteTable::new();
-    routes.set_app(&plan.app, &[]);
-    let router_logs = platform.logs.clone();
-    let router = Router::new(
-        options.router.clone(),
-        routes.clone(),
-        FnSink(move |_app: &str, line: RouterLog| {
-            let _ = router_logs.send(LogLine::now(Source::Heroku, "router", line.to_string()));
-        }),
-    );
     let listener = tokio::net::TcpListener::bind(options.router_listen)
         .await
         .map_err(|e| {
             UpError::Network(format!("router: listen on {}: {e}", options.router_listen))
         })?;
-    let tls_task = match tls {
+    let tls = match tls {
         Some((acceptor, listen)) => {
             let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| {
                 UpError::Network(format!("router: listen on {listen} (--tls-listen): {e}"))
             })?;
-            Some(tokio::spawn(router.clone().serve_tls(listener, acceptor)))
+            Some((acceptor, listener))
         }
         None => None,
     };
-    let router_task = tokio::spawn(router.serve(listener));
-    let web = WebDynos::new(routes.clone(), plan.app.clone(), options.port, true);
-    let mut handles = Vec::new();
-    for (process, count) in &plan.dynos {
-        for index in 1..=*count {
-            let def = DynoDef {
-                app: plan.app.clone(),
-                process: process.name.clone(),
-                index,
-                command: process.command.clone(),
-                env: plan.env.clone(),
-                app_dir: app_dir.clone(),
-                release: 1,
-                uid: plan.uid,
-                port: options.port,
-                restart: true,
-                size: options.size,
-            };
-            let handle = supervisor::start(platform.clone(), def);
-            if process.name == "web" {
-                web.follow(
-                    handle.name.clone(),
-                    handle.name.clone(),
-                    handle.status.clone(),
-                );
-            }
-            handles.push(handle);
+    let daemon = Daemon::open(DaemonOptions {
+        data_dir: options.state_root.join("data"),
+        state_root: options.state_root.join("dynos"),
+        network: options.network.clone(),
+        exe: options.exe.clone(),
+        lifecycle: options.lifecycle.clone(),
+        uids: options.uids,
+        port: options.port,
+        router_port: options.router_listen.port(),
+        announce_web: true,
+        memory_mb: Some(options.size.memory_mb),
+    })
+    .await
+    .map_err(|e| UpError::Network(e.to_string()))?;
+    let router = Router::new(options.router.clone(), daemon.routes.clone(), {
+        let daemon = daemon.clone();
+        FnSink(move |app: &str, line: RouterLog| daemon.router_line(app, line))
+    });
+    let router_task = tokio::spawn(router.clone().serve(listener));
+    let tls_task =
+        tls.map(|(acceptor, listener)| tokio::spawn(router.serve_tls(listener, acceptor)));
+    let mut tail = daemon.hub.subscribe(&plan.app, Filter::all());
+    let printer = tokio::spawn(async move {
+        while let Some(line) = tail.next().await {
+            let _ = writeln!(out, "{line}");
+            let _ = out.flush();
         }
-    }
-    eprintln!(
-        "dyno up: {} running {} dyno(s) as uid {}; Ctrl-C stops it",
-        plan.app,
-        handles.len(),
-        plan.uid
-    );
-    if plan.dynos.iter().any(|(p, _)| p.name == "web") {
-        eprintln!(
-            "dyno up: the router serves http://{}.localhost:{}/ (e.g. curl -H 'Host: {}.localhost' http://{}/)",
-            plan.app,
-            options.router_listen.port(),
-            plan.app,
-            options.router_listen
-        );
-        if let Some(t) = &options.router_tls {
+    });
+    let started = start_app(&daemon, &options, &plan, &app_dir).await;
+    let count: u32 = plan.dynos.iter().map(|(_, n)| n).sum();
+    match &started {
+        Ok(()) => {
             eprintln!(
-                "dyno up: the router serves https://{}.localhost:{}/ (HTTP/2 or HTTP/1.1; certificate {})",
-                plan.app,
-                t.listen.port(),
-                t.settings.cert.display()
+                "dyno up: {} running {count} dyno(s) as uid {}; Ctrl-C stops it",
+                plan.app, plan.uid
             );
+            if plan.dynos.iter().any(|(p, _)| p.name == "web") {
+                eprintln!(
+                    "dyno up: the router serves http://{}.localhost:{}/ (e.g. curl -H 'Host: {}.localhost' http://{}/)",
+                    plan.app,
+                    options.router_listen.port(),
+                    plan.app,
+                    options.router_listen
+                );
+                if let Some(t) = &options.router_tls {
+                    eprintln!(
+                        "dyno up: the router serves https://{}.localhost:{}/ (HTTP/2 or HTTP/1.1; certificate {})",
+                        plan.app,
+                        t.listen.port(),
+                        t.settings.cert.display()
+                    );
+                }
+            }
+            wait_for_shutdown().await;
+            eprintln!("dyno up: stopping {count} dyno(s)");
         }
+        Err(e) => eprintln!("dyno up: {e}; stopping"),
     }
-    wait_for_shutdown().await;
-    eprintln!("dyno up: stopping {} dyno(s)", handles.len());
-    let stops: Vec<_> = handles
-        .into_iter()
-        .map(|h| tokio::spawn(h.stop()))
-        .collect();
-    for stop in stops {
-        let _ = stop.await;
-    }
-    routes.remove_app(&plan.app);
+    daemon.stop().await;
     router_task.abort();
     let _ = router_task.await;
     if let Some(t) = tls_task {
         t.abort();
         let _ = t.await;
     }
-    drop(platform);
+    daemon.hub.remove_app(&plan.app);
     let _ = printer.await;
-    let mut network = Arc::try_unwrap(network)
-        .map_err(|_| UpError::Network("the network is still in use".into()))?
-        .into_inner()
-        .unwrap_or_else(|p| p.into_inner());
-    // Nothing of ours is left: the firewall goes too, unless other dynos still use it.
-    if network.list().map(|l| l.is_empty()).unwrap_or(false) {
-        if let Err(e) = network.uninstall() {
-            eprintln!("dyno up: remove the firewall: {e}");
-        }
-    }
-    drop(network);
+    drop(daemon);
     let _ = std::fs::remove_dir_all(&options.state_root);
     // The default state root's parent (/run/dyno) goes too when nothing else is in it.
     if let Some(parent) = options.state_root.parent() {
         let _ = std::fs::remove_dir(parent);
     }
+    started?;
     eprintln!("dyno up: stopped; nothing left behind");
+    Ok(())
+}
+
+/// The app as `dyno up` runs it: created, its `.env` as config vars, the directory deployed,
+/// the formation scaled.
+async fn start_app(
+    daemon: &Daemon,
+    options: &UpOptions,
+    plan: &Plan,
+    app_dir: &Path,
+) -> Result<(), UpError> {
+    let failed = |e: DaemonError| UpError::Network(e.message);
+    daemon.create_app(&plan.app).await.map_err(failed)?;
+    if !plan.env.is_empty() {
+        daemon
+            .config_set(&plan.app, plan.env.clone())
+            .await
+            .map_err(failed)?;
+    }
+    let size = SizeName::parse(options.size.name).map_err(|e| UpError::Formation(e.to_string()))?;
+    let mut formation = Vec::new();
+    for t in procfile::read_procfile(&app_dir.join("Procfile"))? {
+        if t.name == ProcessTypeName::RELEASE {
+            continue;
+        }
+        let quantity = plan
+            .dynos
+            .iter()
+            .find(|(p, _)| p.name == t.name)
+            .map_or(0, |(_, n)| *n);
+        formation.push(ScaleChange {
+            process_type: ProcessTypeName::parse(&t.name)
+                .map_err(|e| UpError::Formation(e.to_string()))?,
+            quantity: Some(
+                Quantity::new(quantity, 100).map_err(|e| UpError::Formation(e.to_string()))?,
+            ),
+            size: Some(size.clone()),
+        });
+    }
+    daemon
+        .deploy_with(&plan.app, app_dir, formation)
+        .await
+        .map_err(failed)?;
     Ok(())
 }
 

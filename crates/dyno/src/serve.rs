@@ -89,6 +89,8 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
         uids: args.uid_range,
         port: args.port,
         router_port: args.router_listen.port(),
+        announce_web: false,
+        memory_mb: None,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -85,6 +85,24 @@ pub struct DaemonOptions {
     pub port: u16,
     /// The router's port, for apps' web URLs.
     pub router_port: u16,
+    /// Say on stderr where each web dyno is up (`dyno up`: `… web.1 is up at IP:PORT`).
+    pub announce_web: bool,
+    /// Every dyno's memory quota in MB instead of its size's (`dyno up --memory-mb`).
+    pub memory_mb: Option<u64>,
+}
+
+impl DaemonOptions {
+    /// The limits of a dyno of size `name` (Heroku's table; the default size for a name the
+    /// store would not have accepted).
+    fn size(&self, name: &str) -> DynoSize {
+        let mut size = dyno_state::SizeName::parse(name)
+            .map(|s| *s.size())
+            .unwrap_or_default();
+        if let Some(mb) = self.memory_mb {
+            size.memory_mb = mb;
+        }
+        size
+    }
 }
 
 /// The process type of one-off dynos (`run.1`).
@@ -155,9 +173,7 @@ fn adopted_def(
         .rsplit_once('.')
         .and_then(|(_, n)| n.parse().ok())
         .ok_or_else(|| DaemonError::new("conflict", format!("bad dyno name {}", dyno.name)))?;
-    let size = dyno_state::SizeName::parse(&dyno.size)
-        .map(|s| *s.size())
-        .map_err(|e| DaemonError::new("conflict", e.to_string()))?;
+    let size = options.size(&dyno.size);
     Ok(DynoDef {
         app: dyno.app.clone(),
         process: dyno.process_type.clone(),
@@ -440,6 +456,17 @@ impl Daemon {
     /// `dyno deploy DIR -a APP`: the directory becomes an immutable slug and a new release;
     /// the formation rolls to it.
     pub async fn deploy(&self, name: &str, dir: &Path) -> Result<Release, DaemonError> {
+        self.deploy_with(name, dir, Vec::new()).await
+    }
+
+    /// [`Daemon::deploy`], with the formation changed in the same step (one convergence):
+    /// `dyno up DIR --formation web=0,worker=1` starts no web dyno.
+    pub async fn deploy_with(
+        &self,
+        name: &str,
+        dir: &Path,
+        formation: Vec<ScaleChange>,
+    ) -> Result<Release, DaemonError> {
         let app = app_name(name)?;
         let types = procfile::read_procfile(&dir.join("Procfile"))
             .map_err(|e| DaemonError::new("invalid_params", e.to_string()))?;
@@ -476,7 +503,13 @@ impl Daemon {
             description: format!("Deploy {}", &digest[..7]),
         };
         let created = self
-            .with_store(move |s| s.create_release(&app, release))
+            .with_store(move |s| {
+                let release = s.create_release(&app, release)?;
+                if !formation.is_empty() {
+                    s.scale(&app, &formation)?;
+                }
+                Ok(release)
+            })
             .await;
         let release = match created {
             Ok(r) => r,
@@ -525,7 +558,7 @@ impl Daemon {
             uid: app_uid_in(name, self.options.uids),
             port: self.options.port,
             restart: false,
-            size: DynoSize::default(),
+            size: self.options.size(DynoSize::STANDARD_1X.name),
         };
         let handle = supervisor::start(platform, def);
         let mut status = handle.status.clone();
@@ -735,7 +768,7 @@ impl Daemon {
             uid: app_uid_in(name, self.options.uids),
             port: self.options.port,
             restart: false,
-            size: DynoSize::default(),
+            size: self.options.size(DynoSize::STANDARD_1X.name),
         };
         let handle = supervisor::start(runtime.platform.clone(), def.clone());
         runtime.track(handle, &def);
@@ -835,9 +868,7 @@ impl Daemon {
             let Some(command) = release.process_types.get(&entry.process_type) else {
                 continue;
             };
-            let size = dyno_state::SizeName::parse(&entry.size)
-                .map(|s| *s.size())
-                .unwrap_or_default();
+            let size = self.options.size(&entry.size);
             for index in 1..=entry.quantity {
                 wanted.push((entry.process_type.clone(), index));
                 let current = runtime.dynos.iter().any(|d| {
@@ -939,7 +970,7 @@ impl Daemon {
                 self.routes.clone(),
                 app.to_string(),
                 self.options.port,
-                false,
+                self.options.announce_web,
             ),
             dynos: Vec::new(),
             incarnations: 0,
