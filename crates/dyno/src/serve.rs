@@ -59,6 +59,9 @@ pub struct ServeArgs {
     /// SIGTERM to SIGKILL on stop (R12)
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     stop_grace: Duration,
+    /// Period of the log-runtime-metrics lines (Heroku's 20 s; tests use less)
+    #[arg(long, default_value = "20s", value_parser = parse_duration, hide = true)]
+    runtime_metrics_interval: Duration,
 }
 
 pub fn run(args: ServeArgs) -> Result<(), String> {
@@ -89,6 +92,7 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
         uids: args.uid_range,
         port: args.port,
         router_port: args.router_listen.port(),
+        runtime_metrics_interval: args.runtime_metrics_interval,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -13,6 +13,7 @@
 pub mod api;
 pub mod metrics;
 pub mod reconcile;
+pub mod runtime_metrics;
 pub mod slug;
 
 use std::collections::BTreeMap;
@@ -81,6 +82,9 @@ pub struct DaemonOptions {
     pub port: u16,
     /// The router's port, for apps' web URLs.
     pub router_port: u16,
+    /// How often apps with `log-runtime-metrics` get their dynos' load and memory lines
+    /// (Heroku: 20 s, [`runtime_metrics::DEFAULT_INTERVAL`]).
+    pub runtime_metrics_interval: Duration,
 }
 
 /// The process type of one-off dynos (`run.1`).
@@ -166,6 +170,7 @@ impl Daemon {
             converging: tokio::sync::Mutex::new(()),
             router_metrics: metrics::RouterMetrics::default(),
         });
+        runtime_metrics::spawn(&daemon);
         let apps = daemon.with_store(|s| s.list_apps()).await?;
         for app in apps {
             daemon.route(&app);
@@ -745,6 +750,7 @@ impl Daemon {
         }
         let mut out = String::new();
         metrics::render_dynos(&mut out, &counts);
+        metrics::render_dyno_series(&mut out, &self.dyno_series().await);
         self.router_metrics.render(&mut out);
         out
     }
