@@ -271,7 +271,7 @@ async fn run(daemon: Weak<Daemon>, interval: Duration) {
             return;
         };
         tick += 1;
-        let emit = tick % ticks_per_line == 0;
+        let emit = tick.is_multiple_of(ticks_per_line);
         if let Err(e) = daemon.sample_runtime(&mut tracked, emit).await {
             tracing::warn!(error = %e, "runtime metrics: no sample this time");
         }
