@@ -19,7 +19,7 @@
 //! | `POST /apps/{name}/rollback` | [`Rollback`] `{"version":3}` | `201` [`Release`] |
 //! | `POST /apps/{name}/dynos` | [`DynoCreate`] `{"command":"python3 manage.py migrate"}` | `201` [`Dyno`] (a one-off `run.N`; its output and exit status go to the app's log) |
 //! | `DELETE /apps/{name}/dynos[/{dyno}]` | – | `202` `{}`: restart all, a type (`web`) or one dyno (`web.1`) |
-//! | `GET /metrics` | – | `200` Prometheus text (`dyno_dynos`, `dyno_router_requests_total`, `dyno_router_service_seconds`) |
+//! | `GET /metrics` | – | `200` Prometheus text (`dyno_dynos`, `dyno_router_requests_total`, `dyno_router_service_seconds`, `dyno_restarts_total`, `dyno_listen_queue`, `dyno_listen_backlog`) |
 //! | `GET /apps/{name}/log-drains` | – | `200` `[LogDrain, …]` |
 //! | `POST /apps/{name}/log-drains` | [`LogDrainCreate`] `{"url":"syslog+tls://logs.example.com:6514"}` | `201` [`LogDrain`] |
 //! | `DELETE /apps/{name}/log-drains/{token}` | – | `200` [`LogDrain`] |
