@@ -240,6 +240,35 @@ fn runtime_metrics_lines_follow_the_labs_switch() {
     assert_eq!(uuid, hostname.trim(), "{dyno}");
     assert_eq!(value(&load, "dyno"), dyno);
 
+    // A dyno kept busy: its 1-minute load average rises above 0 within seconds (one
+    // runnable task, sampled every second: 1 - e^(-1/60) ≈ 0.02 after the first second).
+    cli_ok(
+        &up,
+        &[
+            "run",
+            "-a",
+            "metered",
+            "--",
+            "timeout 4 sh -c 'while :; do :; done' || true",
+        ],
+    );
+    let (logs, _) = cli_ok(
+        &up,
+        &[
+            "logs", "-a", "metered", "--ps", "run.1", "--source", "heroku", "-n", "1500",
+        ],
+    );
+    let busiest = messages(&logs)
+        .iter()
+        .filter(|l| l.starts_with("heroku[run.1]: source=run.1 dyno=heroku."))
+        .filter_map(|l| {
+            l.contains(" sample#load_avg_1m=")
+                .then(|| value(l, "sample#load_avg_1m"))
+        })
+        .map(|v| v.parse::<f64>().unwrap())
+        .fold(0.0, f64::max);
+    assert!(busiest > 0.0 && busiest < 1.0, "{logs}");
+
     let (done, progress) = cli_ok(
         &up,
         &["labs:disable", "log-runtime-metrics", "-a", "metered"],
