@@ -261,10 +261,8 @@ fn runtime_metrics_lines_follow_the_labs_switch() {
     let busiest = messages(&logs)
         .iter()
         .filter(|l| l.starts_with("heroku[run.1]: source=run.1 dyno=heroku."))
-        .filter_map(|l| {
-            l.contains(" sample#load_avg_1m=")
-                .then(|| value(l, "sample#load_avg_1m"))
-        })
+        .filter(|l| l.contains(" sample#load_avg_1m="))
+        .map(|l| value(l, "sample#load_avg_1m"))
         .map(|v| v.parse::<f64>().unwrap())
         .fold(0.0, f64::max);
     assert!(busiest > 0.0 && busiest < 1.0, "{logs}");
