@@ -170,8 +170,8 @@ impl Daemon {
             converging: tokio::sync::Mutex::new(()),
             router_metrics: metrics::RouterMetrics::default(),
         });
-        runtime_metrics::spawn(&daemon);
         let apps = daemon.with_store(|s| s.list_apps()).await?;
+        runtime_metrics::spawn(&daemon);
         for app in apps {
             daemon.route(&app);
             for drain in daemon.drains(&app.name).await? {
