@@ -16,7 +16,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpStream, UnixStream};
 
 use crate::error::ApiError;
-use crate::types::{App, AppCreate};
+use crate::types::{App, AppCreate, AppFeature, AppFeatureUpdate};
 
 /// The daemon's default API socket.
 pub const DEFAULT_SOCKET: &str = "/run/dyno/api.sock";
@@ -173,6 +173,25 @@ impl ApiClient {
     /// `DELETE /apps/{name}`.
     pub async fn destroy_app(&self, name: &str) -> Result<App, ClientError> {
         self.delete(&format!("/apps/{name}")).await
+    }
+
+    /// `GET /apps/{name}/features`: the app's Heroku Labs features.
+    pub async fn features(&self, app: &str) -> Result<Vec<AppFeature>, ClientError> {
+        self.get(&format!("/apps/{app}/features")).await
+    }
+
+    /// `PATCH /apps/{name}/features/{feature}`: `labs:enable` (`true`) / `labs:disable`.
+    pub async fn set_feature(
+        &self,
+        app: &str,
+        feature: &str,
+        enabled: bool,
+    ) -> Result<AppFeature, ClientError> {
+        self.patch(
+            &format!("/apps/{app}/features/{feature}"),
+            &AppFeatureUpdate { enabled },
+        )
+        .await
     }
 
     /// One request with any method, content type and body; the answer as received (any status).

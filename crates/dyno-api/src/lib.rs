@@ -22,7 +22,7 @@ pub use server::{
     HEADER_READ_TIMEOUT, MAX_BODY_BYTES,
 };
 pub use types::{
-    rfc3339, validate_app_name, web_url, App, AppCreate, AppName, AppUpdate, Deploy, Dyno,
-    DynoCreate, Formation, FormationUpdate, FormationUpdates, LogDrain, LogDrainCreate, LogQuery,
-    Release, Rollback, Utc,
+    rfc3339, validate_app_name, validate_feature_name, web_url, App, AppCreate, AppFeature,
+    AppFeatureUpdate, AppName, AppUpdate, Deploy, Dyno, DynoCreate, Formation, FormationUpdate,
+    FormationUpdates, LogDrain, LogDrainCreate, LogQuery, Release, Rollback, Utc,
 };

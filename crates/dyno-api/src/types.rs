@@ -19,10 +19,13 @@
 //! | `POST /apps/{name}/rollback` | [`Rollback`] `{"version":3}` | `201` [`Release`] |
 //! | `POST /apps/{name}/dynos` | [`DynoCreate`] `{"command":"python3 manage.py migrate"}` | `201` [`Dyno`] (a one-off `run.N`; its output and exit status go to the app's log) |
 //! | `DELETE /apps/{name}/dynos[/{dyno}]` | – | `202` `{}`: restart all, a type (`web`) or one dyno (`web.1`) |
-//! | `GET /metrics` | – | `200` Prometheus text (`dyno_dynos`, `dyno_router_requests_total`, `dyno_router_service_seconds`) |
+//! | `GET /metrics` | – | `200` Prometheus text (`dyno_dynos`, `dyno_router_requests_total`, `dyno_router_service_seconds`, `dyno_restarts_total`, `dyno_listen_queue`, `dyno_listen_backlog`) |
 //! | `GET /apps/{name}/log-drains` | – | `200` `[LogDrain, …]` |
 //! | `POST /apps/{name}/log-drains` | [`LogDrainCreate`] `{"url":"syslog+tls://logs.example.com:6514"}` | `201` [`LogDrain`] |
 //! | `DELETE /apps/{name}/log-drains/{token}` | – | `200` [`LogDrain`] |
+//! | `GET /apps/{name}/features` | – | `200` `[AppFeature, …]` (Heroku Labs: `log-runtime-metrics`) |
+//! | `GET /apps/{name}/features/{feature}` | – | `200` [`AppFeature`]; `404 not_found` for a feature there is not |
+//! | `PATCH /apps/{name}/features/{feature}` | [`AppFeatureUpdate`] `{"enabled":true}` | `200` [`AppFeature`] |
 //!
 //! An [`App`] in JSON: `{"name":"my-app","created_at":"2026-11-25T10:00:00Z","maintenance":false,"web_url":"http://my-app.localhost:8080/"}`
 
@@ -437,4 +440,39 @@ pub struct LogDrainCreate {
 #[serde(deny_unknown_fields)]
 pub struct DynoCreate {
     pub command: String,
+}
+
+/// A Heroku Labs feature of an app (`dyno labs -a APP`), e.g. `log-runtime-metrics`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppFeature {
+    /// `log-runtime-metrics`
+    pub name: String,
+    /// What it does, in a sentence.
+    pub description: String,
+    pub enabled: bool,
+}
+
+/// `PATCH /apps/{name}/features/{feature}`: `labs:enable` / `labs:disable`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppFeatureUpdate {
+    pub enabled: bool,
+}
+
+/// Feature names: 1 to 60 of `a-z`, `0-9` and `-` (anything else names no feature, and is not
+/// echoed back as it is).
+pub fn validate_feature_name(name: &str) -> Result<(), ApiError> {
+    let ok = (1..=60).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::invalid_params(format!(
+            "A feature name has only lowercase letters, digits and dashes, e.g. \
+             log-runtime-metrics: got {}.",
+            quote(name)
+        )))
+    }
 }

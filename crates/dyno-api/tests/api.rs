@@ -11,8 +11,8 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use dyno_api::{
-    bind_unix, serve_tcp, serve_unix, serve_unix_listener, ApiClient, ApiError, App, AppName,
-    ClientError, Platform, RawResponse, ServeError,
+    bind_unix, serve_tcp, serve_unix, serve_unix_listener, ApiClient, ApiError, App, AppFeature,
+    AppFeatureUpdate, AppName, ClientError, Platform, RawResponse, ServeError,
 };
 use hyper::Method;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -24,6 +24,32 @@ use tokio::task::JoinHandle;
 #[derive(Default)]
 struct Fake {
     apps: Mutex<BTreeMap<String, App>>,
+    /// Apps with the one feature the fake knows on.
+    featured: Mutex<std::collections::BTreeSet<String>>,
+}
+
+const FAKE_FEATURE: &str = "log-runtime-metrics";
+
+impl Fake {
+    fn feature_of(&self, name: &AppName) -> AppFeature {
+        AppFeature {
+            name: FAKE_FEATURE.into(),
+            description: "Samples in the log.".into(),
+            enabled: self.featured.lock().unwrap().contains(name.as_str()),
+        }
+    }
+
+    fn known(&self, name: &AppName, feature: &str) -> Result<(), ApiError> {
+        if !self.apps.lock().unwrap().contains_key(name.as_str()) {
+            return Err(ApiError::app_not_found(name.as_str()));
+        }
+        if feature != FAKE_FEATURE {
+            return Err(ApiError::not_found(format!(
+                "No feature {feature}: there is {FAKE_FEATURE}."
+            )));
+        }
+        Ok(())
+    }
 }
 
 impl Platform for Fake {
@@ -52,6 +78,33 @@ impl Platform for Fake {
         apps.get(name.as_str())
             .cloned()
             .ok_or_else(|| ApiError::app_not_found(name.as_str()))
+    }
+
+    async fn features(&self, name: AppName) -> Result<Vec<AppFeature>, ApiError> {
+        self.known(&name, FAKE_FEATURE)?;
+        Ok(vec![self.feature_of(&name)])
+    }
+
+    async fn feature(&self, name: AppName, feature: String) -> Result<AppFeature, ApiError> {
+        self.known(&name, &feature)?;
+        Ok(self.feature_of(&name))
+    }
+
+    async fn update_feature(
+        &self,
+        name: AppName,
+        feature: String,
+        update: AppFeatureUpdate,
+    ) -> Result<AppFeature, ApiError> {
+        self.known(&name, &feature)?;
+        let mut featured = self.featured.lock().unwrap();
+        if update.enabled {
+            featured.insert(name.to_string());
+        } else {
+            featured.remove(name.as_str());
+        }
+        drop(featured);
+        Ok(self.feature_of(&name))
     }
 }
 
@@ -416,6 +469,79 @@ async fn unknown_route_is_404_and_wrong_method_405() {
         );
     }
     assert_eq!(names(&c.list_apps().await.unwrap()), ["my-app"]);
+}
+
+#[tokio::test]
+async fn features_are_listed_read_and_switched() {
+    let s = start("features").await;
+    let c = &s.client;
+    c.create_app("my-app").await.unwrap();
+    let list = c.features("my-app").await.unwrap();
+    assert_eq!(list.len(), 1);
+    assert_eq!(
+        (list[0].name.as_str(), list[0].enabled),
+        (FAKE_FEATURE, false)
+    );
+    let on = c.set_feature("my-app", FAKE_FEATURE, true).await.unwrap();
+    assert!(on.enabled);
+    let read: AppFeature = c
+        .get(&format!("/apps/my-app/features/{FAKE_FEATURE}"))
+        .await
+        .unwrap();
+    assert!(read.enabled);
+    assert!(
+        !c.set_feature("my-app", FAKE_FEATURE, false)
+            .await
+            .unwrap()
+            .enabled
+    );
+    // An unknown feature: the platform's 404, whose message names the features there are.
+    let e = api_err(c.set_feature("my-app", "preboot", true).await);
+    assert_eq!((e.status, e.id), (404, "not_found"));
+    assert!(e.message.contains(FAKE_FEATURE), "{}", e.message);
+    // Not a feature name at all: refused before the platform sees it.
+    let r = c
+        .request(
+            Method::GET,
+            "/apps/my-app/features/Bad%20Name",
+            None,
+            Bytes::new(),
+        )
+        .await
+        .unwrap();
+    assert_eq!((r.status, body_err(&r).id), (422, "invalid_params"));
+    // The body is `{"enabled": bool}` and nothing else.
+    for body in [r#"{"enabled":"yes"}"#, r#"{"enabled":true,"x":1}"#, r#"{}"#] {
+        let r = c
+            .request(
+                Method::PATCH,
+                &format!("/apps/my-app/features/{FAKE_FEATURE}"),
+                Some("application/json"),
+                Bytes::from(body),
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            (r.status, body_err(&r).id),
+            (422, "invalid_params"),
+            "{body}"
+        );
+    }
+    for (method, path, allow) in [
+        (Method::POST, "/apps/my-app/features".to_string(), "GET"),
+        (
+            Method::DELETE,
+            format!("/apps/my-app/features/{FAKE_FEATURE}"),
+            "GET, PATCH",
+        ),
+    ] {
+        let r = c.request(method, &path, None, Bytes::new()).await.unwrap();
+        assert_eq!(r.status, 405, "{path}");
+        assert_eq!(r.headers["allow"], allow);
+    }
+    let e = api_err(c.features("ghost-app").await);
+    assert_eq!((e.status, e.id), (404, "not_found"));
+    assert!(!s.fake.featured.lock().unwrap().contains("my-app"));
 }
 
 /// A store that fails: its errors go out as they are, a panic is a 500 and the server lives on.

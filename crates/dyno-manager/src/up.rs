@@ -307,6 +307,7 @@ pub async fn run(options: UpOptions, mut out: impl Write + Send + 'static) -> Re
         router_port: options.router_listen.port(),
         announce_web: true,
         memory_mb: Some(options.size.memory_mb),
+        runtime_metrics_interval: crate::daemon::runtime_metrics::DEFAULT_INTERVAL,
     })
     .await
     .map_err(|e| UpError::Network(e.to_string()))?;

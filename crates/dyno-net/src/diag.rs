@@ -110,6 +110,17 @@ impl SockDiag {
         Ok(summarize(&sockets))
     }
 
+    /// The listeners on `port` only, with their accept queues (`active` is left 0): only
+    /// listening sockets on that port are dumped, so the cost does not grow with the host's
+    /// connections the way [`SockDiag::tcp_listeners`]' does. For metrics scrapes.
+    pub fn listeners_on(&mut self, port: u16) -> Result<Vec<Listener>, DiagError> {
+        let sockets = self.dump(StateFlags::LISTEN, Some(port))?;
+        let mut listeners = summarize(&sockets);
+        // The kernel already filtered; checking again costs nothing and does not trust it.
+        listeners.retain(|l| l.port == port);
+        Ok(listeners)
+    }
+
     /// Whether a TCP socket LISTENs on `port`, on any address, IPv4 or IPv6.
     ///
     /// Cheap: only listening sockets are dumped, and the kernel itself keeps those whose local

@@ -341,3 +341,33 @@ fn proc_net_tcp_ports_are_parsed() {
     );
     assert_eq!(proc_net_tcp_local_ports(table), vec![5000]);
 }
+
+#[test]
+fn listeners_on_one_port_have_its_queue_only() {
+    require_root();
+    let (netns, mut diag) = namespace_with_diag();
+    let web = SocketAddr::from((Ipv4Addr::LOCALHOST, 5010));
+    let other = SocketAddr::from((Ipv4Addr::LOCALHOST, 5011));
+    let _web = listener_with_backlog(&netns, web, 8);
+    let _other = listener_with_backlog(&netns, other, 4);
+    let _clients = connect_clients(&netns, web, 2);
+    let deadline = Instant::now() + SETTLE_TIMEOUT;
+    let listeners = loop {
+        let l = diag.listeners_on(5010).expect("listeners_on");
+        if l.first().is_some_and(|l| l.queued >= 2) || Instant::now() >= deadline {
+            break l;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert_eq!(
+        listeners,
+        vec![Listener {
+            addr: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            port: 5010,
+            queued: 2,
+            backlog: 8,
+            active: 0,
+        }]
+    );
+    assert!(diag.listeners_on(5012).expect("listeners_on").is_empty());
+}

@@ -20,10 +20,15 @@ pub struct App {
     pub name: String,
     pub created_at_ms: i64,
     pub maintenance: bool,
+    /// Heroku's labs feature `log-runtime-metrics`: load and memory samples in the app's log.
     pub metrics_enabled: bool,
     pub stack: String,
     /// The newest release's version (every app has v1 from its creation).
     pub current_release: u32,
+    /// A number no other app of this store has now: the row's SQLite rowid (the store never
+    /// runs VACUUM, which could renumber it). Heroku's numeric app id, as in runtime metrics'
+    /// `dyno=heroku.<app id>.<dyno uuid>`.
+    pub id: i64,
 }
 
 /// A slug: the immutable copy of a deployed directory, and its digest.

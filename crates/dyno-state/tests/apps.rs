@@ -364,6 +364,18 @@ fn maintenance_and_metrics_flags() {
     assert!(store.app(&a).unwrap().maintenance);
     assert!(!store.set_maintenance(&a, false).unwrap().maintenance);
     assert!(store.set_metrics_enabled(&a, true).unwrap().metrics_enabled);
+    assert!(store.app(&a).unwrap().metrics_enabled);
+    assert!(
+        !store
+            .set_metrics_enabled(&a, false)
+            .unwrap()
+            .metrics_enabled
+    );
+    // The id stays with the app across changes, and another app has another.
+    let id = store.app(&a).unwrap().id;
+    let b = store.create_app(&app("other")).unwrap();
+    assert_ne!(b.id, id);
+    assert_eq!(store.set_maintenance(&a, false).unwrap().id, id);
     assert_id(store.set_maintenance(&app("ghost"), true), "not_found");
     assert_id(store.set_metrics_enabled(&app("ghost"), true), "not_found");
 }

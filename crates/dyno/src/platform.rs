@@ -213,6 +213,43 @@ pub enum PlatformCommand {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// List the app's Heroku Labs features, [+] when on
+    ///
+    /// Labs features are experimental switches per app. log-runtime-metrics: about every 20 s,
+    /// each running dyno's load average and memory use go to the app's log as
+    /// `heroku[web.1]: source=web.1 dyno=heroku.… sample#load_avg_1m=… sample#memory_rss=…`
+    /// lines (see `dyno logs`).
+    Labs {
+        /// The app (e.g. -a hello)
+        #[arg(short, long)]
+        app: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Turn a Heroku Labs feature on: `dyno labs:enable log-runtime-metrics -a APP`
+    ///
+    /// Takes effect at once, no restart needed. See `dyno labs -a APP` for the features.
+    #[command(name = "labs:enable")]
+    LabsEnable {
+        /// The feature (e.g. log-runtime-metrics)
+        feature: String,
+        /// The app (e.g. -a hello)
+        #[arg(short, long)]
+        app: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Turn a Heroku Labs feature off: `dyno labs:disable log-runtime-metrics -a APP`
+    #[command(name = "labs:disable")]
+    LabsDisable {
+        /// The feature (e.g. log-runtime-metrics)
+        feature: String,
+        /// The app (e.g. -a hello)
+        #[arg(short, long)]
+        app: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// Show recent log lines (Heroku's format), optionally following new ones
     Logs {
         /// The app (e.g. -a hello)
@@ -243,7 +280,7 @@ pub fn run(command: PlatformCommand) -> Result<(), String> {
     runtime.block_on(run_async(command))
 }
 
-fn out<T: Serialize>(json: bool, value: &T, text: impl FnOnce() -> String) {
+pub(crate) fn out<T: Serialize>(json: bool, value: &T, text: impl FnOnce() -> String) {
     if json {
         println!(
             "{}",
@@ -309,7 +346,10 @@ impl PlatformCommand {
             | PlatformCommand::Run { client, .. }
             | PlatformCommand::Drains { client, .. }
             | PlatformCommand::DrainsAdd { client, .. }
-            | PlatformCommand::DrainsRemove { client, .. } => client,
+            | PlatformCommand::DrainsRemove { client, .. }
+            | PlatformCommand::Labs { client, .. }
+            | PlatformCommand::LabsEnable { client, .. }
+            | PlatformCommand::LabsDisable { client, .. } => client,
         }
     }
 }
@@ -671,6 +711,13 @@ async fn run_async(command: PlatformCommand) -> Result<(), String> {
             out(json, &drain, || {
                 format!("Successfully removed drain {}\n", drain.url)
             });
+        }
+        PlatformCommand::Labs { app, .. } => crate::labs::list(&api, &app, json).await?,
+        PlatformCommand::LabsEnable { feature, app, .. } => {
+            crate::labs::switch(&api, &app, &feature, true, json).await?
+        }
+        PlatformCommand::LabsDisable { feature, app, .. } => {
+            crate::labs::switch(&api, &app, &feature, false, json).await?
         }
         PlatformCommand::Logs {
             app,

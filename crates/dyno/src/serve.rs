@@ -59,6 +59,9 @@ pub struct ServeArgs {
     /// SIGTERM to SIGKILL on stop (R12)
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     stop_grace: Duration,
+    /// Period of the log-runtime-metrics lines (Heroku's 20 s; tests use less)
+    #[arg(long, default_value = "20s", value_parser = parse_duration, hide = true)]
+    runtime_metrics_interval: Duration,
 }
 
 pub fn run(args: ServeArgs) -> Result<(), String> {
@@ -91,6 +94,7 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
         router_port: args.router_listen.port(),
         announce_web: false,
         memory_mb: None,
+        runtime_metrics_interval: args.runtime_metrics_interval,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -22,8 +22,8 @@ use crate::error::ApiError;
 use std::collections::BTreeMap;
 
 use crate::types::{
-    App, AppName, AppUpdate, Deploy, Dyno, DynoCreate, Formation, FormationUpdates, LogDrain,
-    LogDrainCreate, LogQuery, Release, Rollback,
+    App, AppFeature, AppFeatureUpdate, AppName, AppUpdate, Deploy, Dyno, DynoCreate, Formation,
+    FormationUpdates, LogDrain, LogDrainCreate, LogQuery, Release, Rollback,
 };
 
 pub use unix::{bind_unix, UnixApiListener};
@@ -195,6 +195,34 @@ pub trait Platform: Send + Sync + 'static {
     ) -> impl Future<Output = Result<(), ApiError>> + Send {
         let _ = (name, which);
         async { Err(not_here("restart")) }
+    }
+    /// The app's Heroku Labs features and whether each is on (`dyno labs`).
+    fn features(
+        &self,
+        name: AppName,
+    ) -> impl Future<Output = Result<Vec<AppFeature>, ApiError>> + Send {
+        let _ = name;
+        async { Err(not_here("labs features")) }
+    }
+    /// One feature; `404 not_found` naming the features there are, for an unknown one. The
+    /// feature name passed [`crate::validate_feature_name`].
+    fn feature(
+        &self,
+        name: AppName,
+        feature: String,
+    ) -> impl Future<Output = Result<AppFeature, ApiError>> + Send {
+        let _ = (name, feature);
+        async { Err(not_here("labs features")) }
+    }
+    /// `labs:enable` / `labs:disable`: the feature as it is now.
+    fn update_feature(
+        &self,
+        name: AppName,
+        feature: String,
+        update: AppFeatureUpdate,
+    ) -> impl Future<Output = Result<AppFeature, ApiError>> + Send {
+        let _ = (name, feature, update);
+        async { Err(not_here("labs features")) }
     }
 }
 

@@ -14,8 +14,8 @@ use crate::error::ApiError;
 use std::collections::BTreeMap;
 
 use crate::types::{
-    AppCreate, AppName, AppUpdate, Deploy, DynoCreate, FormationUpdates, LogDrainCreate, LogQuery,
-    Rollback,
+    validate_feature_name, AppCreate, AppFeatureUpdate, AppName, AppUpdate, Deploy, DynoCreate,
+    FormationUpdates, LogDrainCreate, LogQuery, Rollback,
 };
 
 /// Every answer's body: whole (`Full`) or streamed (`logs?tail=1`).
@@ -216,6 +216,32 @@ async fn route<P: Platform>(
                     )
                 }
                 (["logs"], _) => Err(not_allowed("GET")),
+                (["features"], &Method::GET) => json(
+                    StatusCode::OK,
+                    &platform.features(name).await.map_err(plain)?,
+                ),
+                (["features"], _) => Err(not_allowed("GET")),
+                (["features", feature], &Method::GET) => {
+                    validate_feature_name(feature).map_err(plain)?;
+                    let feature = (*feature).to_owned();
+                    json(
+                        StatusCode::OK,
+                        &platform.feature(name, feature).await.map_err(plain)?,
+                    )
+                }
+                (["features", feature], &Method::PATCH) => {
+                    validate_feature_name(feature).map_err(plain)?;
+                    let feature = (*feature).to_owned();
+                    let body: AppFeatureUpdate = read_json(req).await.map_err(plain)?;
+                    json(
+                        StatusCode::OK,
+                        &platform
+                            .update_feature(name, feature, body)
+                            .await
+                            .map_err(plain)?,
+                    )
+                }
+                (["features", _], _) => Err(not_allowed("GET, PATCH")),
                 _ => Err(plain(ApiError::no_such_endpoint(method.as_str(), &path))),
             }
         }

@@ -6,12 +6,13 @@ use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use dyno_api::{
-    ApiError, App, AppName, AppUpdate, Deploy, Dyno, DynoCreate, Formation, FormationUpdates,
-    LogDrain, LogDrainCreate, LogQuery, Platform, Release, Rollback,
+    ApiError, App, AppFeature, AppFeatureUpdate, AppName, AppUpdate, Deploy, Dyno, DynoCreate,
+    Formation, FormationUpdates, LogDrain, LogDrainCreate, LogQuery, Platform, Release, Rollback,
 };
 use dyno_state::model::ScaleChange;
 use dyno_state::{ProcessType, Quantity, SizeName};
 
+use super::runtime_metrics::{FEATURES, LOG_RUNTIME_METRICS};
 use super::{Daemon, DaemonError};
 use crate::logring::Filter;
 use crate::logs::Source;
@@ -42,6 +43,36 @@ impl DaemonApi {
             web_url: self.0.web_url(&app.name),
         }
     }
+}
+
+/// The labs features of `app`, as it is now.
+fn features_of(app: &dyno_state::model::App) -> Vec<AppFeature> {
+    FEATURES
+        .iter()
+        .map(|(name, description)| AppFeature {
+            name: (*name).to_string(),
+            description: (*description).to_string(),
+            enabled: match *name {
+                LOG_RUNTIME_METRICS => app.metrics_enabled,
+                _ => false,
+            },
+        })
+        .collect()
+}
+
+/// `feature` of `app`, or a 404 that names the features there are.
+fn feature_of(app: &dyno_state::model::App, feature: &str) -> Result<AppFeature, ApiError> {
+    features_of(app)
+        .into_iter()
+        .find(|f| f.name == feature)
+        .ok_or_else(|| {
+            let known: Vec<&str> = FEATURES.iter().map(|(name, _)| *name).collect();
+            ApiError::not_found(format!(
+                "No labs feature {feature}: the features are {}. See `dyno labs -a {}`.",
+                known.join(", "),
+                app.name
+            ))
+        })
 }
 
 impl Platform for DaemonApi {
@@ -237,6 +268,37 @@ impl Platform for DaemonApi {
             }
         });
         Ok(rx)
+    }
+
+    async fn features(&self, name: AppName) -> Result<Vec<AppFeature>, ApiError> {
+        Ok(features_of(&self.0.app(name.as_str()).await?))
+    }
+
+    async fn feature(&self, name: AppName, feature: String) -> Result<AppFeature, ApiError> {
+        feature_of(&self.0.app(name.as_str()).await?, &feature)
+    }
+
+    async fn update_feature(
+        &self,
+        name: AppName,
+        feature: String,
+        update: AppFeatureUpdate,
+    ) -> Result<AppFeature, ApiError> {
+        // Unknown features are refused before anything changes.
+        feature_of(&self.0.app(name.as_str()).await?, &feature)?;
+        let app = match feature.as_str() {
+            LOG_RUNTIME_METRICS => {
+                self.0
+                    .set_runtime_metrics(name.as_str(), update.enabled)
+                    .await?
+            }
+            _ => {
+                return Err(ApiError::internal(format!(
+                    "feature {feature} has no switch"
+                )))
+            }
+        };
+        feature_of(&app, &feature)
     }
 
     async fn logs(&self, name: AppName, query: LogQuery) -> Result<Vec<String>, ApiError> {

@@ -15,6 +15,7 @@ pub mod api;
 pub mod ledger;
 pub mod metrics;
 pub mod reconcile;
+pub mod runtime_metrics;
 pub mod slug;
 
 use std::collections::BTreeMap;
@@ -89,6 +90,9 @@ pub struct DaemonOptions {
     pub announce_web: bool,
     /// Every dyno's memory quota in MB instead of its size's (`dyno up --memory-mb`).
     pub memory_mb: Option<u64>,
+    /// How often apps with `log-runtime-metrics` get their dynos' load and memory lines
+    /// (Heroku: 20 s, [`runtime_metrics::DEFAULT_INTERVAL`]).
+    pub runtime_metrics_interval: Duration,
 }
 
 impl DaemonOptions {
@@ -334,6 +338,7 @@ impl Daemon {
         }
         daemon.adopt_all(adoptees).await;
         let apps = daemon.with_store(|s| s.list_apps()).await?;
+        runtime_metrics::spawn(&daemon);
         for app in apps {
             daemon.route(&app);
             for drain in daemon.drains(&app.name).await? {
@@ -1001,6 +1006,7 @@ impl Daemon {
         }
         let mut out = String::new();
         metrics::render_dynos(&mut out, &counts);
+        metrics::render_dyno_series(&mut out, &self.dyno_series().await);
         self.router_metrics.render(&mut out);
         out
     }

@@ -348,6 +348,12 @@ pub struct MemoryUsage {
     pub cache_bytes: u64,
     /// Swapped out (Heroku's `memory_swap`; 0 without swap).
     pub swap_bytes: u64,
+    /// Pages charged to the dyno since it started (Heroku's `memory_pgpgin`: v1 `memory.stat`
+    /// `total_pgpgin`). `None` on v2, whose `memory.stat` has no such counter.
+    pub pgpgin_pages: Option<u64>,
+    /// Pages uncharged from the dyno since it started (Heroku's `memory_pgpgout`: v1
+    /// `total_pgpgout`). `None` on v2.
+    pub pgpgout_pages: Option<u64>,
 }
 
 /// One reading of a dyno's memory counters, as v1 and v2 both provide them.
@@ -358,6 +364,8 @@ pub(crate) struct MemoryCounters {
     pub swap_bytes: u64,
     pub limit_bytes: u64,
     pub oom_kills: u64,
+    pub pgpgin_pages: Option<u64>,
+    pub pgpgout_pages: Option<u64>,
 }
 
 impl MemoryUsage {
@@ -373,6 +381,8 @@ impl MemoryUsage {
             rss_bytes: c.rss_bytes,
             cache_bytes: c.cache_bytes,
             swap_bytes: c.swap_bytes,
+            pgpgin_pages: c.pgpgin_pages,
+            pgpgout_pages: c.pgpgout_pages,
         }
     }
 

@@ -122,6 +122,8 @@ total_rss_huge 2097152
 total_shmem 4194304
 total_mapped_file 0
 total_swap 0
+total_pgpgin 348836
+total_pgpgout 343403
 ";
 const V1_OOM_CONTROL: &str = "oom_kill_disable 0\nunder_oom 0\noom_kill 2\n";
 const V1_UNLIMITED: &str = "9223372036854771712\n";
@@ -422,6 +424,8 @@ fn v1_readings_come_from_memory_stat_and_oom_control() {
             rss_bytes: 157_286_400,
             cache_bytes: 20_971_520,
             swap_bytes: 0,
+            pgpgin_pages: Some(348_836),
+            pgpgout_pages: Some(343_403),
         }
     );
     assert!(usage.over_quota());
@@ -570,6 +574,8 @@ fn v2_readings_come_from_memory_stat_and_events() {
             rss_bytes: 157_286_400,
             cache_bytes: 20_971_520,
             swap_bytes: MIB,
+            pgpgin_pages: None,
+            pgpgout_pages: None,
         }
     );
     std::fs::write(tree.path(&format!("{dir}/memory.stat")), "file 1\n").unwrap();

@@ -135,6 +135,8 @@ pub(crate) fn memory_usage(
             swap_bytes,
             limit_bytes,
             oom_kills,
+            pgpgin_pages: stat.get("total_pgpgin").copied(),
+            pgpgout_pages: stat.get("total_pgpgout").copied(),
         },
         quota_bytes,
     ))

@@ -148,6 +148,10 @@ pub(crate) fn memory_usage(dir: &Path, quota_bytes: u64) -> Result<MemoryUsage, 
             swap_bytes,
             limit_bytes,
             oom_kills,
+            // v2 counts no page-ins/outs per cgroup (its `memory.stat` has faults, scans and
+            // steals, none of which means the same).
+            pgpgin_pages: None,
+            pgpgout_pages: None,
         },
         quota_bytes,
     ))

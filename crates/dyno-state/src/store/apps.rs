@@ -14,7 +14,7 @@ use crate::validate::{AppName, ValidationError};
 pub const STACK: &str = "dyno-1";
 
 const APP_COLUMNS: &str = "a.name, a.created_at, a.maintenance, a.metrics_enabled, a.stack,
-     (SELECT MAX(version) FROM releases r WHERE r.app = a.name)";
+     (SELECT MAX(version) FROM releases r WHERE r.app = a.name), a.rowid";
 
 fn app_from_row(r: &Row<'_>) -> rusqlite::Result<App> {
     Ok(App {
@@ -24,6 +24,7 @@ fn app_from_row(r: &Row<'_>) -> rusqlite::Result<App> {
         metrics_enabled: r.get(3)?,
         stack: r.get(4)?,
         current_release: r.get::<_, Option<u32>>(5)?.unwrap_or(0),
+        id: r.get(6)?,
     })
 }
 
@@ -142,7 +143,8 @@ impl Store {
         })
     }
 
-    /// Language/runtime metrics on or off (`labs:enable runtime-metrics` style).
+    /// Heroku's labs feature `log-runtime-metrics` on or off: the daemon then logs each dyno's
+    /// load and memory every 20 s.
     pub fn set_metrics_enabled(&mut self, name: &AppName, on: bool) -> Result<App, StateError> {
         self.write(|tx, _| {
             require_app(tx, name)?;
