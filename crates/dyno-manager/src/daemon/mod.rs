@@ -1025,6 +1025,11 @@ impl Daemon {
                 tracing::warn!(error = %e, "remove the firewall");
             }
         }
+        drop(network);
+        // The parent of our dyno cgroups goes too, unless another manager's dynos use it.
+        if let Some(cgroups) = &self.cgroups {
+            let _ = cgroups.remove_dyno_root_if_unused();
+        }
         // Sandbox state of stopped dynos only: the store keeps what must survive.
         let _ = std::fs::remove_dir_all(&self.options.state_root);
     }
