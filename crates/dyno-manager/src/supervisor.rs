@@ -71,7 +71,6 @@ pub struct Platform {
     pub cgroups: Option<Cgroups>,
     /// Records of incarnations; `None` for a manager that keeps nothing across restarts.
     pub ledger: Option<Arc<dyn Ledger>>,
-    names: AtomicU64,
 }
 
 impl Platform {
@@ -91,7 +90,6 @@ impl Platform {
             logs,
             cgroups,
             ledger: None,
-            names: AtomicU64::new(0),
         }
     }
 
@@ -111,15 +109,26 @@ impl Platform {
             .ok()
     }
 
-    /// A network name never used before: milliseconds since the epoch and a counter, base 36
-    /// (the kernel destroys namespaces asynchronously; a reused name could still be taken).
+    /// A network name never used before, 13 characters of base 36: milliseconds since the
+    /// epoch (the kernel destroys namespaces asynchronously; a reused name could still be
+    /// taken), a counter shared by every app of this process, and a part random per process
+    /// (the dyno cgroups of every manager on the host share one parent).
     fn next_net_name(&self) -> String {
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        static PROCESS: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+        let process = *PROCESS.get_or_init(|| {
+            use std::hash::{BuildHasher, Hasher};
+            std::collections::hash_map::RandomState::new()
+                .build_hasher()
+                .finish()
+                % (36 * 36 * 36)
+        });
         let millis = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
             .unwrap_or_default()
             .as_millis() as u64;
-        let n = self.names.fetch_add(1, Ordering::Relaxed) % (36 * 36);
-        format!("{}{:0>2}", base36(millis), base36(n))
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed) % (36 * 36);
+        format!("{}{:0>2}{:0>3}", base36(millis), base36(n), base36(process))
     }
 
     /// The shared network (a poisoned lock is still usable: its state is kept consistent by
@@ -514,7 +523,7 @@ impl Incarnation {
             return Err(format!("state dir {}: {e}", state.0.display()));
         }
         let cgroup = match &platform.cgroups {
-            Some(cgroups) => match cgroups.create(&net_name, &def.size) {
+            Some(cgroups) => match cgroups.create_new(&net_name, &def.size) {
                 Ok(cgroup) => Some(cgroup),
                 Err(e) => {
                     let _ = platform.network().down(&net_name);

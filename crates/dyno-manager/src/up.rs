@@ -273,6 +273,7 @@ fn check_command(procfile: &Path, line: usize, dir: &Path, command: &str) -> Res
 /// release phase included) and scaled to the formation asked for.
 pub async fn run(options: UpOptions, mut out: impl Write + Send + 'static) -> Result<(), UpError> {
     let plan = plan(&options)?;
+    let mut shutdown = Shutdown::listen().map_err(|e| UpError::Network(format!("signals: {e}")))?;
     // The certificate and the router's ports are checked before anything is started.
     let tls = match &options.router_tls {
         Some(t) => Some((t.settings.load()?, t.listen)),
@@ -350,7 +351,7 @@ pub async fn run(options: UpOptions, mut out: impl Write + Send + 'static) -> Re
                     );
                 }
             }
-            wait_for_shutdown().await;
+            shutdown.wait().await;
             eprintln!("dyno up: stopping {count} dyno(s)");
         }
         Err(e) => eprintln!("dyno up: {e}; stopping"),
@@ -418,18 +419,28 @@ async fn start_app(
     Ok(())
 }
 
-pub async fn wait_for_shutdown() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-            return;
+/// Ctrl-C or SIGTERM, caught from the moment this is made: one that comes while the app is
+/// still starting is not lost (nor does it kill the process the default way).
+pub struct Shutdown {
+    interrupt: tokio::signal::unix::Signal,
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl Shutdown {
+    pub fn listen() -> std::io::Result<Shutdown> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Shutdown {
+            interrupt: signal(SignalKind::interrupt())?,
+            terminate: signal(SignalKind::terminate())?,
+        })
+    }
+
+    /// Returns at once if a signal came already.
+    pub async fn wait(&mut self) {
+        tokio::select! {
+            _ = self.interrupt.recv() => {}
+            _ = self.terminate.recv() => {}
         }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
     }
 }
 

@@ -55,10 +55,15 @@ impl WebDynos {
         tokio::spawn(async move {
             while status.changed().await.is_ok() {
                 let now = status.borrow().clone();
-                if let (true, State::Up, Some(ip)) = (web.announce, now.state, now.ip) {
+                let announce = match (web.announce, now.state, now.ip) {
+                    (true, State::Up, Some(ip)) => Some(ip),
+                    _ => None,
+                };
+                web.update(&key, &name, Some(now));
+                // Once the router has it: whoever reads this may send it requests.
+                if let Some(ip) = announce {
                     eprintln!("dyno up: {name} is up at {ip}:{}", web.port);
                 }
-                web.update(&key, &name, Some(now));
             }
             web.update(&key, &name, None);
         });

@@ -117,6 +117,7 @@ async fn serve(
     api_listen: Option<SocketAddr>,
     token: Option<String>,
 ) -> Result<(), String> {
+    let mut shutdown = dyno_manager::up::Shutdown::listen().map_err(|e| format!("signals: {e}"))?;
     if let Some(dir) = socket.parent() {
         std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     }
@@ -150,7 +151,7 @@ async fn serve(
         "dyno serve: API on {}, router on http://{router_listen}/",
         socket.display()
     );
-    dyno_manager::up::wait_for_shutdown().await;
+    shutdown.wait().await;
     eprintln!("dyno serve: stopping");
     api_task.abort();
     let _ = api_task.await;

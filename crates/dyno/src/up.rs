@@ -16,7 +16,8 @@ use dyno_sandbox::cgroup::{DynoSize, DYNO_SIZES};
 #[command(
     after_help = "Examples:\n  dyno up examples/hello          # then: curl http://hello.localhost:8080/\n  dyno up examples/hello --formation web=2,worker=1\n  dyno up . --app myapp --boot-timeout 90s\n  dyno up examples/hello --tls-cert fullchain.pem --tls-key key.pem\n                                  # also: curl https://hello.localhost:8443/\n\n\
     DIR needs a Procfile (`web: python3 web.py`); DIR/.env holds config vars. Each dyno runs as\n\
-    `bash -c COMMAND` in /app (DIR, read-only, with a writable layer that vanishes on restart),\n\
+    `bash -c COMMAND` in /app (a copy of DIR taken at start, read-only, with a writable layer\n\
+    that vanishes on restart),\n\
     as an unprivileged user, with its own network namespace; web dynos get $PORT.\n\n\
     HTTPS: give --tls-cert (the full chain in PEM, the server's own certificate first) and\n\
     --tls-key (its private key in PEM, unencrypted). The router then also listens on --tls-listen,\n\

@@ -142,6 +142,27 @@ impl Cgroups {
         self.own.iter().map(|h| h.child(DYNO_DIR)).collect()
     }
 
+    /// [`Cgroups::create`] for a dyno that is new: a cgroup of that name belongs to another
+    /// dyno (a name taken twice), which must be neither shared nor later removed by us.
+    pub fn create_new(&self, dyno_id: &str, size: &DynoSize) -> Result<DynoCgroup, CgroupError> {
+        validate_dyno_id(dyno_id)?;
+        if let Some(taken) = self
+            .dyno_root_dirs()
+            .into_iter()
+            .map(|root| root.join(dyno_id))
+            .find(|dir| dir.exists())
+        {
+            return Err(CgroupError::Create {
+                path: taken,
+                source: io::Error::new(
+                    io::ErrorKind::AlreadyExists,
+                    "another dyno's cgroup has this name",
+                ),
+            });
+        }
+        self.create(dyno_id, size)
+    }
+
     /// Creates the dyno's cgroup (in every hierarchy used) and writes its limits. Idempotent:
     /// an existing cgroup gets the limits of `size` (which may resize it).
     pub fn create(&self, dyno_id: &str, size: &DynoSize) -> Result<DynoCgroup, CgroupError> {

@@ -18,7 +18,11 @@ fn h12_when_the_dyno_sends_nothing_within_the_request_timeout() {
     assert_application_error(&reply, 503);
     assert!(
         took >= Duration::from_millis(950) && took < Duration::from_secs(5),
-        "{took:?}"
+        "{took:?}\n{}\n{reply:?}",
+        {
+            std::thread::sleep(Duration::from_millis(500));
+            rig.up.logs()
+        }
     );
     let line = rig.error_line("H12");
     assert_eq!(

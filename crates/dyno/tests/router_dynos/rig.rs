@@ -33,6 +33,10 @@ impl Rig {
         let up = Up::start(&format!("rt-{tag}"), &app, &args);
         for dyno in wait {
             up.wait_up(dyno, Duration::from_secs(30));
+            if dyno.starts_with("web.") {
+                // Announced once the router routes to it.
+                up.address_of(dyno);
+            }
         }
         Rig {
             up,
