@@ -473,10 +473,16 @@ impl Incarnation {
         let pidfd = unsafe { tokio::io::unix::AsyncFd::register(pidfd) }
             .map_err(|e| watch_error(e.into()))?;
         let state = StateDir(platform.state_root.join(&found.net_name));
-        let cgroup = platform
-            .cgroups
-            .as_ref()
-            .and_then(|c| c.existing(&found.net_name).ok());
+        // `create` on the existing cgroup writes the same limits again and hands back a
+        // handle that knows the quota (R14/R15 are measured against it).
+        let cgroup = match &platform.cgroups {
+            Some(cgroups) => Some(
+                cgroups
+                    .create(&found.net_name, &sup.def.size)
+                    .map_err(|e| format!("the dyno's cgroup: {e}"))?,
+            ),
+            None => None,
+        };
         let pumps = vec![relay_pump(
             state.log_socket(),
             platform.clone(),
@@ -677,6 +683,7 @@ impl Incarnation {
     /// all), the grace period, then SIGKILL to PID 1 (which takes the whole pid namespace).
     async fn stop(&mut self, sup: &mut Supervisor, lifecycle: &Lifecycle) {
         self.record_stopping(sup).await;
+        unroute(sup);
         sup.log("Stopping all processes with SIGTERM");
         if let Some(pid) = self.shim.id() {
             // SAFETY: kill has no memory-safety preconditions.
@@ -719,6 +726,7 @@ impl Incarnation {
 
     /// Once the dyno's processes are gone: its last log lines, then Heroku's `Process exited`.
     async fn reap(&mut self, sup: &Supervisor, shim: Option<std::process::ExitStatus>) {
+        unroute(sup);
         let code = self.exit_code(shim);
         self.drain_logs().await;
         // What the shim could not hand over (no reader was connected at the end).
@@ -790,6 +798,15 @@ impl Incarnation {
             sup.platform.record(move |l| l.end(id)).await;
         }
     }
+}
+
+/// Takes a web dyno that is about to stop (or has) out of the router: no new request goes to
+/// it, and the router closes its idle connections to it while the dyno's network still
+/// routes. (Closed after the route is gone, the dyno's ends of those connections would wait
+/// for an answer that cannot come, and hold its namespace and link for a minute.) The state
+/// stays as it is until the dyno is down.
+fn unroute(sup: &Supervisor) {
+    sup.status.send_if_modified(|s| s.ip.take().is_some());
 }
 
 /// The lines of a dead dyno's `unsent.log` (see `dyno_sandbox::output`).

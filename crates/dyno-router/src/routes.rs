@@ -69,7 +69,7 @@ pub struct RouteTable {
     table: Arc<ArcSwap<Table>>,
     write: Arc<Mutex<()>>,
     /// Woken on every change (the router drops connections to dynos that left).
-    changed: Arc<tokio::sync::Notify>,
+    changed: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 /// Normalise a Host header value: lowercase, port stripped, trailing dot dropped.
@@ -107,12 +107,13 @@ impl RouteTable {
         let mut t = Table::clone(&self.table.load());
         f(&mut t);
         self.table.store(Arc::new(t));
-        self.changed.notify_waiters();
+        self.changed.send_modify(|generation| *generation += 1);
     }
 
-    /// Resolves at the next change of the table.
-    pub async fn changed(&self) {
-        self.changed.notified().await
+    /// Changes of the table, from now on. A change that comes while the receiver is busy is
+    /// not lost: its next `changed()` returns at once.
+    pub fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changed.subscribe()
     }
 
     /// Whether `addr` is one of the `up` web dynos of any app.

@@ -82,10 +82,11 @@ impl Router {
         let reap_every = (cfg.pool_idle_timeout / 2).max(Duration::from_millis(100));
         conns.spawn(async move {
             let mut tick = tokio::time::interval(reap_every);
+            let mut changes = shared.routes.changes();
             loop {
                 tokio::select! {
                     _ = tick.tick() => {}
-                    () = shared.routes.changed() => {}
+                    _ = changes.changed() => {}
                 }
                 let routes = &shared.routes;
                 shared.pool.reap(|addr| routes.routes_to(addr));

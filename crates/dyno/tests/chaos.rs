@@ -80,7 +80,7 @@ fn scaling_while_the_daemon_is_killed_at_random_leaves_the_formation_and_no_orph
         "{}",
         String::from_utf8_lossy(&deploy.stderr)
     );
-    let uid = dyno_manager::up::app_uid("chaos");
+    let uid = up.app_uid("chaos");
     let mut seed = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()

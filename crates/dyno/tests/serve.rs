@@ -323,7 +323,8 @@ fn create_deploy_scale_serve_log_and_destroy_an_app() {
 
     let status = up.interrupt();
     assert!(status.success(), "{status:?}\n{}", up.notes());
-    up.assert_nothing_left(dyno_manager::up::app_uid("hello"));
+    let uid = up.app_uid("hello");
+    up.assert_nothing_left(uid);
 }
 
 /// A running dyno's sandbox spec, found by its name in the daemon's state root (tests only:
@@ -362,7 +363,7 @@ fn a_daemon_killed_with_sigkill_adopts_its_dynos_and_loses_no_exit_status() {
         })
     };
     all_up(&up);
-    let uid = dyno_manager::up::app_uid("hello");
+    let uid = up.app_uid("hello");
     let (_, web) = dyno_spec(&up, "web.1");
     let (worker_dir, _) = dyno_spec(&up, "worker.1");
     // (A stopped dyno's link goes once the kernel has destroyed its namespace.)
@@ -374,6 +375,7 @@ fn a_daemon_killed_with_sigkill_adopts_its_dynos_and_loses_no_exit_status() {
         ))
     });
 
+    let logs_before = cli_ok(&up, &["logs", "-a", "hello", "-n", "1500"]);
     // kill -9: the daemon does nothing more. Its dynos run on and serve (straight to the dyno,
     // the router being part of the daemon), and what they print is kept for the next daemon.
     up.kill_and_restart_serve_later();
@@ -394,16 +396,17 @@ fn a_daemon_killed_with_sigkill_adopts_its_dynos_and_loses_no_exit_status() {
             .then_some(())
             .ok_or("the worker's exit is not recorded".to_string())
     });
-    let web_processes: Vec<u32> = processes_of(uid)
-        .into_iter()
-        .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/environ"))
-                .map(|env| env.windows(8).any(|w| w == b"DYNO=web"))
-                .unwrap_or(false)
+    // The web dynos' PID 1s (by their state dirs: other tests run apps named hello too).
+    let web_inits: Vec<(String, String)> = ["web.1", "web.2"]
+        .iter()
+        .map(|dyno| {
+            let (dir, _) = dyno_spec(&up, dyno);
+            let pid = std::fs::read_to_string(dir.join("init.pid")).unwrap();
+            let pid = pid.trim().to_string();
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
+            (pid, String::from_utf8_lossy(&cmdline).to_string())
         })
         .collect();
-    assert!(!web_processes.is_empty());
-
     up.restart_serve(&SERVE_ARGS);
     up.wait_api();
     assert!(
@@ -412,10 +415,13 @@ fn a_daemon_killed_with_sigkill_adopts_its_dynos_and_loses_no_exit_status() {
         up.notes()
     );
     // The web dynos are the same processes, on the same links; the worker starts again.
-    for pid in &web_processes {
-        assert!(
-            processes_of(uid).contains(pid),
-            "web process {pid} did not survive the daemon's restart"
+    for (pid, cmdline) in &web_inits {
+        let now = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        assert_eq!(
+            &String::from_utf8_lossy(&now),
+            cmdline,
+            "web PID 1 {pid} did not survive the daemon's restart\n{logs_before}\n{}",
+            up.notes()
         );
     }
     all_up(&up);
@@ -728,5 +734,6 @@ fn bad_input_through_the_api_is_a_4xx_and_changes_nothing() {
     drop(runtime);
     let status = up.interrupt();
     assert!(status.success(), "{status:?}\n{}", up.notes());
-    up.assert_nothing_left(dyno_manager::up::app_uid("hello"));
+    let uid = up.app_uid("hello");
+    up.assert_nothing_left(uid);
 }

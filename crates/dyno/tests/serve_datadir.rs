@@ -92,7 +92,8 @@ impl DaemonOnTmpfs {
         let up = self.up.as_mut().expect("the daemon runs");
         let status = up.interrupt();
         assert!(status.success(), "{status:?}\n{}", up.notes());
-        up.assert_nothing_left(dyno_manager::up::app_uid("hello"));
+        let uid = up.app_uid("hello");
+        up.assert_nothing_left(uid);
     }
 }
 

@@ -291,7 +291,8 @@ fn runtime_metrics_lines_follow_the_labs_switch() {
 
     let status = up.interrupt();
     assert!(status.success(), "{status:?}\n{}", up.notes());
-    up.assert_nothing_left(dyno_manager::up::app_uid("metered"));
+    let uid = up.app_uid("metered");
+    up.assert_nothing_left(uid);
 }
 
 /// A web process that listens on $PORT with a backlog of 16 and never accepts; a worker that
@@ -379,5 +380,6 @@ fn listen_queue_and_restarts_are_in_metrics() {
     drop(clients);
     let status = up.interrupt();
     assert!(status.success(), "{status:?}\n{}", up.notes());
-    up.assert_nothing_left(dyno_manager::up::app_uid("queued"));
+    let uid = up.app_uid("queued");
+    up.assert_nothing_left(uid);
 }

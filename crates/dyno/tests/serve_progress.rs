@@ -73,5 +73,6 @@ fn long_verbs_redraw_their_progress_on_a_terminal_and_stay_quiet_with_json() {
 
     let status = up.interrupt();
     assert!(status.success(), "{status:?}\n{}", up.notes());
-    up.assert_nothing_left(dyno_manager::up::app_uid("slow"));
+    let uid = up.app_uid("slow");
+    up.assert_nothing_left(uid);
 }

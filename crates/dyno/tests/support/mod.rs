@@ -63,8 +63,16 @@ impl Up {
                 .arg(scratch.join("state"))
                 .arg("--run-dir")
                 .arg(&lab.run_dir.0)
+                .arg("--uid-range")
+                .arg(uid_range_of(scratch).to_string())
                 .args(extra);
         })
+    }
+
+    /// The uid `dyno serve` runs `app` as: each test's daemon has uids of its own, so that
+    /// tests running apps of the same name never count each other's processes.
+    pub fn app_uid(&self, app: &str) -> u32 {
+        dyno_manager::up::app_uid_in(app, *uid_range_of(&self.scratch))
     }
 
     /// SIGKILL the daemon (no cleanup of its own), then start a new `dyno serve` on the same
@@ -94,6 +102,8 @@ impl Up {
             .arg(self.scratch.join("state"))
             .arg("--run-dir")
             .arg(&self.lab.run_dir.0)
+            .arg("--uid-range")
+            .arg(uid_range_of(&self.scratch).to_string())
             .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -334,6 +344,31 @@ pub fn collect(stream: impl Read + Send + 'static) -> Arc<Mutex<Vec<String>>> {
         }
     });
     lines
+}
+
+/// 1,000 uids for the daemon of the test whose scratch dir this is (above `dyno up`'s default
+/// range).
+fn uid_range_of(scratch: &Path) -> UidRangeArg {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    scratch.hash(&mut hasher);
+    let first = 1_000_000 + (hasher.finish() % 3000) as u32 * 1000;
+    UidRangeArg(dyno_manager::up::UidRange { first, count: 1000 })
+}
+
+struct UidRangeArg(dyno_manager::up::UidRange);
+
+impl std::fmt::Display for UidRangeArg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}-{}", self.0.first, self.0.first + self.0.count - 1)
+    }
+}
+
+impl std::ops::Deref for UidRangeArg {
+    type Target = dyno_manager::up::UidRange;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
 }
 
 /// Host pids of processes running as `uid`.
