@@ -22,7 +22,7 @@ fn hello_runs_serves_through_its_dyno_address_and_leaves_nothing() {
     up.wait_up("worker.1", Duration::from_secs(30));
     let ip = up.address_of("web.1");
     let answer = up.get(ip, 5000, "/");
-    assert!(answer.starts_with("HTTP/1.0 200"), "{answer}");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     assert!(answer.contains("Hello from web.1"), "{answer}");
     // Through the router, as a user would: http://hello.localhost:8080/
     let answer = up.get_via_router("hello.localhost", "/");
