@@ -487,25 +487,8 @@ async fn run_async(command: PlatformCommand) -> Result<(), String> {
                 changes.insert(k.to_string(), Some(v.to_string()));
             }
             let keys: Vec<&str> = changes.keys().map(|k| k.as_str()).collect();
-            let progress = Progress::start(
-                Mode::for_output(json),
-                &format!("Setting {} and restarting ⬢ {app}", keys.join(", ")),
-            );
-            let goal = live_goal(&progress, progress::release_goal(&api, &app)).await;
-            let config: BTreeMap<String, String> = progress
-                .follow(
-                    &api,
-                    &app,
-                    &goal,
-                    api.patch(&format!("/apps/{app}/config"), &changes),
-                )
-                .await
-                .map_err(e)?;
-            let version = if json {
-                String::new()
-            } else {
-                current_version(&api, &app).await
-            };
+            let title = format!("Setting {} and restarting ⬢ {app}", keys.join(", "));
+            let (config, version) = patch_config(&api, &app, json, &title, &changes).await?;
             out(json, &config, || {
                 format!("done{version}\n{}", show_config(&app, &config))
             });
@@ -513,25 +496,8 @@ async fn run_async(command: PlatformCommand) -> Result<(), String> {
         PlatformCommand::ConfigUnset { keys, app, .. } => {
             let changes: BTreeMap<String, Option<String>> =
                 keys.iter().map(|k| (k.clone(), None)).collect();
-            let progress = Progress::start(
-                Mode::for_output(json),
-                &format!("Unsetting {} and restarting ⬢ {app}", keys.join(", ")),
-            );
-            let goal = live_goal(&progress, progress::release_goal(&api, &app)).await;
-            let config: BTreeMap<String, String> = progress
-                .follow(
-                    &api,
-                    &app,
-                    &goal,
-                    api.patch(&format!("/apps/{app}/config"), &changes),
-                )
-                .await
-                .map_err(e)?;
-            let version = if json {
-                String::new()
-            } else {
-                current_version(&api, &app).await
-            };
+            let title = format!("Unsetting {} and restarting ⬢ {app}", keys.join(", "));
+            let (config, version) = patch_config(&api, &app, json, &title, &changes).await?;
             out(json, &config, || format!("done{version}\n"));
         }
         PlatformCommand::Rollback { version, app, .. } => {
@@ -770,6 +736,35 @@ async fn scaled_goal(api: &ApiClient, app: &str, updates: &[FormationUpdate]) ->
 
 /// `, v4`: the app's current release, for Heroku's `done, v4` after a config change (empty if
 /// it cannot be read: the change itself succeeded).
+/// `config:set` / `config:unset`: one PATCH (a new release), with progress while the dynos
+/// restart on it. Returns the new config and the end of the `done` line (`, v7`; nothing with
+/// --json).
+async fn patch_config(
+    api: &ApiClient,
+    app: &str,
+    json: bool,
+    title: &str,
+    changes: &BTreeMap<String, Option<String>>,
+) -> Result<(BTreeMap<String, String>, String), String> {
+    let progress = Progress::start(Mode::for_output(json), title);
+    let goal = live_goal(&progress, progress::release_goal(api, app)).await;
+    let config: BTreeMap<String, String> = progress
+        .follow(
+            api,
+            app,
+            &goal,
+            api.patch(&format!("/apps/{app}/config"), changes),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    let version = if json {
+        String::new()
+    } else {
+        current_version(api, app).await
+    };
+    Ok((config, version))
+}
+
 async fn current_version(api: &ApiClient, app: &str) -> String {
     let releases: Result<Vec<dyno_api::Release>, _> =
         api.get(&format!("/apps/{app}/releases")).await;

@@ -11,22 +11,11 @@ use support::*;
 
 /// `dyno --socket S ARGS…`: (success, stdout, stderr).
 fn cli(up: &Up, args: &[&str]) -> (bool, String, String) {
-    let out = up.cli(args);
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    up.cli_result(args)
 }
 
 fn cli_ok(up: &Up, args: &[&str]) -> String {
-    let (ok, stdout, stderr) = cli(up, args);
-    assert!(
-        ok,
-        "dyno {args:?} failed:\n{stdout}{stderr}\n--- daemon:\n{}",
-        up.notes()
-    );
-    stdout
+    up.cli_succeeds(args).0
 }
 
 fn cli_err(up: &Up, args: &[&str]) -> String {
@@ -178,18 +167,7 @@ fn create_deploy_scale_serve_log_and_destroy_an_app() {
     );
 
     // Prometheus metrics on the API: dynos by state, the router's requests.
-    let metrics = {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        let api = dyno_api::ApiClient::unix(up.api_socket());
-        let resp = runtime
-            .block_on(api.request(hyper::Method::GET, "/metrics", None, Default::default()))
-            .unwrap();
-        assert_eq!(resp.status, 200);
-        String::from_utf8(resp.body.to_vec()).unwrap()
-    };
+    let metrics = up.metrics();
     assert!(
         metrics.contains("dyno_dynos{app=\"hello\",state=\"up\"} 2\n"),
         "{metrics}"

@@ -113,22 +113,11 @@ impl Drop for DaemonOnTmpfs {
 
 /// `dyno ARGS…` against the daemon: (success, stdout, stderr).
 fn cli(up: &Up, args: &[&str]) -> (bool, String, String) {
-    let out = up.cli(args);
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    up.cli_result(args)
 }
 
 fn cli_ok(up: &Up, args: &[&str]) -> String {
-    let (ok, stdout, stderr) = cli(up, args);
-    assert!(
-        ok,
-        "dyno {args:?} failed:\n{stdout}{stderr}\n--- daemon:\n{}",
-        up.notes()
-    );
-    stdout
+    up.cli_succeeds(args).0
 }
 
 /// The command fails, prints nothing on stdout, and its message contains every one of `words`.

@@ -23,22 +23,11 @@ const SERVE_ARGS: [&str; 6] = [
 
 /// `dyno ARGS…` against the test's daemon: (success, stdout, stderr).
 fn cli(up: &Up, args: &[&str]) -> (bool, String, String) {
-    let out = up.cli(args);
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    up.cli_result(args)
 }
 
 fn cli_ok(up: &Up, args: &[&str]) -> (String, String) {
-    let (ok, stdout, stderr) = cli(up, args);
-    assert!(
-        ok,
-        "dyno {args:?} failed:\n{stdout}{stderr}\n--- daemon:\n{}",
-        up.notes()
-    );
-    (stdout, stderr)
+    up.cli_succeeds(args)
 }
 
 /// A daemon with app `app` created and `dir` deployed; returns once `web.1` is up.
@@ -85,20 +74,6 @@ fn megabytes(value: &str) -> f64 {
         .strip_suffix("MB")
         .and_then(|v| v.parse().ok())
         .unwrap_or_else(|| panic!("not a MB value: {value}"))
-}
-
-/// `GET /metrics` on the daemon's API.
-fn metrics(up: &Up) -> String {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let api = dyno_api::ApiClient::unix(up.api_socket());
-    let resp = runtime
-        .block_on(api.request(hyper::Method::GET, "/metrics", None, Default::default()))
-        .unwrap();
-    assert_eq!(resp.status, 200);
-    String::from_utf8(resp.body.to_vec()).unwrap()
 }
 
 /// The value of the series line that starts with `series ` (name and labels), if there is one.
@@ -318,7 +293,7 @@ fn listen_queue_and_restarts_are_in_metrics() {
 
     let queue = "dyno_listen_queue{app=\"queued\",dyno=\"web.1\"}";
     let backlog = "dyno_listen_backlog{app=\"queued\",dyno=\"web.1\"}";
-    let before = metrics(&up);
+    let before = up.metrics();
     assert_eq!(series_value(&before, queue), Some(0.0), "{before}");
     assert_eq!(series_value(&before, backlog), Some(16.0), "{before}");
     assert!(
@@ -342,7 +317,7 @@ fn listen_queue_and_restarts_are_in_metrics() {
         })
         .collect();
     let queued = poll_until(Duration::from_secs(10), Duration::from_millis(100), || {
-        let now = metrics(&up);
+        let now = up.metrics();
         match series_value(&now, queue) {
             Some(n) if n >= 3.0 => Ok(n),
             _ => Err(format!("the queue did not fill:\n{now}")),
@@ -355,7 +330,7 @@ fn listen_queue_and_restarts_are_in_metrics() {
     let started = Instant::now();
     let worker = "dyno_restarts_total{app=\"queued\",dyno=\"worker.1\"}";
     let restarts = poll_until(Duration::from_secs(20), Duration::from_millis(200), || {
-        let now = metrics(&up);
+        let now = up.metrics();
         match series_value(&now, worker) {
             Some(n) if n >= 1.0 => Ok(n),
             _ => Err(format!(
@@ -365,7 +340,7 @@ fn listen_queue_and_restarts_are_in_metrics() {
         }
     });
     assert!(restarts >= 1.0);
-    let now = metrics(&up);
+    let now = up.metrics();
     assert_eq!(
         series_value(&now, "dyno_restarts_total{app=\"queued\",dyno=\"web.1\"}"),
         Some(0.0),

@@ -163,42 +163,50 @@ pub fn listen_queue(netns_path: &Path, port: u16) -> Result<Option<ListenQueue>,
 
 /// Per-dyno series in the Prometheus text format.
 pub fn render_dyno_series(out: &mut String, series: &[DynoSeries]) {
-    out.push_str("# HELP dyno_restarts_total Restarts of a dyno after it crashed.\n");
-    out.push_str("# TYPE dyno_restarts_total counter\n");
-    for s in series {
-        let _ = writeln!(
-            out,
-            "dyno_restarts_total{{app=\"{}\",dyno=\"{}\"}} {}",
-            label(&s.app),
-            label(&s.dyno),
-            s.restarts
-        );
-    }
-    out.push_str("# HELP dyno_listen_queue Connections waiting in the accept queue of a web dyno's listener on $PORT.\n");
-    out.push_str("# TYPE dyno_listen_queue gauge\n");
-    for s in series {
-        if let Some(q) = s.listen {
-            let _ = writeln!(
-                out,
-                "dyno_listen_queue{{app=\"{}\",dyno=\"{}\"}} {}",
-                label(&s.app),
-                label(&s.dyno),
-                q.queued
-            );
-        }
-    }
-    out.push_str(
-        "# HELP dyno_listen_backlog The listen backlog of a web dyno's listener on $PORT.\n",
+    per_dyno(
+        out,
+        "dyno_restarts_total",
+        "counter",
+        "Restarts of a dyno after it crashed.",
+        series,
+        |s| Some(u64::from(s.restarts)),
     );
-    out.push_str("# TYPE dyno_listen_backlog gauge\n");
+    per_dyno(
+        out,
+        "dyno_listen_queue",
+        "gauge",
+        "Connections waiting in the accept queue of a web dyno's listener on $PORT.",
+        series,
+        |s| s.listen.map(|q| u64::from(q.queued)),
+    );
+    per_dyno(
+        out,
+        "dyno_listen_backlog",
+        "gauge",
+        "The listen backlog of a web dyno's listener on $PORT.",
+        series,
+        |s| s.listen.map(|q| u64::from(q.backlog)),
+    );
+}
+
+/// One metric with a line per dyno that has a value.
+fn per_dyno(
+    out: &mut String,
+    name: &str,
+    kind: &str,
+    help: &str,
+    series: &[DynoSeries],
+    value: impl Fn(&DynoSeries) -> Option<u64>,
+) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
     for s in series {
-        if let Some(q) = s.listen {
+        if let Some(v) = value(s) {
             let _ = writeln!(
                 out,
-                "dyno_listen_backlog{{app=\"{}\",dyno=\"{}\"}} {}",
+                "{name}{{app=\"{}\",dyno=\"{}\"}} {v}",
                 label(&s.app),
-                label(&s.dyno),
-                q.backlog
+                label(&s.dyno)
             );
         }
     }

@@ -124,6 +124,42 @@ impl Up {
             .unwrap()
     }
 
+    /// `dyno ARGS…` against this `dyno serve`: (success, stdout, stderr).
+    pub fn cli_result(&self, args: &[&str]) -> (bool, String, String) {
+        let out = self.cli(args);
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// (stdout, stderr) of `dyno ARGS…`, which must succeed (else the test fails with the
+    /// daemon's notes).
+    pub fn cli_succeeds(&self, args: &[&str]) -> (String, String) {
+        let (ok, stdout, stderr) = self.cli_result(args);
+        assert!(
+            ok,
+            "dyno {args:?} failed:\n{stdout}{stderr}\n--- daemon:\n{}",
+            self.notes()
+        );
+        (stdout, stderr)
+    }
+
+    /// `GET /metrics` on this `dyno serve`'s API.
+    pub fn metrics(&self) -> String {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let api = dyno_api::ApiClient::unix(self.api_socket());
+        let resp = runtime
+            .block_on(api.request(hyper::Method::GET, "/metrics", None, Default::default()))
+            .unwrap();
+        assert_eq!(resp.status, 200);
+        String::from_utf8(resp.body.to_vec()).unwrap()
+    }
+
     /// Waits until this `dyno serve` answers on its API socket.
     pub fn wait_api(&self) {
         poll_until(Duration::from_secs(60), Duration::from_millis(20), || {
