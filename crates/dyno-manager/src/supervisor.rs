@@ -331,7 +331,13 @@ async fn supervise(
     loop {
         let started = Instant::now();
         let incarnation = match found.take() {
-            Some(found) => Incarnation::adopt(&sup, found),
+            Some(found) => {
+                let adopted = Incarnation::adopt(&sup, found.clone());
+                if adopted.is_err() {
+                    discard(&sup, &found).await;
+                }
+                adopted
+            }
             None => {
                 sup.log(format!(
                     "Starting process with command `{}`",
@@ -798,6 +804,39 @@ impl Incarnation {
             sup.platform.record(move |l| l.end(id)).await;
         }
     }
+}
+
+/// A found incarnation that could not be adopted: stopped for good (SIGKILL to its shim and to
+/// every process of its cgroup; PID 1's death takes its pid namespace) and removed, so that
+/// the dyno can start afresh.
+async fn discard(sup: &Supervisor, found: &Adoptee) {
+    let platform = &sup.platform;
+    // SAFETY: kill has no memory-safety preconditions; the caller checked the pid is our shim.
+    unsafe { libc::kill(found.shim_pid as libc::pid_t, libc::SIGKILL) };
+    let state = StateDir(platform.state_root.join(&found.net_name));
+    let init = std::fs::read_to_string(state.init_pid())
+        .ok()
+        .and_then(|p| p.trim().parse::<libc::pid_t>().ok());
+    if let Some(pid) = init.filter(|pid| *pid > 0) {
+        // SAFETY: as above; a PID 1 recorded by our shim.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    }
+    if let Some(cgroup) = platform
+        .cgroups
+        .as_ref()
+        .and_then(|c| c.existing(&found.net_name).ok())
+    {
+        let _ = cgroup.kill_all();
+        let _ = cgroup.remove();
+    }
+    let removed = platform.network().down(&found.net_name);
+    if let Err(e) = removed {
+        sup.log(format!("Error removing the dyno's network: {e}"));
+    }
+    let _ = std::fs::remove_dir_all(&state.0);
+    let id = found.intent;
+    platform.record(move |l| l.stopping(id)).await;
+    platform.record(move |l| l.end(id)).await;
 }
 
 /// Takes a web dyno that is about to stop (or has) out of the router: no new request goes to

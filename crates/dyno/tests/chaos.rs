@@ -2,7 +2,8 @@
 //! is killed with SIGKILL at a random moment and started again, round after round. After every
 //! restart the formation is what was asked (or, when the kill came before the change was
 //! committed, what it was), exactly that many web dynos run (the ones that ran before the kill
-//! adopted, not restarted), and there is no orphan namespace, link, state dir, cgroup or process. Rounds: `DYNO_CHAOS_ROUNDS` (default 100).
+//! adopted, not restarted), and there is no orphan namespace, link, state dir, process, dyno row
+//! or address lease. Rounds: `DYNO_CHAOS_ROUNDS` (default 100).
 
 mod support;
 
@@ -52,6 +53,23 @@ fn perls_of(uid: u32) -> usize {
             std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "perl")
         })
         .count()
+}
+
+/// (dyno rows, address leases) in the daemon's store, read beside it (WAL: readers never
+/// block its writer).
+fn recorded(up: &Up) -> (usize, usize) {
+    let db = rusqlite::Connection::open_with_flags(
+        up.scratch.join("data/state.db"),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
+    .unwrap();
+    let count = |table: &str| -> usize {
+        db.query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| {
+            r.get::<_, i64>(0)
+        })
+        .unwrap() as usize
+    };
+    (count("dynos"), count("leases"))
 }
 
 /// How many dynos the daemon said it adopted at start.
@@ -128,12 +146,19 @@ fn scaling_while_the_daemon_is_killed_at_random_leaves_the_formation_and_no_orph
             let netns = std::fs::read_dir(&up.lab.run_dir.0).unwrap().count();
             let state_dirs = std::fs::read_dir(up.scratch.join("state")).unwrap().count();
             let perls = perls_of(uid);
-            (links == n && netns == n && state_dirs == n && perls == n)
+            let (rows, leases) = recorded(&up);
+            (links == n && netns == n && state_dirs == n && perls == n && rows == n && leases == n)
                 .then_some(())
-                .ok_or(format!(
-                    "round {round}: {links} links, {netns} namespaces, {state_dirs} state dirs, \
-                     {perls} app processes for {n} dynos"
-                ))
+                .ok_or_else(|| {
+                    let logs = up.cli(&["logs", "-a", "chaos", "-n", "300"]);
+                    format!(
+                        "round {round}: {links} links, {netns} namespaces, {state_dirs} state \
+                         dirs, {perls} app processes, {rows} dyno rows, {leases} leases for {n} \
+                         dynos\n{}\n{}",
+                        up.notes(),
+                        String::from_utf8_lossy(&logs.stdout)
+                    )
+                })
         });
         if adopted(&up.notes()) > 0 {
             rounds_with_adoption += 1;

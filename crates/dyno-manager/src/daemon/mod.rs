@@ -311,22 +311,25 @@ impl Daemon {
                 );
             }
         }
+        // Their rows go last (a full or read-only data dir keeps them for the next start: the
+        // daemon still starts and adopts what runs).
         let ended_ids: Vec<i64> = stock.ended.iter().map(|e| e.dyno.id).collect();
-        daemon
+        let forgotten = daemon
             .with_store(move |s| {
                 for id in ended_ids {
-                    s.update_dyno(
-                        id,
-                        &DynoUpdate {
-                            state: Some(DynoState::Stopping),
-                            ..DynoUpdate::default()
-                        },
-                    )?;
+                    let stopping = DynoUpdate {
+                        state: Some(DynoState::Stopping),
+                        ..DynoUpdate::default()
+                    };
+                    s.update_dyno(id, &stopping)?;
                     s.remove_dyno(id)?;
                 }
                 Ok(())
             })
-            .await?;
+            .await;
+        if let Err(e) = forgotten {
+            tracing::warn!(error = %e, "reconcile: forget the ended dynos");
+        }
         if !adoptees.is_empty() || !stock.ended.is_empty() || !stock.orphans.is_empty() {
             eprintln!(
                 "dyno serve: took over from an earlier daemon: {} dyno(s) adopted, {} ended \
