@@ -160,6 +160,14 @@ fn scaling_while_the_daemon_is_killed_at_random_leaves_the_formation_and_no_orph
                     )
                 })
         });
+        // Every dyno found was adopted or ended cleanly: none failed to start or to be taken
+        // over (a failed adoption would leave its processes behind).
+        let logs = up.cli(&["logs", "-a", "chaos", "-n", "1500"]);
+        let logs = String::from_utf8_lossy(&logs.stdout);
+        assert!(
+            !logs.contains("Error starting dyno"),
+            "round {round}:\n{logs}"
+        );
         if adopted(&up.notes()) > 0 {
             rounds_with_adoption += 1;
         }
