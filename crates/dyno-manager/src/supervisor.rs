@@ -795,6 +795,7 @@ impl Incarnation {
                 sup.log(format!("Error removing the dyno's cgroup: {e}"));
             }
         }
+        destroy_leftover_sockets(&self.netns);
         let removed = sup.platform.network().down(&self.net_name);
         if let Err(e) = removed {
             sup.log(format!("Error removing the dyno's network: {e}"));
@@ -829,6 +830,8 @@ async fn discard(sup: &Supervisor, found: &Adoptee) {
         let _ = cgroup.kill_all();
         let _ = cgroup.remove();
     }
+    let run_dir = platform.network().run_dir().clone();
+    destroy_leftover_sockets_of(&run_dir, &found.net_name);
     let removed = platform.network().down(&found.net_name);
     if let Err(e) = removed {
         sup.log(format!("Error removing the dyno's network: {e}"));
@@ -837,6 +840,26 @@ async fn discard(sup: &Supervisor, found: &Adoptee) {
     let id = found.intent;
     platform.record(move |l| l.stopping(id)).await;
     platform.record(move |l| l.end(id)).await;
+}
+
+/// Ends the TCP sockets a dead dyno left in its namespace: orphans whose peers will never
+/// answer once its route is gone hold the namespace and its host link for minutes otherwise.
+/// Best effort (a kernel without sock_diag destroy leaves them to its timers).
+pub fn destroy_leftover_sockets(netns: &dyno_net::ns::Netns) {
+    let destroyed = SockDiag::open_in(netns).and_then(|mut diag| diag.destroy_tcp_sockets());
+    if let Err(e) = destroyed {
+        tracing::debug!(error = %e, "destroy the dyno's leftover sockets");
+    }
+}
+
+/// [`destroy_leftover_sockets`] for the dyno network `net_name` of `run_dir`, if it is bound.
+pub fn destroy_leftover_sockets_of(run_dir: &dyno_net::dyno::RunDir, net_name: &str) {
+    let Ok(name) = dyno_net::names::DynoName::new(net_name) else {
+        return;
+    };
+    if let Ok(netns) = dyno_net::ns::Netns::open(run_dir.netns_path(&name)) {
+        destroy_leftover_sockets(&netns);
+    }
 }
 
 /// Takes a web dyno that is about to stop (or has) out of the router: no new request goes to

@@ -14,7 +14,7 @@ use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use netlink_packet_sock_diag::constants::{
-    AF_INET, AF_INET6, IPPROTO_TCP, TCP_ESTABLISHED, TCP_LISTEN,
+    AF_INET, AF_INET6, IPPROTO_TCP, SOCK_DESTROY, TCP_ESTABLISHED, TCP_LISTEN,
 };
 use netlink_packet_sock_diag::inet::{ExtensionFlags, InetRequest, SocketId, StateFlags};
 use netlink_packet_sock_diag::SockDiagMessage;
@@ -131,6 +131,41 @@ impl SockDiag {
         Ok(sockets
             .iter()
             .any(|s| s.state == TCP_LISTEN && s.port == port))
+    }
+
+    /// Destroys every TCP socket of the namespace (`SOCK_DESTROY`, as `ss -K` does) and says
+    /// how many went. For a dyno whose processes are all gone: what is left are orphans (a FIN
+    /// still unanswered, data unacknowledged) that would hold the namespace, and its host
+    /// link, for up to a couple of minutes. A kernel without `CONFIG_INET_DIAG_DESTROY`
+    /// refuses with `EOPNOTSUPP`: then the kernel's own timers end them.
+    pub fn destroy_tcp_sockets(&mut self) -> Result<usize, DiagError> {
+        let mut destroyed = 0;
+        for family in Family::BOTH {
+            let object = family.object();
+            let make_request = || tcp_dump_request(family, StateFlags::all(), None);
+            for message in self.socket.dump(make_request, object.clone())? {
+                let SockDiagMessage::InetResponse(response) = message else {
+                    continue;
+                };
+                let request = SockDiagMessage::InetRequest(InetRequest {
+                    family: response.header.family,
+                    protocol: IPPROTO_TCP,
+                    extensions: ExtensionFlags::empty(),
+                    states: StateFlags::all(),
+                    socket_id: response.header.socket_id.clone(),
+                });
+                match self
+                    .socket
+                    .request_as(request, SOCK_DESTROY, object.clone())
+                {
+                    Ok(_) => destroyed += 1,
+                    // Gone meanwhile, or a kind the kernel does not destroy (TIME_WAIT).
+                    Err(e) if matches!(e.errno(), Some(libc::ENOENT) | Some(libc::EINVAL)) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+        Ok(destroyed)
     }
 
     /// TCP sockets in `states` (and on local port `port`, if given), IPv4 then IPv6.

@@ -371,3 +371,32 @@ fn listeners_on_one_port_have_its_queue_only() {
     );
     assert!(diag.listeners_on(5012).expect("listeners_on").is_empty());
 }
+
+/// What a dyno leaves when its processes are gone: a listener, connections in every state.
+/// `destroy_tcp_sockets` ends them all (they would hold the namespace otherwise).
+#[test]
+fn destroy_ends_every_tcp_socket_of_the_namespace() {
+    require_root();
+    let (netns, mut diag) = namespace_with_diag();
+    let addr: SocketAddr = "127.0.0.1:7100".parse().unwrap();
+    let listener = listener_with_backlog(&netns, addr, 8);
+    let clients = connect_clients(&netns, addr, 3);
+    let (accepted, _) = listener.accept().expect("accept one client");
+    // The listener, three clients, one accepted connection and two still queued.
+    let before = proc_net_tcp_ports_in(&netns);
+    assert_eq!(before.len(), 7, "{before:?}");
+    let destroyed = diag.destroy_tcp_sockets().expect("SOCK_DESTROY");
+    // Destroying one end of a loopback pair resets the other: not every one needs a call.
+    assert!(destroyed >= 2, "destroyed {destroyed}");
+    let after = proc_net_tcp_ports_in(&netns);
+    assert!(after.is_empty(), "left: {after:?}");
+    // Their owners see them reset.
+    let mut buf = [0u8; 1];
+    let read = std::io::Read::read(&mut &accepted, &mut buf);
+    assert!(
+        matches!(&read, Err(e) if e.kind() == ErrorKind::ConnectionAborted)
+            || matches!(&read, Err(e) if e.kind() == ErrorKind::ConnectionReset),
+        "{read:?}"
+    );
+    drop(clients);
+}

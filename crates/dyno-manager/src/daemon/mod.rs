@@ -277,6 +277,7 @@ impl Daemon {
             .chain(stock.orphans.iter().map(String::as_str))
             .collect();
         for name in &gone {
+            supervisor::destroy_leftover_sockets_of(network.run_dir(), name);
             if let Err(e) = network.down(name) {
                 tracing::warn!(dyno = %name, error = %e, "reconcile: remove the network");
             }

@@ -240,7 +240,32 @@ where
         seq
     }
 
+    /// A single acknowledged request sent as message type `message_type` rather than the
+    /// payload's own (sock_diag's `SOCK_DESTROY` carries the same body as a query).
+    pub fn request_as(
+        &mut self,
+        message: T,
+        message_type: u16,
+        object: Object,
+    ) -> Result<Vec<T>, NetlinkError> {
+        let mut batch = self.batch();
+        let seq = self.append_as(&mut batch, message, NLM_F_ACK, Some(message_type));
+        batch.tracked.push(Tracked { seq, object });
+        let mut replies = self.execute(batch)?.0;
+        replies.pop().expect("one request, one reply").result
+    }
+
     fn append(&mut self, batch: &mut Batch<T>, message: T, flags: u16) -> u32 {
+        self.append_as(batch, message, flags, None)
+    }
+
+    fn append_as(
+        &mut self,
+        batch: &mut Batch<T>,
+        message: T,
+        flags: u16,
+        message_type: Option<u16>,
+    ) -> u32 {
         let seq = self.next_seq;
         self.next_seq = self.next_seq.wrapping_add(1).max(1);
         let mut header = NetlinkHeader::default();
@@ -248,6 +273,9 @@ where
         header.sequence_number = seq;
         let mut packet = NetlinkMessage::new(header, NetlinkPayload::InnerMessage(message));
         packet.finalize();
+        if let Some(message_type) = message_type {
+            packet.header.message_type = message_type;
+        }
         let start = batch.bytes.len();
         batch.bytes.resize(start + packet.buffer_len(), 0);
         packet.serialize(&mut batch.bytes[start..]);
