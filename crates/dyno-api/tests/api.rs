@@ -666,6 +666,22 @@ async fn second_daemon_on_a_live_socket_fails_clearly() {
     assert_eq!(mode(&s.sock), 0o600);
 }
 
+/// A killed daemon's socket may live on for a moment in a process that inherited it (a child
+/// between fork and exec): connects queue there, nothing answers. That is not a daemon.
+#[tokio::test]
+async fn a_socket_that_accepts_but_never_answers_is_replaced() {
+    let dir = TempDir::new("mute");
+    let sock = dir.0.join("api.sock");
+    let mute = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    let listener = bind_unix(&sock).await.unwrap();
+    let task = tokio::spawn(serve_unix_listener(listener, Arc::new(Fake::default())));
+    let client = ApiClient::unix(&sock);
+    client.create_app("after-mute").await.unwrap();
+    task.abort();
+    let _ = task.await;
+    drop(mute);
+}
+
 #[tokio::test]
 async fn stale_socket_is_replaced_and_other_files_are_not() {
     let dir = TempDir::new("stale");

@@ -8,8 +8,8 @@
 //! `rename(2)` it onto the final path. The rename is atomic: the path names either the old file
 //! or our socket, already 0600, and a stale socket file is replaced in the same step.
 //!
-//! A live socket is never replaced: if a connect to the existing path succeeds, another daemon
-//! serves it and we refuse to start. (Between that test and the rename a second daemon starting
+//! A live socket is never replaced: if a connect to the existing path succeeds and an HTTP
+//! answer comes back, another daemon serves it and we refuse to start. (Between that test and the rename a second daemon starting
 //! at the very same moment could still lose its socket; a lock file would close that gap.)
 
 use std::fs;
@@ -141,8 +141,18 @@ async fn check_existing(path: &Path) -> Result<(), ServeError> {
         });
     }
     match tokio::time::timeout(Duration::from_secs(2), UnixStream::connect(path)).await {
-        // Accepted, or so busy its backlog is full: alive either way.
-        Ok(Ok(_)) | Err(_) => Err(ServeError::AlreadyListening(path.to_path_buf())),
+        // Accepted: alive if it answers. A socket can outlive its daemon for a moment in a
+        // process that inherited it (a child between fork and exec when the daemon was
+        // killed): connects are queued there, but nothing ever answers.
+        Ok(Ok(stream)) => {
+            if answers(stream).await {
+                Err(ServeError::AlreadyListening(path.to_path_buf()))
+            } else {
+                Ok(())
+            }
+        }
+        // So busy its backlog is full: alive.
+        Err(_) => Err(ServeError::AlreadyListening(path.to_path_buf())),
         Ok(Err(e)) if e.kind() == io::ErrorKind::ConnectionRefused => Ok(()),
         Ok(Err(source)) => Err(ServeError::Io {
             what: "test whether a daemon listens on",
@@ -150,4 +160,21 @@ async fn check_existing(path: &Path) -> Result<(), ServeError> {
             source,
         }),
     }
+}
+
+/// Whether an HTTP server answers on `stream` within 2 s (a daemon answers at once).
+async fn answers(mut stream: UnixStream) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let ask = async {
+        stream
+            .write_all(b"GET /apps HTTP/1.1\r\nHost: dyno\r\nConnection: close\r\n\r\n")
+            .await?;
+        let mut first = [0u8; 5];
+        stream.read_exact(&mut first).await?;
+        Ok::<bool, io::Error>(&first == b"HTTP/")
+    };
+    matches!(
+        tokio::time::timeout(Duration::from_secs(2), ask).await,
+        Ok(Ok(true))
+    )
 }

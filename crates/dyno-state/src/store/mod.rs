@@ -275,15 +275,31 @@ fn lock_dir(dir: &Path) -> Result<OwnedFd, StateError> {
         Mode::empty(),
     )
     .map_err(|e| StateError::io(format!("opening data dir {}", dir.display()), e.into()))?;
-    match flock(&fd, FlockOperation::NonBlockingLockExclusive) {
-        Ok(()) => Ok(fd),
-        Err(rustix::io::Errno::WOULDBLOCK) => Err(StateError::Locked { dir: dir.into() }),
-        Err(e) => Err(StateError::io(
-            format!("locking data dir {}", dir.display()),
-            e.into(),
-        )),
+    // A daemon killed a moment ago may still hold the lock through a child that was between
+    // fork and exec when it died (the child's copy of the descriptor goes at its exec): ask
+    // again for a short while before calling the dir taken.
+    let deadline = std::time::Instant::now() + LOCK_PATIENCE;
+    loop {
+        match flock(&fd, FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => return Ok(fd),
+            Err(rustix::io::Errno::WOULDBLOCK) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(rustix::io::Errno::WOULDBLOCK) => {
+                return Err(StateError::Locked { dir: dir.into() })
+            }
+            Err(e) => {
+                return Err(StateError::io(
+                    format!("locking data dir {}", dir.display()),
+                    e.into(),
+                ))
+            }
+        }
     }
 }
+
+/// How long [`lock_dir`] waits for a lock that may be on its way out.
+const LOCK_PATIENCE: Duration = Duration::from_secs(1);
 
 fn open_read_write(
     dir: &Path,
