@@ -243,7 +243,7 @@ fn live_init_pid(dir: &StateDir) -> Option<libc::pid_t> {
 }
 
 /// Every live `… __shim <state_root>/<name>` process: name → pid.
-fn shims_under(state_root: &Path) -> BTreeMap<String, libc::pid_t> {
+pub fn shims_under(state_root: &Path) -> BTreeMap<String, libc::pid_t> {
     let mut found = BTreeMap::new();
     let Ok(procs) = std::fs::read_dir("/proc") else {
         return found;

@@ -377,29 +377,11 @@ impl Drop for Up {
 /// SIGKILLs every `__shim <dir>` process whose dir is in `state_root`, and the dyno PID 1 each
 /// recorded (its pid namespace dies with it).
 fn kill_shims_under(state_root: &Path) {
-    let Ok(procs) = std::fs::read_dir("/proc") else {
-        return;
-    };
-    for pid in procs.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok()) {
-        let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
-            continue;
-        };
-        let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
-        let Some(dir) = args
-            .iter()
-            .position(|a| *a == b"__shim")
-            .and_then(|i| args.get(i + 1))
-            .map(|d| PathBuf::from(String::from_utf8_lossy(d).into_owned()))
-        else {
-            continue;
-        };
-        if dir.parent() != Some(state_root) {
-            continue;
-        }
-        let init = std::fs::read_to_string(dir.join("init.pid"))
+    for (name, pid) in dyno_manager::daemon::reconcile::shims_under(state_root) {
+        let init = std::fs::read_to_string(state_root.join(name).join("init.pid"))
             .ok()
             .and_then(|p| p.trim().parse::<i32>().ok());
-        // SAFETY: kill with pids of processes this test's daemon started (checked above).
+        // SAFETY: kill with pids of processes this test's daemon started.
         unsafe {
             if let Some(init) = init.filter(|p| *p > 0) {
                 libc::kill(init, libc::SIGKILL);
