@@ -745,12 +745,9 @@ impl Incarnation {
 
     /// SIGKILL to the dyno's PID 1: the kernel then kills every process in its pid namespace.
     fn kill(&self) {
-        let pid = std::fs::read_to_string(self.state.init_pid())
-            .ok()
-            .and_then(|p| p.trim().parse::<libc::pid_t>().ok());
-        match pid {
+        match launch::live_init_pid(&self.state) {
             // SAFETY: kill has no memory-safety preconditions.
-            Some(pid) if pid > 0 => unsafe {
+            Some(pid) => unsafe {
                 libc::kill(pid, libc::SIGKILL);
             },
             _ => {
@@ -815,11 +812,8 @@ async fn discard(sup: &Supervisor, found: &Adoptee) {
     // SAFETY: kill has no memory-safety preconditions; the caller checked the pid is our shim.
     unsafe { libc::kill(found.shim_pid as libc::pid_t, libc::SIGKILL) };
     let state = StateDir(platform.state_root.join(&found.net_name));
-    let init = std::fs::read_to_string(state.init_pid())
-        .ok()
-        .and_then(|p| p.trim().parse::<libc::pid_t>().ok());
-    if let Some(pid) = init.filter(|pid| *pid > 0) {
-        // SAFETY: as above; a PID 1 recorded by our shim.
+    if let Some(pid) = launch::live_init_pid(&state) {
+        // SAFETY: as above; a dyno's PID 1 recorded by our shim.
         unsafe { libc::kill(pid, libc::SIGKILL) };
     }
     if let Some(cgroup) = platform

@@ -118,6 +118,7 @@ pub enum UpError {
 pub struct Plan {
     pub app: String,
     pub uid: u32,
+    /// Every process type of the Procfile with how many dynos it gets (0: none).
     pub dynos: Vec<(ProcessType, u32)>,
     pub env: Vec<(String, String)>,
 }
@@ -151,7 +152,8 @@ pub fn plan(options: &UpOptions) -> Result<Plan, UpError> {
     }
     let counts = formation(options.formation.as_deref(), &types)?;
     for (i, t) in types.iter().enumerate() {
-        if counts.get(&t.name).copied().unwrap_or(0) > 0 {
+        // The release phase runs once at start, whatever the formation.
+        if counts.get(&t.name).copied().unwrap_or(0) > 0 || t.name == ProcessTypeName::RELEASE {
             check_command(
                 &procfile_path,
                 line_of(&procfile_path, &t.name).unwrap_or(i + 1),
@@ -166,7 +168,6 @@ pub fn plan(options: &UpOptions) -> Result<Plan, UpError> {
             let n = counts.get(&t.name).copied().unwrap_or(0);
             (t, n)
         })
-        .filter(|(_, n)| *n > 0)
         .collect();
     Ok(Plan {
         uid: app_uid_in(&app, options.uids),
@@ -193,7 +194,16 @@ pub fn app_uid_in(app: &str, range: UidRange) -> u32 {
 fn formation(spec: Option<&str>, types: &[ProcessType]) -> Result<BTreeMap<String, u32>, UpError> {
     let known: Vec<&str> = types.iter().map(|t| t.name.as_str()).collect();
     let Some(spec) = spec else {
-        return Ok(types.iter().map(|t| (t.name.clone(), 1)).collect());
+        // One of each, but the release phase is no dyno of the formation.
+        return Ok(types
+            .iter()
+            .map(|t| {
+                (
+                    t.name.clone(),
+                    u32::from(t.name != ProcessTypeName::RELEASE),
+                )
+            })
+            .collect());
     };
     let mut counts = BTreeMap::new();
     for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
@@ -334,7 +344,7 @@ pub async fn run(options: UpOptions, mut out: impl Write + Send + 'static) -> Re
                 "dyno up: {} running {count} dyno(s) as uid {}; Ctrl-C stops it",
                 plan.app, plan.uid
             );
-            if plan.dynos.iter().any(|(p, _)| p.name == "web") {
+            if plan.dynos.iter().any(|(p, n)| p.name == "web" && *n > 0) {
                 eprintln!(
                     "dyno up: the router serves http://{}.localhost:{}/ (e.g. curl -H 'Host: {}.localhost' http://{}/)",
                     plan.app,
@@ -394,20 +404,15 @@ async fn start_app(
     }
     let size = SizeName::parse(options.size.name).map_err(|e| UpError::Formation(e.to_string()))?;
     let mut formation = Vec::new();
-    for t in procfile::read_procfile(&app_dir.join("Procfile"))? {
+    for (t, quantity) in &plan.dynos {
         if t.name == ProcessTypeName::RELEASE {
             continue;
         }
-        let quantity = plan
-            .dynos
-            .iter()
-            .find(|(p, _)| p.name == t.name)
-            .map_or(0, |(_, n)| *n);
         formation.push(ScaleChange {
             process_type: ProcessTypeName::parse(&t.name)
                 .map_err(|e| UpError::Formation(e.to_string()))?,
             quantity: Some(
-                Quantity::new(quantity, 100).map_err(|e| UpError::Formation(e.to_string()))?,
+                Quantity::new(*quantity, 100).map_err(|e| UpError::Formation(e.to_string()))?,
             ),
             size: Some(size.clone()),
         });

@@ -119,6 +119,21 @@ pub fn spawn_shim(
         })
 }
 
+/// The pid in `state/init.pid` if that process is still a dyno's PID 1 (`… __init …`): a pid
+/// reused by something else since is never returned, so never signalled.
+pub fn live_init_pid(state: &StateDir) -> Option<libc::pid_t> {
+    let pid: libc::pid_t = std::fs::read_to_string(state.init_pid())
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    cmdline
+        .split(|b| *b == 0)
+        .any(|arg| arg == b"__init")
+        .then_some(pid)
+}
+
 /// How the dyno ended, once its shim has recorded it.
 pub fn exit_record(state: &StateDir) -> Option<ExitRecord> {
     let bytes = std::fs::read(state.exit()).ok()?;

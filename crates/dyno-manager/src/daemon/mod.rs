@@ -158,6 +158,15 @@ impl AppRuntime {
     }
 }
 
+/// The environment a release's dynos get from its config vars.
+fn config_env(release: &Release) -> Vec<(String, String)> {
+    release
+        .config
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
 /// The definition of a recorded dyno, from its release (for a daemon adopting it).
 fn adopted_def(
     store: &Store,
@@ -166,7 +175,7 @@ fn adopted_def(
 ) -> Result<DynoDef, DaemonError> {
     let app = app_name(&dyno.app)?;
     let release = store.release(&app, dyno.release_version)?;
-    let slug = release.slug.ok_or_else(|| {
+    let slug = release.slug.clone().ok_or_else(|| {
         DaemonError::new(
             "conflict",
             format!("{} v{} has no slug", dyno.app, release.version),
@@ -189,11 +198,7 @@ fn adopted_def(
             .get(&dyno.process_type)
             .cloned()
             .unwrap_or_default(),
-        env: release
-            .config
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect(),
+        env: config_env(&release),
         app_dir: slug.path,
         release: release.version,
         uid: app_uid_in(&dyno.app, options.uids),
@@ -557,11 +562,7 @@ impl Daemon {
             process: RELEASE_PHASE.to_string(),
             index: 1,
             command: command.to_string(),
-            env: current
-                .config
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
+            env: config_env(&current),
             app_dir: slug.to_path_buf(),
             release: current.version,
             uid: app_uid_in(name, self.options.uids),
@@ -767,11 +768,7 @@ impl Daemon {
             process: ONE_OFF.to_string(),
             index: runtime.one_offs,
             command: command.to_string(),
-            env: release
-                .config
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
+            env: config_env(&release),
             app_dir: slug.path.clone(),
             release: release.version,
             uid: app_uid_in(name, self.options.uids),
@@ -866,11 +863,7 @@ impl Daemon {
             return Ok(());
         };
         let uid = app_uid_in(name, self.options.uids);
-        let env: Vec<(String, String)> = release
-            .config
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
+        let env = config_env(&release);
         let mut started_web = Vec::new();
         let mut wanted = Vec::new();
         for entry in &formation {

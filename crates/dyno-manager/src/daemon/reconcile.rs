@@ -100,7 +100,7 @@ pub fn take_stock(options: &DaemonOptions, rows: Vec<Dyno>, cgroups: Option<&Cgr
             _ => {
                 let state = StateDir(options.state_root.join(&dyno.net_name));
                 doomed.extend(shim);
-                doomed.extend(live_init_pid(&state));
+                doomed.extend(launch::live_init_pid(&state));
                 stock.ended.push(Ended {
                     dyno,
                     exit: None,
@@ -128,7 +128,9 @@ pub fn take_stock(options: &DaemonOptions, rows: Vec<Dyno>, cgroups: Option<&Cgr
         .collect();
     for name in &stock.orphans {
         doomed.extend(shims.get(name));
-        doomed.extend(live_init_pid(&StateDir(options.state_root.join(name))));
+        doomed.extend(launch::live_init_pid(&StateDir(
+            options.state_root.join(name),
+        )));
     }
     kill_and_wait(&doomed);
     let mut ended_names: Vec<&str> = stock
@@ -161,7 +163,7 @@ pub fn take_stock(options: &DaemonOptions, rows: Vec<Dyno>, cgroups: Option<&Cgr
 pub fn end_now(options: &DaemonOptions, live: Live, cgroups: Option<&Cgroups>) -> Ended {
     let state = StateDir(options.state_root.join(&live.dyno.net_name));
     let mut doomed = vec![live.shim_pid as libc::pid_t];
-    doomed.extend(live_init_pid(&state));
+    doomed.extend(launch::live_init_pid(&state));
     kill_and_wait(&doomed);
     if let Some(cgroup) = cgroups.and_then(|c| c.existing(&live.dyno.net_name).ok()) {
         let _ = cgroup.kill_all();
@@ -225,21 +227,6 @@ fn kill_and_wait(pids: &[libc::pid_t]) {
     {
         std::thread::sleep(Duration::from_millis(10));
     }
-}
-
-/// The pid in `state/init.pid` if that process is still a dyno's PID 1 (`… __init …`): a pid
-/// reused by something else since is never signalled.
-fn live_init_pid(dir: &StateDir) -> Option<libc::pid_t> {
-    let pid: libc::pid_t = std::fs::read_to_string(dir.init_pid())
-        .ok()?
-        .trim()
-        .parse()
-        .ok()?;
-    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-    cmdline
-        .split(|b| *b == 0)
-        .any(|arg| arg == b"__init")
-        .then_some(pid)
 }
 
 /// Every live `… __shim <state_root>/<name>` process: name → pid.

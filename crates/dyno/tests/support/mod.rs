@@ -378,12 +378,10 @@ impl Drop for Up {
 /// recorded (its pid namespace dies with it).
 fn kill_shims_under(state_root: &Path) {
     for (name, pid) in dyno_manager::daemon::reconcile::shims_under(state_root) {
-        let init = std::fs::read_to_string(state_root.join(name).join("init.pid"))
-            .ok()
-            .and_then(|p| p.trim().parse::<i32>().ok());
+        let state = dyno_sandbox::spec::StateDir(state_root.join(name));
         // SAFETY: kill with pids of processes this test's daemon started.
         unsafe {
-            if let Some(init) = init.filter(|p| *p > 0) {
+            if let Some(init) = dyno_sandbox::launch::live_init_pid(&state) {
                 libc::kill(init, libc::SIGKILL);
             }
             libc::kill(pid, libc::SIGKILL);
