@@ -26,12 +26,19 @@ struct Latency {
     sum_seconds: f64,
 }
 
-/// Router counters per app.
+/// One app's router counters.
+#[derive(Default)]
+struct AppCounters {
+    /// (status, code) → requests
+    requests: BTreeMap<(u16, &'static str), u64>,
+    latency: Latency,
+}
+
+/// Router counters per app. One lock, and no allocation per request once an app is known:
+/// every request through the router passes here.
 #[derive(Default)]
 pub struct RouterMetrics {
-    /// (app, status, code) → requests
-    requests: Mutex<BTreeMap<(String, u16, &'static str), u64>>,
-    latency: Mutex<BTreeMap<String, Latency>>,
+    apps: Mutex<BTreeMap<String, AppCounters>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -53,13 +60,15 @@ impl RouterMetrics {
     /// One request, from its log line.
     pub fn observe(&self, app: &str, line: &RouterLog) {
         let code = line.code.map_or("", |c| c.code());
-        *lock(&self.requests)
-            .entry((app.to_string(), line.status, code))
-            .or_default() += 1;
+        let mut apps = lock(&self.apps);
+        let counters = match apps.get_mut(app) {
+            Some(c) => c,
+            None => apps.entry(app.to_string()).or_default(),
+        };
+        *counters.requests.entry((line.status, code)).or_default() += 1;
         if let Some(ms) = line.service_ms {
             let seconds = ms as f64 / 1000.0;
-            let mut latency = lock(&self.latency);
-            let l = latency.entry(app.to_string()).or_default();
+            let l = &mut counters.latency;
             for (i, bound) in BUCKETS.iter().enumerate() {
                 if seconds <= *bound {
                     l.buckets[i] += 1;
@@ -72,25 +81,28 @@ impl RouterMetrics {
 
     /// Forget an app (destroyed).
     pub fn remove_app(&self, app: &str) {
-        lock(&self.requests).retain(|(a, _, _), _| a != app);
-        lock(&self.latency).remove(app);
+        lock(&self.apps).remove(app);
     }
 
     /// The router's series in the Prometheus text format.
     pub fn render(&self, out: &mut String) {
         out.push_str("# HELP dyno_router_requests_total Requests through the router, by app, status and H-code.\n");
         out.push_str("# TYPE dyno_router_requests_total counter\n");
-        for ((app, status, code), n) in lock(&self.requests).iter() {
-            let _ = writeln!(
-                out,
-                "dyno_router_requests_total{{app=\"{}\",status=\"{status}\",code=\"{code}\"}} {n}",
-                label(app)
-            );
+        let apps = lock(&self.apps);
+        for (app, counters) in apps.iter() {
+            let app = label(app);
+            for ((status, code), n) in &counters.requests {
+                let _ = writeln!(
+                    out,
+                    "dyno_router_requests_total{{app=\"{app}\",status=\"{status}\",code=\"{code}\"}} {n}"
+                );
+            }
         }
         out.push_str("# HELP dyno_router_service_seconds Time from the request to the end of the response, less the connect time.\n");
         out.push_str("# TYPE dyno_router_service_seconds histogram\n");
-        for (app, l) in lock(&self.latency).iter() {
+        for (app, counters) in apps.iter().filter(|(_, c)| c.latency.count > 0) {
             let app = label(app);
+            let l = &counters.latency;
             for (bound, n) in BUCKETS.iter().zip(l.buckets) {
                 let _ = writeln!(
                     out,

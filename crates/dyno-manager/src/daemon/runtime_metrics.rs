@@ -334,8 +334,10 @@ impl Daemon {
         } else {
             self.runtime_targets(&enabled).await
         };
+        let by_net: HashMap<&str, &Target> =
+            targets.iter().map(|t| (t.net_name.as_str(), t)).collect();
         // Incarnations gone (stopped, restarted, or the feature turned off) are forgotten.
-        tracked.retain(|net_name, _| targets.iter().any(|t| &t.net_name == net_name));
+        tracked.retain(|net_name, _| by_net.contains_key(net_name.as_str()));
         if targets.is_empty() {
             return Ok(());
         }
@@ -352,7 +354,7 @@ impl Daemon {
             .map_err(|e| DaemonError::new("internal_error", e.to_string()))?;
         let now = Instant::now();
         for reading in readings {
-            let Some(target) = targets.iter().find(|t| t.net_name == reading.net_name) else {
+            let Some(target) = by_net.get(reading.net_name.as_str()) else {
                 continue;
             };
             let entry = tracked
