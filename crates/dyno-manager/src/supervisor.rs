@@ -19,7 +19,7 @@ use dyno_net::ipam::LeaseStore;
 use dyno_net::network::Network;
 use dyno_sandbox::cgroup::{Cgroups, DynoCgroup, DynoSize};
 use dyno_sandbox::launch;
-use dyno_sandbox::spec::{ExitRecord, SandboxSpec, StateDir};
+use dyno_sandbox::spec::{ExitRecord, SandboxSpec, SeccompSpec, StateDir};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -71,6 +71,9 @@ pub struct Platform {
     pub cgroups: Option<Cgroups>,
     /// Records of incarnations; `None` for a manager that keeps nothing across restarts.
     pub ledger: Option<Arc<dyn Ledger>>,
+    /// The system-call filter of this app's dynos: the default profile plus the operator's
+    /// additions for the app.
+    pub seccomp: SeccompSpec,
 }
 
 impl Platform {
@@ -90,7 +93,13 @@ impl Platform {
             logs,
             cgroups,
             ledger: None,
+            seccomp: SeccompSpec::default(),
         }
+    }
+
+    pub fn with_seccomp(mut self, seccomp: SeccompSpec) -> Platform {
+        self.seccomp = seccomp;
+        self
     }
 
     pub fn with_ledger(mut self, ledger: Arc<dyn Ledger>) -> Platform {
@@ -492,6 +501,7 @@ impl Incarnation {
         let pumps = vec![relay_pump(
             state.log_socket(),
             platform.clone(),
+            sup.def.app.clone(),
             sup.name.clone(),
         )];
         Ok(Incarnation {
@@ -570,6 +580,7 @@ impl Incarnation {
             nameservers: Vec::new(),
             cgroup: cgroup.clone(),
             output: dyno_sandbox::spec::OutputMode::Relay,
+            seccomp: platform.seccomp.clone(),
         };
         let started = launch::prepare(&state, &spec)
             .map_err(|e| e.to_string())
@@ -595,6 +606,7 @@ impl Incarnation {
         let pumps = vec![relay_pump(
             state.log_socket(),
             platform.clone(),
+            sup.def.app.clone(),
             sup.name.clone(),
         )];
         Ok(Incarnation {
@@ -737,7 +749,8 @@ impl Incarnation {
         self.drain_logs().await;
         // What the shim could not hand over (no reader was connected at the end).
         for line in unsent_lines(&self.state) {
-            sup.platform.log(Source::App, &sup.name, line);
+            let (source, line) = relayed_line(&sup.def.app, &sup.name, line);
+            sup.platform.log(source, &sup.name, line);
         }
         sup.log(format!("Process exited with status {code}"));
         sup.status.send_modify(|s| s.exit_code = Some(code));
@@ -877,9 +890,28 @@ pub fn unsent_lines(state: &StateDir) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// The dyno's output from its shim's log socket, line by line, as `app[web.1]` log lines. The
-/// shim makes the socket as it starts: connect again until it is there.
-fn relay_pump(socket: PathBuf, platform: Arc<Platform>, dyno: String) -> JoinHandle<()> {
+/// A line from a dyno's shim as a log line: the app's output (`app[web.1]`), or a notice of
+/// the shim's own (`heroku[web.1]`, such as a denied system call), which also goes into the
+/// daemon's log so that the operator learns what an app was refused.
+pub fn relayed_line(app: &str, dyno: &str, line: String) -> (Source, String) {
+    match line.strip_prefix(dyno_sandbox::output::NOTICE_MARK) {
+        Some(notice) => {
+            tracing::warn!(app, dyno, "{notice}");
+            (Source::Heroku, notice.to_string())
+        }
+        None => (Source::App, line),
+    }
+}
+
+/// The dyno's output from its shim's log socket, line by line, as `app[web.1]` log lines (and
+/// the shim's notices as `heroku[web.1]`). The shim makes the socket as it starts: connect
+/// again until it is there.
+fn relay_pump(
+    socket: PathBuf,
+    platform: Arc<Platform>,
+    app: String,
+    dyno: String,
+) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut wait = Duration::from_millis(1);
         let stream = loop {
@@ -894,7 +926,8 @@ fn relay_pump(socket: PathBuf, platform: Arc<Platform>, dyno: String) -> JoinHan
         };
         let mut lines = BufReader::new(stream).lines();
         while let Ok(Some(line)) = lines.next_line().await {
-            platform.log(Source::App, &dyno, line);
+            let (source, line) = relayed_line(&app, &dyno, line);
+            platform.log(source, &dyno, line);
         }
     })
 }

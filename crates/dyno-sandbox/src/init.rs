@@ -1,27 +1,127 @@
-//! PID 1 of a dyno (`dyno __init`): drops to the app's identity, starts the Procfile command,
-//! reaps every orphan, forwards signals to every process of the dyno, and exits with the app's
-//! status when the app's main process ends (taking whatever it left behind with it).
+//! PID 1 of a dyno (`dyno __init`): drops to the app's identity, installs the system-call
+//! filter, starts the Procfile command, reaps every orphan, forwards signals to every process of
+//! the dyno, and exits with the app's status when the app's main process ends (taking whatever
+//! it left behind with it).
 
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::process::Command;
 
 use crate::identity;
+use crate::seccomp;
 use crate::signals::{self, Waiter};
+use crate::spec::SeccompSpec;
 
-/// Runs the app as `uid`/`gid`; returns the exit status to exit with (128 + signal when the app
-/// was killed, as shells report it).
-pub fn run(uid: u32, gid: u32, command: &str) -> i32 {
+/// What the shim tells PID 1 on its command line:
+/// `--uid U --gid G [--no-seccomp] [--seccomp-allow CALL,…] [--report-fd FD] -- COMMAND…`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InitArgs {
+    pub uid: u32,
+    pub gid: u32,
+    pub seccomp: SeccompSpec,
+    /// Where the filter's listener goes (a socket to the shim, inherited across exec).
+    pub report_fd: Option<RawFd>,
+    pub command: String,
+}
+
+impl InitArgs {
+    pub fn to_args(&self) -> Vec<String> {
+        let mut args = vec![
+            "--uid".to_string(),
+            self.uid.to_string(),
+            "--gid".into(),
+            self.gid.to_string(),
+        ];
+        if self.seccomp.off {
+            args.push("--no-seccomp".into());
+        }
+        if !self.seccomp.allow.is_empty() {
+            args.push("--seccomp-allow".into());
+            args.push(self.seccomp.allow.join(","));
+        }
+        if let Some(fd) = self.report_fd {
+            args.push("--report-fd".into());
+            args.push(fd.to_string());
+        }
+        args.push("--".into());
+        args.push(self.command.clone());
+        args
+    }
+
+    pub fn parse<S: AsRef<str>>(args: &[S]) -> Result<InitArgs, String> {
+        const USAGE: &str = "usage: __init --uid UID --gid GID [--no-seccomp] \
+                             [--seccomp-allow CALL,…] [--report-fd FD] -- COMMAND";
+        let mut uid = None;
+        let mut gid = None;
+        let mut seccomp = SeccompSpec::default();
+        let mut report_fd = None;
+        let mut rest = args.iter().map(AsRef::as_ref);
+        let number = |flag: &str, value: Option<&str>| -> Result<i64, String> {
+            value
+                .and_then(|v| v.parse().ok())
+                .ok_or_else(|| format!("{flag} needs a number; {USAGE}"))
+        };
+        loop {
+            match rest.next() {
+                Some("--uid") => uid = Some(number("--uid", rest.next())? as u32),
+                Some("--gid") => gid = Some(number("--gid", rest.next())? as u32),
+                Some("--no-seccomp") => seccomp.off = true,
+                Some("--seccomp-allow") => {
+                    let calls = rest.next().ok_or(USAGE)?;
+                    seccomp.allow = calls.split(',').map(str::to_string).collect();
+                }
+                Some("--report-fd") => {
+                    report_fd = Some(number("--report-fd", rest.next())? as RawFd)
+                }
+                Some("--") => break,
+                _ => return Err(USAGE.into()),
+            }
+        }
+        let command: Vec<&str> = rest.collect();
+        match (uid, gid, command.is_empty()) {
+            (Some(uid), Some(gid), false) => Ok(InitArgs {
+                uid,
+                gid,
+                seccomp,
+                report_fd,
+                command: command.join(" "),
+            }),
+            _ => Err(USAGE.into()),
+        }
+    }
+}
+
+/// Runs the app; returns the exit status to exit with (128 + signal when the app was killed,
+/// as shells report it).
+pub fn run(args: &InitArgs) -> i32 {
+    // SAFETY: the shim handed us this fd on our command line; nothing else owns it.
+    let report = args.report_fd.map(|fd| unsafe { OwnedFd::from_raw_fd(fd) });
     let waiter = match Waiter::install() {
         Ok(w) => w,
         Err(e) => return fail(&format!("signals: {e}")),
     };
-    if let Err(e) = identity::become_app_user(uid, gid) {
+    if let Err(e) = identity::become_app_user(args.uid, args.gid) {
         return fail(&e.to_string());
     }
+    // After no_new_privs (set above) and before anything of the app runs: every process of
+    // the dyno is filtered, and a filter that cannot be installed stops the dyno.
+    if !args.seccomp.off {
+        let listener = match seccomp::compile(&args.seccomp.allow).and_then(|f| f.install()) {
+            Ok(listener) => listener,
+            Err(e) => return fail(&e.to_string()),
+        };
+        if let Some(report) = &report {
+            if let Err(e) = send_fd(report, &listener) {
+                return fail(&format!("hand the seccomp listener to the shim: {e}"));
+            }
+        }
+    }
+    // The app must not hold the shim's socket.
+    drop(report);
     // Handlers reset to the default on exec; the mask must be emptied by hand (it is inherited,
     // and std does not clear it).
     let mut app = Command::new("/bin/bash");
-    app.arg("-c").arg(command).current_dir("/app");
+    app.arg("-c").arg(&args.command).current_dir("/app");
     // SAFETY: the closure only calls pthread_sigmask, which is async-signal-safe.
     unsafe {
         app.pre_exec(signals::unblock_all);
@@ -29,7 +129,7 @@ pub fn run(uid: u32, gid: u32, command: &str) -> i32 {
     let app = app.spawn();
     let app = match app {
         Ok(app) => app.id() as libc::pid_t,
-        Err(e) => return fail(&format!("start /bin/bash -c {command:?}: {e}")),
+        Err(e) => return fail(&format!("start /bin/bash -c {:?}: {e}", args.command)),
     };
     loop {
         let signal = waiter.next();
@@ -52,7 +152,99 @@ pub fn run(uid: u32, gid: u32, command: &str) -> i32 {
     }
 }
 
+/// Sends `fd` over the unix socket `socket` (SCM_RIGHTS).
+fn send_fd(socket: &OwnedFd, fd: &OwnedFd) -> std::io::Result<()> {
+    let raw = fd.as_raw_fd();
+    let mut byte = [0u8; 1];
+    let mut iov = libc::iovec {
+        iov_base: byte.as_mut_ptr().cast(),
+        iov_len: 1,
+    };
+    // SAFETY: CMSG_SPACE is a pure computation.
+    let space = unsafe { libc::CMSG_SPACE(std::mem::size_of::<RawFd>() as u32) } as usize;
+    let mut control = vec![0u64; space.div_ceil(8)];
+    // SAFETY: msghdr is plain data, zeroed then filled with pointers into `iov` and `control`,
+    // which outlive the call; CMSG_FIRSTHDR/CMSG_DATA point inside `control`, which is large
+    // enough (CMSG_SPACE) and aligned.
+    unsafe {
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.as_mut_ptr().cast();
+        msg.msg_controllen = space;
+        let cmsg = libc::CMSG_FIRSTHDR(&msg);
+        (*cmsg).cmsg_level = libc::SOL_SOCKET;
+        (*cmsg).cmsg_type = libc::SCM_RIGHTS;
+        (*cmsg).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<RawFd>() as u32) as usize;
+        std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<RawFd>(), raw);
+        if libc::sendmsg(socket.as_raw_fd(), &msg, libc::MSG_NOSIGNAL) < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// Receives one fd sent by [`send_fd`] (the shim's side).
+pub fn receive_fd(socket: &OwnedFd) -> std::io::Result<Option<OwnedFd>> {
+    let mut byte = [0u8; 1];
+    let mut iov = libc::iovec {
+        iov_base: byte.as_mut_ptr().cast(),
+        iov_len: 1,
+    };
+    // SAFETY: as in `send_fd`.
+    let space = unsafe { libc::CMSG_SPACE(std::mem::size_of::<RawFd>() as u32) } as usize;
+    let mut control = vec![0u64; space.div_ceil(8)];
+    // SAFETY: as in `send_fd`; the kernel fills `control`, and CMSG_FIRSTHDR returns null or a
+    // header inside it.
+    unsafe {
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.as_mut_ptr().cast();
+        msg.msg_controllen = space;
+        let n = libc::recvmsg(socket.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC);
+        if n < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let cmsg = libc::CMSG_FIRSTHDR(&msg);
+        if n == 0 || cmsg.is_null() || (*cmsg).cmsg_type != libc::SCM_RIGHTS {
+            return Ok(None);
+        }
+        let fd = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast::<RawFd>());
+        Ok(Some(OwnedFd::from_raw_fd(fd)))
+    }
+}
+
 fn fail(message: &str) -> i32 {
     eprintln!("dyno init: {message}");
     127
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn init_args_round_trip() {
+        let args = InitArgs {
+            uid: 800001,
+            gid: 800001,
+            seccomp: SeccompSpec {
+                off: false,
+                allow: vec!["io_uring_setup".into(), "io_uring_enter".into()],
+            },
+            report_fd: Some(5),
+            command: "python3 -m http.server -- x".into(),
+        };
+        assert_eq!(InitArgs::parse(&args.to_args()), Ok(args.clone()));
+        let bare = InitArgs {
+            seccomp: SeccompSpec::default(),
+            report_fd: None,
+            ..args
+        };
+        assert_eq!(InitArgs::parse(&bare.to_args()), Ok(bare));
+        assert!(InitArgs::parse(&["--uid", "1", "--", "x"]).is_err());
+        assert!(InitArgs::parse(&["--uid", "1", "--gid", "1", "--"]).is_err());
+        assert!(InitArgs::parse(&["--uid", "x", "--gid", "1", "--", "y"]).is_err());
+    }
 }

@@ -1,7 +1,7 @@
 //! `dyno-sandbox`: the place a dyno's app runs. A small shim process ([`shim`]) is the parent of
 //! the dyno's PID 1 ([`init`]), which lives in new pid, mount, uts and ipc namespaces, joined to
 //! the network namespace `dyno-net` made; [`rootfs`] builds the filesystem view (an allowlist),
-//! [`identity`] drops to the app's unprivileged user, [`launch`] is the caller's side.
+//! [`identity`] drops to the app's unprivileged user, [`seccomp`] filters its system calls, [`launch`] is the caller's side.
 
 pub mod cgroup;
 pub mod identity;
@@ -9,6 +9,7 @@ pub mod init;
 pub mod launch;
 pub mod output;
 pub mod rootfs;
+pub mod seccomp;
 pub mod shim;
 pub mod signals;
 pub mod spec;

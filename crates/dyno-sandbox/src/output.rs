@@ -19,6 +19,11 @@ pub const OUTBOX_LIMIT: usize = 256 * 1024;
 /// A line longer than this is cut and passed on in parts (Logplex cuts long lines too).
 pub const LINE_LIMIT: usize = 16 * 1024;
 
+/// The first byte of the shim's own lines on the log socket (notices such as a denied system
+/// call); no line of the app starts with it (a leading one is replaced), so an app cannot speak
+/// for the platform.
+pub const NOTICE_MARK: char = '\u{1e}';
+
 /// Lines on their way to the log socket.
 #[derive(Debug)]
 pub struct Outbox {
@@ -78,7 +83,20 @@ impl Outbox {
         }
     }
 
-    fn push_line(&mut self, line: Vec<u8>) {
+    /// A line of the shim's own (see [`NOTICE_MARK`]).
+    pub fn push_notice(&mut self, text: &str) {
+        let line = format!("{NOTICE_MARK}{}\n", text.replace('\n', " "));
+        self.push_trusted(line.into_bytes());
+    }
+
+    fn push_line(&mut self, mut line: Vec<u8>) {
+        if line.first() == Some(&(NOTICE_MARK as u8)) {
+            line[0] = b'?';
+        }
+        self.push_trusted(line);
+    }
+
+    fn push_trusted(&mut self, line: Vec<u8>) {
         self.held += line.len();
         self.lines.push_back(line);
         while self.held > self.limit && self.lines.len() > 1 {

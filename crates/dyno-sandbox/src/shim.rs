@@ -15,7 +15,11 @@ use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
 
+use std::time::Instant;
+
+use crate::init::InitArgs;
 use crate::output::Outbox;
+use crate::seccomp::notify::Denials;
 
 use crate::rootfs;
 use crate::signals::{self, Waiter};
@@ -68,19 +72,24 @@ fn start(state: &StateDir) -> SysResult<i32> {
         libc::unshare(libc::CLONE_NEWPID)
     })?;
     let (errors_in, errors_out) = pipe()?;
+    // PID 1 sends the seccomp filter's listener back through this: the shim answers the calls
+    // the filter denies (see `crate::seccomp::notify`).
+    let (report_in, report_out) = socketpair()?;
     // SAFETY: this process is single-threaded (no thread was started), so the child may
     // allocate and run ordinary Rust code until it execs.
     let pid = check(|| "fork".into(), unsafe { libc::fork() })?;
     if pid == 0 {
         drop(errors_in);
         let output = relay.as_mut().and_then(|r| r.child_end.take());
-        let Err(e) = enter(&spec, state, &netns, &exe, output);
+        drop(report_in);
+        let Err(e) = enter(&spec, state, &netns, &exe, output, report_out);
         let mut out = File::from(errors_out);
         let _ = out.write_all(e.to_string().as_bytes());
         // SAFETY: _exit ends the child without running the parent's destructors.
         unsafe { libc::_exit(126) };
     }
     drop(errors_out);
+    drop(report_out);
     if let Some(relay) = &mut relay {
         relay.child_end = None;
     }
@@ -98,19 +107,62 @@ fn start(state: &StateDir) -> SysResult<i32> {
         });
     }
     let signals = io_context(|| "signalfd".into(), waiter.signalfd())?;
+    let mut report = Some(report_in);
+    let mut denials: Option<Denials> = None;
     loop {
-        let mut fds = vec![libc::pollfd {
-            fd: signals.as_raw_fd(),
+        let now = Instant::now();
+        let pollfd = |fd: i32| libc::pollfd {
+            fd,
             events: libc::POLLIN,
             revents: 0,
-        }];
+        };
+        // Fixed slots first: signals, PID 1's report socket, the filter's listener.
+        let mut fds = vec![
+            pollfd(signals.as_raw_fd()),
+            pollfd(report.as_ref().map_or(-1, |r| r.as_raw_fd())),
+            pollfd(denials.as_ref().map_or(-1, |d| d.poll_fd(now))),
+        ];
         if let Some(relay) = &relay {
             relay.poll_fds(&mut fds);
         }
+        let timeout = denials
+            .as_ref()
+            .and_then(|d| d.timeout(now))
+            .map_or(-1, |t| t.as_millis().min(60_000) as i32 + 1);
         // SAFETY: a valid array of `fds.len()` pollfds.
-        let ready = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, -1) };
+        let ready = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout) };
         if ready < 0 {
             continue; // EINTR
+        }
+        let now = Instant::now();
+        if fds[1].revents != 0 {
+            if let Some(socket) = report.take() {
+                // One message: the listener; anything else (PID 1 ran without a filter or
+                // failed) closes the socket.
+                if let Ok(Some(listener)) = crate::init::receive_fd(&socket) {
+                    denials = Some(Denials::new(listener));
+                }
+            }
+        }
+        let mut reports = Vec::new();
+        if let Some(d) = &mut denials {
+            if fds[2].revents & libc::POLLIN != 0 {
+                if d.answer(now, &mut reports).is_err() {
+                    denials = None;
+                }
+            } else if fds[2].revents != 0 {
+                // POLLHUP: no process of the dyno is left to make calls.
+                denials = None;
+            }
+        }
+        if let Some(d) = &mut denials {
+            d.tick(now, &mut reports);
+        }
+        for line in reports {
+            match &mut relay {
+                Some(relay) => relay.outbox.push_notice(&line),
+                None => eprintln!("dyno shim: {}: {line}", spec.name),
+            }
         }
         let mut ended = None;
         if fds[0].revents != 0 {
@@ -127,7 +179,7 @@ fn start(state: &StateDir) -> SysResult<i32> {
             }
         }
         if let Some(relay) = &mut relay {
-            relay.handle(&fds[1..]);
+            relay.handle(&fds[3..]);
         }
         if let Some(status) = ended {
             // The output the app wrote before it ended goes out (or into `unsent.log`) before
@@ -324,6 +376,7 @@ fn enter(
     netns: &File,
     exe: &OwnedFd,
     output: Option<OwnedFd>,
+    report: OwnedFd,
 ) -> SysResult<Infallible> {
     if let Some(output) = output {
         // SAFETY: dup2 onto the standard descriptors; the copies are not close-on-exec.
@@ -358,19 +411,23 @@ fn enter(
         || format!("set hostname {}", spec.hostname),
         rustix::system::sethostname(spec.hostname.as_bytes()).map_err(Into::into),
     )?;
-    let argv: Vec<CString> = [
-        "dyno".to_string(),
-        "__init".into(),
-        "--uid".into(),
-        spec.uid.to_string(),
-        "--gid".into(),
-        spec.gid.to_string(),
-        "--".into(),
-        spec.command.clone(),
-    ]
-    .into_iter()
-    .map(|a| CString::new(a).expect("no NUL in arguments"))
-    .collect();
+    // PID 1 inherits its end of the report socket across exec.
+    // SAFETY: fcntl on an fd we own, with integer flags.
+    check(|| "keep the report socket across exec".into(), unsafe {
+        libc::fcntl(report.as_raw_fd(), libc::F_SETFD, 0)
+    })?;
+    let init = InitArgs {
+        uid: spec.uid,
+        gid: spec.gid,
+        seccomp: spec.seccomp.clone(),
+        report_fd: Some(report.as_raw_fd()),
+        command: spec.command.clone(),
+    };
+    let argv: Vec<CString> = ["dyno".to_string(), "__init".into()]
+        .into_iter()
+        .chain(init.to_args())
+        .map(|a| CString::new(a).expect("no NUL in arguments"))
+        .collect();
     let envp: Vec<CString> = spec
         .env
         .iter()
@@ -406,6 +463,21 @@ fn open_path(path: &Path) -> SysResult<OwnedFd> {
     })?;
     // SAFETY: fd was just returned by open and is not owned by anything else.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+fn socketpair() -> SysResult<(OwnedFd, OwnedFd)> {
+    let mut fds = [0; 2];
+    // SAFETY: fds is a valid array of two ints.
+    check(|| "socketpair".into(), unsafe {
+        libc::socketpair(
+            libc::AF_UNIX,
+            libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC,
+            0,
+            fds.as_mut_ptr(),
+        )
+    })?;
+    // SAFETY: both fds were just created and are owned by nothing else.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
 
 fn pipe() -> SysResult<(OwnedFd, OwnedFd)> {

@@ -36,6 +36,20 @@ pub struct SandboxSpec {
     /// Where the app's stdout and stderr go.
     #[serde(default)]
     pub output: OutputMode,
+    /// The dyno's system-call filter (see [`crate::seccomp`]); the default profile unless said.
+    #[serde(default)]
+    pub seccomp: SeccompSpec,
+}
+
+/// The system-call filter of one dyno.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SeccompSpec {
+    /// No filter at all: only for benchmarks, which measure the filter's cost against it.
+    #[serde(default)]
+    pub off: bool,
+    /// Calls allowed on top of the default profile (the operator's additions for this app).
+    #[serde(default)]
+    pub allow: Vec<String>,
 }
 
 /// Where a dyno's output goes.

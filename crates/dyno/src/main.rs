@@ -48,12 +48,9 @@ enum Command {
     /// (internal) A dyno's PID 1, inside its sandbox
     #[command(name = "__init", hide = true)]
     Init {
-        #[arg(long)]
-        uid: u32,
-        #[arg(long)]
-        gid: u32,
-        #[arg(last = true, required = true)]
-        command: Vec<String>,
+        /// `--uid U --gid G [--no-seccomp] [--seccomp-allow CALL,…] [--report-fd FD] -- COMMAND`
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
     },
 }
 
@@ -62,9 +59,13 @@ fn main() -> ExitCode {
     // The shim and init run before anything else: single-threaded, no logging setup.
     match &cli.command {
         Command::Shim { state_dir } => std::process::exit(dyno_sandbox::shim::run(state_dir)),
-        Command::Init { uid, gid, command } => {
-            std::process::exit(dyno_sandbox::init::run(*uid, *gid, &command.join(" ")))
-        }
+        Command::Init { args } => match dyno_sandbox::init::InitArgs::parse(args) {
+            Ok(init) => std::process::exit(dyno_sandbox::init::run(&init)),
+            Err(e) => {
+                eprintln!("dyno __init: {e}");
+                std::process::exit(2)
+            }
+        },
         _ => {}
     }
     tracing_subscriber::fmt()

@@ -78,6 +78,7 @@ impl Bench {
             nameservers: vec![],
             cgroup: None,
             output: dyno_sandbox::spec::OutputMode::Inherit,
+            seccomp: Default::default(),
         }
     }
 
@@ -93,8 +94,13 @@ impl Bench {
 
     /// Runs `command` in a sandbox to the end; returns its output and exit record.
     fn run(&self, command: &str) -> (Output, Option<ExitRecord>) {
+        self.run_spec(&self.spec(command))
+    }
+
+    /// Runs the dyno `spec` describes to the end.
+    fn run_spec(&self, spec: &SandboxSpec) -> (Output, Option<ExitRecord>) {
         let state = StateDir(self.scratch.join(format!("state-{}", rand_suffix())));
-        launch::prepare(&state, &self.spec(command)).unwrap();
+        launch::prepare(&state, spec).unwrap();
         let shim = launch::spawn_shim(
             Path::new(env!("CARGO_BIN_EXE_dyno-shim")),
             &state,
@@ -284,4 +290,123 @@ fn writes_under_app_vanish_when_the_dyno_restarts() {
     let (second, _) = bench.run("test -e /app/scratch && echo still-there || echo gone");
     assert_eq!(stdout(&second).trim(), "gone");
     assert!(!bench.app_dir().join("scratch").exists());
+}
+
+/// Makes system calls the way an attacker would (ctypes, no libc wrapper in the way) and
+/// prints `name errno` for each (0: the call succeeded), then `alive`.
+const SYSCALL_PROBE: &str = r#"
+import ctypes, os, socket
+libc = ctypes.CDLL(None, use_errno=True)
+libc.syscall.restype = ctypes.c_long
+def call(name, nr, *args):
+    ctypes.set_errno(0)
+    r = libc.syscall(ctypes.c_long(nr), *[ctypes.c_long(a) for a in args])
+    if r == 0 and name.startswith("clone"):
+        os._exit(0)  # a clone that worked: the child leaves at once
+    if r > 0 and name.startswith("clone"):
+        os.waitpid(r, 0)
+    print(name, 0 if r >= 0 else ctypes.get_errno(), flush=True)
+call("unshare_user", 272, 0x10000000)
+call("unshare_net", 272, 0x40000000)
+call("clone_newuser", 56, 0x10000000 | 17, 0, 0, 0, 0)
+call("clone_plain", 56, 17, 0, 0, 0, 0)
+call("clone3", 435, 0, 0)
+call("keyctl", 250, 0, 0, 0, 0, 0)
+call("add_key", 248, 0, 0, 0, 0, 0)
+call("io_uring_setup", 425, 1, 0)
+call("bpf", 321, 0, 0, 0)
+call("mount", 165, 0, 0, 0, 0, 0)
+call("personality_odd", 135, 0xffff)
+call("personality_query", 135, 0xffffffff)
+for name, family, kind in [("socket_alg", 38, 5), ("socket_vsock", 40, 1), ("socket_packet", 17, 3),
+                           ("socket_inet", 2, 1), ("socket_inet6", 10, 1), ("socket_unix", 1, 1),
+                           ("socket_netlink", 16, 3)]:
+    try:
+        socket.socket(family, kind).close()
+        print(name, 0, flush=True)
+    except OSError as e:
+        print(name, e.errno, flush=True)
+print("alive", flush=True)
+"#;
+
+fn probe_results(text: &str) -> std::collections::HashMap<String, i32> {
+    text.lines()
+        .filter_map(|l| l.split_once(' '))
+        .filter_map(|(name, errno)| Some((name.to_string(), errno.parse().ok()?)))
+        .collect()
+}
+
+#[test]
+fn the_seccomp_filter_denies_with_eperm_and_the_app_goes_on() {
+    let bench = Bench::new("seccomp");
+    std::fs::write(bench.app_dir().join("probe.py"), SYSCALL_PROBE).unwrap();
+    let (out, exit) = bench.run("python3 /app/probe.py");
+    let text = stdout(&out);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(exit, Some(ExitRecord::Exited(0)), "{text}\n{stderr}");
+    assert!(text.ends_with("alive\n"), "{text}\n{stderr}");
+    let got = probe_results(&text);
+    for denied in [
+        "unshare_user",
+        "unshare_net",
+        "clone_newuser",
+        "keyctl",
+        "add_key",
+        "io_uring_setup",
+        "bpf",
+        "mount",
+        "personality_odd",
+        "socket_alg",
+        "socket_vsock",
+        "socket_packet",
+    ] {
+        assert_eq!(got.get(denied), Some(&libc::EPERM), "{denied}: {text}");
+    }
+    assert_eq!(got.get("clone3"), Some(&libc::ENOSYS), "{text}");
+    for allowed in [
+        "clone_plain",
+        "personality_query",
+        "socket_inet",
+        "socket_inet6",
+        "socket_unix",
+        "socket_netlink",
+    ] {
+        assert_eq!(got.get(allowed), Some(&0), "{allowed}: {text}");
+    }
+    // The shim names each denied call once (clone3's quiet fallback is not a denial).
+    for call in [
+        "unshare",
+        "keyctl",
+        "io_uring_setup",
+        "socket",
+        "personality",
+        "clone",
+    ] {
+        let line = format!("Denied system call {call} (EPERM)");
+        assert_eq!(stderr.matches(&line).count(), 1, "{call}: {stderr}");
+    }
+    assert!(!stderr.contains("clone3"), "{stderr}");
+}
+
+#[test]
+fn the_operator_can_allow_a_call_and_benchmarks_can_turn_the_filter_off() {
+    let bench = Bench::new("seccompadd");
+    std::fs::write(bench.app_dir().join("probe.py"), SYSCALL_PROBE).unwrap();
+    let mut spec = bench.spec("python3 /app/probe.py");
+    spec.seccomp.allow = vec!["keyctl".into(), "io_uring_setup".into()];
+    let (out, _) = bench.run_spec(&spec);
+    let got = probe_results(&stdout(&out));
+    // Allowed: the kernel itself answers now (bad arguments), not the filter.
+    assert_ne!(got.get("keyctl"), Some(&libc::EPERM), "{got:?}");
+    assert_ne!(got.get("io_uring_setup"), Some(&libc::EPERM), "{got:?}");
+    assert_eq!(got.get("unshare_user"), Some(&libc::EPERM), "{got:?}");
+
+    spec.seccomp.allow.clear();
+    spec.seccomp.off = true;
+    let (out, _) = bench.run_spec(&spec);
+    let got = probe_results(&stdout(&out));
+    // Without the filter an unprivileged user namespace is there for the taking: what the
+    // filter is for.
+    assert_eq!(got.get("unshare_user"), Some(&0), "{got:?}");
+    assert_eq!(got.get("clone3"), Some(&libc::EINVAL), "{got:?}");
 }

@@ -27,7 +27,7 @@ use dyno_sandbox::spec::{ExitRecord, StateDir};
 use dyno_state::model::{Dyno, DynoState};
 
 use super::DaemonOptions;
-use crate::supervisor::unsent_lines;
+use crate::supervisor::{relayed_line, unsent_lines};
 
 /// A recorded dyno whose shim is alive.
 #[derive(Debug)]
@@ -54,7 +54,7 @@ impl Ended {
         let mut lines: Vec<(Source, String)> = self
             .unsent
             .iter()
-            .map(|l| (Source::App, l.clone()))
+            .map(|l| relayed_line(&self.dyno.app, &self.dyno.name, l.clone()))
             .collect();
         match &self.exit {
             Some(ExitRecord::Exited(code)) => {

@@ -10,8 +10,8 @@ fn main() {
     let args: Vec<OsString> = std::env::args_os().collect();
     let code = match args.get(1).and_then(|a| a.to_str()) {
         Some("__shim") if args.len() == 3 => dyno_sandbox::shim::run(Path::new(&args[2])),
-        Some("__init") => match init_args(&args[2..]) {
-            Ok((uid, gid, command)) => dyno_sandbox::init::run(uid, gid, &command),
+        Some("__init") => match dyno_sandbox::init::InitArgs::parse(&utf8(&args[2..])) {
+            Ok(init) => dyno_sandbox::init::run(&init),
             Err(e) => {
                 eprintln!("dyno-shim __init: {e}");
                 2
@@ -27,18 +27,8 @@ fn main() {
     std::process::exit(code);
 }
 
-/// `--uid U --gid G -- COMMAND…`
-fn init_args(args: &[OsString]) -> Result<(u32, u32, String), String> {
-    let text: Vec<&str> = args
-        .iter()
-        .map(|a| a.to_str().ok_or("arguments must be UTF-8"))
-        .collect::<Result<_, _>>()?;
-    match text.as_slice() {
-        ["--uid", uid, "--gid", gid, "--", command @ ..] if !command.is_empty() => Ok((
-            uid.parse().map_err(|_| format!("bad uid {uid:?}"))?,
-            gid.parse().map_err(|_| format!("bad gid {gid:?}"))?,
-            command.join(" "),
-        )),
-        _ => Err("usage: __init --uid UID --gid GID -- COMMAND".into()),
-    }
+fn utf8(args: &[OsString]) -> Vec<String> {
+    args.iter()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect()
 }
