@@ -74,6 +74,8 @@ pub struct UpOptions {
     pub size: DynoSize,
     /// Where the app's uid comes from.
     pub uids: UidRange,
+    /// System calls the app's dynos may make on top of the default profile (checked names).
+    pub seccomp_allow: Vec<String>,
     /// Where the router listens (`http://<app>.localhost:PORT`).
     pub router_listen: std::net::SocketAddr,
     /// The router's timeouts and limits (Heroku's by default).
@@ -319,6 +321,12 @@ pub async fn run(options: UpOptions, mut out: impl Write + Send + 'static) -> Re
         announce_web: true,
         memory_mb: Some(options.size.memory_mb),
         runtime_metrics_interval: crate::daemon::runtime_metrics::DEFAULT_INTERVAL,
+        seccomp: crate::daemon::seccomp::SeccompAdditions::new([
+            crate::daemon::seccomp::AppCalls {
+                app: plan.app.clone(),
+                calls: options.seccomp_allow.clone(),
+            },
+        ]),
     })
     .await
     .map_err(|e| UpError::Network(e.to_string()))?;

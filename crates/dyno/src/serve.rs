@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use clap::Args;
 use dyno_manager::daemon::api::DaemonApi;
+use dyno_manager::daemon::seccomp::{AppCalls, SeccompAdditions};
 use dyno_manager::daemon::{Daemon, DaemonOptions};
 use dyno_manager::lifecycle::{parse_duration, Lifecycle};
 use dyno_manager::up::UidRange;
@@ -59,6 +60,12 @@ pub struct ServeArgs {
     /// SIGTERM to SIGKILL on stop (R12)
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     stop_grace: Duration,
+    /// Let APP's dynos make these system calls too, on top of the default seccomp profile
+    /// (which denies e.g. io_uring_setup, keyctl, unshare with EPERM and names each denied call
+    /// in the log; docs/isolation.md lists it). Repeat for more apps. An unknown call's name
+    /// stops the daemon before it starts anything.
+    #[arg(long, value_name = "APP:CALL[,CALL…]")]
+    seccomp_allow: Vec<AppCalls>,
     /// Period of the log-runtime-metrics lines (Heroku's 20 s; tests use less)
     #[arg(long, default_value = "20s", value_parser = parse_duration, hide = true)]
     runtime_metrics_interval: Duration,
@@ -95,6 +102,7 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
         announce_web: false,
         memory_mb: None,
         runtime_metrics_interval: args.runtime_metrics_interval,
+        seccomp: SeccompAdditions::new(args.seccomp_allow),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

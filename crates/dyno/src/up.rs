@@ -90,6 +90,10 @@ pub struct UpArgs {
     /// Unprivileged uids for apps: each app gets one, chosen by its name, from START-END
     #[arg(long, default_value = "800000-899999")]
     uid_range: UidRange,
+    /// Let the dynos make these system calls too, on top of the default seccomp profile (which
+    /// denies e.g. io_uring_setup, keyctl, unshare with EPERM; docs/isolation.md lists it)
+    #[arg(long, value_name = "CALL[,CALL…]", value_delimiter = ',', value_parser = parse_call)]
+    seccomp_allow: Vec<String>,
     /// H12 (503) when a dyno has sent no response byte this long after the request came in
     /// (Heroku's router: 30s)
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration,
@@ -105,6 +109,11 @@ pub struct UpArgs {
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration,
           help_heading = "Router")]
     header_timeout: std::time::Duration,
+}
+
+fn parse_call(name: &str) -> Result<String, String> {
+    let mut calls = dyno_manager::daemon::seccomp::parse_calls(name)?;
+    Ok(calls.remove(0))
 }
 
 fn parse_size(name: &str) -> Result<DynoSize, String> {
@@ -149,6 +158,7 @@ pub fn run(args: UpArgs) -> Result<(), String> {
         lifecycle,
         exe: crate::shim_binary()?,
         uids: args.uid_range,
+        seccomp_allow: args.seccomp_allow,
         router_listen: args.listen,
         router_tls: match (args.tls_cert, args.tls_key) {
             (Some(cert), Some(key)) => Some(RouterTls {

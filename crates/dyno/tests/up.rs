@@ -156,3 +156,65 @@ fn ruby_raindrops_reports_queued_connections_inside_the_dyno() {
     up.interrupt();
     up.assert_nothing_left(dyno_manager::up::app_uid("ruby-raindrops"));
 }
+
+/// A worker that tries the kernel keyring twice, as an exploit would, then says it goes on.
+const KEYCTL_WORKER: &str =
+    "worker: python3 -c 'import ctypes, time; libc = ctypes.CDLL(None, use_errno=True); \
+    [libc.syscall(250, 0, 0, 0, 0, 0) for _ in range(2)]; \
+    print(\"keyctl errno\", ctypes.get_errno(), flush=True); time.sleep(600)'\n";
+
+#[test]
+fn a_denied_call_is_named_in_the_apps_log_and_the_daemons_and_the_dyno_goes_on() {
+    let app = app_dir("seccomplog", KEYCTL_WORKER);
+    let mut up = Up::start("seccomplog", &app, &["--stop-grace", "2s"]);
+    up.wait_for_log("app[worker.1]: keyctl errno 1", 1, Duration::from_secs(30));
+    let line = "heroku[worker.1]: Denied system call keyctl (EPERM): it is not in the dyno's \
+                seccomp profile";
+    up.wait_for_log(line, 1, Duration::from_secs(10));
+    // Once per call, however often it is made (repeats are counted, at most once a minute).
+    let logs = up.logs();
+    assert_eq!(logs.matches("Denied system call").count(), 1, "{logs}");
+    let notes = up.notes();
+    assert!(
+        notes.contains("Denied system call keyctl") && notes.contains("worker.1"),
+        "the daemon's log names the dyno and the call:\n{notes}"
+    );
+    let status = up.interrupt();
+    assert!(status.success(), "{status:?}\n{}", up.notes());
+}
+
+#[test]
+fn the_operator_allows_a_call_by_name_and_a_typo_stops_dyno_up_before_anything_runs() {
+    let app = app_dir("seccompallow", KEYCTL_WORKER);
+    let mut up = Up::start(
+        "seccompallow",
+        &app,
+        &["--stop-grace", "2s", "--seccomp-allow", "keyctl,add_key"],
+    );
+    // Allowed: the kernel answers (EINVAL for these arguments), not the filter.
+    up.wait_for_log("app[worker.1]: keyctl errno 22", 1, Duration::from_secs(30));
+    assert!(!up.logs().contains("Denied system call"), "{}", up.logs());
+    assert!(up.interrupt().success());
+
+    let out = Command::new(env!("CARGO_BIN_EXE_dyno"))
+        .args(["up", "--seccomp-allow", "keyctl,io_uring_stup"])
+        .arg(&*app)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("unknown system call \"io_uring_stup\""),
+        "{stderr}"
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_dyno"))
+        .args(["serve", "--seccomp-allow", "hello:bpf,kexec_lod"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("unknown system call \"kexec_lod\""),
+        "{stderr}"
+    );
+}

@@ -16,6 +16,7 @@ pub mod ledger;
 pub mod metrics;
 pub mod reconcile;
 pub mod runtime_metrics;
+pub mod seccomp;
 pub mod slug;
 
 use std::collections::BTreeMap;
@@ -93,6 +94,8 @@ pub struct DaemonOptions {
     /// How often apps with `log-runtime-metrics` get their dynos' load and memory lines
     /// (Heroku: 20 s, [`runtime_metrics::DEFAULT_INTERVAL`]).
     pub runtime_metrics_interval: Duration,
+    /// The operator's additions to the dynos' system-call profile, per app.
+    pub seccomp: seccomp::SeccompAdditions,
 }
 
 impl DaemonOptions {
@@ -244,6 +247,13 @@ impl Daemon {
                 None
             }
         };
+        for (app, calls) in options.seccomp.iter() {
+            tracing::warn!(
+                app = %app,
+                calls = %calls.join(","),
+                "this app's dynos may make these system calls beyond the default seccomp profile"
+            );
+        }
         let rows = store.all_dynos()?;
         let mut stock = reconcile::take_stock(&options, rows, cgroups.as_ref());
         let mut adoptees = Vec::new();
@@ -964,7 +974,8 @@ impl Daemon {
             )
             .with_ledger(Arc::new(ledger::StoreLedger {
                 store: self.store.clone(),
-            })),
+            }))
+            .with_seccomp(self.options.seccomp.spec_for(app)),
         );
         AppRuntime {
             platform,
