@@ -31,17 +31,32 @@ pub enum Rule {
     Deny,
 }
 
-/// One row: the calls, what happens to them, and why.
+/// One row: the calls, what happens to them, why, and what Docker's default profile does
+/// with them (moby's `profiles/seccomp/default.json`, for a container without added
+/// capabilities; podman's `containers/common` profile follows the same list).
 #[derive(Debug, Clone, Copy)]
 pub struct Row {
     pub calls: &'static [&'static str],
     pub rule: Rule,
     pub why: &'static str,
+    pub docker: &'static str,
 }
 
-const fn row(calls: &'static [&'static str], rule: Rule, why: &'static str) -> Row {
-    Row { calls, rule, why }
+const fn row(
+    calls: &'static [&'static str],
+    rule: Rule,
+    why: &'static str,
+    docker: &'static str,
+) -> Row {
+    Row {
+        calls,
+        rule,
+        why,
+        docker,
+    }
 }
+
+const SAME: &str = "the same";
 
 /// The namespace flags of `clone(2)`: a dyno makes no namespaces of its own (a user namespace
 /// is the door to most kernel privilege escalations of recent years).
@@ -76,11 +91,13 @@ pub const PROFILE: &[Row] = &[
             "read", "write", "readv", "writev", "pread64", "pwrite64", "preadv", "preadv2",
             "pwritev", "pwritev2", "open", "openat", "openat2", "creat", "close", "close_range",
             "lseek", "pipe", "pipe2", "dup", "dup2", "dup3", "fcntl", "flock", "fsync",
-            "fdatasync", "sync", "syncfs", "sync_file_range", "truncate", "ftruncate", "fallocate", "fadvise64",
-            "readahead", "sendfile", "splice", "tee", "vmsplice", "copy_file_range", "cachestat",
+            "fdatasync", "sync", "syncfs", "sync_file_range", "truncate", "ftruncate", "fallocate",
+            "fadvise64", "readahead", "sendfile", "splice", "tee", "vmsplice", "copy_file_range",
+            "cachestat",
         ],
         Allow,
         "files: reading and writing",
+        SAME,
     ),
     row(
         &[
@@ -93,6 +110,7 @@ pub const PROFILE: &[Row] = &[
         ],
         Allow,
         "files: names, metadata, permissions (the kernel's own checks apply: no capabilities)",
+        SAME,
     ),
     row(
         &[
@@ -103,6 +121,7 @@ pub const PROFILE: &[Row] = &[
         ],
         Allow,
         "files: extended attributes",
+        "allowed (the newer *xattrat calls are not in its list yet)",
     ),
     row(
         &[
@@ -115,6 +134,7 @@ pub const PROFILE: &[Row] = &[
         ],
         Allow,
         "waiting: event loops, timers, futexes",
+        SAME,
     ),
     row(
         &[
@@ -122,6 +142,7 @@ pub const PROFILE: &[Row] = &[
         ],
         Allow,
         "legacy asynchronous I/O (databases use it; unlike io_uring it is a small interface)",
+        SAME,
     ),
     row(
         &[
@@ -132,6 +153,7 @@ pub const PROFILE: &[Row] = &[
         ],
         Allow,
         "memory (bounded by the dyno's cgroup and RLIMIT_MEMLOCK)",
+        SAME,
     ),
     row(
         &[
@@ -144,6 +166,7 @@ pub const PROFILE: &[Row] = &[
         ],
         Allow,
         "processes and threads (only the dyno's own: its pid namespace holds nothing else)",
+        SAME,
     ),
     row(
         &[
@@ -153,6 +176,7 @@ pub const PROFILE: &[Row] = &[
         ],
         Allow,
         "identity (without capabilities a process can only shuffle the ids it has)",
+        SAME,
     ),
     row(
         &[
@@ -164,6 +188,7 @@ pub const PROFILE: &[Row] = &[
         ],
         Allow,
         "scheduling and limits (raising a hard limit or a real-time priority needs a capability)",
+        SAME,
     ),
     row(
         &[
@@ -172,6 +197,7 @@ pub const PROFILE: &[Row] = &[
         ],
         Allow,
         "signals",
+        SAME,
     ),
     row(
         &[
@@ -181,6 +207,7 @@ pub const PROFILE: &[Row] = &[
         ],
         Allow,
         "clocks (reading only), timers, system information",
+        SAME,
     ),
     row(
         &[
@@ -190,6 +217,7 @@ pub const PROFILE: &[Row] = &[
         ],
         Allow,
         "sockets (the dyno's own network namespace and firewall decide what they reach)",
+        SAME,
     ),
     row(
         &[
@@ -199,17 +227,20 @@ pub const PROFILE: &[Row] = &[
         ],
         Allow,
         "System V and POSIX IPC (the dyno's own IPC namespace)",
+        SAME,
     ),
     row(
         &["ioctl"],
         Allow,
         "device and socket controls (a dyno's /dev holds only null, zero, random, tty, pts)",
+        SAME,
     ),
     row(
         &["ptrace", "process_vm_readv", "process_vm_writev"],
         Allow,
         "debuggers and profilers on the dyno's own processes: the pid namespace holds no other, \
          and PID 1 is not dumpable",
+        "allowed on kernels from 4.8 (the same)",
     ),
     // ---- allowed with conditions ------------------------------------------------------------
     row(
@@ -219,11 +250,13 @@ pub const PROFILE: &[Row] = &[
             mask: NAMESPACE_FLAGS,
         },
         "new processes and threads, without namespace flags",
+        "the same mask",
     ),
     row(
         &["clone3"],
         Fail(libc::ENOSYS),
         "its flags sit in memory a filter cannot read: ENOSYS makes libc fall back to clone",
+        "ENOSYS (the same)",
     ),
     row(
         &["socket"],
@@ -232,6 +265,7 @@ pub const PROFILE: &[Row] = &[
             values: SOCKET_FAMILIES,
         },
         "AF_UNIX, AF_INET, AF_INET6 and AF_NETLINK only (no packet, vsock, alg, key, …)",
+        "every family but AF_VSOCK: stricter here",
     ),
     row(
         &["personality"],
@@ -240,12 +274,14 @@ pub const PROFILE: &[Row] = &[
             values: PERSONALITIES,
         },
         "the standard execution domains only",
+        "the same five values",
     ),
     // ---- denied (EPERM, reported) -----------------------------------------------------------
     row(
         &["unshare", "setns"],
         Deny,
         "no new namespaces: a user namespace is root's kernel surface for an unprivileged user",
+        "only with CAP_SYS_ADMIN (so denied)",
     ),
     row(
         &[
@@ -254,6 +290,7 @@ pub const PROFILE: &[Row] = &[
         ],
         Deny,
         "the mount family, old and new API",
+        "only with CAP_SYS_ADMIN (so denied)",
     ),
     row(
         &[
@@ -261,17 +298,20 @@ pub const PROFILE: &[Row] = &[
         ],
         Deny,
         "kernel interfaces behind many privilege escalations",
+        "only with CAP_BPF, CAP_PERFMON or CAP_SYS_ADMIN; userfaultfd not at all",
     ),
     row(
         &["io_uring_setup", "io_uring_enter", "io_uring_register"],
         Deny,
         "io_uring: a second system-call interface seccomp cannot see into (Google and Docker's \
          newer profiles turn it off)",
+        "allowed in the profile read (moby commit 00f3d18): stricter here",
     ),
     row(
         &["add_key", "request_key", "keyctl"],
         Deny,
         "the kernel keyring is not namespaced",
+        "denied (not in its list)",
     ),
     row(
         &[
@@ -282,21 +322,26 @@ pub const PROFILE: &[Row] = &[
         ],
         Deny,
         "the host's business: kernel, modules, power, swap, accounting, quotas, kernel log",
+        "only with the matching capability (so denied)",
     ),
     row(
         &["clock_settime", "settimeofday", "adjtimex", "clock_adjtime"],
         Deny,
         "setting or adjusting the clock",
+        "settimeofday, clock_settime only with CAP_SYS_TIME; adjtimex and clock_adjtime \
+         allowed: stricter here",
     ),
     row(
         &["open_by_handle_at"],
         Deny,
         "opens files by handle, past the mount namespace (the 'shocker' escape)",
+        "only with CAP_DAC_READ_SEARCH (so denied)",
     ),
     row(
         &["kcmp", "pidfd_getfd", "process_madvise"],
         Deny,
         "reach into other processes beyond ptrace's rules",
+        "only with CAP_SYS_PTRACE (so denied)",
     ),
     row(
         &[
@@ -305,11 +350,13 @@ pub const PROFILE: &[Row] = &[
         ],
         Deny,
         "NUMA placement (Docker allows it only with CAP_SYS_NICE)",
+        "only with CAP_SYS_NICE (so denied)",
     ),
     row(
         &["lsm_get_self_attr", "lsm_set_self_attr", "lsm_list_modules"],
         Deny,
         "security-module attributes",
+        "denied (not in its list)",
     ),
     row(
         &[
@@ -319,5 +366,58 @@ pub const PROFILE: &[Row] = &[
         ],
         Deny,
         "obsolete, unimplemented or kernel-internal",
+        "denied (not in its list)",
     ),
 ];
+
+/// The profile as a Markdown table (for `docs/isolation.md`, which a test keeps current).
+pub fn markdown() -> String {
+    let mut out =
+        String::from("| calls | in a dyno | why | Docker's default profile |\n|---|---|---|---|\n");
+    for row in PROFILE {
+        let calls: Vec<String> = row.calls.iter().map(|c| format!("`{c}`")).collect();
+        let verdict = match row.rule {
+            Allow => "allowed".to_string(),
+            ArgIn { arg, values } if values == SOCKET_FAMILIES => {
+                format!(
+                    "allowed when argument {arg} is AF_UNIX, AF_INET, AF_INET6 or AF_NETLINK; \
+                     else EPERM"
+                )
+            }
+            ArgIn { arg, values } => {
+                let values: Vec<String> = values.iter().map(|v| format!("{v:#x}")).collect();
+                format!(
+                    "allowed when argument {arg} is one of {}; else EPERM",
+                    values.join(", ")
+                )
+            }
+            ArgClear { arg, mask } => {
+                format!(
+                    "allowed when argument {arg} has none of the namespace flags ({mask:#x}); \
+                     else EPERM"
+                )
+            }
+            Fail(errno) => format!("fails with {}", errno_name(errno)),
+            Deny => "EPERM, reported".to_string(),
+        };
+        let docker = if row.docker == SAME {
+            "the same"
+        } else {
+            row.docker
+        };
+        out.push_str(&format!(
+            "| {} | {verdict} | {} | {docker} |\n",
+            calls.join(" "),
+            row.why
+        ));
+    }
+    out
+}
+
+fn errno_name(errno: i32) -> &'static str {
+    match errno {
+        libc::ENOSYS => "ENOSYS",
+        libc::EPERM => "EPERM",
+        _ => "an errno",
+    }
+}

@@ -142,3 +142,30 @@ fn the_profile_compiles_within_the_kernels_limits() {
     let with = compile(&["keyctl"]).unwrap();
     assert!(with.allowlist.len() > filters.allowlist.len());
 }
+
+/// `docs/isolation.md` shows the profile as it is: the table between its markers is rendered
+/// from [`profile::PROFILE`]. `DYNO_BLESS=1` rewrites it.
+#[test]
+fn the_docs_show_the_current_profile() {
+    const BEGIN: &str = concat!(
+        "<!-- seccomp-profile:begin ",
+        "(generated from crates/dyno-sandbox/src/seccomp/profile.rs) -->\n"
+    );
+    const END: &str = "<!-- seccomp-profile:end -->";
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/isolation.md");
+    let doc = std::fs::read_to_string(&path).expect("docs/isolation.md");
+    let start = doc.find(BEGIN).expect("the begin marker") + BEGIN.len();
+    let end = doc.find(END).expect("the end marker");
+    let table = super::profile::markdown();
+    if doc[start..end] != table {
+        if std::env::var_os("DYNO_BLESS").is_some() {
+            let new = format!("{}{table}{}", &doc[..start], &doc[end..]);
+            std::fs::write(&path, new).unwrap();
+        } else {
+            panic!(
+                "docs/isolation.md's seccomp table is out of date: run \
+                 `DYNO_BLESS=1 cargo nextest run -p dyno-sandbox the_docs_show` and commit"
+            );
+        }
+    }
+}
