@@ -103,6 +103,15 @@ pub fn run(args: &InitArgs) -> i32 {
     if let Err(e) = identity::become_app_user(args.uid, args.gid) {
         return fail(&e.to_string());
     }
+    // The app runs as our uid: without this it could ptrace PID 1 on a host whose
+    // fs.suid_dumpable is not 0 (the kernel clears it on the uid change only by that setting).
+    // SAFETY: prctl with integer arguments.
+    if unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) } != 0 {
+        return fail(&format!(
+            "make PID 1 undumpable: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
     // After no_new_privs (set above) and before anything of the app runs: every process of
     // the dyno is filtered, and a filter that cannot be installed stops the dyno.
     if !args.seccomp.off {
