@@ -7,6 +7,7 @@ pub mod cgroup;
 pub mod identity;
 pub mod init;
 pub mod launch;
+pub mod masks;
 pub mod output;
 pub mod rootfs;
 pub mod seccomp;

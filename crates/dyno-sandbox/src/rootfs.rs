@@ -79,6 +79,7 @@ pub fn build(spec: &SandboxSpec, state: &StateDir) -> SysResult<()> {
         libc::MS_NOSUID | libc::MS_NODEV,
         Some("mode=1777"),
     )?;
+    crate::masks::mask(&root)?;
     dev(&root)?;
     enter(&root)
 }

@@ -410,3 +410,34 @@ fn the_operator_can_allow_a_call_and_benchmarks_can_turn_the_filter_off() {
     assert_eq!(got.get("unshare_user"), Some(&0), "{got:?}");
     assert_eq!(got.get("clone3"), Some(&libc::EINVAL), "{got:?}");
 }
+
+#[test]
+fn host_wide_counters_and_kernel_internals_are_hidden() {
+    let bench = Bench::new("masks");
+    let (out, exit) = bench.run(
+        "for f in /proc/locks /proc/vmstat /proc/interrupts /proc/key-users /proc/kcore \
+                  /proc/schedstat /proc/softirqs; do \
+           test -e $f && echo $f bytes=$(cat $f 2>/dev/null | wc -c); done\n\
+         for d in /proc/pressure /sys/firmware; do echo $d entries=$(ls -A $d | wc -l); done\n\
+         echo x > /proc/locks 2>/dev/null && echo wrote-locks\n\
+         echo meminfo=$(grep -c MemTotal /proc/meminfo) self=$(ls /proc/self/fd | wc -l)",
+    );
+    let text = stdout(&out);
+    assert_eq!(exit, Some(ExitRecord::Exited(0)), "{text}");
+    for hidden in [
+        "/proc/locks",
+        "/proc/vmstat",
+        "/proc/interrupts",
+        "/proc/key-users",
+    ] {
+        assert!(text.contains(&format!("{hidden} bytes=0")), "{hidden}: {text}");
+    }
+    assert!(text.contains("/proc/pressure entries=0"), "{text}");
+    assert!(text.contains("/sys/firmware entries=0"), "{text}");
+    assert!(!text.contains("wrote-locks"), "{text}");
+    // What apps need is still there.
+    assert!(text.contains("meminfo=1"), "{text}");
+    // And the host does have them: the test would pass on a kernel without them otherwise.
+    assert!(std::fs::read_to_string("/proc/vmstat").unwrap().len() > 100);
+    assert!(Path::new("/proc/pressure/cpu").exists());
+}
