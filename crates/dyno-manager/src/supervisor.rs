@@ -71,6 +71,8 @@ pub struct Platform {
     pub cgroups: Option<Cgroups>,
     /// Records of incarnations; `None` for a manager that keeps nothing across restarts.
     pub ledger: Option<Arc<dyn Ledger>>,
+    /// The LXCFS mount for the dynos' private `/proc` view; `None`: the kernel's figures.
+    pub proc_view: Option<PathBuf>,
 }
 
 impl Platform {
@@ -90,11 +92,17 @@ impl Platform {
             logs,
             cgroups,
             ledger: None,
+            proc_view: None,
         }
     }
 
     pub fn with_ledger(mut self, ledger: Arc<dyn Ledger>) -> Platform {
         self.ledger = Some(ledger);
+        self
+    }
+
+    pub fn with_proc_view(mut self, lxcfs_dir: Option<PathBuf>) -> Platform {
+        self.proc_view = lxcfs_dir;
         self
     }
 
@@ -570,6 +578,7 @@ impl Incarnation {
             nameservers: Vec::new(),
             cgroup: cgroup.clone(),
             output: dyno_sandbox::spec::OutputMode::Relay,
+            proc_view: platform.proc_view.clone(),
         };
         let started = launch::prepare(&state, &spec)
             .map_err(|e| e.to_string())

@@ -401,6 +401,7 @@ impl OneShot<'_> {
             nameservers: Vec::new(),
             cgroup: self.cgroup.clone(),
             output: dyno_sandbox::spec::OutputMode::Inherit,
+            proc_view: None,
         };
         launch::prepare(&self.state, &spec).map_err(|e| e.to_string())?;
         let t_prepare = Instant::now();
