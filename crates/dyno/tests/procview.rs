@@ -74,10 +74,13 @@ fn probes(logs: &str, dyno: &str) -> Vec<Probe> {
 /// The first probe line of `dyno` in `dyno up`'s output, once there is one.
 fn first_probe(up: &Up, dyno: &str) -> Probe {
     poll_until(Duration::from_secs(30), Duration::from_millis(100), || {
-        probes(&up.logs(), dyno)
-            .into_iter()
-            .next()
-            .ok_or_else(|| format!("no probe line of {dyno}:\n{}", up.logs()))
+        probes(&up.logs(), dyno).into_iter().next().ok_or_else(|| {
+            format!(
+                "no probe line of {dyno}:\n{}\n--- stderr:\n{}",
+                up.logs(),
+                up.notes()
+            )
+        })
     })
 }
 
@@ -126,6 +129,8 @@ fn dyno_up_gives_each_dyno_its_own_memory_uptime_and_load() {
         tag,
         &app,
         &[
+            "--app",
+            "probe",
             "--stop-grace",
             "5s",
             "--lxcfs-dir",
@@ -229,7 +234,11 @@ fn lxcfs_outlives_a_killed_daemon_and_the_next_daemon_uses_it() {
 fn with_no_lxcfs_the_dyno_starts_and_the_daemon_says_so_once() {
     let tag = "procview-off";
     let app = probe_app(tag, "worker: python3 probe.py idle\n");
-    let mut up = Up::start(tag, &app, &["--stop-grace", "5s", "--no-lxcfs"]);
+    let mut up = Up::start(
+        tag,
+        &app,
+        &["--app", "probe", "--stop-grace", "5s", "--no-lxcfs"],
+    );
     let probe = first_probe(&up, "worker.1");
     assert_eq!(probe.mem_kb, host_mem_kb(), "{}", up.logs());
     let status = up.interrupt();
@@ -250,7 +259,14 @@ fn where_lxcfs_cannot_mount_the_dyno_starts_and_the_daemon_says_so_once() {
     let mut up = Up::start(
         tag,
         &app,
-        &["--stop-grace", "5s", "--lxcfs-dir", &dir.to_string_lossy()],
+        &[
+            "--app",
+            "probe",
+            "--stop-grace",
+            "5s",
+            "--lxcfs-dir",
+            &dir.to_string_lossy(),
+        ],
     );
     let probe = first_probe(&up, "worker.1");
     assert_eq!(probe.mem_kb, host_mem_kb(), "{}", up.logs());
