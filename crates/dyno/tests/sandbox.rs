@@ -392,6 +392,8 @@ fn a_dyno_sees_its_own_memory_cpus_uptime_and_load_through_lxcfs() {
         "{text}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // The figures, for whoever reads the test's output (`--no-capture`).
+    eprintln!("inside a Standard-1X dyno:\n{text}");
     let host_mem = std::fs::read_to_string("/proc/meminfo").unwrap();
     let host_kb: u64 = host_mem.split_whitespace().nth(1).unwrap().parse().unwrap();
     // MemTotal is the dyno's cgroup limit (twice the 512 MB quota), not the host's memory.
