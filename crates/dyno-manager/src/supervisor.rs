@@ -74,6 +74,8 @@ pub struct Platform {
     /// The system-call filter of this app's dynos: the default profile plus the operator's
     /// additions for the app.
     pub seccomp: SeccompSpec,
+    /// The LXCFS mount for the dynos' private `/proc` view; `None`: the kernel's figures.
+    pub proc_view: Option<PathBuf>,
 }
 
 impl Platform {
@@ -94,6 +96,7 @@ impl Platform {
             cgroups,
             ledger: None,
             seccomp: SeccompSpec::default(),
+            proc_view: None,
         }
     }
 
@@ -104,6 +107,11 @@ impl Platform {
 
     pub fn with_ledger(mut self, ledger: Arc<dyn Ledger>) -> Platform {
         self.ledger = Some(ledger);
+        self
+    }
+
+    pub fn with_proc_view(mut self, lxcfs_dir: Option<PathBuf>) -> Platform {
+        self.proc_view = lxcfs_dir;
         self
     }
 
@@ -581,6 +589,7 @@ impl Incarnation {
             cgroup: cgroup.clone(),
             output: dyno_sandbox::spec::OutputMode::Relay,
             seccomp: platform.seccomp.clone(),
+            proc_view: platform.proc_view.clone(),
         };
         let started = launch::prepare(&state, &spec)
             .map_err(|e| e.to_string())

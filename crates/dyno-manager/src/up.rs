@@ -82,6 +82,8 @@ pub struct UpOptions {
     pub router: RouterConfig,
     /// HTTPS as well, when the operator gives a certificate.
     pub router_tls: Option<RouterTls>,
+    /// Where LXCFS is (or is to be) mounted for the dynos' private `/proc`; `None`: off.
+    pub lxcfs_dir: Option<PathBuf>,
 }
 
 /// The router's TLS listener: the operator's certificate chain and key, and where to listen
@@ -327,6 +329,7 @@ pub async fn run(options: UpOptions, mut out: impl Write + Send + 'static) -> Re
                 calls: options.seccomp_allow.clone(),
             },
         ]),
+        lxcfs_dir: options.lxcfs_dir.clone(),
     })
     .await
     .map_err(|e| UpError::Network(e.to_string()))?;

@@ -12,6 +12,12 @@
 //!                                                     pts (own instance), shm, fd links
 //! ```
 //! Nothing else: no `/root`, `/home`, `/run`, `/var`, no state dir, no other app.
+//!
+//! With LXCFS ([`crate::lxcfs`]), its files are bound over `/proc/meminfo`, `loadavg`, `stat`,
+//! `uptime`, `cpuinfo`, `swaps`, `diskstats` and `/sys/devices/system/cpu/online`: the dyno
+//! sees its own figures, not the host's. Each tmpfs (`/tmp`, `/dev/shm`, the writable layer of
+//! `/app`) is bounded by the dyno's memory quota: a runaway writer gets `ENOSPC` there rather
+//! than taking the dyno (or, without a cgroup, the host) to its memory limit.
 
 use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -22,6 +28,18 @@ use crate::sys::{io_context, mount, SysResult};
 const RO_BIND: libc::c_ulong =
     libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV;
 const DEVICES: [&str; 6] = ["null", "zero", "full", "random", "urandom", "tty"];
+/// Each tmpfs's bound for a dyno without a cgroup (no quota to take it from).
+pub const DEFAULT_TMPFS_BYTES: u64 = 512 * 1024 * 1024;
+
+/// The bound of each of the dyno's tmpfs mounts: its memory quota, which is half its kernel
+/// limit (2 × quota, see [`crate::cgroup`]), so one full tmpfs leaves the app the other half.
+pub fn tmpfs_bytes(spec: &SandboxSpec) -> u64 {
+    spec.cgroup
+        .as_ref()
+        .map(|c| c.quota_bytes())
+        .filter(|bytes| *bytes > 0)
+        .unwrap_or(DEFAULT_TMPFS_BYTES)
+}
 
 pub fn build(spec: &SandboxSpec, state: &StateDir) -> SysResult<()> {
     // Nothing we mount from here on may propagate back to the host.
@@ -53,7 +71,8 @@ pub fn build(spec: &SandboxSpec, state: &StateDir) -> SysResult<()> {
             bind_read_only(&state.etc_file(file), &target)?;
         }
     }
-    app(spec, state, &root)?;
+    let tmpfs_size = tmpfs_bytes(spec);
+    app(spec, state, &root, tmpfs_size)?;
     let proc = inside(&root, "proc", 0o555)?;
     mount(
         Some("proc"),
@@ -71,16 +90,19 @@ pub fn build(spec: &SandboxSpec, state: &StateDir) -> SysResult<()> {
         libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC | libc::MS_RDONLY,
         None,
     )?;
+    if let Some(view) = &spec.proc_view {
+        proc_view(view, &root);
+    }
     let tmp = inside(&root, "tmp", 0o1777)?;
     mount(
         Some("dyno-tmp"),
         &tmp,
         Some("tmpfs"),
         libc::MS_NOSUID | libc::MS_NODEV,
-        Some("mode=1777"),
+        Some(&format!("mode=1777,size={tmpfs_size}")),
     )?;
     crate::masks::mask(&root)?;
-    dev(&root)?;
+    dev(&root, tmpfs_size)?;
     enter(&root)
 }
 
@@ -103,6 +125,19 @@ fn stack_dir(root: &Path, dir: &Path) -> SysResult<()> {
     bind_read_only(dir, &target)
 }
 
+/// LXCFS's files over the fresh `/proc` and `/sys`. Whatever cannot be bound (a file this
+/// LXCFS lacks, a mount whose LXCFS died) keeps the kernel's figures: the dyno starts anyway,
+/// and the daemon has said once whether the view is on.
+fn proc_view(view: &Path, root: &Path) {
+    for file in crate::lxcfs::FILES {
+        let source = view.join(file);
+        let target = root.join(file);
+        if source.metadata().is_ok() && target.metadata().is_ok() {
+            let _ = bind_read_only(&source, &target);
+        }
+    }
+}
+
 fn bind_read_only(source: &Path, target: &Path) -> SysResult<()> {
     let source = source.to_string_lossy();
     mount(
@@ -116,7 +151,7 @@ fn bind_read_only(source: &Path, target: &Path) -> SysResult<()> {
 }
 
 /// `/app`: overlay of the app dir under a tmpfs upper layer owned by the app's user.
-fn app(spec: &SandboxSpec, state: &StateDir, root: &Path) -> SysResult<()> {
+fn app(spec: &SandboxSpec, state: &StateDir, root: &Path, size: u64) -> SysResult<()> {
     let ephemeral = state.ephemeral();
     mkdir(&ephemeral, 0o700)?;
     mount(
@@ -124,7 +159,7 @@ fn app(spec: &SandboxSpec, state: &StateDir, root: &Path) -> SysResult<()> {
         &ephemeral,
         Some("tmpfs"),
         libc::MS_NOSUID | libc::MS_NODEV,
-        Some("mode=0700"),
+        Some(&format!("mode=0700,size={size}")),
     )?;
     let upper = ephemeral.join("upper");
     let work = ephemeral.join("work");
@@ -159,7 +194,7 @@ fn escape(path: &Path) -> String {
         .replace(':', "\\:")
 }
 
-fn dev(root: &Path) -> SysResult<()> {
+fn dev(root: &Path, shm_size: u64) -> SysResult<()> {
     let dev = inside(root, "dev", 0o755)?;
     mount(
         Some("dyno-dev"),
@@ -197,7 +232,7 @@ fn dev(root: &Path) -> SysResult<()> {
         &shm,
         Some("tmpfs"),
         libc::MS_NOSUID | libc::MS_NODEV,
-        Some("mode=1777"),
+        Some(&format!("mode=1777,size={shm_size}")),
     )?;
     for (link, to) in [
         ("ptmx", "pts/ptmx"),

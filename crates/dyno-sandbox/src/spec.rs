@@ -36,6 +36,10 @@ pub struct SandboxSpec {
     /// Where the app's stdout and stderr go.
     #[serde(default)]
     pub output: OutputMode,
+    /// An LXCFS mount whose files are bound over the dyno's `/proc` (see [`crate::lxcfs`]);
+    /// `None`: the kernel's figures, which are the host's.
+    #[serde(default)]
+    pub proc_view: Option<PathBuf>,
     /// The dyno's system-call filter (see [`crate::seccomp`]); the default profile unless said.
     #[serde(default)]
     pub seccomp: SeccompSpec,

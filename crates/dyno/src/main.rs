@@ -5,6 +5,7 @@ mod bench;
 mod labs;
 mod net;
 mod platform;
+mod procview;
 mod progress;
 mod serve;
 mod up;

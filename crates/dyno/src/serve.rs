@@ -69,6 +69,8 @@ pub struct ServeArgs {
     /// Period of the log-runtime-metrics lines (Heroku's 20 s; tests use less)
     #[arg(long, default_value = "20s", value_parser = parse_duration, hide = true)]
     runtime_metrics_interval: Duration,
+    #[command(flatten)]
+    lxcfs: crate::procview::LxcfsArgs,
 }
 
 pub fn run(args: ServeArgs) -> Result<(), String> {
@@ -103,6 +105,7 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
         memory_mb: None,
         runtime_metrics_interval: args.runtime_metrics_interval,
         seccomp: SeccompAdditions::new(args.seccomp_allow),
+        lxcfs_dir: args.lxcfs.dir(),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -109,6 +109,8 @@ pub struct UpArgs {
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration,
           help_heading = "Router")]
     header_timeout: std::time::Duration,
+    #[command(flatten)]
+    lxcfs: crate::procview::LxcfsArgs,
 }
 
 fn parse_call(name: &str) -> Result<String, String> {
@@ -181,6 +183,7 @@ pub fn run(args: UpArgs) -> Result<(), String> {
             },
             None => args.size,
         },
+        lxcfs_dir: args.lxcfs.dir(),
     };
     // Check the app before anything is started: errors name the file and line.
     up::plan(&options).map_err(|e| e.to_string())?;

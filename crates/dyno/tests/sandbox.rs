@@ -79,6 +79,7 @@ impl Bench {
             cgroup: None,
             output: dyno_sandbox::spec::OutputMode::Inherit,
             seccomp: Default::default(),
+            proc_view: None,
         }
     }
 
@@ -430,7 +431,10 @@ fn host_wide_counters_and_kernel_internals_are_hidden() {
         "/proc/interrupts",
         "/proc/key-users",
     ] {
-        assert!(text.contains(&format!("{hidden} bytes=0")), "{hidden}: {text}");
+        assert!(
+            text.contains(&format!("{hidden} bytes=0")),
+            "{hidden}: {text}"
+        );
     }
     assert!(text.contains("/proc/pressure entries=0"), "{text}");
     assert!(text.contains("/sys/firmware entries=0"), "{text}");
@@ -440,4 +444,259 @@ fn host_wide_counters_and_kernel_internals_are_hidden() {
     // And the host does have them: the test would pass on a kernel without them otherwise.
     assert!(std::fs::read_to_string("/proc/vmstat").unwrap().len() > 100);
     assert!(Path::new("/proc/pressure/cpu").exists());
+}
+
+/// An LXCFS of the test's own, in its scratch dir: stopped (by the pid in its pid file) and
+/// unmounted however the test ends. Declared after the [`Bench`], so it goes first.
+struct TestLxcfs(PathBuf);
+
+impl TestLxcfs {
+    fn start(bench: &Bench) -> TestLxcfs {
+        let dir = bench.scratch.join("lxcfs");
+        let guard = TestLxcfs(dir.clone());
+        let found = dyno_sandbox::lxcfs::find_or_start(&dir)
+            .unwrap_or_else(|e| panic!("start lxcfs (apt-get install lxcfs): {e}"));
+        assert!(found.started.is_some(), "an lxcfs was already at {dir:?}");
+        guard
+    }
+}
+
+impl Drop for TestLxcfs {
+    fn drop(&mut self) {
+        dyno_sandbox::lxcfs::stop(&self.0).unwrap();
+    }
+}
+
+/// A dyno cgroup, killed and removed however the test ends.
+struct TestCgroup {
+    cgroups: dyno_sandbox::cgroup::Cgroups,
+    cgroup: dyno_sandbox::cgroup::DynoCgroup,
+}
+
+impl TestCgroup {
+    fn new(tag: &str, size: &dyno_sandbox::cgroup::DynoSize) -> TestCgroup {
+        let cgroups = dyno_sandbox::cgroup::Cgroups::detect()
+            .unwrap()
+            .with_proc_view();
+        let id = format!("sbx{}-{tag}", std::process::id());
+        let cgroup = cgroups.create_new(&id, size).unwrap();
+        TestCgroup { cgroups, cgroup }
+    }
+
+    /// The kernel's memory limit of the dyno, in kB as `/proc/meminfo` counts.
+    fn limit_kb(&self) -> u64 {
+        self.cgroup.memory_usage().unwrap().limit_bytes / 1024
+    }
+}
+
+impl Drop for TestCgroup {
+    fn drop(&mut self) {
+        let _ = self.cgroup.kill_all();
+        let _ = self.cgroup.remove();
+        let _ = self.cgroups.remove_dyno_root_if_unused();
+    }
+}
+
+/// `key=value` of the line starting with `key=`.
+fn field<'t>(text: &'t str, key: &str) -> &'t str {
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{key}=")))
+        .unwrap_or_else(|| panic!("no {key}= in:\n{text}"))
+}
+
+fn host_cpus() -> usize {
+    std::thread::available_parallelism().unwrap().get()
+}
+
+const READ_PROC: &str = "echo mem=$(grep MemTotal: /proc/meminfo | awk '{print $2}')\n\
+     echo swap=$(grep SwapTotal: /proc/meminfo | awk '{print $2}')\n\
+     echo uptime=$(cut -d' ' -f1 /proc/uptime)\n\
+     echo cpuinfo=$(grep -c ^processor /proc/cpuinfo)\n\
+     echo stat=$(grep -c '^cpu[0-9]' /proc/stat)\n\
+     echo online=$(cat /sys/devices/system/cpu/online)\n\
+     echo cpu_count=$(python3 -c 'import os; print(os.cpu_count())')\n\
+     echo nproc=$(nproc)\n\
+     echo swaps=$(tail -n +2 /proc/swaps | wc -l)\n";
+
+#[test]
+fn a_dyno_sees_its_own_memory_cpus_uptime_and_load_through_lxcfs() {
+    let bench = Bench::new("procview");
+    let lxcfs = TestLxcfs::start(&bench);
+    let size = dyno_sandbox::cgroup::DynoSize::STANDARD_1X;
+    let cgroup = TestCgroup::new("procview", &size);
+    let mut spec = bench.spec(&format!(
+        "{READ_PROC}\
+         cat /proc/loadavg > /dev/null\n\
+         ( while :; do :; done ) &\n\
+         sleep 11\n\
+         echo loadavg=$(cat /proc/loadavg)\n\
+         kill $!"
+    ));
+    spec.cgroup = Some(cgroup.cgroup.clone());
+    spec.proc_view = Some(lxcfs.0.clone());
+    let state = StateDir(bench.scratch.join("state-procview"));
+    launch::prepare(&state, &spec).unwrap();
+    let out = launch::spawn_shim(
+        Path::new(env!("CARGO_BIN_EXE_dyno-shim")),
+        &state,
+        Stdio::piped(),
+        Stdio::piped(),
+    )
+    .unwrap()
+    .wait_with_output()
+    .unwrap();
+    let text = stdout(&out);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The figures, for whoever reads the test's output (`--no-capture`).
+    eprintln!("inside a Standard-1X dyno:\n{text}");
+    let host_mem = std::fs::read_to_string("/proc/meminfo").unwrap();
+    let host_kb: u64 = host_mem.split_whitespace().nth(1).unwrap().parse().unwrap();
+    // MemTotal is the dyno's cgroup limit (twice the 512 MB quota), not the host's memory.
+    let mem: u64 = field(&text, "mem").parse().unwrap();
+    assert_eq!(mem, cgroup.limit_kb(), "{text}");
+    assert_eq!(mem, 1024 * 1024, "{text}");
+    assert_ne!(mem, host_kb, "{text}");
+    // No swap: the dyno has none (lxcfs -u), whatever the host has.
+    assert_eq!(field(&text, "swap"), "0", "{text}");
+    assert_eq!(field(&text, "swaps"), "0", "{text}");
+    // The dyno's own uptime: its PID 1 started a moment ago.
+    let uptime: f64 = field(&text, "uptime").parse().unwrap();
+    assert!(uptime < 10.0, "{text}");
+    // A Standard-1X dyno has one CPU's quota: it sees one CPU (fewer only on a 0-CPU host).
+    let cpus = size.cpus().min(host_cpus() as u32).to_string();
+    assert_eq!(field(&text, "cpuinfo"), cpus, "{text}");
+    assert_eq!(field(&text, "stat"), cpus, "{text}");
+    assert_eq!(field(&text, "cpu_count"), cpus, "{text}");
+    let online = if cpus == "1" {
+        "0".to_string()
+    } else {
+        format!("0-{}", size.cpus() - 1)
+    };
+    assert_eq!(field(&text, "online"), online, "{text}");
+    // nproc asks sched_getaffinity, which a CFS quota does not change (see the README).
+    assert_eq!(field(&text, "nproc"), host_cpus().to_string(), "{text}");
+    // The load of the dyno's own threads: the busy loop runs, and only a handful of threads
+    // exist (init, the shell, the loop, sleep), not the host's hundreds.
+    let loadavg = field(&text, "loadavg");
+    let fields: Vec<&str> = loadavg.split_whitespace().collect();
+    let one_minute: f64 = fields[0].parse().unwrap();
+    let (running, total) = fields[3].split_once('/').unwrap();
+    let (running, total): (u32, u32) = (running.parse().unwrap(), total.parse().unwrap());
+    assert!(one_minute > 0.0, "{loadavg}");
+    assert!(running >= 1, "{loadavg}");
+    assert!((3..=8).contains(&total), "{loadavg}");
+    let host_total: u32 = std::fs::read_to_string("/proc/loadavg")
+        .unwrap()
+        .split_whitespace()
+        .nth(3)
+        .and_then(|f| f.split_once('/'))
+        .and_then(|(_, t)| t.parse().ok())
+        .unwrap();
+    assert!(host_total > total, "{loadavg} vs the host's {host_total}");
+}
+
+#[test]
+fn a_bigger_dyno_sees_its_bigger_limit() {
+    let bench = Bench::new("procview2x");
+    let lxcfs = TestLxcfs::start(&bench);
+    let size = *dyno_sandbox::cgroup::DynoSize::lookup("standard-2x").unwrap();
+    let cgroup = TestCgroup::new("procview2x", &size);
+    let mut spec = bench.spec(READ_PROC);
+    spec.cgroup = Some(cgroup.cgroup.clone());
+    spec.proc_view = Some(lxcfs.0.clone());
+    let state = StateDir(bench.scratch.join("state-procview2x"));
+    launch::prepare(&state, &spec).unwrap();
+    let out = launch::spawn_shim(
+        Path::new(env!("CARGO_BIN_EXE_dyno-shim")),
+        &state,
+        Stdio::piped(),
+        Stdio::piped(),
+    )
+    .unwrap()
+    .wait_with_output()
+    .unwrap();
+    let text = stdout(&out);
+    assert!(out.status.success(), "{text}");
+    assert_eq!(field(&text, "mem"), (2 * 1024 * 1024).to_string(), "{text}");
+    assert_eq!(
+        field(&text, "cpuinfo"),
+        size.cpus().min(host_cpus() as u32).to_string(),
+        "{text}"
+    );
+}
+
+#[test]
+fn without_lxcfs_the_dyno_starts_with_the_kernels_figures() {
+    let bench = Bench::new("noview");
+    let mut spec = bench.spec("echo mem=$(grep MemTotal: /proc/meminfo | awk '{print $2}')");
+    // A directory with no lxcfs files: nothing to bind, nothing fails.
+    std::fs::create_dir_all(bench.scratch.join("not-lxcfs")).unwrap();
+    spec.proc_view = Some(bench.scratch.join("not-lxcfs"));
+    let state = StateDir(bench.scratch.join("state-noview"));
+    launch::prepare(&state, &spec).unwrap();
+    let out = launch::spawn_shim(
+        Path::new(env!("CARGO_BIN_EXE_dyno-shim")),
+        &state,
+        Stdio::piped(),
+        Stdio::piped(),
+    )
+    .unwrap()
+    .wait_with_output()
+    .unwrap();
+    let text = stdout(&out);
+    assert!(out.status.success(), "{text}");
+    let host_mem = std::fs::read_to_string("/proc/meminfo").unwrap();
+    let host_kb = host_mem.split_whitespace().nth(1).unwrap();
+    assert_eq!(field(&text, "mem"), host_kb, "{text}");
+}
+
+#[test]
+fn tmpfs_writes_past_the_dynos_quota_fail_with_enospc() {
+    let bench = Bench::new("tmpfsbound");
+    let size = dyno_sandbox::cgroup::DynoSize {
+        name: "test-64",
+        memory_mb: 64,
+        pids: 64,
+        cpu_weight: 100,
+    };
+    let cgroup = TestCgroup::new("tmpfsbound", &size);
+    let fill = "for d in /tmp /dev/shm /app; do\n\
+         err=$(dd if=/dev/zero of=$d/fill bs=1M count=100 2>&1 >/dev/null | grep -c 'No space left on device')\n\
+         echo \"$d enospc=$err bytes=$(stat -c %s $d/fill)\"\n\
+         rm -f $d/fill\n\
+         done\n\
+         echo alive";
+    let mut spec = bench.spec(fill);
+    spec.cgroup = Some(cgroup.cgroup.clone());
+    let state = StateDir(bench.scratch.join("state-tmpfs"));
+    launch::prepare(&state, &spec).unwrap();
+    let out = launch::spawn_shim(
+        Path::new(env!("CARGO_BIN_EXE_dyno-shim")),
+        &state,
+        Stdio::piped(),
+        Stdio::piped(),
+    )
+    .unwrap()
+    .wait_with_output()
+    .unwrap();
+    let text = stdout(&out);
+    assert!(out.status.success(), "{text}");
+    // Each tmpfs holds the quota (64 MiB) and not a byte more; the dyno lives on.
+    for dir in ["/tmp", "/dev/shm", "/app"] {
+        assert!(
+            text.contains(&format!("{dir} enospc=1 bytes={}", 64 * 1024 * 1024)),
+            "{text}"
+        );
+    }
+    assert!(text.contains("alive"), "{text}");
+    assert_eq!(cgroup.cgroup.memory_usage().unwrap().oom_kills, 0);
+
+    // Without a cgroup, the fixed bound.
+    let (out, _) = bench.run("df -k --output=size /tmp /dev/shm | tail -n +2 | xargs");
+    let expected = dyno_sandbox::rootfs::DEFAULT_TMPFS_BYTES / 1024;
+    assert_eq!(stdout(&out).trim(), format!("{expected} {expected}"));
 }

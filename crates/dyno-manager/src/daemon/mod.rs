@@ -14,6 +14,7 @@
 pub mod api;
 pub mod ledger;
 pub mod metrics;
+mod procview;
 pub mod reconcile;
 pub mod runtime_metrics;
 pub mod seccomp;
@@ -96,6 +97,8 @@ pub struct DaemonOptions {
     pub runtime_metrics_interval: Duration,
     /// The operator's additions to the dynos' system-call profile, per app.
     pub seccomp: seccomp::SeccompAdditions,
+    /// Where LXCFS is (or is to be) mounted for the dynos' private `/proc` view; `None`: off.
+    pub lxcfs_dir: Option<PathBuf>,
 }
 
 impl DaemonOptions {
@@ -217,6 +220,8 @@ pub struct Daemon {
     pub routes: RouteTable,
     network: SharedNetwork,
     cgroups: Option<Cgroups>,
+    /// The LXCFS mount the dynos' `/proc` view comes from.
+    proc_view: Option<PathBuf>,
     options: DaemonOptions,
     apps: tokio::sync::Mutex<BTreeMap<String, AppRuntime>>,
     converging: tokio::sync::Mutex<()>,
@@ -254,6 +259,11 @@ impl Daemon {
                 "this app's dynos may make these system calls beyond the default seccomp profile"
             );
         }
+        let proc_view = procview::open(options.lxcfs_dir.as_deref()).await;
+        let cgroups = cgroups.map(|c| match proc_view {
+            Some(_) => c.with_proc_view(),
+            None => c,
+        });
         let rows = store.all_dynos()?;
         let mut stock = reconcile::take_stock(&options, rows, cgroups.as_ref());
         let mut adoptees = Vec::new();
@@ -313,6 +323,7 @@ impl Daemon {
             routes: RouteTable::new(),
             network: Arc::new(Mutex::new(network)),
             cgroups,
+            proc_view,
             options,
             apps: tokio::sync::Mutex::new(BTreeMap::new()),
             converging: tokio::sync::Mutex::new(()),
@@ -975,7 +986,8 @@ impl Daemon {
             .with_ledger(Arc::new(ledger::StoreLedger {
                 store: self.store.clone(),
             }))
-            .with_seccomp(self.options.seccomp.spec_for(app)),
+            .with_seccomp(self.options.seccomp.spec_for(app))
+            .with_proc_view(self.proc_view.clone()),
         );
         AppRuntime {
             platform,

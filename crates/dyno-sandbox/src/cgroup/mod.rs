@@ -17,13 +17,15 @@
 //! [`DynoCgroup::join_self`] before unsharing its cgroup namespace; at the end
 //! [`DynoCgroup::kill_all`] and [`DynoCgroup::remove`].
 
-mod detect;
+pub(crate) mod detect;
 mod error;
 mod fs;
 mod process;
 mod size;
+mod usage;
 mod v1;
 mod v2;
+mod view;
 
 #[cfg(test)]
 mod tests;
@@ -38,7 +40,9 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 pub use error::CgroupError;
-pub use size::{DynoSize, DYNO_SIZES};
+pub use size::{DynoSize, CPU_PERIOD_US, DYNO_SIZES};
+pub(crate) use usage::MemoryCounters;
+pub use usage::MemoryUsage;
 
 /// The controllers a dyno cgroup uses.
 pub(crate) const CONTROLLERS: [&str; 3] = ["memory", "pids", "cpu"];
@@ -91,6 +95,10 @@ pub struct Cgroups {
     version: Version,
     /// v1: our cgroup in each hierarchy of [`CONTROLLERS`]; v2: exactly one.
     own: Vec<Hierarchy>,
+    /// v1: our cgroup in the hierarchies LXCFS also reads (see `view.rs`); empty on v2.
+    view: Vec<Hierarchy>,
+    /// Whether dyno cgroups are made in [`Cgroups::view`] too ([`Cgroups::with_proc_view`]).
+    make_view: bool,
 }
 
 impl Cgroups {
@@ -108,9 +116,12 @@ impl Cgroups {
         let mounts = detect::parse_mountinfo(&fs::read(&mountinfo_path)?);
         let lines = detect::parse_self_cgroup(&self_cgroup_path, &fs::read(&self_cgroup_path)?)?;
         if lines.iter().any(|l| l.has_controller("memory")) {
+            let own = v1::detect(&mounts, &lines, fs_root)?;
             return Ok(Cgroups {
                 version: Version::V1,
-                own: v1::detect(&mounts, &lines, fs_root)?,
+                view: view::detect(&mounts, &lines, fs_root, &own),
+                own,
+                make_view: false,
             });
         }
         let no_fs = |reason| CgroupError::NoCgroupFs {
@@ -121,7 +132,17 @@ impl Cgroups {
         Ok(Cgroups {
             version: Version::V2,
             own: vec![v2::detect(&mounts, &lines, fs_root, no_fs)?],
+            view: Vec::new(),
+            make_view: false,
         })
+    }
+
+    /// From now on, dyno cgroups are also made in the v1 hierarchies LXCFS reads a dyno's CPU
+    /// and disk figures from (cpuacct, cpuset, blkio), so that its `/proc` view is the dyno's.
+    /// Nothing changes on v2, where the one hierarchy has it all.
+    pub fn with_proc_view(mut self) -> Cgroups {
+        self.make_view = true;
+        self
     }
 
     pub fn version(&self) -> Version {
@@ -140,6 +161,18 @@ impl Cgroups {
 
     fn dyno_roots(&self) -> Vec<Hierarchy> {
         self.own.iter().map(|h| h.child(DYNO_DIR)).collect()
+    }
+
+    fn view_roots(&self) -> Vec<Hierarchy> {
+        self.view.iter().map(|h| h.child(DYNO_DIR)).collect()
+    }
+
+    /// Where dyno cgroups may be, whether or not this daemon makes view cgroups: an earlier
+    /// one may have.
+    fn all_roots(&self) -> Vec<Hierarchy> {
+        let mut roots = self.dyno_roots();
+        roots.extend(self.view_roots());
+        roots
     }
 
     /// [`Cgroups::create`] for a dyno that is new: a cgroup of that name belongs to another
@@ -188,21 +221,33 @@ impl Cgroups {
             Version::V1 => v1::prepare_dyno_roots(&self.own)?,
             Version::V2 => vec![v2::prepare_dyno_root(&self.own[0])?],
         };
+        let view_roots = match self.make_view {
+            true => view::prepare_dyno_roots(&self.view)?,
+            false => Vec::new(),
+        };
         let dyno = DynoCgroup {
             version: self.version,
             id: dyno_id.to_string(),
             quota_bytes: size.memory_quota_bytes(),
             dirs: roots.iter().map(|root| root.child(dyno_id)).collect(),
+            view: view_roots.iter().map(|root| root.child(dyno_id)).collect(),
         };
         let mut all_new = true;
-        let made = dyno.dirs.iter().try_for_each(|dir| {
+        let made = dyno.dirs.iter().chain(&dyno.view).try_for_each(|dir| {
             all_new &= fs::make_cgroup_dir(&dir.dir)?;
             Ok(())
         });
-        let applied = made.and_then(|()| match self.version {
-            Version::V1 => v1::apply_limits(&dyno.dirs, size),
-            Version::V2 => v2::apply_limits(&dyno.dirs[0].dir, size),
-        });
+        let applied = made
+            .and_then(|()| match self.version {
+                Version::V1 => v1::apply_limits(&dyno.dirs, size),
+                Version::V2 => v2::apply_limits(&dyno.dirs[0].dir, size),
+            })
+            .and_then(|()| {
+                view_roots
+                    .iter()
+                    .zip(&dyno.view)
+                    .try_for_each(|(root, dir)| view::inherit_cpuset(root, dir))
+            });
         if let Err(e) = applied {
             // Leave nothing half-made behind, but only what this call made: an existing
             // cgroup may hold a running dyno.
@@ -228,13 +273,19 @@ impl Cgroups {
                 .map(|root| root.child(dyno_id))
                 .filter(|h| h.dir.is_dir())
                 .collect(),
+            view: self
+                .view_roots()
+                .iter()
+                .map(|root| root.child(dyno_id))
+                .filter(|h| h.dir.is_dir())
+                .collect(),
         })
     }
 
     /// The ids of the dyno cgroups that exist below our `dyno` directory.
     pub fn dyno_ids(&self) -> Result<Vec<String>, CgroupError> {
         let mut ids = Vec::new();
-        for root in self.dyno_roots() {
+        for root in self.all_roots() {
             for child in fs::child_dirs(&root.dir)? {
                 if let Some(name) = child.file_name().and_then(|n| n.to_str()) {
                     if validate_dyno_id(name).is_ok() && !ids.iter().any(|id| id == name) {
@@ -256,7 +307,7 @@ impl Cgroups {
             if keep.contains(&id.as_str()) {
                 continue;
             }
-            let dirs: Vec<Hierarchy> = self.dyno_roots().iter().map(|r| r.child(&id)).collect();
+            let dirs: Vec<Hierarchy> = self.all_roots().iter().map(|r| r.child(&id)).collect();
             let mut pids = Vec::new();
             for dir in &dirs {
                 fs::procs_recursive(&dir.dir, &mut pids)?;
@@ -288,7 +339,7 @@ impl Cgroups {
     /// some are still in use.
     pub fn remove_dyno_root_if_unused(&self) -> Result<bool, CgroupError> {
         let mut all_gone = true;
-        for root in self.dyno_roots() {
+        for root in self.all_roots() {
             match std::fs::remove_dir(&root.dir) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
@@ -348,76 +399,6 @@ pub fn validate_dyno_id(id: &str) -> Result<(), CgroupError> {
     Ok(())
 }
 
-/// What a dyno uses. `used_bytes` is what cannot be reclaimed: anonymous memory (`rss`),
-/// tmpfs/shared memory (the dyno's ephemeral filesystem lives on tmpfs) and swap; page cache of
-/// ordinary files is left out, since the kernel reclaims it before it OOM-kills.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct MemoryUsage {
-    /// rss + shmem + swap (v1 `memory.stat` `total_rss + total_shmem + total_swap`; v2
-    /// `memory.stat` `anon + shmem` plus `memory.swap.current`).
-    pub used_bytes: u64,
-    /// The dyno size's quota (R14 above it).
-    pub quota_bytes: u64,
-    /// The kernel's hard limit as the cgroup has it now (2 × quota).
-    pub limit_bytes: u64,
-    /// How many processes the kernel OOM-killed in the dyno so far (v1 `memory.oom_control`,
-    /// v2 `memory.events`); R15 when it grows.
-    pub oom_kills: u64,
-    /// Anonymous memory (Heroku's `memory_rss`).
-    pub rss_bytes: u64,
-    /// Page cache including tmpfs (Heroku's `memory_cache`).
-    pub cache_bytes: u64,
-    /// Swapped out (Heroku's `memory_swap`; 0 without swap).
-    pub swap_bytes: u64,
-    /// Pages charged to the dyno since it started (Heroku's `memory_pgpgin`: v1 `memory.stat`
-    /// `total_pgpgin`). `None` on v2, whose `memory.stat` has no such counter.
-    pub pgpgin_pages: Option<u64>,
-    /// Pages uncharged from the dyno since it started (Heroku's `memory_pgpgout`: v1
-    /// `total_pgpgout`). `None` on v2.
-    pub pgpgout_pages: Option<u64>,
-}
-
-/// One reading of a dyno's memory counters, as v1 and v2 both provide them.
-pub(crate) struct MemoryCounters {
-    pub rss_bytes: u64,
-    pub cache_bytes: u64,
-    pub shmem_bytes: u64,
-    pub swap_bytes: u64,
-    pub limit_bytes: u64,
-    pub oom_kills: u64,
-    pub pgpgin_pages: Option<u64>,
-    pub pgpgout_pages: Option<u64>,
-}
-
-impl MemoryUsage {
-    /// What counts as "used" is decided here, once for v1 and v2: anonymous memory, tmpfs (the
-    /// dyno's writable `/app` layer lives there) and swap — not the page cache, which the kernel
-    /// reclaims before it kills.
-    pub(crate) fn from_counters(c: MemoryCounters, quota_bytes: u64) -> MemoryUsage {
-        MemoryUsage {
-            used_bytes: c.rss_bytes + c.shmem_bytes + c.swap_bytes,
-            quota_bytes,
-            limit_bytes: c.limit_bytes,
-            oom_kills: c.oom_kills,
-            rss_bytes: c.rss_bytes,
-            cache_bytes: c.cache_bytes,
-            swap_bytes: c.swap_bytes,
-            pgpgin_pages: c.pgpgin_pages,
-            pgpgout_pages: c.pgpgout_pages,
-        }
-    }
-
-    /// R14 territory.
-    pub fn over_quota(&self) -> bool {
-        self.used_bytes > self.quota_bytes
-    }
-
-    /// R15 territory, even before the kernel acts.
-    pub fn at_limit(&self) -> bool {
-        self.used_bytes >= self.limit_bytes
-    }
-}
-
 /// One dyno's cgroup: a directory per hierarchy on v1, one on v2. It serialises, so the daemon
 /// can hand it to the shim.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -426,6 +407,9 @@ pub struct DynoCgroup {
     id: String,
     quota_bytes: u64,
     dirs: Vec<Hierarchy>,
+    /// v1: its cgroups in the hierarchies only LXCFS reads (see `view.rs`); no limits there.
+    #[serde(default)]
+    view: Vec<Hierarchy>,
 }
 
 impl DynoCgroup {
@@ -446,6 +430,11 @@ impl DynoCgroup {
         self.dirs.iter().map(|h| h.dir.clone()).collect()
     }
 
+    /// Its directories in the hierarchies only LXCFS reads ([`Cgroups::with_proc_view`]).
+    pub fn view_paths(&self) -> Vec<PathBuf> {
+        self.view.iter().map(|h| h.dir.clone()).collect()
+    }
+
     /// Moves the calling process into the dyno's cgroup (every hierarchy on v1). Meant for a
     /// freshly forked, single-threaded child before it unshares its cgroup namespace (so that
     /// the dyno's cgroup becomes its root); it starts no threads. Writes `0` ("the writer"),
@@ -460,7 +449,7 @@ impl DynoCgroup {
     }
 
     fn write_procs(&self, value: &str) -> Result<(), CgroupError> {
-        for dir in &self.dirs {
+        for dir in self.dirs.iter().chain(&self.view) {
             fs::write(&dir.dir.join("cgroup.procs"), value)?;
         }
         Ok(())
@@ -473,6 +462,7 @@ impl DynoCgroup {
         let files = self
             .dirs
             .iter()
+            .chain(&self.view)
             .map(|dir| {
                 let path = dir.dir.join("cgroup.procs");
                 OpenOptions::new()
@@ -570,7 +560,7 @@ impl DynoCgroup {
     pub fn remove(&self) -> Result<(), CgroupError> {
         let deadline = Instant::now() + REMOVE_TIMEOUT;
         let mut first_error = None;
-        for dir in &self.dirs {
+        for dir in self.dirs.iter().chain(&self.view) {
             if let Err(e) = fs::remove_cgroup_tree(&dir.dir, deadline) {
                 first_error.get_or_insert(e);
             }

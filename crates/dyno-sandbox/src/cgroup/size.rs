@@ -4,6 +4,24 @@
 use super::CgroupError;
 
 const MIB: u64 = 1024 * 1024;
+/// The CFS period the CPU quota is measured in (the kernel's default, 100 ms).
+pub const CPU_PERIOD_US: u64 = 100_000;
+
+/// How many CPUs' worth of time each of Heroku's types may use at most (a CFS quota), by name:
+/// Heroku's vCPU counts for the performance types, one CPU per "1x" of CPU share for the
+/// shared ones. A size not in this table gets one CPU per 100 of weight (at least one). Kept
+/// apart from [`DynoSize`] so that sizes written as struct literals stay valid.
+const CPUS: &[(&str, u32)] = &[
+    ("Eco", 1),
+    ("Basic", 1),
+    ("Standard-1X", 1),
+    ("Standard-2X", 2),
+    ("Performance-M", 2),
+    ("Performance-L", 8),
+    ("Performance-L-RAM", 4),
+    ("Performance-XL", 8),
+    ("Performance-2XL", 16),
+];
 
 /// How much a dyno may use. The memory *quota* is what Heroku advertises; the kernel limit is
 /// twice that (see [`DynoSize::memory_limit_bytes`]).
@@ -71,6 +89,20 @@ impl DynoSize {
     /// The v1 equivalent: 100 (v2's default) ↦ 1024 (v1's default), within v1's 2..=262144.
     pub fn cpu_shares_v1(&self) -> u64 {
         (u64::from(self.cpu_weight_v2()) * 1024 / 100).clamp(2, 262_144)
+    }
+
+    /// The CPUs this size may keep busy at once: its CFS quota is `cpus × CPU_PERIOD_US`.
+    /// LXCFS (`--enable-cfs`) shows the dyno this many CPUs (fewer on a smaller host).
+    pub fn cpus(&self) -> u32 {
+        CPUS.iter()
+            .find(|(name, _)| *name == self.name)
+            .map(|(_, cpus)| *cpus)
+            .unwrap_or_else(|| self.cpu_weight_v2().div_ceil(100))
+    }
+
+    /// The CFS quota per [`CPU_PERIOD_US`], in microseconds.
+    pub fn cpu_quota_us(&self) -> u64 {
+        u64::from(self.cpus()) * CPU_PERIOD_US
     }
 
     pub(crate) fn validate(&self) -> Result<(), CgroupError> {
@@ -161,6 +193,27 @@ mod tests {
         assert_eq!(with_weight(10_000).cpu_shares_v1(), 102_400);
         assert_eq!(with_weight(0).cpu_weight_v2(), 1);
         assert_eq!(with_weight(50_000).cpu_weight_v2(), 10_000);
+    }
+
+    #[test]
+    fn every_heroku_type_has_a_cpu_count_and_others_follow_their_weight() {
+        for size in DYNO_SIZES {
+            assert!(
+                CPUS.iter().any(|(name, _)| *name == size.name),
+                "{} has no CPU count",
+                size.name
+            );
+        }
+        assert_eq!(DynoSize::STANDARD_1X.cpus(), 1);
+        assert_eq!(DynoSize::STANDARD_1X.cpu_quota_us(), 100_000);
+        assert_eq!(DynoSize::lookup("performance-l").unwrap().cpus(), 8);
+        let custom = |cpu_weight| DynoSize {
+            name: "custom",
+            cpu_weight,
+            ..DynoSize::STANDARD_1X
+        };
+        assert_eq!(custom(50).cpus(), 1);
+        assert_eq!(custom(250).cpus(), 3);
     }
 
     #[test]

@@ -77,10 +77,18 @@ pub(crate) fn apply_limits(dirs: &[Hierarchy], size: &DynoSize) -> Result<(), Cg
         &dir_with(dirs, "pids")?.join("pids.max"),
         &size.pids.to_string(),
     )?;
-    fs::write(
-        &dir_with(dirs, "cpu")?.join("cpu.shares"),
-        &size.cpu_shares_v1().to_string(),
-    )
+    let cpu = dir_with(dirs, "cpu")?;
+    fs::write(&cpu.join("cpu.shares"), &size.cpu_shares_v1().to_string())?;
+    // Absent without CONFIG_CFS_BANDWIDTH: the dyno then has its share, and no cap.
+    let quota = cpu.join("cpu.cfs_quota_us");
+    if fs::exists(&quota) {
+        fs::write(
+            &cpu.join("cpu.cfs_period_us"),
+            &super::size::CPU_PERIOD_US.to_string(),
+        )?;
+        fs::write(&quota, &size.cpu_quota_us().to_string())?;
+    }
+    Ok(())
 }
 
 /// Sets the memory limit and, where the kernel accounts swap (`memory.memsw.*`), the

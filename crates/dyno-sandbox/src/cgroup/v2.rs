@@ -116,7 +116,14 @@ pub(crate) fn apply_limits(dir: &Path, size: &DynoSize) -> Result<(), CgroupErro
         fs::write(&swap_max, "0")?;
     }
     fs::write(&dir.join("pids.max"), &size.pids.to_string())?;
-    fs::write(&dir.join("cpu.weight"), &size.cpu_weight_v2().to_string())
+    fs::write(&dir.join("cpu.weight"), &size.cpu_weight_v2().to_string())?;
+    // Absent without CONFIG_CFS_BANDWIDTH: the dyno then has its weight, and no cap.
+    let max = dir.join("cpu.max");
+    if fs::exists(&max) {
+        let value = format!("{} {}", size.cpu_quota_us(), super::size::CPU_PERIOD_US);
+        fs::write(&max, &value)?;
+    }
+    Ok(())
 }
 
 /// The readings. `memory.stat` and `memory.events` are hierarchical (they include any cgroups

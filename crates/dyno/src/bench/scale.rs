@@ -91,6 +91,8 @@ pub fn run(args: ScaleBench) -> Result<(), String> {
         .arg(scratch.join("state"))
         .arg("--run-dir")
         .arg(&lab.run_dir.0)
+        // An lxcfs started here would outlive the benchmark (it is the host's, by design).
+        .arg("--no-lxcfs")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::inherit());

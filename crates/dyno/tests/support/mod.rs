@@ -45,6 +45,7 @@ impl Up {
                 .arg(&lab.run_dir.0)
                 .arg("--state-dir")
                 .arg(scratch.join("state"))
+                .args(lxcfs_default(extra))
                 .args(extra);
         })
     }
@@ -65,6 +66,7 @@ impl Up {
                 .arg(&lab.run_dir.0)
                 .arg("--uid-range")
                 .arg(uid_range_of(scratch).to_string())
+                .args(lxcfs_default(extra))
                 .args(extra);
         })
     }
@@ -104,6 +106,7 @@ impl Up {
             .arg(&self.lab.run_dir.0)
             .arg("--uid-range")
             .arg(uid_range_of(&self.scratch).to_string())
+            .args(lxcfs_default(extra))
             .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -177,10 +180,21 @@ impl Up {
         self.scratch.join("api.sock")
     }
 
+    /// The scratch dir of the test `tag`.
+    pub fn scratch_of(tag: &str) -> PathBuf {
+        PathBuf::from(format!("/run/dyno-up-test-{}-{tag}", std::process::id()))
+    }
+
+    /// Where a test gives its daemon LXCFS (`--lxcfs-dir`): in its scratch dir, so that the
+    /// harness stops that LXCFS when the test ends.
+    pub fn lxcfs_dir_of(tag: &str) -> PathBuf {
+        Up::scratch_of(tag).join("lxcfs")
+    }
+
     fn spawn(tag: &str, args: impl FnOnce(&mut Command, &Lab, &Path)) -> Up {
         require_root();
         let lab = Lab::new(tag).unwrap();
-        let scratch = PathBuf::from(format!("/run/dyno-up-test-{}-{tag}", std::process::id()));
+        let scratch = Up::scratch_of(tag);
         let _ = std::fs::remove_dir_all(&scratch);
         std::fs::create_dir_all(&scratch).unwrap();
         let mut command = Command::new(env!("CARGO_BIN_EXE_dyno"));
@@ -370,7 +384,25 @@ impl Drop for Up {
         // A daemon that died (or never started) leaves its dynos running, by design: end
         // them, so that a failed test leaves nothing behind either.
         kill_shims_under(&self.scratch.join("state"));
+        // An LXCFS the test's daemon started outlives it, by design: it goes last, once no
+        // dyno binds its files any more.
+        if let Err(e) = dyno_sandbox::lxcfs::stop(&self.scratch.join("lxcfs")) {
+            eprintln!("stop the test's lxcfs: {e}");
+        }
         let _ = std::fs::remove_dir_all(&self.scratch);
+    }
+}
+
+/// Tests run without LXCFS unless they give `--lxcfs-dir` (see [`Up::lxcfs_dir_of`]): the
+/// default would start one at the host's `/var/lib/lxcfs` and leave it running.
+fn lxcfs_default(extra: &[&str]) -> &'static [&'static str] {
+    if extra
+        .iter()
+        .any(|a| a.starts_with("--lxcfs-dir") || *a == "--no-lxcfs")
+    {
+        &[]
+    } else {
+        &["--no-lxcfs"]
     }
 }
 

@@ -402,6 +402,7 @@ impl OneShot<'_> {
             cgroup: self.cgroup.clone(),
             output: dyno_sandbox::spec::OutputMode::Inherit,
             seccomp: Default::default(),
+            proc_view: None,
         };
         launch::prepare(&self.state, &spec).map_err(|e| e.to_string())?;
         let t_prepare = Instant::now();
