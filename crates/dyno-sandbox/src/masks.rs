@@ -7,7 +7,7 @@
 //! kernel does not have is skipped.
 //!
 //! The host figures an app does need (`meminfo`, `loadavg`, `stat`, `cpuinfo`, `uptime`,
-//! `swaps`, `diskstats`) are not hidden but replaced by the dyno's own (see `proc_view`).
+//! `swaps`, `diskstats`) are not hidden but replaced by the dyno's own (see [`crate::lxcfs`]).
 
 use std::path::Path;
 
