@@ -21,27 +21,39 @@ const SOURCES: [&str; 7] = [
     include_str!("abuse.rs"),
 ];
 
-/// Every attack test's name, in source order: `#[test] fn NAME(` and `denied!(NAME,`.
+/// Every attack test's name, in source order: `#[test] fn NAME(` and `denied!(NAME, …)`
+/// (rustfmt may put the name on the next line).
 fn test_names() -> Vec<String> {
+    let ident = |text: &str| -> String {
+        text.trim_start()
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect()
+    };
     let mut names = Vec::new();
     for source in SOURCES {
-        let mut after_test = false;
-        for line in source.lines().map(str::trim) {
-            if let Some(rest) = line.strip_prefix("denied!(") {
-                if let Some(name) = rest.split(',').next().filter(|n| !n.contains(' ')) {
-                    names.push(name.to_string());
-                }
+        let mut rest = source;
+        while let Some(at) = rest
+            .find("#[test]")
+            .into_iter()
+            .chain(rest.find("denied!("))
+            .min()
+        {
+            rest = &rest[at..];
+            let name = if let Some(after) = rest.strip_prefix("denied!(") {
+                ident(after)
+            } else {
+                let after = &rest["#[test]".len()..];
+                after
+                    .trim_start()
+                    .strip_prefix("fn ")
+                    .map(ident)
+                    .unwrap_or_default()
+            };
+            if !name.is_empty() && !names.contains(&name) {
+                names.push(name);
             }
-            if line == "#[test]" {
-                after_test = true;
-                continue;
-            }
-            if after_test {
-                if let Some(rest) = line.strip_prefix("fn ") {
-                    names.push(rest.split('(').next().unwrap_or_default().to_string());
-                }
-                after_test = false;
-            }
+            rest = &rest[1..];
         }
     }
     names

@@ -18,7 +18,7 @@ fn another_dynos_source_address_cannot_be_used() {
             category: FORGE,
             attack: "send from the victim's address: bind, IP_FREEBIND, IP_TRANSPARENT, raw socket",
             expect: EXPECT,
-            others: "Docker, podman: no CAP_NET_RAW for raw sockets in podman rootless (Docker grants it by default), no anti-spoofing on the bridge; Heroku: isolated per dyno",
+            others: "Docker: CAP_NET_RAW by default (raw sockets can send any source on the bridge); podman: no CAP_NET_RAW by default since 4.0; Heroku: not documented",
         },
         |rig| {
             let victim = rig.dyno("victim", "web.1").ip;

@@ -370,7 +370,7 @@ fn the_metadata_endpoint_is_unreachable() {
             category: REACH,
             attack: "connect to the cloud metadata endpoint 169.254.169.254:80",
             expect: EXPECT,
-            others: "Heroku: blocked; Docker, podman: reachable from containers by default (EC2 needs IMDSv2 hop limit 1 to stop it)",
+            others: "Heroku: not documented; Docker, podman: reachable from containers by default (EC2 needs IMDSv2 hop limit 1 to stop it)",
         },
         |rig| {
             let service = link_local_services(rig, &["169.254.169.254"]);
