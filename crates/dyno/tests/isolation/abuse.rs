@@ -141,7 +141,7 @@ done({{"mib": size >> 20, "error": error}})
 
 /// The verdict of a fill: bounded when it stopped with an error or was killed, at no more than
 /// the limit (1024 MiB) plus a little.
-fn fill_outcome(rig: &Rig, siege: Siege) -> Outcome {
+fn fill_outcome(siege: Siege) -> Outcome {
     let mib = siege
         .run
         .as_ref()
@@ -153,29 +153,19 @@ fn fill_outcome(rig: &Rig, siege: Siege) -> Outcome {
                 .unwrap_or(0)
         })
         .unwrap_or(0);
-    let how = match (&siege.run, siege.value()) {
-        (_, Some(v)) => match v["error"].as_str() {
+    // How it ended, in words that do not depend on which process the OOM killer picked or
+    // whether the supervisor saw R15 first (both vary from run to run).
+    let how = match siege.value() {
+        Some(v) => match v["error"].as_str() {
             Some(e) => format!("stopped by {e}"),
             None => "never stopped".to_string(),
         },
-        (Ok(run), None) => match run.exit {
-            Some(n) if n < 0 => format!("killed by signal {}", -n),
-            other => format!("ended without a result (exit {other:?})"),
-        },
-        (Err(_), None) => "killed with its agent".to_string(),
+        None => "killed".to_string(),
     };
-    let r15 = rig
-        .app_logs("attacker")
-        .iter()
-        .any(|l| l.contains("Error R15"));
     let bounded = mib <= 1024 + 64 && how != "never stopped";
     siege.outcome(
         bounded,
-        format!(
-            "{how} at ≤ the limit: {}{}",
-            mib <= 1024 + 64,
-            if r15 { ", R15 logged" } else { "" }
-        ),
+        format!("{how} at ≤ the limit: {}", mib <= 1024 + 64),
     )
 }
 
@@ -212,7 +202,7 @@ except OSError:
 "#
             ));
             let siege = siege(rig, &snippet, Duration::from_secs(30), |_| {});
-            fill_outcome(rig, siege)
+            fill_outcome(siege)
         },
     );
 }
@@ -242,7 +232,7 @@ chunks = None
 "#,
             );
             let siege = siege(rig, &snippet, Duration::from_secs(30), |_| {});
-            fill_outcome(rig, siege)
+            fill_outcome(siege)
         },
     );
 }
