@@ -105,7 +105,7 @@ fn intent(config: &FirewallConfig, elements: &[(Ipv4Addr, u16)]) -> String {
         pool: (network, prefix_len),
         router_mark: mark,
         link_prefix: dy,
-        metadata_address: metadata,
+        link_local: (link_local, link_local_len),
     } = config;
     let elements = if elements.is_empty() {
         String::new()
@@ -124,7 +124,7 @@ fn intent(config: &FirewallConfig, elements: &[(Ipv4Addr, u16)]) -> String {
   }}
   chain forward {{ type filter hook forward priority filter; policy accept;
     iifname "{dy}*" oifname "{dy}*" drop
-    iifname "{dy}*" ip daddr {metadata} drop
+    iifname "{dy}*" ip daddr {link_local}/{link_local_len} drop
     oifname "{dy}*" ct state established,related accept
     oifname "{dy}*" drop
     iifname "{dy}*" accept
@@ -162,7 +162,7 @@ iifname "dy*" fib saddr . iif oif missing drop
 chain forward {
 type filter hook forward priority filter; policy accept;
 iifname "dy*" oifname "dy*" drop
-iifname "dy*" ip daddr 169.254.169.254 drop
+iifname "dy*" ip daddr 169.254.0.0/16 drop
 oifname "dy*" ct state established,related accept
 oifname "dy*" drop
 iifname "dy*" accept
@@ -332,7 +332,7 @@ fn install_honours_a_custom_configuration() {
         pool: (Ipv4Addr::new(10, 208, 0, 0), 12),
         router_mark: 0x1234,
         link_prefix: "dz".into(),
-        metadata_address: Ipv4Addr::new(169, 254, 170, 2),
+        link_local: (Ipv4Addr::new(169, 254, 170, 0), 24),
     };
     let mut firewall = netns.firewall_with(&config);
     firewall.install(&config, &[WEB1]).unwrap();
@@ -349,7 +349,7 @@ fn install_honours_a_custom_configuration() {
         "{listing}"
     );
     assert!(
-        listing.contains(r#"iifname "dz*" ip daddr 169.254.170.2 drop"#),
+        listing.contains(r#"iifname "dz*" ip daddr 169.254.170.0/24 drop"#),
         "{listing}"
     );
     assert_bytecode_is_nfts(&netns, &config, &[WEB1]);

@@ -42,8 +42,10 @@ pub struct FirewallConfig {
     pub router_mark: u32,
     /// Name prefix of the host ends of the dynos' veth pairs (`dy` for `dy<id>`).
     pub link_prefix: String,
-    /// The cloud metadata endpoint, which dynos must not reach.
-    pub metadata_address: Ipv4Addr,
+    /// The link-local network (network address, prefix length), which dynos must not reach
+    /// through the host: the cloud metadata endpoint 169.254.169.254 is there, and so are
+    /// other services of cloud hosts (ECS task metadata 169.254.170.2, DNS 169.254.169.253).
+    pub link_local: (Ipv4Addr, u8),
 }
 
 impl Default for FirewallConfig {
@@ -53,7 +55,7 @@ impl Default for FirewallConfig {
             pool: (Ipv4Addr::new(10, 213, 0, 0), 16),
             router_mark: ROUTER_MARK,
             link_prefix: "dy".into(),
-            metadata_address: Ipv4Addr::new(169, 254, 169, 254),
+            link_local: (Ipv4Addr::new(169, 254, 0, 0), 16),
         }
     }
 }
@@ -88,16 +90,20 @@ impl FirewallConfig {
                 IFNAMSIZ - 1
             ));
         }
-        let (network, prefix_len) = self.pool;
-        if !(1..=32).contains(&prefix_len) {
-            return invalid(format!("pool prefix length /{prefix_len} is not in 1..=32"));
-        }
-        let host_bits = u32::MAX >> prefix_len;
-        if u32::from(network) & host_bits != 0 {
-            let masked = Ipv4Addr::from(u32::from(network) & !host_bits);
-            return invalid(format!(
-                "pool {network}/{prefix_len} has host bits set (network is {masked}/{prefix_len})"
-            ));
+        for (what, (network, prefix_len)) in [("pool", self.pool), ("link-local", self.link_local)]
+        {
+            if !(1..=32).contains(&prefix_len) {
+                return invalid(format!(
+                    "{what} prefix length /{prefix_len} is not in 1..=32"
+                ));
+            }
+            let host_bits = u32::MAX >> prefix_len;
+            if u32::from(network) & host_bits != 0 {
+                let masked = Ipv4Addr::from(u32::from(network) & !host_bits);
+                return invalid(format!(
+                    "{what} {network}/{prefix_len} has host bits set (network is {masked}/{prefix_len})"
+                ));
+            }
         }
         if self.router_mark == 0 {
             // Every unmarked socket of the host has mark 0: all of them would reach the dynos.

@@ -168,26 +168,28 @@ impl RuleBuilder {
         self.compare(CmpOp::Eq, [NFPROTO_IPV4]);
     }
 
-    fn ip_daddr(mut self, address: Ipv4Addr) -> Self {
-        self.words.push(format!("ip daddr {address}"));
-        self.nfproto_ipv4();
-        self.exprs.push(Expr::Payload {
-            base: PayloadBase::Network,
-            offset: IPV4_DADDR_OFFSET,
-            len: 4,
-            dreg: REG_1,
-        });
-        self.compare(CmpOp::Eq, address.octets());
-        self
+    /// `ip saddr NET/LEN`.
+    fn ip_saddr_in(self, network: (Ipv4Addr, u8)) -> Self {
+        self.ip_addr_in("saddr", IPV4_SADDR_OFFSET, network)
     }
 
-    /// `ip saddr NET/LEN`. Like nft: a byte-aligned prefix loads and compares only its bytes;
+    /// `ip daddr NET/LEN`.
+    fn ip_daddr_in(self, network: (Ipv4Addr, u8)) -> Self {
+        self.ip_addr_in("daddr", IPV4_DADDR_OFFSET, network)
+    }
+
+    /// `ip FIELD NET/LEN`. Like nft: a byte-aligned prefix loads and compares only its bytes;
     /// any other prefix masks the whole address first.
-    fn ip_saddr_in(mut self, (network, prefix_len): (Ipv4Addr, u8)) -> Self {
+    fn ip_addr_in(
+        mut self,
+        field: &str,
+        offset: u32,
+        (network, prefix_len): (Ipv4Addr, u8),
+    ) -> Self {
         self.words.push(if prefix_len == 32 {
-            format!("ip saddr {network}")
+            format!("ip {field} {network}")
         } else {
-            format!("ip saddr {network}/{prefix_len}")
+            format!("ip {field} {network}/{prefix_len}")
         });
         self.nfproto_ipv4();
         let octets = network.octets();
@@ -195,7 +197,7 @@ impl RuleBuilder {
             let len = usize::from(prefix_len / 8);
             self.exprs.push(Expr::Payload {
                 base: PayloadBase::Network,
-                offset: IPV4_SADDR_OFFSET,
+                offset,
                 len: len as u32,
                 dreg: REG_1,
             });
@@ -203,7 +205,7 @@ impl RuleBuilder {
         } else {
             self.exprs.push(Expr::Payload {
                 base: PayloadBase::Network,
-                offset: IPV4_SADDR_OFFSET,
+                offset,
                 len: 4,
                 dreg: REG_1,
             });
@@ -342,9 +344,12 @@ pub fn rules(config: &FirewallConfig) -> Vec<Rule> {
             .iifname_prefix(dy)
             .oifname_prefix(CmpOp::Eq, dy)
             .verdict(Drop),
+        // Nothing link-local through the host: the metadata endpoint and the other services a
+        // cloud host has there (a packet for 169.254.x.y would otherwise leave by the default
+        // route: Linux forwards link-local destinations).
         rule(FORWARD)
             .iifname_prefix(dy)
-            .ip_daddr(config.metadata_address)
+            .ip_daddr_in(config.link_local)
             .verdict(Drop),
         rule(FORWARD)
             .oifname_prefix(CmpOp::Eq, dy)
@@ -407,7 +412,7 @@ mod tests {
             [
                 r#"prerouting: iifname "dy*" fib saddr . iif oif missing drop"#,
                 r#"forward: iifname "dy*" oifname "dy*" drop"#,
-                r#"forward: iifname "dy*" ip daddr 169.254.169.254 drop"#,
+                r#"forward: iifname "dy*" ip daddr 169.254.0.0/16 drop"#,
                 r#"forward: oifname "dy*" ct state established,related accept"#,
                 r#"forward: oifname "dy*" drop"#,
                 r#"forward: iifname "dy*" accept"#,
