@@ -62,17 +62,10 @@ pub fn build(spec: &SandboxSpec, state: &StateDir) -> SysResult<()> {
     for dir in &spec.stack {
         stack_dir(&root, dir)?;
     }
-    for file in ["hostname", "hosts", "resolv.conf", "passwd", "group"] {
-        let target = root.join("etc").join(file);
-        if target
-            .symlink_metadata()
-            .is_ok_and(|m| m.file_type().is_file())
-        {
-            bind_read_only(&state.etc_file(file), &target)?;
-        }
-    }
     let tmpfs_size = tmpfs_bytes(spec);
-    app(spec, state, &root, tmpfs_size)?;
+    let layer = ephemeral_layer(state, tmpfs_size)?;
+    etc_files(state, &layer, &root)?;
+    app(spec, &layer, &root)?;
     let proc = inside(&root, "proc", 0o555)?;
     mount(
         Some("proc"),
@@ -150,48 +143,79 @@ fn bind_read_only(source: &Path, target: &Path) -> SysResult<()> {
     mount(None, target, None, RO_BIND, None)
 }
 
-/// `/app`: overlay of the app dir under a tmpfs upper layer owned by the app's user.
-fn app(spec: &SandboxSpec, state: &StateDir, root: &Path, size: u64) -> SysResult<()> {
-    let ephemeral = state.ephemeral();
-    mkdir(&ephemeral, 0o700)?;
+/// The tmpfs behind the dyno's writable files (the `/app` layer and its own `/etc` files),
+/// mounted in the sandbox's mount namespace only. What is bound from it into the dyno shows
+/// as `dyno-app-layer` in `/proc/self/mountinfo`, with paths inside it: no host path of the
+/// state dir or the slugs leaks there.
+fn ephemeral_layer(state: &StateDir, size: u64) -> SysResult<PathBuf> {
+    let layer = state.ephemeral();
+    mkdir(&layer, 0o700)?;
     mount(
         Some("dyno-app-layer"),
-        &ephemeral,
+        &layer,
         Some("tmpfs"),
         libc::MS_NOSUID | libc::MS_NODEV,
         Some(&format!("mode=0700,size={size}")),
     )?;
-    let upper = ephemeral.join("upper");
-    let work = ephemeral.join("work");
+    Ok(layer)
+}
+
+/// The dyno's own `/etc/hostname`, `hosts`, `resolv.conf`, `passwd` and `group`: copied into
+/// the layer, then bound read-only over the host's.
+fn etc_files(state: &StateDir, layer: &Path, root: &Path) -> SysResult<()> {
+    let etc = layer.join("etc");
+    mkdir(&etc, 0o755)?;
+    for file in ["hostname", "hosts", "resolv.conf", "passwd", "group"] {
+        let target = root.join("etc").join(file);
+        if !target
+            .symlink_metadata()
+            .is_ok_and(|m| m.file_type().is_file())
+        {
+            continue;
+        }
+        let copy = etc.join(file);
+        io_context(
+            || format!("copy {}", state.etc_file(file).display()),
+            std::fs::copy(state.etc_file(file), &copy),
+        )?;
+        io_context(
+            || format!("chmod {}", copy.display()),
+            std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o644)),
+        )?;
+        bind_read_only(&copy, &target)?;
+    }
+    Ok(())
+}
+
+/// `/app`: overlay of the app dir under a writable upper layer owned by the app's user. The
+/// slug is bound into the layer first and the overlay is given paths relative to it, because
+/// the kernel shows an overlay's options, paths included, in `/proc/self/mountinfo`.
+fn app(spec: &SandboxSpec, layer: &Path, root: &Path) -> SysResult<()> {
+    let lower = layer.join("lower");
+    let upper = layer.join("upper");
+    let work = layer.join("work");
+    mkdir(&lower, 0o755)?;
     mkdir(&upper, 0o755)?;
     mkdir(&work, 0o700)?;
+    let slug = spec.app_dir.to_string_lossy();
+    mount(Some(&slug), &lower, None, libc::MS_BIND | libc::MS_REC, None)?;
     // The merged root takes the upper directory's owner: the app may write in /app.
     io_context(
         || format!("chown {}", upper.display()),
         std::os::unix::fs::chown(&upper, Some(spec.uid), Some(spec.gid)),
     )?;
     let target = inside(root, "app", 0o755)?;
-    let options = format!(
-        "lowerdir={},upperdir={},workdir={}",
-        escape(&spec.app_dir),
-        escape(&upper),
-        escape(&work)
-    );
+    io_context(
+        || format!("chdir {}", layer.display()),
+        std::env::set_current_dir(layer),
+    )?;
     mount(
         Some("dyno-app"),
         &target,
         Some("overlay"),
         libc::MS_NOSUID | libc::MS_NODEV,
-        Some(&options),
+        Some("lowerdir=lower,upperdir=upper,workdir=work"),
     )
-}
-
-/// Overlay options are comma-separated, with `\` escaping.
-fn escape(path: &Path) -> String {
-    path.to_string_lossy()
-        .replace('\\', "\\\\")
-        .replace(',', "\\,")
-        .replace(':', "\\:")
 }
 
 fn dev(root: &Path, shm_size: u64) -> SysResult<()> {

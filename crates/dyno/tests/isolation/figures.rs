@@ -116,28 +116,36 @@ fn cpuinfo_lists_the_dynos_cpus() {
         Attack {
             test: "cpuinfo_lists_the_dynos_cpus",
             category: FIGURES,
-            attack: "count the processors in /proc/cpuinfo",
-            expect: "/proc/cpuinfo lists exactly the CPUs the dyno may run on (its affinity)",
+            attack: "count the processors in /proc/cpuinfo and ask os.cpu_count()",
+            expect: "as many CPUs as the dyno's share (its CFS quota: 1 for Standard-1X), not the host's",
             others:
                 "Docker, podman: all of the host's CPUs (unless lxcfs); Heroku: the host's CPUs",
         },
         |rig| {
             let snippet = r#"
 n = sum(1 for l in read("/proc/cpuinfo").splitlines() if l.startswith("processor"))
-done({"cpuinfo": n, "affinity": len(os.sched_getaffinity(0))})
+done({"cpuinfo": n, "cpu_count": os.cpu_count()})
 "#;
             let v = rig.run_web(snippet, T).value();
-            let pass = v["cpuinfo"] == v["affinity"];
+            let share = u64::from(dyno_sandbox::cgroup::DynoSize::STANDARD_1X.cpus());
+            let pass = v["cpuinfo"] == share && v["cpu_count"] == share;
             Outcome::new(
                 pass,
                 if pass {
-                    "as many as its affinity allows".to_string()
+                    format!("{share}, its share (the host has {})", host_cpus())
                 } else {
-                    format!("{} listed, {} allowed", v["cpuinfo"], v["affinity"])
+                    format!(
+                        "cpuinfo {}, os.cpu_count() {} (share {share})",
+                        v["cpuinfo"], v["cpu_count"]
+                    )
                 },
             )
         },
     );
+}
+
+fn host_cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 #[test]

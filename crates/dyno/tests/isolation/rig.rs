@@ -92,9 +92,16 @@ impl Run {
 }
 
 impl Rig {
-    pub fn start(tag: &str) -> Rig {
+    /// A daemon with the victim and the attacker up; `proc_view`: with an LXCFS of its own
+    /// (in the test's scratch dir, stopped with the daemon), else without.
+    pub fn start(tag: &str, proc_view: bool) -> Rig {
         let started = Instant::now();
-        let up = Up::serve(tag, &["--boot-timeout", "30s", "--stop-grace", "2s"]);
+        let lxcfs = Up::lxcfs_dir_of(tag).to_string_lossy().into_owned();
+        let mut args = vec!["--boot-timeout", "30s", "--stop-grace", "2s"];
+        if proc_view {
+            args.extend(["--lxcfs-dir", &lxcfs]);
+        }
+        let up = Up::serve(tag, &args);
         up.wait_api();
         let listeners = internet_listeners(&up.lab);
         let victim = app_dir(
