@@ -198,7 +198,13 @@ fn app(spec: &SandboxSpec, layer: &Path, root: &Path) -> SysResult<()> {
     mkdir(&upper, 0o755)?;
     mkdir(&work, 0o700)?;
     let slug = spec.app_dir.to_string_lossy();
-    mount(Some(&slug), &lower, None, libc::MS_BIND | libc::MS_REC, None)?;
+    mount(
+        Some(&slug),
+        &lower,
+        None,
+        libc::MS_BIND | libc::MS_REC,
+        None,
+    )?;
     // The merged root takes the upper directory's owner: the app may write in /app.
     io_context(
         || format!("chown {}", upper.display()),
