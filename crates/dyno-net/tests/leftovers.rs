@@ -54,4 +54,11 @@ fn the_suite_left_nothing_on_the_host() {
         .filter(|l| l.contains("dyno-lab") || l.contains("dynobench") || l.contains("/dyno-t-"))
         .collect();
     assert!(ours.is_empty(), "mounts left by the suite: {ours:?}");
+    // Tests that need the private /proc view start an LXCFS in their scratch dir and stop it;
+    // only an operator's (Debian's service, or `dyno up`'s default) may stay.
+    let lxcfs: Vec<&str> = mountinfo
+        .lines()
+        .filter(|l| l.contains("fuse.lxcfs") && !l.contains(" /var/lib/lxcfs "))
+        .collect();
+    assert!(lxcfs.is_empty(), "LXCFS mounts left by the suite: {lxcfs:?}");
 }
