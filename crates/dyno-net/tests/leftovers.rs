@@ -60,5 +60,8 @@ fn the_suite_left_nothing_on_the_host() {
         .lines()
         .filter(|l| l.contains("fuse.lxcfs") && !l.contains(" /var/lib/lxcfs "))
         .collect();
-    assert!(lxcfs.is_empty(), "LXCFS mounts left by the suite: {lxcfs:?}");
+    assert!(
+        lxcfs.is_empty(),
+        "LXCFS mounts left by the suite: {lxcfs:?}"
+    );
 }

@@ -161,31 +161,41 @@ pub fn run(args: &InitArgs) -> i32 {
     }
 }
 
+/// Room for one fd in a message's control data (CMSG_SPACE, in u64s for alignment).
+fn fd_control() -> Vec<u64> {
+    // SAFETY: CMSG_SPACE is a pure computation.
+    let space = unsafe { libc::CMSG_SPACE(std::mem::size_of::<RawFd>() as u32) } as usize;
+    vec![0u64; space.div_ceil(8)]
+}
+
+/// A message of the one byte in `iov` with `control` as its control data.
+fn fd_message(iov: &mut libc::iovec, control: &mut [u64]) -> libc::msghdr {
+    // SAFETY: msghdr is plain data; zeroed is a valid empty message.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = std::mem::size_of_val(control);
+    msg
+}
+
 /// Sends `fd` over the unix socket `socket` (SCM_RIGHTS).
 fn send_fd(socket: &OwnedFd, fd: &OwnedFd) -> std::io::Result<()> {
-    let raw = fd.as_raw_fd();
     let mut byte = [0u8; 1];
     let mut iov = libc::iovec {
         iov_base: byte.as_mut_ptr().cast(),
         iov_len: 1,
     };
-    // SAFETY: CMSG_SPACE is a pure computation.
-    let space = unsafe { libc::CMSG_SPACE(std::mem::size_of::<RawFd>() as u32) } as usize;
-    let mut control = vec![0u64; space.div_ceil(8)];
-    // SAFETY: msghdr is plain data, zeroed then filled with pointers into `iov` and `control`,
-    // which outlive the call; CMSG_FIRSTHDR/CMSG_DATA point inside `control`, which is large
-    // enough (CMSG_SPACE) and aligned.
+    let mut control = fd_control();
+    let msg = fd_message(&mut iov, &mut control);
+    // SAFETY: `msg` points into `iov`, `byte` and `control`, which outlive the call;
+    // CMSG_FIRSTHDR/CMSG_DATA point inside `control`, which has room for one fd.
     unsafe {
-        let mut msg: libc::msghdr = std::mem::zeroed();
-        msg.msg_iov = &mut iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = control.as_mut_ptr().cast();
-        msg.msg_controllen = space;
         let cmsg = libc::CMSG_FIRSTHDR(&msg);
         (*cmsg).cmsg_level = libc::SOL_SOCKET;
         (*cmsg).cmsg_type = libc::SCM_RIGHTS;
         (*cmsg).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<RawFd>() as u32) as usize;
-        std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<RawFd>(), raw);
+        std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<RawFd>(), fd.as_raw_fd());
         if libc::sendmsg(socket.as_raw_fd(), &msg, libc::MSG_NOSIGNAL) < 0 {
             return Err(std::io::Error::last_os_error());
         }
@@ -200,17 +210,11 @@ pub fn receive_fd(socket: &OwnedFd) -> std::io::Result<Option<OwnedFd>> {
         iov_base: byte.as_mut_ptr().cast(),
         iov_len: 1,
     };
-    // SAFETY: as in `send_fd`.
-    let space = unsafe { libc::CMSG_SPACE(std::mem::size_of::<RawFd>() as u32) } as usize;
-    let mut control = vec![0u64; space.div_ceil(8)];
+    let mut control = fd_control();
+    let mut msg = fd_message(&mut iov, &mut control);
     // SAFETY: as in `send_fd`; the kernel fills `control`, and CMSG_FIRSTHDR returns null or a
     // header inside it.
     unsafe {
-        let mut msg: libc::msghdr = std::mem::zeroed();
-        msg.msg_iov = &mut iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = control.as_mut_ptr().cast();
-        msg.msg_controllen = space;
         let n = libc::recvmsg(socket.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC);
         if n < 0 {
             return Err(std::io::Error::last_os_error());

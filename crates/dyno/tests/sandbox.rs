@@ -534,17 +534,7 @@ fn a_dyno_sees_its_own_memory_cpus_uptime_and_load_through_lxcfs() {
     ));
     spec.cgroup = Some(cgroup.cgroup.clone());
     spec.proc_view = Some(lxcfs.0.clone());
-    let state = StateDir(bench.scratch.join("state-procview"));
-    launch::prepare(&state, &spec).unwrap();
-    let out = launch::spawn_shim(
-        Path::new(env!("CARGO_BIN_EXE_dyno-shim")),
-        &state,
-        Stdio::piped(),
-        Stdio::piped(),
-    )
-    .unwrap()
-    .wait_with_output()
-    .unwrap();
+    let (out, _) = bench.run_spec(&spec);
     let text = stdout(&out);
     assert!(
         out.status.success(),
@@ -608,17 +598,7 @@ fn a_bigger_dyno_sees_its_bigger_limit() {
     let mut spec = bench.spec(READ_PROC);
     spec.cgroup = Some(cgroup.cgroup.clone());
     spec.proc_view = Some(lxcfs.0.clone());
-    let state = StateDir(bench.scratch.join("state-procview2x"));
-    launch::prepare(&state, &spec).unwrap();
-    let out = launch::spawn_shim(
-        Path::new(env!("CARGO_BIN_EXE_dyno-shim")),
-        &state,
-        Stdio::piped(),
-        Stdio::piped(),
-    )
-    .unwrap()
-    .wait_with_output()
-    .unwrap();
+    let (out, _) = bench.run_spec(&spec);
     let text = stdout(&out);
     assert!(out.status.success(), "{text}");
     assert_eq!(field(&text, "mem"), (2 * 1024 * 1024).to_string(), "{text}");
@@ -636,17 +616,7 @@ fn without_lxcfs_the_dyno_starts_with_the_kernels_figures() {
     // A directory with no lxcfs files: nothing to bind, nothing fails.
     std::fs::create_dir_all(bench.scratch.join("not-lxcfs")).unwrap();
     spec.proc_view = Some(bench.scratch.join("not-lxcfs"));
-    let state = StateDir(bench.scratch.join("state-noview"));
-    launch::prepare(&state, &spec).unwrap();
-    let out = launch::spawn_shim(
-        Path::new(env!("CARGO_BIN_EXE_dyno-shim")),
-        &state,
-        Stdio::piped(),
-        Stdio::piped(),
-    )
-    .unwrap()
-    .wait_with_output()
-    .unwrap();
+    let (out, _) = bench.run_spec(&spec);
     let text = stdout(&out);
     assert!(out.status.success(), "{text}");
     let host_mem = std::fs::read_to_string("/proc/meminfo").unwrap();
@@ -672,17 +642,7 @@ fn tmpfs_writes_past_the_dynos_quota_fail_with_enospc() {
          echo alive";
     let mut spec = bench.spec(fill);
     spec.cgroup = Some(cgroup.cgroup.clone());
-    let state = StateDir(bench.scratch.join("state-tmpfs"));
-    launch::prepare(&state, &spec).unwrap();
-    let out = launch::spawn_shim(
-        Path::new(env!("CARGO_BIN_EXE_dyno-shim")),
-        &state,
-        Stdio::piped(),
-        Stdio::piped(),
-    )
-    .unwrap()
-    .wait_with_output()
-    .unwrap();
+    let (out, _) = bench.run_spec(&spec);
     let text = stdout(&out);
     assert!(out.status.success(), "{text}");
     // Each tmpfs holds the quota (64 MiB) and not a byte more (the /app layer also holds the
