@@ -430,7 +430,10 @@ fn host_wide_counters_and_kernel_internals_are_hidden() {
         "/proc/interrupts",
         "/proc/key-users",
     ] {
-        assert!(text.contains(&format!("{hidden} bytes=0")), "{hidden}: {text}");
+        assert!(
+            text.contains(&format!("{hidden} bytes=0")),
+            "{hidden}: {text}"
+        );
     }
     assert!(text.contains("/proc/pressure entries=0"), "{text}");
     assert!(text.contains("/sys/firmware entries=0"), "{text}");

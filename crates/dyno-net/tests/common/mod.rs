@@ -27,6 +27,11 @@ pub fn require_root() {
 
 /// A lab host with dyno networking (firewall installed), using `pool`.
 pub fn lab_network(tag: &str, pool: &str) -> (Lab, Network<MemoryStore>) {
+    lab_network_with(tag, pool, NetworkConfig::default().flows_per_dyno)
+}
+
+/// [`lab_network`] with a limit of `flows_per_dyno` tracked flows per dyno.
+pub fn lab_network_with(tag: &str, pool: &str, flows_per_dyno: u32) -> (Lab, Network<MemoryStore>) {
     require_root();
     let lab = Lab::new(tag).expect("create the lab host");
     let host = Host::in_netns(lab.host.netns()).expect("open the lab host");
@@ -34,6 +39,7 @@ pub fn lab_network(tag: &str, pool: &str) -> (Lab, Network<MemoryStore>) {
         run_dir: lab.run_dir.clone(),
         pool: pool.parse::<Ipv4Net>().expect("pool"),
         spares: 0,
+        flows_per_dyno,
         ..NetworkConfig::default()
     };
     let network =
