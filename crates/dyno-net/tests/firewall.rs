@@ -400,6 +400,36 @@ fn installing_twice_leaves_one_table_with_the_given_elements() {
     assert_bytecode_is_nfts(&netns, &config, &[WEB2, WEB3]);
 }
 
+/// A daemon of this version starting on a host where an older dyno installed its table (without
+/// the flows set and its rule): it reads the exposed ports and installs over the old table, as
+/// `Network::open` and `Network::install` do, which leaves exactly today's ruleset.
+#[test]
+fn installing_over_an_older_dynos_table_upgrades_it() {
+    require_root();
+    let netns = TestNetns::new();
+    let config = FirewallConfig::default();
+    let older: String = intent(&config, &[WEB1])
+        .lines()
+        .filter(|line| !line.contains("flows"))
+        .map(|line| format!("{line}\n"))
+        .collect();
+    netns.nft(&["-f", "-"], Some(&older));
+    assert!(!netns.list_ruleset().contains("flows"));
+
+    let mut firewall = netns.firewall();
+    let exposed = firewall.exposed().unwrap();
+    assert_eq!(exposed, [WEB1]);
+    firewall.install(&config, &exposed).unwrap();
+
+    assert_eq!(tables(&netns), ["table inet dyno"]);
+    let expected = EXPECTED_LISTING.replace(
+        "type ipv4_addr . inet_service\n",
+        "type ipv4_addr . inet_service\nelements = { 10.213.0.5 . 5000 }\n",
+    );
+    assert_same_listing(&netns.list_ruleset(), &expected);
+    assert_bytecode_is_nfts(&netns, &config, &[WEB1]);
+}
+
 #[test]
 fn expose_and_unexpose_round_trip_and_are_idempotent() {
     require_root();

@@ -11,7 +11,7 @@ use std::io;
 use std::net::SocketAddrV4;
 use std::time::{Duration, Instant};
 
-use common::{lab_network_with, run_in, Proto, Server, DROP_WAIT};
+use common::{lab_network_with, listener, open_flows, run_in, Proto, Server, DROP_WAIT};
 use dyno_net::lab::INTERNET_SERVER;
 use dyno_net::ns::Netns;
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
@@ -22,47 +22,6 @@ const PORT: u16 = 7000;
 /// Long enough for a handshake on a loaded machine; a dropped SYN (and each retransmission of
 /// it, each again a new flow over the limit) never completes.
 const CONNECT: Duration = Duration::from_secs(2);
-
-/// A listener in the fake internet that never accepts: the kernel completes each handshake and
-/// queues the connection (up to `backlog`), which is all a flow needs to be established.
-fn listener(internet: &Netns, port: u16, backlog: i32) -> Socket {
-    internet
-        .run(move || -> io::Result<Socket> {
-            let socket = Socket::new(Domain::IPV4, Type::STREAM.cloexec(), Some(Protocol::TCP))?;
-            socket.set_reuse_address(true)?;
-            socket.bind(&SockAddr::from(SocketAddrV4::new(INTERNET_SERVER, port)))?;
-            socket.listen(backlog)?;
-            Ok(socket)
-        })
-        .expect("run in the internet namespace")
-        .unwrap_or_else(|e| panic!("listen on {INTERNET_SERVER}:{port}: {e}"))
-}
-
-/// Opens up to `count` TCP connections from `netns` to the fake internet, over `ports` in turn,
-/// and keeps them open; stops at the first one that fails and returns its error.
-fn open_flows(
-    netns: &Netns,
-    ports: &[u16],
-    count: usize,
-    timeout: Duration,
-) -> (Vec<Socket>, Option<io::Error>) {
-    let ports = ports.to_vec();
-    netns
-        .run(move || {
-            let mut held = Vec::with_capacity(count);
-            for i in 0..count {
-                let to = SocketAddrV4::new(INTERNET_SERVER, ports[i % ports.len()]);
-                let connected = Socket::new(Domain::IPV4, Type::STREAM.cloexec(), None)
-                    .and_then(|s| s.connect_timeout(&SockAddr::from(to), timeout).map(|()| s));
-                match connected {
-                    Ok(socket) => held.push(socket),
-                    Err(e) => return (held, Some(e)),
-                }
-            }
-            (held, None)
-        })
-        .expect("run in the dyno's namespace")
-}
 
 /// One more connection from `netns`; `Ok` once the handshake completed.
 fn connect(netns: &Netns, timeout: Duration) -> io::Result<Socket> {

@@ -2,14 +2,14 @@
 //! and small TCP/UDP clients and servers placed in a chosen namespace.
 #![allow(dead_code)]
 
-use std::io::{Read, Write};
+use std::io::{self, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::process::Command;
 use std::time::Duration;
 
 use dyno_net::dyno::Host;
 use dyno_net::ipam::{Ipv4Net, MemoryStore};
-use dyno_net::lab::Lab;
+use dyno_net::lab::{Lab, INTERNET_SERVER};
 use dyno_net::network::{Network, NetworkConfig};
 use dyno_net::ns::{self, Netns};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
@@ -214,4 +214,45 @@ pub fn v4(addr: SocketAddr) -> SocketAddrV4 {
         SocketAddr::V4(a) => a,
         SocketAddr::V6(_) => panic!("not IPv4: {addr}"),
     }
+}
+
+/// A listener in the fake internet that never accepts: the kernel completes each handshake and
+/// queues the connection (up to `backlog`), which is all a flow needs to be established.
+pub fn listener(internet: &Netns, port: u16, backlog: i32) -> Socket {
+    internet
+        .run(move || -> io::Result<Socket> {
+            let socket = Socket::new(Domain::IPV4, Type::STREAM.cloexec(), Some(Protocol::TCP))?;
+            socket.set_reuse_address(true)?;
+            socket.bind(&SockAddr::from(SocketAddrV4::new(INTERNET_SERVER, port)))?;
+            socket.listen(backlog)?;
+            Ok(socket)
+        })
+        .expect("run in the internet namespace")
+        .unwrap_or_else(|e| panic!("listen on {INTERNET_SERVER}:{port}: {e}"))
+}
+
+/// Opens up to `count` TCP connections from `netns` to the fake internet, over `ports` in turn,
+/// and keeps them open; stops at the first one that fails and returns its error.
+pub fn open_flows(
+    netns: &Netns,
+    ports: &[u16],
+    count: usize,
+    timeout: Duration,
+) -> (Vec<Socket>, Option<io::Error>) {
+    let ports = ports.to_vec();
+    netns
+        .run(move || {
+            let mut held = Vec::with_capacity(count);
+            for i in 0..count {
+                let to = SocketAddrV4::new(INTERNET_SERVER, ports[i % ports.len()]);
+                let connected = Socket::new(Domain::IPV4, Type::STREAM.cloexec(), None)
+                    .and_then(|s| s.connect_timeout(&SockAddr::from(to), timeout).map(|()| s));
+                match connected {
+                    Ok(socket) => held.push(socket),
+                    Err(e) => return (held, Some(e)),
+                }
+            }
+            (held, None)
+        })
+        .expect("run in the dyno's namespace")
 }
