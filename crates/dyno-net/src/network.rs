@@ -10,7 +10,7 @@ use crate::ipam::{Ipam, IpamError, Ipv4Net, LeaseStore};
 use crate::names::{DynoName, NameError, LINK_PREFIX};
 use crate::netlink::route::{self, Rtnl};
 use crate::netlink::Object;
-use crate::nft::{Firewall, FirewallConfig, FirewallError};
+use crate::nft::{Firewall, FirewallConfig, FirewallError, DEFAULT_FLOWS_PER_DYNO};
 use crate::ns::{self, Netns, Spares};
 use crate::reaper::Reaper;
 
@@ -25,6 +25,9 @@ pub struct NetworkConfig {
     pub reap_idle: Duration,
     /// ... or when this many wait (see [`crate::reaper`]).
     pub reap_batch: usize,
+    /// The most flows each dyno may have in the host's conntrack table at once, see
+    /// [`FirewallConfig::flows_per_dyno`].
+    pub flows_per_dyno: u32,
 }
 
 impl Default for NetworkConfig {
@@ -35,6 +38,7 @@ impl Default for NetworkConfig {
             spares: 8,
             reap_idle: Duration::from_millis(100),
             reap_batch: 256,
+            flows_per_dyno: DEFAULT_FLOWS_PER_DYNO,
         }
     }
 }
@@ -44,6 +48,7 @@ impl NetworkConfig {
         FirewallConfig {
             pool: (self.pool.network(), self.pool.prefix_len()),
             link_prefix: LINK_PREFIX.into(),
+            flows_per_dyno: self.flows_per_dyno,
             ..FirewallConfig::default()
         }
     }

@@ -106,7 +106,9 @@ fn intent(config: &FirewallConfig, elements: &[(Ipv4Addr, u16)]) -> String {
         router_mark: mark,
         link_prefix: dy,
         link_local: (link_local, link_local_len),
+        flows_per_dyno: flows,
     } = config;
+    let flows_size = dyno_net::nft::rules::flows_set_size(config.pool);
     let elements = if elements.is_empty() {
         String::new()
     } else {
@@ -119,6 +121,7 @@ fn intent(config: &FirewallConfig, elements: &[(Ipv4Addr, u16)]) -> String {
     format!(
         r#"table inet {table} {{
   set exposed {{ type ipv4_addr . inet_service; {elements} }}
+  set flows {{ type ipv4_addr; size {flows_size}; flags dynamic; }}
   chain prerouting {{ type filter hook prerouting priority raw; policy accept;
     iifname "{dy}*" fib saddr . iif oif missing drop
   }}
@@ -127,6 +130,7 @@ fn intent(config: &FirewallConfig, elements: &[(Ipv4Addr, u16)]) -> String {
     iifname "{dy}*" ip daddr {link_local}/{link_local_len} drop
     oifname "{dy}*" ct state established,related accept
     oifname "{dy}*" drop
+    iifname "{dy}*" ct state new add @flows {{ ip saddr ct count over {flows} }} drop
     iifname "{dy}*" accept
   }}
   chain input {{ type filter hook input priority filter; policy accept;
@@ -155,6 +159,11 @@ table inet dyno {
 set exposed {
 type ipv4_addr . inet_service
 }
+set flows {
+type ipv4_addr
+size 65536
+flags dynamic
+}
 chain prerouting {
 type filter hook prerouting priority raw; policy accept;
 iifname "dy*" fib saddr . iif oif missing drop
@@ -165,6 +174,7 @@ iifname "dy*" oifname "dy*" drop
 iifname "dy*" ip daddr 169.254.0.0/16 drop
 oifname "dy*" ct state established,related accept
 oifname "dy*" drop
+iifname "dy*" ct state new add @flows { ip saddr ct count over 10000 } drop
 iifname "dy*" accept
 }
 chain input {
@@ -333,6 +343,7 @@ fn install_honours_a_custom_configuration() {
         router_mark: 0x1234,
         link_prefix: "dz".into(),
         link_local: (Ipv4Addr::new(169, 254, 170, 0), 24),
+        flows_per_dyno: 50,
     };
     let mut firewall = netns.firewall_with(&config);
     firewall.install(&config, &[WEB1]).unwrap();
@@ -352,6 +363,14 @@ fn install_honours_a_custom_configuration() {
         listing.contains(r#"iifname "dz*" ip daddr 169.254.170.0/24 drop"#),
         "{listing}"
     );
+    assert!(
+        listing.contains(
+            r#"iifname "dz*" ct state new add @flows { ip saddr ct count over 50 } drop"#
+        ),
+        "{listing}"
+    );
+    // A /12 pool: room in the flows set for each of its addresses.
+    assert!(listing.contains("size 1048576"), "{listing}");
     assert_bytecode_is_nfts(&netns, &config, &[WEB1]);
     assert_eq!(firewall.table(), "dyno-custom");
     assert_eq!(firewall.exposed().unwrap(), [WEB1]);
@@ -379,6 +398,36 @@ fn installing_twice_leaves_one_table_with_the_given_elements() {
     );
     assert_same_listing(&netns.list_ruleset(), &expected);
     assert_bytecode_is_nfts(&netns, &config, &[WEB2, WEB3]);
+}
+
+/// A daemon of this version starting on a host where an older dyno installed its table (without
+/// the flows set and its rule): it reads the exposed ports and installs over the old table, as
+/// `Network::open` and `Network::install` do, which leaves exactly today's ruleset.
+#[test]
+fn installing_over_an_older_dynos_table_upgrades_it() {
+    require_root();
+    let netns = TestNetns::new();
+    let config = FirewallConfig::default();
+    let older: String = intent(&config, &[WEB1])
+        .lines()
+        .filter(|line| !line.contains("flows"))
+        .map(|line| format!("{line}\n"))
+        .collect();
+    netns.nft(&["-f", "-"], Some(&older));
+    assert!(!netns.list_ruleset().contains("flows"));
+
+    let mut firewall = netns.firewall();
+    let exposed = firewall.exposed().unwrap();
+    assert_eq!(exposed, [WEB1]);
+    firewall.install(&config, &exposed).unwrap();
+
+    assert_eq!(tables(&netns), ["table inet dyno"]);
+    let expected = EXPECTED_LISTING.replace(
+        "type ipv4_addr . inet_service\n",
+        "type ipv4_addr . inet_service\nelements = { 10.213.0.5 . 5000 }\n",
+    );
+    assert_same_listing(&netns.list_ruleset(), &expected);
+    assert_bytecode_is_nfts(&netns, &config, &[WEB1]);
 }
 
 #[test]

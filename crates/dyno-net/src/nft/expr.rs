@@ -2,8 +2,9 @@
 //!
 //! A rule is a list of expressions working on registers: loads (`meta`, `ct`, `payload`, `fib`)
 //! fill a register, `bitwise` masks it, `cmp` and `lookup` end the rule early when they do not
-//! match, `immediate` sets the verdict and `masq` rewrites the source address. Only what the
-//! static firewall needs is here.
+//! match, `dynset` adds the key in a register to a set (with a per-element expression such as
+//! `connlimit`), `immediate` sets the verdict and `masq` rewrites the source address. Only what
+//! the static firewall needs is here.
 
 use super::message::AttrWriter;
 
@@ -48,6 +49,15 @@ const NFTA_LOOKUP_SREG: u16 = 2;
 const NFTA_LOOKUP_SET_ID: u16 = 4;
 const NFTA_IMMEDIATE_DREG: u16 = 1;
 const NFTA_IMMEDIATE_DATA: u16 = 2;
+const NFTA_DYNSET_SET_NAME: u16 = 1;
+const NFTA_DYNSET_SET_ID: u16 = 2;
+const NFTA_DYNSET_OP: u16 = 3;
+const NFTA_DYNSET_SREG_KEY: u16 = 4;
+const NFTA_DYNSET_EXPR: u16 = 7;
+const NFTA_CONNLIMIT_COUNT: u16 = 1;
+const NFTA_CONNLIMIT_FLAGS: u16 = 2;
+/// `NFT_CONNLIMIT_F_INV`: match when the count is *over* the limit (nft's `ct count over N`).
+const NFT_CONNLIMIT_F_INV: u32 = 1;
 
 /// Writes a data value (`NFTA_DATA_VALUE` inside an `nft_data` nest) under `kind`.
 pub fn write_data_value(w: &mut AttrWriter, kind: u16, value: &[u8]) {
@@ -95,6 +105,14 @@ pub enum PayloadBase {
 #[repr(u32)]
 pub enum FibResult {
     Oif = 1,
+}
+
+/// `enum nft_dynset_ops`: what `dynset` does with the key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u32)]
+pub enum DynsetOp {
+    /// Add the element unless it is there; either way, evaluate its expression.
+    Add = 0,
 }
 
 /// `NFTA_FIB_F_*`: which flow fields the FIB lookup is keyed on, and how the result is reported.
@@ -145,6 +163,22 @@ pub enum Expr {
     /// `lookup sreg set NAME`: the rule stops unless the key in the registers from `sreg` on is
     /// in the set. `set_id` finds a set created earlier in the same transaction.
     Lookup { set: String, set_id: u32, sreg: u32 },
+    /// `dynset OP reg_key SREG set NAME expr [ EXPR ]`: adds the key in `sreg_key` to the set
+    /// (a set with `flags dynamic`), each new element getting its own copy of `expr`, then
+    /// evaluates the element's `expr`: the rule stops unless it matches. Like `lookup`, `set_id`
+    /// finds a set created earlier in the same transaction.
+    Dynset {
+        op: DynsetOp,
+        set: String,
+        set_id: u32,
+        sreg_key: u32,
+        expr: Box<Expr>,
+    },
+    /// `connlimit count N [flags 1]`: counts the connections tracked under this expression (per
+    /// set element, inside a `dynset`); matches when the count is within `count`, or with
+    /// `over` when it exceeds it. It counts every flow conntrack still holds, except TCP
+    /// connections already in TIME_WAIT or CLOSE.
+    Connlimit { count: u32, over: bool },
     /// `immediate reg 0 VERDICT`
     Verdict(Verdict),
     /// `masq`: source NAT to the outgoing interface's address.
@@ -162,6 +196,8 @@ impl Expr {
             Expr::Payload { .. } => "payload",
             Expr::Fib { .. } => "fib",
             Expr::Lookup { .. } => "lookup",
+            Expr::Dynset { .. } => "dynset",
+            Expr::Connlimit { .. } => "connlimit",
             Expr::Verdict(_) => "immediate",
             Expr::Masq => "masq",
         }
@@ -169,10 +205,14 @@ impl Expr {
 
     /// Writes this expression as one element of `NFTA_RULE_EXPRESSIONS`.
     pub fn write(&self, w: &mut AttrWriter) {
-        w.nested(NFTA_LIST_ELEM, |w| {
-            w.string(NFTA_EXPR_NAME, self.name());
-            w.nested(NFTA_EXPR_DATA, |w| self.write_data(w));
-        });
+        w.nested(NFTA_LIST_ELEM, |w| self.write_named(w));
+    }
+
+    /// The expression's name and data, without the list element around them (an expression
+    /// nested in `dynset` is written this way).
+    fn write_named(&self, w: &mut AttrWriter) {
+        w.string(NFTA_EXPR_NAME, self.name());
+        w.nested(NFTA_EXPR_DATA, |w| self.write_data(w));
     }
 
     fn write_data(&self, w: &mut AttrWriter) {
@@ -227,6 +267,26 @@ impl Expr {
                 w.u32_be(NFTA_LOOKUP_SREG, *sreg);
                 w.string(NFTA_LOOKUP_SET, set);
                 w.u32_be(NFTA_LOOKUP_SET_ID, *set_id);
+            }
+            // In nft's order. No NFTA_DYNSET_TIMEOUT: the kernel refuses a timeout on a set
+            // without `flags timeout`, and elements need none (see `rules::FLOWS_SET`).
+            Expr::Dynset {
+                op,
+                set,
+                set_id,
+                sreg_key,
+                expr,
+            } => {
+                w.u32_be(NFTA_DYNSET_SREG_KEY, *sreg_key);
+                w.u32_be(NFTA_DYNSET_OP, *op as u32);
+                w.string(NFTA_DYNSET_SET_NAME, set);
+                w.u32_be(NFTA_DYNSET_SET_ID, *set_id);
+                w.nested(NFTA_DYNSET_EXPR, |w| expr.write_named(w));
+            }
+            Expr::Connlimit { count, over } => {
+                w.u32_be(NFTA_CONNLIMIT_COUNT, *count);
+                let flags = if *over { NFT_CONNLIMIT_F_INV } else { 0 };
+                w.u32_be(NFTA_CONNLIMIT_FLAGS, flags);
             }
             Expr::Verdict(verdict) => {
                 w.u32_be(NFTA_IMMEDIATE_DREG, REG_VERDICT);
@@ -328,6 +388,36 @@ mod tests {
                     8, 0, 1, 0, 0, 0, 0, 1, // NFTA_VERDICT_CODE NF_ACCEPT
         ];
         assert_eq!(encode(&Expr::Verdict(Verdict::Accept)), expected);
+    }
+
+    #[test]
+    fn dynset_nests_its_connlimit_without_a_list_element() {
+        let expr = Expr::Dynset {
+            op: DynsetOp::Add,
+            set: "flows".into(),
+            set_id: 2,
+            sreg_key: REG_1,
+            expr: Box::new(Expr::Connlimit {
+                count: 4096,
+                over: true,
+            }),
+        };
+        #[rustfmt::skip]
+        let expected: &[u8] = &[
+            96, 0, 1, 0x80,
+              11, 0, 1, 0, b'd', b'y', b'n', b's', b'e', b't', 0, 0,
+              80, 0, 2, 0x80,
+                8, 0, 4, 0, 0, 0, 0, 1,   // NFTA_DYNSET_SREG_KEY 1
+                8, 0, 3, 0, 0, 0, 0, 0,   // NFTA_DYNSET_OP add
+                10, 0, 1, 0, b'f', b'l', b'o', b'w', b's', 0, 0, 0,
+                8, 0, 2, 0, 0, 0, 0, 2,   // NFTA_DYNSET_SET_ID 2
+                40, 0, 7, 0x80,           // NFTA_DYNSET_EXPR: name and data, no list element
+                  14, 0, 1, 0, b'c', b'o', b'n', b'n', b'l', b'i', b'm', b'i', b't', 0, 0, 0,
+                  20, 0, 2, 0x80,
+                    8, 0, 1, 0, 0, 0, 0x10, 0, // NFTA_CONNLIMIT_COUNT 4096
+                    8, 0, 2, 0, 0, 0, 0, 1,    // NFTA_CONNLIMIT_FLAGS: over
+        ];
+        assert_eq!(encode(&expr), expected);
     }
 
     #[test]

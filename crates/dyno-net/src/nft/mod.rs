@@ -3,7 +3,8 @@
 //!
 //! The ruleset is installed once, in a single nfnetlink batch — one kernel transaction, so it
 //! appears whole or not at all — and removed on `dyno reset`. Per dyno there is no rule, only at
-//! most one element `ip . $PORT` in the set `exposed`, added and deleted with one round trip.
+//! most one element `ip . $PORT` in the set `exposed`, added and deleted with one round trip,
+//! and one element (its address) in the set `flows`, which the kernel adds and removes itself.
 //! See ARCHITECTURE.md §2 "Firewall" for the rules and why they are there.
 //!
 //! Layout: [`message`] is the raw nfnetlink message and attribute codec, [`expr`] the rule
@@ -25,7 +26,15 @@ use crate::netlink::{Batch, NetlinkError, NetlinkSocket, Object};
 use message::{NftMessage, NftMsg, NFNL_MSG_BATCH_BEGIN, NFNL_MSG_BATCH_END};
 use objects::SetRef;
 
-pub use rules::EXPOSED_SET;
+pub use rules::{EXPOSED_SET, FLOWS_SET};
+
+/// The default [`FirewallConfig::flows_per_dyno`]. A web app's outbound flows are its database
+/// and cache pools, HTTP clients and DNS lookups: tens to hundreds at once, a few thousand for a
+/// busy crawler or proxy. 10,000 leaves that a wide margin, while one dyno can hold at most 4%
+/// of a table of 262,144 entries (the kernel's default `nf_conntrack_max` from 4 GiB of memory
+/// up). It is fixed rather than derived from the host's `nf_conntrack_max`, so an app behaves the
+/// same on every host; a host that runs many dynos must size its table for them anyway.
+pub const DEFAULT_FLOWS_PER_DYNO: u32 = 10_000;
 
 /// The socket mark (`SO_MARK`) of the router's connections to dynos: only marked traffic may
 /// reach a dyno's `$PORT`. 0x6479 is "dy" in ASCII.
@@ -46,6 +55,10 @@ pub struct FirewallConfig {
     /// through the host: the cloud metadata endpoint 169.254.169.254 is there, and so are
     /// other services of cloud hosts (ECS task metadata 169.254.170.2, DNS 169.254.169.253).
     pub link_local: (Ipv4Addr, u8),
+    /// The most flows a dyno may have tracked at once in the host's conntrack table (TCP
+    /// connections not yet closed, UDP and other flows until they time out); the first packet
+    /// of one more is dropped. See [`DEFAULT_FLOWS_PER_DYNO`].
+    pub flows_per_dyno: u32,
 }
 
 impl Default for FirewallConfig {
@@ -56,6 +69,7 @@ impl Default for FirewallConfig {
             router_mark: ROUTER_MARK,
             link_prefix: "dy".into(),
             link_local: (Ipv4Addr::new(169, 254, 0, 0), 16),
+            flows_per_dyno: DEFAULT_FLOWS_PER_DYNO,
         }
     }
 }
@@ -108,6 +122,10 @@ impl FirewallConfig {
         if self.router_mark == 0 {
             // Every unmarked socket of the host has mark 0: all of them would reach the dynos.
             return invalid("router mark 0 would let every host process reach dynos".into());
+        }
+        if self.flows_per_dyno == 0 {
+            // The kernel takes 0, and then every new flow of every dyno is dropped.
+            return invalid("a limit of 0 flows per dyno would stop all egress".into());
         }
         Ok(())
     }
@@ -189,9 +207,13 @@ impl Firewall {
     }
 
     /// Installs the whole ruleset with `exposed` as the set's elements, replacing any previous
-    /// copy of the table, in one transaction (`NEWTABLE, DELTABLE, NEWTABLE`, chains, set,
+    /// copy of the table, in one transaction (`NEWTABLE, DELTABLE, NEWTABLE`, chains, sets,
     /// rules, elements): the table is never seen half-built, and installing twice leaves
-    /// exactly one copy. From then on this handle works on `config.table`.
+    /// exactly one copy — also over a table of an older dyno, whatever it had. From then on
+    /// this handle works on `config.table`.
+    ///
+    /// The replaced `flows` set starts empty: flows opened before the install are not counted
+    /// against their dyno's limit (they still hold their conntrack entries) until they end.
     pub fn install(
         &mut self,
         config: &FirewallConfig,
@@ -227,6 +249,8 @@ impl Firewall {
             NLM_F_CREATE,
             Object::new("set", EXPOSED_SET),
         );
+        let set = objects::flows_set_message(table, rules::flows_set_size(config.pool));
+        socket.push(&mut batch, set, NLM_F_CREATE, Object::new("set", FLOWS_SET));
         for rule in rules::rules(config) {
             let message = objects::rule_message(table, &rule);
             let object = Object::new("rule", format!("`{}` in chain {}", rule.text, rule.chain));
@@ -405,6 +429,7 @@ mod tests {
         assert!(bad(|c| c.link_prefix = "a".repeat(16)).contains("1 to 15 bytes"));
         assert!(bad(|c| c.table.clear()).contains("table name"));
         assert!(bad(|c| c.router_mark = 0).contains("router mark 0"));
+        assert!(bad(|c| c.flows_per_dyno = 0).contains("0 flows per dyno"));
     }
 
     #[test]

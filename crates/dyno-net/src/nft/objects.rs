@@ -4,7 +4,10 @@ use std::net::Ipv4Addr;
 
 use super::expr::{write_data_value, NFTA_DATA_VALUE};
 use super::message::{AttrWriter, Attrs, NftMessage, NftMsg, NFPROTO_INET};
-use super::rules::{Chain, Rule, EXPOSED_KEY_LEN, EXPOSED_KEY_TYPE, EXPOSED_SET, EXPOSED_SET_ID};
+use super::rules::{
+    Chain, Rule, EXPOSED_KEY_LEN, EXPOSED_KEY_TYPE, EXPOSED_SET, EXPOSED_SET_ID, FLOWS_KEY_LEN,
+    FLOWS_KEY_TYPE, FLOWS_SET, FLOWS_SET_ID,
+};
 
 /// Elements per message: keeps every nested attribute far below netlink's 64 KiB limit.
 const ELEMENTS_PER_MESSAGE: usize = 1024;
@@ -28,7 +31,12 @@ const NFTA_SET_NAME: u16 = 2;
 const NFTA_SET_FLAGS: u16 = 3;
 const NFTA_SET_KEY_TYPE: u16 = 4;
 const NFTA_SET_KEY_LEN: u16 = 5;
+const NFTA_SET_DESC: u16 = 9;
 const NFTA_SET_ID: u16 = 10;
+const NFTA_SET_DESC_SIZE: u16 = 1;
+/// `NFT_SET_EVAL`, nft's `flags dynamic`: the rules add elements. It makes the kernel choose a
+/// resizable hash that runs a GC, which frees elements whose connlimit count fell to 0.
+const NFT_SET_EVAL: u32 = 0x20;
 const NFTA_SET_ELEM_KEY: u16 = 1;
 const NFTA_SET_ELEM_LIST_TABLE: u16 = 1;
 const NFTA_SET_ELEM_LIST_SET: u16 = 2;
@@ -72,6 +80,22 @@ pub fn exposed_set_message(table: &str) -> NftMessage {
         .u32_be(NFTA_SET_KEY_TYPE, EXPOSED_KEY_TYPE)
         .u32_be(NFTA_SET_KEY_LEN, EXPOSED_KEY_LEN as u32)
         .u32_be(NFTA_SET_ID, EXPOSED_SET_ID);
+    NftMessage::new(NftMsg::NewSet, NFPROTO_INET, w)
+}
+
+/// `NEWSET` of the flows set: `type ipv4_addr; size SIZE; flags dynamic;`, filled by the
+/// forward rule's `add @flows`.
+pub fn flows_set_message(table: &str, size: u32) -> NftMessage {
+    let mut w = AttrWriter::new();
+    w.string(NFTA_SET_TABLE, table)
+        .string(NFTA_SET_NAME, FLOWS_SET)
+        .u32_be(NFTA_SET_FLAGS, NFT_SET_EVAL)
+        .u32_be(NFTA_SET_KEY_TYPE, FLOWS_KEY_TYPE)
+        .u32_be(NFTA_SET_KEY_LEN, FLOWS_KEY_LEN as u32)
+        .u32_be(NFTA_SET_ID, FLOWS_SET_ID)
+        .nested(NFTA_SET_DESC, |w| {
+            w.u32_be(NFTA_SET_DESC_SIZE, size);
+        });
     NftMessage::new(NftMsg::NewSet, NFPROTO_INET, w)
 }
 

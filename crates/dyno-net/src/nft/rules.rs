@@ -1,4 +1,4 @@
-//! The static ruleset of table `inet dyno`: its chains, its set and its rules.
+//! The static ruleset of table `inet dyno`: its chains, its sets and its rules.
 //!
 //! Each rule is built from small matchers that emit the same expressions nft compiles for the
 //! same nft notation, including the dependencies nft adds on its own (`meta nfproto ipv4` before
@@ -9,8 +9,8 @@
 use std::net::Ipv4Addr;
 
 use super::expr::{
-    fib_flags, CmpOp, CtKey, Expr, FibResult, MetaKey, PayloadBase, Verdict, REG32_00, REG32_01,
-    REG_1,
+    fib_flags, CmpOp, CtKey, DynsetOp, Expr, FibResult, MetaKey, PayloadBase, Verdict, REG32_00,
+    REG32_01, REG_1,
 };
 use super::message::NFPROTO_IPV4;
 use super::FirewallConfig;
@@ -26,6 +26,23 @@ pub const EXPOSED_SET_ID: u32 = 1;
 pub const EXPOSED_KEY_TYPE: u32 = (7 << 6) | 13;
 /// Key length: each field of a concatenation takes a whole 4-byte register.
 pub const EXPOSED_KEY_LEN: usize = 8;
+
+/// The set that counts each dyno's tracked flows: one element per dyno source address, each
+/// with its own `ct count` (connlimit). Elements are added by the forward rule as dynos send,
+/// never by us; the kernel's set GC removes an element once its count is back to 0.
+pub const FLOWS_SET: &str = "flows";
+pub const FLOWS_SET_ID: u32 = 2;
+/// Key type `ipv4_addr` (`TYPE_IPADDR`), 4 bytes.
+pub const FLOWS_KEY_TYPE: u32 = 7;
+pub const FLOWS_KEY_LEN: usize = 4;
+
+/// The `size` of the flows set: one element per address of the pool, so that every dyno always
+/// finds room — `add` into a full set does not match, and a dyno without an element would not
+/// be limited at all. A pool larger than 2^24 addresses is capped there (no host runs that many
+/// dynos; the cap keeps the kernel's bound meaningful).
+pub fn flows_set_size((_, prefix_len): (Ipv4Addr, u8)) -> u32 {
+    1u32 << (32 - u32::from(prefix_len.max(8)))
+}
 
 /// `enum nf_inet_hooks`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -111,6 +128,7 @@ impl L4Proto {
 
 /// `ct state` bits (`NF_CT_STATE_BIT`), in host byte order as the kernel stores them.
 const CT_STATE_ESTABLISHED: u32 = 1 << 1;
+const CT_STATE_NEW: u32 = 1 << 3;
 const CT_STATE_RELATED: u32 = 1 << 2;
 /// Offsets in the IPv4 header and in the TCP/UDP header.
 const IPV4_SADDR_OFFSET: u32 = 12;
@@ -239,6 +257,51 @@ impl RuleBuilder {
         self
     }
 
+    /// `ct state new`: the first packet of a flow (TCP SYN, a UDP datagram of a new 5-tuple,
+    /// an ICMP echo...), the only one that can add to a count.
+    fn ct_new(mut self) -> Self {
+        self.words.push("ct state new".into());
+        self.exprs.push(Expr::Ct {
+            key: CtKey::State,
+            dreg: REG_1,
+        });
+        self.exprs.push(Expr::Bitwise {
+            sreg: REG_1,
+            dreg: REG_1,
+            mask: CT_STATE_NEW.to_ne_bytes().to_vec(),
+            xor: vec![0; 4],
+        });
+        self.compare(CmpOp::Neq, [0; 4]);
+        self
+    }
+
+    /// `add @flows { ip saddr ct count over N }`: the source address's element (created on its
+    /// first flow) counts the flows conntrack tracks for it, this packet's included; matches
+    /// when they are more than `limit`.
+    fn saddr_flows_over(mut self, limit: u32) -> Self {
+        self.words.push(format!(
+            "add @{FLOWS_SET} {{ ip saddr ct count over {limit} }}"
+        ));
+        self.nfproto_ipv4();
+        self.exprs.push(Expr::Payload {
+            base: PayloadBase::Network,
+            offset: IPV4_SADDR_OFFSET,
+            len: 4,
+            dreg: REG_1,
+        });
+        self.exprs.push(Expr::Dynset {
+            op: DynsetOp::Add,
+            set: FLOWS_SET.into(),
+            set_id: FLOWS_SET_ID,
+            sreg_key: REG_1,
+            expr: Box::new(Expr::Connlimit {
+                count: limit,
+                over: true,
+            }),
+        });
+        self
+    }
+
     /// `meta mark 0x00006479` (the mark is a host-order u32 in the kernel).
     fn mark(mut self, mark: u32) -> Self {
         self.words.push(format!("meta mark {mark:#010x}"));
@@ -357,6 +420,14 @@ pub fn rules(config: &FirewallConfig) -> Vec<Rule> {
             .verdict(Accept),
         // Nothing from outside opens a connection into a dyno.
         rule(FORWARD).oifname_prefix(CmpOp::Eq, dy).verdict(Drop),
+        // Egress is forwarded, so every flow of every dyno takes an entry in the host's one
+        // conntrack table: no dyno may hold more than its share, or it could fill the table and
+        // stop everyone's new flows (the router's to the dynos too).
+        rule(FORWARD)
+            .iifname_prefix(dy)
+            .ct_new()
+            .saddr_flows_over(config.flows_per_dyno)
+            .verdict(Drop),
         rule(FORWARD).iifname_prefix(dy).verdict(Accept),
         // Dynos cannot reach host services.
         rule(INPUT)
@@ -415,6 +486,7 @@ mod tests {
                 r#"forward: iifname "dy*" ip daddr 169.254.0.0/16 drop"#,
                 r#"forward: oifname "dy*" ct state established,related accept"#,
                 r#"forward: oifname "dy*" drop"#,
+                r#"forward: iifname "dy*" ct state new add @flows { ip saddr ct count over 10000 } drop"#,
                 r#"forward: iifname "dy*" accept"#,
                 r#"input: iifname "dy*" ct state established,related accept"#,
                 r#"input: iifname "dy*" drop"#,
@@ -425,6 +497,70 @@ mod tests {
                 r#"postrouting: ip saddr 10.213.0.0/16 oifname != "dy*" masquerade"#,
             ]
         );
+    }
+
+    /// The expressions nft emits for the same rule (`nft --debug=netlink`): the `meta nfproto`
+    /// dependency before `ip saddr`, the full address as the key, and no timeout.
+    #[test]
+    fn flow_limit_is_a_dynset_with_connlimit() {
+        let config = FirewallConfig {
+            flows_per_dyno: 4096,
+            ..FirewallConfig::default()
+        };
+        let rule = rules(&config)
+            .into_iter()
+            .find(|r| r.text.contains("@flows"))
+            .unwrap();
+        assert_eq!(rule.chain, "forward");
+        // After `iifname` (5 expressions) and `ct state new` (3): nfproto, saddr, dynset, drop.
+        assert_eq!(rule.exprs.len(), 10);
+        assert_eq!(
+            rule.exprs[3],
+            Expr::Bitwise {
+                sreg: REG_1,
+                dreg: REG_1,
+                mask: 8u32.to_ne_bytes().to_vec(),
+                xor: vec![0; 4]
+            }
+        );
+        let nfproto = Expr::Cmp {
+            op: CmpOp::Eq,
+            sreg: REG_1,
+            data: vec![NFPROTO_IPV4],
+        };
+        let saddr = Expr::Payload {
+            base: PayloadBase::Network,
+            offset: 12,
+            len: 4,
+            dreg: REG_1,
+        };
+        let dynset = Expr::Dynset {
+            op: DynsetOp::Add,
+            set: "flows".into(),
+            set_id: FLOWS_SET_ID,
+            sreg_key: REG_1,
+            expr: Box::new(Expr::Connlimit {
+                count: 4096,
+                over: true,
+            }),
+        };
+        assert_eq!(
+            rule.exprs[6..],
+            [nfproto, saddr, dynset, Expr::Verdict(Verdict::Drop)]
+        );
+        assert_eq!(
+            rule.text,
+            r#"iifname "dy*" ct state new add @flows { ip saddr ct count over 4096 } drop"#
+        );
+    }
+
+    #[test]
+    fn flows_set_has_room_for_every_address_of_the_pool() {
+        let net = Ipv4Addr::new(10, 0, 0, 0);
+        assert_eq!(flows_set_size((net, 16)), 65536);
+        assert_eq!(flows_set_size((net, 24)), 256);
+        assert_eq!(flows_set_size((net, 32)), 1);
+        assert_eq!(flows_set_size((net, 1)), 1 << 24);
     }
 
     #[test]
