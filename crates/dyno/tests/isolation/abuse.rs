@@ -83,7 +83,7 @@ fn a_fork_bomb_is_capped_by_the_pids_limit() {
             category: ABUSE,
             attack: "fork bomb (every child forks too)",
             expect: "fork fails with EAGAIN at the dyno's pids limit (256 tasks); the victim keeps answering, the API too",
-            others: "Heroku: 256 processes on Standard-1X; Docker, podman: no pids limit by default (podman: 2048 default pids-limit)",
+            others: "Heroku: 256 processes on Standard-1X; Docker: no pids limit by default; podman: its containers.conf pids_limit",
         },
         |rig| {
             let snippet = format!(

@@ -18,7 +18,7 @@ fn another_dynos_source_address_cannot_be_used() {
             category: FORGE,
             attack: "send from the victim's address: bind, IP_FREEBIND, IP_TRANSPARENT, raw socket",
             expect: EXPECT,
-            others: "Docker: CAP_NET_RAW by default (raw sockets can send any source on the bridge); podman: no CAP_NET_RAW by default since 4.0; Heroku: not documented",
+            others: "Docker: CAP_NET_RAW by default (raw sockets can send any source on the bridge); podman: as its containers.conf default_capabilities say; Heroku: not documented",
         },
         |rig| {
             let victim = rig.dyno("victim", "web.1").ip;
@@ -174,7 +174,7 @@ fn raw_and_packet_sockets_are_refused() {
             category: FORGE,
             attack: "open raw IP sockets, packet sockets (ARP spoofing, sniffing) and ping sockets",
             expect: EXPECT,
-            others: "Docker: CAP_NET_RAW granted by default (raw and packet sockets work); podman: CAP_NET_RAW dropped since 4.0; Heroku: no raw sockets",
+            others: "Docker: CAP_NET_RAW granted by default (raw and packet sockets work); podman: as its containers.conf default_capabilities say; Heroku: not documented",
         },
         |rig| {
             let snippet = r#"

@@ -127,7 +127,7 @@ denied!(
     "r, e = sc(323, 1)"
 );
 denied!(io_uring_setup, "io_uring_setup()", "p = ctypes.create_string_buffer(120)\nr, e = sc(425, 1, p)",
-    "Docker: denied by the default profile since 25.0; podman: denied; Heroku: unknown (kernel-dependent)");
+    "Docker: allowed by the moby profile read for docs/isolation.md (commit 00f3d18); Heroku: not documented");
 denied!(add_key_to_a_keyring, "add_key(\"user\", …, KEY_SPEC_PROCESS_KEYRING)", "r, e = sc(248, b'user', b'dyno-test', b'x', 1, -2)",
     "Docker, podman: keyring calls denied by the default profile (the keyring is not namespaced); Heroku: denied");
 denied!(request_key_from_a_keyring, "request_key(\"user\", …)", "r, e = sc(249, b'user', b'dyno-test-none', 0, 0)",
