@@ -19,12 +19,16 @@ pub(super) struct Load {
     pub(super) latencies: Vec<Duration>,
     pub(super) errors: u64,
     pub(super) first_error: Option<String>,
+    /// The slowest request: its latency, and when it was due (from the start of the run), to
+    /// tell a stall at the abuse's start from one while it holds.
+    pub(super) worst: (Duration, Duration),
 }
 
 impl Load {
     fn merge(&mut self, other: Load) {
         self.latencies.extend(other.latencies);
         self.errors += other.errors;
+        self.worst = self.worst.max(other.worst);
         if self.first_error.is_none() {
             self.first_error = other.first_error;
         }
@@ -57,7 +61,7 @@ impl Target<'_> {
                 .map(|c| {
                     // Connections take turns: their first requests are spread over one interval.
                     let first = start + interval.mul_f64(c as f64 / self.connections as f64);
-                    scope.spawn(move || self.connection(first, interval, end))
+                    scope.spawn(move || self.connection(start, first, interval, end))
                 })
                 .collect();
             let other = meanwhile(end);
@@ -69,7 +73,7 @@ impl Target<'_> {
         })
     }
 
-    fn connection(&self, first: Instant, interval: Duration, end: Instant) -> Load {
+    fn connection(&self, start: Instant, first: Instant, interval: Duration, end: Instant) -> Load {
         let mut load = Load::default();
         let mut stream: Option<BufReader<TcpStream>> = None;
         let mut due = first;
@@ -86,7 +90,11 @@ impl Target<'_> {
                 }),
             };
             match result {
-                Ok(()) => load.latencies.push(due.elapsed()),
+                Ok(()) => {
+                    let latency = due.elapsed();
+                    load.worst = load.worst.max((latency, due - start));
+                    load.latencies.push(latency);
+                }
                 Err(e) => {
                     load.errors += 1;
                     load.first_error.get_or_insert(e);

@@ -76,6 +76,8 @@ struct Phase {
     quiet: Summary,
     abused: Summary,
     errors: u64,
+    /// When the slowest request under abuse was due, from the start of the measurement.
+    worst_at: Duration,
     api_ok: bool,
     api_max_ms: f64,
     stop_s: f64,
@@ -188,13 +190,14 @@ fn measure(
         let phase = abuse(&api, runtime, &target, args, kind)?;
         println!(
             "{:<16} quiet p50 {:>7.3} p99 {:>7.3} ms | abused p50 {:>8.3} p99 {:>8.3} max {:>8.3} ms \
-             (x{:.2}) errors {} | api {} max {:.0} ms | stop {:.1} s",
+             at {:.1} s (x{:.2}) errors {} | api {} max {:.0} ms | stop {:.1} s",
             phase.kind,
             phase.quiet.p50_ms,
             phase.quiet.p99_ms,
             phase.abused.p50_ms,
             phase.abused.p99_ms,
             phase.abused.max_ms,
+            phase.worst_at.as_secs_f64(),
             phase.abused.p99_ms / phase.quiet.p99_ms,
             phase.errors,
             if phase.api_ok { "ok" } else { "NOT ok" },
@@ -282,6 +285,7 @@ fn abuse(
         quiet_errors: quiet.errors,
         abused: summarize(&abused.latencies),
         errors: abused.errors,
+        worst_at: abused.worst.1,
         api_ok,
         api_max_ms,
         stop_s,
