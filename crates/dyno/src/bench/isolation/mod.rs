@@ -98,6 +98,9 @@ pub fn run(args: IsolationBench) -> Result<(), String> {
             apps::KINDS.join(", ")
         ));
     }
+    if (1..kinds.len()).any(|i| kinds[..i].contains(&kinds[i])) {
+        return Err("--kinds: each abuse once (the keys are per abuse)".into());
+    }
     for (tool, package) in [
         ("/usr/sbin/nginx", "nginx-light"),
         ("/usr/bin/python3", "python3"),
