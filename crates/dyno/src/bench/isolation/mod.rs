@@ -11,9 +11,9 @@
 //! For each abuse in turn: `config:set ABUSE=<kind>` (worker at 0: only the abuser's web rolls),
 //! a **quiet** measurement (`--quiet`), then `ps:scale worker=1` and, once it runs, the
 //! measurement **under abuse** (`--abuse`), then `worker=0` until the worker is gone (the abuse
-//! stops with its dyno; `stop_s` says how long that took). Meanwhile the daemon's API is asked
-//! for the victim's dynos every 500 ms (`api_ok`: every answer within 2 s, listing the victim's
-//! web up).
+//! stops with its dyno; `stop_s` says how long that took, until the dyno's network namespace
+//! was gone). Meanwhile the daemon's API is asked for the victim's dynos every 500 ms
+//! (`api_ok`: every answer within 2 s, listing the victim's web up).
 //!
 //! `quiet_p99_ms` pools the quiet measurements; `abuse_p99_ratio_<kind>` = that abuse's p99 /
 //! `quiet_p99_ms`. Percentiles are nearest-rank ([`super::stats`]). The daemon (and every dyno
@@ -42,7 +42,7 @@ mod load;
     per abuse K (forkbomb memory tmpfs sockets disk cpu denied_syscalls): abuse_p99_ms_K, \
     abuse_p99_ratio_K (abuse_p99_ms_K / quiet_p99_ms), abuse_errors_K (requests that failed or \
     took over 5 s), api_ok_K (1: the daemon's API answered every 500 ms poll within 2 s and \
-    listed the victim up), api_max_ms_K, stop_s_K (worker=0 until the abusing dyno was gone); \
+    listed the victim up), api_max_ms_K, stop_s_K (worker=0 until the abusing dyno's network namespace was gone); \
     and api_ok (all phases). Needs nginx (nginx-light) and python3."
 )]
 pub struct IsolationBench {
@@ -190,7 +190,7 @@ fn measure(
     );
     let mut phases = Vec::new();
     for kind in kinds {
-        let phase = abuse(&api, runtime, &target, args, kind)?;
+        let phase = abuse(&api, runtime, &target, &lab.run_dir.0, args, kind)?;
         println!(
             "{:<16} quiet p50 {:>7.3} p99 {:>7.3} ms | abused p50 {:>8.3} p99 {:>8.3} max {:>8.3} ms \
              at {:.1} s (x{:.2}) errors {} | api {} max {:.0} ms | stop {:.1} s",
@@ -243,9 +243,13 @@ fn abuse(
     api: &ApiClient,
     runtime: &tokio::runtime::Runtime,
     target: &load::Target,
+    run_dir: &Path,
     args: &IsolationBench,
     kind: &str,
 ) -> Result<Phase, String> {
+    // Dyno network namespaces bound in the lab: one goes only once the dyno's processes are
+    // gone and the daemon has torn it down (the API stops listing a dyno as its stop begins).
+    let namespaces = || std::fs::read_dir(run_dir).map_or(0, |d| d.count());
     let config = std::collections::BTreeMap::from([("ABUSE", Some(kind))]);
     let set = runtime
         .block_on(api.patch::<_, serde_json::Value>(&format!("/apps/{ABUSER}/config"), &config));
@@ -259,6 +263,7 @@ fn abuse(
             quiet.errors, quiet.first_error
         );
     }
+    let before = namespaces();
     runtime.block_on(scale_app(api, ABUSER, "worker", 1))?;
     runtime.block_on(until_app(api, ABUSER, "worker running", |d| {
         d.iter()
@@ -271,6 +276,15 @@ fn abuse(
     runtime.block_on(until_app(api, ABUSER, "worker gone", |d| {
         !d.iter().any(|x| x.process_type == "worker")
     }))?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while namespaces() > before && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    if namespaces() > before {
+        return Err(format!(
+            "{kind}: the abuser's worker still has its network after 60 s"
+        ));
+    }
     let stop_s = stopping.elapsed().as_secs_f64();
     for line in said {
         println!("  {line}");
