@@ -2,6 +2,7 @@
 //! pass/fail asserts. The last line of every bench is `key=value` pairs, for scripts.
 
 pub mod cni;
+mod isolation;
 mod net;
 mod router;
 mod scale;
@@ -24,6 +25,10 @@ pub enum BenchCommand {
     /// A real `dyno serve` driven through its API: ps:scale web=0→N until all up, `ps`
     /// latency and daemon memory with N up, N→0 until nothing is left
     Scale(scale::ScaleBench),
+    /// A real `dyno serve` with a victim app and an abuser app: the victim's latency through
+    /// the router while the abuser's worker runs each abuse in turn (fork bomb, memory, tmpfs,
+    /// sockets, disk, CPU, denied system calls), against the same with the abuser idle
+    Isolation(isolation::IsolationBench),
 }
 
 pub fn run(command: BenchCommand) -> Result<(), String> {
@@ -33,5 +38,6 @@ pub fn run(command: BenchCommand) -> Result<(), String> {
         BenchCommand::Start(args) => start::run(args),
         BenchCommand::Router(args) => router::run(args),
         BenchCommand::Scale(args) => scale::run(args),
+        BenchCommand::Isolation(args) => isolation::run(args),
     }
 }

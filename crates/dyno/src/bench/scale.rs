@@ -39,9 +39,9 @@ pub struct ScaleBench {
 const APP: &str = "bench";
 
 /// The daemon process, stopped (SIGTERM, then SIGKILL) and its temp dir removed on drop.
-struct Daemon {
-    child: Child,
-    scratch: PathBuf,
+pub(super) struct Daemon {
+    pub(super) child: Child,
+    pub(super) scratch: PathBuf,
 }
 
 impl Drop for Daemon {
@@ -116,7 +116,7 @@ async fn scale(api: &ApiClient, process_type: &str, quantity: u32) -> Result<(),
     scale_app(api, APP, process_type, quantity).await
 }
 
-async fn scale_app(
+pub(super) async fn scale_app(
     api: &ApiClient,
     app: &str,
     process_type: &str,
@@ -140,7 +140,7 @@ async fn dynos(api: &ApiClient) -> Result<Vec<Dyno>, String> {
     dynos_of(api, APP).await
 }
 
-async fn dynos_of(api: &ApiClient, app: &str) -> Result<Vec<Dyno>, String> {
+pub(super) async fn dynos_of(api: &ApiClient, app: &str) -> Result<Vec<Dyno>, String> {
     api.get(&format!("/apps/{app}/dynos"))
         .await
         .map_err(|e| e.to_string())
@@ -151,7 +151,7 @@ async fn until(api: &ApiClient, what: &str, done: impl Fn(&[Dyno]) -> bool) -> R
     until_app(api, APP, what, done).await
 }
 
-async fn until_app(
+pub(super) async fn until_app(
     api: &ApiClient,
     app: &str,
     what: &str,

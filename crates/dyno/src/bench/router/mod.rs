@@ -18,6 +18,11 @@
 //! - `added_p50_us` is the router's p50 minus direct's under that load. Then the added latency
 //!   of each hop without queueing: `wrk -t1 -c1` (at most 5 s) against every target
 //!   (`added_p50_1conn_us`).
+//! - The seccomp filter's cost ([`dyno`]): the same nginx backend in two real dynos on a lab
+//!   network, one with the default filter, one without; each behind its own embedded router
+//!   (the product's config: marked sockets, which the dyno firewall needs), with the same `wrk`
+//!   load alternated on, off, off, on (`--dyno-rounds` pairs). `seccomp_rps_cost_pct` =
+//!   (rps without − rps with) / rps without × 100, from the mean rps of each side.
 //! - Every process started is stopped by PID (SIGTERM, then SIGKILL) and the temp dir removed,
 //!   also on error.
 
@@ -31,7 +36,9 @@ use clap::Args;
 use dyno_router::{Backend, NullSink, RouteTable, Router, RouterConfig};
 
 use dyno_manager::lifecycle::parse_duration;
+use dyno_net::ns::Netns;
 
+mod dyno;
 mod procs;
 mod wrk;
 
@@ -43,9 +50,20 @@ use wrk::*;
     after_help = "Needs wrk, nginx (nginx-light) and haproxy. The last line is key=value pairs: \
     direct_rps dyno_rps nginx_rps haproxy_rps direct_p50_ms dyno_p50_ms dyno_p99_ms nginx_p99_ms \
     haproxy_p99_ms ratio_vs_nginx added_p50_us nginx_added_p50_us added_p50_1conn_us \
-    nginx_added_p50_1conn_us (and rss_start_kb rss_end_kb rss_drift_pct with --soak). \
-    added_p50_us: the proxy's p50 minus direct's under the same load; the _1conn_ figures: the \
-    same with one connection, one request at a time (no queueing)"
+    nginx_added_p50_1conn_us dyno_rps_seccomp dyno_rps_noseccomp seccomp_rps_cost_pct \
+    dyno_p99_ms_seccomp dyno_p99_ms_noseccomp dyno_rps_best_seccomp dyno_rps_best_noseccomp \
+    seccomp_rps_cost_best_pct dyno_denied_calls dyno_syscall_ns_seccomp dyno_syscall_ns_noseccomp \
+    (and rss_start_kb rss_end_kb \
+    rss_drift_pct with --soak). added_p50_us: the proxy's p50 minus direct's under the same \
+    load; the _1conn_ figures: the same with one connection, one request at a time (no \
+    queueing). dyno_*_seccomp / _noseccomp: the router in front of the backend nginx running \
+    in a dyno with / without the seccomp filter (mean of --dyno-rounds runs each, alternated); \
+    seccomp_rps_cost_pct = (noseccomp - seccomp) / noseccomp x 100; the _best_ figures: the \
+    same from the fastest run of each side (other load only takes throughput away); \
+    dyno_syscall_ns_*: one read or write in each dyno (dd bs=1 before nginx starts, fastest of \
+    3 runs); dyno_denied_calls: \
+    'Denied system call' lines of the filtered nginx dyno (0: nginx needs nothing the profile \
+    denies)"
 )]
 pub struct RouterBench {
     /// Measured wrk run per target (e.g. 15s, 500ms, 2m)
@@ -60,6 +78,9 @@ pub struct RouterBench {
     /// Warm-up wrk run before each measured one (0s: none)
     #[arg(long, default_value = "1s", value_parser = parse_duration)]
     warmup: Duration,
+    /// Measured wrk runs per side (seccomp filter on, off) against nginx in a dyno; 0: skip
+    #[arg(long, default_value_t = 3)]
+    dyno_rounds: usize,
     /// After the comparison, keep the router under the same load this long, sampling its RSS
     /// every 10 s (e.g. 600s)
     #[arg(long, value_parser = parse_duration)]
@@ -106,7 +127,7 @@ pub fn run(args: RouterBench) -> Result<(), String> {
         &nginx_conf(
             dir.path(),
             "backend",
-            backend_port,
+            &format!("127.0.0.1:{backend_port}"),
             "location / { return 200 \"ok\\n\"; }",
             "",
         ),
@@ -133,7 +154,7 @@ pub fn run(args: RouterBench) -> Result<(), String> {
         &nginx_conf(
             dir.path(),
             "proxy",
-            nginx_port,
+            &format!("127.0.0.1:{nginx_port}"),
             // The same job as the dyno router: Heroku's request headers, Via both ways.
             "location / { proxy_pass http://backend; proxy_http_version 1.1; \
              proxy_set_header Connection \"\"; proxy_set_header Host $host; \
@@ -244,6 +265,11 @@ pub fn run(args: RouterBench) -> Result<(), String> {
     // Proxies done; only the router keeps working for the soak.
     drop(haproxy_proc);
     drop(nginx_proxy);
+    let seccomp = if args.dyno_rounds > 0 {
+        Some(dyno::seccomp_phase(&args, &tools, &nginx, &dir)?)
+    } else {
+        None
+    };
 
     let [direct, dy, ng, ha] = [&results[0], &results[1], &results[2], &results[3]];
     let mut pairs = vec![
@@ -274,6 +300,57 @@ pub fn run(args: RouterBench) -> Result<(), String> {
             format!("{:.0}", (single_p50[2] - single_p50[0]) * 1000.0),
         ),
     ];
+
+    if let Some(runs) = &seccomp {
+        let mean = |rs: &[WrkResult], f: fn(&WrkResult) -> f64| {
+            rs.iter().map(f).sum::<f64>() / rs.len().max(1) as f64
+        };
+        let (on, off) = (mean(&runs.on, |r| r.rps), mean(&runs.off, |r| r.rps));
+        let cost = (off - on) / off * 100.0;
+        // Other load on the host only ever takes throughput away: the best run of each side is
+        // the least disturbed one.
+        let best = |rs: &[WrkResult]| rs.iter().map(|r| r.rps).fold(0.0, f64::max);
+        let (best_on, best_off) = (best(&runs.on), best(&runs.off));
+        let best_cost = (best_off - best_on) / best_off * 100.0;
+        println!(
+            "in a dyno: {on:.0} req/s with the seccomp filter, {off:.0} without ({cost:+.1} %); \
+             best runs {best_on:.0} and {best_off:.0} ({best_cost:+.1} %)"
+        );
+        let [filtered, unfiltered] = &runs.modes;
+        println!(
+            "  Seccomp mode, filters of each dyno's processes: with {filtered:?}, without {unfiltered:?}"
+        );
+        if filtered.is_empty() || filtered.iter().any(|m| m.0 != 2) {
+            return Err(format!(
+                "the filtered dyno's processes are not all filtered: {filtered:?}"
+            ));
+        }
+        if unfiltered.iter().any(|m| m.0 != 0) {
+            return Err(format!(
+                "the unfiltered dyno's processes are filtered: {unfiltered:?}"
+            ));
+        }
+        for line in &runs.denied {
+            println!("  {line}");
+        }
+        let ns = |v: Option<f64>| v.map_or("?".into(), |v| format!("{v:.0}"));
+        let [with, without] = runs.syscall_ns.map(ns);
+        println!(
+            "  one system call (dd, fastest of 3): {with} ns with the filter, {without} ns without"
+        );
+        pairs.push(("dyno_rps_seccomp", format!("{on:.0}")));
+        pairs.push(("dyno_rps_noseccomp", format!("{off:.0}")));
+        pairs.push(("seccomp_rps_cost_pct", format!("{cost:.1}")));
+        pairs.push(("dyno_rps_best_seccomp", format!("{best_on:.0}")));
+        pairs.push(("dyno_rps_best_noseccomp", format!("{best_off:.0}")));
+        pairs.push(("seccomp_rps_cost_best_pct", format!("{best_cost:.1}")));
+        let p99 = |rs: &[WrkResult]| format!("{:.3}", mean(rs, |r| r.p99_ms));
+        pairs.push(("dyno_p99_ms_seccomp", p99(&runs.on)));
+        pairs.push(("dyno_p99_ms_noseccomp", p99(&runs.off)));
+        pairs.push(("dyno_denied_calls", runs.denied.len().to_string()));
+        pairs.push(("dyno_syscall_ns_seccomp", with));
+        pairs.push(("dyno_syscall_ns_noseccomp", without));
+    }
 
     if let Some(soak) = args.soak {
         let (start, end) = soak_rss(&tools, dyno.addr, soak, dir.path())?;

@@ -37,10 +37,11 @@ pub(super) fn probe(addr: SocketAddr) -> std::io::Result<String> {
     Ok(text.lines().next().unwrap_or("").to_owned())
 }
 
+/// `listen`: `127.0.0.1:PORT`, or a bare port (all addresses: inside a dyno).
 pub(super) fn nginx_conf(
     dir: &Path,
     name: &str,
-    port: u16,
+    listen: &str,
     location: &str,
     http_extra: &str,
 ) -> String {
@@ -50,7 +51,7 @@ pub(super) fn nginx_conf(
          events {{ worker_connections 8192; }}\n\
          http {{\n  access_log off;\n  keepalive_requests 100000000;\n  keepalive_timeout 90s;\n  \
          client_body_temp_path {d}/{name}-body;\n  proxy_temp_path {d}/{name}-proxy;\n  \
-         {http_extra}\n  server {{ listen 127.0.0.1:{port}; {location} }}\n}}\n"
+         {http_extra}\n  server {{ listen {listen}; {location} }}\n}}\n"
     )
 }
 
@@ -174,7 +175,24 @@ pub(super) struct EmbeddedRouter {
 }
 
 impl EmbeddedRouter {
+    /// In front of `backend` on the host's loopback: unmarked (`mark: None`), as the host
+    /// backend and the other proxies need nothing else.
     pub(super) fn start(backend: SocketAddr) -> Result<EmbeddedRouter, String> {
+        let config = RouterConfig {
+            mark: None,
+            ..RouterConfig::default()
+        };
+        EmbeddedRouter::start_in(backend, config, None)
+    }
+
+    /// With `netns`, the router's thread lives in that namespace (a lab host, where dynos
+    /// are), so its connections to the backend leave from there; its listener is bound here
+    /// first, so `wrk` reaches it on this loopback as it reaches every other target.
+    pub(super) fn start_in(
+        backend: SocketAddr,
+        config: RouterConfig,
+        netns: Option<&Netns>,
+    ) -> Result<EmbeddedRouter, String> {
         let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
             .map_err(|e| format!("router listen: {e}"))?;
         listener
@@ -184,32 +202,37 @@ impl EmbeddedRouter {
             .local_addr()
             .map_err(|e| format!("router listen: {e}"))?;
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let thread = std::thread::Builder::new()
-            .name("bench-router".into())
-            .spawn(move || -> Result<(), String> {
-                pin_current_thread(PROXY_CPU)?;
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .map_err(|e| format!("router runtime: {e}"))?;
-                rt.block_on(async move {
-                    let listener = tokio::net::TcpListener::from_std(listener)
-                        .map_err(|e| format!("router listen: {e}"))?;
-                    let routes = RouteTable::new();
-                    routes.set_app("bench", &[]);
-                    routes.set_dynos("bench", vec![Backend::new("web.1", backend)]);
-                    let config = RouterConfig {
-                        mark: None,
-                        ..RouterConfig::default()
-                    };
-                    let router = Router::new(config, routes, NullSink);
-                    tokio::select! {
-                        r = router.serve(listener) => r.map_err(|e| format!("router: {e}")),
-                        _ = stop_rx => Ok(()),
-                    }
-                })
+        let body = move || -> Result<(), String> {
+            pin_current_thread(PROXY_CPU)?;
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| format!("router runtime: {e}"))?;
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener)
+                    .map_err(|e| format!("router listen: {e}"))?;
+                let routes = RouteTable::new();
+                routes.set_app("bench", &[]);
+                routes.set_dynos("bench", vec![Backend::new("web.1", backend)]);
+                let router = Router::new(config, routes, NullSink);
+                tokio::select! {
+                    r = router.serve(listener) => r.map_err(|e| format!("router: {e}")),
+                    _ = stop_rx => Ok(()),
+                }
             })
-            .map_err(|e| format!("router thread: {e}"))?;
+        };
+        let spawn = move || {
+            (std::thread::Builder::new().name("bench-router".into()))
+                .spawn(body)
+                .map_err(|e| format!("router thread: {e}"))
+        };
+        let thread = match netns {
+            // A thread starts in the namespace of the thread that makes it: made by a job on
+            // the namespace thread (`Netns::run`), it is born inside `netns` and stays there,
+            // while the namespace thread goes home as always. Nothing here switches namespaces.
+            Some(netns) => netns.run(spawn).map_err(|e| e.to_string())??,
+            None => spawn()?,
+        };
         Ok(EmbeddedRouter {
             addr,
             stop: Some(stop_tx),

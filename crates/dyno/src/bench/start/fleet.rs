@@ -6,6 +6,8 @@ use super::*;
 pub(super) struct Fleet {
     pub(super) platform: Arc<Platform>,
     pub(super) handles: Vec<DynoHandle>,
+    /// The network (and cgroup) names of its dynos, to tell our leftovers from other daemons'.
+    pub(super) names: Vec<String>,
     pub(super) logs: JoinHandle<()>,
     pub(super) memory: Memory,
 }
@@ -47,6 +49,7 @@ impl Fleet {
         let mut fleet = Fleet {
             platform: Arc::new(platform),
             handles: Vec::with_capacity(count),
+            names: Vec::with_capacity(count),
             logs,
             memory: Memory {
                 daemon_before_kb: status_kb(Path::new("/proc/self/status"), "VmRSS:"),
@@ -75,7 +78,10 @@ impl Fleet {
             fleet.handles.push(handle);
             let changed = status.wait_for(|s| s.state != State::Starting);
             let state = match tokio::time::timeout(Duration::from_secs(40), changed).await {
-                Ok(Ok(s)) => s.state,
+                Ok(Ok(s)) => {
+                    fleet.names.extend(s.net_name.clone());
+                    s.state
+                }
                 Ok(Err(_)) => State::Down,
                 Err(_) => State::Starting,
             };
@@ -91,7 +97,7 @@ impl Fleet {
     }
 
     /// Stops every dyno at once; returns how long that took.
-    pub(super) async fn stop(self) -> Duration {
+    pub(super) async fn stop(self) -> (Duration, Vec<String>) {
         let stopping = Instant::now();
         let stops = self.handles.into_iter().map(|h| tokio::spawn(h.stop()));
         for stop in stops.collect::<Vec<_>>() {
@@ -101,7 +107,7 @@ impl Fleet {
         drop(self.platform);
         // The log pumps hold the platform (and its sender) until the shims' pipes close.
         let _ = tokio::time::timeout(Duration::from_secs(5), self.logs).await;
-        took
+        (took, self.names)
     }
 }
 
@@ -184,8 +190,9 @@ pub(super) fn processes() -> Vec<Process> {
 
 /// What is left once every dyno was stopped: processes (waited for up to 10 s), links (up to
 /// 2 minutes: the kernel destroys namespaces in the background), networks, state dirs, cgroups:
-/// `[links and networks, processes, state dirs, cgroups]`.
-pub(super) fn leftovers(ctx: &Ctx, network: &SharedNetwork) -> [usize; 4] {
+/// `[links and networks, processes, state dirs, cgroups]`. Only our cgroups count: the dyno
+/// cgroups of every daemon and test on the host share one parent. `fleet`: the up phase's names.
+pub(super) fn leftovers(ctx: &Ctx, network: &SharedNetwork, fleet: &[String]) -> [usize; 4] {
     let me = std::process::id();
     let state = ctx.state_root.to_string_lossy().into_owned();
     let ours = |p: &Process| {
@@ -200,7 +207,14 @@ pub(super) fn leftovers(ctx: &Ctx, network: &SharedNetwork) -> [usize; 4] {
     let links = wait_for_links_gone(network);
     let networks = lock(network).list().map(|l| l.len()).unwrap_or(0);
     let state_dirs = std::fs::read_dir(&ctx.state_root).map_or(0, |d| d.count());
-    let cgroups = (ctx.cgroups.as_ref()).map_or(0, |c| c.dyno_ids().map_or(0, |ids| ids.len()));
+    // The start phases' names: their prefix and a number.
+    let numbered = |id: &str, prefix: &str| {
+        id.strip_prefix(prefix)
+            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+    };
+    let ours = |id: &String| fleet.contains(id) || numbered(id, "bs") || numbered(id, "bl");
+    let count_ours = |ids: Vec<String>| ids.iter().filter(|id| ours(id)).count();
+    let cgroups = (ctx.cgroups.as_ref()).map_or(0, |c| c.dyno_ids().map_or(0, count_ours));
     [links + networks, procs, state_dirs, cgroups]
 }
 

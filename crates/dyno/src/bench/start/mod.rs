@@ -12,6 +12,11 @@
 //!   command), bash execs printf, printf writes one byte. Breakdown: `net`, `cgroup`, `prepare`,
 //!   `spawn` (until the shim is exec'd), `sandbox` (shim exec'd → first byte: shim, namespaces,
 //!   cgroup join, mounts, PID 1, bash, printf). `start_loaded`: the same while N web dynos are up.
+//! - **seccomp**: the start phase runs 2N dynos, N with the default system-call filter (the
+//!   `start_*` keys, as every dyno starts) and N without (`SeccompSpec { off: true }`: the
+//!   `_noseccomp` keys), alternated on, off, off, on, … so that drift hits both alike.
+//!   `seccomp_start_cost_pct` = (start p50 − start p50 without) / start p50 without × 100: what
+//!   compiling and installing the filter in PID 1 and handing its listener to the shim cost.
 //! - **anchor**: N times `bwrap --unshare-all` (host `/usr`, `/etc` read-only, merged-/usr
 //!   symlinks as on the host, fresh `/proc` `/dev` `/tmp`, `--die-with-parent`) running
 //!   `/usr/bin/printf x` directly, same clock: from before spawning bwrap to the first byte on
@@ -79,7 +84,10 @@ const LOADED: usize = 20;
 #[command(
     after_help = "The last line is key=value pairs: start_p50_ms start_p99_ms up_p50_ms \
     bwrap_p50_ms ratio_vs_bwrap alive shim_rss_kb_mean daemon_rss_per_dyno_kb memory_per_dyno_kb \
-    ... Needs bubblewrap (apt-get install bubblewrap) and perl."
+    ... start_p50_ms_noseccomp start_p99_ms_noseccomp: the same starts without the seccomp filter \
+    (alternated with the filtered ones, N each); seccomp_start_cost_pct: (start_p50_ms - \
+    start_p50_ms_noseccomp) / start_p50_ms_noseccomp x 100. Needs bubblewrap (apt-get install \
+    bubblewrap) and perl."
 )]
 pub struct StartBench {
     /// How many dynos (each phase); all N web dynos are up at once for the memory figures
@@ -206,7 +214,7 @@ pub fn run(args: StartBench) -> Result<(), String> {
     // Let the spares fill, as in a daemon that has been up for a moment.
     std::thread::sleep(Duration::from_millis(20 * args.spares as u64 + 50));
 
-    let start = start_phase(&ctx, &network, "bs", args.count, args.pause)?;
+    let (start, noseccomp) = start_phase(&ctx, &network, "bs", args.count, args.pause, true)?;
     wait_for_links_gone(&network);
     let bwrap_direct = bwrap_phase(&bwrap, &TINY, args.count, args.pause)?;
     let bash = ["/bin/bash", "-c", TINY_COMMAND];
@@ -236,14 +244,24 @@ pub fn run(args: StartBench) -> Result<(), String> {
         let up = |h: &&DynoHandle| h.status.borrow().state == State::Up;
         alive = fleet.handles.iter().filter(up).count();
         measure(&mut memory);
-        loaded = start_phase(&ctx, &network, "bl", LOADED.min(args.count), args.pause);
+        let phase = start_phase(
+            &ctx,
+            &network,
+            "bl",
+            LOADED.min(args.count),
+            args.pause,
+            false,
+        );
+        loaded = phase.map(|(with, _)| with);
     }
-    let stop_all = runtime.block_on(fleet.stop());
+    let (stop_all, fleet_names) = runtime.block_on(fleet.stop());
     drop(runtime);
     let (up, loaded) = (up?, loaded?);
-    let left = leftovers(&ctx, &network);
+    let left = leftovers(&ctx, &network, &fleet_names);
 
     let s = summarize(&start.total);
+    let (off, off_sandbox) = (summarize(&noseccomp.total), summarize(&noseccomp.parts[4]));
+    let seccomp_cost = (s.p50_ms - off.p50_ms) / off.p50_ms * 100.0;
     let [net, cgroup, prepare, spawn, sandbox] = start.parts.each_ref().map(|p| summarize(p));
     let (l, u) = (summarize(&loaded.total), summarize(&up));
     let [l_net, _, _, _, l_sandbox] = loaded.parts.each_ref().map(|p| summarize(p));
@@ -259,6 +277,12 @@ pub fn run(args: StartBench) -> Result<(), String> {
         "  of which (p50) net {:.3}, cgroup {:.3}, prepare {:.3}, spawn shim {:.3}, \
          shim exec'd -> first byte {:.3} ms (p99 {:.3} ms)",
         net.p50_ms, cgroup.p50_ms, prepare.p50_ms, spawn.p50_ms, sandbox.p50_ms, sandbox.p99_ms
+    );
+    print_line("  without seccomp ", &off);
+    println!(
+        "  of which (p50) shim exec'd -> first byte {:.3} ms; the filter costs {seccomp_cost:+.1} % \
+         of start p50 (runs alternated on, off, off, on)",
+        off_sandbox.p50_ms
     );
     print_line(&format!("dyno start, {alive:>3} up"), &l);
     let (l_net, l_sandbox) = (l_net.p50_ms, l_sandbox.p50_ms);
@@ -282,6 +306,9 @@ pub fn run(args: StartBench) -> Result<(), String> {
         "start_net_p50_ms" => f3(net.p50_ms), "start_cgroup_p50_ms" => f3(cgroup.p50_ms),
         "start_prepare_p50_ms" => f3(prepare.p50_ms), "start_spawn_p50_ms" => f3(spawn.p50_ms),
         "start_sandbox_p50_ms" => f3(sandbox.p50_ms), "start_sandbox_p99_ms" => f3(sandbox.p99_ms),
+        "start_p50_ms_noseccomp" => f3(off.p50_ms), "start_p99_ms_noseccomp" => f3(off.p99_ms),
+        "start_sandbox_p50_ms_noseccomp" => f3(off_sandbox.p50_ms),
+        "seccomp_start_cost_pct" => format!("{seccomp_cost:.1}"),
         "start_loaded_p50_ms" => f3(l.p50_ms), "start_loaded_max_ms" => f3(l.max_ms),
         "start_loaded_net_p50_ms" => f3(l_net), "start_loaded_sandbox_p50_ms" => f3(l_sandbox),
         "up_p50_ms" => f3(u.p50_ms), "up_p99_ms" => f3(u.p99_ms), "up_max_ms" => f3(u.max_ms),
@@ -336,16 +363,22 @@ struct StartTimes {
     parts: [Vec<Duration>; 5],
 }
 
+/// `count` starts with the seccomp filter, and with `noseccomp` as many without it, in the
+/// order on, off, off, on, … (ABBA): drift over the phase (another build starting, the page
+/// cache warming) and whatever one start leaves for the next hit both sides alike.
 fn start_phase(
     ctx: &Ctx,
     network: &SharedNetwork,
     prefix: &str,
     count: usize,
     pause: Duration,
-) -> Result<StartTimes, String> {
-    let mut times = StartTimes::default();
-    for i in 0..count {
+    noseccomp: bool,
+) -> Result<(StartTimes, StartTimes), String> {
+    let (mut with, mut without) = (StartTimes::default(), StartTimes::default());
+    let runs = if noseccomp { 2 * count } else { count };
+    for i in 0..runs {
         std::thread::sleep(pause);
+        let off = noseccomp && matches!(i % 4, 1 | 2);
         let name = format!("{prefix}{i}");
         let mut dyno = OneShot {
             network,
@@ -354,13 +387,15 @@ fn start_phase(
             shim: None,
             cgroup: None,
         };
-        let (total, parts) = (dyno.run(ctx, i)).map_err(|e| format!("start {}: {e}", dyno.name))?;
+        let run = dyno.run(ctx, i, off);
+        let (total, parts) = run.map_err(|e| format!("start {}: {e}", dyno.name))?;
+        let times = if off { &mut without } else { &mut with };
         times.total.push(total);
         for (all, part) in times.parts.iter_mut().zip(parts) {
             all.push(part);
         }
     }
-    Ok(times)
+    Ok((with, without))
 }
 
 /// One dyno of a start phase; whatever it made goes when it is dropped.
@@ -373,7 +408,14 @@ struct OneShot<'a> {
 }
 
 impl OneShot<'_> {
-    fn run(&mut self, ctx: &Ctx, i: usize) -> Result<(Duration, [Duration; 5]), String> {
+    /// `seccomp_off`: the dyno runs without its system-call filter (what the filter's cost is
+    /// measured against).
+    fn run(
+        &mut self,
+        ctx: &Ctx,
+        i: usize,
+        seccomp_off: bool,
+    ) -> Result<(Duration, [Duration; 5]), String> {
         let started = Instant::now();
         let net = (lock(self.network).up(&self.name, Some(ctx.port))).map_err(|e| e.to_string())?;
         let t_net = Instant::now();
@@ -401,7 +443,10 @@ impl OneShot<'_> {
             nameservers: Vec::new(),
             cgroup: self.cgroup.clone(),
             output: dyno_sandbox::spec::OutputMode::Inherit,
-            seccomp: Default::default(),
+            seccomp: dyno_sandbox::spec::SeccompSpec {
+                off: seccomp_off,
+                allow: Vec::new(),
+            },
             proc_view: None,
         };
         launch::prepare(&self.state, &spec).map_err(|e| e.to_string())?;

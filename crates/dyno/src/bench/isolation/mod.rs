@@ -1,0 +1,386 @@
+//! `dyno bench isolation`: does one app's abuse reach another app's latency? A real `dyno serve`
+//! (as `bench scale` runs it: a throwaway lab namespace for the host's network, state in a temp
+//! dir, driven through its API) runs two apps, each dyno Standard-1X:
+//!
+//! - the **victim**: nginx answering `200 ok` on `$PORT` (one web dyno);
+//! - the **abuser**: a web that only listens, and a worker that runs the abuse named by its
+//!   `ABUSE` config var (see [`apps`]).
+//!
+//! The victim's latency is measured through the daemon's router ([`load`]: `--connections`
+//! keep-alive connections at a steady `--rate` in all, latency from when each request was due).
+//! For each abuse in turn: `config:set ABUSE=<kind>` (worker at 0: only the abuser's web rolls),
+//! a **quiet** measurement (`--quiet`), then `ps:scale worker=1` and, once it runs, the
+//! measurement **under abuse** (`--abuse`), then `worker=0` until the worker is gone (the abuse
+//! stops with its dyno; `stop_s` says how long that took, until the dyno's network namespace
+//! was gone). Meanwhile the daemon's API is asked for the victim's dynos every 500 ms
+//! (`api_ok`: every answer within 2 s, listing the victim's web up).
+//!
+//! `quiet_p99_ms` pools the quiet measurements; `abuse_p99_ratio_<kind>` = that abuse's p99 /
+//! `quiet_p99_ms`. Percentiles are nearest-rank ([`super::stats`]). The daemon (and every dyno
+//! with it) is stopped, and its scratch dir and lab removed, also on error.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use dyno_api::ApiClient;
+use dyno_manager::lifecycle::parse_duration;
+use dyno_net::lab::Lab;
+use dyno_net::ns;
+
+use super::scale::{dynos_of, scale_app, until_app, Daemon};
+use super::stats::{summarize, Summary};
+
+mod apps;
+mod load;
+
+#[derive(Args)]
+#[command(
+    after_help = "The last line is key=value pairs: quiet_p50_ms quiet_p99_ms quiet_errors \
+    (the victim's latency through the router with the abuser idle, all quiet phases pooled), then \
+    per abuse K (forkbomb memory tmpfs sockets disk cpu denied_syscalls): abuse_p99_ms_K, \
+    abuse_p99_ratio_K (abuse_p99_ms_K / quiet_p99_ms), abuse_errors_K (requests that failed or \
+    took over 5 s), api_ok_K (1: the daemon's API answered every 500 ms poll within 2 s and \
+    listed the victim up), api_max_ms_K, stop_s_K (worker=0 until the abusing dyno's network namespace was gone); \
+    and api_ok (all phases). Needs nginx (nginx-light) and python3."
+)]
+pub struct IsolationBench {
+    /// Victim measurement with the abuser idle, before each abuse
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    quiet: Duration,
+    /// Victim measurement while an abuse runs (each abuse runs this long, plus start and stop)
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    abuse: Duration,
+    /// Victim requests per second (all connections together)
+    #[arg(long, default_value_t = 200.0)]
+    rate: f64,
+    /// Victim keep-alive connections (1–4)
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=4))]
+    connections: u64,
+    /// Only these abuses (comma-separated), in this order
+    #[arg(long, value_delimiter = ',')]
+    kinds: Vec<String>,
+}
+
+const VICTIM: &str = "victim";
+const ABUSER: &str = "abuser";
+/// The daemon's router, inside the lab host.
+const ROUTER: ([u8; 4], u16) = ([127, 0, 0, 1], 8080);
+
+/// One abuse's figures.
+struct Phase {
+    kind: String,
+    quiet_samples: Vec<Duration>,
+    quiet_errors: u64,
+    quiet: Summary,
+    abused: Summary,
+    errors: u64,
+    /// When the slowest request under abuse was due, from the start of the measurement.
+    worst_at: Duration,
+    api_ok: bool,
+    api_max_ms: f64,
+    stop_s: f64,
+}
+
+pub fn run(args: IsolationBench) -> Result<(), String> {
+    if !(args.rate > 0.0 && args.rate <= 5000.0) {
+        return Err("--rate must be above 0 and at most 5000".into());
+    }
+    let kinds: Vec<String> = if args.kinds.is_empty() {
+        apps::KINDS.iter().map(|k| k.to_string()).collect()
+    } else {
+        args.kinds.clone()
+    };
+    if let Some(k) = kinds.iter().find(|k| !apps::KINDS.contains(&k.as_str())) {
+        return Err(format!(
+            "unknown abuse {k:?}: one of {}",
+            apps::KINDS.join(", ")
+        ));
+    }
+    if (1..kinds.len()).any(|i| kinds[..i].contains(&kinds[i])) {
+        return Err("--kinds: each abuse once (the keys are per abuse)".into());
+    }
+    for (tool, package) in [
+        ("/usr/sbin/nginx", "nginx-light"),
+        ("/usr/bin/python3", "python3"),
+    ] {
+        if !Path::new(tool).exists() {
+            return Err(format!("{tool} not found: apt-get install {package}"));
+        }
+    }
+    let lab = Lab::new("bench-isolation").map_err(|e| format!("lab: {e}"))?;
+    let scratch = std::env::temp_dir().join(format!("dyno-bench-isolation-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&scratch);
+    std::fs::create_dir_all(&scratch).map_err(|e| format!("{}: {e}", scratch.display()))?;
+    let daemon_log = scratch.join("daemon.log");
+    let log = std::fs::File::create(&daemon_log).map_err(|e| format!("daemon log: {e}"))?;
+    let socket = scratch.join("api.sock");
+    let exe = std::env::current_exe().map_err(|e| format!("find dyno: {e}"))?;
+    // Uids of our own (the default range is every daemon's on this host).
+    let uids = 4_000_000 + 10 * std::process::id();
+    let mut cmd = Command::new(exe);
+    cmd.arg("serve")
+        .arg("--data-dir")
+        .arg(scratch.join("data"))
+        .arg("--socket")
+        .arg(&socket)
+        .arg("--state-root")
+        .arg(scratch.join("state"))
+        .arg("--run-dir")
+        .arg(&lab.run_dir.0)
+        .arg("--uid-range")
+        .arg(format!("{uids}-{}", uids + 9))
+        // A bounded stop: an abuse that ignores SIGTERM is killed after this.
+        .args(["--stop-grace", "5s", "--boot-timeout", "30s"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log);
+    ns::command_in(&mut cmd, lab.host.netns(), None).map_err(|e| e.to_string())?;
+    let child = cmd.spawn().map_err(|e| format!("start dyno serve: {e}"))?;
+    let daemon = Daemon { child, scratch };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("runtime: {e}"))?;
+    let result = measure(&args, &kinds, &daemon.scratch, &lab, &runtime);
+    if result.is_err() {
+        let text = std::fs::read_to_string(&daemon_log).unwrap_or_default();
+        let tail: Vec<&str> = text.lines().rev().take(20).collect();
+        eprintln!("the daemon's last lines:");
+        for line in tail.into_iter().rev() {
+            eprintln!("  {line}");
+        }
+    }
+    drop(daemon);
+    drop(lab);
+    let phases = result?;
+    println!("{}", key_line(&phases));
+    Ok(())
+}
+
+fn measure(
+    args: &IsolationBench,
+    kinds: &[String],
+    scratch: &Path,
+    lab: &Lab,
+    runtime: &tokio::runtime::Runtime,
+) -> Result<Vec<Phase>, String> {
+    let api = ApiClient::unix(scratch.join("api.sock"));
+    apps::write(scratch)?;
+    runtime.block_on(setup(&api, scratch))?;
+    let target = load::Target {
+        netns: lab.host.netns(),
+        addr: ROUTER.into(),
+        host: "victim.localhost",
+        connections: args.connections as usize,
+        rate: args.rate,
+    };
+    // Connections warm, caches filled; not counted.
+    let (warm, ()) = target.run(Duration::from_secs(1), |_| ());
+    if warm.latencies.is_empty() {
+        return Err(format!(
+            "the victim does not answer: {:?}",
+            warm.first_error
+        ));
+    }
+    println!(
+        "victim: {} connections, {} requests/s through the router; quiet {:?}, abuse {:?}",
+        args.connections, args.rate, args.quiet, args.abuse
+    );
+    let mut phases = Vec::new();
+    for kind in kinds {
+        let phase = abuse(&api, runtime, &target, &lab.run_dir.0, args, kind)?;
+        println!(
+            "{:<16} quiet p50 {:>7.3} p99 {:>7.3} ms | abused p50 {:>8.3} p99 {:>8.3} max {:>8.3} ms \
+             at {:.1} s (x{:.2}) errors {} | api {} max {:.0} ms | stop {:.1} s",
+            phase.kind,
+            phase.quiet.p50_ms,
+            phase.quiet.p99_ms,
+            phase.abused.p50_ms,
+            phase.abused.p99_ms,
+            phase.abused.max_ms,
+            phase.worst_at.as_secs_f64(),
+            phase.abused.p99_ms / phase.quiet.p99_ms,
+            phase.errors,
+            if phase.api_ok { "ok" } else { "NOT ok" },
+            phase.api_max_ms,
+            phase.stop_s,
+        );
+        phases.push(phase);
+    }
+    Ok(phases)
+}
+
+/// Both apps created, deployed, the victim's web up, the abuser's worker at 0.
+async fn setup(api: &ApiClient, scratch: &Path) -> Result<(), String> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while api.list_apps().await.is_err() {
+        if Instant::now() > deadline {
+            return Err("dyno serve did not answer within 30 s".into());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for app in [VICTIM, ABUSER] {
+        api.create_app(app).await.map_err(|e| e.to_string())?;
+        let deploy = dyno_api::Deploy {
+            dir: scratch.join(app).to_string_lossy().into_owned(),
+        };
+        let _: dyno_api::Release = (api.post(&format!("/apps/{app}/releases"), &deploy).await)
+            .map_err(|e| format!("deploy {app}: {e}"))?;
+    }
+    scale_app(api, ABUSER, "worker", 0).await?;
+    for app in [VICTIM, ABUSER] {
+        until_app(api, app, "web up", |d| {
+            d.iter().any(|x| x.process_type == "web" && x.state == "up")
+        })
+        .await?;
+    }
+    Ok(())
+}
+
+fn abuse(
+    api: &ApiClient,
+    runtime: &tokio::runtime::Runtime,
+    target: &load::Target,
+    run_dir: &Path,
+    args: &IsolationBench,
+    kind: &str,
+) -> Result<Phase, String> {
+    // Dyno network namespaces bound in the lab: one goes only once the dyno's processes are
+    // gone and the daemon has torn it down (the API stops listing a dyno as its stop begins).
+    let namespaces = || std::fs::read_dir(run_dir).map_or(0, |d| d.count());
+    let config = std::collections::BTreeMap::from([("ABUSE", Some(kind))]);
+    let set = runtime
+        .block_on(api.patch::<_, serde_json::Value>(&format!("/apps/{ABUSER}/config"), &config));
+    set.map_err(|e| format!("config:set ABUSE={kind}: {e}"))?;
+    // The abuser's web rolls to the new release (preboot); let that settle before measuring.
+    runtime.block_on(settled(api))?;
+    let (quiet, ()) = target.run(args.quiet, |_| ());
+    if quiet.errors > 0 {
+        eprintln!(
+            "{kind}: {} quiet requests failed: {:?}",
+            quiet.errors, quiet.first_error
+        );
+    }
+    let before = namespaces();
+    runtime.block_on(scale_app(api, ABUSER, "worker", 1))?;
+    runtime.block_on(until_app(api, ABUSER, "worker running", |d| {
+        d.iter()
+            .any(|x| x.process_type == "worker" && x.state == "up")
+    }))?;
+    let (abused, (api_ok, api_max_ms)) = target.run(args.abuse, |end| poll_api(api, runtime, end));
+    let said = runtime.block_on(worker_lines(api));
+    let stopping = Instant::now();
+    runtime.block_on(scale_app(api, ABUSER, "worker", 0))?;
+    runtime.block_on(until_app(api, ABUSER, "worker gone", |d| {
+        !d.iter().any(|x| x.process_type == "worker")
+    }))?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while namespaces() > before && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    if namespaces() > before {
+        return Err(format!(
+            "{kind}: the abuser's worker still has its network after 60 s"
+        ));
+    }
+    let stop_s = stopping.elapsed().as_secs_f64();
+    for line in said {
+        println!("  {line}");
+    }
+    if abused.errors > 0 {
+        println!(
+            "  {} victim requests failed; the first: {:?}",
+            abused.errors, abused.first_error
+        );
+    }
+    Ok(Phase {
+        kind: kind.to_owned(),
+        quiet: summarize(&quiet.latencies),
+        quiet_samples: quiet.latencies,
+        quiet_errors: quiet.errors,
+        abused: summarize(&abused.latencies),
+        errors: abused.errors,
+        worst_at: abused.worst.1,
+        api_ok,
+        api_max_ms,
+        stop_s,
+    })
+}
+
+/// Until the abuser runs one web dyno, up, and no worker (120 s at most).
+async fn settled(api: &ApiClient) -> Result<(), String> {
+    until_app(api, ABUSER, "abuser settled", |d| {
+        d.len() == 1 && d[0].process_type == "web" && d[0].state == "up"
+    })
+    .await?;
+    until_app(api, VICTIM, "victim up", |d| {
+        d.iter().any(|x| x.process_type == "web" && x.state == "up")
+    })
+    .await
+}
+
+/// The daemon's API, every 500 ms until `end`: (every answer within 2 s and listing the
+/// victim's web up, the slowest answer in ms).
+fn poll_api(api: &ApiClient, runtime: &tokio::runtime::Runtime, end: Instant) -> (bool, f64) {
+    let (mut ok, mut slowest) = (true, 0.0f64);
+    while Instant::now() < end {
+        let asked = Instant::now();
+        let answer = runtime.block_on(async {
+            tokio::time::timeout(Duration::from_secs(2), dynos_of(api, VICTIM)).await
+        });
+        slowest = slowest.max(asked.elapsed().as_secs_f64() * 1e3);
+        let up =
+            |d: &[dyno_api::Dyno]| d.iter().any(|x| x.process_type == "web" && x.state == "up");
+        ok &= matches!(&answer, Ok(Ok(d)) if up(d));
+        std::thread::sleep(Duration::from_millis(500).saturating_sub(asked.elapsed()));
+    }
+    (ok, slowest)
+}
+
+/// The abuser worker's last log lines (what the abuse says it reached, and the platform's
+/// lines about it: R14, exits, restarts).
+async fn worker_lines(api: &ApiClient) -> Vec<String> {
+    let path = format!("/apps/{ABUSER}/logs?n=300");
+    let read = tokio::time::timeout(Duration::from_secs(5), api.get::<Vec<String>>(&path));
+    let Ok(Ok(all)) = read.await else {
+        return vec!["(no logs within 5 s)".into()];
+    };
+    let mut lines: Vec<String> = all.into_iter().filter(|l| l.contains("[worker.")).collect();
+    let first = lines.len().saturating_sub(6);
+    lines.split_off(first)
+}
+
+fn key_line(phases: &[Phase]) -> String {
+    let pooled: Vec<Duration> = phases
+        .iter()
+        .flat_map(|p| p.quiet_samples.clone())
+        .collect();
+    let quiet = summarize(&pooled);
+    let quiet_errors: u64 = phases.iter().map(|p| p.quiet_errors).sum();
+    let mut pairs = vec![
+        ("quiet_p50_ms".to_string(), format!("{:.3}", quiet.p50_ms)),
+        ("quiet_p99_ms".to_string(), format!("{:.3}", quiet.p99_ms)),
+        ("quiet_errors".to_string(), quiet_errors.to_string()),
+    ];
+    for p in phases {
+        let k = &p.kind;
+        let ratio = p.abused.p99_ms / quiet.p99_ms;
+        pairs.extend([
+            (
+                format!("abuse_p99_ms_{k}"),
+                format!("{:.3}", p.abused.p99_ms),
+            ),
+            (format!("abuse_p99_ratio_{k}"), format!("{ratio:.2}")),
+            (format!("abuse_errors_{k}"), p.errors.to_string()),
+            (format!("api_ok_{k}"), u8::from(p.api_ok).to_string()),
+            (format!("api_max_ms_{k}"), format!("{:.0}", p.api_max_ms)),
+            (format!("stop_s_{k}"), format!("{:.1}", p.stop_s)),
+        ]);
+    }
+    let api_ok = phases.iter().all(|p| p.api_ok);
+    pairs.push(("api_ok".into(), u8::from(api_ok).to_string()));
+    let line: Vec<String> = pairs.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    line.join(" ")
+}
