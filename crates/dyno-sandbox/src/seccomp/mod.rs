@@ -1,15 +1,17 @@
-//! Every dyno's system-call filter: the profile ([`profile::PROFILE`]) compiled to seccomp BPF
-//! with `seccompiler` (Firecracker's compiler), installed by the dyno's PID 1 after
-//! `no_new_privs` and before the app is started, so every process of the dyno runs under it.
+//! Every dyno's system-call filter: the profile ([`profile::PROFILE`]) compiled to a seccomp
+//! BPF program ([`bpf`]: a search tree, see there for why not `seccompiler`'s linear chain),
+//! installed by the dyno's PID 1 after `no_new_privs` and before the app is started, so every
+//! process of the dyno runs under it.
 //!
-//! Two filters are installed. The kernel runs both and the stricter verdict wins (an errno beats
-//! a notification, which beats allow):
-//! - the *fallbacks*: calls that fail quietly with their own errno (`clone3` → `ENOSYS`);
-//! - the *allowlist*: what the profile allows; everything else goes to the dyno's shim as a
-//!   user notification (`SECCOMP_RET_USER_NOTIF`), which answers `EPERM` and reports the call
+//! What it returns:
+//! - allowed calls: `SECCOMP_RET_ALLOW`;
+//! - calls that fail quietly with their own errno (`clone3` → `ENOSYS`): `SECCOMP_RET_ERRNO`;
+//! - everything else, calls of a foreign architecture included: a user notification
+//!   (`SECCOMP_RET_USER_NOTIF`) to the dyno's shim, which answers `EPERM` and reports the call
 //!   ([`notify`]). Denied calls never kill the process. If the shim is gone, the kernel answers
 //!   `ENOSYS` on its own: still denied.
 
+pub mod bpf;
 pub mod notify;
 pub mod profile;
 #[cfg(target_arch = "x86_64")]
@@ -18,11 +20,7 @@ mod x86_64;
 use std::collections::BTreeMap;
 use std::os::fd::{FromRawFd, OwnedFd};
 
-use seccompiler::{
-    BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
-    SeccompRule, TargetArch,
-};
-
+use bpf::{Insn, Verdict};
 use profile::{Rule, PROFILE};
 
 #[derive(Debug, thiserror::Error)]
@@ -55,7 +53,11 @@ fn table() -> &'static [(&'static str, i64)] {
 
 /// The number of a call by its kernel name.
 pub fn number(name: &str) -> Option<i64> {
-    table().iter().find(|(n, _)| *n == name).map(|(_, nr)| *nr)
+    let table = table();
+    table
+        .binary_search_by(|(n, _)| (*n).cmp(name))
+        .ok()
+        .map(|at| table[at].1)
 }
 
 /// The kernel name of call `nr`.
@@ -88,168 +90,91 @@ pub fn validate_additions<S: AsRef<str>>(additions: &[S]) -> Result<(), SeccompE
 /// A compiled profile, ready to install.
 #[derive(Debug, Clone)]
 pub struct Filters {
-    fallbacks: BpfProgram,
-    allowlist: BpfProgram,
+    program: Vec<Insn>,
 }
 
-/// An errno no call returns, standing for "notify the shim" while `seccompiler` (which has no
-/// user-notification action) compiles; [`to_notifications`] turns it into the real action.
-const NOTIFY_PLACEHOLDER: u32 = 0xfff;
-
-fn target_arch() -> Result<TargetArch, SeccompError> {
-    TargetArch::try_from(std::env::consts::ARCH).map_err(|_| SeccompError::UnsupportedArch)
-}
-
-fn compile_error(e: impl std::fmt::Display) -> SeccompError {
-    SeccompError::Compile(e.to_string())
+/// `AUDIT_ARCH_*` of the architecture we run on.
+fn audit_arch() -> Result<u32, SeccompError> {
+    #[cfg(target_arch = "x86_64")]
+    return Ok(0xc000_003e);
+    #[cfg(not(target_arch = "x86_64"))]
+    return Err(SeccompError::UnsupportedArch);
 }
 
 /// Compiles the profile plus `additions` (allowed whole).
 pub fn compile<S: AsRef<str>>(additions: &[S]) -> Result<Filters, SeccompError> {
     validate_additions(additions)?;
-    let arch = target_arch()?;
-    let mut allowed: BTreeMap<i64, Vec<SeccompRule>> = BTreeMap::new();
-    let mut fallbacks: BTreeMap<i64, Vec<SeccompRule>> = BTreeMap::new();
-    let mut fallback_errno = None;
+    let arch = audit_arch()?;
+    let mut verdicts: BTreeMap<u32, Verdict> = BTreeMap::new();
     for row in PROFILE {
         for call in row.calls {
             // A call this architecture does not have cannot be made: nothing to decide.
             let Some(nr) = number(call) else { continue };
-            match row.rule {
-                Rule::Allow => {
-                    allowed.insert(nr, Vec::new());
-                }
-                Rule::ArgIn { arg, values } => {
-                    let rules = values
-                        .iter()
-                        .map(|value| {
-                            condition(arg, SeccompCmpArgLen::Dword, SeccompCmpOp::Eq, *value)
-                                .and_then(|c| SeccompRule::new(vec![c]).map_err(compile_error))
-                        })
-                        .collect::<Result<Vec<_>, _>>()?;
-                    allowed.insert(nr, rules);
-                }
-                Rule::ArgClear { arg, mask } => {
-                    let clear = condition(
-                        arg,
-                        SeccompCmpArgLen::Qword,
-                        SeccompCmpOp::MaskedEq(mask),
-                        0,
-                    )?;
-                    allowed.insert(
-                        nr,
-                        vec![SeccompRule::new(vec![clear]).map_err(compile_error)?],
-                    );
-                }
+            let verdict = match row.rule {
+                Rule::Allow => Verdict::Return(libc::SECCOMP_RET_ALLOW),
+                Rule::ArgIn { arg, values } => Verdict::ArgIn {
+                    arg,
+                    values: values.iter().map(|v| *v as u32).collect(),
+                },
+                Rule::ArgClear { arg, mask } => Verdict::ArgClear { arg, mask },
                 Rule::Fail(errno) => {
-                    // One errno for all fallbacks keeps them one filter; the profile has one.
-                    if fallback_errno.is_some_and(|e| e != errno) {
-                        return Err(compile_error("the profile's Fail rows need one errno"));
-                    }
-                    fallback_errno = Some(errno);
-                    fallbacks.insert(nr, Vec::new());
+                    Verdict::Return(libc::SECCOMP_RET_ERRNO | (errno as u32 & 0xffff))
                 }
-                Rule::Deny => {}
-            }
+                Rule::Deny => continue,
+            };
+            verdicts.insert(nr as u32, verdict);
         }
     }
     for name in additions {
         let nr = number(name.as_ref()).expect("validated above");
-        allowed.insert(nr, Vec::new());
+        verdicts.insert(nr as u32, Verdict::Return(libc::SECCOMP_RET_ALLOW));
     }
-    let allowlist = SeccompFilter::new(
-        allowed,
-        SeccompAction::Errno(NOTIFY_PLACEHOLDER),
-        SeccompAction::Allow,
-        arch,
-    )
-    .map_err(compile_error)?;
-    let mut allowlist: BpfProgram = allowlist.try_into().map_err(compile_error)?;
-    to_notifications(&mut allowlist);
-    let fallbacks = SeccompFilter::new(
-        fallbacks,
-        SeccompAction::Allow,
-        SeccompAction::Errno(fallback_errno.unwrap_or(libc::ENOSYS) as u32),
-        arch,
-    )
-    .map_err(compile_error)?;
-    let fallbacks: BpfProgram = fallbacks.try_into().map_err(compile_error)?;
-    Ok(Filters {
-        fallbacks,
-        allowlist,
-    })
-}
-
-fn condition(
-    arg: u8,
-    len: SeccompCmpArgLen,
-    op: SeccompCmpOp,
-    value: u64,
-) -> Result<SeccompCondition, SeccompError> {
-    SeccompCondition::new(arg, len, op, value).map_err(compile_error)
-}
-
-/// Every "deny" verdict of the allowlist becomes a notification to the shim: the placeholder
-/// errno, and the kill `seccompiler` returns for a foreign architecture (a 32-bit `int 0x80`
-/// call from a 64-bit process) — denied calls never kill.
-fn to_notifications(program: &mut BpfProgram) {
-    const RET_K: u16 = 0x06; // BPF_RET | BPF_K
-    for insn in program.iter_mut() {
-        if insn.code == RET_K
-            && (insn.k == libc::SECCOMP_RET_ERRNO | NOTIFY_PLACEHOLDER
-                || insn.k == libc::SECCOMP_RET_KILL_PROCESS)
-        {
-            insn.k = libc::SECCOMP_RET_USER_NOTIF;
-        }
+    let program = bpf::program(arch, &verdicts, libc::SECCOMP_RET_USER_NOTIF);
+    if program.len() > 4096 {
+        return Err(SeccompError::Compile(format!(
+            "{} instructions: more than the kernel's 4096",
+            program.len()
+        )));
     }
+    Ok(Filters { program })
 }
 
 impl Filters {
-    /// Installs both filters on the calling thread (and so on everything it starts from now
+    /// Installs the filter on the calling thread (and so on everything it starts from now
     /// on). Needs `no_new_privs` (or CAP_SYS_ADMIN). Returns the listener for denied calls:
     /// hand it to whoever answers them ([`notify::Denials`]).
     pub fn install(&self) -> Result<OwnedFd, SeccompError> {
-        install_program(&self.fallbacks, 0)?;
-        let listener = install_program(&self.allowlist, libc::SECCOMP_FILTER_FLAG_NEW_LISTENER)?;
+        #[repr(C)]
+        struct SockFprog {
+            len: libc::c_ushort,
+            filter: *const Insn,
+        }
+        let prog = SockFprog {
+            // At most 4096, checked in `compile`.
+            len: self.program.len() as libc::c_ushort,
+            filter: self.program.as_ptr(),
+        };
+        // SAFETY: `prog` points at `self.program` (`Insn` is `struct sock_filter`), which
+        // outlives the call; the kernel copies it.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_seccomp,
+                libc::SECCOMP_SET_MODE_FILTER,
+                libc::SECCOMP_FILTER_FLAG_NEW_LISTENER,
+                &prog as *const SockFprog,
+            )
+        };
+        if rc < 0 {
+            return Err(SeccompError::Install(std::io::Error::last_os_error()));
+        }
         // SAFETY: with NEW_LISTENER a successful seccomp(2) returns a new fd that we own.
-        Ok(unsafe { OwnedFd::from_raw_fd(listener) })
+        Ok(unsafe { OwnedFd::from_raw_fd(rc as i32) })
     }
 
-    /// Instructions in both programs (the kernel allows 4096 per filter).
-    pub fn len(&self) -> usize {
-        self.fallbacks.len() + self.allowlist.len()
+    /// The program's instructions.
+    pub fn program(&self) -> &[Insn] {
+        &self.program
     }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
-
-fn install_program(program: &BpfProgram, flags: libc::c_ulong) -> Result<i32, SeccompError> {
-    #[repr(C)]
-    struct SockFprog {
-        len: libc::c_ushort,
-        filter: *const seccompiler::sock_filter,
-    }
-    let len = libc::c_ushort::try_from(program.len())
-        .map_err(|_| compile_error("the filter is longer than the kernel accepts"))?;
-    let prog = SockFprog {
-        len,
-        filter: program.as_ptr(),
-    };
-    // SAFETY: `prog` points at `program`, which outlives the call; the kernel copies it.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_seccomp,
-            libc::SECCOMP_SET_MODE_FILTER,
-            flags,
-            &prog as *const SockFprog,
-        )
-    };
-    if rc < 0 {
-        return Err(SeccompError::Install(std::io::Error::last_os_error()));
-    }
-    Ok(rc as i32)
 }
 
 #[cfg(test)]

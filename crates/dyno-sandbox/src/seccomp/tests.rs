@@ -44,6 +44,10 @@ fn the_table_agrees_with_libc() {
         assert_eq!(number(name), Some(nr), "{name}");
         assert_eq!(super::name(nr), Some(name));
     }
+    assert!(
+        table().windows(2).all(|w| w[0].0 < w[1].0),
+        "the table is sorted by name (number() searches it)"
+    );
     let mut numbers: Vec<i64> = table().iter().map(|(_, nr)| *nr).collect();
     numbers.sort();
     let before = numbers.len();
@@ -119,28 +123,120 @@ fn operator_additions_are_checked_by_name() {
     ));
 }
 
+const X86_64: u32 = 0xc000_003e;
+const ALLOW: u32 = libc::SECCOMP_RET_ALLOW;
+const NOTIFY: u32 = libc::SECCOMP_RET_USER_NOTIF;
+
+/// What the profile says for call `nr` with `args`, read straight from the table.
+fn intended(nr: i64, args: [u64; 6], additions: &[&str]) -> u32 {
+    let name = super::name(nr);
+    if name.is_some_and(|n| additions.contains(&n)) {
+        return ALLOW;
+    }
+    let Some(row) = name.and_then(|n| PROFILE.iter().find(|row| row.calls.contains(&n))) else {
+        return NOTIFY;
+    };
+    match row.rule {
+        Rule::Allow => ALLOW,
+        Rule::ArgIn { arg, values } => {
+            let low = args[usize::from(arg)] as u32;
+            if values.iter().any(|v| *v as u32 == low) {
+                ALLOW
+            } else {
+                NOTIFY
+            }
+        }
+        Rule::ArgClear { arg, mask } => {
+            if args[usize::from(arg)] & mask == 0 {
+                ALLOW
+            } else {
+                NOTIFY
+            }
+        }
+        Rule::Fail(errno) => libc::SECCOMP_RET_ERRNO | errno as u32,
+        Rule::Deny => NOTIFY,
+    }
+}
+
+/// Every call number (and numbers no call has, x32's and past the end), with arguments that
+/// pass and fail each condition, gives what the table says: the program is the profile.
 #[test]
-fn the_profile_compiles_within_the_kernels_limits() {
+fn the_program_does_what_the_table_says_for_every_call() {
+    for additions in [&[][..], &["keyctl", "io_uring_setup"][..]] {
+        let filters = compile(additions).unwrap();
+        let program = filters.program();
+        assert!(program.len() < 4096, "{}", program.len());
+        let mut numbers: Vec<u32> = (0..600).collect();
+        numbers.extend([0x4000_0000, 0x4000_0000 + 56, 0x4000_0000 + 272, u32::MAX]);
+        let argument_sets = [
+            [0u64; 6],
+            [libc::AF_INET as u64, 1, 0, 0, 0, 0],
+            [libc::AF_PACKET as u64, 3, 0, 0, 0, 0],
+            [0x1_0000_0000 | libc::AF_UNIX as u64, 1, 0, 0, 0, 0],
+            [0xffff_ffff, 0, 0, 0, 0, 0],
+            [0xffff, 0, 0, 0, 0, 0],
+            [libc::SIGCHLD as u64, 0, 0, 0, 0, 0],
+            [(libc::CLONE_NEWUSER | libc::SIGCHLD) as u64, 0, 0, 0, 0, 0],
+            [
+                (libc::CLONE_VM | libc::CLONE_THREAD | libc::CLONE_NEWNET) as u64,
+                0,
+                0,
+                0,
+                0,
+                0,
+            ],
+            [0x8000_0000_0000_0000 | libc::SIGCHLD as u64, 0, 0, 0, 0, 0],
+        ];
+        for nr in numbers {
+            for args in argument_sets {
+                assert_eq!(
+                    bpf::run(program, X86_64, nr, args),
+                    intended(i64::from(nr), args, additions),
+                    "call {nr} ({:?}) with {args:x?}, additions {additions:?}",
+                    super::name(i64::from(nr))
+                );
+            }
+            // A foreign architecture's calls are denied, whatever their number.
+            assert_eq!(bpf::run(program, 0x4000_0003, nr, [0; 6]), NOTIFY);
+        }
+    }
+}
+
+#[test]
+fn the_tree_is_short_to_walk() {
     let filters = compile::<&str>(&[]).unwrap();
-    assert!(
-        filters.allowlist.len() < 4096,
-        "{}",
-        filters.allowlist.len()
-    );
-    assert!(!filters.is_empty());
-    // Nothing in the allowlist kills: every deny is a notification.
-    assert!(filters
-        .allowlist
-        .iter()
-        .all(|insn| insn.code != 0x06 || insn.k != libc::SECCOMP_RET_KILL_PROCESS));
-    let notify = filters
-        .allowlist
-        .iter()
-        .filter(|insn| insn.code == 0x06 && insn.k == libc::SECCOMP_RET_USER_NOTIF)
-        .count();
-    assert!(notify >= 2, "the arch check and the default deny notify");
-    let with = compile(&["keyctl"]).unwrap();
-    assert!(with.allowlist.len() > filters.allowlist.len());
+    // Every call is decided within a few dozen instructions (the kernel runs the filter for
+    // each call number when it is installed, and for every call with an argument check).
+    let longest = (0..500u32)
+        .map(|nr| steps(filters.program(), nr))
+        .max()
+        .unwrap();
+    assert!(longest < 40, "{longest} instructions to decide one call");
+}
+
+fn steps(program: &[bpf::Insn], nr: u32) -> usize {
+    // A copy of `bpf::run` that counts: the tree's depth plus the leaf's checks.
+    let mut pc = 0;
+    let mut acc = 0;
+    let mut n = 0;
+    loop {
+        let insn = program[pc];
+        pc += 1;
+        n += 1;
+        match insn.code {
+            bpf::LD_W_ABS => acc = if insn.k == bpf::DATA_NR { nr } else { X86_64 },
+            bpf::RET_K => return n,
+            bpf::JMP_JA => pc += insn.k as usize,
+            code => {
+                let taken = match code {
+                    bpf::JMP_JEQ_K => acc == insn.k,
+                    bpf::JMP_JGE_K => acc >= insn.k,
+                    _ => acc & insn.k != 0,
+                };
+                pc += usize::from(if taken { insn.jt } else { insn.jf });
+            }
+        }
+    }
 }
 
 /// `docs/isolation.md` shows the profile as it is: the table between its markers is rendered
