@@ -86,7 +86,14 @@ pub(crate) fn apply_limits(dirs: &[Hierarchy], size: &DynoSize) -> Result<(), Cg
             &cpu.join("cpu.cfs_period_us"),
             &super::size::CPU_PERIOD_US.to_string(),
         )?;
-        fs::write(&quota, &size.cpu_quota_us().to_string())?;
+        match fs::write(&quota, &size.cpu_quota_us().to_string()) {
+            // v1 refuses a child a bigger quota than its parent's (a daemon run with a CPU
+            // quota of its own, e.g. systemd's CPUQuota=): the parent's cap then applies to
+            // the dyno too, which is all a quota could do here.
+            Err(CgroupError::Write { source, .. })
+                if source.raw_os_error() == Some(libc::EINVAL) => {}
+            other => other?,
+        }
     }
     Ok(())
 }
