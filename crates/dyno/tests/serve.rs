@@ -192,9 +192,21 @@ fn create_deploy_scale_serve_log_and_destroy_an_app() {
     );
     assert!(ran.starts_with("one-off run.1\n"), "{ran}");
     assert!(ran.contains("Procfile"), "{ran}");
+    // One-off dynos run under the seccomp filter like the formation's.
+    let status = cli_ok(
+        &up,
+        &[
+            "run",
+            "-a",
+            "hello",
+            "--",
+            "grep Seccomp: /proc/self/status",
+        ],
+    );
+    assert_eq!(status.trim(), "Seccomp:\t2", "{status}");
     let (ok, _, stderr) = cli(&up, &["run", "-a", "hello", "--", "exit 3"]);
     assert!(
-        !ok && stderr.contains("run.2 exited with status 3"),
+        !ok && stderr.contains("run.3 exited with status 3"),
         "{stderr}"
     );
 
@@ -472,7 +484,9 @@ fn the_release_phase_runs_before_the_release_and_a_failure_releases_nothing() {
 
     let working = app_dir(
         "release-ok",
-        &format!("{web}release: echo \"migrated for $GREETING\"\n"),
+        &format!(
+            "{web}release: echo \"migrated for $GREETING\"; grep Seccomp: /proc/self/status\n"
+        ),
     );
     cli_ok(&up, &["config:set", "GREETING=Howdy", "-a", "hello"]);
     cli_ok(&up, &["deploy", &working.to_string_lossy(), "-a", "hello"]);
@@ -487,6 +501,8 @@ fn the_release_phase_runs_before_the_release_and_a_failure_releases_nothing() {
         logs.contains("app[release.1]: migrated for Howdy"),
         "{logs}"
     );
+    // The release phase runs under the dynos' seccomp filter too (mode 2: a filter).
+    assert!(logs.contains("app[release.1]: Seccomp:\t2"), "{logs}");
     // It is no part of the formation.
     let ps = cli_ok(&up, &["ps", "-a", "hello", "--json"]);
     let list: serde_json::Value = serde_json::from_str(&ps).unwrap();
