@@ -70,6 +70,35 @@ fn rss_mb(pid: u32) -> Result<f64, String> {
         .ok_or_else(|| "no VmRSS".to_string())
 }
 
+/// `dyno serve` (this very binary) with its host side in `lab`, its data dir, dyno state and
+/// API socket (`api.sock`) in `scratch`, and `extra` arguments. No LXCFS: one started here
+/// would outlive the benchmark (it is the host's, by design).
+pub(super) fn spawn_serve(
+    lab: &Lab,
+    scratch: &Path,
+    extra: &[&str],
+    stderr: Stdio,
+) -> Result<Child, String> {
+    let exe = std::env::current_exe().map_err(|e| format!("find dyno: {e}"))?;
+    let mut cmd = Command::new(exe);
+    cmd.arg("serve")
+        .arg("--data-dir")
+        .arg(scratch.join("data"))
+        .arg("--socket")
+        .arg(scratch.join("api.sock"))
+        .arg("--state-root")
+        .arg(scratch.join("state"))
+        .arg("--run-dir")
+        .arg(&lab.run_dir.0)
+        .arg("--no-lxcfs")
+        .args(extra)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(stderr);
+    ns::command_in(&mut cmd, lab.host.netns(), None).map_err(|e| e.to_string())?;
+    cmd.spawn().map_err(|e| format!("start dyno serve: {e}"))
+}
+
 pub fn run(args: ScaleBench) -> Result<(), String> {
     let app_dir = args
         .app_dir
@@ -80,24 +109,7 @@ pub fn run(args: ScaleBench) -> Result<(), String> {
     let _ = std::fs::remove_dir_all(&scratch);
     std::fs::create_dir_all(&scratch).map_err(|e| format!("{}: {e}", scratch.display()))?;
     let socket = scratch.join("api.sock");
-    let exe = std::env::current_exe().map_err(|e| format!("find dyno: {e}"))?;
-    let mut cmd = Command::new(exe);
-    cmd.arg("serve")
-        .arg("--data-dir")
-        .arg(scratch.join("data"))
-        .arg("--socket")
-        .arg(&socket)
-        .arg("--state-root")
-        .arg(scratch.join("state"))
-        .arg("--run-dir")
-        .arg(&lab.run_dir.0)
-        // An lxcfs started here would outlive the benchmark (it is the host's, by design).
-        .arg("--no-lxcfs")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit());
-    ns::command_in(&mut cmd, lab.host.netns(), None).map_err(|e| e.to_string())?;
-    let child = cmd.spawn().map_err(|e| format!("start dyno serve: {e}"))?;
+    let child = spawn_serve(&lab, &scratch, &[], Stdio::inherit())?;
     let daemon = Daemon { child, scratch };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -20,16 +20,15 @@
 //! with it) is stopped, and its scratch dir and lab removed, also on error.
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use clap::Args;
 use dyno_api::ApiClient;
 use dyno_manager::lifecycle::parse_duration;
 use dyno_net::lab::Lab;
-use dyno_net::ns;
 
-use super::scale::{dynos_of, scale_app, until_app, Daemon};
+use super::scale::{dynos_of, scale_app, spawn_serve, until_app, Daemon};
 use super::stats::{summarize, Summary};
 
 mod apps;
@@ -115,29 +114,19 @@ pub fn run(args: IsolationBench) -> Result<(), String> {
     std::fs::create_dir_all(&scratch).map_err(|e| format!("{}: {e}", scratch.display()))?;
     let daemon_log = scratch.join("daemon.log");
     let log = std::fs::File::create(&daemon_log).map_err(|e| format!("daemon log: {e}"))?;
-    let socket = scratch.join("api.sock");
-    let exe = std::env::current_exe().map_err(|e| format!("find dyno: {e}"))?;
     // Uids of our own (the default range is every daemon's on this host).
     let uids = 4_000_000 + 10 * std::process::id();
-    let mut cmd = Command::new(exe);
-    cmd.arg("serve")
-        .arg("--data-dir")
-        .arg(scratch.join("data"))
-        .arg("--socket")
-        .arg(&socket)
-        .arg("--state-root")
-        .arg(scratch.join("state"))
-        .arg("--run-dir")
-        .arg(&lab.run_dir.0)
-        .arg("--uid-range")
-        .arg(format!("{uids}-{}", uids + 9))
+    let uid_range = format!("{uids}-{}", uids + 9);
+    let extra = [
+        "--uid-range",
+        uid_range.as_str(),
         // A bounded stop: an abuse that ignores SIGTERM is killed after this.
-        .args(["--stop-grace", "5s", "--boot-timeout", "30s"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(log);
-    ns::command_in(&mut cmd, lab.host.netns(), None).map_err(|e| e.to_string())?;
-    let child = cmd.spawn().map_err(|e| format!("start dyno serve: {e}"))?;
+        "--stop-grace",
+        "5s",
+        "--boot-timeout",
+        "30s",
+    ];
+    let child = spawn_serve(&lab, &scratch, &extra, Stdio::from(log))?;
     let daemon = Daemon { child, scratch };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
