@@ -239,28 +239,22 @@ impl RuleBuilder {
     }
 
     /// `ct state established,related`: any of the two bits set.
-    fn ct_established_or_related(mut self) -> Self {
-        self.words.push("ct state established,related".into());
-        self.exprs.push(Expr::Ct {
-            key: CtKey::State,
-            dreg: REG_1,
-        });
-        self.exprs.push(Expr::Bitwise {
-            sreg: REG_1,
-            dreg: REG_1,
-            mask: (CT_STATE_ESTABLISHED | CT_STATE_RELATED)
-                .to_ne_bytes()
-                .to_vec(),
-            xor: vec![0; 4],
-        });
-        self.compare(CmpOp::Neq, [0; 4]);
-        self
+    fn ct_established_or_related(self) -> Self {
+        self.ct_state_any(
+            "established,related",
+            CT_STATE_ESTABLISHED | CT_STATE_RELATED,
+        )
     }
 
     /// `ct state new`: the first packet of a flow (TCP SYN, a UDP datagram of a new 5-tuple,
     /// an ICMP echo...), the only one that can add to a count.
-    fn ct_new(mut self) -> Self {
-        self.words.push("ct state new".into());
+    fn ct_new(self) -> Self {
+        self.ct_state_any("new", CT_STATE_NEW)
+    }
+
+    /// `ct state NAMES`: any of the `bits` set.
+    fn ct_state_any(mut self, names: &str, bits: u32) -> Self {
+        self.words.push(format!("ct state {names}"));
         self.exprs.push(Expr::Ct {
             key: CtKey::State,
             dreg: REG_1,
@@ -268,7 +262,7 @@ impl RuleBuilder {
         self.exprs.push(Expr::Bitwise {
             sreg: REG_1,
             dreg: REG_1,
-            mask: CT_STATE_NEW.to_ne_bytes().to_vec(),
+            mask: bits.to_ne_bytes().to_vec(),
             xor: vec![0; 4],
         });
         self.compare(CmpOp::Neq, [0; 4]);
