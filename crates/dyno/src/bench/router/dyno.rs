@@ -311,10 +311,7 @@ impl Dyno {
             let _ = shim.wait();
         }
         if let Some(cgroup) = self.cgroup.take() {
-            let _ = cgroup.kill_all();
-            if let Err(e) = cgroup.remove() {
-                eprintln!("bench cleanup: cgroup of {}: {e}", self.name);
-            }
+            crate::bench::start::remove_cgroup(cgroup, &self.name);
         }
         if let Err(e) = std::fs::remove_dir_all(&self.state.0) {
             if e.kind() != std::io::ErrorKind::NotFound {

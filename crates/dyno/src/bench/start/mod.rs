@@ -480,10 +480,7 @@ impl Drop for OneShot<'_> {
             let _ = shim.wait();
         }
         if let Some(cgroup) = self.cgroup.take() {
-            let _ = cgroup.kill_all();
-            if let Err(e) = cgroup.remove() {
-                eprintln!("bench cleanup: cgroup of {}: {e}", self.name);
-            }
+            remove_cgroup(cgroup, &self.name);
         }
         if let Err(e) = lock(self.network).down(&self.name) {
             eprintln!("bench cleanup: network of {}: {e}", self.name);
@@ -515,3 +512,11 @@ fn first_byte_then_drain(child: &mut Child) -> (std::io::Result<Instant>, String
 
 // ---------------------------------------------------------------------------------------------
 // anchor: bwrap --unshare-all
+
+/// Kills whatever a benchmark dyno left in its cgroup and removes the cgroup (saying why not).
+pub(super) fn remove_cgroup(cgroup: DynoCgroup, name: &str) {
+    let _ = cgroup.kill_all();
+    if let Err(e) = cgroup.remove() {
+        eprintln!("bench cleanup: cgroup of {name}: {e}");
+    }
+}
