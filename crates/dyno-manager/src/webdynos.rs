@@ -8,6 +8,14 @@ use dyno_router::{Backend, RouteTable};
 
 use crate::supervisor::{State, Status};
 
+/// How a preboot wait ([`WebDynos::wait_all_up`]) ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Preboot {
+    Up,
+    TimedOut,
+    Closed,
+}
+
 /// Follows the status of an app's web dynos and keeps the router's table in step. Dynos are
 /// keyed by incarnation, so that the old and the new `web.1` of a rolling deploy are both
 /// backends while they overlap.
@@ -22,6 +30,8 @@ pub struct WebDynos {
     states: Arc<Mutex<BTreeMap<String, (String, Status)>>>,
     /// The app is gone: late status changes must not bring it back into the table.
     closed: Arc<std::sync::atomic::AtomicBool>,
+    /// Woken on every status change and on close: a preboot waits on it instead of polling.
+    changed: Arc<tokio::sync::Notify>,
 }
 
 impl WebDynos {
@@ -33,6 +43,7 @@ impl WebDynos {
             announce,
             states: Arc::default(),
             closed: Arc::default(),
+            changed: Arc::default(),
         }
     }
 
@@ -41,6 +52,11 @@ impl WebDynos {
         self.closed.store(true, std::sync::atomic::Ordering::SeqCst);
         let _states = self.states.lock().unwrap_or_else(|p| p.into_inner());
         self.routes.remove_app(&self.app);
+        self.changed.notify_waiters();
+    }
+
+    fn is_closed(&self) -> bool {
+        self.closed.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Follows one web dyno (`key` unique per incarnation, `name` like `web.1`) for as long as
@@ -72,7 +88,7 @@ impl WebDynos {
     /// The whole list each time: the router swaps its table, it never patches it.
     fn update(&self, key: &str, name: &str, status: Option<Status>) {
         let mut states = self.states.lock().unwrap_or_else(|p| p.into_inner());
-        if self.closed.load(std::sync::atomic::Ordering::SeqCst) {
+        if self.is_closed() {
             return;
         }
         match status {
@@ -97,6 +113,31 @@ impl WebDynos {
             backends.is_empty() && states.values().any(|(_, s)| s.state == State::Crashed);
         self.routes.set_dynos(&self.app, backends);
         self.routes.set_crashed(&self.app, crashed);
+        self.changed.notify_waiters();
+    }
+
+    /// Waits until every web dyno of `keys` is up ([`Preboot::Up`]), the app is closed (it is
+    /// being destroyed: [`Preboot::Closed`]) or `deadline` passes ([`Preboot::TimedOut`]).
+    /// Woken by the dynos' status changes, never by polling.
+    pub async fn wait_all_up(&self, keys: &[String], deadline: tokio::time::Instant) -> Preboot {
+        loop {
+            // Registered before the check, so that a change between the two is not missed.
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            if self.is_closed() {
+                return Preboot::Closed;
+            }
+            if self.all_up(keys) {
+                return Preboot::Up;
+            }
+            tokio::select! {
+                _ = changed => {}
+                _ = tokio::time::sleep_until(deadline) => {
+                    return if self.all_up(keys) { Preboot::Up } else { Preboot::TimedOut };
+                }
+            }
+        }
     }
 
     /// Whether every web dyno of `keys` is up (a rolling deploy waits for this).

@@ -46,7 +46,7 @@ use crate::logs::{LogLine, Source};
 use crate::procfile;
 use crate::supervisor::{self, Adoptee, DynoDef, DynoHandle, Platform, SharedNetwork, State};
 use crate::up::{app_uid_in, UidRange};
-use crate::webdynos::WebDynos;
+use crate::webdynos::{Preboot, WebDynos};
 
 /// A failed daemon operation: a stable id (the API's error id) and a message that says what
 /// to do.
@@ -224,7 +224,10 @@ pub struct Daemon {
     proc_view: Option<PathBuf>,
     options: DaemonOptions,
     apps: tokio::sync::Mutex<BTreeMap<String, AppRuntime>>,
-    converging: tokio::sync::Mutex<()>,
+    /// One convergence at a time *per app* (each reads the store first, so the last one
+    /// wins); apps never wait for each other. Kept apart from `apps` so that a converge can
+    /// hold its app's turn through a preboot without holding the map.
+    turns: Mutex<BTreeMap<String, Arc<tokio::sync::Mutex<()>>>>,
     router_metrics: metrics::RouterMetrics,
 }
 
@@ -326,7 +329,7 @@ impl Daemon {
             proc_view,
             options,
             apps: tokio::sync::Mutex::new(BTreeMap::new()),
-            converging: tokio::sync::Mutex::new(()),
+            turns: Mutex::new(BTreeMap::new()),
             router_metrics: metrics::RouterMetrics::default(),
         });
         // How the ended dynos ended is not lost: it goes into their apps' logs.
@@ -468,13 +471,21 @@ impl Daemon {
                 move |s| s.app(&name)
             })
             .await?;
-        let _converging = self.converging.lock().await;
+        // Destroy wins over a converge of this app that waits for new web dynos to boot:
+        // closing the app's web dynos ends that wait at once, and the turn comes free.
+        if let Some(runtime) = self.apps.lock().await.get(&app.name) {
+            runtime.web.close();
+        }
+        let turn = self.turn_of(&app.name);
+        let _turn = turn.lock().await;
         if let Some(runtime) = self.apps.lock().await.remove(&app.name) {
             runtime.web.close();
             stop_all(runtime.dynos).await;
         }
         self.routes.remove_app(&app.name);
-        let destroyed = self.with_store(move |s| s.destroy_app(&name)).await?;
+        let destroyed = self.with_store(move |s| s.destroy_app(&name)).await;
+        self.lock_turns().remove(&app.name);
+        let destroyed = destroyed?;
         for slug in destroyed.slugs {
             let _ = std::fs::remove_dir_all(&slug);
         }
@@ -863,9 +874,11 @@ impl Daemon {
     /// formation's quantities. New dynos first; the ones they replace stop once the new web
     /// dynos are up.
     pub async fn converge(&self, name: &str) -> Result<(), DaemonError> {
-        // One convergence at a time: each reads the store first, so the last one wins. The
-        // dyno map itself is locked only briefly, so `ps` answers while dynos boot.
-        let _converging = self.converging.lock().await;
+        // One convergence of this app at a time: each reads the store first, so the last one
+        // wins. The dyno map itself is locked only briefly, so `ps` answers while dynos boot
+        // and other apps converge meanwhile.
+        let turn = self.turn_of(name);
+        let _turn = turn.lock().await;
         let release = self.current_release(name).await?;
         let formation = self.formation(name).await?;
         let mut apps = self.apps.lock().await;
@@ -930,8 +943,9 @@ impl Daemon {
             drop(apps);
             let boot = self.options.lifecycle.boot_timeout + Duration::from_secs(1);
             let deadline = tokio::time::Instant::now() + boot;
-            while !web.all_up(&started_web) && tokio::time::Instant::now() < deadline {
-                tokio::time::sleep(Duration::from_millis(20)).await;
+            if web.wait_all_up(&started_web, deadline).await == Preboot::Closed {
+                // Being destroyed: the destroy stops every dyno, these included.
+                return Ok(());
             }
             apps = self.apps.lock().await;
         }
@@ -962,6 +976,20 @@ impl Daemon {
         drop(apps);
         stop_all(superseded).await;
         Ok(())
+    }
+
+    /// The app's convergence turn (see [`Daemon::turns`]).
+    fn turn_of(&self, app: &str) -> Arc<tokio::sync::Mutex<()>> {
+        self.lock_turns()
+            .entry(app.to_string())
+            .or_default()
+            .clone()
+    }
+
+    fn lock_turns(
+        &self,
+    ) -> std::sync::MutexGuard<'_, BTreeMap<String, Arc<tokio::sync::Mutex<()>>>> {
+        self.turns.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// A new app runtime: its own supervisor platform whose log lines go to the app's ring.
