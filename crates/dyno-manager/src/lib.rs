@@ -1,7 +1,9 @@
 //! `dyno-manager`: the control plane. Procfile apps ([`procfile`]), Heroku's runtime codes
 //! ([`heroku`]) and log lines ([`logs`]), the log hub ([`logring`], [`logqueue`]) and its drains
-//! ([`drains`]), the dyno lifecycle ([`lifecycle`], [`supervisor`]), and `dyno up` ([`up`]).
+//! ([`drains`]), the dyno lifecycle ([`lifecycle`], [`supervisor`]), where busy dynos
+//! run ([`cpu_placement`]), and `dyno up` ([`up`]).
 
+pub mod cpu_placement;
 pub mod daemon;
 pub mod drains;
 /// Ids (base 36 names, UUIDs) live with the state, which makes them too.

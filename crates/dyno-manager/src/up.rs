@@ -84,6 +84,8 @@ pub struct UpOptions {
     pub router_tls: Option<RouterTls>,
     /// Where LXCFS is (or is to be) mounted for the dynos' private `/proc`; `None`: off.
     pub lxcfs_dir: Option<PathBuf>,
+    /// CPUs busy dynos stay off (see [`crate::cpu_placement`]).
+    pub cpu_reserve: usize,
 }
 
 /// The router's TLS listener: the operator's certificate chain and key, and where to listen
@@ -330,6 +332,7 @@ pub async fn run(options: UpOptions, mut out: impl Write + Send + 'static) -> Re
             },
         ]),
         lxcfs_dir: options.lxcfs_dir.clone(),
+        cpu_reserve: options.cpu_reserve,
     })
     .await
     .map_err(|e| UpError::Network(e.to_string()))?;

@@ -2,6 +2,7 @@
 //! This binary only parses the command line and wires the crates together.
 
 mod bench;
+mod cpu;
 mod labs;
 mod net;
 mod platform;

@@ -71,6 +71,8 @@ pub struct ServeArgs {
     runtime_metrics_interval: Duration,
     #[command(flatten)]
     lxcfs: crate::procview::LxcfsArgs,
+    #[command(flatten)]
+    cpu: crate::cpu::CpuArgs,
 }
 
 pub fn run(args: ServeArgs) -> Result<(), String> {
@@ -106,6 +108,7 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
         runtime_metrics_interval: args.runtime_metrics_interval,
         seccomp: SeccompAdditions::new(args.seccomp_allow),
         lxcfs_dir: args.lxcfs.dir(),
+        cpu_reserve: args.cpu.cpu_reserve,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

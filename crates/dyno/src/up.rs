@@ -111,6 +111,8 @@ pub struct UpArgs {
     header_timeout: std::time::Duration,
     #[command(flatten)]
     lxcfs: crate::procview::LxcfsArgs,
+    #[command(flatten)]
+    cpu: crate::cpu::CpuArgs,
 }
 
 fn parse_call(name: &str) -> Result<String, String> {
@@ -184,6 +186,7 @@ pub fn run(args: UpArgs) -> Result<(), String> {
             None => args.size,
         },
         lxcfs_dir: args.lxcfs.dir(),
+        cpu_reserve: args.cpu.cpu_reserve,
     };
     // Check the app before anything is started: errors name the file and line.
     up::plan(&options).map_err(|e| e.to_string())?;

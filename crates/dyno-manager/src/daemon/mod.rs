@@ -39,6 +39,7 @@ use dyno_state::{
 };
 use tokio::sync::mpsc;
 
+use crate::cpu_placement::CpuPlacer;
 use crate::drains::DrainOptions;
 use crate::lifecycle::Lifecycle;
 use crate::logring::LogHub;
@@ -99,6 +100,8 @@ pub struct DaemonOptions {
     pub seccomp: seccomp::SeccompAdditions,
     /// Where LXCFS is (or is to be) mounted for the dynos' private `/proc` view; `None`: off.
     pub lxcfs_dir: Option<PathBuf>,
+    /// How many CPUs busy dynos stay off (see [`crate::cpu_placement`]); 0: none.
+    pub cpu_reserve: usize,
 }
 
 impl DaemonOptions {
@@ -228,7 +231,28 @@ pub struct Daemon {
     /// wins); apps never wait for each other. Kept apart from `apps` so that a converge can
     /// hold its app's turn through a preboot without holding the map.
     turns: Mutex<BTreeMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    cpu_placer: Mutex<Option<CpuPlacer>>,
     router_metrics: metrics::RouterMetrics,
+}
+
+/// Busy dynos stay off the first `reserve` CPUs; where that cannot be, the operator is told
+/// once and dynos run on every CPU.
+fn reserve_cpus(mut cgroups: Cgroups, reserve: usize) -> Cgroups {
+    if reserve == 0 {
+        return cgroups;
+    }
+    match cgroups.reserve_cpus(reserve) {
+        Ok(()) => {
+            if let Some(p) = cgroups.cpu_placement() {
+                tracing::info!(reserved = reserve, busy_cpus = %p.busy, "busy dynos stay off the reserved CPUs");
+            }
+        }
+        Err(reason) => tracing::warn!(
+            "busy dynos share every CPU with the router and quiet dynos: {reason} \
+             (--cpu-reserve 0 says this is meant)"
+        ),
+    }
+    cgroups
 }
 
 fn app_name(name: &str) -> Result<AppName, DaemonError> {
@@ -267,6 +291,7 @@ impl Daemon {
             Some(_) => c.with_proc_view(),
             None => c,
         });
+        let cgroups = cgroups.map(|c| reserve_cpus(c, options.cpu_reserve));
         let rows = store.all_dynos()?;
         let mut stock = reconcile::take_stock(&options, rows, cgroups.as_ref());
         let mut adoptees = Vec::new();
@@ -330,8 +355,13 @@ impl Daemon {
             options,
             apps: tokio::sync::Mutex::new(BTreeMap::new()),
             turns: Mutex::new(BTreeMap::new()),
+            cpu_placer: Mutex::new(None),
             router_metrics: metrics::RouterMetrics::default(),
         });
+        if let Some(cgroups) = &daemon.cgroups {
+            *daemon.cpu_placer.lock().unwrap_or_else(|p| p.into_inner()) =
+                CpuPlacer::start(cgroups.clone());
+        }
         // How the ended dynos ended is not lost: it goes into their apps' logs.
         for ended in &stock.ended {
             for (source, line) in ended.log_lines() {
@@ -1067,6 +1097,12 @@ impl Daemon {
             .collect();
         let all: Vec<Running> = runtimes.into_iter().flat_map(|r| r.dynos).collect();
         stop_all(all).await;
+        drop(
+            self.cpu_placer
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take(),
+        );
         let mut network = self.network.lock().unwrap_or_else(|p| p.into_inner());
         if network.list().map(|l| l.is_empty()).unwrap_or(false) {
             if let Err(e) = network.uninstall() {

@@ -90,6 +90,8 @@ pub enum CgroupError {
         pids: Vec<u32>,
         waited_ms: u128,
     },
+    #[error("dyno {id}: no cgroup of it in a hierarchy with the {controller} controller")]
+    NotInHierarchy { id: String, controller: String },
     #[error("{what} is only meaningful on cgroup {needs:?}")]
     WrongVersion {
         what: &'static str,

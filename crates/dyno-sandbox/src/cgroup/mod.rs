@@ -20,6 +20,7 @@
 pub(crate) mod detect;
 mod error;
 mod fs;
+mod placement;
 mod process;
 mod size;
 mod usage;
@@ -40,6 +41,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 pub use error::CgroupError;
+pub use placement::{CpuList, CpuPlacement};
 pub use size::{DynoSize, CPU_PERIOD_US, DYNO_SIZES};
 pub(crate) use usage::MemoryCounters;
 pub use usage::MemoryUsage;
@@ -99,6 +101,8 @@ pub struct Cgroups {
     view: Vec<Hierarchy>,
     /// Whether dyno cgroups are made in [`Cgroups::view`] too ([`Cgroups::with_proc_view`]).
     make_view: bool,
+    /// New dynos start on the busy CPUs ([`Cgroups::reserve_cpus`]).
+    placement: Option<CpuPlacement>,
 }
 
 impl Cgroups {
@@ -122,6 +126,7 @@ impl Cgroups {
                 view: view::detect(&mounts, &lines, fs_root, &own),
                 own,
                 make_view: false,
+                placement: None,
             });
         }
         let no_fs = |reason| CgroupError::NoCgroupFs {
@@ -134,6 +139,7 @@ impl Cgroups {
             own: vec![v2::detect(&mounts, &lines, fs_root, no_fs)?],
             view: Vec::new(),
             make_view: false,
+            placement: None,
         })
     }
 
@@ -219,7 +225,10 @@ impl Cgroups {
     fn try_create(&self, dyno_id: &str, size: &DynoSize) -> Result<DynoCgroup, CgroupError> {
         let roots = match self.version {
             Version::V1 => v1::prepare_dyno_roots(&self.own)?,
-            Version::V2 => vec![v2::prepare_dyno_root(&self.own[0])?],
+            Version::V2 => vec![v2::prepare_dyno_root(
+                &self.own[0],
+                self.placement.is_some(),
+            )?],
         };
         let view_roots = match self.make_view {
             true => view::prepare_dyno_roots(&self.view)?,
@@ -247,6 +256,12 @@ impl Cgroups {
                     .iter()
                     .zip(&dyno.view)
                     .try_for_each(|(root, dir)| view::inherit_cpuset(root, dir))
+            })
+            .and_then(|()| match &self.placement {
+                // Every dyno starts as busy; the daemon lets it onto every CPU once it shows it
+                // uses little (see `placement.rs`).
+                Some(placement) => dyno.set_cpus(&placement.busy),
+                None => Ok(()),
             });
         if let Err(e) = applied {
             // Leave nothing half-made behind, but only what this call made: an existing

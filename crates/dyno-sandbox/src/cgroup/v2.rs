@@ -66,22 +66,27 @@ fn strip_supervisor_leaf(path: &str) -> &str {
     }
 }
 
-/// Makes `<own>/dyno` with [`CONTROLLERS`] enabled for its children.
-pub(crate) fn prepare_dyno_root(own: &Hierarchy) -> Result<Hierarchy, CgroupError> {
-    enable_controllers(&own.dir)?;
+/// Makes `<own>/dyno` with [`CONTROLLERS`] (and cpuset, for CPU placement) enabled for its
+/// children.
+pub(crate) fn prepare_dyno_root(own: &Hierarchy, cpuset: bool) -> Result<Hierarchy, CgroupError> {
+    let controllers: &[&str] = match cpuset {
+        true => &["memory", "pids", "cpu", "cpuset"],
+        false => &CONTROLLERS,
+    };
+    enable_controllers(&own.dir, controllers)?;
     let root = own.child(super::DYNO_DIR);
     fs::make_cgroup_dir(&root.dir)?;
-    enable_controllers(&root.dir)?;
+    enable_controllers(&root.dir, controllers)?;
     Ok(root)
 }
 
 /// Enables the controllers `dir`'s children need, writing only when one is missing: a write
 /// that changes nothing is harmless, but one that changes something is refused while `dir`
 /// has processes.
-fn enable_controllers(dir: &Path) -> Result<(), CgroupError> {
+fn enable_controllers(dir: &Path, controllers: &[&str]) -> Result<(), CgroupError> {
     let path = dir.join("cgroup.subtree_control");
     let enabled = fs::read(&path)?;
-    let missing: Vec<String> = CONTROLLERS
+    let missing: Vec<String> = controllers
         .iter()
         .filter(|c| {
             !enabled
