@@ -423,16 +423,28 @@ fn enter(
         report_fd: Some(report.as_raw_fd()),
         command: spec.command.clone(),
     };
+    // The daemon refuses NUL bytes in commands and config; a spec that has one anyway ends
+    // this start with an error, never a panic.
     let argv: Vec<CString> = ["dyno".to_string(), "__init".into()]
         .into_iter()
         .chain(init.to_args())
-        .map(|a| CString::new(a).expect("no NUL in arguments"))
-        .collect();
+        .map(|a| {
+            io_context(
+                || "the command has a NUL byte".into(),
+                CString::new(a).map_err(Into::into),
+            )
+        })
+        .collect::<Result<_, _>>()?;
     let envp: Vec<CString> = spec
         .env
         .iter()
-        .map(|(k, v)| CString::new(format!("{k}={v}")).expect("no NUL in the environment"))
-        .collect();
+        .map(|(k, v)| {
+            io_context(
+                || format!("config var {k} has a NUL byte"),
+                CString::new(format!("{k}={v}")).map_err(Into::into),
+            )
+        })
+        .collect::<Result<_, _>>()?;
     let mut argv_ptrs: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
     argv_ptrs.push(std::ptr::null());
     let mut envp_ptrs: Vec<*const libc::c_char> = envp.iter().map(|e| e.as_ptr()).collect();

@@ -655,6 +655,14 @@ fn bad_input_through_the_api_is_a_4xx_and_changes_nothing() {
         br#"{"command":"  "}"#.to_vec(),
         422,
     ));
+    // A NUL byte cannot be in a process's arguments: refused, and the daemon goes on.
+    cases.push((
+        "POST",
+        "/apps/hello/dynos".into(),
+        json,
+        br#"{"command":"echo a\u0000b"}"#.to_vec(),
+        422,
+    ));
     cases.push((
         "POST",
         "/apps/hello/log-drains".into(),

@@ -803,6 +803,13 @@ impl Daemon {
                 "give a command to run, e.g. `dyno run -a APP -- python3 manage.py migrate`",
             ));
         }
+        if command.contains('\0') {
+            return Err(DaemonError::new(
+                "invalid_params",
+                "the command contains a NUL byte, which no process's arguments can hold; \
+                 remove it (quote binary data, e.g. in base64)",
+            ));
+        }
         let release = self.current_release(name).await?;
         let Some(slug) = release.slug.clone() else {
             return Err(DaemonError::new(
