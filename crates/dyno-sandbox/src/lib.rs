@@ -9,6 +9,7 @@ pub mod cgroup;
 pub mod identity;
 pub mod init;
 pub mod launch;
+pub mod limits;
 pub mod lxcfs;
 pub mod masks;
 pub mod output;

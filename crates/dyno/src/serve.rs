@@ -75,7 +75,21 @@ pub struct ServeArgs {
     cpu: crate::cpu::CpuArgs,
 }
 
+/// The router holds a file per client connection: the soft open-file limit goes up to the hard
+/// one (dynos keep the limit the daemon was started with).
+pub(crate) fn raise_open_files() {
+    match dyno_sandbox::limits::raise_open_files() {
+        Ok((before, after)) => tracing::debug!(?before, ?after, "open-file limit raised"),
+        Err(e) => tracing::warn!(
+            error = %e,
+            "cannot raise the open-file limit: the router may run out of files under many \
+             connections (raise the hard limit, e.g. LimitNOFILE= in the unit)"
+        ),
+    }
+}
+
 pub fn run(args: ServeArgs) -> Result<(), String> {
+    raise_open_files();
     let token = match &args.api_token_file {
         Some(path) => Some(
             std::fs::read_to_string(path)

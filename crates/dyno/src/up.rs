@@ -129,6 +129,7 @@ fn parse_size(name: &str) -> Result<DynoSize, String> {
 
 pub fn run(args: UpArgs) -> Result<(), String> {
     crate::require_root("dyno up")?;
+    crate::serve::raise_open_files();
     let mut lifecycle = Lifecycle {
         boot_timeout: args.boot_timeout,
         stop_grace: args.stop_grace,
