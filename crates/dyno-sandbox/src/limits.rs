@@ -13,12 +13,12 @@ static STARTED_WITH: OnceLock<Rlimit> = OnceLock::new();
 /// per process: later calls change nothing.
 pub fn raise_open_files() -> rustix::io::Result<(Option<u64>, Option<u64>)> {
     let before = getrlimit(Resource::Nofile);
-    let _ = STARTED_WITH.set(before.clone());
+    let _ = STARTED_WITH.set(before);
     let raised = Rlimit {
         current: before.maximum,
         maximum: before.maximum,
     };
-    setrlimit(Resource::Nofile, raised.clone())?;
+    setrlimit(Resource::Nofile, raised)?;
     Ok((before.current, raised.current))
 }
 
@@ -27,7 +27,7 @@ pub fn raise_open_files() -> rustix::io::Result<(Option<u64>, Option<u64>)> {
 /// allocation: it may run in `pre_exec`.
 pub fn restore_open_files_for_child() -> std::io::Result<()> {
     match STARTED_WITH.get() {
-        Some(limit) => setrlimit(Resource::Nofile, limit.clone()).map_err(Into::into),
+        Some(limit) => setrlimit(Resource::Nofile, *limit).map_err(Into::into),
         None => Ok(()),
     }
 }
