@@ -350,10 +350,17 @@ pub async fn run(options: UpOptions, mut out: impl Write + Send + 'static) -> Re
             let _ = out.flush();
         }
     });
-    let started = start_app(&daemon, &options, &plan, &app_dir).await;
     let count: u32 = plan.dynos.iter().map(|(_, n)| n).sum();
+    // Ctrl-C while dynos boot stops everything at once: the start (a preboot wait of up to the
+    // boot timeout) is dropped, and `stop` below ends every dyno it started.
+    let started = tokio::select! {
+        started = start_app(&daemon, &options, &plan, &app_dir) => Some(started),
+        () = shutdown.wait() => None,
+    };
     match &started {
-        Ok(()) => {
+        None => eprintln!("dyno up: interrupted while starting; stopping"),
+        Some(Err(e)) => eprintln!("dyno up: {e}; stopping"),
+        Some(Ok(())) => {
             eprintln!(
                 "dyno up: {} running {count} dyno(s) as uid {}; Ctrl-C stops it",
                 plan.app, plan.uid
@@ -378,7 +385,6 @@ pub async fn run(options: UpOptions, mut out: impl Write + Send + 'static) -> Re
             shutdown.wait().await;
             eprintln!("dyno up: stopping {count} dyno(s)");
         }
-        Err(e) => eprintln!("dyno up: {e}; stopping"),
     }
     daemon.stop().await;
     router_task.abort();
@@ -395,7 +401,7 @@ pub async fn run(options: UpOptions, mut out: impl Write + Send + 'static) -> Re
     if let Some(parent) = options.state_root.parent() {
         let _ = std::fs::remove_dir(parent);
     }
-    started?;
+    started.transpose()?;
     eprintln!("dyno up: stopped; nothing left behind");
     Ok(())
 }

@@ -10,6 +10,9 @@ use std::path::{Path, PathBuf};
 use netlink_packet_core::{NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE};
 
 use crate::names::{self, DynoName, DYNO_IFINDEX, DYNO_IFNAME, GATEWAY, HOST_END_MAC};
+
+/// `lo` is the first link of every network namespace.
+const LO_IFINDEX: u32 = 1;
 use crate::netlink::route::{self, Rtnl, VethEnd, NETLINK_ROUTE};
 use crate::netlink::{NetlinkError, Object};
 use crate::ns::{self, Netns, NsError};
@@ -55,6 +58,33 @@ impl Host {
         self.netns
             .run(|| ns::write_sysctl("net/ipv4/ip_forward", "1"))??;
         Ok(())
+    }
+
+    /// Puts the platform's address ([`GATEWAY`], link scope) on the host's `lo`: the source of
+    /// the router's connections to dynos (see [`DynoSpec::source`]). Already there (another
+    /// daemon's, or `dyno up`'s) is fine.
+    pub fn add_platform_address(&mut self) -> Result<(), NetError> {
+        match self.rtnl.request(
+            route::add_link_scope_address(LO_IFINDEX, GATEWAY),
+            NLM_F_CREATE | NLM_F_EXCL,
+            Object::new("address", format!("{GATEWAY}/32 on lo")),
+        ) {
+            Err(e) if !e.is_exists() => Err(e.into()),
+            _ => Ok(()),
+        }
+    }
+
+    /// Removes [`Host::add_platform_address`]'s address; already gone is fine. Only when no
+    /// dyno of anyone is left (the caller's check, as for the firewall).
+    pub fn remove_platform_address(&mut self) -> Result<(), NetError> {
+        match self.rtnl.request(
+            route::del_address(LO_IFINDEX, GATEWAY),
+            0,
+            Object::new("address", format!("{GATEWAY}/32 on lo")),
+        ) {
+            Err(e) if !e.is_not_found() => Err(e.into()),
+            _ => Ok(()),
+        }
     }
 
     /// Names and indexes of the host's links whose name starts with `prefix`.
@@ -182,6 +212,10 @@ pub struct DynoSpec {
     /// afterwards (whose answer the kernel builds by scanning every namespace the host knows:
     /// it grows with the number of dynos).
     pub host_ifindex: Option<u32>,
+    /// The address the host's connections to the dyno come from (the router's): the platform's
+    /// own [`GATEWAY`] on the host's `lo` ([`Host::add_platform_address`]), so that nothing
+    /// depends on the host having an address of its own. `None`: the kernel picks one.
+    pub source: Option<Ipv4Addr>,
     pub fail_at: Option<FailPoint>,
 }
 
@@ -191,6 +225,7 @@ impl DynoSpec {
             name,
             ip,
             host_ifindex: None,
+            source: None,
             fail_at: None,
         }
     }
@@ -369,9 +404,13 @@ fn build(
     fail(FailPoint::AfterVeth)?;
 
     let mut batch = host.rtnl.batch();
+    let to_dyno = match spec.source {
+        Some(source) => route::add_route_from(spec.ip, 32, host_ifindex, source),
+        None => route::add_route(spec.ip, 32, host_ifindex, None),
+    };
     host.rtnl.push(
         &mut batch,
-        route::add_route(spec.ip, 32, host_ifindex, None),
+        to_dyno,
         NLM_F_CREATE | NLM_F_EXCL,
         Object::new("route", format!("{}/32 dev {host_link}", spec.ip)),
     );

@@ -35,6 +35,16 @@ static LABS: AtomicU32 = AtomicU32::new(0);
 impl Lab {
     /// A new lab; `tag` (e.g. the test's name) makes its run dir recognisable.
     pub fn new(tag: &str) -> Result<Lab, NetError> {
+        Lab::with_uplink(tag, true)
+    }
+
+    /// A lab whose host has no address but `lo`'s (no uplink, so no internet): a host where
+    /// nothing but the platform's own addresses can be the source of the router's connections.
+    pub fn lo_only(tag: &str) -> Result<Lab, NetError> {
+        Lab::with_uplink(tag, false)
+    }
+
+    fn with_uplink(tag: &str, uplink: bool) -> Result<Lab, NetError> {
         let n = LABS.fetch_add(1, Ordering::Relaxed);
         let run_dir = RunDir(PathBuf::from(format!(
             "/run/dyno-lab/{}-{}-{n}",
@@ -58,7 +68,7 @@ impl Lab {
                 source: e.into(),
             }
         })?;
-        let lab = Lab::wire(run_dir.clone());
+        let lab = Lab::wire(run_dir.clone(), uplink);
         if lab.is_err() {
             let _ = rustix::mount::unmount(&run_dir.0, UnmountFlags::DETACH);
             let _ = std::fs::remove_dir(&run_dir.0);
@@ -66,11 +76,15 @@ impl Lab {
         lab
     }
 
-    fn wire(run_dir: RunDir) -> Result<Lab, NetError> {
+    fn wire(run_dir: RunDir, uplink: bool) -> Result<Lab, NetError> {
         let (host_ns, host_rtnl) = Netns::create(|| Rtnl::open(NETLINK_ROUTE))?;
         let mut host = Host::from_parts(host_ns, host_rtnl?);
         let (internet, inet_rtnl) = Netns::create(|| Rtnl::open(NETLINK_ROUTE))?;
-        wire_uplink(host.rtnl(), &mut inet_rtnl?, &internet)?;
+        if uplink {
+            wire_uplink(host.rtnl(), &mut inet_rtnl?, &internet)?;
+        } else {
+            bring_up_lo(host.rtnl())?;
+        }
         host.enable_forwarding()?;
         Ok(Lab {
             host,
@@ -120,6 +134,12 @@ impl Drop for Lab {
         // The namespaces themselves go with their last file descriptor, taking every link,
         // route and nf_tables table inside with them.
     }
+}
+
+/// `lo` up (127.0.0.1), nothing else: the host of [`Lab::lo_only`].
+fn bring_up_lo(host: &mut Rtnl) -> Result<(), NetError> {
+    host.request(route::set_link_up(1), 0, Object::new("link", "lo"))?;
+    Ok(())
 }
 
 fn wire_uplink(host: &mut Rtnl, internet: &mut Rtnl, internet_ns: &Netns) -> Result<(), NetError> {

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crate::dyno::{self, DynoNet, DynoSpec, FailPoint, Host, NetError, PreparedNetns, RunDir};
 use crate::ipam::{Ipam, IpamError, Ipv4Net, LeaseStore};
-use crate::names::{DynoName, NameError, LINK_PREFIX};
+use crate::names::{DynoName, NameError, GATEWAY, LINK_PREFIX};
 use crate::netlink::route::{self, Rtnl};
 use crate::netlink::Object;
 use crate::nft::{Firewall, FirewallConfig, FirewallError, DEFAULT_FLOWS_PER_DYNO};
@@ -183,6 +183,7 @@ impl<S: LeaseStore> Network<S> {
     pub fn install(&mut self) -> Result<(), NetworkError> {
         self.run_dir.ensure()?;
         self.host.enable_forwarding()?;
+        self.host.add_platform_address()?;
         let exposed: Vec<(Ipv4Addr, u16)> =
             self.exposed.iter().map(|(ip, port)| (*ip, *port)).collect();
         self.firewall.install(&self.firewall_config, &exposed)?;
@@ -193,6 +194,7 @@ impl<S: LeaseStore> Network<S> {
     /// Removes the firewall table; the caller made sure no dyno needs it any more.
     pub fn uninstall(&mut self) -> Result<(), NetworkError> {
         self.firewall.remove(&self.firewall_config)?;
+        self.host.remove_platform_address()?;
         self.installed = false;
         Ok(())
     }
@@ -282,6 +284,7 @@ impl<S: LeaseStore> Network<S> {
                 name: name.clone(),
                 ip,
                 host_ifindex: Some(host_ifindex.unwrap_or_else(|| self.host_ifindexes.take())),
+                source: Some(GATEWAY),
                 fail_at,
             };
             match dyno::setup(&mut self.host, &self.run_dir, prepared, &spec) {

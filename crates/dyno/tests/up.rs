@@ -218,3 +218,36 @@ fn the_operator_allows_a_call_by_name_and_a_typo_stops_dyno_up_before_anything_r
         "{stderr}"
     );
 }
+
+#[test]
+fn ctrl_c_while_a_web_dyno_boots_stops_at_once_and_leaves_nothing() {
+    // web.1 never binds $PORT: `dyno up` waits for it for up to the boot timeout (60 s).
+    let app = app_dir("slow-boot", "web: exec sleep 3600\n");
+    let mut up = Up::start(
+        "slow-boot",
+        &app,
+        &[
+            "--app",
+            "slowboot",
+            "--boot-timeout",
+            "60s",
+            "--stop-grace",
+            "2s",
+        ],
+    );
+    up.wait_for_log(
+        "heroku[web.1]: Starting process with command `exec sleep 3600`",
+        1,
+        Duration::from_secs(30),
+    );
+    // Far below the boot timeout: an interrupt that waited for the boot would miss it.
+    let status = up
+        .interrupt_within(Duration::from_secs(20))
+        .unwrap_or_else(|| panic!("dyno up ignored Ctrl-C while web.1 booted:\n{}", up.notes()));
+    assert!(
+        up.notes().contains("interrupted while starting"),
+        "{status:?}\n{}",
+        up.notes()
+    );
+    up.assert_nothing_left(dyno_manager::up::app_uid("slowboot"));
+}

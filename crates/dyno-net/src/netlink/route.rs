@@ -109,6 +109,41 @@ pub fn set_link_ipv6_addrgen_none(name: &str) -> RouteNetlinkMessage {
     RouteNetlinkMessage::SetLink(msg)
 }
 
+/// `ip/32` on link `index` with link scope: the platform's own address on the host's `lo`
+/// ([`crate::names::GATEWAY`]), the source of the router's connections to dynos. Link scope, so
+/// the kernel never picks it as the source of the host's other traffic.
+pub fn add_link_scope_address(index: u32, ip: Ipv4Addr) -> RouteNetlinkMessage {
+    let RouteNetlinkMessage::NewAddress(mut msg) = add_address(index, ip, 32) else {
+        unreachable!("add_address builds a NewAddress")
+    };
+    msg.header.scope = AddressScope::Link;
+    RouteNetlinkMessage::NewAddress(msg)
+}
+
+/// Removes `ip/32` from link `index`.
+pub fn del_address(index: u32, ip: Ipv4Addr) -> RouteNetlinkMessage {
+    let RouteNetlinkMessage::NewAddress(msg) = add_address(index, ip, 32) else {
+        unreachable!("add_address builds a NewAddress")
+    };
+    RouteNetlinkMessage::DelAddress(msg)
+}
+
+/// [`add_route`] whose connections from this host take `source` as their address (the
+/// route's preferred source, `ip route … src SOURCE`).
+pub fn add_route_from(
+    dst: Ipv4Addr,
+    prefix_len: u8,
+    oif: u32,
+    source: Ipv4Addr,
+) -> RouteNetlinkMessage {
+    let RouteNetlinkMessage::NewRoute(mut msg) = add_route(dst, prefix_len, oif, None) else {
+        unreachable!("add_route builds a NewRoute")
+    };
+    msg.attributes
+        .push(RouteAttribute::PrefSource(RouteAddress::Inet(source)));
+    RouteNetlinkMessage::NewRoute(msg)
+}
+
 pub fn add_address(index: u32, ip: Ipv4Addr, prefix_len: u8) -> RouteNetlinkMessage {
     let mut msg = AddressMessage::default();
     msg.header.family = AddressFamily::Inet;

@@ -53,7 +53,12 @@ impl Up {
     /// `dyno serve` in its own lab: data dir, API socket (`api_socket`) and dyno state in the
     /// test's scratch space.
     pub fn serve(tag: &str, extra: &[&str]) -> Up {
-        Up::spawn(tag, |command, lab, scratch| {
+        require_root();
+        Up::serve_with_lab(Lab::new(tag).unwrap(), tag, extra)
+    }
+
+    fn serve_with_lab(lab: Lab, tag: &str, extra: &[&str]) -> Up {
+        Up::spawn_in(lab, tag, |command, lab, scratch| {
             command
                 .arg("serve")
                 .arg("--data-dir")
@@ -193,7 +198,16 @@ impl Up {
 
     fn spawn(tag: &str, args: impl FnOnce(&mut Command, &Lab, &Path)) -> Up {
         require_root();
-        let lab = Lab::new(tag).unwrap();
+        Up::spawn_in(Lab::new(tag).unwrap(), tag, args)
+    }
+
+    /// [`Up::serve`] on a lab host whose only addresses are `lo`'s ([`Lab::lo_only`]).
+    pub fn serve_lo_only(tag: &str, extra: &[&str]) -> Up {
+        require_root();
+        Up::serve_with_lab(Lab::lo_only(tag).unwrap(), tag, extra)
+    }
+
+    fn spawn_in(lab: Lab, tag: &str, args: impl FnOnce(&mut Command, &Lab, &Path)) -> Up {
         let scratch = Up::scratch_of(tag);
         let _ = std::fs::remove_dir_all(&scratch);
         std::fs::create_dir_all(&scratch).unwrap();
