@@ -153,6 +153,11 @@ pub enum NetError {
     Ns(#[from] NsError),
     #[error("dyno {name} already has a network (namespace {})", .path.display())]
     InUse { name: DynoName, path: PathBuf },
+    #[error(
+        "address {ip} is already routed on this host, by another dyno instance (a daemon or a \
+         `dyno up` with the same address pool): give each instance a pool of its own (--pool)"
+    )]
+    AddressTaken { ip: Ipv4Addr },
     #[error("{0}")]
     Injected(&'static str),
 }
@@ -268,12 +273,24 @@ pub fn setup(
             made = build(host, &netns_path, &netns, &mut rtnl, spec);
         }
     }
+    // The host route to the address exists already: another instance's dyno has it. That
+    // route is not ours to remove.
+    let host_route = Object::new(
+        "route",
+        format!("{}/32 dev {}", spec.ip, spec.name.host_link()),
+    );
+    let taken = matches!(&made, Err(NetError::Netlink(e))
+        if e.is_exists() && e.object() == Some(&host_route));
     if made.is_err() {
-        // Roll back: the namespace (and with it eth0 and the host end) and the host route.
-        // Errors of the rollback itself are secondary to the one we report.
-        let _ = teardown(host, run_dir, &spec.name, Some(spec.ip));
+        // Roll back: the namespace (and with it eth0 and the host end) and the host route, if
+        // this setup made it. Errors of the rollback itself are secondary to the one we report.
+        let route = (!taken).then_some(spec.ip);
+        let _ = teardown(host, run_dir, &spec.name, route);
     }
-    made
+    match taken {
+        true => Err(NetError::AddressTaken { ip: spec.ip }),
+        false => made,
+    }
 }
 
 fn delete_link(host: &mut Host, link: &str) -> Result<(), NetError> {

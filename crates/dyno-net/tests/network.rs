@@ -525,3 +525,52 @@ fn spare_namespaces_are_made_in_the_background_and_ready_for_a_dyno() {
         std::thread::sleep(Duration::from_millis(10));
     }
 }
+
+/// Two instances on one host with the same pool (a daemon and a `dyno up`): the second one's
+/// setup at an address the first routes already fails with an error that says what to do, and
+/// its rollback leaves the first one's route (and so its dyno) alone.
+#[test]
+fn an_address_another_instance_routes_fails_cleanly_and_leaves_that_dyno_reachable() {
+    let (lab, mut first) = lab_network("taken", "10.213.0.0/16");
+    let a = first.up("a", Some(PORT)).unwrap();
+    let config = NetworkConfig {
+        run_dir: lab.run_dir.clone(),
+        pool: "10.213.0.0/16".parse().unwrap(),
+        spares: 0,
+        ..NetworkConfig::default()
+    };
+    let host = Host::in_netns(lab.host.netns()).unwrap();
+    let mut second = Network::open(host, &config, MemoryStore).unwrap();
+    let err = second.up_at("b", a.ip, None).unwrap_err();
+    assert!(
+        matches!(err, NetworkError::Net(NetError::AddressTaken { ip }) if ip == a.ip),
+        "{err}"
+    );
+    assert!(err.to_string().contains("--pool"), "{err}");
+    // Nothing of `b` is left, and `a` still answers the router.
+    assert!(!lab
+        .run_dir
+        .netns_path(&DynoName::new("b").unwrap())
+        .exists());
+    let host_ns = first.host().netns().try_clone().unwrap();
+    let routes = run_in(
+        &host_ns,
+        "ip",
+        &["-4", "route", "show", &format!("{}/32", a.ip)],
+    );
+    assert!(routes.contains(&a.host_link), "{routes}");
+    let a_port = serve(
+        &a.netns,
+        Proto::Tcp,
+        SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, PORT),
+    );
+    let (sent, _) = exchange_open(
+        &host_ns,
+        Proto::Tcp,
+        None,
+        &a_port,
+        SocketAddrV4::new(a.ip, PORT),
+        Some(ROUTER_MARK),
+    );
+    assert!(sent.is_ok(), "a after b's failed setup: {sent:?}");
+}
