@@ -10,6 +10,8 @@
 //! Endpoints: `GET /apps`, `POST /apps`, `GET /apps/{name}`, `DELETE /apps/{name}` (see
 //! [`types`] for the bodies).
 
+#![forbid(unsafe_code)]
+
 pub mod client;
 pub mod error;
 pub mod server;

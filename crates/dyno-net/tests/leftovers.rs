@@ -11,9 +11,8 @@ use dyno_net::nft::{Firewall, FirewallConfig};
 #[test]
 #[ignore = "runs after the suite, in the README's second pass: checks that it left nothing behind"]
 fn the_suite_left_nothing_on_the_host() {
-    // SAFETY: geteuid cannot fail.
     assert!(
-        unsafe { libc::geteuid() } == 0,
+        rustix::process::geteuid().as_raw() == 0,
         "this test needs root (it reads the host's links and nf_tables): run the suite as root"
     );
     let mut host = Host::current().unwrap();

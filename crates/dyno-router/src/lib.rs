@@ -49,6 +49,8 @@
 //! }
 //! # Ok(()) }
 //! ```
+
+#![forbid(unsafe_code)]
 pub mod body;
 pub mod codes;
 pub mod config;

@@ -19,8 +19,7 @@ use dyno_sandbox::cgroup::{Cgroups, DynoCgroup, DynoSize, Version};
 const MIB: u64 = 1024 * 1024;
 
 fn require_root() {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
+    if rustix::process::geteuid().as_raw() != 0 {
         panic!("this test needs root: run the suite as root");
     }
 }

@@ -27,14 +27,10 @@ fn random_bytes<const N: usize>() -> [u8; N] {
     buf
 }
 
+/// The kernel's random bytes, as `getrandom(2)` gives them (this crate has no unsafe code).
 fn getrandom(buf: &mut [u8]) -> std::io::Result<()> {
-    // SAFETY: buf is a valid writable buffer of buf.len() bytes.
-    let n = unsafe { libc::getrandom(buf.as_mut_ptr().cast(), buf.len(), 0) };
-    if n as usize == buf.len() {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
+    use std::io::Read;
+    std::fs::File::open("/dev/urandom")?.read_exact(buf)
 }
 
 /// A random (version 4) UUID: the dyno's hostname, as on Heroku.

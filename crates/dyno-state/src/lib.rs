@@ -78,6 +78,8 @@
 //!
 //! Every message says what to do next; `Display` gives it.
 
+#![forbid(unsafe_code)]
+
 pub mod error;
 pub mod ids;
 pub mod model;

@@ -104,8 +104,7 @@ pub fn shim_binary() -> Result<std::path::PathBuf, String> {
 
 /// Commands that change the host's network need root; say so before anything half-happens.
 pub fn require_root(what: &str) -> Result<(), String> {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    if unsafe { libc::geteuid() } != 0 {
+    if rustix::process::geteuid().as_raw() != 0 {
         return Err(format!(
             "{what} changes the host's network and needs root (CAP_NET_ADMIN and CAP_SYS_ADMIN): run it with sudo"
         ));

@@ -27,17 +27,15 @@ const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
 const NOBODY: u32 = 65534;
 
 fn require_root() {
-    // SAFETY: geteuid has no preconditions and cannot fail.
     assert!(
-        unsafe { libc::geteuid() } == 0,
+        rustix::process::geteuid().as_raw() == 0,
         "this test needs root: run the suite as root (it creates network namespaces and mounts), \
          e.g. sudo -E cargo nextest run -p dyno --test cli"
     );
 }
 
 fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    unsafe { libc::geteuid() == 0 }
+    rustix::process::geteuid().is_root()
 }
 
 /// A directory of the test, removed with everything in it when the test ends (or fails).

@@ -15,9 +15,8 @@ use dyno_sandbox::spec::{ExitRecord, SandboxSpec, StateDir};
 const APP_UID: u32 = 64000;
 
 fn require_root() {
-    // SAFETY: geteuid cannot fail.
     assert!(
-        unsafe { libc::geteuid() } == 0,
+        rustix::process::geteuid().as_raw() == 0,
         "this test needs root (it builds sandboxes): run the suite as root"
     );
 }

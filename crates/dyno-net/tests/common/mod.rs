@@ -18,9 +18,8 @@ use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 pub const DROP_WAIT: Duration = Duration::from_millis(400);
 
 pub fn require_root() {
-    // SAFETY: geteuid cannot fail.
     assert!(
-        unsafe { libc::geteuid() } == 0,
+        rustix::process::geteuid().as_raw() == 0,
         "this test needs root (it creates network namespaces): run the suite as root, e.g. sudo -E cargo nextest run"
     );
 }

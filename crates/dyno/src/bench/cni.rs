@@ -585,8 +585,7 @@ mod tests {
     /// in this (the real host's) namespace, is checked by every ADD ([`CniError::EscapedLab`]).
     #[test]
     fn anchor_runs_three_containers() {
-        // SAFETY: geteuid has no preconditions.
-        if unsafe { libc::geteuid() } != 0 {
+        if rustix::process::geteuid().as_raw() != 0 {
             panic!("this test needs root (network namespaces, bind mounts, CNI plugins)");
         }
         let timings = run_ptp_anchor(3, Path::new("/usr/lib/cni")).unwrap();

@@ -15,9 +15,8 @@ use dyno_net::ns;
 pub const ROUTER_MARK: u32 = 0x6479;
 
 pub fn require_root() {
-    // SAFETY: geteuid cannot fail.
     assert!(
-        unsafe { libc::geteuid() } == 0,
+        rustix::process::geteuid().is_root(),
         "this test needs root (it runs dyno up): run the suite as root"
     );
 }
