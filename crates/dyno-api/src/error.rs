@@ -7,6 +7,7 @@
 //! `id` is stable (scripts match on it, see [`ids`]); `message` is for people and says what to do.
 //! The HTTP status travels as the response status, not in the body.
 
+pub use dyno_error::ErrorKind;
 use serde::{Deserialize, Serialize};
 
 /// The stable error ids. Never rename one: scripts match on them.
@@ -37,7 +38,7 @@ pub mod ids {
     pub const UNKNOWN: &str = "unknown_error";
 
     /// Every id a server of this version sends.
-    pub const ALL: [&str; 10] = [
+    pub const ALL: [&str; 11] = [
         INVALID_PARAMS,
         BAD_REQUEST,
         NOT_FOUND,
@@ -47,8 +48,25 @@ pub mod ids {
         METHOD_NOT_ALLOWED,
         READ_ONLY,
         DISK_FULL,
+        RELEASE_FAILED,
         INTERNAL_ERROR,
     ];
+}
+
+/// The one table from a failure's kind to the API's status and error id.
+pub fn status_and_id(kind: ErrorKind) -> (u16, &'static str) {
+    match kind {
+        ErrorKind::InvalidParams => (422, ids::INVALID_PARAMS),
+        ErrorKind::NotFound => (404, ids::NOT_FOUND),
+        ErrorKind::Conflict | ErrorKind::Locked => (409, ids::CONFLICT),
+        ErrorKind::ReadOnly => (503, ids::READ_ONLY),
+        ErrorKind::DiskFull => (507, ids::DISK_FULL),
+        ErrorKind::ReleaseFailed => (422, ids::RELEASE_FAILED),
+        ErrorKind::Busy | ErrorKind::PoolExhausted => (503, ids::INTERNAL_ERROR),
+        ErrorKind::Corrupt | ErrorKind::SchemaTooNew | ErrorKind::Internal => {
+            (500, ids::INTERNAL_ERROR)
+        }
+    }
 }
 
 /// An error answer of the API. Serialises to `{"id":…,"message":…}`; `status` is the HTTP status.
@@ -199,17 +217,8 @@ impl ApiError {
     /// with its message as it is: the id decides the status and the API's id. Ids the API has
     /// no name for (`busy`, `pool_exhausted`, `corrupt`, …) go out as `internal_error`, with 503
     /// when retrying later can help.
-    pub fn from_state_id(id: &str, message: impl Into<String>) -> ApiError {
-        let (status, id) = match id {
-            "invalid_params" => (422, ids::INVALID_PARAMS),
-            "not_found" => (404, ids::NOT_FOUND),
-            "conflict" | "locked" => (409, ids::CONFLICT),
-            "read_only" => (503, ids::READ_ONLY),
-            "disk_full" => (507, ids::DISK_FULL),
-            "release_failed" => (422, ids::RELEASE_FAILED),
-            "busy" | "pool_exhausted" => (503, ids::INTERNAL_ERROR),
-            _ => (500, ids::INTERNAL_ERROR),
-        };
+    pub fn from_kind(kind: ErrorKind, message: impl Into<String>) -> ApiError {
+        let (status, id) = status_and_id(kind);
         ApiError::new(status, id, message)
     }
 
@@ -314,23 +323,35 @@ mod tests {
         assert!(ApiError::from_json(500, b"<html>").is_none());
     }
 
+    /// Every kind maps to one id and status, each id is one a client knows (so it decodes
+    /// back to itself, not to `unknown_error`), and the message goes through unchanged.
     #[test]
-    fn state_ids_map_to_statuses() {
-        for (state_id, status, id) in [
-            ("invalid_params", 422, ids::INVALID_PARAMS),
-            ("not_found", 404, ids::NOT_FOUND),
-            ("conflict", 409, ids::CONFLICT),
-            ("locked", 409, ids::CONFLICT),
-            ("read_only", 503, ids::READ_ONLY),
-            ("disk_full", 507, ids::DISK_FULL),
-            ("busy", 503, ids::INTERNAL_ERROR),
-            ("pool_exhausted", 503, ids::INTERNAL_ERROR),
-            ("corrupt", 500, ids::INTERNAL_ERROR),
-            ("internal", 500, ids::INTERNAL_ERROR),
-        ] {
-            let e = ApiError::from_state_id(state_id, "why; what to do");
-            assert_eq!((e.status, e.id), (status, id), "{state_id}");
+    fn every_error_kind_maps_to_one_id_and_status() {
+        let table = [
+            (ErrorKind::InvalidParams, 422, ids::INVALID_PARAMS),
+            (ErrorKind::NotFound, 404, ids::NOT_FOUND),
+            (ErrorKind::Conflict, 409, ids::CONFLICT),
+            (ErrorKind::Locked, 409, ids::CONFLICT),
+            (ErrorKind::ReadOnly, 503, ids::READ_ONLY),
+            (ErrorKind::DiskFull, 507, ids::DISK_FULL),
+            (ErrorKind::ReleaseFailed, 422, ids::RELEASE_FAILED),
+            (ErrorKind::Busy, 503, ids::INTERNAL_ERROR),
+            (ErrorKind::PoolExhausted, 503, ids::INTERNAL_ERROR),
+            (ErrorKind::Corrupt, 500, ids::INTERNAL_ERROR),
+            (ErrorKind::SchemaTooNew, 500, ids::INTERNAL_ERROR),
+            (ErrorKind::Internal, 500, ids::INTERNAL_ERROR),
+        ];
+        assert_eq!(
+            table.map(|(kind, _, _)| kind),
+            ErrorKind::ALL,
+            "the table covers every kind, in order"
+        );
+        for (kind, status, id) in table {
+            let e = ApiError::from_kind(kind, "why; what to do");
+            assert_eq!((e.status, e.id), (status, id), "{kind}");
             assert_eq!(e.message, "why; what to do");
+            let back = ApiError::from_json(e.status, &e.to_json()).unwrap();
+            assert_eq!(back, e, "{kind} decodes back to itself");
         }
         assert_eq!(ApiError::disk_full("x").status, 507);
     }

@@ -1,6 +1,7 @@
 //! [`StateError`]: what went wrong, with a stable machine id ([`StateError::id`]) for the API
 //! layer and a message that says what to do.
 
+use dyno_error::ErrorKind;
 use std::io;
 use std::path::{Path, PathBuf};
 
@@ -61,19 +62,21 @@ pub enum StateError {
 impl StateError {
     /// A stable id for the API layer: `invalid_params`, `not_found`, `conflict`, `read_only`,
     /// `disk_full`, `locked`, `busy`, `pool_exhausted`, `corrupt`, `schema_too_new`, `internal`.
-    pub fn id(&self) -> &'static str {
+    /// What kind of failure this is, for the daemon and the API (one table there turns it
+    /// into the API's id and status).
+    pub fn kind(&self) -> ErrorKind {
         match self {
-            StateError::Invalid(_) => "invalid_params",
-            StateError::NotFound { .. } => "not_found",
-            StateError::Conflict { .. } => "conflict",
-            StateError::ReadOnly { .. } => "read_only",
-            StateError::DiskFull { .. } => "disk_full",
-            StateError::Locked { .. } => "locked",
-            StateError::Busy { .. } => "busy",
-            StateError::PoolExhausted { .. } => "pool_exhausted",
-            StateError::Corrupt { .. } => "corrupt",
-            StateError::SchemaTooNew { .. } => "schema_too_new",
-            StateError::Io { .. } | StateError::Sqlite(_) => "internal",
+            StateError::Invalid(_) => ErrorKind::InvalidParams,
+            StateError::NotFound { .. } => ErrorKind::NotFound,
+            StateError::Conflict { .. } => ErrorKind::Conflict,
+            StateError::ReadOnly { .. } => ErrorKind::ReadOnly,
+            StateError::DiskFull { .. } => ErrorKind::DiskFull,
+            StateError::Locked { .. } => ErrorKind::Locked,
+            StateError::Busy { .. } => ErrorKind::Busy,
+            StateError::PoolExhausted { .. } => ErrorKind::PoolExhausted,
+            StateError::Corrupt { .. } => ErrorKind::Corrupt,
+            StateError::SchemaTooNew { .. } => ErrorKind::SchemaTooNew,
+            StateError::Io { .. } | StateError::Sqlite(_) => ErrorKind::Internal,
         }
     }
 

@@ -140,7 +140,7 @@ fn a_full_disk_refuses_changes_and_loses_nothing() {
                 Ok(_) => set.push(key),
                 Err(e) => {
                     eprintln!("after {} config releases: {e:?}", set.len());
-                    assert_eq!(e.id(), "disk_full", "{e}");
+                    assert_eq!(e.kind().name(), "disk_full", "{e}");
                     assert!(e.to_string().contains("is full; free some space"), "{e}");
                     assert_eq!(
                         store.dump().unwrap(),

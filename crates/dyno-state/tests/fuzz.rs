@@ -172,11 +172,11 @@ fn random_operations_with_bad_input_change_nothing() {
                     "#{i} (seed {seed}): refused op {op} ({e}) changed the state"
                 );
                 if !inputs_valid(op, &a, &b, &c) {
-                    assert_eq!(e.id(), "invalid_params", "#{i} (seed {seed}): {e}");
+                    assert_eq!(e.kind().name(), "invalid_params", "#{i} (seed {seed}): {e}");
                     invalid += 1;
                 } else {
                     assert!(
-                        ["invalid_params", "not_found", "conflict"].contains(&e.id()),
+                        ["invalid_params", "not_found", "conflict"].contains(&e.kind().name()),
                         "#{i} (seed {seed}): op {op} {a:?} {b:?} {c:?}: unexpected {e}"
                     );
                     refused += 1;
@@ -218,7 +218,7 @@ fn quantities_over_the_configured_maximum_are_invalid() {
         if n <= 7 {
             assert_eq!(r.unwrap()[0].quantity, n);
         } else {
-            assert_eq!(r.unwrap_err().id(), "invalid_params");
+            assert_eq!(r.unwrap_err().kind().name(), "invalid_params");
             assert_eq!(store.dump().unwrap(), before);
         }
     }

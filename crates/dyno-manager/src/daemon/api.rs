@@ -19,7 +19,7 @@ use crate::logs::Source;
 
 impl From<DaemonError> for ApiError {
     fn from(e: DaemonError) -> ApiError {
-        ApiError::from_state_id(e.id, e.message)
+        ApiError::from_kind(e.kind, e.message)
     }
 }
 

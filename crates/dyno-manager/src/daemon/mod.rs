@@ -26,6 +26,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use dyno_api::Dyno;
+use dyno_error::ErrorKind;
 use dyno_net::dyno::Host;
 use dyno_net::ipam::{LeaseStore, MemoryStore};
 use dyno_net::network::{Network, NetworkConfig};
@@ -49,19 +50,19 @@ use crate::supervisor::{self, Adoptee, DynoDef, DynoHandle, Platform, SharedNetw
 use crate::up::{app_uid_in, UidRange};
 use crate::webdynos::{Preboot, WebDynos};
 
-/// A failed daemon operation: a stable id (the API's error id) and a message that says what
-/// to do.
+/// A failed daemon operation: what kind of failure (the API makes its id and status of it) and
+/// a message that says what to do.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{message}")]
 pub struct DaemonError {
-    pub id: &'static str,
+    pub kind: ErrorKind,
     pub message: String,
 }
 
 impl DaemonError {
-    pub fn new(id: &'static str, message: impl Into<String>) -> DaemonError {
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> DaemonError {
         DaemonError {
-            id,
+            kind,
             message: message.into(),
         }
     }
@@ -69,7 +70,7 @@ impl DaemonError {
 
 impl From<StateError> for DaemonError {
     fn from(e: StateError) -> Self {
-        DaemonError::new(e.id(), e.to_string())
+        DaemonError::new(e.kind(), e.to_string())
     }
 }
 
@@ -186,7 +187,7 @@ fn adopted_def(
     let release = store.release(&app, dyno.release_version)?;
     let slug = release.slug.clone().ok_or_else(|| {
         DaemonError::new(
-            "conflict",
+            ErrorKind::Conflict,
             format!("{} v{} has no slug", dyno.app, release.version),
         )
     })?;
@@ -194,7 +195,9 @@ fn adopted_def(
         .name
         .rsplit_once('.')
         .and_then(|(_, n)| n.parse().ok())
-        .ok_or_else(|| DaemonError::new("conflict", format!("bad dyno name {}", dyno.name)))?;
+        .ok_or_else(|| {
+            DaemonError::new(ErrorKind::Conflict, format!("bad dyno name {}", dyno.name))
+        })?;
     let size = options.size(&dyno.size);
     Ok(DynoDef {
         app: dyno.app.clone(),
@@ -256,7 +259,7 @@ fn reserve_cpus(mut cgroups: Cgroups, reserve: usize) -> Cgroups {
 }
 
 fn app_name(name: &str) -> Result<AppName, DaemonError> {
-    AppName::parse(name).map_err(|e| DaemonError::new("invalid_params", e.to_string()))
+    AppName::parse(name).map_err(|e| DaemonError::new(ErrorKind::InvalidParams, e.to_string()))
 }
 
 impl Daemon {
@@ -271,7 +274,7 @@ impl Daemon {
             },
         )?;
         let host =
-            Host::current().map_err(|e| DaemonError::new("internal_error", e.to_string()))?;
+            Host::current().map_err(|e| DaemonError::new(ErrorKind::Internal, e.to_string()))?;
         let cgroups = match Cgroups::detect().and_then(|c| c.vacate_own_cgroup().map(|()| c)) {
             Ok(c) => Some(c),
             Err(e) => {
@@ -308,7 +311,7 @@ impl Daemon {
         }
         let leases: Box<dyn LeaseStore + Send> = Box::new(MemoryStore);
         let mut network = Network::open(host, &options.network, leases)
-            .map_err(|e| DaemonError::new("internal_error", format!("network: {e}")))?;
+            .map_err(|e| DaemonError::new(ErrorKind::Internal, format!("network: {e}")))?;
         let recorded = adoptees
             .iter()
             .map(|(live, _)| &live.dyno)
@@ -322,7 +325,7 @@ impl Daemon {
         }
         network
             .install()
-            .map_err(|e| DaemonError::new("internal_error", format!("firewall: {e}")))?;
+            .map_err(|e| DaemonError::new(ErrorKind::Internal, format!("firewall: {e}")))?;
         let gone: Vec<&str> = stock
             .ended
             .iter()
@@ -341,7 +344,7 @@ impl Daemon {
         reconcile::remove_leftovers(&options, &gone, cgroups.as_ref());
         std::fs::create_dir_all(&options.state_root).map_err(|e| {
             DaemonError::new(
-                "internal_error",
+                ErrorKind::Internal,
                 format!("state dir {}: {e}", options.state_root.display()),
             )
         })?;
@@ -460,7 +463,7 @@ impl Daemon {
             f(&mut store)
         })
         .await
-        .map_err(|e| DaemonError::new("internal_error", e.to_string()))?
+        .map_err(|e| DaemonError::new(ErrorKind::Internal, e.to_string()))?
         .map_err(DaemonError::from)
     }
 
@@ -545,11 +548,11 @@ impl Daemon {
     ) -> Result<Release, DaemonError> {
         let app = app_name(name)?;
         let types = procfile::read_procfile(&dir.join("Procfile"))
-            .map_err(|e| DaemonError::new("invalid_params", e.to_string()))?;
+            .map_err(|e| DaemonError::new(ErrorKind::InvalidParams, e.to_string()))?;
         let mut process_types = Vec::new();
         for t in &types {
             let pt = ProcessType::parse(&t.name)
-                .map_err(|e| DaemonError::new("invalid_params", e.to_string()))?;
+                .map_err(|e| DaemonError::new(ErrorKind::InvalidParams, e.to_string()))?;
             process_types.push((pt, t.command.clone()));
         }
         self.with_store({
@@ -564,7 +567,7 @@ impl Daemon {
         let digest =
             tokio::task::spawn_blocking(move || slug::copy_into_store(&src, &copy_to, &data_dir))
                 .await
-                .map_err(|e| DaemonError::new("internal_error", e.to_string()))??;
+                .map_err(|e| DaemonError::new(ErrorKind::Internal, e.to_string()))??;
         if let Some(release) = types.iter().find(|t| t.name == RELEASE_PHASE) {
             if let Err(e) = self.release_phase(name, &release.command, &dest).await {
                 let _ = std::fs::remove_dir_all(&dest);
@@ -572,7 +575,7 @@ impl Daemon {
             }
         }
         let slug = Slug::new(&dest, &digest)
-            .map_err(|e| DaemonError::new("internal_error", e.to_string()))?;
+            .map_err(|e| DaemonError::new(ErrorKind::Internal, e.to_string()))?;
         let release = NewRelease {
             slug,
             process_types,
@@ -617,7 +620,7 @@ impl Daemon {
             }
             apps.get(name)
                 .map(|r| r.platform.clone())
-                .ok_or_else(|| DaemonError::new("internal_error", "app runtime vanished"))?
+                .ok_or_else(|| DaemonError::new(ErrorKind::Internal, "app runtime vanished"))?
         };
         let def = DynoDef {
             app: name.to_string(),
@@ -640,7 +643,7 @@ impl Daemon {
         match code {
             Some(0) => Ok(()),
             code => Err(DaemonError::new(
-                "release_failed",
+                ErrorKind::ReleaseFailed,
                 format!(
                     "the release phase failed: `{command}` exited with status {}; nothing was \
                      released. See `dyno logs -a {name} --ps release.1`, fix it and deploy again",
@@ -666,9 +669,9 @@ impl Daemon {
         let mut checked = Vec::new();
         for (k, v) in pairs {
             let key = ConfigKey::parse(&k)
-                .map_err(|e| DaemonError::new("invalid_params", e.to_string()))?;
+                .map_err(|e| DaemonError::new(ErrorKind::InvalidParams, e.to_string()))?;
             let value = ConfigValue::parse(&v)
-                .map_err(|e| DaemonError::new("invalid_params", e.to_string()))?;
+                .map_err(|e| DaemonError::new(ErrorKind::InvalidParams, e.to_string()))?;
             checked.push((key, value));
         }
         let release = self
@@ -688,7 +691,8 @@ impl Daemon {
         let keys = keys
             .iter()
             .map(|k| {
-                ConfigKey::parse(k).map_err(|e| DaemonError::new("invalid_params", e.to_string()))
+                ConfigKey::parse(k)
+                    .map_err(|e| DaemonError::new(ErrorKind::InvalidParams, e.to_string()))
             })
             .collect::<Result<Vec<_>, _>>()?;
         let release = self
@@ -738,7 +742,7 @@ impl Daemon {
         if stopping.is_empty() {
             if let Some(w) = which {
                 return Err(DaemonError::new(
-                    "not_found",
+                    ErrorKind::NotFound,
                     format!("no dyno {w} on {name}; see `dyno ps -a {name}`"),
                 ));
             }
@@ -763,8 +767,8 @@ impl Daemon {
     /// `drains:add URL`: recorded, then started (removed again if it cannot start).
     pub async fn add_drain(&self, name: &str, url: &str) -> Result<Drain, DaemonError> {
         let app = app_name(name)?;
-        let url =
-            DrainUrl::parse(url).map_err(|e| DaemonError::new("invalid_params", e.to_string()))?;
+        let url = DrainUrl::parse(url)
+            .map_err(|e| DaemonError::new(ErrorKind::InvalidParams, e.to_string()))?;
         let drain = self.with_store(move |s| s.add_drain(&app, &url)).await?;
         if let Err(e) = self.hub.add_drain_with_token(
             name,
@@ -775,7 +779,7 @@ impl Daemon {
             let app = app_name(name)?;
             let token = drain.token.clone();
             let _ = self.with_store(move |s| s.remove_drain(&app, &token)).await;
-            return Err(DaemonError::new("invalid_params", e.to_string()));
+            return Err(DaemonError::new(ErrorKind::InvalidParams, e.to_string()));
         }
         Ok(drain)
     }
@@ -799,13 +803,13 @@ impl Daemon {
     pub async fn run_one_off(&self, name: &str, command: &str) -> Result<String, DaemonError> {
         if command.trim().is_empty() {
             return Err(DaemonError::new(
-                "invalid_params",
+                ErrorKind::InvalidParams,
                 "give a command to run, e.g. `dyno run -a APP -- python3 manage.py migrate`",
             ));
         }
         if command.contains('\0') {
             return Err(DaemonError::new(
-                "invalid_params",
+                ErrorKind::InvalidParams,
                 "the command contains a NUL byte, which no process's arguments can hold; \
                  remove it (quote binary data, e.g. in base64)",
             ));
@@ -813,7 +817,7 @@ impl Daemon {
         let release = self.current_release(name).await?;
         let Some(slug) = release.slug.clone() else {
             return Err(DaemonError::new(
-                "conflict",
+                ErrorKind::Conflict,
                 format!(
                     "{name} has no release to run: deploy it first (`dyno deploy DIR -a {name}`)"
                 ),
@@ -825,7 +829,10 @@ impl Daemon {
             apps.insert(name.to_string(), r);
         }
         let Some(runtime) = apps.get_mut(name) else {
-            return Err(DaemonError::new("internal_error", "app runtime vanished"));
+            return Err(DaemonError::new(
+                ErrorKind::Internal,
+                "app runtime vanished",
+            ));
         };
         // Finished one-offs leave the list; numbers are not reused while the daemon runs.
         runtime

@@ -20,6 +20,7 @@
 //! `memory_pgpgin`/`memory_pgpgout` are cgroup v1's page counters; cgroup v2 has none, so
 //! there the two fields are left out of the line rather than written as a made-up 0.
 
+use dyno_error::ErrorKind;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Weak};
@@ -351,7 +352,7 @@ impl Daemon {
         let state_root: PathBuf = self.options.state_root.clone();
         let readings = tokio::task::spawn_blocking(move || read_all(&cgroups, &state_root, wanted))
             .await
-            .map_err(|e| DaemonError::new("internal_error", e.to_string()))?;
+            .map_err(|e| DaemonError::new(ErrorKind::Internal, e.to_string()))?;
         let now = Instant::now();
         for reading in readings {
             let Some(target) = by_net.get(reading.net_name.as_str()) else {

@@ -4,6 +4,7 @@
 //! release is recorded, so a crash in between leaves only an unreferenced directory, which
 //! reconcile removes. The copy is read-only for the app: dynos see it through their own overlay.
 
+use dyno_error::ErrorKind;
 use std::fs;
 use std::io::{self, Read};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -44,7 +45,7 @@ pub fn copy_into_store(src: &Path, dest: &Path, data_dir: &Path) -> Result<Strin
             }
             io::ErrorKind::ReadOnlyFilesystem => StateError::ReadOnly { dir }.into(),
             _ => DaemonError::new(
-                "internal_error",
+                ErrorKind::Internal,
                 format!("copy {} into the slug store: {e}", src.display()),
             ),
         }
@@ -159,7 +160,7 @@ mod tests {
         // A source that is no directory fails after `dest` was made (as root, permissions
         // cannot make a read fail).
         let e = copy_into_store(&src.join("a/ok.txt"), &dest, &base).unwrap_err();
-        assert_eq!(e.id, "internal_error", "{e}");
+        assert_eq!(e.kind, ErrorKind::Internal, "{e}");
         assert!(!dest.exists(), "partial slug left");
         assert!(base.join("slugs/app").is_dir());
         fs::remove_dir_all(&base).unwrap();

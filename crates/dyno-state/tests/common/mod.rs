@@ -93,7 +93,7 @@ pub fn assert_id<T: std::fmt::Debug>(r: Result<T, StateError>, id: &str) -> Stat
     match r {
         Ok(v) => panic!("expected error {id}, got Ok({v:?})"),
         Err(e) => {
-            assert_eq!(e.id(), id, "wrong error id for: {e}");
+            assert_eq!(e.kind().name(), id, "wrong error id for: {e}");
             e
         }
     }
@@ -151,7 +151,7 @@ pub fn write_loop(dir: &Path, round: &str, limit: Option<usize>, out: &mut dyn W
     let main = app(MAIN_APP);
     match store.create_app(&main) {
         Ok(_) => {}
-        Err(e) if e.id() == "conflict" => {}
+        Err(e) if e.kind().name() == "conflict" => {}
         Err(e) => panic!("child: create main app: {e}"),
     }
     if store
