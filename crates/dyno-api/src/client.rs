@@ -1,6 +1,7 @@
 //! The API's client, used by the CLI: one HTTP/1.1 connection per request, over the unix socket
 //! or over TCP with a bearer token.
 
+use std::collections::BTreeMap;
 use std::io;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -16,7 +17,10 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpStream, UnixStream};
 
 use crate::error::ApiError;
-use crate::types::{App, AppCreate, AppFeature, AppFeatureUpdate};
+use crate::types::{
+    App, AppCreate, AppFeature, AppFeatureUpdate, AppUpdate, Deploy, Dyno, DynoCreate, Formation,
+    FormationUpdate, FormationUpdates, LogDrain, LogDrainCreate, LogQuery, Release, Rollback,
+};
 
 /// The daemon's default API socket.
 pub const DEFAULT_SOCKET: &str = "/run/dyno/api.sock";
@@ -192,6 +196,126 @@ impl ApiClient {
             &AppFeatureUpdate { enabled },
         )
         .await
+    }
+
+    /// `PATCH /apps/{name}`: maintenance mode on or off.
+    pub async fn update_app(&self, app: &str, maintenance: bool) -> Result<App, ClientError> {
+        self.patch(&format!("/apps/{app}"), &AppUpdate { maintenance })
+            .await
+    }
+
+    /// `GET /apps/{name}/releases`, oldest first.
+    pub async fn releases(&self, app: &str) -> Result<Vec<Release>, ClientError> {
+        self.get(&format!("/apps/{app}/releases")).await
+    }
+
+    /// `POST /apps/{name}/releases`: `dir` (absolute, on the daemon's host) becomes the slug
+    /// of a new release; the answer comes once the formation runs it.
+    pub async fn deploy(&self, app: &str, dir: &str) -> Result<Release, ClientError> {
+        let body = Deploy {
+            dir: dir.to_owned(),
+        };
+        self.post(&format!("/apps/{app}/releases"), &body).await
+    }
+
+    /// `POST /apps/{name}/rollback`: a new release with `version`'s slug and config.
+    pub async fn rollback(&self, app: &str, version: u32) -> Result<Release, ClientError> {
+        self.post(&format!("/apps/{app}/rollback"), &Rollback { version })
+            .await
+    }
+
+    /// `GET /apps/{name}/formation`.
+    pub async fn formation(&self, app: &str) -> Result<Vec<Formation>, ClientError> {
+        self.get(&format!("/apps/{app}/formation")).await
+    }
+
+    /// `PATCH /apps/{name}/formation`: `ps:scale` and `ps:type`.
+    pub async fn update_formation(
+        &self,
+        app: &str,
+        updates: Vec<FormationUpdate>,
+    ) -> Result<Vec<Formation>, ClientError> {
+        self.patch(
+            &format!("/apps/{app}/formation"),
+            &FormationUpdates { updates },
+        )
+        .await
+    }
+
+    /// `GET /apps/{name}/dynos`.
+    pub async fn dynos(&self, app: &str) -> Result<Vec<Dyno>, ClientError> {
+        self.get(&format!("/apps/{app}/dynos")).await
+    }
+
+    /// `POST /apps/{name}/dynos`: a one-off dyno running `command`.
+    pub async fn run(&self, app: &str, command: &str) -> Result<Dyno, ClientError> {
+        let body = DynoCreate {
+            command: command.to_owned(),
+        };
+        self.post(&format!("/apps/{app}/dynos"), &body).await
+    }
+
+    /// `DELETE /apps/{name}/dynos[/{dyno}]`: `ps:restart` of every dyno, of a process type
+    /// (`web`) or of one dyno (`web.1`).
+    pub async fn restart(
+        &self,
+        app: &str,
+        which: Option<&str>,
+    ) -> Result<serde_json::Value, ClientError> {
+        match which {
+            Some(d) => self.delete(&format!("/apps/{app}/dynos/{d}")).await,
+            None => self.delete(&format!("/apps/{app}/dynos")).await,
+        }
+    }
+
+    /// `GET /apps/{name}/config`.
+    pub async fn config(&self, app: &str) -> Result<BTreeMap<String, String>, ClientError> {
+        self.get(&format!("/apps/{app}/config")).await
+    }
+
+    /// `PATCH /apps/{name}/config`: `Some` sets a var, `None` unsets it; the new config.
+    pub async fn update_config(
+        &self,
+        app: &str,
+        changes: &BTreeMap<String, Option<String>>,
+    ) -> Result<BTreeMap<String, String>, ClientError> {
+        self.patch(&format!("/apps/{app}/config"), changes).await
+    }
+
+    /// `GET /apps/{name}/log-drains`.
+    pub async fn drains(&self, app: &str) -> Result<Vec<LogDrain>, ClientError> {
+        self.get(&format!("/apps/{app}/log-drains")).await
+    }
+
+    /// `POST /apps/{name}/log-drains`.
+    pub async fn add_drain(&self, app: &str, url: &str) -> Result<LogDrain, ClientError> {
+        let body = LogDrainCreate {
+            url: url.to_owned(),
+        };
+        self.post(&format!("/apps/{app}/log-drains"), &body).await
+    }
+
+    /// `DELETE /apps/{name}/log-drains/{token}`.
+    pub async fn remove_drain(&self, app: &str, token: &str) -> Result<LogDrain, ClientError> {
+        self.delete(&format!("/apps/{app}/log-drains/{token}"))
+            .await
+    }
+
+    /// `GET /apps/{name}/logs?…`: the recent lines the query selects.
+    pub async fn logs(&self, app: &str, query: &LogQuery) -> Result<Vec<String>, ClientError> {
+        self.get(&format!("/apps/{app}/logs?{}", query.to_query()))
+            .await
+    }
+
+    /// `GET /apps/{name}/logs?…&tail=1`: the recent lines, then each new one as it comes.
+    pub async fn tail_logs(
+        &self,
+        app: &str,
+        query: &LogQuery,
+        on_line: impl FnMut(&str),
+    ) -> Result<(), ClientError> {
+        let path = format!("/apps/{app}/logs?{}", query.to_query());
+        self.stream_lines(&path, on_line).await
     }
 
     /// One request with any method, content type and body; the answer as received (any status).

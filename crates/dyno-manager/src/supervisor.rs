@@ -37,10 +37,49 @@ pub type SharedNetwork = Arc<Mutex<Network<Box<dyn LeaseStore + Send>>>>;
 /// gone (the daemon's store; see `dyno-state`'s intent-before-resource rule), so that a daemon
 /// restarted after a crash finds every resource it has to adopt or remove. The calls block (a
 /// transaction each); the supervisor makes them off the async threads.
+/// Why the ledger could not record an incarnation.
+#[derive(Debug, thiserror::Error)]
+pub enum LedgerError {
+    /// The dyno's app or size is not one the store accepts.
+    #[error("record the dyno: {0}")]
+    Invalid(#[from] dyno_state::ValidationError),
+    #[error("record the dyno: {0}")]
+    Store(#[from] dyno_state::StateError),
+    #[error("record the dyno: no address leased to {0}")]
+    NoAddress(String),
+}
+
+/// Why an incarnation could not start or be adopted; the app's log gets
+/// `Error starting dyno: <this>`.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+    #[error(transparent)]
+    Network(#[from] dyno_net::network::NetworkError),
+    #[error(transparent)]
+    Name(#[from] dyno_net::names::NameError),
+    #[error(transparent)]
+    Netns(#[from] dyno_net::ns::NsError),
+    #[error("state dir {}: {source}", .path.display())]
+    StateDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the dyno's cgroup: {0}")]
+    Cgroup(#[from] dyno_sandbox::cgroup::CgroupError),
+    #[error(transparent)]
+    Launch(#[from] launch::LaunchError),
+    #[error("start the shim: {0}")]
+    Spawn(std::io::Error),
+    #[error("watch the shim {pid}: {source}")]
+    WatchShim { pid: u32, source: std::io::Error },
+}
+
 pub trait Ledger: Send + Sync {
     /// Records an incarnation about to be made; returns its record's id and the address leased
     /// to it.
-    fn begin(&self, def: &DynoDef, net_name: &str) -> Result<(i64, Ipv4Addr), String>;
+    fn begin(&self, def: &DynoDef, net_name: &str) -> Result<(i64, Ipv4Addr), LedgerError>;
     /// Its teardown starts: from here on a restarted daemon stops it rather than adopting it.
     fn stopping(&self, id: i64);
     /// Its resources are gone.
@@ -456,7 +495,7 @@ impl Shim {
 }
 
 impl Incarnation {
-    async fn start(sup: &Supervisor) -> Result<Incarnation, String> {
+    async fn start(sup: &Supervisor) -> Result<Incarnation, StartError> {
         let platform = &sup.platform;
         let net_name = platform.next_net_name();
         let intent = match platform
@@ -468,7 +507,7 @@ impl Incarnation {
             .await
         {
             Some(Ok(recorded)) => Some(recorded),
-            Some(Err(e)) => return Err(e),
+            Some(Err(e)) => return Err(e.into()),
             None => None,
         };
         let made = Incarnation::make(sup, net_name, intent).await;
@@ -483,12 +522,13 @@ impl Incarnation {
     }
 
     /// Takes over the running incarnation a restarted daemon found.
-    fn adopt(sup: &Supervisor, found: Adoptee) -> Result<Incarnation, String> {
+    fn adopt(sup: &Supervisor, found: Adoptee) -> Result<Incarnation, StartError> {
         let platform = &sup.platform;
-        let name = dyno_net::names::DynoName::new(&found.net_name).map_err(|e| e.to_string())?;
+        let name = dyno_net::names::DynoName::new(&found.net_name)?;
         let netns_path = platform.network().run_dir().netns_path(&name);
-        let netns = dyno_net::ns::Netns::open(&netns_path).map_err(|e| e.to_string())?;
-        let watch_error = |e: std::io::Error| format!("watch the shim {}: {e}", found.shim_pid);
+        let netns = dyno_net::ns::Netns::open(&netns_path)?;
+        let pid = found.shim_pid;
+        let watch_error = |source: std::io::Error| StartError::WatchShim { pid, source };
         let pidfd =
             dyno_sandbox::sys::pidfd_open(found.shim_pid as libc::pid_t).map_err(watch_error)?;
         // SAFETY: the OwnedFd is moved into the AsyncFd, which keeps it open and unchanged
@@ -499,11 +539,7 @@ impl Incarnation {
         // `create` on the existing cgroup writes the same limits again and hands back a
         // handle that knows the quota (R14/R15 are measured against it).
         let cgroup = match &platform.cgroups {
-            Some(cgroups) => Some(
-                cgroups
-                    .create(&found.net_name, &sup.def.size)
-                    .map_err(|e| format!("the dyno's cgroup: {e}"))?,
-            ),
+            Some(cgroups) => Some(cgroups.create(&found.net_name, &sup.def.size)?),
             None => None,
         };
         let pumps = vec![relay_pump(
@@ -533,7 +569,7 @@ impl Incarnation {
         sup: &Supervisor,
         net_name: String,
         intent: Option<(i64, Ipv4Addr)>,
-    ) -> Result<Incarnation, String> {
+    ) -> Result<Incarnation, StartError> {
         let platform = &sup.platform;
         let def = &sup.def;
         let net = {
@@ -542,22 +578,24 @@ impl Incarnation {
             match intent {
                 Some((_, ip)) => network.up_at(&net_name, ip, port),
                 None => network.up(&net_name, port),
-            }
-            .map_err(|e| e.to_string())?
+            }?
         };
         let state = StateDir(platform.state_root.join(&net_name));
         // The state dir names the dyno before its cgroup exists: a daemon restarted after a
         // crash knows by it which dyno cgroups are its own (see `daemon::reconcile`).
         if let Err(e) = std::fs::create_dir_all(&state.0) {
             let _ = platform.network().down(&net_name);
-            return Err(format!("state dir {}: {e}", state.0.display()));
+            return Err(StartError::StateDir {
+                path: state.0.clone(),
+                source: e,
+            });
         }
         let cgroup = match &platform.cgroups {
             Some(cgroups) => match cgroups.create_new(&net_name, &def.size) {
                 Ok(cgroup) => Some(cgroup),
                 Err(e) => {
                     let _ = platform.network().down(&net_name);
-                    return Err(e.to_string());
+                    return Err(e.into());
                 }
             },
             None => None,
@@ -592,14 +630,14 @@ impl Incarnation {
             proc_view: platform.proc_view.clone(),
         };
         let started = launch::prepare(&state, &spec)
-            .map_err(|e| e.to_string())
+            .map_err(StartError::from)
             .and_then(|()| {
                 let mut command =
                     tokio::process::Command::from(launch::shim_command(&platform.exe, &state));
                 // The app's output comes through the shim's log socket: nothing of the dyno
                 // writes into a pipe of ours, which would break when we die before it.
                 command.stdout(Stdio::null()).stderr(Stdio::null());
-                command.spawn().map_err(|e| format!("start the shim: {e}"))
+                command.spawn().map_err(StartError::Spawn)
             });
         let shim = match started {
             Ok(shim) => shim,

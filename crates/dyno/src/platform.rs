@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Subcommand};
-use dyno_api::{ApiClient, FormationUpdate, FormationUpdates, LogQuery};
+use dyno_api::{ApiClient, FormationUpdate, LogQuery};
 use serde::Serialize;
 
 use crate::progress::{self, Goal, Mode, Progress};
@@ -396,16 +396,9 @@ async fn run_async(command: PlatformCommand) -> Result<(), String> {
                 &format!("Deploying {} to ⬢ {app}", dir.display()),
             );
             let goal = live_goal(&progress, progress::release_goal(&api, &app)).await;
-            let body = dyno_api::Deploy {
-                dir: dir.to_string_lossy().into_owned(),
-            };
-            let release: dyno_api::Release = progress
-                .follow(
-                    &api,
-                    &app,
-                    &goal,
-                    api.post(&format!("/apps/{app}/releases"), &body),
-                )
+            let dir = dir.to_string_lossy();
+            let release = progress
+                .follow(&api, &app, &goal, api.deploy(&app, &dir))
                 .await
                 .map_err(e)?;
             out(json, &release, || {
@@ -413,8 +406,7 @@ async fn run_async(command: PlatformCommand) -> Result<(), String> {
             });
         }
         PlatformCommand::Releases { app, .. } => {
-            let list: Vec<dyno_api::Release> =
-                api.get(&format!("/apps/{app}/releases")).await.map_err(e)?;
+            let list = api.releases(&app).await.map_err(e)?;
             out(json, &list, || {
                 let mut s = format!("=== ⬢ {app} Releases\n");
                 for r in &list {
@@ -430,8 +422,7 @@ async fn run_async(command: PlatformCommand) -> Result<(), String> {
             });
         }
         PlatformCommand::Ps { app, .. } => {
-            let list: Vec<dyno_api::Dyno> =
-                api.get(&format!("/apps/{app}/dynos")).await.map_err(e)?;
+            let list = api.dynos(&app).await.map_err(e)?;
             out(json, &list, || {
                 if list.is_empty() {
                     return format!("No dynos on ⬢ {app}\n");
@@ -474,8 +465,7 @@ async fn run_async(command: PlatformCommand) -> Result<(), String> {
             });
         }
         PlatformCommand::Config { app, .. } => {
-            let config: BTreeMap<String, String> =
-                api.get(&format!("/apps/{app}/config")).await.map_err(e)?;
+            let config = api.config(&app).await.map_err(e)?;
             out(json, &config, || show_config(&app, &config));
         }
         PlatformCommand::ConfigSet { pairs, app, .. } => {
@@ -510,16 +500,8 @@ async fn run_async(command: PlatformCommand) -> Result<(), String> {
                 &format!("Rolling back ⬢ {app} to v{v}"),
             );
             let goal = live_goal(&progress, progress::release_goal(&api, &app)).await;
-            let release: dyno_api::Release = progress
-                .follow(
-                    &api,
-                    &app,
-                    &goal,
-                    api.post(
-                        &format!("/apps/{app}/rollback"),
-                        &dyno_api::Rollback { version: v },
-                    ),
-                )
+            let release = progress
+                .follow(&api, &app, &goal, api.rollback(&app, v))
                 .await
                 .map_err(e)?;
             out(json, &release, || {
@@ -555,17 +537,10 @@ async fn run_async(command: PlatformCommand) -> Result<(), String> {
             if !json {
                 eprint!("Stopping {dyno} on ⬢ {app}... ");
             }
-            let done: serde_json::Value = api
-                .delete(&format!("/apps/{app}/dynos/{dyno}"))
-                .await
-                .map_err(e)?;
+            let done = api.restart(&app, Some(&dyno)).await.map_err(e)?;
             out(json, &done, || "done\n".to_string());
         }
         PlatformCommand::PsRestart { dyno, app, .. } => {
-            let path = match &dyno {
-                Some(d) => format!("/apps/{app}/dynos/{d}"),
-                None => format!("/apps/{app}/dynos"),
-            };
             // Heroku's words: all dynos, all dynos of a type, or one dyno.
             let (action, only_type) = match dyno.as_deref() {
                 None => (format!("Restarting all dynos on ⬢ {app}"), None),
@@ -584,8 +559,8 @@ async fn run_async(command: PlatformCommand) -> Result<(), String> {
                 })
             })
             .await;
-            let done: serde_json::Value = progress
-                .follow(&api, &app, &goal, api.delete(&path))
+            let done = progress
+                .follow(&api, &app, &goal, api.restart(&app, dyno.as_deref()))
                 .await
                 .map_err(e)?;
             out(json, &done, || "done\n".to_string());
@@ -599,26 +574,12 @@ async fn run_async(command: PlatformCommand) -> Result<(), String> {
                     if on { "Enabling" } else { "Disabling" }
                 );
             }
-            let updated: dyno_api::App = api
-                .patch(
-                    &format!("/apps/{app}"),
-                    &dyno_api::AppUpdate { maintenance: on },
-                )
-                .await
-                .map_err(e)?;
+            let updated = api.update_app(&app, on).await.map_err(e)?;
             out(json, &updated, || "done\n".to_string());
         }
         PlatformCommand::Run { app, command, .. } => {
             let command = command.join(" ");
-            let dyno: dyno_api::Dyno = api
-                .post(
-                    &format!("/apps/{app}/dynos"),
-                    &dyno_api::DynoCreate {
-                        command: command.clone(),
-                    },
-                )
-                .await
-                .map_err(e)?;
+            let dyno = api.run(&app, &command).await.map_err(e)?;
             if !json {
                 eprintln!("Running {command} on ⬢ {app}... up, {}", dyno.name);
             }
@@ -628,10 +589,7 @@ async fn run_async(command: PlatformCommand) -> Result<(), String> {
             }
         }
         PlatformCommand::Drains { app, .. } => {
-            let list: Vec<dyno_api::LogDrain> = api
-                .get(&format!("/apps/{app}/log-drains"))
-                .await
-                .map_err(e)?;
+            let list = api.drains(&app).await.map_err(e)?;
             out(json, &list, || {
                 let mut s = format!("=== ⬢ {app} Drains\n");
                 for d in &list {
@@ -641,13 +599,7 @@ async fn run_async(command: PlatformCommand) -> Result<(), String> {
             });
         }
         PlatformCommand::DrainsAdd { url, app, .. } => {
-            let drain: dyno_api::LogDrain = api
-                .post(
-                    &format!("/apps/{app}/log-drains"),
-                    &dyno_api::LogDrainCreate { url: url.clone() },
-                )
-                .await
-                .map_err(e)?;
+            let drain = api.add_drain(&app, &url).await.map_err(e)?;
             out(json, &drain, || {
                 format!("Successfully added drain {}\n", drain.url)
             });
@@ -657,10 +609,7 @@ async fn run_async(command: PlatformCommand) -> Result<(), String> {
         } => {
             // The API removes by token; a URL is looked up first.
             let token = if url_or_token.contains("://") {
-                let list: Vec<dyno_api::LogDrain> = api
-                    .get(&format!("/apps/{app}/log-drains"))
-                    .await
-                    .map_err(e)?;
+                let list = api.drains(&app).await.map_err(e)?;
                 list.into_iter()
                     .find(|d| d.url == url_or_token)
                     .map(|d| d.token)
@@ -670,10 +619,7 @@ async fn run_async(command: PlatformCommand) -> Result<(), String> {
             } else {
                 url_or_token
             };
-            let drain: dyno_api::LogDrain = api
-                .delete(&format!("/apps/{app}/log-drains/{token}"))
-                .await
-                .map_err(e)?;
+            let drain = api.remove_drain(&app, &token).await.map_err(e)?;
             out(json, &drain, || {
                 format!("Successfully removed drain {}\n", drain.url)
             });
@@ -699,14 +645,13 @@ async fn run_async(command: PlatformCommand) -> Result<(), String> {
                 source,
                 tail,
             };
-            let path = format!("/apps/{app}/logs?{}", query.to_query());
             if tail {
                 // A stream: the recent lines, then each new one, until interrupted.
-                api.stream_lines(&path, |line| println!("{line}"))
+                api.tail_logs(&app, &query, |line| println!("{line}"))
                     .await
                     .map_err(e)?;
             } else {
-                let lines: Vec<String> = api.get(&path).await.map_err(e)?;
+                let lines = api.logs(&app, &query).await.map_err(e)?;
                 for line in &lines {
                     println!("{line}");
                 }
@@ -749,12 +694,7 @@ async fn patch_config(
     let progress = Progress::start(Mode::for_output(json), title);
     let goal = live_goal(&progress, progress::release_goal(api, app)).await;
     let config: BTreeMap<String, String> = progress
-        .follow(
-            api,
-            app,
-            &goal,
-            api.patch(&format!("/apps/{app}/config"), changes),
-        )
+        .follow(api, app, &goal, api.update_config(app, changes))
         .await
         .map_err(|e| e.to_string())?;
     let version = if json {
@@ -766,8 +706,7 @@ async fn patch_config(
 }
 
 async fn current_version(api: &ApiClient, app: &str) -> String {
-    let releases: Result<Vec<dyno_api::Release>, _> =
-        api.get(&format!("/apps/{app}/releases")).await;
+    let releases = api.releases(app).await;
     match releases
         .ok()
         .and_then(|r| r.iter().map(|r| r.version).max())
@@ -783,12 +722,9 @@ async fn patch_formation(
     app: &str,
     updates: Vec<FormationUpdate>,
 ) -> Result<Vec<dyno_api::Formation>, String> {
-    api.patch(
-        &format!("/apps/{app}/formation"),
-        &FormationUpdates { updates },
-    )
-    .await
-    .map_err(|e| e.to_string())
+    api.update_formation(app, updates)
+        .await
+        .map_err(|e| e.to_string())
 }
 
 /// Follows a one-off dyno's log until it exits: its output on stdout (the bare messages, or
@@ -796,10 +732,15 @@ async fn patch_formation(
 async fn attach(api: &ApiClient, app: &str, dyno: &str, json: bool) -> Result<i32, String> {
     let app_prefix = format!("app[{dyno}]: ");
     let exited = format!("heroku[{dyno}]: Process exited with status ");
-    let path = format!("/apps/{app}/logs?n=1500&ps={dyno}");
+    let query = LogQuery {
+        n: Some(1500),
+        ps: Some(dyno.to_string()),
+        source: None,
+        tail: false,
+    };
     let mut printed = 0usize;
     loop {
-        let lines: Vec<String> = api.get(&path).await.map_err(|e| e.to_string())?;
+        let lines = api.logs(app, &query).await.map_err(|e| e.to_string())?;
         for line in lines.iter().skip(printed) {
             if let Some((_, message)) = line.split_once(&app_prefix) {
                 if json {

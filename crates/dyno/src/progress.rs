@@ -234,13 +234,12 @@ impl Progress {
         request: impl Future<Output = Result<T, E>>,
     ) -> Result<T, E> {
         let result = if self.is_live() {
-            let path = format!("/apps/{app}/dynos");
             let mut request = std::pin::pin!(request);
             let mut shown = String::new();
             loop {
                 let poll = async {
                     tokio::time::sleep(POLL_EVERY).await;
-                    api.get::<Vec<Dyno>>(&path).await
+                    api.dynos(app).await
                 };
                 tokio::select! {
                     biased;
@@ -280,9 +279,9 @@ pub async fn release_goal(api: &ApiClient, app: &str) -> Option<Goal> {
 
 /// The current release's version and the formation.
 pub async fn current(api: &ApiClient, app: &str) -> Option<(u32, Vec<Formation>)> {
-    let releases: Vec<Release> = api.get(&format!("/apps/{app}/releases")).await.ok()?;
+    let releases: Vec<Release> = api.releases(app).await.ok()?;
     let newest = releases.iter().map(|r| r.version).max().unwrap_or(0);
-    let formation: Vec<Formation> = api.get(&format!("/apps/{app}/formation")).await.ok()?;
+    let formation: Vec<Formation> = api.formation(app).await.ok()?;
     Some((newest, formation))
 }
 

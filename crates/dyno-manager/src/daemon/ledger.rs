@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use dyno_state::model::{DynoState, DynoUpdate, NewDyno};
 use dyno_state::{AppName, SizeName, Store};
 
-use crate::supervisor::{DynoDef, Ledger};
+use crate::supervisor::{DynoDef, Ledger, LedgerError};
 
 pub struct StoreLedger {
     pub store: Arc<Mutex<Store>>,
@@ -22,9 +22,9 @@ impl StoreLedger {
 }
 
 impl Ledger for StoreLedger {
-    fn begin(&self, def: &DynoDef, net_name: &str) -> Result<(i64, Ipv4Addr), String> {
+    fn begin(&self, def: &DynoDef, net_name: &str) -> Result<(i64, Ipv4Addr), LedgerError> {
         let new = NewDyno {
-            app: AppName::parse(&def.app).map_err(|e| e.to_string())?,
+            app: AppName::parse(&def.app)?,
             // A dyno that is never restarted (a one-off, the release phase) is recorded as a
             // one-off: the release it runs on need not have its process type.
             process_type: if def.restart {
@@ -34,16 +34,13 @@ impl Ledger for StoreLedger {
             },
             index: def.index,
             release_version: def.release,
-            size: SizeName::parse(def.size.name).map_err(|e| e.to_string())?,
+            size: SizeName::parse(def.size.name)?,
             net_name: Some(net_name.to_string()),
         };
-        let dyno = self
-            .store()
-            .insert_dyno(&new)
-            .map_err(|e| format!("record the dyno: {e}"))?;
+        let dyno = self.store().insert_dyno(&new)?;
         let ip = dyno
             .address
-            .ok_or_else(|| format!("record the dyno: no address leased to {net_name}"))?;
+            .ok_or_else(|| LedgerError::NoAddress(net_name.to_string()))?;
         Ok((dyno.id, ip))
     }
 
