@@ -429,13 +429,7 @@ impl Daemon {
             let Some(ip) = live.dyno.address else {
                 continue;
             };
-            let runtime = match apps.get_mut(&def.app) {
-                Some(r) => r,
-                None => {
-                    let r = self.runtime(&def.app);
-                    apps.entry(def.app.clone()).or_insert(r)
-                }
-            };
+            let runtime = self.runtime_in(&mut apps, &def.app);
             if def.process == ONE_OFF {
                 runtime.one_offs = runtime.one_offs.max(def.index);
             }
@@ -614,13 +608,7 @@ impl Daemon {
         let current = self.current_release(name).await?;
         let platform = {
             let mut apps = self.apps.lock().await;
-            if !apps.contains_key(name) {
-                let r = self.runtime(name);
-                apps.insert(name.to_string(), r);
-            }
-            apps.get(name)
-                .map(|r| r.platform.clone())
-                .ok_or_else(|| DaemonError::new(ErrorKind::Internal, "app runtime vanished"))?
+            self.runtime_in(&mut apps, name).platform.clone()
         };
         let def = DynoDef {
             app: name.to_string(),
@@ -824,16 +812,7 @@ impl Daemon {
             ));
         };
         let mut apps = self.apps.lock().await;
-        if !apps.contains_key(name) {
-            let r = self.runtime(name);
-            apps.insert(name.to_string(), r);
-        }
-        let Some(runtime) = apps.get_mut(name) else {
-            return Err(DaemonError::new(
-                ErrorKind::Internal,
-                "app runtime vanished",
-            ));
-        };
+        let runtime = self.runtime_in(&mut apps, name);
         // Finished one-offs leave the list; numbers are not reused while the daemon runs.
         runtime
             .dynos
@@ -926,13 +905,7 @@ impl Daemon {
         let release = self.current_release(name).await?;
         let formation = self.formation(name).await?;
         let mut apps = self.apps.lock().await;
-        let runtime = match apps.get_mut(name) {
-            Some(r) => r,
-            None => {
-                let r = self.runtime(name);
-                apps.entry(name.to_string()).or_insert(r)
-            }
-        };
+        let runtime = self.runtime_in(&mut apps, name);
         let Some(slug) = &release.slug else {
             // Never deployed: nothing runs.
             let all = std::mem::take(&mut runtime.dynos);
@@ -1034,6 +1007,16 @@ impl Daemon {
         &self,
     ) -> std::sync::MutexGuard<'_, BTreeMap<String, Arc<tokio::sync::Mutex<()>>>> {
         self.turns.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The app's runtime in `apps`, made on first use.
+    fn runtime_in<'a>(
+        &self,
+        apps: &'a mut BTreeMap<String, AppRuntime>,
+        app: &str,
+    ) -> &'a mut AppRuntime {
+        apps.entry(app.to_string())
+            .or_insert_with(|| self.runtime(app))
     }
 
     /// A new app runtime: its own supervisor platform whose log lines go to the app's ring.
