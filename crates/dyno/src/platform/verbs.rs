@@ -1,0 +1,419 @@
+//! One function per verb: what it asks the daemon and what it prints (text, or `--json`).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use dyno_api::{ApiClient, LogQuery};
+
+use super::{
+    attach, live_goal, out, parse_change, patch_config, patch_formation, scaled_goal, show_config,
+};
+use crate::progress::{self, Goal, Mode, Progress};
+
+pub(super) async fn apps(api: &ApiClient, json: bool) -> Result<(), String> {
+    let e = |e: dyno_api::ClientError| e.to_string();
+    let apps = api.list_apps().await.map_err(e)?;
+    out(json, &apps, || {
+        let mut s = String::from("=== Apps\n");
+        for a in &apps {
+            s.push_str(&format!("{}\n", a.name));
+        }
+        s
+    });
+    Ok(())
+}
+
+pub(super) async fn apps_create(api: &ApiClient, json: bool, name: String) -> Result<(), String> {
+    let e = |e: dyno_api::ClientError| e.to_string();
+    let app = api.create_app(&name).await.map_err(e)?;
+    out(json, &app, || {
+        format!("Creating ⬢ {}... done\n{}\n", app.name, app.web_url)
+    });
+    Ok(())
+}
+
+pub(super) async fn apps_destroy(
+    api: &ApiClient,
+    json: bool,
+    name: String,
+    confirm: Option<String>,
+) -> Result<(), String> {
+    let e = |e: dyno_api::ClientError| e.to_string();
+    if confirm.as_deref() != Some(name.as_str()) {
+        return Err(format!(
+            "this destroys {name}, its dynos, releases and logs; to proceed, re-run with --confirm {name}"
+        ));
+    }
+    let app = api.destroy_app(&name).await.map_err(e)?;
+    out(json, &app, || {
+        format!("Destroying ⬢ {}... done\n", app.name)
+    });
+    Ok(())
+}
+
+pub(super) async fn deploy(
+    api: &ApiClient,
+    json: bool,
+    dir: PathBuf,
+    app: String,
+) -> Result<(), String> {
+    let e = |e: dyno_api::ClientError| e.to_string();
+    let dir = dir
+        .canonicalize()
+        .map_err(|err| format!("{}: {err}", dir.display()))?;
+    let progress = Progress::start(
+        Mode::for_output(json),
+        &format!("Deploying {} to ⬢ {app}", dir.display()),
+    );
+    let goal = live_goal(&progress, progress::release_goal(api, &app)).await;
+    let dir = dir.to_string_lossy();
+    let release = progress
+        .follow(api, &app, &goal, api.deploy(&app, &dir))
+        .await
+        .map_err(e)?;
+    out(json, &release, || {
+        format!("done, v{} ({})\n", release.version, release.description)
+    });
+    Ok(())
+}
+
+pub(super) async fn releases(api: &ApiClient, json: bool, app: String) -> Result<(), String> {
+    let e = |e: dyno_api::ClientError| e.to_string();
+    let list = api.releases(&app).await.map_err(e)?;
+    out(json, &list, || {
+        let mut s = format!("=== ⬢ {app} Releases\n");
+        for r in &list {
+            s.push_str(&format!(
+                "v{:<4} {:<40} {}{}\n",
+                r.version,
+                r.description,
+                r.created_at,
+                if r.current { "  (current)" } else { "" }
+            ));
+        }
+        s
+    });
+    Ok(())
+}
+
+pub(super) async fn ps(api: &ApiClient, json: bool, app: String) -> Result<(), String> {
+    let e = |e: dyno_api::ClientError| e.to_string();
+    let list = api.dynos(&app).await.map_err(e)?;
+    out(json, &list, || {
+        if list.is_empty() {
+            return format!("No dynos on ⬢ {app}\n");
+        }
+        let mut s = String::new();
+        let mut last_type = "";
+        for d in &list {
+            if d.process_type != last_type {
+                let count = list
+                    .iter()
+                    .filter(|x| x.process_type == d.process_type)
+                    .count();
+                s.push_str(&format!(
+                    "=== {} ({}): {} ({count})\n",
+                    d.process_type, d.size, d.command
+                ));
+                last_type = &d.process_type;
+            }
+            s.push_str(&format!("{}: {} (v{})\n", d.name, d.state, d.release));
+        }
+        s
+    });
+    Ok(())
+}
+
+pub(super) async fn ps_scale(
+    api: &ApiClient,
+    json: bool,
+    changes: Vec<String>,
+    app: String,
+) -> Result<(), String> {
+    let updates = changes
+        .iter()
+        .map(|c| parse_change(c))
+        .collect::<Result<Vec<_>, _>>()?;
+    let progress = Progress::start(Mode::for_output(json), "Scaling dynos");
+    let goal = live_goal(&progress, scaled_goal(api, &app, &updates)).await;
+    let formation = progress
+        .follow(api, &app, &goal, patch_formation(api, &app, updates))
+        .await?;
+    out(json, &formation, || {
+        let now: Vec<String> = formation
+            .iter()
+            .map(|f| format!("{} at {}:{}", f.process_type, f.quantity, f.size))
+            .collect();
+        format!("done, now running {}\n", now.join(", "))
+    });
+    Ok(())
+}
+
+pub(super) async fn config(api: &ApiClient, json: bool, app: String) -> Result<(), String> {
+    let e = |e: dyno_api::ClientError| e.to_string();
+    let config = api.config(&app).await.map_err(e)?;
+    out(json, &config, || show_config(&app, &config));
+    Ok(())
+}
+
+pub(super) async fn config_set(
+    api: &ApiClient,
+    json: bool,
+    pairs: Vec<String>,
+    app: String,
+) -> Result<(), String> {
+    let mut changes = BTreeMap::new();
+    for pair in &pairs {
+        let (k, v) = pair
+            .split_once('=')
+            .ok_or_else(|| format!("{pair:?}: expected KEY=value, e.g. LOG_LEVEL=debug"))?;
+        changes.insert(k.to_string(), Some(v.to_string()));
+    }
+    let keys: Vec<&str> = changes.keys().map(|k| k.as_str()).collect();
+    let title = format!("Setting {} and restarting ⬢ {app}", keys.join(", "));
+    let (config, version) = patch_config(api, &app, json, &title, &changes).await?;
+    out(json, &config, || {
+        format!("done{version}\n{}", show_config(&app, &config))
+    });
+    Ok(())
+}
+
+pub(super) async fn config_unset(
+    api: &ApiClient,
+    json: bool,
+    keys: Vec<String>,
+    app: String,
+) -> Result<(), String> {
+    let changes: BTreeMap<String, Option<String>> =
+        keys.iter().map(|k| (k.clone(), None)).collect();
+    let title = format!("Unsetting {} and restarting ⬢ {app}", keys.join(", "));
+    let (config, version) = patch_config(api, &app, json, &title, &changes).await?;
+    out(json, &config, || format!("done{version}\n"));
+    Ok(())
+}
+
+pub(super) async fn rollback(
+    api: &ApiClient,
+    json: bool,
+    version: String,
+    app: String,
+) -> Result<(), String> {
+    let e = |e: dyno_api::ClientError| e.to_string();
+    let v: u32 = version
+        .trim_start_matches('v')
+        .parse()
+        .map_err(|_| format!("{version:?}: give a release like v3"))?;
+    let progress = Progress::start(
+        Mode::for_output(json),
+        &format!("Rolling back ⬢ {app} to v{v}"),
+    );
+    let goal = live_goal(&progress, progress::release_goal(api, &app)).await;
+    let release = progress
+        .follow(api, &app, &goal, api.rollback(&app, v))
+        .await
+        .map_err(e)?;
+    out(json, &release, || {
+        format!("done, v{} ({})\n", release.version, release.description)
+    });
+    Ok(())
+}
+
+pub(super) async fn ps_type(
+    api: &ApiClient,
+    json: bool,
+    changes: Vec<String>,
+    app: String,
+) -> Result<(), String> {
+    let updates = changes
+        .iter()
+        .map(|c| match c.split_once('=') {
+            // TYPE=SIZE is scale's TYPE:SIZE.
+            Some((t, size)) => parse_change(&format!("{t}:{size}")),
+            None => Err(format!("{c:?}: expected TYPE=SIZE, e.g. web=Standard-2X")),
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+    let progress = Progress::start(
+        Mode::for_output(json),
+        &format!("Resizing dynos on ⬢ {app}"),
+    );
+    let goal = live_goal(&progress, scaled_goal(api, &app, &updates)).await;
+    let formation = progress
+        .follow(api, &app, &goal, patch_formation(api, &app, updates))
+        .await?;
+    out(json, &formation, || {
+        let now: Vec<String> = formation
+            .iter()
+            .map(|f| format!("{}={}", f.process_type, f.size))
+            .collect();
+        format!("done, now {}\n", now.join(", "))
+    });
+    Ok(())
+}
+
+pub(super) async fn ps_stop(
+    api: &ApiClient,
+    json: bool,
+    dyno: String,
+    app: String,
+) -> Result<(), String> {
+    let e = |e: dyno_api::ClientError| e.to_string();
+    if !json {
+        eprint!("Stopping {dyno} on ⬢ {app}... ");
+    }
+    let done = api.restart(&app, Some(&dyno)).await.map_err(e)?;
+    out(json, &done, || "done\n".to_string());
+    Ok(())
+}
+
+pub(super) async fn ps_restart(
+    api: &ApiClient,
+    json: bool,
+    dyno: Option<String>,
+    app: String,
+) -> Result<(), String> {
+    let e = |e: dyno_api::ClientError| e.to_string();
+    // Heroku's words: all dynos, all dynos of a type, or one dyno.
+    let (action, only_type) = match dyno.as_deref() {
+        None => (format!("Restarting all dynos on ⬢ {app}"), None),
+        Some(d) => match d.split_once('.') {
+            Some((t, _)) => (format!("Restarting dyno {d} on ⬢ {app}"), Some(t)),
+            None => (format!("Restarting all {d} dynos on ⬢ {app}"), Some(d)),
+        },
+    };
+    let progress = Progress::start(Mode::for_output(json), &action);
+    let goal = live_goal(&progress, async {
+        let (version, formation) = progress::current(api, &app).await?;
+        let goal = Goal::from_formation(version, &formation);
+        Some(match only_type {
+            Some(t) => goal.only(t),
+            None => goal,
+        })
+    })
+    .await;
+    let done = progress
+        .follow(api, &app, &goal, api.restart(&app, dyno.as_deref()))
+        .await
+        .map_err(e)?;
+    out(json, &done, || "done\n".to_string());
+    Ok(())
+}
+
+pub(super) async fn maintenance(
+    api: &ApiClient,
+    json: bool,
+    app: String,
+    on: bool,
+) -> Result<(), String> {
+    let e = |e: dyno_api::ClientError| e.to_string();
+    if !json {
+        eprint!(
+            "{} maintenance mode for ⬢ {app}... ",
+            if on { "Enabling" } else { "Disabling" }
+        );
+    }
+    let updated = api.update_app(&app, on).await.map_err(e)?;
+    out(json, &updated, || "done\n".to_string());
+    Ok(())
+}
+
+pub(super) async fn run_one_off(
+    api: &ApiClient,
+    json: bool,
+    app: String,
+    command: Vec<String>,
+) -> Result<(), String> {
+    let e = |e: dyno_api::ClientError| e.to_string();
+    let command = command.join(" ");
+    let dyno = api.run(&app, &command).await.map_err(e)?;
+    if !json {
+        eprintln!("Running {command} on ⬢ {app}... up, {}", dyno.name);
+    }
+    let code = attach(api, &app, &dyno.name, json).await?;
+    if code != 0 {
+        return Err(format!("{} exited with status {code}", dyno.name));
+    }
+    Ok(())
+}
+
+pub(super) async fn drains(api: &ApiClient, json: bool, app: String) -> Result<(), String> {
+    let e = |e: dyno_api::ClientError| e.to_string();
+    let list = api.drains(&app).await.map_err(e)?;
+    out(json, &list, || {
+        let mut s = format!("=== ⬢ {app} Drains\n");
+        for d in &list {
+            s.push_str(&format!("{} ({})\n", d.url, d.token));
+        }
+        s
+    });
+    Ok(())
+}
+
+pub(super) async fn drains_add(
+    api: &ApiClient,
+    json: bool,
+    url: String,
+    app: String,
+) -> Result<(), String> {
+    let e = |e: dyno_api::ClientError| e.to_string();
+    let drain = api.add_drain(&app, &url).await.map_err(e)?;
+    out(json, &drain, || {
+        format!("Successfully added drain {}\n", drain.url)
+    });
+    Ok(())
+}
+
+pub(super) async fn drains_remove(
+    api: &ApiClient,
+    json: bool,
+    url_or_token: String,
+    app: String,
+) -> Result<(), String> {
+    let e = |e: dyno_api::ClientError| e.to_string();
+    // The API removes by token; a URL is looked up first.
+    let token = if url_or_token.contains("://") {
+        let list = api.drains(&app).await.map_err(e)?;
+        list.into_iter()
+            .find(|d| d.url == url_or_token)
+            .map(|d| d.token)
+            .ok_or_else(|| {
+                format!("no drain {url_or_token} on {app}; see `dyno drains -a {app}`")
+            })?
+    } else {
+        url_or_token
+    };
+    let drain = api.remove_drain(&app, &token).await.map_err(e)?;
+    out(json, &drain, || {
+        format!("Successfully removed drain {}\n", drain.url)
+    });
+    Ok(())
+}
+
+/// Log lines are printed as they are, with `--json` too.
+pub(super) async fn logs(
+    api: &ApiClient,
+    app: String,
+    num: usize,
+    ps: Option<String>,
+    source: Option<String>,
+    tail: bool,
+) -> Result<(), String> {
+    let e = |e: dyno_api::ClientError| e.to_string();
+    let query = LogQuery {
+        n: Some(num),
+        ps,
+        source,
+        tail,
+    };
+    if tail {
+        // A stream: the recent lines, then each new one, until interrupted.
+        api.tail_logs(&app, &query, |line| println!("{line}"))
+            .await
+            .map_err(e)?;
+    } else {
+        let lines = api.logs(&app, &query).await.map_err(e)?;
+        for line in &lines {
+            println!("{line}");
+        }
+    }
+    Ok(())
+}
