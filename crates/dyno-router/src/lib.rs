@@ -69,3 +69,16 @@ pub use routes::{Backend, RouteTable};
 pub use server::Router;
 pub use tls::{TlsAcceptor, TlsError, TlsSettings};
 pub use upstream::ROUTER_MARK;
+
+/// Headers that describe one hop and are never forwarded (RFC 9110 §7.6.1), for HTTP/1 and
+/// HTTP/2 alike; the headers a `Connection` header names go too.
+pub(crate) const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "proxy-authorization",
+];

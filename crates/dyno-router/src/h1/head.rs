@@ -11,18 +11,7 @@ use std::mem::MaybeUninit;
 
 use httparse::{Header, ParserConfig, Status};
 
-/// Headers that describe one hop, never forwarded (RFC 9110 §7.6.1), plus the ones the router
-/// writes itself.
-const HOP_BY_HOP: [&str; 8] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "proxy-authorization",
-];
+use crate::HOP_BY_HOP;
 /// Request headers the router replaces with its own.
 const ROUTER_SET: [&str; 7] = [
     "content-length",
