@@ -51,6 +51,7 @@
 //! ```
 
 #![forbid(unsafe_code)]
+pub(crate) mod admission;
 pub mod body;
 pub mod codes;
 pub mod config;

@@ -16,12 +16,13 @@ use hyper::body::Incoming;
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::{Request, Response, Uri, Version};
 
+use crate::admission::{self, Verdict};
 pub use crate::body::BoxError;
-use crate::body::{ms, ClientBody, Ctx, InFlight, LoggedBody, ReqState};
+use crate::body::{ms, ClientBody, Ctx, LoggedBody, ReqState};
 use crate::codes::{HerokuCode, RouterError};
 use crate::config::RouterConfig;
-use crate::log::{LogSink, RouterLog};
-use crate::routes::{normalize_host, AppRoute, Backend, RouteTable};
+use crate::log::LogSink;
+use crate::routes::{AppRoute, Backend, RouteTable};
 use crate::upstream::{ConnectError, Conns, Pool, Sender, Upstreams};
 
 /// Body of every response the router sends.
@@ -189,68 +190,29 @@ impl Shared {
             .and_then(|v| v.to_str().ok())
             .or_else(|| req.uri().authority().map(|a| a.as_str()))
             .map(str::to_owned);
-        let Some(host) = raw_host.as_deref().and_then(normalize_host) else {
-            return Ok(error_response(
-                &RouterError::BadRequest("Missing or invalid Host header."),
-                &rid,
-            ));
-        };
-        let Some(route) = self.routes.lookup(&host) else {
-            return Ok(error_response(&RouterError::NoSuchApp, &rid));
-        };
-        if let Some(expect) = req.headers().get(header::EXPECT) {
-            if !expect.as_bytes().eq_ignore_ascii_case(b"100-continue") {
-                return Ok(error_response(&RouterError::ExpectationFailed, &rid));
-            }
-        }
         let fwd = forwarded_for(req.headers(), conn.peer);
-        let (in_flight, n) = InFlight::enter(&route.in_flight);
-        let mut ctx = Ctx {
-            _in_flight: in_flight,
-            sink: self.log.clone(),
-            logged: false,
+        let verdict = self.admit(admission::Request {
             start,
-            app: route.name.clone(),
-            line: RouterLog {
-                code: None,
-                method: req.method().as_str().to_owned(),
-                path: req
-                    .uri()
-                    .path_and_query()
-                    .map_or("/", |p| p.as_str())
-                    .to_owned(),
-                host: host.clone(),
-                request_id: rid.clone(),
-                fwd: fwd.clone(),
-                dyno: None,
-                connect_ms: None,
-                service_ms: None,
-                status: 0,
-                bytes: None,
-                protocol: conn.protocol,
-            },
+            host: raw_host.as_deref(),
+            expect_other: req
+                .headers()
+                .get(header::EXPECT)
+                .is_some_and(|e| !e.as_bytes().eq_ignore_ascii_case(b"100-continue")),
+            method: req.method().as_str().to_owned(),
+            path: req
+                .uri()
+                .path_and_query()
+                .map_or("/", |p| p.as_str())
+                .to_owned(),
+            request_id: rid.clone(),
+            fwd: fwd.clone(),
+            protocol: conn.protocol,
+        });
+        let (mut ctx, route) = match verdict {
+            Verdict::Refused(e) => return Ok(error_response(&e, &rid)),
+            Verdict::Failed(mut ctx, e) => return Ok(self.fail(&mut ctx, e)),
+            Verdict::Admitted(ctx, route) => (ctx, route),
         };
-        if route.maintenance {
-            return Ok(self.fail(&mut ctx, HerokuCode::H80.into()));
-        }
-        if route.blank {
-            return Ok(self.fail(&mut ctx, HerokuCode::H81.into()));
-        }
-        if route.backends.is_empty() {
-            let code = if route.crashed {
-                HerokuCode::H10
-            } else {
-                HerokuCode::H14
-            };
-            return Ok(self.fail(&mut ctx, code.into()));
-        }
-        if n > self
-            .cfg
-            .backlog_per_dyno
-            .saturating_mul(route.backends.len())
-        {
-            return Ok(self.fail(&mut ctx, HerokuCode::H11.into()));
-        }
 
         let (req, body_state) =
             match self.upstream_request(req, raw_host.as_deref(), &fwd, &rid, conn) {

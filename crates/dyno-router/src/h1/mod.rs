@@ -28,11 +28,10 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use crate::body::{ms, Ctx, InFlight};
+use crate::admission::{self, Verdict};
+use crate::body::{ms, Ctx};
 use crate::codes::{HerokuCode, RouterError};
-use crate::log::RouterLog;
 use crate::proxy::{new_request_id, ConnInfo, Shared};
-use crate::routes::normalize_host;
 use crate::upstream::Upstreams;
 use chunked::{ChunkError, Chunked};
 use head::{ClientSide, Framing, HeadError, Limits, RequestHead, ResponseHead};
@@ -460,68 +459,26 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         let cfg = &shared.cfg;
         self.buf.advance(head.len);
         let rid = head.request_id.take().unwrap_or_else(new_request_id);
-        let Some(host) = head.host.as_deref().and_then(normalize_host) else {
-            let err = RouterError::BadRequest("Missing or invalid Host header.");
-            return self.refuse(&err, &rid, &head).await;
-        };
-        let Some(route) = shared.routes.lookup(&host) else {
-            return self.refuse(&RouterError::NoSuchApp, &rid, &head).await;
-        };
-        if head.expect_other {
-            return self
-                .refuse(&RouterError::ExpectationFailed, &rid, &head)
-                .await;
-        }
         let fwd = match head.forwarded_for.take() {
             Some(chain) => format!("{chain}, {}", self.peer_ip),
             None => self.peer_ip.clone(),
         };
-        let (in_flight, in_flight_now) = InFlight::enter(&route.in_flight);
-        let mut ctx = Ctx {
-            _in_flight: in_flight,
-            sink: shared.log.clone(),
-            logged: false,
+        let verdict = shared.admit(admission::Request {
             start,
-            app: route.name.clone(),
-            line: RouterLog {
-                code: None,
-                method: std::mem::take(&mut head.method),
-                path: std::mem::take(&mut head.target),
-                host,
-                request_id: rid,
-                fwd,
-                dyno: None,
-                connect_ms: None,
-                service_ms: None,
-                status: 0,
-                bytes: None,
-                protocol: self.info.protocol,
-            },
-        };
+            host: head.host.as_deref(),
+            expect_other: head.expect_other,
+            method: std::mem::take(&mut head.method),
+            path: std::mem::take(&mut head.target),
+            request_id: rid.clone(),
+            fwd,
+            protocol: self.info.protocol,
+        });
         let no_body = head.body == Framing::Empty;
-        if route.maintenance {
-            return self
-                .fail(&mut ctx, HerokuCode::H80.into(), &head, no_body)
-                .await;
-        }
-        if route.blank {
-            return self
-                .fail(&mut ctx, HerokuCode::H81.into(), &head, no_body)
-                .await;
-        }
-        if route.backends.is_empty() {
-            let code = if route.crashed {
-                HerokuCode::H10
-            } else {
-                HerokuCode::H14
-            };
-            return self.fail(&mut ctx, code.into(), &head, no_body).await;
-        }
-        if in_flight_now > cfg.backlog_per_dyno.saturating_mul(route.backends.len()) {
-            return self
-                .fail(&mut ctx, HerokuCode::H11.into(), &head, no_body)
-                .await;
-        }
+        let (mut ctx, route) = match verdict {
+            Verdict::Refused(err) => return self.refuse(&err, &rid, &head).await,
+            Verdict::Failed(mut ctx, err) => return self.fail(&mut ctx, err, &head, no_body).await,
+            Verdict::Admitted(ctx, route) => (ctx, route),
+        };
         let conns = &shared.conns;
         let connect_budget = cfg.connect_timeout;
         let picked = shared.pick_and_connect(&route, &mut ctx, conns).await;
