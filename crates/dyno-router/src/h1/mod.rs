@@ -16,6 +16,8 @@
 //! A client that opens with the HTTP/2 preface is handed back to the caller for hyper's h2c.
 
 pub(crate) mod chunked;
+#[cfg(test)]
+mod fuzz;
 pub(crate) mod head;
 mod timer;
 
