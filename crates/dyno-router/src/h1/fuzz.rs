@@ -114,10 +114,10 @@ fn check_request(seed: u64, input: &[u8]) {
 
 fn check_response(seed: u64, input: &[u8]) {
     let client = ClientSide {
-        http10: seed % 2 == 0,
-        keep_alive: seed % 3 != 0,
-        is_head: seed % 5 == 0,
-        upgrade: seed % 7 == 0,
+        http10: seed.is_multiple_of(2),
+        keep_alive: !seed.is_multiple_of(3),
+        is_head: seed.is_multiple_of(5),
+        upgrade: seed.is_multiple_of(7),
     };
     let mut out = Vec::new();
     if let Ok(Some(head)) = parse_response(input, client, "1.1 vegur", &mut out) {
