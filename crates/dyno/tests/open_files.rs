@@ -60,3 +60,54 @@ fn the_daemon_raises_its_open_file_limit_and_dynos_keep_theirs() {
     });
     assert_eq!(open_files_of(web), ("1024".to_string(), hard));
 }
+
+/// The router is the only way in: one client holding 5,000 half-sent requests (a daemon
+/// started from a shell's soft limit of 1,024 files) must not shut it for everyone else.
+#[test]
+fn five_thousand_half_sent_requests_leave_the_router_open_to_others() {
+    use std::io::Write;
+
+    require_root();
+    let nofile = rustix::process::Resource::Nofile;
+    let hard = rustix::process::getrlimit(nofile).maximum;
+    assert!(
+        hard.is_some_and(|h| h > 6000),
+        "this test needs a hard open-file limit above 6000, not {hard:?}"
+    );
+    let soft = |current| rustix::process::Rlimit {
+        current,
+        maximum: hard,
+    };
+    rustix::process::setrlimit(nofile, soft(Some(1024))).unwrap();
+    let up = Up::serve(
+        "half-sent",
+        &["--boot-timeout", "20s", "--stop-grace", "2s"],
+    );
+    // The daemon started with 1,024; this test needs more for its own clients.
+    rustix::process::setrlimit(nofile, soft(hard)).unwrap();
+    up.wait_api();
+    up.cli_succeeds(&["apps:create", "flooded"]);
+    let hello = repo().join("examples/hello");
+    up.cli_succeeds(&["deploy", &hello.to_string_lossy(), "-a", "flooded"]);
+
+    let mut held = Vec::with_capacity(5000);
+    for _ in 0..5000 {
+        let mut stream = up.connect_router();
+        stream
+            .write_all(b"GET / HTTP/1.1\r\nHost: flooded.localhost\r\nX-Half: ")
+            .unwrap();
+        held.push(stream);
+    }
+    let answer = up.get_via_router("flooded.localhost", "/");
+    assert!(
+        answer.starts_with("HTTP/1.1 200") && answer.contains("Hello from web.1"),
+        "with 5,000 half-sent requests open: {answer}\n{}",
+        up.notes()
+    );
+    assert!(
+        !up.notes().contains("Too many open files"),
+        "{}",
+        up.notes()
+    );
+    drop(held);
+}
