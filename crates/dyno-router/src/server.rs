@@ -94,18 +94,19 @@ impl Router {
             }
         });
 
+        let mut failing = AcceptFailures::default();
         loop {
             tokio::select! {
                 accepted = listener.accept() => {
                     let (stream, peer) = match accepted {
                         Ok(v) => v,
                         Err(e) => {
-                            // EMFILE and friends: back off a little, keep serving.
-                            tracing::warn!(error = %e, "accept failed");
-                            tokio::time::sleep(Duration::from_millis(20)).await;
+                            // EMFILE and friends: back off, keep serving what is open.
+                            tokio::time::sleep(failing.failed(&e)).await;
                             continue;
                         }
                     };
+                    failing.recovered();
                     let _ = stream.set_nodelay(true);
                     let shared = self.shared.clone();
                     let h2 = h2.clone();
@@ -117,6 +118,38 @@ impl Router {
                 }
                 Some(_) = conns.join_next() => {}
             }
+        }
+    }
+}
+
+/// A burst of failed accepts (out of files, most often): logged once when it starts and once
+/// when it ends, with a back-off that doubles from 20 ms to 1 s meanwhile.
+#[derive(Default)]
+struct AcceptFailures {
+    count: u32,
+    since: Option<std::time::Instant>,
+}
+
+impl AcceptFailures {
+    /// How long to wait before the next accept.
+    fn failed(&mut self, error: &std::io::Error) -> Duration {
+        if self.count == 0 {
+            self.since = Some(std::time::Instant::now());
+            tracing::warn!(%error, "the router cannot accept connections; backing off until it can");
+        }
+        self.count = self.count.saturating_add(1);
+        Duration::from_millis(20 << self.count.min(7).saturating_sub(1)).min(Duration::from_secs(1))
+    }
+
+    fn recovered(&mut self) {
+        if self.count > 0 {
+            let ms = self.since.map_or(0, |s| s.elapsed().as_millis());
+            tracing::warn!(
+                failures = self.count,
+                ms,
+                "the router accepts connections again"
+            );
+            *self = AcceptFailures::default();
         }
     }
 }
@@ -197,5 +230,20 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Rewind<I> {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accept_back_off_doubles_up_to_a_second_and_resets() {
+        let mut f = AcceptFailures::default();
+        let e = std::io::Error::other("Too many open files");
+        let waits: Vec<u128> = (0..8).map(|_| f.failed(&e).as_millis()).collect();
+        assert_eq!(waits, [20, 40, 80, 160, 320, 640, 1000, 1000]);
+        f.recovered();
+        assert_eq!(f.failed(&e).as_millis(), 20);
     }
 }
