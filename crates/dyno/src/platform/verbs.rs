@@ -10,8 +10,12 @@ use super::{
 };
 use crate::progress::{self, Goal, Mode, Progress};
 
+/// A client error as the CLI prints it (its text says what to do).
+fn e(err: dyno_api::ClientError) -> String {
+    err.to_string()
+}
+
 pub(super) async fn apps(api: &ApiClient, json: bool) -> Result<(), String> {
-    let e = |e: dyno_api::ClientError| e.to_string();
     let apps = api.list_apps().await.map_err(e)?;
     out(json, &apps, || {
         let mut s = String::from("=== Apps\n");
@@ -24,7 +28,6 @@ pub(super) async fn apps(api: &ApiClient, json: bool) -> Result<(), String> {
 }
 
 pub(super) async fn apps_create(api: &ApiClient, json: bool, name: String) -> Result<(), String> {
-    let e = |e: dyno_api::ClientError| e.to_string();
     let app = api.create_app(&name).await.map_err(e)?;
     out(json, &app, || {
         format!("Creating ⬢ {}... done\n{}\n", app.name, app.web_url)
@@ -38,7 +41,6 @@ pub(super) async fn apps_destroy(
     name: String,
     confirm: Option<String>,
 ) -> Result<(), String> {
-    let e = |e: dyno_api::ClientError| e.to_string();
     if confirm.as_deref() != Some(name.as_str()) {
         return Err(format!(
             "this destroys {name}, its dynos, releases and logs; to proceed, re-run with --confirm {name}"
@@ -57,7 +59,6 @@ pub(super) async fn deploy(
     dir: PathBuf,
     app: String,
 ) -> Result<(), String> {
-    let e = |e: dyno_api::ClientError| e.to_string();
     let dir = dir
         .canonicalize()
         .map_err(|err| format!("{}: {err}", dir.display()))?;
@@ -78,7 +79,6 @@ pub(super) async fn deploy(
 }
 
 pub(super) async fn releases(api: &ApiClient, json: bool, app: String) -> Result<(), String> {
-    let e = |e: dyno_api::ClientError| e.to_string();
     let list = api.releases(&app).await.map_err(e)?;
     out(json, &list, || {
         let mut s = format!("=== ⬢ {app} Releases\n");
@@ -97,7 +97,6 @@ pub(super) async fn releases(api: &ApiClient, json: bool, app: String) -> Result
 }
 
 pub(super) async fn ps(api: &ApiClient, json: bool, app: String) -> Result<(), String> {
-    let e = |e: dyno_api::ClientError| e.to_string();
     let list = api.dynos(&app).await.map_err(e)?;
     out(json, &list, || {
         if list.is_empty() {
@@ -150,7 +149,6 @@ pub(super) async fn ps_scale(
 }
 
 pub(super) async fn config(api: &ApiClient, json: bool, app: String) -> Result<(), String> {
-    let e = |e: dyno_api::ClientError| e.to_string();
     let config = api.config(&app).await.map_err(e)?;
     out(json, &config, || show_config(&app, &config));
     Ok(())
@@ -198,7 +196,6 @@ pub(super) async fn rollback(
     version: String,
     app: String,
 ) -> Result<(), String> {
-    let e = |e: dyno_api::ClientError| e.to_string();
     let v: u32 = version
         .trim_start_matches('v')
         .parse()
@@ -256,7 +253,6 @@ pub(super) async fn ps_stop(
     dyno: String,
     app: String,
 ) -> Result<(), String> {
-    let e = |e: dyno_api::ClientError| e.to_string();
     if !json {
         eprint!("Stopping {dyno} on ⬢ {app}... ");
     }
@@ -271,7 +267,6 @@ pub(super) async fn ps_restart(
     dyno: Option<String>,
     app: String,
 ) -> Result<(), String> {
-    let e = |e: dyno_api::ClientError| e.to_string();
     // Heroku's words: all dynos, all dynos of a type, or one dyno.
     let (action, only_type) = match dyno.as_deref() {
         None => (format!("Restarting all dynos on ⬢ {app}"), None),
@@ -304,7 +299,6 @@ pub(super) async fn maintenance(
     app: String,
     on: bool,
 ) -> Result<(), String> {
-    let e = |e: dyno_api::ClientError| e.to_string();
     if !json {
         eprint!(
             "{} maintenance mode for ⬢ {app}... ",
@@ -322,7 +316,6 @@ pub(super) async fn run_one_off(
     app: String,
     command: Vec<String>,
 ) -> Result<(), String> {
-    let e = |e: dyno_api::ClientError| e.to_string();
     let command = command.join(" ");
     let dyno = api.run(&app, &command).await.map_err(e)?;
     if !json {
@@ -336,7 +329,6 @@ pub(super) async fn run_one_off(
 }
 
 pub(super) async fn drains(api: &ApiClient, json: bool, app: String) -> Result<(), String> {
-    let e = |e: dyno_api::ClientError| e.to_string();
     let list = api.drains(&app).await.map_err(e)?;
     out(json, &list, || {
         let mut s = format!("=== ⬢ {app} Drains\n");
@@ -354,7 +346,6 @@ pub(super) async fn drains_add(
     url: String,
     app: String,
 ) -> Result<(), String> {
-    let e = |e: dyno_api::ClientError| e.to_string();
     let drain = api.add_drain(&app, &url).await.map_err(e)?;
     out(json, &drain, || {
         format!("Successfully added drain {}\n", drain.url)
@@ -368,7 +359,6 @@ pub(super) async fn drains_remove(
     url_or_token: String,
     app: String,
 ) -> Result<(), String> {
-    let e = |e: dyno_api::ClientError| e.to_string();
     // The API removes by token; a URL is looked up first.
     let token = if url_or_token.contains("://") {
         let list = api.drains(&app).await.map_err(e)?;
@@ -397,7 +387,6 @@ pub(super) async fn logs(
     source: Option<String>,
     tail: bool,
 ) -> Result<(), String> {
-    let e = |e: dyno_api::ClientError| e.to_string();
     let query = LogQuery {
         n: Some(num),
         ps,
