@@ -105,7 +105,35 @@ pub struct DaemonOptions {
     pub cpu_reserve: usize,
 }
 
+/// Which dyno of a release: its process type and number, what it runs, whether it is
+/// restarted when it exits, its size.
+struct Slot {
+    process: String,
+    index: u32,
+    command: String,
+    restart: bool,
+    size: DynoSize,
+}
+
 impl DaemonOptions {
+    /// The one way a dyno's definition is made: `slot` of `app` on `release` (its config and
+    /// version), running from `slug` (the release's, or a new one for the release phase).
+    fn dyno_def(&self, app: &str, release: &Release, slug: &Path, slot: Slot) -> DynoDef {
+        DynoDef {
+            app: app.to_string(),
+            process: slot.process,
+            index: slot.index,
+            command: slot.command,
+            env: config_env(release),
+            app_dir: slug.to_path_buf(),
+            release: release.version,
+            uid: app_uid_in(app, self.uids),
+            port: self.port,
+            restart: slot.restart,
+            size: slot.size,
+        }
+    }
+
     /// The limits of a dyno of size `name` (Heroku's table; the default size for a name the
     /// store would not have accepted).
     fn size(&self, name: &str) -> DynoSize {
@@ -199,8 +227,7 @@ fn adopted_def(
             DaemonError::new(ErrorKind::Conflict, format!("bad dyno name {}", dyno.name))
         })?;
     let size = options.size(&dyno.size);
-    Ok(DynoDef {
-        app: dyno.app.clone(),
+    let slot = Slot {
         process: dyno.process_type.clone(),
         index,
         // A one-off's command is not in the release; it only shows in the start line, which
@@ -210,14 +237,10 @@ fn adopted_def(
             .get(&dyno.process_type)
             .cloned()
             .unwrap_or_default(),
-        env: config_env(&release),
-        app_dir: slug.path,
-        release: release.version,
-        uid: app_uid_in(&dyno.app, options.uids),
-        port: options.port,
         restart: dyno.process_type != ONE_OFF,
         size,
-    })
+    };
+    Ok(options.dyno_def(&dyno.app, &release, &slug.path, slot))
 }
 
 pub struct Daemon {
@@ -610,19 +633,14 @@ impl Daemon {
             let mut apps = self.apps.lock().await;
             self.runtime_in(&mut apps, name).platform.clone()
         };
-        let def = DynoDef {
-            app: name.to_string(),
+        let slot = Slot {
             process: RELEASE_PHASE.to_string(),
             index: 1,
             command: command.to_string(),
-            env: config_env(&current),
-            app_dir: slug.to_path_buf(),
-            release: current.version,
-            uid: app_uid_in(name, self.options.uids),
-            port: self.options.port,
             restart: false,
             size: self.options.size(DynoSize::STANDARD_1X.name),
         };
+        let def = self.options.dyno_def(name, &current, slug, slot);
         let handle = supervisor::start(platform, def);
         let mut status = handle.status.clone();
         let _ = status.wait_for(|s| s.state == State::Down).await;
@@ -818,19 +836,14 @@ impl Daemon {
             .dynos
             .retain(|d| !(d.process == ONE_OFF && d.handle.is_finished()));
         runtime.one_offs += 1;
-        let def = DynoDef {
-            app: name.to_string(),
+        let slot = Slot {
             process: ONE_OFF.to_string(),
             index: runtime.one_offs,
             command: command.to_string(),
-            env: config_env(&release),
-            app_dir: slug.path.clone(),
-            release: release.version,
-            uid: app_uid_in(name, self.options.uids),
-            port: self.options.port,
             restart: false,
             size: self.options.size(DynoSize::STANDARD_1X.name),
         };
+        let def = self.options.dyno_def(name, &release, &slug.path, slot);
         let handle = supervisor::start(runtime.platform.clone(), def.clone());
         runtime.track(handle, &def);
         Ok(def.name())
@@ -913,8 +926,6 @@ impl Daemon {
             stop_all(all).await;
             return Ok(());
         };
-        let uid = app_uid_in(name, self.options.uids);
-        let env = config_env(&release);
         let mut started_web = Vec::new();
         let mut wanted = Vec::new();
         for entry in &formation {
@@ -934,19 +945,14 @@ impl Daemon {
                 if current {
                     continue;
                 }
-                let def = DynoDef {
-                    app: name.to_string(),
+                let slot = Slot {
                     process: entry.process_type.clone(),
                     index,
                     command: command.clone(),
-                    env: env.clone(),
-                    app_dir: slug.path.clone(),
-                    release: release.version,
-                    uid,
-                    port: self.options.port,
                     restart: true,
                     size,
                 };
+                let def = self.options.dyno_def(name, &release, &slug.path, slot);
                 let handle = supervisor::start(runtime.platform.clone(), def.clone());
                 let key = runtime.track(handle, &def);
                 if def.is_web() {
