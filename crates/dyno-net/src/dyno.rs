@@ -275,12 +275,8 @@ pub fn setup(
     }
     // The host route to the address exists already: another instance's dyno has it. That
     // route is not ours to remove.
-    let host_route = Object::new(
-        "route",
-        format!("{}/32 dev {}", spec.ip, spec.name.host_link()),
-    );
     let taken = matches!(&made, Err(NetError::Netlink(e))
-        if e.is_exists() && e.object() == Some(&host_route));
+        if e.is_exists() && e.object() == Some(&host_route(spec)));
     if made.is_err() {
         // Roll back: the namespace (and with it eth0 and the host end) and the host route, if
         // this setup made it. Errors of the rollback itself are secondary to the one we report.
@@ -291,6 +287,14 @@ pub fn setup(
         true => Err(NetError::AddressTaken { ip: spec.ip }),
         false => made,
     }
+}
+
+/// The host route to the dyno, as errors name it.
+fn host_route(spec: &DynoSpec) -> Object {
+    Object::new(
+        "route",
+        format!("{}/32 dev {}", spec.ip, spec.name.host_link()),
+    )
 }
 
 fn delete_link(host: &mut Host, link: &str) -> Result<(), NetError> {
@@ -429,7 +433,7 @@ fn build(
         &mut batch,
         to_dyno,
         NLM_F_CREATE | NLM_F_EXCL,
-        Object::new("route", format!("{}/32 dev {host_link}", spec.ip)),
+        host_route(spec),
     );
     host.rtnl.push(
         &mut batch,
