@@ -169,6 +169,20 @@ impl Cgroups {
         self.own.iter().map(|h| h.child(DYNO_DIR)).collect()
     }
 
+    /// The view hierarchies new dyno cgroups are made in: all of them for the private `/proc`
+    /// view; for CPU placement alone, only cpuset and cpuacct (one mkdir less per start).
+    fn view_made(&self) -> Vec<Hierarchy> {
+        let placement = self.placement.is_some();
+        self.view
+            .iter()
+            .filter(|h| {
+                self.make_view
+                    || placement && (h.has_controller("cpuset") || h.has_controller("cpuacct"))
+            })
+            .cloned()
+            .collect()
+    }
+
     fn view_roots(&self) -> Vec<Hierarchy> {
         self.view.iter().map(|h| h.child(DYNO_DIR)).collect()
     }
@@ -230,10 +244,7 @@ impl Cgroups {
                 self.placement.is_some(),
             )?],
         };
-        let view_roots = match self.make_view {
-            true => view::prepare_dyno_roots(&self.view)?,
-            false => Vec::new(),
-        };
+        let view_roots = view::prepare_dyno_roots(&self.view_made())?;
         let dyno = DynoCgroup {
             version: self.version,
             id: dyno_id.to_string(),

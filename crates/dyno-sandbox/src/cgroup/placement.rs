@@ -98,11 +98,7 @@ impl Cgroups {
     /// our CPUs are kept for the router, the daemon and dynos that use little CPU. An error
     /// says why that cannot be (no cpuset controller, too few CPUs); nothing changes then.
     pub fn reserve_cpus(&mut self, reserve: usize) -> Result<(), String> {
-        let placement = self.cpu_placement_for(reserve)?;
-        if self.version == Version::V1 {
-            self.make_view = true;
-        }
-        self.placement = Some(placement);
+        self.placement = Some(self.cpu_placement_for(reserve)?);
         Ok(())
     }
 
