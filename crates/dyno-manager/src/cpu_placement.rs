@@ -85,8 +85,9 @@ impl Drop for CpuPlacer {
     }
 }
 
-/// One round over every dyno cgroup. A dyno seen for the first time is on the busy CPUs (it
-/// started there, or an earlier daemon left it anywhere: either way the next round decides).
+/// One round over every dyno cgroup. A dyno seen for the first time is only looked at: where it
+/// runs (it started on the busy CPUs, or an earlier daemon left it anywhere) and its CPU time so
+/// far; the next round decides.
 fn place_all(cgroups: &Cgroups, all: &CpuList, busy: &CpuList, seen: &mut BTreeMap<String, Seen>) {
     let Ok(ids) = cgroups.dyno_ids() else {
         return;
@@ -97,11 +98,15 @@ fn place_all(cgroups: &Cgroups, all: &CpuList, busy: &CpuList, seen: &mut BTreeM
             let Ok(dyno) = cgroups.existing(&id) else {
                 continue;
             };
-            let (Ok(usage), Ok(())) = (dyno.cpu_usage(), dyno.set_cpus(busy)) else {
+            let (Ok(usage), Ok(cpus)) = (dyno.cpu_usage(), dyno.cpus()) else {
                 continue;
             };
             let at = Instant::now();
-            let place = Place::Busy;
+            // Where it is now (a new dyno starts on the busy CPUs); the next round decides.
+            let place = match &cpus == busy {
+                true => Place::Busy,
+                false => Place::Anywhere,
+            };
             seen.insert(
                 id,
                 Seen {

@@ -176,13 +176,28 @@ impl DynoCgroup {
 
     /// Lets the dyno's processes run on `cpus` only (all of them at once, new ones too).
     pub fn set_cpus(&self, cpus: &CpuList) -> Result<(), CgroupError> {
+        fs::write(&self.cpuset_file()?, &cpus.to_string())
+    }
+
+    /// The CPUs the dyno's processes may run on now.
+    pub fn cpus(&self) -> Result<CpuList, CgroupError> {
+        let path = self.cpuset_file()?;
+        let text = fs::read(&path)?;
+        CpuList::parse(&text).ok_or_else(|| CgroupError::Parse {
+            path,
+            content: text.trim().to_string(),
+            reason: "expected a CPU list such as 0-3,6".into(),
+        })
+    }
+
+    fn cpuset_file(&self) -> Result<std::path::PathBuf, CgroupError> {
         let dir = match self.version {
             Version::V1 => self
                 .in_hierarchy_with("cpuset")
                 .ok_or_else(|| missing(self, "cpuset"))?,
             Version::V2 => self.dirs[0].dir.clone(),
         };
-        fs::write(&dir.join("cpuset.cpus"), &cpus.to_string())
+        Ok(dir.join("cpuset.cpus"))
     }
 
     fn in_hierarchy_with(&self, controller: &str) -> Option<std::path::PathBuf> {
