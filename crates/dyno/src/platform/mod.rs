@@ -306,7 +306,6 @@ impl PlatformCommand {
 async fn run_async(command: PlatformCommand) -> Result<(), String> {
     let api = ApiClient::unix(&command.client().socket);
     let json = command.client().json;
-    let maintenance_on = matches!(command, PlatformCommand::MaintenanceOn { .. });
     match command {
         PlatformCommand::Apps { .. } => apps(&api, json).await?,
         PlatformCommand::AppsCreate { name, .. } => apps_create(&api, json, name).await?,
@@ -324,9 +323,8 @@ async fn run_async(command: PlatformCommand) -> Result<(), String> {
         PlatformCommand::PsType { changes, on } => ps_type(&api, json, changes, on.app).await?,
         PlatformCommand::PsStop { dyno, on } => ps_stop(&api, json, dyno, on.app).await?,
         PlatformCommand::PsRestart { dyno, on } => ps_restart(&api, json, dyno, on.app).await?,
-        PlatformCommand::MaintenanceOn { on } | PlatformCommand::MaintenanceOff { on } => {
-            maintenance(&api, json, on.app, maintenance_on).await?
-        }
+        PlatformCommand::MaintenanceOn { on } => maintenance(&api, json, on.app, true).await?,
+        PlatformCommand::MaintenanceOff { on } => maintenance(&api, json, on.app, false).await?,
         PlatformCommand::Run { on, command } => run_one_off(&api, json, on.app, command).await?,
         PlatformCommand::Drains { on } => drains(&api, json, on.app).await?,
         PlatformCommand::DrainsAdd { url, on } => drains_add(&api, json, url, on.app).await?,
