@@ -388,7 +388,11 @@ async fn supervise(
         let started = Instant::now();
         let incarnation = match found.take() {
             Some(found) => {
-                let adopted = Incarnation::adopt(&sup, found.clone());
+                let (platform, def, name) =
+                    (sup.platform.clone(), sup.def.clone(), sup.name.clone());
+                let taken = found.clone();
+                let adopted =
+                    off_runtime(move || Incarnation::adopt(&platform, &def, &name, taken)).await;
                 if adopted.is_err() {
                     discard(&sup, &found).await;
                 }
@@ -510,7 +514,10 @@ impl Incarnation {
             Some(Err(e)) => return Err(e.into()),
             None => None,
         };
-        let made = Incarnation::make(sup, net_name, intent).await;
+        let made = {
+            let (platform, def, name) = (platform.clone(), sup.def.clone(), sup.name.clone());
+            off_runtime(move || Incarnation::make(&platform, &def, &name, net_name, intent)).await
+        };
         if made.is_err() {
             if let Some((id, _)) = intent {
                 // Whatever `make` created it removed again.
@@ -521,9 +528,13 @@ impl Incarnation {
         made
     }
 
-    /// Takes over the running incarnation a restarted daemon found.
-    fn adopt(sup: &Supervisor, found: Adoptee) -> Result<Incarnation, StartError> {
-        let platform = &sup.platform;
+    /// Takes over the running incarnation a restarted daemon found. Blocking, like `make`.
+    fn adopt(
+        platform: &Arc<Platform>,
+        def: &DynoDef,
+        dyno: &str,
+        found: Adoptee,
+    ) -> Result<Incarnation, StartError> {
         let name = dyno_net::names::DynoName::new(&found.net_name)?;
         let netns_path = platform.network().run_dir().netns_path(&name);
         let netns = dyno_net::ns::Netns::open(&netns_path)?;
@@ -539,14 +550,14 @@ impl Incarnation {
         // `create` on the existing cgroup writes the same limits again and hands back a
         // handle that knows the quota (R14/R15 are measured against it).
         let cgroup = match &platform.cgroups {
-            Some(cgroups) => Some(cgroups.create(&found.net_name, &sup.def.size)?),
+            Some(cgroups) => Some(cgroups.create(&found.net_name, &def.size)?),
             None => None,
         };
         let pumps = vec![relay_pump(
             state.log_socket(),
             platform.clone(),
-            sup.def.app.clone(),
-            sup.name.clone(),
+            def.app.clone(),
+            dyno.to_owned(),
         )];
         Ok(Incarnation {
             net_name: found.net_name,
@@ -565,13 +576,14 @@ impl Incarnation {
     }
 
     /// Network, state dir, cgroup, sandbox, shim: each undone again if a later step fails.
-    async fn make(
-        sup: &Supervisor,
+    /// Blocking (netlink, nf_tables, namespaces, cgroup files): run it off the runtime.
+    fn make(
+        platform: &Arc<Platform>,
+        def: &DynoDef,
+        name: &str,
         net_name: String,
         intent: Option<(i64, Ipv4Addr)>,
     ) -> Result<Incarnation, StartError> {
-        let platform = &sup.platform;
-        let def = &sup.def;
         let net = {
             let mut network = platform.network();
             let port = def.is_web().then_some(def.port);
@@ -603,7 +615,7 @@ impl Incarnation {
         let mut env: Vec<(String, String)> = vec![
             ("PATH".into(), "/usr/local/bin:/usr/bin:/bin".into()),
             ("HOME".into(), "/app".into()),
-            ("DYNO".into(), sup.name.clone()),
+            ("DYNO".into(), name.to_owned()),
         ];
         if def.is_web() {
             env.push(("PORT".into(), def.port.to_string()));
@@ -613,7 +625,7 @@ impl Incarnation {
             env.push((k.clone(), v.clone()));
         }
         let spec = SandboxSpec {
-            name: sup.name.clone(),
+            name: name.to_owned(),
             hostname: uuid_v4(),
             netns: net.netns_path.clone(),
             ip: net.ip,
@@ -653,8 +665,8 @@ impl Incarnation {
         let pumps = vec![relay_pump(
             state.log_socket(),
             platform.clone(),
-            sup.def.app.clone(),
-            sup.name.clone(),
+            def.app.clone(),
+            name.to_owned(),
         )];
         Ok(Incarnation {
             net_name,
@@ -673,7 +685,10 @@ impl Incarnation {
         let lifecycle = sup.platform.lifecycle.clone();
         let launched = Instant::now();
         let mut diag = if sup.def.is_web() {
-            match SockDiag::open_in(&self.netns) {
+            // Opened inside the dyno's namespace, by the namespace thread: off the runtime.
+            let netns = self.netns.try_clone();
+            let opened = off_runtime(move || SockDiag::open_in(&netns?)).await;
+            match opened {
                 Ok(diag) => Some(diag),
                 Err(e) => {
                     sup.log(format!("Error watching $PORT: {e}"));
@@ -845,19 +860,26 @@ impl Incarnation {
         if let Some(ExitRecord::SetupFailed(reason)) = launch::exit_record(&self.state) {
             sup.log(format!("Error starting dyno: {reason}"));
         }
-        if let Some(cgroup) = &self.cgroup {
-            // PID 1 is gone and its namespace with it; nothing should be left, but be sure.
-            let _ = cgroup.kill_all();
-            if let Err(e) = cgroup.remove() {
-                sup.log(format!("Error removing the dyno's cgroup: {e}"));
+        let (platform, name) = (sup.platform.clone(), sup.name.clone());
+        let (cgroup, netns, net_name, state) =
+            (self.cgroup.take(), self.netns, self.net_name, self.state);
+        off_runtime(move || {
+            if let Some(cgroup) = &cgroup {
+                // PID 1 is gone and its namespace with it; nothing should be left, but be sure.
+                let _ = cgroup.kill_all();
+                if let Err(e) = cgroup.remove() {
+                    let message = format!("Error removing the dyno's cgroup: {e}");
+                    platform.log(Source::Heroku, &name, message);
+                }
             }
-        }
-        destroy_leftover_sockets(&self.netns);
-        let removed = sup.platform.network().down(&self.net_name);
-        if let Err(e) = removed {
-            sup.log(format!("Error removing the dyno's network: {e}"));
-        }
-        let _ = std::fs::remove_dir_all(&self.state.0);
+            destroy_leftover_sockets(&netns);
+            if let Err(e) = platform.network().down(&net_name) {
+                let message = format!("Error removing the dyno's network: {e}");
+                platform.log(Source::Heroku, &name, message);
+            }
+            let _ = std::fs::remove_dir_all(&state.0);
+        })
+        .await;
         if let Some(id) = self.intent {
             sup.platform.record(move |l| l.end(id)).await;
         }
@@ -868,7 +890,15 @@ impl Incarnation {
 /// every process of its cgroup; PID 1's death takes its pid namespace) and removed, so that
 /// the dyno can start afresh.
 async fn discard(sup: &Supervisor, found: &Adoptee) {
-    let platform = &sup.platform;
+    let (platform, name, taken) = (sup.platform.clone(), sup.name.clone(), found.clone());
+    off_runtime(move || remove_found(&platform, &name, &taken)).await;
+    let id = found.intent;
+    sup.platform.record(move |l| l.stopping(id)).await;
+    sup.platform.record(move |l| l.end(id)).await;
+}
+
+/// The blocking part of [`discard`].
+fn remove_found(platform: &Platform, name: &str, found: &Adoptee) {
     // SAFETY: kill has no memory-safety preconditions; the caller checked the pid is our shim.
     unsafe { libc::kill(found.shim_pid as libc::pid_t, libc::SIGKILL) };
     let state = StateDir(platform.state_root.join(&found.net_name));
@@ -886,14 +916,23 @@ async fn discard(sup: &Supervisor, found: &Adoptee) {
     }
     let run_dir = platform.network().run_dir().clone();
     destroy_leftover_sockets_of(&run_dir, &found.net_name);
-    let removed = platform.network().down(&found.net_name);
-    if let Err(e) = removed {
-        sup.log(format!("Error removing the dyno's network: {e}"));
+    if let Err(e) = platform.network().down(&found.net_name) {
+        let message = format!("Error removing the dyno's network: {e}");
+        platform.log(Source::Heroku, name, message);
     }
     let _ = std::fs::remove_dir_all(&state.0);
-    let id = found.intent;
-    platform.record(move |l| l.stopping(id)).await;
-    platform.record(move |l| l.end(id)).await;
+}
+
+/// Runs blocking work (netlink, nf_tables, namespaces, cgroup and state files) on tokio's
+/// blocking pool: the runtime's few workers also serve the router and the API, and a dyno's
+/// setup or teardown holds the network's lock for milliseconds.
+async fn off_runtime<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> T {
+    match tokio::task::spawn_blocking(work).await {
+        Ok(value) => value,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        // Only when the runtime shuts down, which drops this task too.
+        Err(e) => panic!("blocking dyno work cancelled: {e}"),
+    }
 }
 
 /// Ends the TCP sockets a dead dyno left in its namespace: orphans whose peers will never

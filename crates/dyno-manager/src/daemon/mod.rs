@@ -536,10 +536,15 @@ impl Daemon {
         let destroyed = self.with_store(move |s| s.destroy_app(&name)).await;
         self.lock_turns().remove(&app.name);
         let destroyed = destroyed?;
-        for slug in destroyed.slugs {
-            let _ = std::fs::remove_dir_all(&slug);
-        }
-        let _ = std::fs::remove_dir(self.slugs_dir().join(&app.name));
+        // A slug is a tree of the app's files: removed off the async threads.
+        let app_slugs = self.slugs_dir().join(&app.name);
+        let _ = tokio::task::spawn_blocking(move || {
+            for slug in destroyed.slugs {
+                let _ = std::fs::remove_dir_all(&slug);
+            }
+            let _ = std::fs::remove_dir(app_slugs);
+        })
+        .await;
         self.hub.remove_app(&app.name);
         self.router_metrics.remove_app(&app.name);
         Ok(())
