@@ -1,9 +1,9 @@
 //! Keeps busy dynos off the reserved CPUs (see `dyno_sandbox::cgroup::placement` for why).
 //!
-//! Every dyno starts on the busy CPUs. A thread of its own (cgroup files are blocking I/O, kept
-//! off the async workers) reads each dyno's CPU time every [`INTERVAL`]: a dyno that used less
-//! than half a CPU over the interval may run on every CPU, one that used more goes back to
-//! the busy ones. The cost is one small file read per dyno per interval.
+//! Every dyno starts on the busy CPUs, and boots there ([`BOOT`]). A thread of its own (cgroup
+//! files are blocking I/O, kept off the async workers) reads each dyno's CPU time every
+//! [`INTERVAL`]: a dyno that used less than half a CPU over the interval may run on every CPU,
+//! one that used more goes back to the busy ones. The cost is one small file read per dyno per interval.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -19,6 +19,11 @@ pub const INTERVAL: Duration = Duration::from_millis(250);
 
 /// A dyno is busy when it used at least this share of one CPU over an interval.
 const BUSY_SHARE: f64 = 0.5;
+
+/// A new dyno stays on the busy CPUs at least this long, however little CPU it gets: booting
+/// is when most apps burn CPU, and while many dynos start at once (a scale-up, a deploy) each
+/// gets only a sliver of the busy CPUs, which would look light.
+pub const BOOT: Duration = Duration::from_secs(3);
 
 /// Where a dyno may run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,6 +48,8 @@ struct Seen {
     usage: Duration,
     at: Instant,
     place: Place,
+    /// When this daemon first saw it.
+    since: Instant,
 }
 
 /// The running placement thread; stopped (and joined) on drop.
@@ -114,6 +121,7 @@ fn place_all(cgroups: &Cgroups, all: &CpuList, busy: &CpuList, seen: &mut BTreeM
                     usage,
                     at,
                     place,
+                    since: at,
                 },
             );
             continue;
@@ -125,7 +133,8 @@ fn place_all(cgroups: &Cgroups, all: &CpuList, busy: &CpuList, seen: &mut BTreeM
         let place = place_for(usage.saturating_sub(last.usage), now - last.at);
         last.usage = usage;
         last.at = now;
-        if place == last.place {
+        let booting = last.place == Place::Busy && now - last.since < BOOT;
+        if place == last.place || booting {
             continue;
         }
         let cpus = match place {

@@ -927,6 +927,8 @@ fn remove_found(platform: &Platform, name: &str, found: &Adoptee) {
 /// blocking pool: the runtime's few workers also serve the router and the API, and a dyno's
 /// setup or teardown holds the network's lock for milliseconds.
 async fn off_runtime<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> T {
+    static LANE: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
+    let _turn = LANE.acquire().await;
     match tokio::task::spawn_blocking(work).await {
         Ok(value) => value,
         Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),

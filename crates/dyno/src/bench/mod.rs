@@ -3,6 +3,7 @@
 
 pub mod cni;
 mod isolation;
+mod load;
 mod net;
 mod router;
 mod scale;

@@ -6,7 +6,7 @@
 //! - the **abuser**: a web that only listens, and a worker that runs the abuse named by its
 //!   `ABUSE` config var (see [`apps`]).
 //!
-//! The victim's latency is measured through the daemon's router ([`load`]: `--connections`
+//! The victim's latency is measured through the daemon's router ([`super::load`]: `--connections`
 //! keep-alive connections at a steady `--rate` in all, latency from when each request was due).
 //! For each abuse in turn: `config:set ABUSE=<kind>` (worker at 0: only the abuser's web rolls),
 //! a **quiet** measurement (`--quiet`), then `ps:scale worker=1` and, once it runs, the
@@ -28,11 +28,11 @@ use dyno_api::ApiClient;
 use dyno_manager::lifecycle::parse_duration;
 use dyno_net::lab::Lab;
 
+use super::load;
 use super::scale::{dynos_of, scale_app, spawn_serve, until_app, Daemon};
 use super::stats::{summarize, Summary};
 
-mod apps;
-mod load;
+pub(super) mod apps;
 
 #[derive(Args)]
 #[command(
@@ -62,10 +62,10 @@ pub struct IsolationBench {
     kinds: Vec<String>,
 }
 
-const VICTIM: &str = "victim";
-const ABUSER: &str = "abuser";
+pub(super) const VICTIM: &str = "victim";
+pub(super) const ABUSER: &str = "abuser";
 /// The daemon's router, inside the lab host.
-const ROUTER: ([u8; 4], u16) = ([127, 0, 0, 1], 8080);
+pub(super) const ROUTER: ([u8; 4], u16) = ([127, 0, 0, 1], 8080);
 
 /// One abuse's figures.
 struct Phase {
@@ -202,7 +202,7 @@ fn measure(
 }
 
 /// Both apps created, deployed, the victim's web up, the abuser's worker at 0.
-async fn setup(api: &ApiClient, scratch: &Path) -> Result<(), String> {
+pub(super) async fn setup(api: &ApiClient, scratch: &Path) -> Result<(), String> {
     let deadline = Instant::now() + Duration::from_secs(30);
     while api.list_apps().await.is_err() {
         if Instant::now() > deadline {

@@ -23,6 +23,9 @@
 //!   (the product's config: marked sockets, which the dyno firewall needs), with the same `wrk`
 //!   load alternated on, off, off, on (`--dyno-rounds` pairs). `seccomp_rps_cost_pct` =
 //!   (rps without − rps with) / rps without × 100, from the mean rps of each side.
+//! - The scale storm ([`storm`], `--scale-storm N`, 100 by default): a real `dyno serve`, the
+//!   victim's p99 through its router while N web dynos of another app scale 0→N→0, against
+//!   its quiet p99 in the same run (`p99_during_scale_ratio`). `--storm-only` runs just that.
 //! - Every process started is stopped by PID (SIGTERM, then SIGKILL) and the temp dir removed,
 //!   also on error.
 
@@ -40,6 +43,7 @@ use dyno_net::ns::Netns;
 
 mod dyno;
 mod procs;
+mod storm;
 mod wrk;
 
 use procs::*;
@@ -54,7 +58,9 @@ use wrk::*;
     dyno_p99_ms_seccomp dyno_p99_ms_noseccomp dyno_rps_best_seccomp dyno_rps_best_noseccomp \
     seccomp_rps_cost_best_pct dyno_denied_calls dyno_syscall_ns_seccomp dyno_syscall_ns_noseccomp \
     (and rss_start_kb rss_end_kb \
-    rss_drift_pct with --soak). added_p50_us: the proxy's p50 minus direct's under the same \
+    rss_drift_pct with --soak; storm_count storm_quiet_p99_ms storm_p99_ms \
+    p99_during_scale_ratio storm_errors storm_up_s storm_down_s with --scale-storm above 0, \
+    the default). added_p50_us: the proxy's p50 minus direct's under the same \
     load; the _1conn_ figures: the same with one connection, one request at a time (no \
     queueing). dyno_*_seccomp / _noseccomp: the router in front of the backend nginx running \
     in a dyno with / without the seccomp filter (mean of --dyno-rounds runs each, alternated); \
@@ -85,6 +91,19 @@ pub struct RouterBench {
     /// every 10 s (e.g. 600s)
     #[arg(long, value_parser = parse_duration)]
     soak: Option<Duration>,
+    /// Then the scale storm: a real `dyno serve`, the victim's p99 through its router while
+    /// this many web dynos of another app scale 0→N→0, against its quiet p99 (0: skip)
+    #[arg(long, default_value_t = 100)]
+    scale_storm: u32,
+    /// Only the scale storm (no wrk, nginx, HAProxy or seccomp runs)
+    #[arg(long)]
+    storm_only: bool,
+    /// The victim's quiet measurement before the storm
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    storm_quiet: Duration,
+    /// The victim's requests per second during the storm's measurements (2 connections)
+    #[arg(long, default_value_t = 200.0)]
+    storm_rate: f64,
 }
 
 const HOST: &str = "bench.localhost";
@@ -92,6 +111,19 @@ const PROXY_CPU: usize = 0;
 const LOAD_CPU: usize = 1;
 
 pub fn run(args: RouterBench) -> Result<(), String> {
+    if !(args.storm_rate > 0.0 && args.storm_rate <= 5000.0) {
+        return Err("--storm-rate must be above 0 and at most 5000".into());
+    }
+    let storm = (args.scale_storm > 0).then_some(storm::Storm {
+        count: args.scale_storm,
+        quiet: args.storm_quiet,
+        rate: args.storm_rate,
+    });
+    if args.storm_only {
+        let storm = storm.ok_or("--storm-only needs --scale-storm above 0")?;
+        print_pairs(&storm::run(&storm)?);
+        return Ok(());
+    }
     if args.connections == 0 || args.threads == 0 {
         return Err("--connections and --threads must be at least 1".into());
     }
@@ -132,7 +164,7 @@ pub fn run(args: RouterBench) -> Result<(), String> {
             "",
         ),
     )?;
-    let _backend = start_nginx(
+    let backend_nginx = start_nginx(
         &tools,
         &nginx,
         &backend_conf,
@@ -362,9 +394,18 @@ pub fn run(args: RouterBench) -> Result<(), String> {
     }
 
     drop(dyno);
+    drop(backend_nginx);
+    if let Some(storm) = storm {
+        pairs.extend(storm::run(&storm)?);
+    }
+    print_pairs(&pairs);
+    Ok(())
+}
+
+/// The last line: `key=value` pairs.
+fn print_pairs(pairs: &[(&str, String)]) {
     let line: Vec<String> = pairs.iter().map(|(k, v)| format!("{k}={v}")).collect();
     println!("{}", line.join(" "));
-    Ok(())
 }
 
 /// Router under wrk load for `soak`; RSS (this process: the router is in it) every 10 s.

@@ -7,6 +7,7 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use dyno_net::ns::Netns;
@@ -53,18 +54,38 @@ impl Target<'_> {
         duration: Duration,
         meanwhile: impl FnOnce(Instant) -> R,
     ) -> (Load, R) {
+        self.run_with(duration, false, meanwhile)
+    }
+
+    /// Runs the load while `work` runs on this thread, and stops it (after the requests then
+    /// due) once `work` returns, or after `longest`.
+    pub(super) fn run_during<R>(&self, longest: Duration, work: impl FnOnce() -> R) -> (Load, R) {
+        self.run_with(longest, true, |_| work())
+    }
+
+    fn run_with<R>(
+        &self,
+        duration: Duration,
+        stop_after_meanwhile: bool,
+        meanwhile: impl FnOnce(Instant) -> R,
+    ) -> (Load, R) {
         let start = Instant::now();
         let end = start + duration;
         let interval = Duration::from_secs_f64(self.connections as f64 / self.rate);
+        let stop = AtomicBool::new(false);
         std::thread::scope(|scope| {
             let workers: Vec<_> = (0..self.connections)
                 .map(|c| {
                     // Connections take turns: their first requests are spread over one interval.
                     let first = start + interval.mul_f64(c as f64 / self.connections as f64);
-                    scope.spawn(move || self.connection(start, first, interval, end))
+                    let stop = &stop;
+                    scope.spawn(move || self.connection(start, first, interval, end, stop))
                 })
                 .collect();
             let other = meanwhile(end);
+            if stop_after_meanwhile {
+                stop.store(true, Ordering::Relaxed);
+            }
             let mut load = Load::default();
             for worker in workers {
                 load.merge(worker.join().unwrap_or_default());
@@ -73,11 +94,18 @@ impl Target<'_> {
         })
     }
 
-    fn connection(&self, start: Instant, first: Instant, interval: Duration, end: Instant) -> Load {
+    fn connection(
+        &self,
+        start: Instant,
+        first: Instant,
+        interval: Duration,
+        end: Instant,
+        stop: &AtomicBool,
+    ) -> Load {
         let mut load = Load::default();
         let mut stream: Option<BufReader<TcpStream>> = None;
         let mut due = first;
-        while due < end {
+        while due < end && !stop.load(Ordering::Relaxed) {
             if let Some(wait) = due.checked_duration_since(Instant::now()) {
                 std::thread::sleep(wait);
             }

@@ -1,0 +1,158 @@
+//! The scale storm of `dyno bench router`: does scaling other dynos reach the router's latency?
+//!
+//! A real `dyno serve` (in a throwaway lab namespace, as `bench isolation` runs it) serves two
+//! apps: `victim`, nginx answering `200 ok` in one web dyno, and `abuser`, whose web dynos only
+//! listen. The victim's latency is measured through the daemon's router at a steady rate
+//! ([`crate::bench::load`]): first quiet (`--storm-quiet`), then for as long as the abuser's web
+//! scales 0→N (until all N are `up`) and N→0 (until every one of their network namespaces is
+//! gone). Every start and stop of those N dynos runs through the same daemon whose router
+//! carries the victim's requests: network and sandbox setup, the route table, the firewall's
+//! sets, the logs. `p99_during_scale_ratio` = the storm's p99 / the quiet p99.
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use dyno_api::ApiClient;
+use dyno_net::lab::Lab;
+
+use crate::bench::isolation::{self, ABUSER, ROUTER};
+use crate::bench::load::{Load, Target};
+use crate::bench::scale::{scale_app, spawn_serve, until_app, Daemon};
+use crate::bench::stats::summarize;
+
+/// The longest a storm may take (both ways) before the bench gives up.
+const LONGEST: Duration = Duration::from_secs(300);
+
+pub(super) struct Storm {
+    pub(super) count: u32,
+    pub(super) quiet: Duration,
+    pub(super) rate: f64,
+}
+
+/// Runs the storm; its `key=value` pairs for the last line.
+pub(super) fn run(storm: &Storm) -> Result<Vec<(&'static str, String)>, String> {
+    for (tool, package) in [
+        ("/usr/sbin/nginx", "nginx-light"),
+        ("/usr/bin/python3", "python3"),
+    ] {
+        if !Path::new(tool).exists() {
+            return Err(format!("{tool} not found: apt-get install {package}"));
+        }
+    }
+    let lab = Lab::new("bench-storm").map_err(|e| format!("lab: {e}"))?;
+    let scratch = std::env::temp_dir().join(format!("dyno-bench-storm-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&scratch);
+    std::fs::create_dir_all(&scratch).map_err(|e| format!("{}: {e}", scratch.display()))?;
+    let log = scratch.join("daemon.log");
+    let log_file = std::fs::File::create(&log).map_err(|e| format!("daemon log: {e}"))?;
+    // Uids of our own (the default range is every daemon's on this host).
+    let uids = 4_100_000 + 10 * std::process::id();
+    let uid_range = format!("{uids}-{}", uids + 9);
+    let extra = ["--uid-range", uid_range.as_str(), "--stop-grace", "5s"];
+    let child = spawn_serve(&lab, &scratch, &extra, Stdio::from(log_file))?;
+    let daemon = Daemon { child, scratch };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("runtime: {e}"))?;
+    let result = measure(storm, &daemon.scratch, &lab, &runtime);
+    if result.is_err() {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        eprintln!("the daemon's last lines:");
+        let tail: Vec<&str> = text.lines().rev().take(20).collect();
+        for line in tail.into_iter().rev() {
+            eprintln!("  {line}");
+        }
+    }
+    drop(daemon);
+    drop(lab);
+    result
+}
+
+fn measure(
+    storm: &Storm,
+    scratch: &Path,
+    lab: &Lab,
+    runtime: &tokio::runtime::Runtime,
+) -> Result<Vec<(&'static str, String)>, String> {
+    let api = ApiClient::unix(scratch.join("api.sock"));
+    isolation::apps::write(scratch)?;
+    runtime.block_on(isolation::setup(&api, scratch))?;
+    let target = Target {
+        netns: lab.host.netns(),
+        addr: ROUTER.into(),
+        host: "victim.localhost",
+        connections: 2,
+        rate: storm.rate,
+    };
+    let (warm, ()) = target.run(Duration::from_secs(1), |_| ());
+    if warm.latencies.is_empty() {
+        return Err(format!(
+            "the victim does not answer: {:?}",
+            warm.first_error
+        ));
+    }
+    let (quiet, ()) = target.run(storm.quiet, |_| ());
+    let n = storm.count;
+    let namespaces = || std::fs::read_dir(&lab.run_dir.0).map_or(0, |d| d.count());
+    let before = namespaces();
+    let (stormy, timings) = target.run_during(LONGEST, || {
+        runtime.block_on(async {
+            let t0 = Instant::now();
+            scale_app(&api, ABUSER, "web", n).await?;
+            until_app(&api, ABUSER, "all up", |d| {
+                d.len() == n as usize && d.iter().all(|x| x.state == "up")
+            })
+            .await?;
+            let up_s = t0.elapsed().as_secs_f64();
+            let t0 = Instant::now();
+            scale_app(&api, ABUSER, "web", 0).await?;
+            until_app(&api, ABUSER, "all gone", |d| d.is_empty()).await?;
+            while namespaces() > before {
+                if t0.elapsed() > LONGEST {
+                    return Err(format!("web={n}→0: namespaces left after {LONGEST:?}"));
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            Ok::<_, String>((up_s, t0.elapsed().as_secs_f64()))
+        })
+    });
+    let (up_s, down_s) = timings?;
+    Ok(report(n, &quiet, &stormy, up_s, down_s))
+}
+
+fn report(
+    n: u32,
+    quiet: &Load,
+    stormy: &Load,
+    up_s: f64,
+    down_s: f64,
+) -> Vec<(&'static str, String)> {
+    let (q, s) = (summarize(&quiet.latencies), summarize(&stormy.latencies));
+    let ratio = s.p99_ms / q.p99_ms;
+    println!(
+        "scale storm: victim quiet p50 {:.3} p99 {:.3} ms | while {n} web dynos scale 0→{n} \
+         ({up_s:.1} s) →0 ({down_s:.1} s): p50 {:.3} p99 {:.3} max {:.3} ms at {:.1} s \
+         (x{ratio:.2}), errors {}",
+        q.p50_ms,
+        q.p99_ms,
+        s.p50_ms,
+        s.p99_ms,
+        s.max_ms,
+        stormy.worst.1.as_secs_f64(),
+        quiet.errors + stormy.errors,
+    );
+    if let Some(e) = stormy.first_error.as_ref().or(quiet.first_error.as_ref()) {
+        println!("  the first failed request: {e}");
+    }
+    vec![
+        ("storm_count", n.to_string()),
+        ("storm_quiet_p99_ms", format!("{:.3}", q.p99_ms)),
+        ("storm_p99_ms", format!("{:.3}", s.p99_ms)),
+        ("p99_during_scale_ratio", format!("{ratio:.2}")),
+        ("storm_errors", (quiet.errors + stormy.errors).to_string()),
+        ("storm_up_s", format!("{up_s:.3}")),
+        ("storm_down_s", format!("{down_s:.3}")),
+    ]
+}
