@@ -1,6 +1,7 @@
 //! Detection and limit writing over fake trees in temp dirs: sample `/proc/self` texts and
 //! cgroup directories holding the files the kernel would have made.
 
+use std::io;
 use std::path::PathBuf;
 
 use super::*;
