@@ -33,6 +33,13 @@ pub struct RouterConfig {
     pub max_header_name_bytes: usize,
     /// Largest response head from a dyno before `H25`/502. 512 KiB.
     pub max_response_header_bytes: usize,
+    /// Open client connections from one address. A bound reached closes that client's oldest
+    /// idle connection for the new one, or refuses the new one when none is idle. The default
+    /// keeps 1,000 clients behind one NAT working with two connections each. 2048.
+    pub max_connections_per_client: usize,
+    /// Open client connections in all, the same way (the oldest idle of anyone's). Keep it
+    /// below the process's open-file limit. 16384.
+    pub max_connections: usize,
     /// The `Via` entry the router adds. Heroku's router says `1.1 vegur`; we keep that so apps
     /// that look for it behave the same.
     pub via: &'static str,
@@ -54,6 +61,8 @@ impl Default for RouterConfig {
             max_headers: 1000,
             max_header_name_bytes: 1000,
             max_response_header_bytes: 512 * 1024,
+            max_connections_per_client: 2048,
+            max_connections: 16384,
             via: "1.1 vegur",
         }
     }

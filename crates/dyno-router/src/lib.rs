@@ -53,6 +53,7 @@
 #![forbid(unsafe_code)]
 pub(crate) mod admission;
 pub mod body;
+mod client_limits;
 pub mod codes;
 pub mod config;
 pub(crate) mod h1;

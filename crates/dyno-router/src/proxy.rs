@@ -19,6 +19,7 @@ use hyper::{Request, Response, Uri, Version};
 use crate::admission::{self, Verdict};
 pub use crate::body::BoxError;
 use crate::body::{ms, ClientBody, Ctx, LoggedBody, ReqState};
+use crate::client_limits::ClientLimits;
 use crate::codes::{HerokuCode, RouterError};
 use crate::config::RouterConfig;
 use crate::log::LogSink;
@@ -37,6 +38,8 @@ pub(crate) struct Shared {
     /// Upstream connections of the HTTP/1.1 engine.
     pub(crate) conns: Arc<Conns>,
     quarantine: Mutex<HashMap<SocketAddr, Instant>>,
+    /// Client connections against their bounds.
+    pub(crate) clients: Arc<ClientLimits>,
 }
 
 /// A connection to a chosen dyno.
@@ -128,7 +131,12 @@ impl Shared {
             cfg.max_response_header_bytes,
         ));
         let conns = Arc::new(Conns::new(cfg.pool_idle_timeout, cfg.mark));
+        let clients = Arc::new(ClientLimits::new(
+            cfg.max_connections_per_client,
+            cfg.max_connections,
+        ));
         Self {
+            clients,
             cfg,
             routes,
             log,

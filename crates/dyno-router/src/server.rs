@@ -16,6 +16,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 
+use crate::client_limits::ClientSlot;
 use crate::config::RouterConfig;
 use crate::h1::{self, Ended};
 use crate::log::LogSink;
@@ -107,13 +108,17 @@ impl Router {
                         }
                     };
                     failing.recovered();
+                    // Over the bounds with nothing idle to close: refused (closed at once).
+                    let Some(slot) = self.shared.clients.admit(peer.ip().to_canonical()) else {
+                        continue;
+                    };
                     let _ = stream.set_nodelay(true);
                     let shared = self.shared.clone();
                     let h2 = h2.clone();
                     let info = ConnInfo { peer, local_port, protocol };
                     match &tls {
-                        None => conns.spawn(serve_conn(h2, shared, stream, info, false)),
-                        Some(tls) => conns.spawn(tls.serve(h2, shared, stream, info)),
+                        None => conns.spawn(serve_conn(h2, shared, stream, info, false, slot)),
+                        Some(tls) => conns.spawn(tls.serve(h2, shared, stream, info, slot)),
                     };
                 }
                 Some(_) = conns.join_next() => {}
@@ -165,13 +170,18 @@ pub(crate) async fn serve_conn<I>(
     stream: I,
     info: ConnInfo,
     alpn_h2: bool,
+    slot: ClientSlot,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    // The slot is held (counted) until the connection ends, whichever protocol serves it.
     if alpn_h2 {
         return serve_h2(h2, shared, stream, info).await;
     }
-    match h1::Conn::new(stream, info, &shared).serve(&shared).await {
+    match h1::Conn::new(stream, info, &shared)
+        .serve(&shared, &slot)
+        .await
+    {
         Ended::Done => {}
         Ended::Http2(stream, read) => {
             let replay = Rewind {

@@ -25,6 +25,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::rustls::{self, ServerConfig};
 pub use tokio_rustls::TlsAcceptor;
 
+use crate::client_limits::ClientSlot;
 use crate::proxy::{ConnInfo, Shared};
 use crate::server::H2Builder;
 
@@ -179,6 +180,7 @@ impl TlsConns {
         shared: Arc<Shared>,
         stream: TcpStream,
         info: ConnInfo,
+        slot: ClientSlot,
     ) -> impl std::future::Future<Output = ()> + Send + 'static {
         let accept = self.acceptor.accept(stream);
         async move {
@@ -195,7 +197,7 @@ impl TlsConns {
                 }
             };
             let alpn_h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
-            crate::server::serve_conn(h2, shared, tls, info, alpn_h2).await;
+            crate::server::serve_conn(h2, shared, tls, info, alpn_h2, slot).await;
         }
     }
 }

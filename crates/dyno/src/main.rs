@@ -1,7 +1,7 @@
 //! `dyno`: run Heroku-style apps on a Linux host, every dyno in its own network namespace.
 //! This binary only parses the command line and wires the crates together.
 
-mod bench;
+mod connections;
 mod cpu;
 mod labs;
 mod net;
@@ -43,7 +43,7 @@ enum Command {
     Net(net::NetCommand),
     /// Benchmarks that print ratios against an anchor measured in the same run
     #[command(subcommand)]
-    Bench(bench::BenchCommand),
+    Bench(dyno_bench::BenchCommand),
     /// (internal) The parent of a dyno's PID 1; started by dyno itself
     #[command(name = "__shim", hide = true)]
     Shim { state_dir: std::path::PathBuf },
@@ -82,7 +82,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve::run(*args),
         Command::Platform(command) => platform::run(command),
         Command::Net(command) => net::run(command),
-        Command::Bench(command) => bench::run(command),
+        Command::Bench(command) => bench(command),
         Command::Shim { .. } | Command::Init { .. } => unreachable!("handled above"),
     };
     match result {
@@ -92,6 +92,12 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `dyno bench …` (the benchmarks live in `dyno-bench`): as root, with this binary's shim.
+fn bench(command: dyno_bench::BenchCommand) -> Result<(), String> {
+    require_root("dyno bench")?;
+    dyno_bench::run(command, &shim_binary()?)
 }
 
 /// The binary each dyno runs as its shim and PID 1: the small `dyno-shim` installed next to

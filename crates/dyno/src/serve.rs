@@ -73,6 +73,8 @@ pub struct ServeArgs {
     lxcfs: crate::procview::LxcfsArgs,
     #[command(flatten)]
     cpu: crate::cpu::CpuArgs,
+    #[command(flatten)]
+    connections: crate::connections::ConnectionArgs,
 }
 
 /// The router holds a file per client connection: the soft open-file limit goes up to the hard
@@ -135,6 +137,7 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
         args.router_listen,
         args.api_listen,
         token,
+        args.connections.apply(RouterConfig::default()),
     ))
 }
 
@@ -144,6 +147,7 @@ async fn serve(
     router_listen: SocketAddr,
     api_listen: Option<SocketAddr>,
     token: Option<String>,
+    router_config: RouterConfig,
 ) -> Result<(), String> {
     let mut shutdown = dyno_manager::up::Shutdown::listen().map_err(|e| format!("signals: {e}"))?;
     if let Some(dir) = socket.parent() {
@@ -159,7 +163,7 @@ async fn serve(
     let daemon = Daemon::open(options).await.map_err(|e| e.to_string())?;
     let sink_daemon = daemon.clone();
     let router = Router::new(
-        RouterConfig::default(),
+        router_config,
         daemon.routes.clone(),
         FnSink(move |app: &str, line: RouterLog| sink_daemon.router_line(app, line)),
     );

@@ -113,6 +113,8 @@ pub struct UpArgs {
     lxcfs: crate::procview::LxcfsArgs,
     #[command(flatten)]
     cpu: crate::cpu::CpuArgs,
+    #[command(flatten)]
+    connections: crate::connections::ConnectionArgs,
 }
 
 fn parse_call(name: &str) -> Result<String, String> {
@@ -173,12 +175,12 @@ pub fn run(args: UpArgs) -> Result<(), String> {
             (None, None) => None,
             _ => return Err("give both --tls-cert and --tls-key, or neither".into()),
         },
-        router: RouterConfig {
+        router: args.connections.apply(RouterConfig {
             request_timeout: args.request_timeout,
             idle_timeout: args.idle_timeout,
             header_read_timeout: args.header_timeout,
             ..RouterConfig::default()
-        },
+        }),
         size: match args.memory_mb {
             Some(mb) => DynoSize {
                 memory_mb: mb,

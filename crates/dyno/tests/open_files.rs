@@ -1,9 +1,13 @@
-//! The daemon's open-file limit (privileged: run as root). Started from a shell's usual soft
-//! limit of 1,024, `dyno serve` raises its own soft limit to the hard one (its router holds a
-//! file per client connection), while its dynos keep the 1,024 they would have had.
+//! The daemon's open-file limit and the router's connection bounds (privileged: run as root).
+//! Started from a shell's usual soft limit of 1,024, `dyno serve` raises its own soft limit to
+//! the hard one (its router holds a file per client connection), while its dynos keep the 1,024
+//! they would have had; one client address holds at most `--max-connections-per-client`
+//! connections, and at the bound its oldest idle one makes room for a new one.
 
 mod support;
 
+use std::io::{ErrorKind, Read, Write};
+use std::net::{Ipv4Addr, TcpStream};
 use std::time::Duration;
 
 use support::*;
@@ -65,8 +69,6 @@ fn the_daemon_raises_its_open_file_limit_and_dynos_keep_theirs() {
 /// started from a shell's soft limit of 1,024 files) must not shut it for everyone else.
 #[test]
 fn five_thousand_half_sent_requests_leave_the_router_open_to_others() {
-    use std::io::Write;
-
     require_root();
     let nofile = rustix::process::Resource::Nofile;
     let hard = rustix::process::getrlimit(nofile).maximum;
@@ -93,12 +95,20 @@ fn five_thousand_half_sent_requests_leave_the_router_open_to_others() {
     let mut held = Vec::with_capacity(5000);
     for _ in 0..5000 {
         let mut stream = up.connect_router();
-        stream
-            .write_all(b"GET / HTTP/1.1\r\nHost: flooded.localhost\r\nX-Half: ")
-            .unwrap();
+        // Refused ones may already be closed: the write may fail.
+        let _ = stream.write_all(b"GET / HTTP/1.1\r\nHost: flooded.localhost\r\nX-Half: ");
         held.push(stream);
     }
-    let answer = up.get_via_router("flooded.localhost", "/");
+    // The flooding address holds the default per-client bound of connections, no more: its
+    // half-sent requests are in progress (never closed for others), the rest were refused.
+    std::thread::sleep(Duration::from_millis(500));
+    let open = held
+        .iter()
+        .filter(|s| !closed_by_router(s, Duration::ZERO))
+        .count();
+    assert_eq!(open, 2048, "{}", up.notes());
+    // Another client (another address) is served.
+    let answer = up.get_via_router_from(Some(OTHER_CLIENT), "flooded.localhost", "/");
     assert!(
         answer.starts_with("HTTP/1.1 200") && answer.contains("Hello from web.1"),
         "with 5,000 half-sent requests open: {answer}\n{}",
@@ -110,4 +120,96 @@ fn five_thousand_half_sent_requests_leave_the_router_open_to_others() {
         up.notes()
     );
     drop(held);
+}
+
+/// How long a test waits for the router to close a connection (or not).
+const WAIT: Duration = Duration::from_secs(1);
+
+/// A second client address of the lab host's `lo`.
+const OTHER_CLIENT: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 2);
+
+/// Whether the router closed `stream` (end of stream or reset), waiting up to `wait` for it.
+fn closed_by_router(stream: &TcpStream, wait: Duration) -> bool {
+    stream.set_nonblocking(true).unwrap();
+    let deadline = std::time::Instant::now() + wait;
+    let mut byte = [0u8; 1];
+    let closed = loop {
+        match stream.peek(&mut byte) {
+            Ok(0) => break true,
+            Ok(_) => break false,
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                if std::time::Instant::now() >= deadline {
+                    break false;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(_) => break true,
+        }
+    };
+    stream.set_nonblocking(false).unwrap();
+    closed
+}
+
+/// At its bound a client's new connection takes the place of its oldest idle one (sent
+/// nothing yet, or between requests); a connection with a request under way is never closed
+/// for another; other addresses are not counted against it.
+#[test]
+fn a_client_at_its_bound_gives_up_its_oldest_idle_connection() {
+    require_root();
+    let up = Up::serve(
+        "bounded",
+        &[
+            "--boot-timeout",
+            "20s",
+            "--stop-grace",
+            "2s",
+            "--max-connections-per-client",
+            "3",
+        ],
+    );
+    up.wait_api();
+    up.cli_succeeds(&["apps:create", "bounded"]);
+    let hello = repo().join("examples/hello");
+    up.cli_succeeds(&["deploy", &hello.to_string_lossy(), "-a", "bounded"]);
+    // Up first: the deploy returns once the web dyno runs.
+    let first = up.get_via_router_from(Some(OTHER_CLIENT), "bounded.localhost", "/");
+    assert!(first.starts_with("HTTP/1.1 200"), "{first}");
+
+    // Three idle connections, oldest first (a pause each: the router sees them in order).
+    let connect = || {
+        let stream = up.connect_router();
+        std::thread::sleep(Duration::from_millis(100));
+        stream
+    };
+    let (oldest, mut half_sent, idle) = (connect(), connect(), connect());
+    half_sent
+        .write_all(b"GET / HTTP/1.1\r\nHost: bounded.localhost\r\nX-Half: ")
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    // At the bound: the oldest idle one goes.
+    let mut fourth = connect();
+    assert!(closed_by_router(&oldest, WAIT), "{}", up.notes());
+    assert!(!closed_by_router(&half_sent, WAIT) && !closed_by_router(&idle, WAIT));
+    // Again: the half-sent one is busy, so the next oldest idle one goes.
+    let fifth = connect();
+    assert!(closed_by_router(&idle, WAIT), "{}", up.notes());
+    assert!(!closed_by_router(&half_sent, WAIT) && !closed_by_router(&fifth, WAIT));
+    // Another address is a client of its own.
+    let other = up.get_via_router_from(Some(OTHER_CLIENT), "bounded.localhost", "/");
+    assert!(other.starts_with("HTTP/1.1 200"), "{other}");
+    // The new connection serves requests.
+    fourth
+        .write_all(b"GET / HTTP/1.1\r\nHost: bounded.localhost\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    fourth
+        .set_read_timeout(Some(Duration::from_secs(15)))
+        .unwrap();
+    let mut answer = String::new();
+    let _ = fourth.read_to_string(&mut answer);
+    assert!(
+        answer.starts_with("HTTP/1.1 200"),
+        "{answer}\n{}",
+        up.notes()
+    );
+    drop((half_sent, fifth));
 }

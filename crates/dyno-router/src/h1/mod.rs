@@ -35,6 +35,7 @@ use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
 
+use crate::client_limits::ClientSlot;
 use crate::codes::RouterError;
 use crate::proxy::{ConnInfo, Shared};
 use answer::error_response;
@@ -120,10 +121,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     }
 
     /// Serve requests until the connection ends.
-    pub(crate) async fn serve(mut self, shared: &Arc<Shared>) -> Ended<S> {
+    /// Serve requests until the connection ends; `slot` learns when it waits idle (and may
+    /// be closed then to make room for another).
+    pub(crate) async fn serve(mut self, shared: &Arc<Shared>, slot: &ClientSlot) -> Ended<S> {
         let mut first = true;
         loop {
-            let head = match self.read_head(shared, first).await {
+            let head = match self.read_head(shared, first, slot).await {
                 NextHead::Request(h) => h,
                 NextHead::Http2 => return Ended::Http2(self.io, self.buf),
                 NextHead::Closed => return Ended::Done,
@@ -142,7 +145,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         }
     }
 
-    async fn read_head(&mut self, shared: &Shared, first: bool) -> NextHead {
+    async fn read_head(&mut self, shared: &Shared, first: bool, slot: &ClientSlot) -> NextHead {
         let cfg = &shared.cfg;
         let limits = Limits {
             max_line: cfg.max_line_bytes,
@@ -182,11 +185,24 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             }
             let deadline = *head_deadline.get_or_insert(wait);
             room(&mut self.buf, HEAD_CHUNK);
-            match self
+            let idle = self.buf.is_empty();
+            let read = self
                 .client_timer
-                .within(deadline, self.io.read_buf(&mut self.buf))
-                .await
-            {
+                .within(deadline, self.io.read_buf(&mut self.buf));
+            let read = if idle {
+                slot.idle();
+                tokio::select! {
+                    read = read => read,
+                    // Closed to make room for another connection: as an idle timeout would.
+                    () = slot.closed_for_another() => return NextHead::Closed,
+                }
+            } else {
+                read.await
+            };
+            if idle {
+                slot.busy();
+            }
+            match read {
                 // Idle between requests, or a head that never completes (slowloris): close.
                 None | Some(Ok(0)) | Some(Err(_)) => return NextHead::Closed,
                 Some(Ok(_)) => {

@@ -311,8 +311,13 @@ impl Up {
 
     /// An HTTP GET through `dyno up`'s router (127.0.0.1:8080 in the lab host), for `host`.
     pub fn get_via_router(&self, host: &str, path: &str) -> String {
+        self.get_via_router_from(None, host, path)
+    }
+
+    /// [`Up::get_via_router`] from `source` (see [`Up::connect_router_from`]).
+    pub fn get_via_router_from(&self, source: Option<Ipv4Addr>, host: &str, path: &str) -> String {
         let request = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
-        let mut stream = self.connect_router();
+        let mut stream = self.connect_router_from(source);
         let mut exchange = || -> std::io::Result<String> {
             stream.set_read_timeout(Some(Duration::from_secs(15)))?;
             stream.write_all(request.as_bytes())?;
@@ -597,11 +602,24 @@ impl Up {
     /// A fresh client connection to the router (127.0.0.1:8080 in the lab host): the socket is
     /// made in the lab host (on the namespace thread), connected from the calling thread.
     pub fn connect_router(&self) -> TcpStream {
+        self.connect_router_from(None)
+    }
+
+    /// [`Up::connect_router`] from `source` (another address of the lab host's `lo`, such as
+    /// 127.0.0.2: another client as far as the router's per-client bounds go).
+    pub fn connect_router_from(&self, source: Option<Ipv4Addr>) -> TcpStream {
         let socket = self
             .lab
             .host
             .netns()
-            .run(|| socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None))
+            .run(move || -> std::io::Result<socket2::Socket> {
+                let socket =
+                    socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
+                if let Some(source) = source {
+                    socket.bind(&SocketAddrV4::new(source, 0).into())?;
+                }
+                Ok(socket)
+            })
             .unwrap()
             .unwrap();
         socket

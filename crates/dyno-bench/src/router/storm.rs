@@ -3,7 +3,7 @@
 //! A real `dyno serve` (in a throwaway lab namespace, as `bench isolation` runs it) serves two
 //! apps: `victim`, nginx answering `200 ok` in one web dyno, and `abuser`, whose web dynos only
 //! listen. The victim's latency is measured through the daemon's router at a steady rate
-//! ([`crate::bench::load`]): first quiet (`--storm-quiet`), then for as long as the abuser's web
+//! ([`crate::load`]): first quiet (`--storm-quiet`), then for as long as the abuser's web
 //! scales 0→N (until all N are `up`) and N→0 (until every one of their network namespaces is
 //! gone). Every start and stop of those N dynos runs through the same daemon whose router
 //! carries the victim's requests: network and sandbox setup, the route table, the firewall's
@@ -16,10 +16,10 @@ use std::time::{Duration, Instant};
 use dyno_api::ApiClient;
 use dyno_net::lab::Lab;
 
-use crate::bench::isolation::{self, ABUSER, ROUTER};
-use crate::bench::load::{Load, Target};
-use crate::bench::scale::{scale_app, spawn_serve, until_app, Daemon};
-use crate::bench::stats::summarize;
+use crate::isolation::{self, ABUSER, ROUTER};
+use crate::load::{Load, Target};
+use crate::scale::{scale_app, spawn_serve, until_app, Daemon};
+use crate::stats::summarize;
 
 /// The longest a storm may take (both ways) before the bench gives up.
 const LONGEST: Duration = Duration::from_secs(300);

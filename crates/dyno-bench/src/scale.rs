@@ -70,9 +70,9 @@ fn rss_mb(pid: u32) -> Result<f64, String> {
         .ok_or_else(|| "no VmRSS".to_string())
 }
 
-/// `dyno serve` (this very binary) with its host side in `lab`, its data dir, dyno state and
-/// API socket (`api.sock`) in `scratch`, and `extra` arguments. No LXCFS: one started here
-/// would outlive the benchmark (it is the host's, by design).
+/// `dyno serve` (the `dyno` binary this library runs in) with its host side in `lab`, its data
+/// dir, dyno state and API socket (`api.sock`) in `scratch`, and `extra` arguments. No LXCFS: one
+/// started here would outlive the benchmark (it is the host's, by design).
 pub(super) fn spawn_serve(
     lab: &Lab,
     scratch: &Path,

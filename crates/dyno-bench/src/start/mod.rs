@@ -125,7 +125,7 @@ struct Ctx {
 }
 
 impl Ctx {
-    fn new(args: &StartBench) -> Result<Ctx, String> {
+    fn new(args: &StartBench, shim: &Path) -> Result<Ctx, String> {
         let cgroups = if args.no_cgroups {
             None
         } else {
@@ -135,7 +135,7 @@ impl Ctx {
         };
         let work = PathBuf::from(format!("/run/dyno-bench-start-{}", std::process::id()));
         let mut ctx = Ctx {
-            exe: crate::shim_binary()?,
+            exe: shim.to_path_buf(),
             app_dir: work.join("app"),
             state_root: work.join("state"),
             work,
@@ -191,7 +191,7 @@ macro_rules! key_values {
     };
 }
 
-pub fn run(args: StartBench) -> Result<(), String> {
+pub fn run(args: StartBench, shim: &Path) -> Result<(), String> {
     if args.count == 0 {
         return Err("--count must be at least 1".into());
     }
@@ -199,7 +199,7 @@ pub fn run(args: StartBench) -> Result<(), String> {
     if !Path::new("/usr/bin/perl").exists() || !Path::new(TINY[0]).exists() {
         return Err("perl and printf are needed: apt-get install perl-base coreutils".into());
     }
-    let ctx = Ctx::new(&args)?;
+    let ctx = Ctx::new(&args, shim)?;
     let lab = Lab::new("bench-start").map_err(|e| format!("lab: {e}"))?;
     let host = Host::in_netns(lab.host.netns()).map_err(|e| e.to_string())?;
     let config = NetworkConfig {

@@ -176,7 +176,7 @@ KINDS[sys.argv[1]]()
 "#;
 
 /// Writes both apps under `dir` (`victim/`, `abuser/`), readable by the apps' users.
-pub(in crate::bench) fn write(dir: &Path) -> Result<(), String> {
+pub(crate) fn write(dir: &Path) -> Result<(), String> {
     let files: [(&str, &str, &str); 4] = [
         ("victim", "Procfile", VICTIM_PROCFILE),
         ("victim", "nginx.conf.in", VICTIM_NGINX),

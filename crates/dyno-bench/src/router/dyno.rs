@@ -68,6 +68,7 @@ pub(super) fn seccomp_phase(
     tools: &Tools,
     nginx: &Path,
     dir: &TempDir,
+    shim: &Path,
 ) -> Result<SeccompRuns, String> {
     let app_dir = dir.path().join("dyno-app");
     let state_root = dir.path().join("dyno-state");
@@ -89,9 +90,8 @@ pub(super) fn seccomp_phase(
     std::fs::write(app_dir.join("nginx.conf"), conf).map_err(|e| format!("nginx.conf: {e}"))?;
 
     let mut lab = DynoLab::new()?;
-    let exe = crate::shim_binary()?;
     for off in [false, true] {
-        lab.start(&exe, &app_dir, &state_root, nginx, tools, off)?;
+        lab.start(shim, &app_dir, &state_root, nginx, tools, off)?;
         // One probe at a time: two at once would share the CPUs. A second or so; longer on a
         // busy host.
         let dyno = lab.dynos.last().expect("just started");
@@ -311,7 +311,7 @@ impl Dyno {
             let _ = shim.wait();
         }
         if let Some(cgroup) = self.cgroup.take() {
-            crate::bench::start::remove_cgroup(cgroup, &self.name);
+            crate::start::remove_cgroup(cgroup, &self.name);
         }
         if let Err(e) = std::fs::remove_dir_all(&self.state.0) {
             if e.kind() != std::io::ErrorKind::NotFound {

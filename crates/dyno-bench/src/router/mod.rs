@@ -110,7 +110,7 @@ const HOST: &str = "bench.localhost";
 const PROXY_CPU: usize = 0;
 const LOAD_CPU: usize = 1;
 
-pub fn run(args: RouterBench) -> Result<(), String> {
+pub fn run(args: RouterBench, shim: &Path) -> Result<(), String> {
     if !(args.storm_rate > 0.0 && args.storm_rate <= 5000.0) {
         return Err("--storm-rate must be above 0 and at most 5000".into());
     }
@@ -298,7 +298,7 @@ pub fn run(args: RouterBench) -> Result<(), String> {
     drop(haproxy_proc);
     drop(nginx_proxy);
     let seccomp = if args.dyno_rounds > 0 {
-        Some(dyno::seccomp_phase(&args, &tools, &nginx, &dir)?)
+        Some(dyno::seccomp_phase(&args, &tools, &nginx, &dir, shim)?)
     } else {
         None
     };

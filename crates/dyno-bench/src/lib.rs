@@ -1,0 +1,64 @@
+//! `dyno-bench`: the benchmarks behind `dyno bench …`, and their anchors, kept out of the
+//! product's crates. Each bench measures dyno against an anchor it runs itself, on the same host
+//! in the same run:
+//!
+//! - `net`: dyno network setup and teardown against Debian's CNI `ptp` plugin ([`cni`]);
+//! - `start`: a dyno's start, a web dyno until `up`, memory per dyno, against `bwrap
+//!   --unshare-all`;
+//! - `router`: the dyno router under `wrk` against nginx and HAProxy on the same CPU, in front
+//!   of the same backend; the seccomp filter's cost and the scale storm;
+//! - `scale` and `isolation`: a real `dyno serve` driven through its API (scaling, and one app's
+//!   abuse against another app's latency through the router).
+//!
+//! Timing goals are ratios against the anchor, never pass/fail asserts. The last line of every
+//! bench is `key=value` pairs, for scripts. Percentiles are nearest-rank ([`stats`]).
+//!
+//! The library runs inside the `dyno` binary: the benches that start a real daemon run
+//! `std::env::current_exe()` with `serve`, and the binary hands [`run`] the shim its dynos start
+//! with.
+
+pub mod cni;
+mod isolation;
+mod load;
+mod net;
+mod router;
+mod scale;
+mod start;
+pub mod stats;
+
+use std::path::Path;
+
+use clap::Subcommand;
+
+#[derive(Subcommand)]
+pub enum BenchCommand {
+    /// Set up and tear down N dyno networks (host side in a throwaway namespace), then the same
+    /// with Debian's CNI ptp plugin as the anchor
+    Net(net::NetBench),
+    /// Start N dynos (network + sandbox + exec) and N web dynos until `up` (all alive at once:
+    /// memory per dyno), with bwrap --unshare-all as the anchor
+    Start(start::StartBench),
+    /// wrk through the dyno router (embedded, one pinned worker) against nginx and HAProxy on
+    /// the same CPU, all in front of the same backend; direct-to-backend as the baseline
+    Router(router::RouterBench),
+    /// A real `dyno serve` driven through its API: ps:scale web=0→N until all up, `ps`
+    /// latency and daemon memory with N up, N→0 until nothing is left
+    Scale(scale::ScaleBench),
+    /// A real `dyno serve` with a victim app and an abuser app: the victim's latency through
+    /// the router while the abuser's worker runs each abuse in turn (fork bomb, memory, tmpfs,
+    /// sockets, disk, CPU, denied system calls), against the same with the abuser idle
+    Isolation(isolation::IsolationBench),
+}
+
+/// Runs one bench; it needs root (the caller checks). `shim` is the binary each dyno runs as its
+/// shim and PID 1 (`dyno-shim` next to `dyno`, or `dyno` itself), for the benches that start
+/// dynos in this process (`start`, and `router`'s seccomp runs).
+pub fn run(command: BenchCommand, shim: &Path) -> Result<(), String> {
+    match command {
+        BenchCommand::Net(args) => net::run(args),
+        BenchCommand::Start(args) => start::run(args, shim),
+        BenchCommand::Router(args) => router::run(args, shim),
+        BenchCommand::Scale(args) => scale::run(args),
+        BenchCommand::Isolation(args) => isolation::run(args),
+    }
+}
