@@ -100,6 +100,32 @@ pub fn run(args: IsolationBench) -> Result<(), String> {
     if (1..kinds.len()).any(|i| kinds[..i].contains(&kinds[i])) {
         return Err("--kinds: each abuse once (the keys are per abuse)".into());
     }
+    let extra = [
+        // A bounded stop: an abuse that ignores SIGTERM is killed after this.
+        "--stop-grace",
+        "5s",
+        "--boot-timeout",
+        "30s",
+    ];
+    let result = with_daemon("isolation", 4_000_000, &extra, |scratch, lab, runtime| {
+        measure(&args, &kinds, scratch, lab, runtime)
+    });
+    let phases = result?;
+    println!("{}", key_line(&phases));
+    Ok(())
+}
+
+/// Runs `measure` against a `dyno serve` of its own, for the victim and abuser apps: nginx and
+/// python3 checked first, the daemon's host side in a fresh lab, its state in a scratch dir,
+/// uids from `uid_base` (the default range is every daemon's on this host) and `extra`
+/// arguments. On error the daemon's last log lines are shown; the daemon, its dynos, the
+/// scratch dir and the lab are removed in any case.
+pub(crate) fn with_daemon<T>(
+    name: &str,
+    uid_base: u32,
+    extra: &[&str],
+    measure: impl FnOnce(&Path, &Lab, &tokio::runtime::Runtime) -> Result<T, String>,
+) -> Result<T, String> {
     for (tool, package) in [
         ("/usr/sbin/nginx", "nginx-light"),
         ("/usr/bin/python3", "python3"),
@@ -108,31 +134,23 @@ pub fn run(args: IsolationBench) -> Result<(), String> {
             return Err(format!("{tool} not found: apt-get install {package}"));
         }
     }
-    let lab = Lab::new("bench-isolation").map_err(|e| format!("lab: {e}"))?;
-    let scratch = std::env::temp_dir().join(format!("dyno-bench-isolation-{}", std::process::id()));
+    let lab = Lab::new(&format!("bench-{name}")).map_err(|e| format!("lab: {e}"))?;
+    let scratch = std::env::temp_dir().join(format!("dyno-bench-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&scratch);
     std::fs::create_dir_all(&scratch).map_err(|e| format!("{}: {e}", scratch.display()))?;
     let daemon_log = scratch.join("daemon.log");
     let log = std::fs::File::create(&daemon_log).map_err(|e| format!("daemon log: {e}"))?;
-    // Uids of our own (the default range is every daemon's on this host).
-    let uids = 4_000_000 + 10 * std::process::id();
+    let uids = uid_base + 10 * std::process::id();
     let uid_range = format!("{uids}-{}", uids + 9);
-    let extra = [
-        "--uid-range",
-        uid_range.as_str(),
-        // A bounded stop: an abuse that ignores SIGTERM is killed after this.
-        "--stop-grace",
-        "5s",
-        "--boot-timeout",
-        "30s",
-    ];
-    let child = spawn_serve(&lab, &scratch, &extra, Stdio::from(log))?;
+    let mut args = vec!["--uid-range", uid_range.as_str()];
+    args.extend_from_slice(extra);
+    let child = spawn_serve(&lab, &scratch, &args, Stdio::from(log))?;
     let daemon = Daemon { child, scratch };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| format!("runtime: {e}"))?;
-    let result = measure(&args, &kinds, &daemon.scratch, &lab, &runtime);
+    let result = measure(&daemon.scratch, &lab, &runtime);
     if result.is_err() {
         let text = std::fs::read_to_string(&daemon_log).unwrap_or_default();
         let tail: Vec<&str> = text.lines().rev().take(20).collect();
@@ -143,9 +161,7 @@ pub fn run(args: IsolationBench) -> Result<(), String> {
     }
     drop(daemon);
     drop(lab);
-    let phases = result?;
-    println!("{}", key_line(&phases));
-    Ok(())
+    result
 }
 
 fn measure(

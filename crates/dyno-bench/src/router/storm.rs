@@ -10,7 +10,6 @@
 //! sets, the logs. `p99_during_scale_ratio` = the storm's p99 / the quiet p99.
 
 use std::path::Path;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use dyno_api::ApiClient;
@@ -18,7 +17,7 @@ use dyno_net::lab::Lab;
 
 use crate::isolation::{self, ABUSER, ROUTER};
 use crate::load::{Load, Target};
-use crate::scale::{scale_app, spawn_serve, until_app, Daemon};
+use crate::scale::{scale_app, until_app};
 use crate::stats::summarize;
 
 /// The longest a storm may take (both ways) before the bench gives up.
@@ -32,42 +31,12 @@ pub(super) struct Storm {
 
 /// Runs the storm; its `key=value` pairs for the last line.
 pub(super) fn run(storm: &Storm) -> Result<Vec<(&'static str, String)>, String> {
-    for (tool, package) in [
-        ("/usr/sbin/nginx", "nginx-light"),
-        ("/usr/bin/python3", "python3"),
-    ] {
-        if !Path::new(tool).exists() {
-            return Err(format!("{tool} not found: apt-get install {package}"));
-        }
-    }
-    let lab = Lab::new("bench-storm").map_err(|e| format!("lab: {e}"))?;
-    let scratch = std::env::temp_dir().join(format!("dyno-bench-storm-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&scratch);
-    std::fs::create_dir_all(&scratch).map_err(|e| format!("{}: {e}", scratch.display()))?;
-    let log = scratch.join("daemon.log");
-    let log_file = std::fs::File::create(&log).map_err(|e| format!("daemon log: {e}"))?;
-    // Uids of our own (the default range is every daemon's on this host).
-    let uids = 4_100_000 + 10 * std::process::id();
-    let uid_range = format!("{uids}-{}", uids + 9);
-    let extra = ["--uid-range", uid_range.as_str(), "--stop-grace", "5s"];
-    let child = spawn_serve(&lab, &scratch, &extra, Stdio::from(log_file))?;
-    let daemon = Daemon { child, scratch };
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| format!("runtime: {e}"))?;
-    let result = measure(storm, &daemon.scratch, &lab, &runtime);
-    if result.is_err() {
-        let text = std::fs::read_to_string(&log).unwrap_or_default();
-        eprintln!("the daemon's last lines:");
-        let tail: Vec<&str> = text.lines().rev().take(20).collect();
-        for line in tail.into_iter().rev() {
-            eprintln!("  {line}");
-        }
-    }
-    drop(daemon);
-    drop(lab);
-    result
+    isolation::with_daemon(
+        "storm",
+        4_100_000,
+        &["--stop-grace", "5s"],
+        |scratch, lab, runtime| measure(storm, scratch, lab, runtime),
+    )
 }
 
 fn measure(
