@@ -77,8 +77,19 @@ impl Lifecycle {
     }
 }
 
+/// Why a duration option could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DurationError {
+    #[error("{0:?} is not a duration like 30s, 500ms, 5m or 2h")]
+    NotANumber(String),
+    #[error("{text:?}: unknown unit {unit:?} (use ms, s, m or h)")]
+    UnknownUnit { text: String, unit: String },
+    #[error("{0:?} is not a duration")]
+    OutOfRange(String),
+}
+
 /// Parses `90`, `90s`, `500ms`, `5m`, `2h` (for command-line options).
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
+pub fn parse_duration(text: &str) -> Result<Duration, DurationError> {
     let text = text.trim();
     let split = text
         .find(|c: char| !c.is_ascii_digit() && c != '.')
@@ -86,20 +97,21 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let (number, unit) = text.split_at(split);
     let value: f64 = number
         .parse()
-        .map_err(|_| format!("{text:?} is not a duration like 30s, 500ms, 5m or 2h"))?;
+        .map_err(|_| DurationError::NotANumber(text.into()))?;
     let seconds = match unit {
         "" | "s" => value,
         "ms" => value / 1000.0,
         "m" | "min" => value * 60.0,
         "h" => value * 3600.0,
         _ => {
-            return Err(format!(
-                "{text:?}: unknown unit {unit:?} (use ms, s, m or h)"
-            ))
+            return Err(DurationError::UnknownUnit {
+                text: text.into(),
+                unit: unit.into(),
+            })
         }
     };
     if !seconds.is_finite() || seconds < 0.0 {
-        return Err(format!("{text:?} is not a duration"));
+        return Err(DurationError::OutOfRange(text.into()));
     }
     Ok(Duration::from_secs_f64(seconds))
 }

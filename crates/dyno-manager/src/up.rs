@@ -37,10 +37,15 @@ impl Default for UidRange {
     }
 }
 
+/// A `--uid-range` that is not `START-END` with `0 < START <= END < 2^32 - 1`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?}: expected START-END, e.g. 800000-899999 (uids above 0)")]
+pub struct UidRangeError(String);
+
 impl std::str::FromStr for UidRange {
-    type Err = String;
-    fn from_str(s: &str) -> Result<UidRange, String> {
-        let bad = || format!("{s:?}: expected START-END, e.g. 800000-899999 (uids above 0)");
+    type Err = UidRangeError;
+    fn from_str(s: &str) -> Result<UidRange, UidRangeError> {
+        let bad = || UidRangeError(s.to_string());
         let (a, b) = s.split_once('-').ok_or_else(bad)?;
         let (first, last): (u32, u32) = (
             a.trim().parse().map_err(|_| bad())?,

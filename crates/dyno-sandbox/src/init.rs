@@ -48,18 +48,16 @@ impl InitArgs {
         args
     }
 
-    pub fn parse<S: AsRef<str>>(args: &[S]) -> Result<InitArgs, String> {
-        const USAGE: &str = "usage: __init --uid UID --gid GID [--no-seccomp] \
-                             [--seccomp-allow CALL,…] [--report-fd FD] -- COMMAND";
+    pub fn parse<S: AsRef<str>>(args: &[S]) -> Result<InitArgs, InitUsage> {
         let mut uid = None;
         let mut gid = None;
         let mut seccomp = SeccompSpec::default();
         let mut report_fd = None;
         let mut rest = args.iter().map(AsRef::as_ref);
-        let number = |flag: &str, value: Option<&str>| -> Result<i64, String> {
+        let number = |flag: &'static str, value: Option<&str>| -> Result<i64, InitUsage> {
             value
                 .and_then(|v| v.parse().ok())
-                .ok_or_else(|| format!("{flag} needs a number; {USAGE}"))
+                .ok_or(InitUsage::NotANumber(flag))
         };
         loop {
             match rest.next() {
@@ -67,14 +65,14 @@ impl InitArgs {
                 Some("--gid") => gid = Some(number("--gid", rest.next())? as u32),
                 Some("--no-seccomp") => seccomp.off = true,
                 Some("--seccomp-allow") => {
-                    let calls = rest.next().ok_or(USAGE)?;
+                    let calls = rest.next().ok_or(InitUsage::Usage)?;
                     seccomp.allow = calls.split(',').map(str::to_string).collect();
                 }
                 Some("--report-fd") => {
                     report_fd = Some(number("--report-fd", rest.next())? as RawFd)
                 }
                 Some("--") => break,
-                _ => return Err(USAGE.into()),
+                _ => return Err(InitUsage::Usage),
             }
         }
         let command: Vec<&str> = rest.collect();
@@ -86,9 +84,21 @@ impl InitArgs {
                 report_fd,
                 command: command.join(" "),
             }),
-            _ => Err(USAGE.into()),
+            _ => Err(InitUsage::Usage),
         }
     }
+}
+
+const INIT_USAGE: &str = "usage: __init --uid UID --gid GID [--no-seccomp] \
+                          [--seccomp-allow CALL,…] [--report-fd FD] -- COMMAND";
+
+/// A command line PID 1 cannot run with (the shim writes it; only a bug gets here).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InitUsage {
+    #[error("{0} needs a number; {INIT_USAGE}")]
+    NotANumber(&'static str),
+    #[error("{INIT_USAGE}")]
+    Usage,
 }
 
 /// Runs the app; returns the exit status to exit with (128 + signal when the app was killed,

@@ -117,7 +117,7 @@ pub struct UpArgs {
     connections: crate::connections::ConnectionArgs,
 }
 
-fn parse_call(name: &str) -> Result<String, String> {
+fn parse_call(name: &str) -> Result<String, dyno_manager::daemon::seccomp::AllowError> {
     let mut calls = dyno_manager::daemon::seccomp::parse_calls(name)?;
     Ok(calls.remove(0))
 }

@@ -20,16 +20,30 @@ pub struct AppCalls {
     pub calls: Vec<String>,
 }
 
+/// Why a `--seccomp-allow` value was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum AllowError {
+    #[error("{0:?}: expected APP:CALL[,CALL…], e.g. myapp:io_uring_setup")]
+    NoApp(String),
+    #[error("{0:?}: the app's name is missing before ':'")]
+    EmptyApp(String),
+    #[error("no system call named: give CALL[,CALL…], e.g. io_uring_setup")]
+    NoCall,
+    /// An unknown call's name, or one this architecture lacks.
+    #[error(transparent)]
+    Call(#[from] dyno_sandbox::seccomp::SeccompError),
+}
+
 impl std::str::FromStr for AppCalls {
-    type Err = String;
+    type Err = AllowError;
 
     /// `APP:CALL[,CALL…]`
-    fn from_str(value: &str) -> Result<AppCalls, String> {
-        let (app, calls) = value.split_once(':').ok_or_else(|| {
-            format!("{value:?}: expected APP:CALL[,CALL…], e.g. myapp:io_uring_setup")
-        })?;
+    fn from_str(value: &str) -> Result<AppCalls, AllowError> {
+        let (app, calls) = value
+            .split_once(':')
+            .ok_or_else(|| AllowError::NoApp(value.into()))?;
         if app.is_empty() {
-            return Err(format!("{value:?}: the app's name is missing before ':'"));
+            return Err(AllowError::EmptyApp(value.into()));
         }
         Ok(AppCalls {
             app: app.to_string(),
@@ -39,7 +53,7 @@ impl std::str::FromStr for AppCalls {
 }
 
 /// `CALL[,CALL…]`, each a system call this kernel's architecture has (and may be allowed).
-pub fn parse_calls(calls: &str) -> Result<Vec<String>, String> {
+pub fn parse_calls(calls: &str) -> Result<Vec<String>, AllowError> {
     let calls: Vec<String> = calls
         .split(',')
         .map(str::trim)
@@ -47,9 +61,9 @@ pub fn parse_calls(calls: &str) -> Result<Vec<String>, String> {
         .map(str::to_string)
         .collect();
     if calls.is_empty() {
-        return Err("no system call named: give CALL[,CALL…], e.g. io_uring_setup".into());
+        return Err(AllowError::NoCall);
     }
-    validate_additions(&calls).map_err(|e| e.to_string())?;
+    validate_additions(&calls)?;
     Ok(calls)
 }
 
@@ -102,13 +116,24 @@ mod tests {
     #[test]
     fn a_bad_addition_is_refused_with_its_name() {
         let e = "hello:io_uring_stup".parse::<AppCalls>().unwrap_err();
-        assert!(e.contains("\"io_uring_stup\""), "{e}");
-        assert!("io_uring_setup".parse::<AppCalls>().is_err());
-        assert!(":keyctl".parse::<AppCalls>().is_err());
-        assert!("hello:".parse::<AppCalls>().is_err());
+        assert!(matches!(e, AllowError::Call(_)), "{e:?}");
+        assert!(e.to_string().contains("\"io_uring_stup\""), "{e}");
+        assert!(matches!(
+            "io_uring_setup".parse::<AppCalls>(),
+            Err(AllowError::NoApp(_))
+        ));
+        assert!(matches!(
+            ":keyctl".parse::<AppCalls>(),
+            Err(AllowError::EmptyApp(_))
+        ));
+        assert!(matches!(
+            "hello:".parse::<AppCalls>(),
+            Err(AllowError::NoCall)
+        ));
         assert!("hello:clone3"
             .parse::<AppCalls>()
             .unwrap_err()
+            .to_string()
             .contains("clone3"));
     }
 }

@@ -143,6 +143,19 @@ enum Outcome {
     Reject(StatusCode),
 }
 
+/// Why a batch did not reach the drain (the connection is dropped and made again).
+#[derive(Debug, thiserror::Error)]
+enum PostError {
+    #[error("{0}")]
+    Http(#[from] hyper::Error),
+    #[error("request: {0}")]
+    Request(#[from] hyper::http::Error),
+    #[error("reading the answer: {0}")]
+    Answer(Box<dyn std::error::Error + Send + Sync>),
+    #[error("no answer within the write timeout")]
+    TimedOut,
+}
+
 async fn post(
     sender: &mut Sender,
     target: &Target,
@@ -150,8 +163,8 @@ async fn post(
     body: &Bytes,
     count: usize,
     frame_id: &str,
-) -> Result<Outcome, String> {
-    sender.ready().await.map_err(|e| e.to_string())?;
+) -> Result<Outcome, PostError> {
+    sender.ready().await?;
     let mut request = Request::post(target.path.as_str())
         .header(hyper::header::HOST, host_header(target))
         .header(hyper::header::CONTENT_TYPE, "application/logplex-1")
@@ -163,19 +176,14 @@ async fn post(
     if let Some(userinfo) = &target.userinfo {
         request = request.header(hyper::header::AUTHORIZATION, basic_auth(userinfo));
     }
-    let request = request
-        .body(Full::new(body.clone()))
-        .map_err(|e| e.to_string())?;
-    let response = sender
-        .send_request(request)
-        .await
-        .map_err(|e| e.to_string())?;
+    let request = request.body(Full::new(body.clone()))?;
+    let response = sender.send_request(request).await?;
     let status = response.status();
     // Read (a bounded part of) the answer so the connection can carry the next batch.
     Limited::new(response.into_body(), 64 * 1024)
         .collect()
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(PostError::Answer)?;
     Ok(if status.is_success() {
         Outcome::Sent
     } else if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
@@ -213,7 +221,7 @@ pub(crate) async fn run(writer: Writer, target: Target) {
                 post(s, &target, &writer, &body, batch.len(), &frame_id),
             )
             .await
-            .unwrap_or_else(|_| Err("timed out".into()));
+            .unwrap_or(Err(PostError::TimedOut));
             match sent {
                 Ok(Outcome::Sent) => {
                     backoff.reset();

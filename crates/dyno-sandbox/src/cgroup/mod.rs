@@ -43,7 +43,7 @@ use serde::{Deserialize, Serialize};
 
 pub use dyno::PreparedJoin;
 pub use error::CgroupError;
-pub use placement::{CpuList, CpuPlacement};
+pub use placement::{CpuList, CpuPlacement, PlacementError};
 pub use size::{DynoSize, CPU_PERIOD_US, DYNO_SIZES};
 pub(crate) use usage::MemoryCounters;
 pub use usage::MemoryUsage;

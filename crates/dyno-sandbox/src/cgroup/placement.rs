@@ -93,11 +93,29 @@ impl CpuPlacement {
     }
 }
 
+/// Why busy dynos cannot be kept off reserved CPUs here.
+#[derive(Debug, thiserror::Error)]
+pub enum PlacementError {
+    #[error("the host mounts no cgroup v1 {0} hierarchy")]
+    NoHierarchy(&'static str),
+    #[error("the cpuset controller is not delegated to {} (systemd: Delegate=yes)", .0.display())]
+    NotDelegated(std::path::PathBuf),
+    #[error(transparent)]
+    Read(#[from] CgroupError),
+    #[error("{}: not a CPU list: {text:?}", path.display())]
+    NotACpuList {
+        path: std::path::PathBuf,
+        text: String,
+    },
+    #[error("{} CPU(s) ({all}) leave none for busy dynos after reserving {reserve}", all.len())]
+    TooFewCpus { all: CpuList, reserve: usize },
+}
+
 impl Cgroups {
     /// From now on, new dyno cgroups start on [`CpuPlacement::busy`]: the first `reserve` of
     /// our CPUs are kept for the router, the daemon and dynos that use little CPU. An error
     /// says why that cannot be (no cpuset controller, too few CPUs); nothing changes then.
-    pub fn reserve_cpus(&mut self, reserve: usize) -> Result<(), String> {
+    pub fn reserve_cpus(&mut self, reserve: usize) -> Result<(), PlacementError> {
         self.placement = Some(self.cpu_placement_for(reserve)?);
         Ok(())
     }
@@ -107,15 +125,15 @@ impl Cgroups {
         self.placement.as_ref()
     }
 
-    fn cpu_placement_for(&self, reserve: usize) -> Result<CpuPlacement, String> {
+    fn cpu_placement_for(&self, reserve: usize) -> Result<CpuPlacement, PlacementError> {
         let (own, file) = match self.version {
             Version::V1 => {
                 let cpuset = self.view.iter().find(|h| h.has_controller("cpuset"));
                 let Some(cpuset) = cpuset else {
-                    return Err("the host mounts no cgroup v1 cpuset hierarchy".into());
+                    return Err(PlacementError::NoHierarchy("cpuset"));
                 };
                 if self.usage_hierarchy_v1().is_none() {
-                    return Err("the host mounts no cgroup v1 cpuacct hierarchy".into());
+                    return Err(PlacementError::NoHierarchy("cpuacct"));
                 }
                 (cpuset.dir.clone(), "cpuset.effective_cpus")
             }
@@ -123,24 +141,17 @@ impl Cgroups {
                 let dir = &self.own[0].dir;
                 let available = fs::read(&dir.join("cgroup.controllers")).unwrap_or_default();
                 if !available.split_whitespace().any(|c| c == "cpuset") {
-                    return Err(format!(
-                        "the cpuset controller is not delegated to {} (systemd: Delegate=yes)",
-                        dir.display()
-                    ));
+                    return Err(PlacementError::NotDelegated(dir.clone()));
                 }
                 (dir.clone(), "cpuset.cpus.effective")
             }
         };
         let path = own.join(file);
-        let text = fs::read(&path).map_err(|e| e.to_string())?;
-        let all = CpuList::parse(&text)
-            .ok_or_else(|| format!("{}: not a CPU list: {text:?}", path.display()))?;
-        CpuPlacement::new(all.clone(), reserve).ok_or_else(|| {
-            format!(
-                "{} CPU(s) ({all}) leave none for busy dynos after reserving {reserve}",
-                all.len()
-            )
-        })
+        let text = fs::read(&path)?;
+        let Some(all) = CpuList::parse(&text) else {
+            return Err(PlacementError::NotACpuList { path, text });
+        };
+        CpuPlacement::new(all.clone(), reserve).ok_or(PlacementError::TooFewCpus { all, reserve })
     }
 
     /// v1: where a dyno's CPU time is counted (`cpuacct`, co-mounted with cpu or apart).
