@@ -3,8 +3,9 @@
 use std::path::PathBuf;
 
 use clap::Args;
+use dyno_manager::daemon::uids::UidRange;
 use dyno_manager::lifecycle::{parse_duration, Cycling, Lifecycle};
-use dyno_manager::up::{self, RouterTls, UidRange, UpOptions};
+use dyno_manager::up::{self, RouterTls, UpOptions};
 use dyno_net::dyno::RunDir;
 use dyno_net::ipam::Ipv4Net;
 use dyno_net::network::NetworkConfig;

@@ -52,7 +52,7 @@ fn r10_when_a_web_dyno_does_not_bind_its_port() {
         logs[position + 3],
         "heroku[web.1]: State changed from starting to crashed"
     );
-    up.assert_nothing_left(dyno_manager::up::app_uid("r10app"));
+    up.assert_nothing_left(dyno_manager::daemon::uids::app_uid("r10app"));
 }
 
 #[test]
@@ -93,7 +93,7 @@ fn a_crash_restarts_at_once_then_after_the_cooloff_and_exit_0_is_a_crash() {
         times[3] - times[2] >= 1.9,
         "second restart before the cool-off: {times:?}"
     );
-    up.assert_nothing_left(dyno_manager::up::app_uid("crashapp"));
+    up.assert_nothing_left(dyno_manager::daemon::uids::app_uid("crashapp"));
 }
 
 /// Seconds within the day of a log line's timestamp.
@@ -136,7 +136,7 @@ fn r12_when_processes_ignore_sigterm_and_a_daemonized_grandchild_goes_too() {
         logs[position + 3],
         "heroku[worker.1]: State changed from up to down"
     );
-    up.assert_nothing_left(dyno_manager::up::app_uid("r12app"));
+    up.assert_nothing_left(dyno_manager::daemon::uids::app_uid("r12app"));
 }
 
 /// The memory cgroup directory (relative to the memory hierarchy) of a running process.
@@ -185,11 +185,11 @@ fn r14_when_over_the_memory_quota() {
     // Still running: R14 is a warning.
     assert!(!logs.iter().any(|l| l.contains("R15")), "{}", up.logs());
     // The dyno's processes are in a cgroup of their own, which goes with the dyno.
-    let pid = processes_of(dyno_manager::up::app_uid("r14app"))[0];
+    let pid = processes_of(dyno_manager::daemon::uids::app_uid("r14app"))[0];
     let cgroup = memory_cgroup_of(pid).unwrap();
     assert!(cgroup.contains("/dyno/"), "{cgroup}");
     up.interrupt();
-    up.assert_nothing_left(dyno_manager::up::app_uid("r14app"));
+    up.assert_nothing_left(dyno_manager::daemon::uids::app_uid("r14app"));
     let memory_root = Path::new("/sys/fs/cgroup/memory");
     if memory_root.exists() {
         assert!(
@@ -247,7 +247,7 @@ fn r15_and_a_kill_at_twice_the_memory_quota() {
         logs[position + 3],
         "heroku[worker.1]: State changed from up to crashed"
     );
-    up.assert_nothing_left(dyno_manager::up::app_uid("r15app"));
+    up.assert_nothing_left(dyno_manager::daemon::uids::app_uid("r15app"));
 }
 
 #[test]
@@ -265,7 +265,7 @@ fn a_fork_bomb_is_held_by_the_pids_limit_while_a_neighbour_keeps_serving() {
     up.wait_up("web.1", Duration::from_secs(30));
     up.wait_up("worker.1", Duration::from_secs(30));
     std::thread::sleep(Duration::from_secs(2));
-    let uid = dyno_manager::up::app_uid("bombapp");
+    let uid = dyno_manager::daemon::uids::app_uid("bombapp");
     let processes = processes_of(uid).len();
     // Standard-1X: 256 processes for the bomb's dyno, a few for the web dyno.
     assert!((200..=270).contains(&processes), "{processes} processes");
@@ -316,5 +316,5 @@ fn cycling_restarts_a_dyno_gracefully_on_schedule() {
         logs[position + 4],
         "heroku[worker.1]: Starting process with command `echo started; exec sleep 1000`"
     );
-    up.assert_nothing_left(dyno_manager::up::app_uid("cycleapp"));
+    up.assert_nothing_left(dyno_manager::daemon::uids::app_uid("cycleapp"));
 }

@@ -74,7 +74,7 @@ fn hello_runs_serves_through_its_dyno_address_and_leaves_nothing() {
         first.len() > 33 && &first[4..5] == "-" && &first[26..32] == "+00:00",
         "{first}"
     );
-    up.assert_nothing_left(dyno_manager::up::app_uid("hello"));
+    up.assert_nothing_left(dyno_manager::daemon::uids::app_uid("hello"));
 }
 
 #[test]
@@ -123,7 +123,7 @@ fn java_lists_eth0_as_index_2_while_the_host_end_is_above_65535() {
     assert!(answer.contains("eth0 index=2 up"), "{answer}");
     assert!(answer.contains(&format!("{ip}/32")), "{answer}");
     up.interrupt();
-    up.assert_nothing_left(dyno_manager::up::app_uid("java-interfaces"));
+    up.assert_nothing_left(dyno_manager::daemon::uids::app_uid("java-interfaces"));
 }
 
 #[test]
@@ -154,7 +154,7 @@ fn ruby_raindrops_reports_queued_connections_inside_the_dyno() {
         "no queued connection seen: {queued:?}"
     );
     up.interrupt();
-    up.assert_nothing_left(dyno_manager::up::app_uid("ruby-raindrops"));
+    up.assert_nothing_left(dyno_manager::daemon::uids::app_uid("ruby-raindrops"));
 }
 
 /// A worker that tries the kernel keyring twice, as an exploit would, then says it goes on.
@@ -249,5 +249,5 @@ fn ctrl_c_while_a_web_dyno_boots_stops_at_once_and_leaves_nothing() {
         "{status:?}\n{}",
         up.notes()
     );
-    up.assert_nothing_left(dyno_manager::up::app_uid("slowboot"));
+    up.assert_nothing_left(dyno_manager::daemon::uids::app_uid("slowboot"));
 }

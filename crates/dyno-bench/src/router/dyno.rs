@@ -199,7 +199,7 @@ impl DynoLab {
             let cgroup = cgroups.create(&name, &DynoSize::STANDARD_1X);
             dyno.cgroup = Some(cgroup.map_err(|e| format!("cgroup of dyno {name}: {e}"))?);
         }
-        let uid = dyno_manager::up::app_uid(DYNO_APP);
+        let uid = dyno_manager::daemon::uids::app_uid(DYNO_APP);
         // First the per-call probe (dd: one read and one write per byte, nothing else), then
         // nginx.
         let command = format!(

@@ -140,7 +140,7 @@ impl Ctx {
             state_root: work.join("state"),
             work,
             mounted: false,
-            uid: dyno_manager::up::app_uid(APP),
+            uid: dyno_manager::daemon::uids::app_uid(APP),
             port: args.port,
             cgroups,
         };

@@ -19,6 +19,7 @@ pub mod reconcile;
 pub mod runtime_metrics;
 pub mod seccomp;
 pub mod slug;
+pub mod uids;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -47,8 +48,8 @@ use crate::logring::LogHub;
 use crate::logs::{LogLine, Source};
 use crate::procfile;
 use crate::supervisor::{self, Adoptee, DynoDef, DynoHandle, Platform, SharedNetwork, State};
-use crate::up::{app_uid_in, UidRange};
 use crate::webdynos::{Preboot, WebDynos};
+use uids::{app_uid_in, UidRange};
 
 /// A failed daemon operation: what kind of failure (the API makes its id and status of it) and
 /// a message that says what to do.

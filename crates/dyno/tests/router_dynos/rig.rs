@@ -117,7 +117,7 @@ impl Rig {
         let status = self.up.interrupt();
         assert!(status.success(), "{status:?}\n{}", self.up.notes());
         self.up
-            .assert_nothing_left(dyno_manager::up::app_uid(&self.name));
+            .assert_nothing_left(dyno_manager::daemon::uids::app_uid(&self.name));
     }
 }
 

@@ -92,7 +92,7 @@ fn ctrl_c_stops_dyno_up_while_a_client_holds_a_websocket_open() {
     assert!(rest.is_empty(), "{rest:?}");
     eprintln!("dyno up stopped {stop_took:?} after Ctrl-C");
     rig.up
-        .assert_nothing_left(dyno_manager::up::app_uid(&rig.name));
+        .assert_nothing_left(dyno_manager::daemon::uids::app_uid(&rig.name));
 }
 
 /// A WebSocket to the app's `/ws`, through the router: handshake checked.

@@ -78,7 +78,7 @@ impl Up {
     /// The uid `dyno serve` runs `app` as: each test's daemon has uids of its own, so that
     /// tests running apps of the same name never count each other's processes.
     pub fn app_uid(&self, app: &str) -> u32 {
-        dyno_manager::up::app_uid_in(app, *uid_range_of(&self.scratch))
+        dyno_manager::daemon::uids::app_uid_in(app, *uid_range_of(&self.scratch))
     }
 
     /// SIGKILL the daemon (no cleanup of its own), then start a new `dyno serve` on the same
@@ -457,10 +457,10 @@ fn uid_range_of(scratch: &Path) -> UidRangeArg {
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     scratch.hash(&mut hasher);
     let first = 1_000_000 + (hasher.finish() % 3000) as u32 * 1000;
-    UidRangeArg(dyno_manager::up::UidRange { first, count: 1000 })
+    UidRangeArg(dyno_manager::daemon::uids::UidRange { first, count: 1000 })
 }
 
-struct UidRangeArg(dyno_manager::up::UidRange);
+struct UidRangeArg(dyno_manager::daemon::uids::UidRange);
 
 impl std::fmt::Display for UidRangeArg {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -469,7 +469,7 @@ impl std::fmt::Display for UidRangeArg {
 }
 
 impl std::ops::Deref for UidRangeArg {
-    type Target = dyno_manager::up::UidRange;
+    type Target = dyno_manager::daemon::uids::UidRange;
     fn deref(&self) -> &Self::Target {
         &self.0
     }
