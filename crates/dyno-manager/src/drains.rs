@@ -17,7 +17,7 @@ mod syslog;
 
 use std::fmt;
 use std::path::Path;
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use rustls_pki_types::pem::PemObject;
@@ -26,7 +26,6 @@ use tokio::task::AbortHandle;
 use tokio_rustls::rustls::{self, ClientConfig, RootCertStore};
 
 use crate::logqueue::{Item, LineQueue};
-use crate::logring::{HubInner, LogHub};
 use crate::logs::{rfc3339_seconds, LogLine, Source};
 
 /// Lines a drain may have queued before lines are dropped for it.
@@ -316,8 +315,13 @@ impl Drop for DrainSlot {
     }
 }
 
+/// Where a drain's own notices go (the overflow line `L10`): the app's log, to every reader
+/// and drain but the drain named by the token. The hub hands one in; a drain knows nothing
+/// else of the hub.
+pub(crate) type NoticeSink = Arc<dyn Fn(&str, LogLine, &str) + Send + Sync>;
+
 pub(crate) fn start(
-    hub: &LogHub,
+    notices: NoticeSink,
     app: &str,
     url: &str,
     token: &str,
@@ -331,7 +335,7 @@ pub(crate) fn start(
         .map_err(|_| DrainError::NoRuntime { url: redact(url) })?;
     let queue = Arc::new(LineQueue::new(options.queue_lines));
     let writer = Writer {
-        hub: hub.downgrade(),
+        notices,
         app: app.to_owned(),
         token: token.to_owned(),
         url: redact(url),
@@ -354,7 +358,7 @@ pub(crate) fn start(
 
 /// What a writer task shares with its transport.
 pub(crate) struct Writer {
-    hub: Weak<HubInner>,
+    notices: NoticeSink,
     app: String,
     pub token: String,
     /// Redacted, for tracing.
@@ -400,13 +404,7 @@ impl Writer {
                 }
                 .log_line();
                 tracing::warn!(drain = %self.url, app = %self.app, dropped = count, "log drain too slow: lines dropped");
-                if let Some(hub) = self.hub.upgrade() {
-                    LogHub::from_inner(hub).append_except(
-                        &self.app,
-                        line.clone(),
-                        Some(&self.token),
-                    );
-                }
+                (self.notices)(&self.app, line.clone(), &self.token);
                 batch.push(Arc::new(line));
             }
         }
@@ -458,6 +456,7 @@ impl Backoff {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::logring::LogHub;
 
     #[test]
     fn parses_drain_urls() {

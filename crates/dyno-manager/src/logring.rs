@@ -165,7 +165,7 @@ pub struct LogHub {
 }
 
 #[derive(Default)]
-pub(crate) struct HubInner {
+struct HubInner {
     apps: Mutex<HashMap<String, Arc<Mutex<AppLog>>>>,
     options: HubOptions,
 }
@@ -215,14 +215,6 @@ impl LogHub {
 
     pub fn options(&self) -> &HubOptions {
         &self.inner.options
-    }
-
-    pub(crate) fn from_inner(inner: Arc<HubInner>) -> LogHub {
-        LogHub { inner }
-    }
-
-    pub(crate) fn downgrade(&self) -> std::sync::Weak<HubInner> {
-        Arc::downgrade(&self.inner)
     }
 
     /// The app's log, created on first use.
@@ -345,7 +337,14 @@ impl LogHub {
                 url: drains::redact(url),
             });
         }
-        let slot = drains::start(self, app, url, token, options)?;
+        // Weak: the hub owns its drains, not the other way round.
+        let hub = Arc::downgrade(&self.inner);
+        let notices: drains::NoticeSink = Arc::new(move |app, line, skip| {
+            if let Some(inner) = hub.upgrade() {
+                LogHub { inner }.append_except(app, line, Some(skip));
+            }
+        });
+        let slot = drains::start(notices, app, url, token, options)?;
         let info = slot.info.clone();
         log.drains.push(slot);
         Ok(info)
