@@ -18,8 +18,9 @@ use dyno_net::diag::SockDiag;
 use dyno_net::ipam::LeaseStore;
 use dyno_net::network::Network;
 use dyno_sandbox::cgroup::{Cgroups, DynoCgroup, DynoSize};
-use dyno_sandbox::launch;
 use dyno_sandbox::spec::{ExitRecord, SandboxSpec, SeccompSpec, StateDir};
+use dyno_sandbox::{launch, sys};
+use rustix::process::Signal;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -469,27 +470,44 @@ struct Incarnation {
 
 /// The shim of an incarnation.
 enum Shim {
-    /// Started by this supervisor: tokio reaps it.
-    Child(tokio::process::Child),
+    /// Started by this supervisor: tokio reaps it. Signalled through its pidfd (taken right
+    /// after the spawn, while it cannot have been reaped yet).
+    Child {
+        child: tokio::process::Child,
+        pidfd: Option<std::os::fd::OwnedFd>,
+    },
     /// Found running after a restart: someone else's child (init reaps it); its pidfd becomes
     /// readable when it exits. Its exit status is in the state dir (the shim records it).
     Adopted {
-        pid: u32,
         exited: tokio::io::unix::AsyncFd<std::os::fd::OwnedFd>,
     },
 }
 
 impl Shim {
-    fn id(&self) -> Option<u32> {
-        match self {
-            Shim::Child(child) => child.id(),
-            Shim::Adopted { pid, .. } => Some(*pid),
-        }
+    fn started(child: tokio::process::Child) -> Shim {
+        let pidfd = child
+            .id()
+            .and_then(|pid| dyno_sandbox::sys::pidfd_open(pid as libc::pid_t).ok());
+        Shim::Child { child, pidfd }
+    }
+
+    /// `signal` to the shim, through its pidfd where there is one. Gone already: nothing.
+    fn signal(&self, signal: Signal) {
+        let _ = match self {
+            Shim::Child {
+                pidfd: Some(pidfd), ..
+            } => sys::signal_pidfd(pidfd, signal),
+            Shim::Adopted { exited, .. } => sys::signal_pidfd(exited.get_ref(), signal),
+            Shim::Child { child, pidfd: None } => match child.id() {
+                Some(pid) => sys::signal_pid(pid as libc::pid_t, signal),
+                None => Ok(()),
+            },
+        };
     }
 
     async fn wait(&mut self) -> Option<std::process::ExitStatus> {
         match self {
-            Shim::Child(child) => child.wait().await.ok(),
+            Shim::Child { child, .. } => child.wait().await.ok(),
             Shim::Adopted { exited, .. } => {
                 let _ = exited.readable().await;
                 None
@@ -564,10 +582,7 @@ impl Incarnation {
             ip: found.ip,
             netns,
             state,
-            shim: Shim::Adopted {
-                pid: found.shim_pid,
-                exited: pidfd,
-            },
+            shim: Shim::Adopted { exited: pidfd },
             pumps,
             cgroup,
             intent: Some(found.intent),
@@ -673,7 +688,7 @@ impl Incarnation {
             ip: net.ip,
             netns: net.netns,
             state,
-            shim: Shim::Child(shim),
+            shim: Shim::started(shim),
             pumps,
             cgroup,
             intent: intent.map(|(id, _)| id),
@@ -765,10 +780,7 @@ impl Incarnation {
         self.record_stopping(sup).await;
         unroute(sup);
         sup.log("Stopping all processes with SIGTERM");
-        if let Some(pid) = self.shim.id() {
-            // SAFETY: kill has no memory-safety preconditions.
-            unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
-        }
+        self.shim.signal(Signal::TERM);
         let status = match tokio::time::timeout(lifecycle.stop_grace, self.shim.wait()).await {
             Ok(status) => status,
             Err(_) => {
@@ -821,16 +833,10 @@ impl Incarnation {
     /// SIGKILL to the dyno's PID 1: the kernel then kills every process in its pid namespace.
     fn kill(&self) {
         match launch::live_init_pid(&self.state) {
-            // SAFETY: kill has no memory-safety preconditions.
-            Some(pid) => unsafe {
-                libc::kill(pid, libc::SIGKILL);
-            },
-            _ => {
-                if let Some(shim) = self.shim.id() {
-                    // SAFETY: as above.
-                    unsafe { libc::kill(shim as libc::pid_t, libc::SIGKILL) };
-                }
+            Some(pid) => {
+                let _ = sys::signal_pid(pid, Signal::KILL);
             }
+            None => self.shim.signal(Signal::KILL),
         }
     }
 
@@ -899,12 +905,11 @@ async fn discard(sup: &Supervisor, found: &Adoptee) {
 
 /// The blocking part of [`discard`].
 fn remove_found(platform: &Platform, name: &str, found: &Adoptee) {
-    // SAFETY: kill has no memory-safety preconditions; the caller checked the pid is our shim.
-    unsafe { libc::kill(found.shim_pid as libc::pid_t, libc::SIGKILL) };
+    // The caller checked the pid is our shim; the PID 1 is the one our shim recorded.
+    let _ = sys::signal_pid(found.shim_pid as libc::pid_t, Signal::KILL);
     let state = StateDir(platform.state_root.join(&found.net_name));
     if let Some(pid) = launch::live_init_pid(&state) {
-        // SAFETY: as above; a dyno's PID 1 recorded by our shim.
-        unsafe { libc::kill(pid, libc::SIGKILL) };
+        let _ = sys::signal_pid(pid, Signal::KILL);
     }
     if let Some(cgroup) = platform
         .cgroups

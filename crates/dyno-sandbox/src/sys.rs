@@ -82,13 +82,25 @@ pub fn io_context<T>(what: impl FnOnce() -> String, r: io::Result<T>) -> SysResu
 /// A pidfd for `pid`: it refers to that process, never to a later one with the same number, and
 /// becomes readable when the process exits (also for a process that is not our child).
 pub fn pidfd_open(pid: libc::pid_t) -> io::Result<std::os::fd::OwnedFd> {
-    use std::os::fd::FromRawFd;
-    // SAFETY: pidfd_open with a pid and no flags; it returns a new fd or -1.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let fd = libc::c_int::try_from(fd).map_err(|_| io::Error::from(io::ErrorKind::InvalidData))?;
-    // SAFETY: the kernel just returned this fd and nothing else owns it.
-    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
+    let pid = rustix::process::Pid::from_raw(pid)
+        .ok_or_else(|| io::Error::from(io::ErrorKind::InvalidInput))?;
+    Ok(rustix::process::pidfd_open(
+        pid,
+        rustix::process::PidfdFlags::empty(),
+    )?)
+}
+
+/// Sends `signal` to the process of `pidfd`: never to a later process that got its number.
+pub fn signal_pidfd(
+    pidfd: impl std::os::fd::AsFd,
+    signal: rustix::process::Signal,
+) -> io::Result<()> {
+    Ok(rustix::process::pidfd_send_signal(pidfd, signal)?)
+}
+
+/// Sends `signal` to `pid` (where no pidfd is held; `kill(2)`).
+pub fn signal_pid(pid: libc::pid_t, signal: rustix::process::Signal) -> io::Result<()> {
+    let pid = rustix::process::Pid::from_raw(pid)
+        .ok_or_else(|| io::Error::from(io::ErrorKind::InvalidInput))?;
+    Ok(rustix::process::kill_process(pid, signal)?)
 }

@@ -215,9 +215,8 @@ pub fn remove_leftovers(options: &DaemonOptions, names: &[&str], cgroups: Option
 /// SIGKILLs `pids` and waits (up to 5 s) until they are gone.
 fn kill_and_wait(pids: &[libc::pid_t]) {
     for pid in pids {
-        // SAFETY: kill has no memory-safety preconditions; each pid was checked to be a shim
-        // or a dyno's PID 1 of ours just before.
-        unsafe { libc::kill(*pid, libc::SIGKILL) };
+        // Each pid was checked to be a shim or a dyno's PID 1 of ours just before.
+        let _ = dyno_sandbox::sys::signal_pid(*pid, rustix::process::Signal::KILL);
     }
     let deadline = Instant::now() + Duration::from_secs(5);
     while pids
