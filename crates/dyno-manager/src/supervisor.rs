@@ -393,7 +393,7 @@ async fn supervise(
                     (sup.platform.clone(), sup.def.clone(), sup.name.clone());
                 let taken = found.clone();
                 let adopted =
-                    off_runtime(move || Incarnation::adopt(&platform, &def, &name, taken)).await;
+                    in_setup_lane(move || Incarnation::adopt(&platform, &def, &name, taken)).await;
                 if adopted.is_err() {
                     discard(&sup, &found).await;
                 }
@@ -534,7 +534,7 @@ impl Incarnation {
         };
         let made = {
             let (platform, def, name) = (platform.clone(), sup.def.clone(), sup.name.clone());
-            off_runtime(move || Incarnation::make(&platform, &def, &name, net_name, intent)).await
+            in_setup_lane(move || Incarnation::make(&platform, &def, &name, net_name, intent)).await
         };
         if made.is_err() {
             if let Some((id, _)) = intent {
@@ -700,7 +700,8 @@ impl Incarnation {
         let lifecycle = sup.platform.lifecycle.clone();
         let launched = Instant::now();
         let mut diag = if sup.def.is_web() {
-            // Opened inside the dyno's namespace, by the namespace thread: off the runtime.
+            // Opened inside the dyno's namespace, by the namespace thread: off the runtime, but
+            // not in the setup lane (a web dyno is not held up behind other dynos' setups).
             let netns = self.netns.try_clone();
             let opened = off_runtime(move || SockDiag::open_in(&netns?)).await;
             match opened {
@@ -869,7 +870,7 @@ impl Incarnation {
         let (platform, name) = (sup.platform.clone(), sup.name.clone());
         let (cgroup, netns, net_name, state) =
             (self.cgroup.take(), self.netns, self.net_name, self.state);
-        off_runtime(move || {
+        in_setup_lane(move || {
             if let Some(cgroup) = &cgroup {
                 // PID 1 is gone and its namespace with it; nothing should be left, but be sure.
                 let _ = cgroup.kill_all();
@@ -897,7 +898,7 @@ impl Incarnation {
 /// the dyno can start afresh.
 async fn discard(sup: &Supervisor, found: &Adoptee) {
     let (platform, name, taken) = (sup.platform.clone(), sup.name.clone(), found.clone());
-    off_runtime(move || remove_found(&platform, &name, &taken)).await;
+    in_setup_lane(move || remove_found(&platform, &name, &taken)).await;
     let id = found.intent;
     sup.platform.record(move |l| l.stopping(id)).await;
     sup.platform.record(move |l| l.end(id)).await;
@@ -928,12 +929,18 @@ fn remove_found(platform: &Platform, name: &str, found: &Adoptee) {
     let _ = std::fs::remove_dir_all(&state.0);
 }
 
-/// Runs blocking work (netlink, nf_tables, namespaces, cgroup and state files) on tokio's
-/// blocking pool: the runtime's few workers also serve the router and the API, and a dyno's
-/// setup or teardown holds the network's lock for milliseconds.
-async fn off_runtime<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> T {
+/// Runs a dyno's setup or teardown (netlink, nf_tables, namespaces, cgroup and state files) on
+/// tokio's blocking pool, one at a time: the runtime's few workers also serve the router and
+/// the API, the network's lock serialises most of it anyway, and a hundred setup threads at
+/// once (a scale-up) would take the CPU from the router.
+async fn in_setup_lane<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> T {
     static LANE: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
     let _turn = LANE.acquire().await;
+    off_runtime(work).await
+}
+
+/// Runs short blocking work on tokio's blocking pool, off the runtime's workers.
+async fn off_runtime<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> T {
     match tokio::task::spawn_blocking(work).await {
         Ok(value) => value,
         Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
