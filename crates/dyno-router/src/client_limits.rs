@@ -7,18 +7,27 @@
 //! client for the per-client bound, of anyone for the total), which is closed as an idle
 //! timeout would close it. When nothing is idle the new connection is refused (closed at once):
 //! requests in progress are never cut. HTTP/2 connections count, but are never idle here.
+//!
+//! Marking a connection idle or busy happens on every request, so it is one atomic store;
+//! only a new connection at a bound looks through the open ones for the oldest idle.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
+/// `idle_since` of a connection that is not idle.
+const BUSY: u64 = 0;
+
 /// The bounds and who holds what.
 pub(crate) struct ClientLimits {
     per_client: usize,
     total: usize,
+    /// Orders the moments connections turn idle (the oldest idle has the lowest number).
+    clock: AtomicU64,
     state: Mutex<State>,
 }
 
@@ -27,16 +36,13 @@ struct State {
     next: u64,
     open: HashMap<u64, Open>,
     per_client: HashMap<IpAddr, usize>,
-    /// Idle connections by when they turned idle (an increasing sequence number): oldest first.
-    idle: BTreeMap<u64, u64>,
-    idle_of: HashMap<IpAddr, BTreeMap<u64, u64>>,
     refused: Refusals,
 }
 
 struct Open {
     client: IpAddr,
-    /// Its key in `idle` while idle.
-    idle_since: Option<u64>,
+    /// When it turned idle ([`ClientLimits::clock`]), or [`BUSY`].
+    idle_since: Arc<AtomicU64>,
     close: Arc<Notify>,
 }
 
@@ -44,6 +50,7 @@ struct Open {
 pub(crate) struct ClientSlot {
     limits: Arc<ClientLimits>,
     id: u64,
+    idle_since: Arc<AtomicU64>,
     close: Arc<Notify>,
 }
 
@@ -61,6 +68,7 @@ impl ClientLimits {
         ClientLimits {
             per_client: per_client.max(1),
             total: total.max(1),
+            clock: AtomicU64::new(BUSY + 1),
             state: Mutex::default(),
         }
     }
@@ -85,12 +93,13 @@ impl ClientLimits {
         }
         let id = state.next;
         state.next += 1;
+        let idle_since = Arc::new(AtomicU64::new(BUSY));
         let close = Arc::new(Notify::new());
         state.open.insert(
             id,
             Open {
                 client,
-                idle_since: None,
+                idle_since: idle_since.clone(),
                 close: close.clone(),
             },
         );
@@ -98,6 +107,7 @@ impl ClientLimits {
         Some(ClientSlot {
             limits: self.clone(),
             id,
+            idle_since,
             close,
         })
     }
@@ -107,14 +117,14 @@ impl State {
     /// Closes the oldest idle connection (of `client`, or of anyone) and frees its place at
     /// once; false when there is none.
     fn evict_oldest_idle(&mut self, client: Option<IpAddr>) -> bool {
-        let oldest = match client {
-            Some(client) => self
-                .idle_of
-                .get(&client)
-                .and_then(|idle| idle.first_key_value()),
-            None => self.idle.first_key_value(),
-        };
-        let Some((_, &id)) = oldest else {
+        let oldest = self
+            .open
+            .iter()
+            .filter(|(_, open)| client.is_none_or(|c| c == open.client))
+            .map(|(&id, open)| (open.idle_since.load(Ordering::Relaxed), id))
+            .filter(|&(since, _)| since != BUSY)
+            .min();
+        let Some((_, id)) = oldest else {
             return false;
         };
         if let Some(open) = self.forget(id) {
@@ -125,7 +135,6 @@ impl State {
 
     /// Removes connection `id` from every count.
     fn forget(&mut self, id: u64) -> Option<Open> {
-        self.not_idle(id);
         let open = self.open.remove(&id)?;
         if let Some(count) = self.per_client.get_mut(&open.client) {
             *count -= 1;
@@ -134,23 +143,6 @@ impl State {
             }
         }
         Some(open)
-    }
-
-    fn not_idle(&mut self, id: u64) {
-        let Some(open) = self.open.get_mut(&id) else {
-            return;
-        };
-        let Some(since) = open.idle_since.take() else {
-            return;
-        };
-        let client = open.client;
-        self.idle.remove(&since);
-        if let Some(idle) = self.idle_of.get_mut(&client) {
-            idle.remove(&since);
-            if idle.is_empty() {
-                self.idle_of.remove(&client);
-            }
-        }
     }
 
     fn refused(&mut self, client: IpAddr, whose: &str, bound: usize) {
@@ -172,28 +164,13 @@ impl State {
 impl ClientSlot {
     /// The connection waits for a request and has none of it: it may be closed for a new one.
     pub(crate) fn idle(&self) {
-        let mut state = self.limits.state();
-        let since = state.next;
-        let Some(open) = state.open.get_mut(&self.id) else {
-            return; // Evicted already.
-        };
-        if open.idle_since.is_some() {
-            return;
-        }
-        open.idle_since = Some(since);
-        let client = open.client;
-        state.next += 1;
-        state.idle.insert(since, self.id);
-        state
-            .idle_of
-            .entry(client)
-            .or_default()
-            .insert(since, self.id);
+        let now = self.limits.clock.fetch_add(1, Ordering::Relaxed);
+        self.idle_since.store(now, Ordering::Relaxed);
     }
 
     /// A request has begun: the connection is no longer idle.
     pub(crate) fn busy(&self) {
-        self.limits.state().not_idle(self.id);
+        self.idle_since.store(BUSY, Ordering::Relaxed);
     }
 
     /// Resolves once the connection was chosen to make room (it was idle then).
