@@ -8,7 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use dyno_api::{ApiClient, Dyno, FormationUpdate, FormationUpdates};
+use dyno_api::{ApiClient, Dyno, FormationUpdate};
 use dyno_net::lab::Lab;
 use dyno_net::ns;
 
@@ -134,15 +134,12 @@ pub(super) async fn scale_app(
     process_type: &str,
     quantity: u32,
 ) -> Result<(), String> {
-    let updates = FormationUpdates {
-        updates: vec![FormationUpdate {
-            process_type: process_type.into(),
-            quantity: Some(quantity),
-            size: None,
-        }],
+    let update = FormationUpdate {
+        process_type: process_type.into(),
+        quantity: Some(quantity),
+        size: None,
     };
-    let _: serde_json::Value = api
-        .patch(&format!("/apps/{app}/formation"), &updates)
+    api.update_formation(app, vec![update])
         .await
         .map_err(|e| e.to_string())?;
     Ok(())
@@ -153,9 +150,7 @@ async fn dynos(api: &ApiClient) -> Result<Vec<Dyno>, String> {
 }
 
 pub(super) async fn dynos_of(api: &ApiClient, app: &str) -> Result<Vec<Dyno>, String> {
-    api.get(&format!("/apps/{app}/dynos"))
-        .await
-        .map_err(|e| e.to_string())
+    api.dynos(app).await.map_err(|e| e.to_string())
 }
 
 /// Polls until `done(dynos)` holds (or 120 s pass).
@@ -201,13 +196,8 @@ async fn measure(
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     api.create_app(APP).await.map_err(|e| e.to_string())?;
-    let deploy = dyno_api::Deploy {
-        dir: app_dir.to_string_lossy().into_owned(),
-    };
-    let _: dyno_api::Release = api
-        .post(&format!("/apps/{APP}/releases"), &deploy)
-        .await
-        .map_err(|e| e.to_string())?;
+    let dir = app_dir.to_string_lossy().into_owned();
+    api.deploy(APP, &dir).await.map_err(|e| e.to_string())?;
     scale(&api, "web", 0).await?;
     until(&api, "web=0", |d| d.is_empty()).await?;
 
@@ -279,10 +269,7 @@ async fn measure(
             let name = format!("{APP}-w{}", apps.len());
             let count = left.min(100);
             api.create_app(&name).await.map_err(|e| e.to_string())?;
-            let _: dyno_api::Release = api
-                .post(&format!("/apps/{name}/releases"), &deploy)
-                .await
-                .map_err(|e| e.to_string())?;
+            api.deploy(&name, &dir).await.map_err(|e| e.to_string())?;
             scale_app(&api, &name, "web", 0).await?;
             scale_app(&api, &name, "worker", count).await?;
             apps.push((name, count as usize));
@@ -301,10 +288,7 @@ async fn measure(
         pairs.push(("many", many.to_string()));
         pairs.push(("daemon_rss_mb_many", format!("{:.1}", rss_mb(pid)?)));
         for (name, _) in &apps {
-            let _: dyno_api::App = api
-                .delete(&format!("/apps/{name}"))
-                .await
-                .map_err(|e| e.to_string())?;
+            api.destroy_app(name).await.map_err(|e| e.to_string())?;
         }
     }
     Ok(pairs)

@@ -228,11 +228,8 @@ pub(super) async fn setup(api: &ApiClient, scratch: &Path) -> Result<(), String>
     }
     for app in [VICTIM, ABUSER] {
         api.create_app(app).await.map_err(|e| e.to_string())?;
-        let deploy = dyno_api::Deploy {
-            dir: scratch.join(app).to_string_lossy().into_owned(),
-        };
-        let _: dyno_api::Release = (api.post(&format!("/apps/{app}/releases"), &deploy).await)
-            .map_err(|e| format!("deploy {app}: {e}"))?;
+        let dir = scratch.join(app).to_string_lossy().into_owned();
+        (api.deploy(app, &dir).await).map_err(|e| format!("deploy {app}: {e}"))?;
     }
     scale_app(api, ABUSER, "worker", 0).await?;
     for app in [VICTIM, ABUSER] {
@@ -255,9 +252,8 @@ fn abuse(
     // Dyno network namespaces bound in the lab: one goes only once the dyno's processes are
     // gone and the daemon has torn it down (the API stops listing a dyno as its stop begins).
     let namespaces = || std::fs::read_dir(run_dir).map_or(0, |d| d.count());
-    let config = std::collections::BTreeMap::from([("ABUSE", Some(kind))]);
-    let set = runtime
-        .block_on(api.patch::<_, serde_json::Value>(&format!("/apps/{ABUSER}/config"), &config));
+    let config = std::collections::BTreeMap::from([("ABUSE".to_string(), Some(kind.to_string()))]);
+    let set = runtime.block_on(api.update_config(ABUSER, &config));
     set.map_err(|e| format!("config:set ABUSE={kind}: {e}"))?;
     // The abuser's web rolls to the new release (preboot); let that settle before measuring.
     runtime.block_on(settled(api))?;
@@ -347,8 +343,13 @@ fn poll_api(api: &ApiClient, runtime: &tokio::runtime::Runtime, end: Instant) ->
 /// The abuser worker's last log lines (what the abuse says it reached, and the platform's
 /// lines about it: R14, exits, restarts).
 async fn worker_lines(api: &ApiClient) -> Vec<String> {
-    let path = format!("/apps/{ABUSER}/logs?n=300");
-    let read = tokio::time::timeout(Duration::from_secs(5), api.get::<Vec<String>>(&path));
+    let query = dyno_api::LogQuery {
+        n: Some(300),
+        ps: None,
+        source: None,
+        tail: false,
+    };
+    let read = tokio::time::timeout(Duration::from_secs(5), api.logs(ABUSER, &query));
     let Ok(Ok(all)) = read.await else {
         return vec!["(no logs within 5 s)".into()];
     };
