@@ -33,6 +33,9 @@ use super::scale::{dynos_of, scale_app, spawn_serve, until_app, Daemon};
 use super::stats::{summarize, Summary};
 
 pub(super) mod apps;
+mod probe;
+
+use probe::WakeupProbe;
 
 #[derive(Args)]
 #[command(
@@ -41,8 +44,11 @@ pub(super) mod apps;
     per abuse K (forkbomb memory tmpfs sockets disk cpu denied_syscalls): abuse_p99_ms_K, \
     abuse_p99_ratio_K (abuse_p99_ms_K / quiet_p99_ms), abuse_errors_K (requests that failed or \
     took over 5 s), api_ok_K (1: the daemon's API answered every 500 ms poll within 2 s and \
-    listed the victim up), api_max_ms_K, stop_s_K (worker=0 until the abusing dyno's network namespace was gone); \
-    and api_ok (all phases). Needs nginx (nginx-light) and python3."
+    listed the victim up), api_max_ms_K, stop_s_K (worker=0 until the abusing dyno's network namespace was gone), \
+    anchor_p99_ms_K and anchor_p99_ratio_K (the anchor: how late a thread of the bench, pinned to \
+    the reserved CPU and sharing nothing with the abuser, wakes from 1 ms sleeps; the ratio is \
+    against anchor_quiet_p99_ms, all quiet phases pooled); and api_ok (all phases). Needs nginx \
+    (nginx-light) and python3."
 )]
 pub struct IsolationBench {
     /// Victim measurement with the abuser idle, before each abuse
@@ -80,6 +86,9 @@ struct Phase {
     api_ok: bool,
     api_max_ms: f64,
     stop_s: f64,
+    /// The anchor's lateness ([`probe`]) during the quiet and the abused measurement.
+    probe_quiet_samples: Vec<Duration>,
+    probe_abused: Summary,
 }
 
 pub fn run(args: IsolationBench) -> Result<(), String> {
@@ -193,12 +202,18 @@ fn measure(
         "victim: {} connections, {} requests/s through the router; quiet {:?}, abuse {:?}",
         args.connections, args.rate, args.quiet, args.abuse
     );
+    let probe = WakeupProbe::start()?;
+    match probe.cpu {
+        Some(cpu) => println!("anchor: a thread of the bench on CPU {cpu} sleeps 1 ms at a time"),
+        None => println!("anchor: a thread of the bench (not pinned) sleeps 1 ms at a time"),
+    }
     let mut phases = Vec::new();
     for kind in kinds {
-        let phase = abuse(&api, runtime, &target, &lab.run_dir.0, args, kind)?;
+        let phase = abuse(&api, runtime, &target, &probe, &lab.run_dir.0, args, kind)?;
         println!(
             "{:<16} quiet p50 {:>7.3} p99 {:>7.3} ms | abused p50 {:>8.3} p99 {:>8.3} max {:>8.3} ms \
-             at {:.1} s (x{:.2}) errors {} | api {} max {:.0} ms | stop {:.1} s",
+             at {:.1} s (x{:.2}) errors {} | api {} max {:.0} ms | stop {:.1} s | \
+             anchor late p99 {:.3} -> {:.3} ms (x{:.2})",
             phase.kind,
             phase.quiet.p50_ms,
             phase.quiet.p99_ms,
@@ -211,6 +226,9 @@ fn measure(
             if phase.api_ok { "ok" } else { "NOT ok" },
             phase.api_max_ms,
             phase.stop_s,
+            summarize(&phase.probe_quiet_samples).p99_ms,
+            phase.probe_abused.p99_ms,
+            phase.probe_abused.p99_ms / summarize(&phase.probe_quiet_samples).p99_ms,
         );
         phases.push(phase);
     }
@@ -245,6 +263,7 @@ fn abuse(
     api: &ApiClient,
     runtime: &tokio::runtime::Runtime,
     target: &load::Target,
+    probe: &WakeupProbe,
     run_dir: &Path,
     args: &IsolationBench,
     kind: &str,
@@ -257,7 +276,9 @@ fn abuse(
     set.map_err(|e| format!("config:set ABUSE={kind}: {e}"))?;
     // The abuser's web rolls to the new release (preboot); let that settle before measuring.
     runtime.block_on(settled(api))?;
+    probe.reset();
     let (quiet, ()) = target.run(args.quiet, |_| ());
+    let probe_quiet_samples = probe.take();
     if quiet.errors > 0 {
         eprintln!(
             "{kind}: {} quiet requests failed: {:?}",
@@ -270,7 +291,9 @@ fn abuse(
         d.iter()
             .any(|x| x.process_type == "worker" && x.state == "up")
     }))?;
+    probe.reset();
     let (abused, (api_ok, api_max_ms)) = target.run(args.abuse, |end| poll_api(api, runtime, end));
+    let probe_abused = summarize(&probe.take());
     let said = runtime.block_on(worker_lines(api));
     let stopping = Instant::now();
     runtime.block_on(scale_app(api, ABUSER, "worker", 0))?;
@@ -307,6 +330,8 @@ fn abuse(
         api_ok,
         api_max_ms,
         stop_s,
+        probe_quiet_samples,
+        probe_abused,
     })
 }
 
@@ -365,10 +390,19 @@ fn key_line(phases: &[Phase]) -> String {
         .collect();
     let quiet = summarize(&pooled);
     let quiet_errors: u64 = phases.iter().map(|p| p.quiet_errors).sum();
+    let probe_pooled: Vec<Duration> = phases
+        .iter()
+        .flat_map(|p| p.probe_quiet_samples.clone())
+        .collect();
+    let probe_quiet = summarize(&probe_pooled);
     let mut pairs = vec![
         ("quiet_p50_ms".to_string(), format!("{:.3}", quiet.p50_ms)),
         ("quiet_p99_ms".to_string(), format!("{:.3}", quiet.p99_ms)),
         ("quiet_errors".to_string(), quiet_errors.to_string()),
+        (
+            "anchor_quiet_p99_ms".to_string(),
+            format!("{:.3}", probe_quiet.p99_ms),
+        ),
     ];
     for p in phases {
         let k = &p.kind;
@@ -383,6 +417,14 @@ fn key_line(phases: &[Phase]) -> String {
             (format!("api_ok_{k}"), u8::from(p.api_ok).to_string()),
             (format!("api_max_ms_{k}"), format!("{:.0}", p.api_max_ms)),
             (format!("stop_s_{k}"), format!("{:.1}", p.stop_s)),
+            (
+                format!("anchor_p99_ms_{k}"),
+                format!("{:.3}", p.probe_abused.p99_ms),
+            ),
+            (
+                format!("anchor_p99_ratio_{k}"),
+                format!("{:.2}", p.probe_abused.p99_ms / probe_quiet.p99_ms),
+            ),
         ]);
     }
     let api_ok = phases.iter().all(|p| p.api_ok);
