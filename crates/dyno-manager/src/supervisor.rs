@@ -34,10 +34,6 @@ use crate::memory::{Logger, MemoryVerdict, MemoryWatch};
 
 pub type SharedNetwork = Arc<Mutex<Network<Box<dyn LeaseStore + Send>>>>;
 
-/// Where each incarnation is recorded before its resources exist and forgotten after they are
-/// gone (the daemon's store; see `dyno-state`'s intent-before-resource rule), so that a daemon
-/// restarted after a crash finds every resource it has to adopt or remove. The calls block (a
-/// transaction each); the supervisor makes them off the async threads.
 /// Why the ledger could not record an incarnation.
 #[derive(Debug, thiserror::Error)]
 pub enum LedgerError {
@@ -77,10 +73,16 @@ pub enum StartError {
     WatchShim { pid: u32, source: std::io::Error },
 }
 
+/// Where each incarnation is recorded before its resources exist and forgotten after they are
+/// gone (the daemon's store; see `dyno-state`'s intent-before-resource rule), so that a daemon
+/// restarted after a crash finds every resource it has to adopt or remove. The calls block (a
+/// transaction each); the supervisor makes them off the async threads.
 pub trait Ledger: Send + Sync {
     /// Records an incarnation about to be made; returns its record's id and the address leased
     /// to it.
     fn begin(&self, def: &DynoDef, net_name: &str) -> Result<(i64, Ipv4Addr), LedgerError>;
+    /// Leases record `id` another address: the one it has is another instance's on this host.
+    fn relocate(&self, id: i64) -> Result<Ipv4Addr, LedgerError>;
     /// Its teardown starts: from here on a restarted daemon stops it rather than adopting it.
     fn stopping(&self, id: i64);
     /// Its resources are gone.
@@ -516,6 +518,17 @@ impl Shim {
     }
 }
 
+fn is_address_taken<T>(made: &Result<T, StartError>) -> bool {
+    use dyno_net::dyno::NetError;
+    use dyno_net::network::NetworkError;
+    matches!(
+        made,
+        Err(StartError::Network(NetworkError::Net(
+            NetError::AddressTaken { .. }
+        )))
+    )
+}
+
 impl Incarnation {
     async fn start(sup: &Supervisor) -> Result<Incarnation, StartError> {
         let platform = &sup.platform;
@@ -532,9 +545,27 @@ impl Incarnation {
             Some(Err(e)) => return Err(e.into()),
             None => None,
         };
-        let made = {
-            let (platform, def, name) = (platform.clone(), sup.def.clone(), sup.name.clone());
-            in_setup_lane(move || Incarnation::make(&platform, &def, &name, net_name, intent)).await
+        let mut intent = intent;
+        let mut taken = 0;
+        let made = loop {
+            let (lane_platform, def, name) = (platform.clone(), sup.def.clone(), sup.name.clone());
+            let net_name = net_name.clone();
+            let made = in_setup_lane(move || {
+                Incarnation::make(&lane_platform, &def, &name, net_name, intent)
+            })
+            .await;
+            // Another instance on this host routes the address our store leased: lease the
+            // next one and set up again (nothing of the failed setup is left).
+            let Some((id, _)) = intent else { break made };
+            if !is_address_taken(&made) || taken >= dyno_net::network::TAKEN_ATTEMPTS {
+                break made;
+            }
+            taken += 1;
+            match platform.record(move |l| l.relocate(id)).await {
+                Some(Ok(ip)) => intent = Some((id, ip)),
+                Some(Err(e)) => break Err(e.into()),
+                None => break made,
+            }
         };
         if made.is_err() {
             if let Some((id, _)) = intent {

@@ -87,6 +87,14 @@ impl Host {
         }
     }
 
+    /// Every `/32` route of the host's main table: dynos' routes (and claims) among them.
+    pub fn host_routes(&mut self) -> Result<Vec<route::HostRoute>, NetError> {
+        let routes = self
+            .rtnl
+            .dump(route::dump_ipv4_routes, Object::new("routes", ""))?;
+        Ok(routes.iter().filter_map(route::host_route_of).collect())
+    }
+
     /// Names and indexes of the host's links whose name starts with `prefix`.
     pub fn links_with_prefix(&mut self, prefix: &str) -> Result<Vec<(u32, String)>, NetError> {
         let links = self
@@ -153,10 +161,7 @@ pub enum NetError {
     Ns(#[from] NsError),
     #[error("dyno {name} already has a network (namespace {})", .path.display())]
     InUse { name: DynoName, path: PathBuf },
-    #[error(
-        "address {ip} is already routed on this host, by another dyno instance (a daemon or a \
-         `dyno up` with the same address pool): give each instance a pool of its own (--pool)"
-    )]
+    #[error("address {ip} is already routed on this host (another dyno instance's dyno has it)")]
     AddressTaken { ip: Ipv4Addr },
     #[error("{0}")]
     Injected(&'static str),
@@ -262,6 +267,7 @@ pub fn setup(
             path: netns_path,
         });
     }
+    claim_address(host, spec)?;
     let PreparedNetns { netns, mut rtnl } = prepared;
     let mut made = build(host, &netns_path, &netns, &mut rtnl, spec);
     if let Err(NetError::Netlink(e)) = &made {
@@ -273,19 +279,32 @@ pub fn setup(
             made = build(host, &netns_path, &netns, &mut rtnl, spec);
         }
     }
-    // The host route to the address exists already: another instance's dyno has it. That
-    // route is not ours to remove.
-    let taken = matches!(&made, Err(NetError::Netlink(e))
-        if e.is_exists() && e.object() == Some(&host_route(spec)));
     if made.is_err() {
-        // Roll back: the namespace (and with it eth0 and the host end) and the host route, if
-        // this setup made it. Errors of the rollback itself are secondary to the one we report.
-        let route = (!taken).then_some(spec.ip);
-        let _ = teardown(host, run_dir, &spec.name, route);
+        // Roll back: the namespace (and with it eth0 and the host end) and the host route (the
+        // claim, or the route that replaced it). Errors of the rollback itself are secondary
+        // to the one we report.
+        let _ = teardown(host, run_dir, &spec.name, Some(spec.ip));
     }
-    match taken {
-        true => Err(NetError::AddressTaken { ip: spec.ip }),
-        false => made,
+    made
+}
+
+/// The host-wide lease on the dyno's address: its host route, added before anything else of
+/// the dyno exists. Every instance on the host (daemons, `dyno up`s, the CNI plugin) routes
+/// its dynos in the same routing table, and the kernel adds a route only if none to that
+/// address exists (`NLM_F_EXCL`): exactly one claimant gets each address, whatever pools and
+/// stores the instances keep. The claim is a blackhole route (nothing reaches a half-made
+/// dyno); [`build`] replaces it with the route out of the dyno's link, and the route goes with
+/// the dyno's teardown. `AddressTaken`: another instance's dyno has it; nothing was made.
+fn claim_address(host: &mut Host, spec: &DynoSpec) -> Result<(), NetError> {
+    let object = Object::new("route", format!("{}/32 (claim)", spec.ip));
+    match host.rtnl.request(
+        route::add_claim_route(spec.ip),
+        NLM_F_CREATE | NLM_F_EXCL,
+        object,
+    ) {
+        Ok(_) => Ok(()),
+        Err(e) if e.is_exists() => Err(NetError::AddressTaken { ip: spec.ip }),
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -429,10 +448,11 @@ fn build(
         Some(source) => route::add_route_from(spec.ip, 32, host_ifindex, source),
         None => route::add_route(spec.ip, 32, host_ifindex, None),
     };
+    // Replaces this setup's claim (see [`claim_address`]).
     host.rtnl.push(
         &mut batch,
         to_dyno,
-        NLM_F_CREATE | NLM_F_EXCL,
+        NLM_F_CREATE | NLM_F_REPLACE,
         host_route(spec),
     );
     host.rtnl.push(

@@ -116,6 +116,10 @@ struct HostIfindexes {
     next: u32,
 }
 
+/// How many addresses in a row that other instances on the host route already an allocation
+/// skips before it gives up.
+pub const TAKEN_ATTEMPTS: usize = 256;
+
 /// Above 65,535, below the 2^31 limit of the kernel's index type.
 const HOST_IFINDEX_FIRST: u32 = 1 << 16;
 const HOST_IFINDEX_SPAN: u32 = (1 << 30) - HOST_IFINDEX_FIRST;
@@ -187,6 +191,10 @@ impl<S: LeaseStore> Network<S> {
         let exposed: Vec<(Ipv4Addr, u16)> =
             self.exposed.iter().map(|(ip, port)| (*ip, *port)).collect();
         self.firewall.install(&self.firewall_config, &exposed)?;
+        // The set now holds other instances' elements too (see `Firewall::install`).
+        if let Ok(exposed) = self.firewall.exposed() {
+            self.exposed = exposed.into_iter().collect();
+        }
         self.installed = true;
         Ok(())
     }
@@ -254,16 +262,43 @@ impl<S: LeaseStore> Network<S> {
         if self.ipam.lease_of(name.as_str()).is_some() || self.run_dir.netns_path(&name).exists() {
             return Err(NetworkError::InUse(name));
         }
-        let ip = match ip {
-            Some(ip) => self.ipam.claim(ip, name.as_str()).map(|()| ip)?,
-            None => self.ipam.allocate(name.as_str())?,
+        let Some(ip) = ip else {
+            return self.up_allocated(&name, port, host_ifindex, fail_at);
         };
+        self.ipam.claim(ip, name.as_str())?;
         let made = self.build(&name, ip, port, host_ifindex, fail_at);
         if made.is_err() {
             // setup rolled its own part back; the lease is ours to return.
             let _ = self.ipam.release(ip);
         }
         made
+    }
+
+    /// Up at the next address of our own leases that no other instance on the host has: one
+    /// that another instance routes already is skipped (its lease returned; round-robin goes
+    /// on after it), up to [`TAKEN_ATTEMPTS`] in a row.
+    fn up_allocated(
+        &mut self,
+        name: &DynoName,
+        port: Option<u16>,
+        host_ifindex: Option<u32>,
+        fail_at: Option<FailPoint>,
+    ) -> Result<DynoNet, NetworkError> {
+        let mut attempts = 0;
+        loop {
+            let ip = self.ipam.allocate(name.as_str())?;
+            let made = self.build(name, ip, port, host_ifindex, fail_at);
+            if made.is_ok() {
+                return made;
+            }
+            let _ = self.ipam.release(ip);
+            attempts += 1;
+            match made {
+                Err(NetworkError::Net(NetError::AddressTaken { .. }))
+                    if attempts < TAKEN_ATTEMPTS => {}
+                other => return other,
+            }
+        }
     }
 
     fn build(
@@ -352,16 +387,24 @@ impl<S: LeaseStore> Network<S> {
         Ok(())
     }
 
-    /// Closes the ports exposed for addresses nobody holds a lease on (their dynos are gone;
-    /// a crash came between the two). Call it after every [`Network::adopt`].
+    /// Closes the ports exposed for addresses whose dynos are gone (a crash came between the
+    /// two): addresses we hold no lease on and that no dyno on the host is routed at. Ports of
+    /// other instances' dynos (routed, not ours) stay. Call it after every [`Network::adopt`].
     pub fn close_unleased_ports(&mut self) -> Vec<NetworkError> {
+        let mut errors = Vec::new();
+        if let Ok(exposed) = self.firewall.exposed() {
+            self.exposed = exposed.into_iter().collect();
+        }
+        let routed: std::collections::BTreeSet<Ipv4Addr> = match self.host.host_routes() {
+            Ok(routes) => routes.into_iter().map(|r| r.ip).collect(),
+            Err(e) => return vec![e.into()],
+        };
         let stale: Vec<(Ipv4Addr, u16)> = self
             .exposed
             .iter()
-            .filter(|(ip, _)| !self.ipam.leases().contains_key(ip))
+            .filter(|(ip, _)| !self.ipam.leases().contains_key(ip) && !routed.contains(ip))
             .map(|(ip, port)| (*ip, *port))
             .collect();
-        let mut errors = Vec::new();
         for (ip, port) in stale {
             match self.firewall.unexpose(ip, port) {
                 Ok(()) => {

@@ -526,11 +526,14 @@ fn spare_namespaces_are_made_in_the_background_and_ready_for_a_dyno() {
     }
 }
 
-/// Two instances on one host with the same pool (a daemon and a `dyno up`): the second one's
-/// setup at an address the first routes already fails with an error that says what to do, and
-/// its rollback leaves the first one's route (and so its dyno) alone.
+/// Two instances on one host with the same pool and stores of their own (a daemon and a
+/// `dyno up`): the host route is the host-wide lease. The second one's setup at an address the
+/// first routes fails with `AddressTaken` before it makes anything (so its rollback cannot
+/// touch the first's dyno); an allocation of its own skips that address; its firewall install
+/// and its cleanup of unleased ports keep the first's exposed port; the first's dyno answers the
+/// router throughout.
 #[test]
-fn an_address_another_instance_routes_fails_cleanly_and_leaves_that_dyno_reachable() {
+fn instances_sharing_a_pool_never_take_each_others_addresses_or_ports() {
     let (lab, mut first) = lab_network("taken", "10.213.0.0/16");
     let a = first.up("a", Some(PORT)).unwrap();
     let config = NetworkConfig {
@@ -546,13 +549,31 @@ fn an_address_another_instance_routes_fails_cleanly_and_leaves_that_dyno_reachab
         matches!(err, NetworkError::Net(NetError::AddressTaken { ip }) if ip == a.ip),
         "{err}"
     );
-    assert!(err.to_string().contains("--pool"), "{err}");
-    // Nothing of `b` is left, and `a` still answers the router.
+    assert!(err.to_string().contains("already routed"), "{err}");
     assert!(!lab
         .run_dir
         .netns_path(&DynoName::new("b").unwrap())
         .exists());
+    // Its own allocation starts where the first one's did, and moves past the taken address.
+    let c = second.up("c", Some(PORT)).unwrap();
+    assert_ne!(c.ip, a.ip);
+    assert_eq!(second.ipam().lease_of("c"), Some(c.ip));
+    assert_eq!(
+        second.ipam().leases().len(),
+        1,
+        "the taken lease was returned"
+    );
+    // A firewall install and a cleanup of unleased ports by the second keep the first's port.
+    second.install().unwrap();
+    assert!(second.close_unleased_ports().is_empty());
     let host_ns = first.host().netns().try_clone().unwrap();
+    let elements = run_in(&host_ns, "nft", &["list", "set", "inet", "dyno", "exposed"]);
+    for ip in [a.ip, c.ip] {
+        assert!(
+            elements.contains(&format!("{ip} . {PORT}")),
+            "{ip}: {elements}"
+        );
+    }
     let routes = run_in(
         &host_ns,
         "ip",
@@ -573,4 +594,9 @@ fn an_address_another_instance_routes_fails_cleanly_and_leaves_that_dyno_reachab
         Some(ROUTER_MARK),
     );
     assert!(sent.is_ok(), "a after b's failed setup: {sent:?}");
+    // Taking its own down leaves the first's.
+    assert!(second.down("c").unwrap());
+    let routes = run_in(&host_ns, "ip", &["-4", "route", "show"]);
+    assert!(routes.contains(&a.host_link), "{routes}");
+    assert!(!routes.contains(&c.ip.to_string()), "{routes}");
 }

@@ -44,6 +44,10 @@ impl Ledger for StoreLedger {
         Ok((dyno.id, ip))
     }
 
+    fn relocate(&self, id: i64) -> Result<Ipv4Addr, LedgerError> {
+        Ok(self.store().relocate_lease(id)?)
+    }
+
     fn stopping(&self, id: i64) {
         let update = DynoUpdate {
             state: Some(DynoState::Stopping),

@@ -72,6 +72,50 @@ pub fn dump_links() -> RouteNetlinkMessage {
     RouteNetlinkMessage::GetLink(LinkMessage::default())
 }
 
+/// Every IPv4 route (answered as `NewRoute` messages; see [`host_route_of`]).
+pub fn dump_ipv4_routes() -> RouteNetlinkMessage {
+    let mut msg = RouteMessage::default();
+    msg.header.address_family = AddressFamily::Inet;
+    RouteNetlinkMessage::GetRoute(msg)
+}
+
+/// A `/32` route of the main table, as [`host_route_of`] reads it from a dump.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HostRoute {
+    pub ip: Ipv4Addr,
+    /// The link it goes out of (`None`: a claim, see [`add_claim_route`]).
+    pub oif: Option<u32>,
+}
+
+/// The `/32` main-table route a dump entry describes, if it is one.
+pub fn host_route_of(msg: &RouteNetlinkMessage) -> Option<HostRoute> {
+    let RouteNetlinkMessage::NewRoute(route) = msg else {
+        return None;
+    };
+    let header = &route.header;
+    let main = header.table == RouteHeader::RT_TABLE_MAIN
+        || route
+            .attributes
+            .iter()
+            .any(|a| matches!(a, RouteAttribute::Table(t) if *t == u32::from(RouteHeader::RT_TABLE_MAIN)));
+    if header.address_family != AddressFamily::Inet
+        || header.destination_prefix_length != 32
+        || !main
+    {
+        return None;
+    }
+    let mut ip = None;
+    let mut oif = None;
+    for attribute in &route.attributes {
+        match attribute {
+            RouteAttribute::Destination(RouteAddress::Inet(dst)) => ip = Some(*dst),
+            RouteAttribute::Oif(index) => oif = Some(*index),
+            _ => {}
+        }
+    }
+    Some(HostRoute { ip: ip?, oif })
+}
+
 pub fn del_link_by_name(name: &str) -> RouteNetlinkMessage {
     let mut msg = LinkMessage::default();
     msg.attributes = vec![LinkAttribute::IfName(name.to_string())];
@@ -187,12 +231,30 @@ pub fn add_route(
     RouteNetlinkMessage::NewRoute(msg)
 }
 
+/// A blackhole route to `dst/32` in the main table: the claim on an address that a setup
+/// makes first (`NLM_F_EXCL`, so a second claimant gets `EEXIST`) and replaces with the route
+/// out of the dyno's link once that exists.
+pub fn add_claim_route(dst: Ipv4Addr) -> RouteNetlinkMessage {
+    let mut msg = RouteMessage::default();
+    msg.header.address_family = AddressFamily::Inet;
+    msg.header.destination_prefix_length = 32;
+    msg.header.table = RouteHeader::RT_TABLE_MAIN;
+    msg.header.protocol = RouteProtocol::Static;
+    msg.header.kind = RouteType::BlackHole;
+    msg.header.scope = RouteScope::Universe;
+    msg.attributes
+        .push(RouteAttribute::Destination(RouteAddress::Inet(dst)));
+    RouteNetlinkMessage::NewRoute(msg)
+}
+
 /// Deletes the main-table route to `dst/prefix_len`, whatever its device.
 pub fn del_route(dst: Ipv4Addr, prefix_len: u8) -> RouteNetlinkMessage {
     let RouteNetlinkMessage::NewRoute(mut msg) = add_route(dst, prefix_len, 0, None) else {
         unreachable!("add_route builds a NewRoute")
     };
     msg.header.scope = RouteScope::NoWhere;
+    // Any type: a dyno's route, or the blackhole claim that precedes it.
+    msg.header.kind = RouteType::Unspec;
     msg.attributes
         .retain(|a| !matches!(a, RouteAttribute::Oif(_)));
     RouteNetlinkMessage::DelRoute(msg)

@@ -36,7 +36,14 @@ pub enum NftMsg {
     NewSetElem = 12,
     GetSetElem = 13,
     DelSetElem = 14,
+    GetGen = 16,
 }
+
+/// `NFTA_GEN_ID`: the ruleset generation in a `NEWGEN` answer.
+pub const NFTA_GEN_ID: u16 = 1;
+/// `NFNL_BATCH_GENID`: a batch-begin attribute; the kernel refuses the batch (`ERESTART`)
+/// unless the ruleset is still at that generation.
+pub const NFNL_BATCH_GENID: u16 = 1;
 
 const NFGENMSG_LEN: usize = 4;
 const NLA_HDRLEN: usize = 4;
@@ -81,6 +88,16 @@ impl NftMessage {
             family: NFPROTO_UNSPEC,
             res_id: NFNL_SUBSYS_NFTABLES,
             attrs: Vec::new(),
+        }
+    }
+
+    /// A batch begin that holds the transaction to ruleset generation `generation`.
+    pub fn batch_begin_at(generation: u32) -> NftMessage {
+        let mut attrs = AttrWriter::new();
+        attrs.u32_be(NFNL_BATCH_GENID, generation);
+        NftMessage {
+            attrs: attrs.finish(),
+            ..NftMessage::batch_marker(NFNL_MSG_BATCH_BEGIN)
         }
     }
 

@@ -23,7 +23,7 @@ use netlink_packet_core::{NLM_F_APPEND, NLM_F_CREATE};
 use netlink_sys::protocols::NETLINK_NETFILTER;
 
 use crate::netlink::{Batch, NetlinkError, NetlinkSocket, Object};
-use message::{NftMessage, NftMsg, NFNL_MSG_BATCH_BEGIN, NFNL_MSG_BATCH_END};
+use message::{AttrWriter, NftMessage, NftMsg, NFNL_MSG_BATCH_BEGIN, NFNL_MSG_BATCH_END};
 use objects::SetRef;
 
 pub use rules::{EXPOSED_SET, FLOWS_SET};
@@ -35,6 +35,9 @@ pub use rules::{EXPOSED_SET, FLOWS_SET};
 /// up). It is fixed rather than derived from the host's `nf_conntrack_max`, so an app behaves the
 /// same on every host; a host that runs many dynos must size its table for them anyway.
 pub const DEFAULT_FLOWS_PER_DYNO: u32 = 10_000;
+
+/// How often an install is built again after another instance changed the ruleset under it.
+const INSTALL_ATTEMPTS: usize = 20;
 
 /// The socket mark (`SO_MARK`) of the router's connections to dynos: only marked traffic may
 /// reach a dyno's `$PORT`. 0x6479 is "dy" in ASCII.
@@ -214,14 +217,69 @@ impl Firewall {
     ///
     /// The replaced `flows` set starts empty: flows opened before the install are not counted
     /// against their dyno's limit (they still hold their conntrack entries) until they end.
+    ///
+    /// Other instances on the host (daemons, `dyno up`s) share the table and expose their
+    /// dynos' ports in it at any time, so the set gets the union of `exposed` and the elements
+    /// the table has, read in the same ruleset generation that the transaction is held to
+    /// (`NFNL_BATCH_GENID`): an element added in between makes the kernel refuse it
+    /// (`ERESTART`), and it is read and built again.
     pub fn install(
         &mut self,
         config: &FirewallConfig,
         exposed: &[(Ipv4Addr, u16)],
     ) -> Result<(), FirewallError> {
         config.validate()?;
+        let mut attempts = 0;
+        loop {
+            let generation = self.generation(&config.table)?;
+            let mut elements: std::collections::BTreeSet<(Ipv4Addr, u16)> =
+                exposed.iter().copied().collect();
+            // A table of an older layout may not read back; its elements are then the caller's.
+            if let Ok(current) = self.exposed_in(&config.table) {
+                elements.extend(current);
+            }
+            let elements: Vec<(Ipv4Addr, u16)> = elements.into_iter().collect();
+            match self.install_at(config, &elements, generation) {
+                Err(e) if e.errno() == Some(libc::ERESTART) && attempts < INSTALL_ATTEMPTS => {
+                    attempts += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// The ruleset's generation (`NFT_MSG_GETGEN`): it changes with every transaction.
+    fn generation(&mut self, table: &str) -> Result<u32, FirewallError> {
+        let message = NftMessage::new(NftMsg::GetGen, message::NFPROTO_UNSPEC, AttrWriter::new());
+        let answer = self
+            .socket
+            .request(message, 0, Object::new("ruleset generation", ""))
+            .map_err(|e| netlink_error(table, e))?;
+        let malformed = |reason: &str| FirewallError::Malformed {
+            table: table.to_string(),
+            reason: format!("ruleset generation: {reason}"),
+        };
+        let first = answer.first().ok_or_else(|| malformed("no answer"))?;
+        let value = first
+            .attrs()
+            .find(message::NFTA_GEN_ID)
+            .map_err(|e| malformed(&e.to_string()))?
+            .ok_or_else(|| malformed("no NFTA_GEN_ID"))?;
+        let bytes: [u8; 4] = value.try_into().map_err(|_| malformed("not 4 bytes"))?;
+        Ok(u32::from_be_bytes(bytes))
+    }
+
+    /// One install transaction, held to ruleset generation `generation`.
+    fn install_at(
+        &mut self,
+        config: &FirewallConfig,
+        exposed: &[(Ipv4Addr, u16)],
+        generation: u32,
+    ) -> Result<(), FirewallError> {
         let table = config.table.as_str();
-        let mut batch = self.begin();
+        let mut batch = self.socket.batch();
+        let begin = NftMessage::batch_begin_at(generation);
+        self.socket.push_untracked(&mut batch, begin, 0);
         let socket = &mut self.socket;
         // "Add" first, so that the delete cannot fail on a missing table; then build afresh.
         let table_steps = [
@@ -318,6 +376,11 @@ impl Firewall {
     /// Every exposed `ip . port`, in the kernel's order.
     pub fn exposed(&mut self) -> Result<Vec<(Ipv4Addr, u16)>, FirewallError> {
         let table = self.table.clone();
+        self.exposed_in(&table)
+    }
+
+    fn exposed_in(&mut self, table: &str) -> Result<Vec<(Ipv4Addr, u16)>, FirewallError> {
+        let table = table.to_string();
         let dump = self.socket.dump(
             || objects::get_elements_message(&table),
             Object::new("elements of set", EXPOSED_SET),

@@ -219,6 +219,16 @@ impl Store {
         self.write(|tx, options| alloc_ip(tx, options.pool, owner, None))
     }
 
+    /// Moves dyno `id`'s lease to the next free address of the pool (round-robin goes on
+    /// after the one it had): its address turned out to be another instance's on this host.
+    pub fn relocate_lease(&mut self, id: i64) -> Result<Ipv4Addr, StateError> {
+        self.write(|tx, options| {
+            let dyno = dyno_by_id(tx, id)?;
+            tx.execute("DELETE FROM leases WHERE dyno_id = ?1", [id])?;
+            alloc_ip(tx, options.pool, &dyno.net_name, Some(id))
+        })
+    }
+
     /// Takes a given address for `owner` (adopting after a restart). Idempotent for the same
     /// owner; `conflict` if someone else holds it.
     pub fn lease_claim(&mut self, ip: Ipv4Addr, owner: &str) -> Result<(), StateError> {
