@@ -14,6 +14,7 @@ pub mod logqueue;
 pub mod logring;
 pub mod logs;
 pub mod memory;
+pub mod netwatch;
 pub mod procfile;
 pub mod supervisor;
 pub mod up;

@@ -31,6 +31,7 @@ use crate::ids::{base36, random_unit};
 use crate::lifecycle::Lifecycle;
 use crate::logs::{LogLine, Source};
 use crate::memory::{Logger, MemoryVerdict, MemoryWatch};
+use crate::netwatch::{NetWatch, Problem, Registration};
 
 pub type SharedNetwork = Arc<Mutex<Network<Box<dyn LeaseStore + Send>>>>;
 
@@ -118,6 +119,8 @@ pub struct Platform {
     pub seccomp: SeccompSpec,
     /// The LXCFS mount for the dynos' private `/proc` view; `None`: the kernel's figures.
     pub proc_view: Option<PathBuf>,
+    /// Notices dynos whose network was changed under them; `None`: nobody looks.
+    pub netwatch: Option<Arc<NetWatch>>,
 }
 
 impl Platform {
@@ -139,7 +142,13 @@ impl Platform {
             ledger: None,
             seccomp: SeccompSpec::default(),
             proc_view: None,
+            netwatch: None,
         }
+    }
+
+    pub fn with_netwatch(mut self, netwatch: Option<Arc<NetWatch>>) -> Platform {
+        self.netwatch = netwatch;
+        self
     }
 
     pub fn with_seccomp(mut self, seccomp: SeccompSpec) -> Platform {
@@ -468,6 +477,8 @@ struct Incarnation {
     intent: Option<i64>,
     /// Whether the record says `stopping` already.
     stopping_recorded: bool,
+    /// Its network on the platform's [`NetWatch`] while it runs.
+    watch: Option<Registration>,
 }
 
 /// The shim of an incarnation.
@@ -515,6 +526,15 @@ impl Shim {
                 None
             }
         }
+    }
+}
+
+/// What the platform's [`NetWatch`] found wrong with this incarnation's network; never, for
+/// one that is not watched.
+async fn network_problems(watch: &Option<Registration>) -> Vec<Problem> {
+    match watch {
+        Some(registration) => registration.watched().problems().await,
+        None => std::future::pending().await,
     }
 }
 
@@ -618,6 +638,10 @@ impl Incarnation {
             cgroup,
             intent: Some(found.intent),
             stopping_recorded: false,
+            watch: platform
+                .netwatch
+                .as_ref()
+                .map(|w| w.register(found.ip, def.is_web().then_some(def.port), None)),
         })
     }
 
@@ -724,6 +748,13 @@ impl Incarnation {
             cgroup,
             intent: intent.map(|(id, _)| id),
             stopping_recorded: false,
+            watch: platform.netwatch.as_ref().map(|w| {
+                w.register(
+                    net.ip,
+                    def.is_web().then_some(def.port),
+                    Some(net.host_ifindex),
+                )
+            }),
         })
     }
 
@@ -780,6 +811,22 @@ impl Incarnation {
                     self.stop(sup, &lifecycle).await;
                     return Ended::Stopped;
                 }
+                problems = network_problems(&self.watch) => {
+                    let mut lost = false;
+                    for problem in problems {
+                        match problem {
+                            Problem::Healed(what) => sup.log(format!("Network: {what}")),
+                            Problem::Lost(what) => {
+                                sup.log(format!("Network lost: {what}; restarting the dyno"));
+                                lost = true;
+                            }
+                        }
+                    }
+                    if lost {
+                        self.stop(sup, &lifecycle).await;
+                        return Ended::Cycled;
+                    }
+                }
                 _ = sleep_until(cycle_at) => {
                     sup.log("Cycling");
                     self.stop(sup, &lifecycle).await;
@@ -809,6 +856,8 @@ impl Incarnation {
     /// SIGTERM to every process of the dyno (the shim forwards it to PID 1, which sends it to
     /// all), the grace period, then SIGKILL to PID 1 (which takes the whole pid namespace).
     async fn stop(&mut self, sup: &mut Supervisor, lifecycle: &Lifecycle) {
+        // Off the watch before anything of it goes.
+        self.watch = None;
         self.record_stopping(sup).await;
         unroute(sup);
         sup.log("Stopping all processes with SIGTERM");
@@ -894,6 +943,7 @@ impl Incarnation {
     }
 
     async fn clean_up(mut self, sup: &Supervisor) {
+        self.watch = None;
         self.record_stopping(sup).await;
         if let Some(ExitRecord::SetupFailed(reason)) = launch::exit_record(&self.state) {
             sup.log(format!("Error starting dyno: {reason}"));

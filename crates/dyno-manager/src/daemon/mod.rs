@@ -46,6 +46,7 @@ use crate::drains::DrainOptions;
 use crate::lifecycle::Lifecycle;
 use crate::logring::LogHub;
 use crate::logs::{LogLine, Source};
+use crate::netwatch::NetWatch;
 use crate::procfile;
 use crate::supervisor::{self, Adoptee, DynoDef, DynoHandle, Platform, SharedNetwork, State};
 use crate::webdynos::{Preboot, WebDynos};
@@ -259,6 +260,8 @@ pub struct Daemon {
     /// hold its app's turn through a preboot without holding the map.
     turns: Mutex<BTreeMap<String, Arc<tokio::sync::Mutex<()>>>>,
     cpu_placer: Mutex<Option<CpuPlacer>>,
+    /// Notices dynos whose network was changed under them (`None`: it could not start; said).
+    netwatch: Option<Arc<NetWatch>>,
     router_metrics: metrics::RouterMetrics,
 }
 
@@ -366,6 +369,14 @@ impl Daemon {
             tracing::warn!(error = %e, "reconcile: close a port");
         }
         reconcile::remove_leftovers(&options, &gone, cgroups.as_ref());
+        let netwatch = match NetWatch::for_host(network.host().netns(), options.network.firewall())
+        {
+            Ok(watch) => Some(Arc::new(watch)),
+            Err(e) => {
+                tracing::warn!(error = %e, "dynos whose network breaks will not be noticed");
+                None
+            }
+        };
         std::fs::create_dir_all(&options.state_root).map_err(|e| {
             DaemonError::new(
                 ErrorKind::Internal,
@@ -383,6 +394,7 @@ impl Daemon {
             apps: tokio::sync::Mutex::new(BTreeMap::new()),
             turns: Mutex::new(BTreeMap::new()),
             cpu_placer: Mutex::new(None),
+            netwatch,
             router_metrics: metrics::RouterMetrics::default(),
         });
         if let Some(cgroups) = &daemon.cgroups {
@@ -1054,7 +1066,8 @@ impl Daemon {
                 store: self.store.clone(),
             }))
             .with_seccomp(self.options.seccomp.spec_for(app))
-            .with_proc_view(self.proc_view.clone()),
+            .with_proc_view(self.proc_view.clone())
+            .with_netwatch(self.netwatch.clone()),
         );
         AppRuntime {
             platform,
