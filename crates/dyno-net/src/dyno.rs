@@ -308,6 +308,18 @@ fn claim_address(host: &mut Host, spec: &DynoSpec) -> Result<(), NetError> {
     }
 }
 
+/// The index of the host link `name`, if it exists.
+fn host_link_index(host: &mut Host, name: &str) -> Option<u32> {
+    let answer = host
+        .rtnl
+        .request(route::get_link_by_name(name), 0, Object::new("link", name))
+        .ok()?;
+    answer
+        .iter()
+        .find_map(route::link_index_and_name)
+        .map(|(index, _)| index)
+}
+
 /// The host route to the dyno, as errors name it.
 fn host_route(spec: &DynoSpec) -> Object {
     Object::new(
@@ -488,13 +500,28 @@ pub fn teardown(
 ) -> Result<(), Vec<NetError>> {
     let mut errors = Vec::new();
     if let Some(ip) = ip {
-        match host.rtnl.request(
-            route::del_route(ip, 32),
-            0,
-            Object::new("route", format!("{ip}/32")),
-        ) {
-            Err(e) if !e.is_not_found() => errors.push(e.into()),
-            _ => {}
+        // Only a route of this dyno: out of its link, or its claim (a setup that failed or
+        // crashed before the route replaced it). Once its link is gone, so is its route, and
+        // the address may be another instance's by now: that route is not ours to delete.
+        let link = host_link_index(host, &name.host_link());
+        let mut batch = host.rtnl.batch();
+        if let Some(index) = link {
+            let object = Object::new("route", format!("{ip}/32 dev {}", name.host_link()));
+            let message = route::del_route_via(ip, 32, index);
+            host.rtnl.push(&mut batch, message, 0, object);
+        }
+        let object = Object::new("route", format!("{ip}/32 (claim)"));
+        host.rtnl
+            .push(&mut batch, route::del_claim_route(ip), 0, object);
+        match host.rtnl.execute(batch) {
+            Ok(replies) => errors.extend(
+                replies
+                    .errors()
+                    .into_iter()
+                    .filter(|e| !e.is_not_found())
+                    .map(NetError::from),
+            ),
+            Err(e) => errors.push(e.into()),
         }
     }
     if let Err(e) = ns::unbind(&run_dir.netns_path(name)) {

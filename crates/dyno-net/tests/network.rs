@@ -594,8 +594,11 @@ fn instances_sharing_a_pool_never_take_each_others_addresses_or_ports() {
         Some(ROUTER_MARK),
     );
     assert!(sent.is_ok(), "a after b's failed setup: {sent:?}");
-    // Taking its own down leaves the first's.
+    // Taking its own down leaves the first's; so does the teardown of a dyno of its own whose
+    // link is gone (a reboot, say) and whose address the first has by now.
     assert!(second.down("c").unwrap());
+    let gone = DynoName::new("gone").unwrap();
+    dyno::teardown(second.host(), &lab.run_dir, &gone, Some(a.ip)).unwrap();
     let routes = run_in(&host_ns, "ip", &["-4", "route", "show"]);
     assert!(routes.contains(&a.host_link), "{routes}");
     assert!(!routes.contains(&c.ip.to_string()), "{routes}");

@@ -247,6 +247,24 @@ pub fn add_claim_route(dst: Ipv4Addr) -> RouteNetlinkMessage {
     RouteNetlinkMessage::NewRoute(msg)
 }
 
+/// Deletes the main-table route to `dst/prefix_len` out of link `oif` (none other).
+pub fn del_route_via(dst: Ipv4Addr, prefix_len: u8, oif: u32) -> RouteNetlinkMessage {
+    let RouteNetlinkMessage::DelRoute(mut msg) = del_route(dst, prefix_len) else {
+        unreachable!("del_route builds a DelRoute")
+    };
+    msg.attributes.push(RouteAttribute::Oif(oif));
+    RouteNetlinkMessage::DelRoute(msg)
+}
+
+/// Deletes the blackhole claim on `dst/32` ([`add_claim_route`]), and no other route.
+pub fn del_claim_route(dst: Ipv4Addr) -> RouteNetlinkMessage {
+    let RouteNetlinkMessage::DelRoute(mut msg) = del_route(dst, 32) else {
+        unreachable!("del_route builds a DelRoute")
+    };
+    msg.header.kind = RouteType::BlackHole;
+    RouteNetlinkMessage::DelRoute(msg)
+}
+
 /// Deletes the main-table route to `dst/prefix_len`, whatever its device.
 pub fn del_route(dst: Ipv4Addr, prefix_len: u8) -> RouteNetlinkMessage {
     let RouteNetlinkMessage::NewRoute(mut msg) = add_route(dst, prefix_len, 0, None) else {
