@@ -89,11 +89,11 @@ pub mod validate;
 
 pub use error::StateError;
 pub use model::{
-    App, Config, DestroyedApp, Drain, Dyno, DynoState, DynoUpdate, FormationEntry, Lease, NewDyno,
-    NewRelease, ProcessTypes, Release, ScaleChange, Slug,
+    App, Config, DestroyedApp, Drain, Dyno, DynoState, DynoUpdate, FormationEntry, Lease, NetNames,
+    NewDyno, NewRelease, ProcessTypes, Release, ScaleChange, Slug,
 };
-pub use store::{Store, StoreOptions, DB_FILE, DEFAULT_DATA_DIR, SLUGS_DIR};
+pub use store::{Store, StoreOptions, DB_FILE, DEFAULT_DATA_DIR, DEFAULT_POOL, SLUGS_DIR};
 pub use validate::{
     AppName, ConfigKey, ConfigValue, DrainScheme, DrainTarget, DrainUrl, ProcessType, Quantity,
-    SizeName, ValidationError,
+    SizeName, ValidationError, DEFAULT_SIZE, SIZE_NAMES,
 };

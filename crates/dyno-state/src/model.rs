@@ -177,9 +177,21 @@ pub struct NewDyno {
     pub index: u32,
     pub release_version: u32,
     pub size: SizeName,
-    /// The name of its network, cgroup and state dir; `None`: the base 36 of its row id. A
-    /// caller that shares the host with other daemons picks a name unique across them.
-    pub net_name: Option<String>,
+    /// The names of its resources, chosen by the caller (the network layer names them; a
+    /// caller that shares the host with other instances picks names unique across them).
+    pub net: NetNames,
+}
+
+/// The names a dyno's resources get: recorded before they exist, so that a restarted daemon
+/// knows what to adopt or remove.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetNames {
+    /// Its network, cgroup and state dir: `mxct6afs0393r`.
+    pub net_name: String,
+    /// Its network namespace's file in the run dir: `dyno-mxct6afs0393r`.
+    pub netns: String,
+    /// Its host link: `dymxct6afs0393r`.
+    pub link: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -5,7 +5,6 @@ mod common;
 use std::net::Ipv4Addr;
 
 use common::{app, assert_id, deploy, new_dyno, TempDir};
-use dyno_net::ipam::Ipam;
 use dyno_state::{DrainUrl, DynoState, DynoUpdate, Store, StoreOptions};
 
 fn open_pool(tmp: &TempDir, pool: &str) -> Store {
@@ -184,34 +183,6 @@ fn leases_go_round_robin_and_run_out_cleanly() {
         "pool_exhausted",
     );
     assert_eq!(store.dump().unwrap(), before);
-}
-
-#[test]
-fn the_net_ipam_keeps_its_leases_in_the_store() {
-    let tmp = TempDir::new("ipam");
-    let pool = "10.213.0.0/24".parse().unwrap();
-    let mut store = open_pool(&tmp, "10.213.0.0/24");
-    let first = {
-        let mut ipam = Ipam::new(pool, &mut store).unwrap();
-        let x = ipam.allocate("x").unwrap();
-        ipam.allocate("y").unwrap();
-        ipam.release(x).unwrap();
-        x
-    };
-    let leases = store.leases().unwrap();
-    assert_eq!(leases.len(), 1);
-    assert_eq!(leases[0].owner, "y");
-    drop(store);
-    let mut store = open_pool(&tmp, "10.213.0.0/24");
-    // The store's own allocator goes on where Ipam stopped.
-    assert_eq!(
-        store.lease_alloc("z").unwrap(),
-        Ipv4Addr::new(10, 213, 0, 3)
-    );
-    let mut ipam = Ipam::new(pool, &mut store).unwrap();
-    assert_eq!(ipam.lease_of("y"), Some(Ipv4Addr::new(10, 213, 0, 2)));
-    assert_eq!(ipam.allocate("w").unwrap(), Ipv4Addr::new(10, 213, 0, 4));
-    assert_ne!(first, Ipv4Addr::new(10, 213, 0, 4));
 }
 
 #[test]

@@ -6,7 +6,7 @@
 use std::net::Ipv4Addr;
 use std::sync::{Arc, Mutex};
 
-use dyno_state::model::{DynoState, DynoUpdate, NewDyno};
+use dyno_state::model::{DynoState, DynoUpdate, NetNames, NewDyno};
 use dyno_state::{AppName, SizeName, Store};
 
 use crate::supervisor::{DynoDef, Ledger, LedgerError};
@@ -19,6 +19,17 @@ impl StoreLedger {
     fn store(&self) -> std::sync::MutexGuard<'_, Store> {
         self.store.lock().unwrap_or_else(|p| p.into_inner())
     }
+}
+
+/// The names dyno-net gives the resources of network `net_name`.
+fn net_names(net_name: &str) -> Result<NetNames, LedgerError> {
+    let name = dyno_net::names::DynoName::new(net_name)
+        .map_err(|e| dyno_state::ValidationError::new("net_name", e.to_string()))?;
+    Ok(NetNames {
+        net_name: name.as_str().to_string(),
+        netns: name.netns_file(),
+        link: name.host_link(),
+    })
 }
 
 impl Ledger for StoreLedger {
@@ -35,7 +46,7 @@ impl Ledger for StoreLedger {
             index: def.index,
             release_version: def.release,
             size: SizeName::parse(def.size.name)?,
-            net_name: Some(net_name.to_string()),
+            net: net_names(net_name)?,
         };
         let dyno = self.store().insert_dyno(&new)?;
         let ip = dyno
@@ -62,5 +73,31 @@ impl Ledger for StoreLedger {
         if let Err(e) = self.store().remove_dyno(id) {
             tracing::warn!(dyno = id, error = %e, "forget the stopped dyno");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_store_knows_exactly_the_sizes_the_sandbox_has_limits_for() {
+        let sandbox: Vec<&str> = dyno_sandbox::cgroup::DYNO_SIZES
+            .iter()
+            .map(|s| s.name)
+            .collect();
+        assert_eq!(sandbox, dyno_state::SIZE_NAMES);
+        assert_eq!(
+            dyno_state::DEFAULT_SIZE,
+            dyno_sandbox::cgroup::DynoSize::default().name
+        );
+    }
+
+    #[test]
+    fn recorded_names_are_the_ones_dyno_net_gives() {
+        let names = net_names("mxct6afs0393r").unwrap();
+        assert_eq!(names.netns, "dyno-mxct6afs0393r");
+        assert_eq!(names.link, "dymxct6afs0393r");
+        assert!(net_names("Not/Valid").is_err());
     }
 }

@@ -139,9 +139,7 @@ impl DaemonOptions {
     /// The limits of a dyno of size `name` (Heroku's table; the default size for a name the
     /// store would not have accepted).
     fn size(&self, name: &str) -> DynoSize {
-        let mut size = dyno_state::SizeName::parse(name)
-            .map(|s| *s.size())
-            .unwrap_or_default();
+        let mut size = DynoSize::lookup(name).copied().unwrap_or_default();
         if let Some(mb) = self.memory_mb {
             size.memory_mb = mb;
         }
@@ -293,10 +291,13 @@ impl Daemon {
     /// Opens the store, takes over what an earlier daemon left (see [`reconcile`]), installs
     /// the firewall and starts what the store says should run.
     pub async fn open(options: DaemonOptions) -> Result<Arc<Daemon>, DaemonError> {
+        let pool = &options.network.pool;
+        let pool = ipnet::Ipv4Net::new(pool.network(), pool.prefix_len())
+            .map_err(|e| DaemonError::new(ErrorKind::Internal, format!("pool {pool}: {e}")))?;
         let store = Store::open_with(
             &options.data_dir,
             StoreOptions {
-                pool: options.network.pool,
+                pool,
                 ..StoreOptions::default()
             },
         )?;

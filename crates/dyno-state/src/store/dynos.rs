@@ -4,8 +4,7 @@ use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 
-use dyno_net::ipam::{IpamError, Ipv4Net, LeaseStore, Leases};
-use dyno_net::names::{LINK_PREFIX, NETNS_PREFIX};
+use ipnet::Ipv4Net;
 use rusqlite::{params, Connection, OptionalExtension, Params, Row};
 
 use super::{now_ms, Store};
@@ -72,9 +71,12 @@ impl Store {
         if new.process_type != ProcessType::RUN {
             ProcessType::parse(&new.process_type)?;
         }
-        if let Some(net_name) = &new.net_name {
-            dyno_net::names::DynoName::new(net_name)
-                .map_err(|e| ValidationError::new("net_name", e.to_string()))?;
+        for (what, name) in [
+            ("net_name", &new.net.net_name),
+            ("netns", &new.net.netns),
+            ("link", &new.net.link),
+        ] {
+            check_resource_name(what, name)?;
         }
         if new.index == 0 {
             return Err(ValidationError::new("dyno", "dyno numbers start at 1 (web.1)").into());
@@ -95,7 +97,7 @@ impl Store {
             tx.execute(
                 "INSERT INTO dynos (app, name, process_type, release_version, size, state, uuid,
                      net_name, netns, link, created_at, state_changed_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, 'starting', ?6, ?6, ?6, ?6, ?7, ?7)",
+                 VALUES (?1, ?2, ?3, ?4, ?5, 'starting', ?6, ?7, ?8, ?9, ?10, ?10)",
                 params![
                     new.app.as_str(),
                     format!("{}.{}", new.process_type, new.index),
@@ -103,24 +105,14 @@ impl Store {
                     new.release_version,
                     new.size.as_str(),
                     uuid,
+                    new.net.net_name,
+                    new.net.netns,
+                    new.net.link,
                     now,
                 ],
             )?;
             let id = tx.last_insert_rowid();
-            let net_name = new
-                .net_name
-                .clone()
-                .unwrap_or_else(|| crate::ids::base36(id as u64));
-            tx.execute(
-                "UPDATE dynos SET net_name = ?2, netns = ?3, link = ?4 WHERE id = ?1",
-                params![
-                    id,
-                    net_name,
-                    format!("{NETNS_PREFIX}{net_name}"),
-                    format!("{LINK_PREFIX}{net_name}")
-                ],
-            )?;
-            alloc_ip(tx, options.pool, &net_name, Some(id))?;
+            alloc_ip(tx, options.pool, &new.net.net_name, Some(id))?;
             dyno_by_id(tx, id)
         })
     }
@@ -234,7 +226,7 @@ impl Store {
     pub fn lease_claim(&mut self, ip: Ipv4Addr, owner: &str) -> Result<(), StateError> {
         check_owner(owner)?;
         self.write(|tx, options| {
-            if !options.pool.contains(ip) {
+            if !options.pool.contains(&ip) {
                 return Err(ValidationError::new(
                     "address",
                     format!("{ip} is outside the address pool {}", options.pool),
@@ -294,6 +286,20 @@ impl Store {
     }
 }
 
+/// A resource name the caller chose: something a file name and a link name can be.
+fn check_resource_name(what: &'static str, name: &str) -> Result<(), ValidationError> {
+    if name.is_empty()
+        || name.len() > 64
+        || !name.bytes().all(|b| b.is_ascii_graphic() && b != b'/')
+    {
+        return Err(ValidationError::new(
+            what,
+            format!("{name:?}: 1 to 64 printable characters, no '/' or space"),
+        ));
+    }
+    Ok(())
+}
+
 fn check_owner(owner: &str) -> Result<(), ValidationError> {
     if owner.is_empty() || owner.len() > 255 || owner.chars().any(char::is_control) {
         return Err(ValidationError::new(
@@ -304,16 +310,22 @@ fn check_owner(owner: &str) -> Result<(), ValidationError> {
     Ok(())
 }
 
-/// The first and last address dynos may get (as `dyno_net::ipam`: not the network and
+/// The first and last address dynos may get (as `dyno-net`'s IPAM: not the network and
 /// broadcast addresses, unless the pool is a /31 or /32).
 fn usable(pool: Ipv4Net) -> (u32, u32) {
     let first = u32::from(pool.network());
-    let last = first | !u32::from(pool.mask());
+    let last = u32::from(pool.broadcast());
     if pool.prefix_len() >= 31 {
         (first, last)
     } else {
         (first + 1, last - 1)
     }
+}
+
+/// How many addresses dynos may get from `pool`.
+fn capacity(pool: Ipv4Net) -> u64 {
+    let (first, last) = usable(pool);
+    u64::from(last - first) + 1
 }
 
 const META_LAST: &str = "ipam_last";
@@ -352,10 +364,10 @@ fn alloc_ip(
         [first, last],
         |r| r.get(0),
     )?;
-    if leased as u64 >= pool.capacity() {
+    if leased as u64 >= capacity(pool) {
         return Err(StateError::PoolExhausted {
             pool: pool.to_string(),
-            capacity: pool.capacity(),
+            capacity: capacity(pool),
         });
     }
     let start = match last_given(conn)? {
@@ -382,7 +394,7 @@ fn alloc_ip(
     };
     let ip = Ipv4Addr::from(found.ok_or_else(|| StateError::PoolExhausted {
         pool: pool.to_string(),
-        capacity: pool.capacity(),
+        capacity: capacity(pool),
     })?);
     conn.execute(
         "INSERT INTO leases (ip, owner, dyno_id, leased_at) VALUES (?1, ?2, ?3, ?4)",
@@ -390,48 +402,4 @@ fn alloc_ip(
     )?;
     set_last_given(conn, Some(ip))?;
     Ok(ip)
-}
-
-/// Lets `dyno_net::ipam::Ipam` keep its leases in the store: `Ipam::new(pool, &mut store)`.
-/// Each save is one transaction that applies the difference.
-impl LeaseStore for &mut Store {
-    fn load(&mut self) -> Result<Leases, IpamError> {
-        let err = ipam_error(self.data_dir());
-        let leases = self.leases().map_err(&err)?;
-        let last = self.read(last_given).map_err(&err)?.map(Ipv4Addr::from);
-        Ok(Leases {
-            last,
-            leases: leases.into_iter().map(|l| (l.ip, l.owner)).collect(),
-        })
-    }
-
-    fn save(&mut self, leases: &Leases) -> Result<(), IpamError> {
-        let dir = self.data_dir().to_path_buf();
-        let err = ipam_error(&dir);
-        self.write(|tx, _| {
-            let mut stmt = tx.prepare("SELECT ip FROM leases")?;
-            let stored = stmt
-                .query_map([], |r| r.get::<_, u32>(0))?
-                .map(|ip| ip.map(Ipv4Addr::from))
-                .collect::<Result<BTreeSet<_>, _>>()?;
-            for ip in stored.iter().filter(|ip| !leases.leases.contains_key(ip)) {
-                tx.execute("DELETE FROM leases WHERE ip = ?1", [u32::from(*ip)])?;
-            }
-            for (ip, owner) in leases.leases.iter().filter(|(ip, _)| !stored.contains(ip)) {
-                tx.execute(
-                    "INSERT INTO leases (ip, owner, leased_at) VALUES (?1, ?2, ?3)",
-                    params![u32::from(*ip), owner, now_ms()],
-                )?;
-            }
-            set_last_given(tx, leases.last)
-        })
-        .map_err(&err)
-    }
-}
-
-fn ipam_error(dir: &std::path::Path) -> impl Fn(StateError) -> IpamError + '_ {
-    move |e| IpamError::Store {
-        path: dir.join(super::DB_FILE),
-        source: std::io::Error::other(e),
-    }
 }

@@ -11,12 +11,18 @@ use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use dyno_net::ipam::Ipv4Net;
+use ipnet::Ipv4Net;
 use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
 
 use crate::error::{probe_dir, refuse_writes, DirProbe, StateError};
 use crate::schema;
 use crate::validate::Quantity;
+
+/// The dyno address pool of a daemon that is told none (as `dyno serve --pool`'s default).
+pub const DEFAULT_POOL: Ipv4Net = match Ipv4Net::new(std::net::Ipv4Addr::new(10, 213, 0, 0), 16) {
+    Ok(pool) => pool,
+    Err(_) => panic!("a /16 is a valid prefix"),
+};
 
 /// The database file inside the data dir.
 pub const DB_FILE: &str = "state.db";
@@ -39,7 +45,7 @@ pub struct StoreOptions {
 impl Default for StoreOptions {
     fn default() -> StoreOptions {
         StoreOptions {
-            pool: Ipv4Net::default(),
+            pool: DEFAULT_POOL,
             max_quantity: Quantity::DEFAULT_MAX,
             busy_timeout: Duration::from_secs(5),
         }

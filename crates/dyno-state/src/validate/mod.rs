@@ -11,8 +11,6 @@ mod tests;
 use std::fmt;
 use std::str::FromStr;
 
-use dyno_sandbox::cgroup::{DynoSize, DYNO_SIZES};
-
 pub use drain::{DrainScheme, DrainTarget, DrainUrl};
 
 /// A value that breaks a rule. `field` is the kind of value (`app name`, `config key`...), the
@@ -326,7 +324,25 @@ impl fmt::Display for Quantity {
     }
 }
 
-/// A dyno size from [`DYNO_SIZES`] (`Standard-1X`...), matched ignoring case and kept in its
+/// Heroku's dyno types, as Heroku lists them. Their limits (memory, processes, CPU weight) are
+/// the sandbox's business (`dyno_sandbox::cgroup::DYNO_SIZES`, checked to have the same names);
+/// the state only keeps which one a formation asks for.
+pub const SIZE_NAMES: [&str; 9] = [
+    "Eco",
+    "Basic",
+    "Standard-1X",
+    "Standard-2X",
+    "Performance-M",
+    "Performance-L",
+    "Performance-L-RAM",
+    "Performance-XL",
+    "Performance-2XL",
+];
+
+/// The size of a dyno that is given none.
+pub const DEFAULT_SIZE: &str = "Standard-1X";
+
+/// A dyno size from [`SIZE_NAMES`] (`Standard-1X`...), matched ignoring case and kept in its
 /// canonical spelling.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct SizeName(String);
@@ -334,30 +350,22 @@ string_newtype!(SizeName);
 
 impl SizeName {
     pub fn parse(s: &str) -> Result<SizeName, ValidationError> {
-        match DynoSize::lookup(s) {
-            Some(size) => Ok(SizeName(size.name.to_string())),
-            None => {
-                let known: Vec<&str> = DYNO_SIZES.iter().map(|s| s.name).collect();
-                Err(ValidationError::new(
-                    "dyno size",
-                    format!(
-                        "no dyno size {}; choose one of {}",
-                        shown(s),
-                        known.join(", ")
-                    ),
-                ))
-            }
+        match SIZE_NAMES.iter().find(|n| n.eq_ignore_ascii_case(s)) {
+            Some(name) => Ok(SizeName(name.to_string())),
+            None => Err(ValidationError::new(
+                "dyno size",
+                format!(
+                    "no dyno size {}; choose one of {}",
+                    shown(s),
+                    SIZE_NAMES.join(", ")
+                ),
+            )),
         }
-    }
-
-    /// The size's limits.
-    pub fn size(&self) -> &'static DynoSize {
-        DynoSize::lookup(&self.0).expect("validated at parse")
     }
 }
 
 impl Default for SizeName {
     fn default() -> SizeName {
-        SizeName(DynoSize::STANDARD_1X.name.to_string())
+        SizeName(DEFAULT_SIZE.to_string())
     }
 }

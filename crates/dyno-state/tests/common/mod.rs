@@ -9,8 +9,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use dyno_state::{
-    AppName, ConfigKey, ConfigValue, DrainUrl, NewDyno, NewRelease, ProcessType, Release, SizeName,
-    Slug, StateError, Store, StoreOptions,
+    AppName, ConfigKey, ConfigValue, DrainUrl, NetNames, NewDyno, NewRelease, ProcessType, Release,
+    SizeName, Slug, StateError, Store, StoreOptions,
 };
 
 /// A directory under the system temp dir, unique to the test and the process, removed on drop
@@ -78,14 +78,23 @@ pub fn deploy(store: &mut Store, app_name: &AppName, types: &[(&str, &str)], tag
     store.create_release(app_name, release).expect("deploy")
 }
 
+/// A dyno to record, with resource names never given before in this test process (named as
+/// dyno-net names them).
 pub fn new_dyno(app_name: &AppName, t: &str, index: u32, release: u32) -> NewDyno {
+    static NAMES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    let n = NAMES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let net_name = format!("t{n}");
     NewDyno {
         app: app_name.clone(),
         process_type: t.into(),
         index,
         release_version: release,
         size: SizeName::default(),
-        net_name: None,
+        net: NetNames {
+            netns: format!("dyno-{net_name}"),
+            link: format!("dy{net_name}"),
+            net_name,
+        },
     }
 }
 
