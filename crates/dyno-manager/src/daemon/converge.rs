@@ -1,0 +1,259 @@
+//! Each app's running side ([`AppRuntime`]) and how it is brought in line with the store
+//! ([`Daemon::converge`]), one app at a time and never one app waiting for another; and the
+//! daemon's stop.
+use super::*;
+
+/// A dyno the daemon runs.
+pub(super) struct Running {
+    /// `web.1`
+    pub(super) name: String,
+    pub(super) process: String,
+    pub(super) index: u32,
+    pub(super) release: u32,
+    pub(super) size: DynoSize,
+    pub(super) handle: DynoHandle,
+}
+
+/// An app's running side.
+pub(super) struct AppRuntime {
+    pub(super) platform: Arc<Platform>,
+    pub(super) web: WebDynos,
+    pub(super) dynos: Vec<Running>,
+    pub(super) incarnations: u64,
+    /// One-off dynos started (`run.N`).
+    pub(super) one_offs: u32,
+}
+
+impl AppRuntime {
+    /// Keeps a started (or adopted) dyno; a web dyno is fed to the router once `up`. Returns
+    /// its key for [`WebDynos::all_up`].
+    pub(super) fn track(&mut self, handle: DynoHandle, def: &DynoDef) -> String {
+        self.incarnations += 1;
+        let key = format!("{}#{}", def.name(), self.incarnations);
+        if def.is_web() {
+            self.web
+                .follow(key.clone(), def.name(), handle.status.clone());
+        }
+        self.dynos.push(Running {
+            name: def.name(),
+            process: def.process.clone(),
+            index: def.index,
+            release: def.release,
+            size: def.size,
+            handle,
+        });
+        key
+    }
+}
+
+impl Daemon {
+    /// Brings the app's running dynos in line with the store: the current release, the
+    /// formation's quantities. New dynos first; the ones they replace stop once the new web
+    /// dynos are up.
+    pub async fn converge(&self, name: &str) -> Result<(), DaemonError> {
+        // One convergence of this app at a time: each reads the store first, so the last one
+        // wins. The dyno map itself is locked only briefly, so `ps` answers while dynos boot
+        // and other apps converge meanwhile.
+        let turn = self.turn_of(name);
+        let _turn = turn.lock().await;
+        let release = self.current_release(name).await?;
+        let formation = self.formation(name).await?;
+        let mut apps = self.apps.lock().await;
+        let runtime = self.runtime_in(&mut apps, name);
+        let Some(slug) = &release.slug else {
+            // Never deployed: nothing runs.
+            let all = std::mem::take(&mut runtime.dynos);
+            drop(apps);
+            stop_all(all).await;
+            return Ok(());
+        };
+        let mut started_web = Vec::new();
+        let mut wanted = Vec::new();
+        for entry in &formation {
+            let Some(command) = release.process_types.get(&entry.process_type) else {
+                continue;
+            };
+            let size = self.options.size(&entry.size);
+            for index in 1..=entry.quantity {
+                wanted.push((entry.process_type.clone(), index));
+                let current = runtime.dynos.iter().any(|d| {
+                    d.process == entry.process_type
+                        && d.index == index
+                        && d.release == release.version
+                        && d.size == size
+                        && !d.handle.is_finished()
+                });
+                if current {
+                    continue;
+                }
+                let slot = Slot {
+                    process: entry.process_type.clone(),
+                    index,
+                    command: command.clone(),
+                    restart: true,
+                    size,
+                };
+                let def = self.options.dyno_def(name, &release, &slug.path, slot);
+                let handle = supervisor::start(runtime.platform.clone(), def.clone());
+                let key = runtime.track(handle, &def);
+                if def.is_web() {
+                    started_web.push(key);
+                }
+            }
+        }
+        // Preboot: the old web dynos serve until the new ones are up.
+        if !started_web.is_empty() {
+            let web = runtime.web.clone();
+            drop(apps);
+            let boot = self.options.lifecycle.boot_timeout + Duration::from_secs(1);
+            let deadline = tokio::time::Instant::now() + boot;
+            if web.wait_all_up(&started_web, deadline).await == Preboot::Closed {
+                // Being destroyed: the destroy stops every dyno, these included.
+                return Ok(());
+            }
+            apps = self.apps.lock().await;
+        }
+        let Some(runtime) = apps.get_mut(name) else {
+            // Destroyed meanwhile.
+            return Ok(());
+        };
+        let (keep, retire): (Vec<Running>, Vec<Running>) = std::mem::take(&mut runtime.dynos)
+            .into_iter()
+            .partition(|d| {
+                // One-off dynos run to their end, whatever the formation says.
+                let one_off = d.process == ONE_OFF;
+                !d.handle.is_finished()
+                    && (one_off
+                        || (d.release == release.version
+                            && wanted.contains(&(d.process.clone(), d.index))))
+            });
+        // Of several incarnations of one name in `keep`, the newest stays.
+        let mut newest: BTreeMap<String, Running> = BTreeMap::new();
+        let mut superseded = retire;
+        for d in keep {
+            if let Some(old) = newest.remove(&d.name) {
+                superseded.push(old);
+            }
+            newest.insert(d.name.clone(), d);
+        }
+        runtime.dynos = newest.into_values().collect();
+        drop(apps);
+        stop_all(superseded).await;
+        Ok(())
+    }
+
+    /// The app's convergence turn (see [`Daemon::turns`]).
+    pub(super) fn turn_of(&self, app: &str) -> Arc<tokio::sync::Mutex<()>> {
+        self.lock_turns()
+            .entry(app.to_string())
+            .or_default()
+            .clone()
+    }
+
+    pub(super) fn lock_turns(
+        &self,
+    ) -> std::sync::MutexGuard<'_, BTreeMap<String, Arc<tokio::sync::Mutex<()>>>> {
+        self.turns.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The app's runtime in `apps`, made on first use.
+    pub(super) fn runtime_in<'a>(
+        &self,
+        apps: &'a mut BTreeMap<String, AppRuntime>,
+        app: &str,
+    ) -> &'a mut AppRuntime {
+        apps.entry(app.to_string())
+            .or_insert_with(|| self.runtime(app))
+    }
+
+    /// A new app runtime: its own supervisor platform whose log lines go to the app's ring.
+    pub(super) fn runtime(&self, app: &str) -> AppRuntime {
+        let (tx, mut rx) = mpsc::unbounded_channel::<LogLine>();
+        let hub = self.hub.clone();
+        let name = app.to_string();
+        tokio::spawn(async move {
+            while let Some(line) = rx.recv().await {
+                hub.append(&name, line);
+            }
+        });
+        let platform = Arc::new(
+            Platform::new(
+                self.network.clone(),
+                self.options.exe.clone(),
+                self.options.state_root.clone(),
+                self.options.lifecycle.clone(),
+                tx,
+                self.cgroups.clone(),
+            )
+            .with_ledger(Arc::new(ledger::StoreLedger {
+                store: self.store.clone(),
+            }))
+            .with_seccomp(self.options.seccomp.spec_for(app))
+            .with_proc_view(self.proc_view.clone())
+            .with_netwatch(self.netwatch.clone()),
+        );
+        AppRuntime {
+            platform,
+            web: WebDynos::new(
+                self.routes.clone(),
+                app.to_string(),
+                self.options.port,
+                self.options.announce_web,
+            ),
+            dynos: Vec::new(),
+            incarnations: 0,
+            one_offs: 0,
+        }
+    }
+
+    /// Stops every dyno of every app (daemon shutdown); then the firewall goes too, unless
+    /// dynos of someone else still use it.
+    pub async fn stop(&self) {
+        let runtimes: Vec<AppRuntime> = std::mem::take(&mut *self.apps.lock().await)
+            .into_values()
+            .collect();
+        let all: Vec<Running> = runtimes.into_iter().flat_map(|r| r.dynos).collect();
+        stop_all(all).await;
+        drop(
+            self.cpu_placer
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take(),
+        );
+        let mut network = self.network.lock().unwrap_or_else(|p| p.into_inner());
+        if network.list().map(|l| l.is_empty()).unwrap_or(false) {
+            if let Err(e) = network.uninstall() {
+                tracing::warn!(error = %e, "remove the firewall");
+            }
+        }
+        drop(network);
+        // The parent of our dyno cgroups goes too, unless another manager's dynos use it.
+        if let Some(cgroups) = &self.cgroups {
+            let _ = cgroups.remove_dyno_root_if_unused();
+        }
+        // Sandbox state of stopped dynos only: the store keeps what must survive.
+        let _ = std::fs::remove_dir_all(&self.options.state_root);
+    }
+
+    /// Whether a dyno's state is `up` (tests, `dyno ps`).
+    pub async fn count_up(&self, app: &str) -> usize {
+        let apps = self.apps.lock().await;
+        apps.get(app).map_or(0, |r| {
+            r.dynos
+                .iter()
+                .filter(|d| d.handle.status.borrow().state == State::Up)
+                .count()
+        })
+    }
+}
+
+/// Stops dynos concurrently (SIGTERM, grace, SIGKILL each) and waits for all.
+pub(super) async fn stop_all(dynos: Vec<Running>) {
+    let stops: Vec<_> = dynos
+        .into_iter()
+        .map(|d| tokio::spawn(d.handle.stop()))
+        .collect();
+    for s in stops {
+        let _ = s.await;
+    }
+}

@@ -1,0 +1,258 @@
+//! A daemon's start: the store opened, what an earlier daemon left taken over (see
+//! [`super::reconcile`]), the firewall installed, and what the store says should run started.
+use super::*;
+
+/// The definition of a recorded dyno, from its release (for a daemon adopting it).
+pub(super) fn adopted_def(
+    store: &Store,
+    options: &DaemonOptions,
+    dyno: &dyno_state::model::Dyno,
+) -> Result<DynoDef, DaemonError> {
+    let app = app_name(&dyno.app)?;
+    let release = store.release(&app, dyno.release_version)?;
+    let slug = release.slug.clone().ok_or_else(|| {
+        DaemonError::new(
+            ErrorKind::Conflict,
+            format!("{} v{} has no slug", dyno.app, release.version),
+        )
+    })?;
+    let index = dyno
+        .name
+        .rsplit_once('.')
+        .and_then(|(_, n)| n.parse().ok())
+        .ok_or_else(|| {
+            DaemonError::new(ErrorKind::Conflict, format!("bad dyno name {}", dyno.name))
+        })?;
+    let size = options.size(&dyno.size);
+    let slot = Slot {
+        process: dyno.process_type.clone(),
+        index,
+        // A one-off's command is not in the release; it only shows in the start line, which
+        // an adopted dyno does not log again.
+        command: release
+            .process_types
+            .get(&dyno.process_type)
+            .cloned()
+            .unwrap_or_default(),
+        restart: dyno.process_type != ONE_OFF,
+        size,
+    };
+    Ok(options.dyno_def(&dyno.app, &release, &slug.path, slot))
+}
+
+/// Busy dynos stay off the first `reserve` CPUs; where that cannot be, the operator is told
+/// once and dynos run on every CPU.
+pub(super) fn reserve_cpus(mut cgroups: Cgroups, reserve: usize) -> Cgroups {
+    if reserve == 0 {
+        return cgroups;
+    }
+    match cgroups.reserve_cpus(reserve) {
+        Ok(()) => {
+            if let Some(p) = cgroups.cpu_placement() {
+                tracing::info!(reserved = reserve, busy_cpus = %p.busy, "busy dynos stay off the reserved CPUs");
+            }
+        }
+        Err(reason) => tracing::warn!(
+            "busy dynos share every CPU with the router and quiet dynos: {reason} \
+             (--cpu-reserve 0 says this is meant)"
+        ),
+    }
+    cgroups
+}
+
+impl Daemon {
+    /// Opens the store, takes over what an earlier daemon left (see [`reconcile`]), installs
+    /// the firewall and starts what the store says should run.
+    pub async fn open(options: DaemonOptions) -> Result<Arc<Daemon>, DaemonError> {
+        let pool = &options.network.pool;
+        let pool = ipnet::Ipv4Net::new(pool.network(), pool.prefix_len())
+            .map_err(|e| DaemonError::new(ErrorKind::Internal, format!("pool {pool}: {e}")))?;
+        let store = Store::open_with(
+            &options.data_dir,
+            StoreOptions {
+                pool,
+                ..StoreOptions::default()
+            },
+        )?;
+        let host =
+            Host::current().map_err(|e| DaemonError::new(ErrorKind::Internal, e.to_string()))?;
+        let cgroups = match Cgroups::detect().and_then(|c| c.vacate_own_cgroup().map(|()| c)) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                tracing::warn!(error = %e, "no cgroups: memory and process limits are off");
+                None
+            }
+        };
+        for (app, calls) in options.seccomp.iter() {
+            tracing::warn!(
+                app = %app,
+                calls = %calls.join(","),
+                "this app's dynos may make these system calls beyond the default seccomp profile"
+            );
+        }
+        let proc_view = procview::open(options.lxcfs_dir.as_deref()).await;
+        let cgroups = cgroups.map(|c| match proc_view {
+            Some(_) => c.with_proc_view(),
+            None => c,
+        });
+        let cgroups = cgroups.map(|c| reserve_cpus(c, options.cpu_reserve));
+        let rows = store.all_dynos()?;
+        let mut stock = reconcile::take_stock(&options, rows, cgroups.as_ref());
+        let mut adoptees = Vec::new();
+        for live in std::mem::take(&mut stock.live) {
+            match adopted_def(&store, &options, &live.dyno) {
+                Ok(def) => adoptees.push((live, def)),
+                Err(e) => {
+                    tracing::warn!(dyno = %live.dyno.net_name, error = %e, "not adopted");
+                    stock
+                        .ended
+                        .push(reconcile::end_now(&options, live, cgroups.as_ref()));
+                }
+            }
+        }
+        let leases: Box<dyn LeaseStore + Send> = Box::new(MemoryStore);
+        let mut network = Network::open(host, &options.network, leases)
+            .map_err(|e| DaemonError::new(ErrorKind::Internal, format!("network: {e}")))?;
+        let recorded = adoptees
+            .iter()
+            .map(|(live, _)| &live.dyno)
+            .chain(stock.ended.iter().map(|e| &e.dyno));
+        for dyno in recorded {
+            if let Some(ip) = dyno.address {
+                if let Err(e) = network.adopt(&dyno.net_name, ip) {
+                    tracing::warn!(dyno = %dyno.net_name, error = %e, "reconcile: lease");
+                }
+            }
+        }
+        network
+            .install()
+            .map_err(|e| DaemonError::new(ErrorKind::Internal, format!("firewall: {e}")))?;
+        let gone: Vec<&str> = stock
+            .ended
+            .iter()
+            .map(|e| e.dyno.net_name.as_str())
+            .chain(stock.orphans.iter().map(String::as_str))
+            .collect();
+        for name in &gone {
+            supervisor::destroy_leftover_sockets_of(network.run_dir(), name);
+            if let Err(e) = network.down(name) {
+                tracing::warn!(dyno = %name, error = %e, "reconcile: remove the network");
+            }
+        }
+        for e in network.close_unleased_ports() {
+            tracing::warn!(error = %e, "reconcile: close a port");
+        }
+        reconcile::remove_leftovers(&options, &gone, cgroups.as_ref());
+        let netwatch = match NetWatch::for_host(network.host().netns(), options.network.firewall())
+        {
+            Ok(watch) => Some(Arc::new(watch)),
+            Err(e) => {
+                tracing::warn!(error = %e, "dynos whose network breaks will not be noticed");
+                None
+            }
+        };
+        std::fs::create_dir_all(&options.state_root).map_err(|e| {
+            DaemonError::new(
+                ErrorKind::Internal,
+                format!("state dir {}: {e}", options.state_root.display()),
+            )
+        })?;
+        let daemon = Arc::new(Daemon {
+            store: Arc::new(Mutex::new(store)),
+            hub: LogHub::new(),
+            routes: RouteTable::new(),
+            network: Arc::new(Mutex::new(network)),
+            cgroups,
+            proc_view,
+            options,
+            apps: tokio::sync::Mutex::new(BTreeMap::new()),
+            turns: Mutex::new(BTreeMap::new()),
+            cpu_placer: Mutex::new(None),
+            netwatch,
+            router_metrics: metrics::RouterMetrics::default(),
+        });
+        if let Some(cgroups) = &daemon.cgroups {
+            *daemon.cpu_placer.lock().unwrap_or_else(|p| p.into_inner()) =
+                CpuPlacer::start(cgroups.clone());
+        }
+        // How the ended dynos ended is not lost: it goes into their apps' logs.
+        for ended in &stock.ended {
+            for (source, line) in ended.log_lines() {
+                daemon.hub.append(
+                    &ended.dyno.app,
+                    LogLine::now(source, &ended.dyno.name, line),
+                );
+            }
+        }
+        // Their rows go last (a full or read-only data dir keeps them for the next start: the
+        // daemon still starts and adopts what runs).
+        let ended_ids: Vec<i64> = stock.ended.iter().map(|e| e.dyno.id).collect();
+        let forgotten = daemon
+            .with_store(move |s| {
+                for id in ended_ids {
+                    let stopping = DynoUpdate {
+                        state: Some(DynoState::Stopping),
+                        ..DynoUpdate::default()
+                    };
+                    s.update_dyno(id, &stopping)?;
+                    s.remove_dyno(id)?;
+                }
+                Ok(())
+            })
+            .await;
+        if let Err(e) = forgotten {
+            tracing::warn!(error = %e, "reconcile: forget the ended dynos");
+        }
+        if !adoptees.is_empty() || !stock.ended.is_empty() || !stock.orphans.is_empty() {
+            eprintln!(
+                "dyno serve: took over from an earlier daemon: {} dyno(s) adopted, {} ended \
+                 (their exit statuses are in their apps' logs), {} orphan(s) removed",
+                adoptees.len(),
+                stock.ended.len(),
+                stock.orphans.len()
+            );
+        }
+        daemon.adopt_all(adoptees).await;
+        let apps = daemon.with_store(|s| s.list_apps()).await?;
+        runtime_metrics::spawn(&daemon);
+        for app in apps {
+            daemon.route(&app);
+            for drain in daemon.drains(&app.name).await? {
+                if let Err(e) = daemon.hub.add_drain_with_token(
+                    &app.name,
+                    drain.url.as_str(),
+                    &drain.token,
+                    daemon.drain_options(),
+                ) {
+                    tracing::warn!(app = %app.name, error = %e, "drain not restarted");
+                }
+            }
+            daemon.converge(&app.name).await?;
+        }
+        Ok(daemon)
+    }
+
+    /// Supervisors for the dynos found running.
+    pub(super) async fn adopt_all(&self, adoptees: Vec<(reconcile::Live, DynoDef)>) {
+        let mut apps = self.apps.lock().await;
+        for (live, def) in adoptees {
+            let Some(ip) = live.dyno.address else {
+                continue;
+            };
+            let runtime = self.runtime_in(&mut apps, &def.app);
+            if def.process == ONE_OFF {
+                runtime.one_offs = runtime.one_offs.max(def.index);
+            }
+            let found = Adoptee {
+                intent: live.dyno.id,
+                net_name: live.dyno.net_name.clone(),
+                ip,
+                shim_pid: live.shim_pid,
+            };
+            runtime.track(
+                supervisor::adopt(runtime.platform.clone(), def.clone(), found),
+                &def,
+            );
+        }
+    }
+}

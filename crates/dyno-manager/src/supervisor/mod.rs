@@ -1,0 +1,579 @@
+//! One task per dyno, running Heroku's lifecycle: `starting → up → crashed/down`, with the log
+//! lines Heroku writes at each step.
+//!
+//! Each start is a fresh incarnation: a new network (a new monotonic name, never reused), a new
+//! sandbox. A web dyno is `up` once something LISTENs on `$PORT` inside its network namespace
+//! (inet_diag: no connect probes), else R10 at the boot timeout. A dyno that exits (with any
+//! status: 0 too, it is not meant to end) crashes, and is restarted per the cool-off schedule.
+//! Stopping is SIGTERM to every process of the dyno, the grace period, then SIGKILL and R12.
+
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use dyno_net::diag::SockDiag;
+use dyno_net::ipam::LeaseStore;
+use dyno_net::network::Network;
+use dyno_sandbox::cgroup::{Cgroups, DynoCgroup, DynoSize};
+use dyno_sandbox::spec::{ExitRecord, SandboxSpec, SeccompSpec, StateDir};
+use dyno_sandbox::{launch, sys};
+use rustix::process::Signal;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+use crate::heroku::RuntimeError;
+pub use crate::ids::uuid_v4;
+use crate::ids::{base36, random_unit};
+use crate::lifecycle::Lifecycle;
+use crate::logs::{LogLine, Source};
+use crate::memory::{Logger, MemoryVerdict, MemoryWatch};
+use crate::netwatch::{NetWatch, Problem, Registration};
+
+mod incarnation;
+
+use incarnation::{discard, Incarnation};
+
+pub type SharedNetwork = Arc<Mutex<Network<Box<dyn LeaseStore + Send>>>>;
+
+/// Why the ledger could not record an incarnation.
+#[derive(Debug, thiserror::Error)]
+pub enum LedgerError {
+    /// The dyno's app or size is not one the store accepts.
+    #[error("record the dyno: {0}")]
+    Invalid(#[from] dyno_state::ValidationError),
+    #[error("record the dyno: {0}")]
+    Store(#[from] dyno_state::StateError),
+    #[error("record the dyno: no address leased to {0}")]
+    NoAddress(String),
+}
+
+/// Why an incarnation could not start or be adopted; the app's log gets
+/// `Error starting dyno: <this>`.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+    #[error(transparent)]
+    Network(#[from] dyno_net::network::NetworkError),
+    #[error(transparent)]
+    Name(#[from] dyno_net::names::NameError),
+    #[error(transparent)]
+    Netns(#[from] dyno_net::ns::NsError),
+    #[error("state dir {}: {source}", .path.display())]
+    StateDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the dyno's cgroup: {0}")]
+    Cgroup(#[from] dyno_sandbox::cgroup::CgroupError),
+    #[error(transparent)]
+    Launch(#[from] launch::LaunchError),
+    #[error("start the shim: {0}")]
+    Spawn(std::io::Error),
+    #[error("watch the shim {pid}: {source}")]
+    WatchShim { pid: u32, source: std::io::Error },
+}
+
+/// Where each incarnation is recorded before its resources exist and forgotten after they are
+/// gone (the daemon's store; see `dyno-state`'s intent-before-resource rule), so that a daemon
+/// restarted after a crash finds every resource it has to adopt or remove. The calls block (a
+/// transaction each); the supervisor makes them off the async threads.
+pub trait Ledger: Send + Sync {
+    /// Records an incarnation about to be made; returns its record's id and the address leased
+    /// to it.
+    fn begin(&self, def: &DynoDef, net_name: &str) -> Result<(i64, Ipv4Addr), LedgerError>;
+    /// Leases record `id` another address: the one it has is another instance's on this host.
+    fn relocate(&self, id: i64) -> Result<Ipv4Addr, LedgerError>;
+    /// Its teardown starts: from here on a restarted daemon stops it rather than adopting it.
+    fn stopping(&self, id: i64);
+    /// Its resources are gone.
+    fn end(&self, id: i64);
+}
+
+/// A dyno found running after a restart (see [`adopt`]).
+#[derive(Debug, Clone)]
+pub struct Adoptee {
+    /// Its record in the [`Ledger`].
+    pub intent: i64,
+    pub net_name: String,
+    pub ip: Ipv4Addr,
+    /// Its shim, checked to be alive and ours by the caller.
+    pub shim_pid: u32,
+}
+
+/// What every dyno of this manager shares.
+pub struct Platform {
+    pub network: SharedNetwork,
+    /// The `dyno` binary (for `dyno __shim`).
+    pub exe: PathBuf,
+    /// Where dynos' sandbox state dirs go.
+    pub state_root: PathBuf,
+    pub lifecycle: Lifecycle,
+    pub logs: mpsc::UnboundedSender<LogLine>,
+    /// Per-dyno cgroups (memory, pids, cpu); `None` where the host has none for us.
+    pub cgroups: Option<Cgroups>,
+    /// Records of incarnations; `None` for a manager that keeps nothing across restarts.
+    pub ledger: Option<Arc<dyn Ledger>>,
+    /// The system-call filter of this app's dynos: the default profile plus the operator's
+    /// additions for the app.
+    pub seccomp: SeccompSpec,
+    /// The LXCFS mount for the dynos' private `/proc` view; `None`: the kernel's figures.
+    pub proc_view: Option<PathBuf>,
+    /// Notices dynos whose network was changed under them; `None`: nobody looks.
+    pub netwatch: Option<Arc<NetWatch>>,
+}
+
+impl Platform {
+    pub fn new(
+        network: SharedNetwork,
+        exe: PathBuf,
+        state_root: PathBuf,
+        lifecycle: Lifecycle,
+        logs: mpsc::UnboundedSender<LogLine>,
+        cgroups: Option<Cgroups>,
+    ) -> Platform {
+        Platform {
+            network,
+            exe,
+            state_root,
+            lifecycle,
+            logs,
+            cgroups,
+            ledger: None,
+            seccomp: SeccompSpec::default(),
+            proc_view: None,
+            netwatch: None,
+        }
+    }
+
+    pub fn with_netwatch(mut self, netwatch: Option<Arc<NetWatch>>) -> Platform {
+        self.netwatch = netwatch;
+        self
+    }
+
+    pub fn with_seccomp(mut self, seccomp: SeccompSpec) -> Platform {
+        self.seccomp = seccomp;
+        self
+    }
+
+    pub fn with_ledger(mut self, ledger: Arc<dyn Ledger>) -> Platform {
+        self.ledger = Some(ledger);
+        self
+    }
+
+    pub fn with_proc_view(mut self, lxcfs_dir: Option<PathBuf>) -> Platform {
+        self.proc_view = lxcfs_dir;
+        self
+    }
+
+    /// Runs a ledger call off the async threads; nothing without a ledger.
+    async fn record<T: Send + 'static>(
+        &self,
+        call: impl FnOnce(&dyn Ledger) -> T + Send + 'static,
+    ) -> Option<T> {
+        let ledger = self.ledger.clone()?;
+        tokio::task::spawn_blocking(move || call(&*ledger))
+            .await
+            .ok()
+    }
+
+    /// A network name never used before, 13 characters of base 36: milliseconds since the
+    /// epoch (the kernel destroys namespaces asynchronously; a reused name could still be
+    /// taken), a counter shared by every app of this process, and a part random per process
+    /// (the dyno cgroups of every manager on the host share one parent).
+    fn next_net_name(&self) -> String {
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        static PROCESS: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+        let process = *PROCESS.get_or_init(|| {
+            use std::hash::{BuildHasher, Hasher};
+            std::collections::hash_map::RandomState::new()
+                .build_hasher()
+                .finish()
+                % (36 * 36 * 36)
+        });
+        let millis = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis() as u64;
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed) % (36 * 36);
+        format!("{}{:0>2}{:0>3}", base36(millis), base36(n), base36(process))
+    }
+
+    /// The shared network (a poisoned lock is still usable: its state is kept consistent by
+    /// `Network` itself, transaction by transaction).
+    pub fn network(&self) -> std::sync::MutexGuard<'_, Network<Box<dyn LeaseStore + Send>>> {
+        self.network.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn log(&self, source: Source, dyno: &str, message: impl Into<String>) {
+        let _ = self.logs.send(LogLine::now(source, dyno, message));
+    }
+}
+
+/// One dyno of an app's formation.
+#[derive(Debug, Clone)]
+pub struct DynoDef {
+    pub app: String,
+    /// The process type (`web`, `worker`) or `run` for one-off dynos.
+    pub process: String,
+    pub index: u32,
+    pub command: String,
+    /// Config vars.
+    pub env: Vec<(String, String)>,
+    pub app_dir: PathBuf,
+    /// The release it runs (recorded in the [`Ledger`]).
+    pub release: u32,
+    pub uid: u32,
+    pub port: u16,
+    /// One-off dynos are never restarted.
+    pub restart: bool,
+    /// Memory quota, processes, CPU weight.
+    pub size: DynoSize,
+}
+
+impl DynoDef {
+    /// `web.1`
+    pub fn name(&self) -> String {
+        format!("{}.{}", self.process, self.index)
+    }
+
+    pub fn is_web(&self) -> bool {
+        self.process == "web"
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    Starting,
+    Up,
+    Crashed,
+    Down,
+}
+
+impl State {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            State::Starting => "starting",
+            State::Up => "up",
+            State::Crashed => "crashed",
+            State::Down => "down",
+        }
+    }
+}
+
+/// What the outside can see of a dyno.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Status {
+    pub state: State,
+    pub ip: Option<Ipv4Addr>,
+    /// The running incarnation's network name: its namespace `dyno-<net>`, link `dy<net>`,
+    /// cgroup and state dir are named by it.
+    pub net_name: Option<String>,
+    /// How often the dyno was started again after it crashed.
+    pub restarts: u32,
+    /// The exit status of its last incarnation that ended (Heroku's `Process exited with
+    /// status N`).
+    pub exit_code: Option<i32>,
+}
+
+/// The handle of a running supervisor.
+pub struct DynoHandle {
+    pub name: String,
+    pub status: watch::Receiver<Status>,
+    stop: mpsc::Sender<()>,
+    task: JoinHandle<()>,
+}
+
+impl DynoHandle {
+    /// Stops the dyno (SIGTERM, grace, SIGKILL) and waits until it is down and cleaned up.
+    pub async fn stop(self) {
+        let _ = self.stop.send(()).await;
+        let _ = self.task.await;
+    }
+
+    /// Whether the supervisor ended on its own (a one-off dyno finished).
+    pub fn is_finished(&self) -> bool {
+        self.task.is_finished()
+    }
+}
+
+pub fn start(platform: Arc<Platform>, def: DynoDef) -> DynoHandle {
+    spawn(platform, def, None)
+}
+
+/// Supervises a dyno that was running before this supervisor existed (the daemon restarted):
+/// its first incarnation is the one found, later ones are started as usual.
+pub fn adopt(platform: Arc<Platform>, def: DynoDef, found: Adoptee) -> DynoHandle {
+    spawn(platform, def, Some(found))
+}
+
+fn spawn(platform: Arc<Platform>, def: DynoDef, found: Option<Adoptee>) -> DynoHandle {
+    let (stop_tx, stop_rx) = mpsc::channel(1);
+    let (status_tx, status_rx) = watch::channel(Status {
+        state: State::Starting,
+        ip: None,
+        net_name: None,
+        restarts: 0,
+        exit_code: None,
+    });
+    let name = def.name();
+    let task = tokio::spawn(supervise(platform, def, found, stop_rx, status_tx));
+    DynoHandle {
+        name,
+        status: status_rx,
+        stop: stop_tx,
+        task,
+    }
+}
+
+/// How one incarnation of a dyno ended.
+enum Ended {
+    /// Its main process exited (a crash, for a dyno not meant to end; the status is logged).
+    Exited,
+    /// We stopped it on request.
+    Stopped,
+    /// Daily cycling stopped it; it starts again at once.
+    Cycled,
+}
+
+struct Supervisor {
+    platform: Arc<Platform>,
+    def: DynoDef,
+    name: String,
+    status: watch::Sender<Status>,
+    state: State,
+    /// The current incarnation's network name.
+    net_name: Option<String>,
+    restarts: u32,
+}
+
+impl Logger for Supervisor {
+    fn log(&self, message: String) {
+        self.platform.log(Source::Heroku, &self.name, message);
+    }
+}
+
+impl Supervisor {
+    fn log(&self, message: impl Into<String>) {
+        self.platform.log(Source::Heroku, &self.name, message);
+    }
+
+    fn change(&mut self, to: State, ip: Option<Ipv4Addr>) {
+        if self.state != to {
+            self.log(format!(
+                "State changed from {} to {}",
+                self.state.as_str(),
+                to.as_str()
+            ));
+        }
+        self.state = to;
+        let net_name = ip.and(self.net_name.clone());
+        let exit_code = self.status.borrow().exit_code;
+        self.status.send_replace(Status {
+            state: to,
+            ip,
+            net_name,
+            restarts: self.restarts,
+            exit_code,
+        });
+    }
+}
+
+async fn supervise(
+    platform: Arc<Platform>,
+    def: DynoDef,
+    mut found: Option<Adoptee>,
+    mut stop: mpsc::Receiver<()>,
+    status: watch::Sender<Status>,
+) {
+    let mut sup = Supervisor {
+        name: def.name(),
+        platform,
+        def,
+        status,
+        state: State::Starting,
+        net_name: None,
+        restarts: 0,
+    };
+    let mut crashes: u32 = 0;
+    loop {
+        let started = Instant::now();
+        let incarnation = match found.take() {
+            Some(found) => {
+                let (platform, def, name) =
+                    (sup.platform.clone(), sup.def.clone(), sup.name.clone());
+                let taken = found.clone();
+                let adopted =
+                    in_setup_lane(move || Incarnation::adopt(&platform, &def, &name, taken)).await;
+                if adopted.is_err() {
+                    discard(&sup, &found).await;
+                }
+                adopted
+            }
+            None => {
+                sup.log(format!(
+                    "Starting process with command `{}`",
+                    sup.def.command
+                ));
+                Incarnation::start(&sup).await
+            }
+        };
+        let ended = match incarnation {
+            Ok(mut run) => {
+                sup.net_name = Some(run.net_name.clone());
+                let ended = run.supervise(&mut sup, &mut stop).await;
+                run.clean_up(&sup).await;
+                ended
+            }
+            Err(message) => {
+                sup.log(format!("Error starting dyno: {message}"));
+                Ended::Exited
+            }
+        };
+        match ended {
+            Ended::Stopped => {
+                sup.change(State::Down, None);
+                return;
+            }
+            Ended::Cycled => {
+                sup.change(State::Starting, None);
+                continue;
+            }
+            Ended::Exited if !sup.def.restart => {
+                sup.change(State::Down, None);
+                return;
+            }
+            Ended::Exited => {
+                sup.change(State::Crashed, None);
+                if started.elapsed() >= sup.platform.lifecycle.stable_after {
+                    crashes = 0;
+                }
+                crashes += 1;
+                let wait = sup.platform.lifecycle.cooloff(crashes);
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = stop.recv() => {
+                        sup.change(State::Down, None);
+                        return;
+                    }
+                }
+                sup.restarts += 1;
+                sup.change(State::Starting, None);
+            }
+        }
+    }
+}
+
+/// Runs a dyno's setup or teardown (netlink, nf_tables, namespaces, cgroup and state files) on
+/// tokio's blocking pool, one at a time: the runtime's few workers also serve the router and
+/// the API, the network's lock serialises most of it anyway, and a hundred setup threads at
+/// once (a scale-up) would take the CPU from the router.
+async fn in_setup_lane<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> T {
+    static LANE: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
+    let _turn = LANE.acquire().await;
+    off_runtime(work).await
+}
+
+/// Runs short blocking work on tokio's blocking pool, off the runtime's workers.
+async fn off_runtime<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> T {
+    match tokio::task::spawn_blocking(work).await {
+        Ok(value) => value,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        // Only when the runtime shuts down, which drops this task too.
+        Err(e) => panic!("blocking dyno work cancelled: {e}"),
+    }
+}
+
+/// Ends the TCP sockets a dead dyno left in its namespace: orphans whose peers will never
+/// answer once its route is gone hold the namespace and its host link for minutes otherwise.
+/// Best effort (a kernel without sock_diag destroy leaves them to its timers).
+pub fn destroy_leftover_sockets(netns: &dyno_net::ns::Netns) {
+    let destroyed = SockDiag::open_in(netns).and_then(|mut diag| diag.destroy_tcp_sockets());
+    if let Err(e) = destroyed {
+        tracing::debug!(error = %e, "destroy the dyno's leftover sockets");
+    }
+}
+
+/// [`destroy_leftover_sockets`] for the dyno network `net_name` of `run_dir`, if it is bound.
+pub fn destroy_leftover_sockets_of(run_dir: &dyno_net::dyno::RunDir, net_name: &str) {
+    let Ok(name) = dyno_net::names::DynoName::new(net_name) else {
+        return;
+    };
+    if let Ok(netns) = dyno_net::ns::Netns::open(run_dir.netns_path(&name)) {
+        destroy_leftover_sockets(&netns);
+    }
+}
+
+/// Takes a web dyno that is about to stop (or has) out of the router: no new request goes to
+/// it, and the router closes its idle connections to it while the dyno's network still
+/// routes. (Closed after the route is gone, the dyno's ends of those connections would wait
+/// for an answer that cannot come, and hold its namespace and link for a minute.) The state
+/// stays as it is until the dyno is down.
+fn unroute(sup: &Supervisor) {
+    sup.status.send_if_modified(|s| s.ip.take().is_some());
+}
+
+/// The lines of a dead dyno's `unsent.log` (see `dyno_sandbox::output`).
+pub fn unsent_lines(state: &StateDir) -> Vec<String> {
+    std::fs::read(state.unsent())
+        .map(|bytes| {
+            String::from_utf8_lossy(&bytes)
+                .lines()
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A line from a dyno's shim as a log line: the app's output (`app[web.1]`), or a notice of
+/// the shim's own (`heroku[web.1]`, such as a denied system call), which also goes into the
+/// daemon's log so that the operator learns what an app was refused.
+pub fn relayed_line(app: &str, dyno: &str, line: String) -> (Source, String) {
+    match line.strip_prefix(dyno_sandbox::output::NOTICE_MARK) {
+        Some(notice) => {
+            tracing::warn!(app, dyno, "{notice}");
+            (Source::Heroku, notice.to_string())
+        }
+        None => (Source::App, line),
+    }
+}
+
+/// The dyno's output from its shim's log socket, line by line, as `app[web.1]` log lines (and
+/// the shim's notices as `heroku[web.1]`). The shim makes the socket as it starts: connect
+/// again until it is there.
+fn relay_pump(
+    socket: PathBuf,
+    platform: Arc<Platform>,
+    app: String,
+    dyno: String,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut wait = Duration::from_millis(1);
+        let stream = loop {
+            match tokio::net::UnixStream::connect(&socket).await {
+                Ok(stream) => break stream,
+                Err(_) => {
+                    // Aborted by `drain_logs` if the shim ends without ever listening.
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_millis(50));
+                }
+            }
+        };
+        let mut lines = BufReader::new(stream).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            let (source, line) = relayed_line(&app, &dyno, line);
+            platform.log(source, &dyno, line);
+        }
+    })
+}
+
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
