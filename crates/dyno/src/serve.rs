@@ -17,6 +17,12 @@ use dyno_net::ipam::Ipv4Net;
 use dyno_net::network::NetworkConfig;
 use dyno_router::{FnSink, Router, RouterConfig, RouterLog};
 
+/// The most threads the daemon's blocking work (store transactions, dyno setup and
+/// teardown, readiness sockets) may use at once. A scale-up of 1,000 dynos would otherwise
+/// start hundreds, each with a stack and a malloc arena of its own that stay with the daemon
+/// (measured with `dyno bench scale --many 1000`); the setup lane runs one at a time anyway.
+pub(crate) const BLOCKING_THREADS: usize = 16;
+
 #[derive(Args)]
 #[command(
     after_help = "The CLI (dyno apps, apps:create, deploy, ps:scale, logs, …) talks to \
@@ -128,6 +134,7 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
+        .max_blocking_threads(BLOCKING_THREADS)
         .enable_all()
         .build()
         .map_err(|e| format!("start the runtime: {e}"))?;

@@ -196,6 +196,7 @@ pub fn run(args: UpArgs) -> Result<(), String> {
     up::plan(&options).map_err(|e| e.to_string())?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
+        .max_blocking_threads(crate::serve::BLOCKING_THREADS)
         .enable_all()
         .build()
         .map_err(|e| format!("start the runtime: {e}"))?;
