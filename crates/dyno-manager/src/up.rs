@@ -80,6 +80,67 @@ pub enum UpError {
     Tls(#[from] TlsError),
 }
 
+/// What `dyno up` has to tell its user while it runs (the binary prints each as
+/// `dyno up: <note>` on stderr; the app's log lines go to `out`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Note {
+    /// Every dyno started (web dynos up) and the app is served.
+    Running { app: String, count: u32, uid: u32 },
+    /// Where the router serves the app (plain HTTP).
+    Serving {
+        app: String,
+        listen: std::net::SocketAddr,
+    },
+    /// Where the router serves the app over TLS.
+    ServingTls {
+        app: String,
+        port: u16,
+        cert: PathBuf,
+    },
+    /// A web dyno is up, and the router has it.
+    WebUp {
+        dyno: String,
+        ip: std::net::Ipv4Addr,
+        port: u16,
+    },
+    /// Ctrl-C (or SIGTERM) came while dynos were starting.
+    Interrupted,
+    /// Starting failed.
+    Failed(String),
+    /// Ctrl-C: every dyno is being stopped.
+    Stopping { count: u32 },
+    /// Everything is stopped and removed.
+    Stopped,
+}
+
+impl std::fmt::Display for Note {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Note::Running { app, count, uid } => {
+                write!(f, "{app} running {count} dyno(s) as uid {uid}; Ctrl-C stops it")
+            }
+            Note::Serving { app, listen } => write!(
+                f,
+                "the router serves http://{app}.localhost:{}/ (e.g. curl -H 'Host: {app}.localhost' http://{listen}/)",
+                listen.port()
+            ),
+            Note::ServingTls { app, port, cert } => write!(
+                f,
+                "the router serves https://{app}.localhost:{port}/ (HTTP/2 or HTTP/1.1; certificate {})",
+                cert.display()
+            ),
+            Note::WebUp { dyno, ip, port } => write!(f, "{dyno} is up at {ip}:{port}"),
+            Note::Interrupted => f.write_str("interrupted while starting; stopping"),
+            Note::Failed(why) => write!(f, "{why}; stopping"),
+            Note::Stopping { count } => write!(f, "stopping {count} dyno(s)"),
+            Note::Stopped => f.write_str("stopped; nothing left behind"),
+        }
+    }
+}
+
+/// Where [`run`] sends its [`Note`]s.
+pub type NoteSink = std::sync::Arc<dyn Fn(Note) + Send + Sync>;
+
 /// What `dyno up` is about to run.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Plan {
@@ -229,12 +290,16 @@ fn check_command(procfile: &Path, line: usize, dir: &Path, command: &str) -> Res
 }
 
 /// Runs the app until Ctrl-C or SIGTERM; then stops every dyno gracefully and removes what it
-/// made. Log lines go to `out`; progress notes to stderr.
+/// made. Log lines go to `out`; what the user should know meanwhile to `notes`.
 ///
 /// This is `dyno serve`'s daemon, embedded, on a data dir of its own under the state dir: the
 /// app is created, `.env` set as its config, the directory deployed as its slug (the Procfile's
 /// release phase included) and scaled to the formation asked for.
-pub async fn run(options: UpOptions, mut out: impl Write + Send + 'static) -> Result<(), UpError> {
+pub async fn run(
+    options: UpOptions,
+    mut out: impl Write + Send + 'static,
+    notes: NoteSink,
+) -> Result<(), UpError> {
     let plan = plan(&options)?;
     let mut shutdown = Shutdown::listen().map_err(|e| UpError::Network(format!("signals: {e}")))?;
     // The certificate and the router's ports are checked before anything is started.
@@ -269,7 +334,16 @@ pub async fn run(options: UpOptions, mut out: impl Write + Send + 'static) -> Re
         uids: options.uids,
         port: options.port,
         router_port: options.router_listen.port(),
-        announce_web: true,
+        web_up: Some(crate::webdynos::WebUpSink({
+            let notes = notes.clone();
+            std::sync::Arc::new(move |dyno: &str, ip, port| {
+                notes(Note::WebUp {
+                    dyno: dyno.to_string(),
+                    ip,
+                    port,
+                })
+            })
+        })),
         memory_mb: Some(options.size.memory_mb),
         runtime_metrics_interval: crate::daemon::runtime_metrics::DEFAULT_INTERVAL,
         seccomp: crate::daemon::seccomp::SeccompAdditions::new([
@@ -305,32 +379,29 @@ pub async fn run(options: UpOptions, mut out: impl Write + Send + 'static) -> Re
         () = shutdown.wait() => None,
     };
     match &started {
-        None => eprintln!("dyno up: interrupted while starting; stopping"),
-        Some(Err(e)) => eprintln!("dyno up: {e}; stopping"),
+        None => notes(Note::Interrupted),
+        Some(Err(e)) => notes(Note::Failed(e.to_string())),
         Some(Ok(())) => {
-            eprintln!(
-                "dyno up: {} running {count} dyno(s) as uid {}; Ctrl-C stops it",
-                plan.app, plan.uid
-            );
+            notes(Note::Running {
+                app: plan.app.clone(),
+                count,
+                uid: plan.uid,
+            });
             if plan.dynos.iter().any(|(p, n)| p.name == "web" && *n > 0) {
-                eprintln!(
-                    "dyno up: the router serves http://{}.localhost:{}/ (e.g. curl -H 'Host: {}.localhost' http://{}/)",
-                    plan.app,
-                    options.router_listen.port(),
-                    plan.app,
-                    options.router_listen
-                );
+                notes(Note::Serving {
+                    app: plan.app.clone(),
+                    listen: options.router_listen,
+                });
                 if let Some(t) = &options.router_tls {
-                    eprintln!(
-                        "dyno up: the router serves https://{}.localhost:{}/ (HTTP/2 or HTTP/1.1; certificate {})",
-                        plan.app,
-                        t.listen.port(),
-                        t.settings.cert.display()
-                    );
+                    notes(Note::ServingTls {
+                        app: plan.app.clone(),
+                        port: t.listen.port(),
+                        cert: t.settings.cert.clone(),
+                    });
                 }
             }
             shutdown.wait().await;
-            eprintln!("dyno up: stopping {count} dyno(s)");
+            notes(Note::Stopping { count });
         }
     }
     daemon.stop().await;
@@ -349,7 +420,7 @@ pub async fn run(options: UpOptions, mut out: impl Write + Send + 'static) -> Re
         let _ = std::fs::remove_dir(parent);
     }
     started.transpose()?;
-    eprintln!("dyno up: stopped; nothing left behind");
+    notes(Note::Stopped);
     Ok(())
 }
 

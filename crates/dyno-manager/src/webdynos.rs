@@ -16,6 +16,19 @@ pub enum Preboot {
     Closed,
 }
 
+/// Called with a web dyno's name (`web.1`), address and port once it is up.
+pub type WebUpFn = dyn Fn(&str, std::net::Ipv4Addr, u16) + Send + Sync;
+
+/// Told that a web dyno is up (see [`WebUpFn`]).
+#[derive(Clone)]
+pub struct WebUpSink(pub Arc<WebUpFn>);
+
+impl std::fmt::Debug for WebUpSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("WebUpSink")
+    }
+}
+
 /// Follows the status of an app's web dynos and keeps the router's table in step. Dynos are
 /// keyed by incarnation, so that the old and the new `web.1` of a rolling deploy are both
 /// backends while they overlap.
@@ -24,8 +37,8 @@ pub struct WebDynos {
     routes: RouteTable,
     app: String,
     port: u16,
-    /// Say on stderr when a dyno comes up (`dyno up`).
-    announce: bool,
+    /// Told when a dyno comes up (`dyno up` says where), once the router has it.
+    on_up: Option<WebUpSink>,
     /// key → (dyno name, last status)
     states: Arc<Mutex<BTreeMap<String, (String, Status)>>>,
     /// The app is gone: late status changes must not bring it back into the table.
@@ -35,12 +48,12 @@ pub struct WebDynos {
 }
 
 impl WebDynos {
-    pub fn new(routes: RouteTable, app: String, port: u16, announce: bool) -> WebDynos {
+    pub fn new(routes: RouteTable, app: String, port: u16, on_up: Option<WebUpSink>) -> WebDynos {
         WebDynos {
             routes,
             app,
             port,
-            announce,
+            on_up,
             states: Arc::default(),
             closed: Arc::default(),
             changed: Arc::default(),
@@ -71,14 +84,14 @@ impl WebDynos {
         tokio::spawn(async move {
             while status.changed().await.is_ok() {
                 let now = status.borrow().clone();
-                let announce = match (web.announce, now.state, now.ip) {
-                    (true, State::Up, Some(ip)) => Some(ip),
+                let up_at = match (&web.on_up, now.state, now.ip) {
+                    (Some(_), State::Up, Some(ip)) => Some(ip),
                     _ => None,
                 };
                 web.update(&key, &name, Some(now));
-                // Once the router has it: whoever reads this may send it requests.
-                if let Some(ip) = announce {
-                    eprintln!("dyno up: {name} is up at {ip}:{}", web.port);
+                // Once the router has it: whoever hears of it may send it requests.
+                if let (Some(on_up), Some(ip)) = (&web.on_up, up_at) {
+                    (on_up.0)(&name, ip, web.port);
                 }
             }
             web.update(&key, &name, None);

@@ -125,7 +125,7 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
         uids: args.uid_range,
         port: args.port,
         router_port: args.router_listen.port(),
-        announce_web: false,
+        web_up: None,
         memory_mb: None,
         runtime_metrics_interval: args.runtime_metrics_interval,
         seccomp: SeccompAdditions::new(args.seccomp_allow),

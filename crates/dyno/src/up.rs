@@ -201,6 +201,10 @@ pub fn run(args: UpArgs) -> Result<(), String> {
         .build()
         .map_err(|e| format!("start the runtime: {e}"))?;
     runtime
-        .block_on(up::run(options, std::io::stdout()))
+        .block_on(up::run(
+            options,
+            std::io::stdout(),
+            std::sync::Arc::new(|note| eprintln!("dyno up: {note}")),
+        ))
         .map_err(|e| e.to_string())
 }

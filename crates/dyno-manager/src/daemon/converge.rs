@@ -198,7 +198,7 @@ impl Daemon {
                 self.routes.clone(),
                 app.to_string(),
                 self.options.port,
-                self.options.announce_web,
+                self.options.web_up.clone(),
             ),
             dynos: Vec::new(),
             incarnations: 0,

@@ -17,8 +17,8 @@ pub struct DaemonOptions {
     pub port: u16,
     /// The router's port, for apps' web URLs.
     pub router_port: u16,
-    /// Say on stderr where each web dyno is up (`dyno up`: `… web.1 is up at IP:PORT`).
-    pub announce_web: bool,
+    /// Told where each web dyno is up, once the router has it (`dyno up` says so).
+    pub web_up: Option<crate::webdynos::WebUpSink>,
     /// Every dyno's memory quota in MB instead of its size's (`dyno up --memory-mb`).
     pub memory_mb: Option<u64>,
     /// How often apps with `log-runtime-metrics` get their dynos' load and memory lines
