@@ -160,3 +160,131 @@ impl WebDynos {
             .all(|k| states.get(k).is_some_and(|(_, s)| s.state == State::Up))
     }
 }
+
+/// Preboot and the router's table, driven by fake dyno statuses: no root, no dyno.
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::Ipv4Addr;
+    use std::time::Duration;
+    use tokio::sync::watch;
+
+    const PORT: u16 = 5000;
+
+    fn status(state: State, ip: Option<Ipv4Addr>) -> Status {
+        Status {
+            state,
+            ip,
+            net_name: None,
+            restarts: 0,
+            exit_code: None,
+        }
+    }
+
+    /// A followed web dyno whose status the test sets.
+    fn follow(web: &WebDynos, key: &str, name: &str) -> watch::Sender<Status> {
+        let (tx, rx) = watch::channel(status(State::Starting, None));
+        web.follow(key.into(), name.into(), rx);
+        tx
+    }
+
+    fn app_route(routes: &RouteTable) -> Option<Arc<dyno_router::routes::AppRoute>> {
+        routes.lookup("hello.localhost")
+    }
+
+    fn web() -> (RouteTable, WebDynos) {
+        let routes = RouteTable::new();
+        routes.set_app("hello", &[]);
+        let web = WebDynos::new(routes.clone(), "hello".into(), PORT, None);
+        (routes, web)
+    }
+
+    async fn settle() {
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    #[tokio::test]
+    async fn preboot_waits_until_every_new_web_dyno_is_up_and_the_router_has_it() {
+        let (routes, web) = web();
+        let a = follow(&web, "web.1#1", "web.1");
+        let b = follow(&web, "web.2#2", "web.2");
+        let keys = vec!["web.1#1".to_string(), "web.2#2".to_string()];
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        let waiting = tokio::spawn({
+            let web = web.clone();
+            async move { web.wait_all_up(&keys, deadline).await }
+        });
+        a.send_replace(status(State::Up, Some(Ipv4Addr::new(10, 213, 0, 1))));
+        settle().await;
+        assert!(!waiting.is_finished(), "web.2 is still starting");
+        let route = app_route(&routes).unwrap();
+        assert_eq!(route.backends.len(), 1);
+        assert_eq!(route.backends[0].dyno, "web.1");
+        b.send_replace(status(State::Up, Some(Ipv4Addr::new(10, 213, 0, 2))));
+        assert_eq!(waiting.await.unwrap(), Preboot::Up);
+        assert_eq!(app_route(&routes).unwrap().backends.len(), 2);
+    }
+
+    #[tokio::test]
+    async fn preboot_gives_up_at_the_deadline_and_a_closed_app_ends_the_wait() {
+        let (_routes, web) = web();
+        let _a = follow(&web, "web.1#1", "web.1");
+        let keys = vec!["web.1#1".to_string()];
+        let soon = tokio::time::Instant::now() + Duration::from_millis(20);
+        assert_eq!(web.wait_all_up(&keys, soon).await, Preboot::TimedOut);
+
+        let later = tokio::time::Instant::now() + Duration::from_secs(60);
+        let waiting = tokio::spawn({
+            let web = web.clone();
+            async move { web.wait_all_up(&keys, later).await }
+        });
+        settle().await;
+        web.close();
+        assert_eq!(waiting.await.unwrap(), Preboot::Closed);
+    }
+
+    #[tokio::test]
+    async fn a_crashed_web_dyno_with_none_up_marks_the_app_crashed_and_a_gone_one_leaves() {
+        let (routes, web) = web();
+        let a = follow(&web, "web.1#1", "web.1");
+        a.send_replace(status(State::Crashed, None));
+        settle().await;
+        let route = app_route(&routes).unwrap();
+        assert!(route.crashed, "H10, not H14");
+        assert!(route.backends.is_empty());
+        a.send_replace(status(State::Up, Some(Ipv4Addr::new(10, 213, 0, 1))));
+        settle().await;
+        let route = app_route(&routes).unwrap();
+        assert!(!route.crashed);
+        assert_eq!(route.backends.len(), 1);
+        // The supervisor ends (the sender goes): the dyno leaves the table.
+        drop(a);
+        settle().await;
+        assert!(app_route(&routes).unwrap().backends.is_empty());
+    }
+
+    #[tokio::test]
+    async fn the_web_up_sink_hears_of_a_dyno_once_the_router_has_it() {
+        let routes = RouteTable::new();
+        routes.set_app("hello", &[]);
+        let heard: Arc<Mutex<Vec<String>>> = Arc::default();
+        let sink = WebUpSink(Arc::new({
+            let heard = heard.clone();
+            let routes = routes.clone();
+            move |dyno: &str, ip: Ipv4Addr, port: u16| {
+                let routed = routes.routes_to(std::net::SocketAddr::new(ip.into(), port));
+                heard
+                    .lock()
+                    .unwrap()
+                    .push(format!("{dyno} {ip}:{port} {routed}"));
+            }
+        }));
+        let web = WebDynos::new(routes.clone(), "hello".into(), PORT, Some(sink));
+        let a = follow(&web, "web.1#1", "web.1");
+        a.send_replace(status(State::Up, Some(Ipv4Addr::new(10, 213, 0, 9))));
+        settle().await;
+        assert_eq!(*heard.lock().unwrap(), ["web.1 10.213.0.9:5000 true"]);
+    }
+}

@@ -88,33 +88,6 @@ pub struct Stock {
 /// caller, which owns it.
 pub fn take_stock(options: &DaemonOptions, rows: Vec<Dyno>, cgroups: Option<&Cgroups>) -> Stock {
     let shims = shims_under(&options.state_root);
-    let mut stock = Stock::default();
-    let mut doomed: Vec<libc::pid_t> = Vec::new();
-    for dyno in rows {
-        let shim = shims.get(&dyno.net_name).copied();
-        match shim {
-            Some(pid) if dyno.state != DynoState::Stopping => stock.live.push(Live {
-                dyno,
-                shim_pid: pid as u32,
-            }),
-            _ => {
-                let state = StateDir(options.state_root.join(&dyno.net_name));
-                doomed.extend(shim);
-                doomed.extend(launch::live_init_pid(&state));
-                stock.ended.push(Ended {
-                    dyno,
-                    exit: None,
-                    unsent: Vec::new(),
-                });
-            }
-        }
-    }
-    let recorded: Vec<&str> = stock
-        .live
-        .iter()
-        .map(|l| l.dyno.net_name.as_str())
-        .chain(stock.ended.iter().map(|e| e.dyno.net_name.as_str()))
-        .collect();
     let dirs: Vec<String> = std::fs::read_dir(&options.state_root)
         .map(|d| {
             d.filter_map(|e| e.ok())
@@ -122,12 +95,11 @@ pub fn take_stock(options: &DaemonOptions, rows: Vec<Dyno>, cgroups: Option<&Cgr
                 .collect()
         })
         .unwrap_or_default();
-    stock.orphans = dirs
-        .into_iter()
-        .filter(|name| !recorded.contains(&name.as_str()))
-        .collect();
-    for name in &stock.orphans {
-        doomed.extend(shims.get(name));
+    let (mut stock, shims_to_kill) = sort(rows, &shims, dirs);
+    // Each dyno that must not run on: its shim and the PID 1 its state dir names.
+    let mut doomed = shims_to_kill;
+    let ending = stock.ended.iter().map(|e| e.dyno.net_name.as_str());
+    for name in ending.chain(stock.orphans.iter().map(String::as_str)) {
         doomed.extend(launch::live_init_pid(&StateDir(
             options.state_root.join(name),
         )));
@@ -156,6 +128,49 @@ pub fn take_stock(options: &DaemonOptions, rows: Vec<Dyno>, cgroups: Option<&Cgr
         ended.unsent = unsent_lines(&state);
     }
     stock
+}
+
+/// The decision of [`take_stock`], before it touches anything: which recorded dynos are live
+/// (their shim runs and their teardown had not started), which ended, which state dirs no
+/// row names; and the shims of those that must not run on.
+fn sort(
+    rows: Vec<Dyno>,
+    shims: &BTreeMap<String, libc::pid_t>,
+    dirs: Vec<String>,
+) -> (Stock, Vec<libc::pid_t>) {
+    let mut stock = Stock::default();
+    let mut doomed = Vec::new();
+    for dyno in rows {
+        let shim = shims.get(&dyno.net_name).copied();
+        match shim {
+            Some(pid) if dyno.state != DynoState::Stopping => stock.live.push(Live {
+                dyno,
+                shim_pid: pid as u32,
+            }),
+            _ => {
+                doomed.extend(shim);
+                stock.ended.push(Ended {
+                    dyno,
+                    exit: None,
+                    unsent: Vec::new(),
+                });
+            }
+        }
+    }
+    let recorded: Vec<&str> = stock
+        .live
+        .iter()
+        .map(|l| l.dyno.net_name.as_str())
+        .chain(stock.ended.iter().map(|e| e.dyno.net_name.as_str()))
+        .collect();
+    stock.orphans = dirs
+        .into_iter()
+        .filter(|name| !recorded.contains(&name.as_str()))
+        .collect();
+    for name in &stock.orphans {
+        doomed.extend(shims.get(name));
+    }
+    (stock, doomed)
 }
 
 /// Ends a live dyno that must not be adopted after all (its app or release is gone): its
@@ -261,4 +276,76 @@ pub fn shims_under(state_root: &Path) -> BTreeMap<String, libc::pid_t> {
         }
     }
     found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(net_name: &str, state: DynoState) -> Dyno {
+        Dyno {
+            id: 1,
+            app: "hello".into(),
+            name: "web.1".into(),
+            process_type: "web".into(),
+            release_version: 1,
+            size: "Standard-1X".into(),
+            state,
+            uuid: "u".into(),
+            net_name: net_name.into(),
+            netns: format!("dyno-{net_name}"),
+            link: format!("dy{net_name}"),
+            address: None,
+            shim_pid: None,
+            created_at_ms: 0,
+            state_changed_at_ms: 0,
+            started_at_ms: None,
+            exit_status: None,
+            exited_at_ms: None,
+        }
+    }
+
+    #[test]
+    fn a_takeover_adopts_what_runs_ends_the_rest_and_finds_orphans() {
+        let rows = vec![
+            row("running", DynoState::Up),
+            row("starting", DynoState::Starting),
+            row("gone", DynoState::Up),
+            row("stopping", DynoState::Stopping),
+        ];
+        let shims = BTreeMap::from([
+            ("running".to_string(), 101),
+            ("starting".to_string(), 102),
+            ("stopping".to_string(), 103),
+            ("orphan".to_string(), 104),
+        ]);
+        let dirs = ["running", "gone", "stopping", "orphan", "orphan-dead"]
+            .map(String::from)
+            .to_vec();
+        let (stock, doomed) = sort(rows, &shims, dirs);
+        let live: Vec<(&str, u32)> = stock
+            .live
+            .iter()
+            .map(|l| (l.dyno.net_name.as_str(), l.shim_pid))
+            .collect();
+        // A shim that runs is adopted, whatever the row says of the dyno's state (the daemon
+        // died before it recorded `up`), unless its teardown had started.
+        assert_eq!(live, [("running", 101), ("starting", 102)]);
+        let ended: Vec<&str> = stock
+            .ended
+            .iter()
+            .map(|e| e.dyno.net_name.as_str())
+            .collect();
+        assert_eq!(ended, ["gone", "stopping"]);
+        assert_eq!(stock.orphans, ["orphan", "orphan-dead"]);
+        // Killed: the shim of the dyno being stopped, and the orphan's; nothing adopted.
+        assert_eq!(doomed, [103, 104]);
+    }
+
+    #[test]
+    fn nothing_recorded_and_nothing_found_is_an_empty_stock() {
+        let (stock, doomed) = sort(Vec::new(), &BTreeMap::new(), Vec::new());
+        assert!(stock.live.is_empty() && stock.ended.is_empty() && stock.orphans.is_empty());
+        assert!(doomed.is_empty());
+    }
 }
