@@ -21,6 +21,8 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use dyno_net::ipam::LeaseStore;
+use dyno_net::network::{Network, NetworkError};
 use dyno_sandbox::cgroup::Cgroups;
 use dyno_sandbox::launch;
 use dyno_sandbox::spec::{ExitRecord, StateDir};
@@ -84,8 +86,8 @@ pub struct Stock {
 }
 
 /// Sorts the recorded dynos into live and ended; stops the processes of those that must not
-/// run on (`stopping` rows, orphans). Changes nothing else: the network is removed by the
-/// caller, which owns it.
+/// run on (`stopping` rows, orphans). Changes nothing else: [`settle`] removes what they left,
+/// once the caller has opened the network.
 pub fn take_stock(options: &DaemonOptions, rows: Vec<Dyno>, cgroups: Option<&Cgroups>) -> Stock {
     let shims = shims_under(&options.state_root);
     let dirs: Vec<String> = std::fs::read_dir(&options.state_root)
@@ -188,6 +190,49 @@ pub fn end_now(options: &DaemonOptions, live: Live, cgroups: Option<&Cgroups>) -
         unsent: unsent_lines(&state),
         dyno: live.dyno,
     }
+}
+
+/// The takeover's second half, once [`take_stock`] has sorted and killed: every recorded
+/// dyno's address becomes a lease of `network` again (the adopted keep theirs; the ended give
+/// theirs back below), the firewall is installed (or refreshed), and the networks, ports,
+/// cgroups and state dirs of ended and orphaned dynos are removed. Only the install is fatal;
+/// every other failure is logged and left for the next start.
+pub fn settle(
+    options: &DaemonOptions,
+    stock: &Stock,
+    adopted: &[&Dyno],
+    network: &mut Network<Box<dyn LeaseStore + Send>>,
+    cgroups: Option<&Cgroups>,
+) -> Result<(), NetworkError> {
+    let recorded = adopted
+        .iter()
+        .copied()
+        .chain(stock.ended.iter().map(|e| &e.dyno));
+    for dyno in recorded {
+        if let Some(ip) = dyno.address {
+            if let Err(e) = network.adopt(&dyno.net_name, ip) {
+                tracing::warn!(dyno = %dyno.net_name, error = %e, "reconcile: lease");
+            }
+        }
+    }
+    network.install()?;
+    let gone: Vec<&str> = stock
+        .ended
+        .iter()
+        .map(|e| e.dyno.net_name.as_str())
+        .chain(stock.orphans.iter().map(String::as_str))
+        .collect();
+    for name in &gone {
+        crate::supervisor::destroy_leftover_sockets_of(network.run_dir(), name);
+        if let Err(e) = network.down(name) {
+            tracing::warn!(dyno = %name, error = %e, "reconcile: remove the network");
+        }
+    }
+    for e in network.close_unleased_ports() {
+        tracing::warn!(error = %e, "reconcile: close a port");
+    }
+    remove_leftovers(options, &gone, cgroups);
+    Ok(())
 }
 
 /// Removes the cgroups and state dirs of ended and orphaned dynos (their processes are dead).

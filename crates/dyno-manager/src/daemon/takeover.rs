@@ -113,36 +113,9 @@ impl Daemon {
         let leases: Box<dyn LeaseStore + Send> = Box::new(MemoryStore);
         let mut network = Network::open(host, &options.network, leases)
             .map_err(|e| DaemonError::new(ErrorKind::Internal, format!("network: {e}")))?;
-        let recorded = adoptees
-            .iter()
-            .map(|(live, _)| &live.dyno)
-            .chain(stock.ended.iter().map(|e| &e.dyno));
-        for dyno in recorded {
-            if let Some(ip) = dyno.address {
-                if let Err(e) = network.adopt(&dyno.net_name, ip) {
-                    tracing::warn!(dyno = %dyno.net_name, error = %e, "reconcile: lease");
-                }
-            }
-        }
-        network
-            .install()
+        let adopted: Vec<&dyno_state::Dyno> = adoptees.iter().map(|(live, _)| &live.dyno).collect();
+        reconcile::settle(&options, &stock, &adopted, &mut network, cgroups.as_ref())
             .map_err(|e| DaemonError::new(ErrorKind::Internal, format!("firewall: {e}")))?;
-        let gone: Vec<&str> = stock
-            .ended
-            .iter()
-            .map(|e| e.dyno.net_name.as_str())
-            .chain(stock.orphans.iter().map(String::as_str))
-            .collect();
-        for name in &gone {
-            supervisor::destroy_leftover_sockets_of(network.run_dir(), name);
-            if let Err(e) = network.down(name) {
-                tracing::warn!(dyno = %name, error = %e, "reconcile: remove the network");
-            }
-        }
-        for e in network.close_unleased_ports() {
-            tracing::warn!(error = %e, "reconcile: close a port");
-        }
-        reconcile::remove_leftovers(&options, &gone, cgroups.as_ref());
         let netwatch = match NetWatch::for_host(network.host().netns(), options.network.firewall())
         {
             Ok(watch) => Some(Arc::new(watch)),
