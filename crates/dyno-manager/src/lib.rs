@@ -19,3 +19,11 @@ pub mod procfile;
 pub mod supervisor;
 pub mod up;
 pub mod webdynos;
+
+/// Takes a std mutex, poisoned or not. Every critical section in this crate is a few map or
+/// queue operations that leave the data usable when a panic cuts them short.
+pub(crate) fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}

@@ -63,7 +63,7 @@ impl LineQueue {
     fn lock(&self) -> MutexGuard<'_, State> {
         // A panic while holding this lock cannot leave the state inconsistent (plain pushes and
         // pops), so a poisoned lock is used as it is.
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        crate::lock(&self.state)
     }
 
     /// Queue `line`, or drop and count it when the queue is full. Never waits.

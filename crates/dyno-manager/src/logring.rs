@@ -21,9 +21,10 @@
 //! # }
 //! ```
 
+use crate::lock;
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 
 use crate::drains::{self, DrainError, DrainInfo, DrainOptions};
 use crate::logqueue::{Item, LineQueue};
@@ -182,12 +183,6 @@ impl Drop for AppLog {
             q.close();
         }
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // Every critical section here is a few pushes and pops: a panic inside one leaves the data
-    // usable, so a poisoned lock is taken as it is.
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl fmt::Debug for LogHub {

@@ -16,6 +16,7 @@
 //! An entry registered or unregistered while the thread was looking is left for the next look:
 //! a dyno being set up or torn down is not broken.
 
+use crate::lock;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -280,12 +281,6 @@ fn problem_of(
         Some(port) if !exposed.contains(&(ip, port)) => Some(Finding::PortClosed(ip, port)),
         _ => None,
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 #[cfg(test)]

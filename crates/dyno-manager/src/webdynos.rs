@@ -63,7 +63,7 @@ impl WebDynos {
     /// Stop following: the app leaves the router (its dynos may still report while stopping).
     pub fn close(&self) {
         self.closed.store(true, std::sync::atomic::Ordering::SeqCst);
-        let _states = self.states.lock().unwrap_or_else(|p| p.into_inner());
+        let _states = crate::lock(&self.states);
         self.routes.remove_app(&self.app);
         self.changed.notify_waiters();
     }
@@ -100,7 +100,7 @@ impl WebDynos {
 
     /// The whole list each time: the router swaps its table, it never patches it.
     fn update(&self, key: &str, name: &str, status: Option<Status>) {
-        let mut states = self.states.lock().unwrap_or_else(|p| p.into_inner());
+        let mut states = crate::lock(&self.states);
         if self.is_closed() {
             return;
         }
@@ -155,7 +155,7 @@ impl WebDynos {
 
     /// Whether every web dyno of `keys` is up (a rolling deploy waits for this).
     pub fn all_up(&self, keys: &[String]) -> bool {
-        let states = self.states.lock().unwrap_or_else(|p| p.into_inner());
+        let states = crate::lock(&self.states);
         keys.iter()
             .all(|k| states.get(k).is_some_and(|(_, s)| s.state == State::Up))
     }

@@ -153,7 +153,7 @@ impl Daemon {
     pub(super) fn lock_turns(
         &self,
     ) -> std::sync::MutexGuard<'_, BTreeMap<String, Arc<tokio::sync::Mutex<()>>>> {
-        self.turns.lock().unwrap_or_else(|p| p.into_inner())
+        crate::lock(&self.turns)
     }
 
     /// The app's runtime in `apps`, made on first use.
@@ -214,13 +214,8 @@ impl Daemon {
             .collect();
         let all: Vec<Running> = runtimes.into_iter().flat_map(|r| r.dynos).collect();
         stop_all(all).await;
-        drop(
-            self.cpu_placer
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .take(),
-        );
-        let mut network = self.network.lock().unwrap_or_else(|p| p.into_inner());
+        drop(crate::lock(&self.cpu_placer).take());
+        let mut network = crate::lock(&self.network);
         if network.list().map(|l| l.is_empty()).unwrap_or(false) {
             if let Err(e) = network.uninstall() {
                 tracing::warn!(error = %e, "remove the firewall");

@@ -17,7 +17,7 @@ pub struct StoreLedger {
 
 impl StoreLedger {
     fn store(&self) -> std::sync::MutexGuard<'_, Store> {
-        self.store.lock().unwrap_or_else(|p| p.into_inner())
+        crate::lock(&self.store)
     }
 }
 

@@ -3,6 +3,7 @@
 //! log lines (every request is one); per dyno, its restarts and, for web dynos, the accept
 //! queue of its listener on `$PORT` (inet_diag inside the dyno's network namespace).
 
+use crate::lock;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::Path;
@@ -39,10 +40,6 @@ struct AppCounters {
 #[derive(Default)]
 pub struct RouterMetrics {
     apps: Mutex<BTreeMap<String, AppCounters>>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// `"` and `\` escaped, newlines dropped: a Prometheus label value.

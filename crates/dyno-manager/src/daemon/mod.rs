@@ -120,7 +120,7 @@ impl Daemon {
     ) -> Result<T, DaemonError> {
         let store = self.store.clone();
         tokio::task::spawn_blocking(move || {
-            let mut store = store.lock().unwrap_or_else(|p| p.into_inner());
+            let mut store = crate::lock(&store);
             f(&mut store)
         })
         .await

@@ -145,8 +145,7 @@ impl Daemon {
             router_metrics: metrics::RouterMetrics::default(),
         });
         if let Some(cgroups) = &daemon.cgroups {
-            *daemon.cpu_placer.lock().unwrap_or_else(|p| p.into_inner()) =
-                CpuPlacer::start(cgroups.clone());
+            *crate::lock(&daemon.cpu_placer) = CpuPlacer::start(cgroups.clone());
         }
         // How the ended dynos ended is not lost: it goes into their apps' logs.
         for ended in &stock.ended {

@@ -206,7 +206,7 @@ impl Platform {
     /// The shared network (a poisoned lock is still usable: its state is kept consistent by
     /// `Network` itself, transaction by transaction).
     pub fn network(&self) -> std::sync::MutexGuard<'_, Network<Box<dyn LeaseStore + Send>>> {
-        self.network.lock().unwrap_or_else(|p| p.into_inner())
+        crate::lock(&self.network)
     }
 
     fn log(&self, source: Source, dyno: &str, message: impl Into<String>) {
