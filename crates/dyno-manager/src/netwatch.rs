@@ -234,7 +234,7 @@ impl Looker {
                 Some(Finding::PortClosed(ip, port)) => {
                     let put_back = self.firewall.expose(ip, port).or_else(|_| {
                         // The table itself is gone: install it again (with what it had).
-                        self.firewall.install(&self.config, &[(ip, port)])
+                        self.firewall.install(&self.config, &[(ip, port)]).map(drop)
                     });
                     match put_back {
                         Ok(()) => watched.report(Problem::Healed(format!(

@@ -190,11 +190,9 @@ impl<S: LeaseStore> Network<S> {
         self.host.add_platform_address()?;
         let exposed: Vec<(Ipv4Addr, u16)> =
             self.exposed.iter().map(|(ip, port)| (*ip, *port)).collect();
-        self.firewall.install(&self.firewall_config, &exposed)?;
         // The set now holds other instances' elements too (see `Firewall::install`).
-        if let Ok(exposed) = self.firewall.exposed() {
-            self.exposed = exposed.into_iter().collect();
-        }
+        let installed = self.firewall.install(&self.firewall_config, &exposed)?;
+        self.exposed = installed.into_iter().collect();
         self.installed = true;
         Ok(())
     }

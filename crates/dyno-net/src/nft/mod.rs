@@ -222,12 +222,12 @@ impl Firewall {
     /// dynos' ports in it at any time, so the set gets the union of `exposed` and the elements
     /// the table has, read in the same ruleset generation that the transaction is held to
     /// (`NFNL_BATCH_GENID`): an element added in between makes the kernel refuse it
-    /// (`ERESTART`), and it is read and built again.
+    /// (`ERESTART`), and it is read and built again. Returns the set's elements as installed.
     pub fn install(
         &mut self,
         config: &FirewallConfig,
         exposed: &[(Ipv4Addr, u16)],
-    ) -> Result<(), FirewallError> {
+    ) -> Result<Vec<(Ipv4Addr, u16)>, FirewallError> {
         config.validate()?;
         let mut attempts = 0;
         loop {
@@ -240,10 +240,11 @@ impl Firewall {
             }
             let elements: Vec<(Ipv4Addr, u16)> = elements.into_iter().collect();
             match self.install_at(config, &elements, generation) {
+                Ok(()) => return Ok(elements),
                 Err(e) if e.errno() == Some(libc::ERESTART) && attempts < INSTALL_ATTEMPTS => {
                     attempts += 1;
                 }
-                other => return other,
+                Err(e) => return Err(e),
             }
         }
     }
