@@ -285,19 +285,6 @@ impl Drop for Watcher {
     }
 }
 
-/// The `/32` routes of the lab host that go out of a dyno's link: one per dyno of any instance.
-fn dyno_routes(lab: &Lab) -> Vec<String> {
-    let mut ip = Command::new("ip");
-    ip.args(["-4", "route", "show", "proto", "static"]);
-    ns::command_in(&mut ip, lab.host.netns(), None).unwrap();
-    let out = ip.output().unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter(|l| l.contains(" dev dy"))
-        .map(str::to_owned)
-        .collect()
-}
-
 fn scratch(name: &str) -> PathBuf {
     Path::new("/tmp").join(format!("dyno-test-instances-{}-{name}", std::process::id()))
 }

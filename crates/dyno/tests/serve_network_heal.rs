@@ -32,14 +32,14 @@ fn in_host(up: &Up, program: &str, args: &[&str]) -> String {
 
 /// The address of the one dyno: its host route's destination.
 fn dyno_address(up: &Up) -> String {
-    poll_until(Duration::from_secs(20), Duration::from_millis(100), || {
-        let routes = in_host(up, "ip", &["-4", "route", "show", "proto", "static"]);
-        let dynos: Vec<&str> = routes.lines().filter(|l| l.contains(" dev dy")).collect();
-        match dynos.as_slice() {
+    poll_until(
+        Duration::from_secs(20),
+        Duration::from_millis(100),
+        || match dyno_routes(&up.lab).as_slice() {
             [one] => Ok(one.split_whitespace().next().unwrap().to_string()),
-            _ => Err(format!("not one dyno route:\n{routes}")),
-        }
-    })
+            routes => Err(format!("not one dyno route: {routes:#?}")),
+        },
+    )
 }
 
 fn serves(up: &Up) {

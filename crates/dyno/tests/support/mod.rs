@@ -774,3 +774,16 @@ pub fn value<'a>(line: &'a str, key: &str) -> &'a str {
     let rest = &line[start..];
     &rest[..rest.find(' ').unwrap_or(rest.len())]
 }
+
+/// The `/32` routes of the lab host that go out of a dyno's link: one per dyno of any instance.
+pub fn dyno_routes(lab: &Lab) -> Vec<String> {
+    let mut ip = Command::new("ip");
+    ip.args(["-4", "route", "show", "proto", "static"]);
+    ns::command_in(&mut ip, lab.host.netns(), None).unwrap();
+    let out = ip.output().unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.contains(" dev dy"))
+        .map(str::to_owned)
+        .collect()
+}
