@@ -387,12 +387,10 @@ impl<S: LeaseStore> Network<S> {
 
     /// Closes the ports exposed for addresses whose dynos are gone (a crash came between the
     /// two): addresses we hold no lease on and that no dyno on the host is routed at. Ports of
-    /// other instances' dynos (routed, not ours) stay. Call it after every [`Network::adopt`].
+    /// other instances' dynos (routed, not ours) stay. Call it after every [`Network::adopt`]
+    /// and [`Network::install`] (which reads the set as it is, other instances' ports included).
     pub fn close_unleased_ports(&mut self) -> Vec<NetworkError> {
         let mut errors = Vec::new();
-        if let Ok(exposed) = self.firewall.exposed() {
-            self.exposed = exposed.into_iter().collect();
-        }
         let routed: std::collections::BTreeSet<Ipv4Addr> = match self.host.host_routes() {
             Ok(routes) => routes.into_iter().map(|r| r.ip).collect(),
             Err(e) => return vec![e.into()],
