@@ -2,7 +2,7 @@
 
 use std::time::Instant;
 
-use dyno_sandbox::cgroup::{DynoCgroup, MemoryUsage};
+use dyno_sandbox::cgroup::MemoryUsage;
 
 use crate::heroku::RuntimeError;
 use crate::lifecycle::Lifecycle;
@@ -27,8 +27,8 @@ pub struct MemoryWatch {
 }
 
 impl MemoryWatch {
-    pub fn new(cgroup: Option<&DynoCgroup>) -> MemoryWatch {
-        let reading = cgroup.and_then(|c| c.memory_usage().ok());
+    /// Starts from the dyno's first reading (`None`: not measured).
+    pub fn new(reading: Option<MemoryUsage>) -> MemoryWatch {
         MemoryWatch {
             oom_kills: reading.as_ref().map(|r| r.oom_kills).unwrap_or(0),
             last_warning: None,
@@ -36,8 +36,8 @@ impl MemoryWatch {
         }
     }
 
-    pub fn oom_killed(&mut self, cgroup: Option<&DynoCgroup>) -> bool {
-        let Some(reading) = cgroup.and_then(|c| c.memory_usage().ok()) else {
+    pub fn oom_killed(&mut self, reading: Option<MemoryUsage>) -> bool {
+        let Some(reading) = reading else {
             return false;
         };
         let killed = reading.oom_kills > self.oom_kills;
@@ -52,10 +52,10 @@ impl MemoryWatch {
     pub fn check(
         &mut self,
         sup: &impl Logger,
-        cgroup: Option<&DynoCgroup>,
+        reading: Option<MemoryUsage>,
         lifecycle: &Lifecycle,
     ) -> MemoryVerdict {
-        let Some(reading) = cgroup.and_then(|c| c.memory_usage().ok()) else {
+        let Some(reading) = reading else {
             return MemoryVerdict::Fine;
         };
         let oom = reading.oom_kills > self.oom_kills;

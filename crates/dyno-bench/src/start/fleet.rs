@@ -38,14 +38,13 @@ impl Fleet {
             }
         });
         let (exe, state_root, cgroups) = (&ctx.exe, &ctx.state_root, &ctx.cgroups);
-        let platform = Platform::new(
+        let host = LinuxHost::new(
             network.clone(),
             exe.clone(),
             state_root.clone(),
-            lifecycle,
-            log_tx,
             cgroups.clone(),
         );
+        let platform = Platform::new(Arc::new(host), lifecycle, log_tx);
         let mut fleet = Fleet {
             platform: Arc::new(platform),
             handles: Vec::with_capacity(count),

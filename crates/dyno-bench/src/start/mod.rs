@@ -49,7 +49,9 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use dyno_manager::lifecycle::{parse_duration, Lifecycle};
 use dyno_manager::logs::LogLine;
-use dyno_manager::supervisor::{self, DynoDef, DynoHandle, Platform, SharedNetwork, State};
+use dyno_manager::supervisor::{
+    self, DynoDef, DynoHandle, LinuxHost, Platform, SharedNetwork, State,
+};
 use dyno_net::dyno::Host;
 use dyno_net::ipam::{LeaseStore, MemoryStore};
 use dyno_net::lab::Lab;

@@ -178,19 +178,14 @@ impl Daemon {
         });
         let platform = Arc::new(
             Platform::new(
-                self.network.clone(),
-                self.options.exe.clone(),
-                self.options.state_root.clone(),
+                self.machine.host_for(app, &self.options),
                 self.options.lifecycle.clone(),
                 tx,
-                self.cgroups.clone(),
             )
             .with_ledger(Arc::new(ledger::StoreLedger {
                 store: self.store.clone(),
             }))
-            .with_seccomp(self.options.seccomp.spec_for(app))
-            .with_proc_view(self.proc_view.clone())
-            .with_netwatch(self.netwatch.clone()),
+            .with_netwatch(self.machine.netwatch()),
         );
         AppRuntime {
             platform,
@@ -206,8 +201,8 @@ impl Daemon {
         }
     }
 
-    /// Stops every dyno of every app (daemon shutdown); then the firewall goes too, unless
-    /// dynos of someone else still use it.
+    /// Stops every dyno of every app (daemon shutdown); then what they shared on the machine
+    /// goes too, unless dynos of someone else still use it.
     pub async fn stop(&self) {
         let runtimes: Vec<AppRuntime> = std::mem::take(&mut *self.apps.lock().await)
             .into_values()
@@ -215,17 +210,7 @@ impl Daemon {
         let all: Vec<Running> = runtimes.into_iter().flat_map(|r| r.dynos).collect();
         stop_all(all).await;
         drop(crate::lock(&self.cpu_placer).take());
-        let mut network = crate::lock(&self.network);
-        if network.list().map(|l| l.is_empty()).unwrap_or(false) {
-            if let Err(e) = network.uninstall() {
-                tracing::warn!(error = %e, "remove the firewall");
-            }
-        }
-        drop(network);
-        // The parent of our dyno cgroups goes too, unless another manager's dynos use it.
-        if let Some(cgroups) = &self.cgroups {
-            let _ = cgroups.remove_dyno_root_if_unused();
-        }
+        self.machine.shut_down();
         // Sandbox state of stopped dynos only: the store keeps what must survive.
         let _ = std::fs::remove_dir_all(&self.options.state_root);
     }

@@ -14,6 +14,7 @@
 pub mod api;
 mod converge;
 pub mod ledger;
+mod machine;
 pub mod metrics;
 mod options;
 mod procview;
@@ -22,6 +23,8 @@ pub mod runtime_metrics;
 pub mod seccomp;
 pub mod slug;
 mod takeover;
+#[cfg(test)]
+mod tests;
 pub mod uids;
 
 use std::collections::BTreeMap;
@@ -54,6 +57,8 @@ use crate::procfile;
 use crate::supervisor::{self, Adoptee, DynoDef, DynoHandle, Platform, SharedNetwork, State};
 use crate::webdynos::{Preboot, WebDynos};
 use converge::{stop_all, AppRuntime, Running};
+use machine::LinuxMachine;
+pub use machine::Machine;
 pub use options::DaemonOptions;
 use options::Slot;
 use uids::{app_uid_in, UidRange};
@@ -92,10 +97,8 @@ pub struct Daemon {
     store: Arc<Mutex<Store>>,
     pub hub: LogHub,
     pub routes: RouteTable,
-    network: SharedNetwork,
-    cgroups: Option<Cgroups>,
-    /// The LXCFS mount the dynos' `/proc` view comes from.
-    proc_view: Option<PathBuf>,
+    /// What the dynos run on.
+    machine: Arc<dyn Machine>,
     options: DaemonOptions,
     apps: tokio::sync::Mutex<BTreeMap<String, AppRuntime>>,
     /// One convergence at a time *per app* (each reads the store first, so the last one
@@ -103,8 +106,6 @@ pub struct Daemon {
     /// hold its app's turn through a preboot without holding the map.
     turns: Mutex<BTreeMap<String, Arc<tokio::sync::Mutex<()>>>>,
     cpu_placer: Mutex<Option<CpuPlacer>>,
-    /// Notices dynos whose network was changed under them (`None`: it could not start; said).
-    netwatch: Option<Arc<NetWatch>>,
     router_metrics: metrics::RouterMetrics,
 }
 

@@ -319,7 +319,7 @@ impl Daemon {
         tracked: &mut HashMap<String, Tracked>,
         emit: bool,
     ) -> Result<(), DaemonError> {
-        let Some(cgroups) = self.cgroups.clone() else {
+        let Some(cgroups) = self.machine.cgroups().cloned() else {
             // No cgroups for us: nothing to measure a dyno by.
             return Ok(());
         };

@@ -60,20 +60,25 @@ pub(super) fn reserve_cpus(mut cgroups: Cgroups, reserve: usize) -> Cgroups {
     cgroups
 }
 
+/// The store in the data dir, its address pool the network's.
+fn open_store(options: &DaemonOptions) -> Result<Store, DaemonError> {
+    let pool = &options.network.pool;
+    let pool = ipnet::Ipv4Net::new(pool.network(), pool.prefix_len())
+        .map_err(|e| DaemonError::new(ErrorKind::Internal, format!("pool {pool}: {e}")))?;
+    Ok(Store::open_with(
+        &options.data_dir,
+        StoreOptions {
+            pool,
+            ..StoreOptions::default()
+        },
+    )?)
+}
+
 impl Daemon {
     /// Opens the store, takes over what an earlier daemon left (see [`reconcile`]), installs
     /// the firewall and starts what the store says should run.
     pub async fn open(options: DaemonOptions) -> Result<Arc<Daemon>, DaemonError> {
-        let pool = &options.network.pool;
-        let pool = ipnet::Ipv4Net::new(pool.network(), pool.prefix_len())
-            .map_err(|e| DaemonError::new(ErrorKind::Internal, format!("pool {pool}: {e}")))?;
-        let store = Store::open_with(
-            &options.data_dir,
-            StoreOptions {
-                pool,
-                ..StoreOptions::default()
-            },
-        )?;
+        let store = open_store(&options)?;
         let host =
             Host::current().map_err(|e| DaemonError::new(ErrorKind::Internal, e.to_string()))?;
         let cgroups = match Cgroups::detect().and_then(|c| c.vacate_own_cgroup().map(|()| c)) {
@@ -130,21 +135,14 @@ impl Daemon {
                 format!("state dir {}: {e}", options.state_root.display()),
             )
         })?;
-        let daemon = Arc::new(Daemon {
-            store: Arc::new(Mutex::new(store)),
-            hub: LogHub::new(),
-            routes: RouteTable::new(),
+        let machine = LinuxMachine {
             network: Arc::new(Mutex::new(network)),
             cgroups,
             proc_view,
-            options,
-            apps: tokio::sync::Mutex::new(BTreeMap::new()),
-            turns: Mutex::new(BTreeMap::new()),
-            cpu_placer: Mutex::new(None),
             netwatch,
-            router_metrics: metrics::RouterMetrics::default(),
-        });
-        if let Some(cgroups) = &daemon.cgroups {
+        };
+        let daemon = Daemon::assemble(store, options, Arc::new(machine));
+        if let Some(cgroups) = daemon.machine.cgroups() {
             *crate::lock(&daemon.cpu_placer) = CpuPlacer::start(cgroups.clone());
         }
         // How the ended dynos ended is not lost: it goes into their apps' logs.
@@ -185,23 +183,55 @@ impl Daemon {
             );
         }
         daemon.adopt_all(adoptees).await;
-        let apps = daemon.with_store(|s| s.list_apps()).await?;
-        runtime_metrics::spawn(&daemon);
+        daemon.start_apps().await?;
+        Ok(daemon)
+    }
+
+    /// A daemon whose dynos run on `machine`, from a store with nothing to take over (unit
+    /// tests run it on the supervisor's fake host).
+    pub async fn open_on(
+        options: DaemonOptions,
+        machine: Arc<dyn Machine>,
+    ) -> Result<Arc<Daemon>, DaemonError> {
+        let store = open_store(&options)?;
+        let daemon = Daemon::assemble(store, options, machine);
+        daemon.start_apps().await?;
+        Ok(daemon)
+    }
+
+    fn assemble(store: Store, options: DaemonOptions, machine: Arc<dyn Machine>) -> Arc<Daemon> {
+        Arc::new(Daemon {
+            store: Arc::new(Mutex::new(store)),
+            hub: LogHub::new(),
+            routes: RouteTable::new(),
+            machine,
+            options,
+            apps: tokio::sync::Mutex::new(BTreeMap::new()),
+            turns: Mutex::new(BTreeMap::new()),
+            cpu_placer: Mutex::new(None),
+            router_metrics: metrics::RouterMetrics::default(),
+        })
+    }
+
+    /// Every app of the store: in the router, its drains running, its dynos converged.
+    async fn start_apps(self: &Arc<Daemon>) -> Result<(), DaemonError> {
+        let apps = self.with_store(|s| s.list_apps()).await?;
+        runtime_metrics::spawn(self);
         for app in apps {
-            daemon.route(&app);
-            for drain in daemon.drains(&app.name).await? {
-                if let Err(e) = daemon.hub.add_drain_with_token(
+            self.route(&app);
+            for drain in self.drains(&app.name).await? {
+                if let Err(e) = self.hub.add_drain_with_token(
                     &app.name,
                     drain.url.as_str(),
                     &drain.token,
-                    daemon.drain_options(),
+                    self.drain_options(),
                 ) {
                     tracing::warn!(app = %app.name, error = %e, "drain not restarted");
                 }
             }
-            daemon.converge(&app.name).await?;
+            self.converge(&app.name).await?;
         }
-        Ok(daemon)
+        Ok(())
     }
 
     /// Supervisors for the dynos found running.

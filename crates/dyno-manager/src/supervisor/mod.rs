@@ -9,18 +9,14 @@
 
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use dyno_net::diag::SockDiag;
 use dyno_net::ipam::LeaseStore;
 use dyno_net::network::Network;
-use dyno_sandbox::cgroup::{Cgroups, DynoCgroup, DynoSize};
-use dyno_sandbox::spec::{ExitRecord, SandboxSpec, SeccompSpec, StateDir};
-use dyno_sandbox::{launch, sys};
-use rustix::process::Signal;
+use dyno_sandbox::cgroup::DynoSize;
+use dyno_sandbox::launch;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -33,9 +29,16 @@ use crate::logs::{LogLine, Source};
 use crate::memory::{Logger, MemoryVerdict, MemoryWatch};
 use crate::netwatch::{NetWatch, Problem, Registration};
 
+pub mod fake;
+pub mod host;
 mod incarnation;
+mod linux;
+#[cfg(test)]
+mod tests;
 
+pub use host::{DynoHost, HostedRun, ListenProbe, NewRun};
 use incarnation::{discard, Incarnation};
+pub use linux::{destroy_leftover_sockets, destroy_leftover_sockets_of, unsent_lines, LinuxHost};
 
 pub type SharedNetwork = Arc<Mutex<Network<Box<dyn LeaseStore + Send>>>>;
 
@@ -107,45 +110,27 @@ pub struct Adoptee {
 
 /// What every dyno of this manager shares.
 pub struct Platform {
-    pub network: SharedNetwork,
-    /// The `dyno` binary (for `dyno __shim`).
-    pub exe: PathBuf,
-    /// Where dynos' sandbox state dirs go.
-    pub state_root: PathBuf,
+    /// Where its dynos run: the Linux host, or a fake in unit tests.
+    pub host: Arc<dyn DynoHost>,
     pub lifecycle: Lifecycle,
     pub logs: mpsc::UnboundedSender<LogLine>,
-    /// Per-dyno cgroups (memory, pids, cpu); `None` where the host has none for us.
-    pub cgroups: Option<Cgroups>,
     /// Records of incarnations; `None` for a manager that keeps nothing across restarts.
     pub ledger: Option<Arc<dyn Ledger>>,
-    /// The system-call filter of this app's dynos: the default profile plus the operator's
-    /// additions for the app.
-    pub seccomp: SeccompSpec,
-    /// The LXCFS mount for the dynos' private `/proc` view; `None`: the kernel's figures.
-    pub proc_view: Option<PathBuf>,
     /// Notices dynos whose network was changed under them; `None`: nobody looks.
     pub netwatch: Option<Arc<NetWatch>>,
 }
 
 impl Platform {
     pub fn new(
-        network: SharedNetwork,
-        exe: PathBuf,
-        state_root: PathBuf,
+        host: Arc<dyn DynoHost>,
         lifecycle: Lifecycle,
         logs: mpsc::UnboundedSender<LogLine>,
-        cgroups: Option<Cgroups>,
     ) -> Platform {
         Platform {
-            network,
-            exe,
-            state_root,
+            host,
             lifecycle,
             logs,
-            cgroups,
             ledger: None,
-            seccomp: SeccompSpec::default(),
-            proc_view: None,
             netwatch: None,
         }
     }
@@ -155,18 +140,8 @@ impl Platform {
         self
     }
 
-    pub fn with_seccomp(mut self, seccomp: SeccompSpec) -> Platform {
-        self.seccomp = seccomp;
-        self
-    }
-
     pub fn with_ledger(mut self, ledger: Arc<dyn Ledger>) -> Platform {
         self.ledger = Some(ledger);
-        self
-    }
-
-    pub fn with_proc_view(mut self, lxcfs_dir: Option<PathBuf>) -> Platform {
-        self.proc_view = lxcfs_dir;
         self
     }
 
@@ -201,12 +176,6 @@ impl Platform {
             .as_millis() as u64;
         let n = COUNTER.fetch_add(1, Ordering::Relaxed) % (36 * 36);
         format!("{}{:0>2}{:0>3}", base36(millis), base36(n), base36(process))
-    }
-
-    /// The shared network (a poisoned lock is still usable: its state is kept consistent by
-    /// `Network` itself, transaction by transaction).
-    pub fn network(&self) -> std::sync::MutexGuard<'_, Network<Box<dyn LeaseStore + Send>>> {
-        crate::lock(&self.network)
     }
 
     fn log(&self, source: Source, dyno: &str, message: impl Into<String>) {
@@ -404,11 +373,7 @@ async fn supervise(
         let started = Instant::now();
         let incarnation = match found.take() {
             Some(found) => {
-                let (platform, def, name) =
-                    (sup.platform.clone(), sup.def.clone(), sup.name.clone());
-                let taken = found.clone();
-                let adopted =
-                    in_setup_lane(move || Incarnation::adopt(&platform, &def, &name, taken)).await;
+                let adopted = Incarnation::adopt(&sup, &found).await;
                 if adopted.is_err() {
                     discard(&sup, &found).await;
                 }
@@ -488,26 +453,6 @@ async fn off_runtime<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'stati
     }
 }
 
-/// Ends the TCP sockets a dead dyno left in its namespace: orphans whose peers will never
-/// answer once its route is gone hold the namespace and its host link for minutes otherwise.
-/// Best effort (a kernel without sock_diag destroy leaves them to its timers).
-pub fn destroy_leftover_sockets(netns: &dyno_net::ns::Netns) {
-    let destroyed = SockDiag::open_in(netns).and_then(|mut diag| diag.destroy_tcp_sockets());
-    if let Err(e) = destroyed {
-        tracing::debug!(error = %e, "destroy the dyno's leftover sockets");
-    }
-}
-
-/// [`destroy_leftover_sockets`] for the dyno network `net_name` of `run_dir`, if it is bound.
-pub fn destroy_leftover_sockets_of(run_dir: &dyno_net::dyno::RunDir, net_name: &str) {
-    let Ok(name) = dyno_net::names::DynoName::new(net_name) else {
-        return;
-    };
-    if let Ok(netns) = dyno_net::ns::Netns::open(run_dir.netns_path(&name)) {
-        destroy_leftover_sockets(&netns);
-    }
-}
-
 /// Takes a web dyno that is about to stop (or has) out of the router: no new request goes to
 /// it, and the router closes its idle connections to it while the dyno's network still
 /// routes. (Closed after the route is gone, the dyno's ends of those connections would wait
@@ -515,18 +460,6 @@ pub fn destroy_leftover_sockets_of(run_dir: &dyno_net::dyno::RunDir, net_name: &
 /// stays as it is until the dyno is down.
 fn unroute(sup: &Supervisor) {
     sup.status.send_if_modified(|s| s.ip.take().is_some());
-}
-
-/// The lines of a dead dyno's `unsent.log` (see `dyno_sandbox::output`).
-pub fn unsent_lines(state: &StateDir) -> Vec<String> {
-    std::fs::read(state.unsent())
-        .map(|bytes| {
-            String::from_utf8_lossy(&bytes)
-                .lines()
-                .map(str::to_owned)
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 /// A line from a dyno's shim as a log line: the app's output (`app[web.1]`), or a notice of
