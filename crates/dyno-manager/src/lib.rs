@@ -1,22 +1,16 @@
-//! `dyno-manager`: the control plane. Procfile apps ([`procfile`]), Heroku's runtime codes
-//! ([`heroku`]) and log lines ([`logs`]), the log hub ([`logring`], [`logqueue`]) and its drains
-//! ([`drains`]), the dyno lifecycle ([`lifecycle`], [`supervisor`]), where busy dynos
-//! run ([`cpu_placement`]), and `dyno up` ([`up`]).
+//! `dyno-manager`: the platform. The daemon behind `dyno serve` ([`daemon`]: apps, releases,
+//! formations, convergence, the takeover after a restart, the API's operations), Procfile
+//! apps ([`procfile`]), an app's web dynos in the router ([`webdynos`]), where busy dynos run
+//! ([`cpu_placement`]), and `dyno up` ([`up`]).
+//!
+//! It decides which dynos should run; `dyno-supervisor` runs each one, `dyno-logs` keeps what
+//! they write. Arrows point down: nothing below imports this crate.
 
 pub mod cpu_placement;
 pub mod daemon;
-pub mod drains;
 /// Ids (base 36 names, UUIDs) live with the state, which makes them too.
 pub use dyno_state::ids;
-pub mod heroku;
-pub mod lifecycle;
-pub mod logqueue;
-pub mod logring;
-pub mod logs;
-pub mod memory;
-pub mod netwatch;
 pub mod procfile;
-pub mod supervisor;
 pub mod up;
 pub mod webdynos;
 

@@ -13,9 +13,9 @@ use dyno_state::{ProcessType as ProcessTypeName, Quantity, SizeName};
 
 use crate::daemon::uids::{app_uid_in, UidRange};
 use crate::daemon::{Daemon, DaemonError, DaemonOptions};
-use crate::lifecycle::Lifecycle;
-use crate::logring::Filter;
 use crate::procfile::{self, AppFileError, ProcessType};
+use dyno_logs::logring::Filter;
+use dyno_supervisor::lifecycle::Lifecycle;
 
 #[derive(Debug, Clone)]
 pub struct UpOptions {

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use dyno_router::{Backend, RouteTable};
 
-use crate::supervisor::{State, Status};
+use dyno_supervisor::{State, Status};
 
 /// How a preboot wait ([`WebDynos::wait_all_up`]) ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

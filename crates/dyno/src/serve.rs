@@ -11,11 +11,11 @@ use dyno_manager::daemon::api::DaemonApi;
 use dyno_manager::daemon::seccomp::{AppCalls, SeccompAdditions};
 use dyno_manager::daemon::uids::UidRange;
 use dyno_manager::daemon::{Daemon, DaemonOptions};
-use dyno_manager::lifecycle::{parse_duration, Lifecycle};
 use dyno_net::dyno::RunDir;
 use dyno_net::ipam::Ipv4Net;
 use dyno_net::network::NetworkConfig;
 use dyno_router::{FnSink, Router, RouterConfig, RouterLog};
+use dyno_supervisor::lifecycle::{parse_duration, Lifecycle};
 
 /// The most threads the daemon's blocking work (store transactions, dyno setup and
 /// teardown, readiness sockets) may use at once. A scale-up of 1,000 dynos would otherwise

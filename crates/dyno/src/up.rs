@@ -4,7 +4,6 @@ use std::path::PathBuf;
 
 use clap::Args;
 use dyno_manager::daemon::uids::UidRange;
-use dyno_manager::lifecycle::{parse_duration, Cycling, Lifecycle};
 use dyno_manager::up::{self, RouterTls, UpOptions};
 use dyno_net::dyno::RunDir;
 use dyno_net::ipam::Ipv4Net;
@@ -12,6 +11,7 @@ use dyno_net::network::NetworkConfig;
 use dyno_router::RouterConfig;
 use dyno_router::TlsSettings;
 use dyno_sandbox::cgroup::{DynoSize, DYNO_SIZES};
+use dyno_supervisor::lifecycle::{parse_duration, Cycling, Lifecycle};
 
 #[derive(Args)]
 #[command(

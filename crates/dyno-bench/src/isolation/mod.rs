@@ -25,8 +25,8 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 use dyno_api::ApiClient;
-use dyno_manager::lifecycle::parse_duration;
 use dyno_net::lab::Lab;
+use dyno_supervisor::lifecycle::parse_duration;
 
 use super::load;
 use super::scale::{dynos_of, scale_app, spawn_serve, until_app, Daemon};

@@ -211,7 +211,7 @@ impl DynoLab {
         );
         let spec = SandboxSpec {
             name: "web.1".into(),
-            hostname: dyno_manager::supervisor::uuid_v4(),
+            hostname: dyno_supervisor::uuid_v4(),
             netns: net.netns_path.clone(),
             ip: net.ip,
             app_dir: app_dir.to_owned(),

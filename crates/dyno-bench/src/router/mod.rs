@@ -38,8 +38,8 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use dyno_router::{Backend, NullSink, RouteTable, Router, RouterConfig};
 
-use dyno_manager::lifecycle::parse_duration;
 use dyno_net::ns::Netns;
+use dyno_supervisor::lifecycle::parse_duration;
 
 mod dyno;
 mod procs;

@@ -23,7 +23,7 @@
 //!   our end of its stdout pipe (printf's own startup is in both). bwrap makes a loopback-only
 //!   network and no cgroup. `bwrap_bash` runs `/bin/bash -c 'exec /usr/bin/printf x'` instead,
 //!   to show what `bash -c` costs. `ratio_vs_bwrap` = start p50 / bwrap p50.
-//! - **up**: the real supervisor (`dyno_manager::supervisor`) starts N web dynos one after the
+//! - **up**: the real supervisor (`dyno_supervisor`) starts N web dynos one after the
 //!   other (a perl listening on `$PORT`); the clock runs from `supervisor::start` until its status
 //!   is `up` (inet_diag sees the listener, polled every `--readiness-poll`, by default the
 //!   product's). All N stay up together.
@@ -47,11 +47,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use dyno_manager::lifecycle::{parse_duration, Lifecycle};
-use dyno_manager::logs::LogLine;
-use dyno_manager::supervisor::{
-    self, DynoDef, DynoHandle, LinuxHost, Platform, SharedNetwork, State,
-};
+use dyno_logs::logs::LogLine;
 use dyno_net::dyno::Host;
 use dyno_net::ipam::{LeaseStore, MemoryStore};
 use dyno_net::lab::Lab;
@@ -61,6 +57,10 @@ use dyno_sandbox::cgroup::{Cgroups, DynoCgroup, DynoSize};
 use dyno_sandbox::launch;
 use dyno_sandbox::spec::{ExitRecord, SandboxSpec, StateDir};
 use dyno_sandbox::sys::{cstr, mount};
+use dyno_supervisor::lifecycle::{parse_duration, Lifecycle};
+use dyno_supervisor::{
+    self as supervisor, DynoDef, DynoHandle, LinuxHost, Platform, SharedNetwork, State,
+};
 use tokio::task::JoinHandle;
 
 use super::stats::{summarize, Summary};

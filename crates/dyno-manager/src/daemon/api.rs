@@ -14,8 +14,8 @@ use dyno_state::{ProcessType, Quantity, SizeName};
 
 use super::runtime_metrics::{FEATURES, LOG_RUNTIME_METRICS};
 use super::{Daemon, DaemonError};
-use crate::logring::Filter;
-use crate::logs::Source;
+use dyno_logs::logring::Filter;
+use dyno_logs::logs::Source;
 
 impl From<DaemonError> for ApiError {
     fn from(e: DaemonError) -> ApiError {
@@ -251,7 +251,7 @@ impl Platform for DaemonApi {
         query: LogQuery,
     ) -> Result<tokio::sync::mpsc::Receiver<String>, ApiError> {
         self.0.app(name.as_str()).await?;
-        let n = query.n.unwrap_or(crate::logring::DEFAULT_LINES);
+        let n = query.n.unwrap_or(dyno_logs::logring::DEFAULT_LINES);
         let (recent, mut tail) = self.0.hub.tail(name.as_str(), filter(&query), n);
         let (tx, rx) = tokio::sync::mpsc::channel(1024);
         tokio::spawn(async move {
@@ -304,7 +304,7 @@ impl Platform for DaemonApi {
     async fn logs(&self, name: AppName, query: LogQuery) -> Result<Vec<String>, ApiError> {
         // An unknown app is a 404, not an empty log.
         self.0.app(name.as_str()).await?;
-        let n = query.n.unwrap_or(crate::logring::DEFAULT_LINES);
+        let n = query.n.unwrap_or(dyno_logs::logring::DEFAULT_LINES);
         Ok(self
             .0
             .hub

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use dyno_state::model::{DynoState, DynoUpdate, NetNames, NewDyno};
 use dyno_state::{AppName, SizeName, Store};
 
-use crate::supervisor::{DynoDef, Ledger, LedgerError};
+use dyno_supervisor::{DynoDef, Ledger, LedgerError};
 
 pub struct StoreLedger {
     pub store: Arc<Mutex<Store>>,

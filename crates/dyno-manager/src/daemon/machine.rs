@@ -3,7 +3,7 @@
 //! convergence, preboot and destroy are tested without root.
 
 use super::*;
-use crate::supervisor::{DynoHost, LinuxHost};
+use dyno_supervisor::{DynoHost, LinuxHost};
 
 pub trait Machine: Send + Sync {
     /// Where `app`'s dynos run (their system-call profile is the app's).

@@ -48,15 +48,17 @@ use dyno_state::{
 use tokio::sync::mpsc;
 
 use crate::cpu_placement::CpuPlacer;
-use crate::drains::DrainOptions;
-use crate::lifecycle::Lifecycle;
-use crate::logring::LogHub;
-use crate::logs::{LogLine, Source};
-use crate::netwatch::NetWatch;
 use crate::procfile;
-use crate::supervisor::{self, Adoptee, DynoDef, DynoHandle, Platform, SharedNetwork, State};
 use crate::webdynos::{Preboot, WebDynos};
 use converge::{stop_all, AppRuntime, Running};
+use dyno_logs::drains::DrainOptions;
+use dyno_logs::logring::LogHub;
+use dyno_logs::logs::{LogLine, Source};
+use dyno_supervisor::lifecycle::Lifecycle;
+use dyno_supervisor::netwatch::NetWatch;
+use dyno_supervisor::{
+    self as supervisor, Adoptee, DynoDef, DynoHandle, Platform, SharedNetwork, State,
+};
 use machine::LinuxMachine;
 pub use machine::Machine;
 pub use options::DaemonOptions;
@@ -411,9 +413,9 @@ impl Daemon {
     /// (`ca-certificates`), when there is one.
     fn drain_options(&self) -> DrainOptions {
         let bundle = Path::new("/etc/ssl/certs/ca-certificates.crt");
-        let tls = crate::drains::roots_from_pem_file(bundle)
+        let tls = dyno_logs::drains::roots_from_pem_file(bundle)
             .ok()
-            .map(crate::drains::tls_config);
+            .map(dyno_logs::drains::tls_config);
         DrainOptions {
             tls,
             ..DrainOptions::default()

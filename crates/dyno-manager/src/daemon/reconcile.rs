@@ -29,7 +29,7 @@ use dyno_sandbox::spec::{ExitRecord, StateDir};
 use dyno_state::model::{Dyno, DynoState};
 
 use super::DaemonOptions;
-use crate::supervisor::{relayed_line, unsent_lines};
+use dyno_supervisor::{relayed_line, unsent_lines};
 
 /// A recorded dyno whose shim is alive.
 #[derive(Debug)]
@@ -51,8 +51,8 @@ pub struct Ended {
 impl Ended {
     /// The log lines that tell how the dyno ended: its last output, then Heroku's
     /// `Process exited with status N` (nothing for a dyno that never ran).
-    pub fn log_lines(&self) -> Vec<(crate::logs::Source, String)> {
-        use crate::logs::Source;
+    pub fn log_lines(&self) -> Vec<(dyno_logs::logs::Source, String)> {
+        use dyno_logs::logs::Source;
         let mut lines: Vec<(Source, String)> = self
             .unsent
             .iter()
@@ -223,7 +223,7 @@ pub fn settle(
         .chain(stock.orphans.iter().map(String::as_str))
         .collect();
     for name in &gone {
-        crate::supervisor::destroy_leftover_sockets_of(network.run_dir(), name);
+        dyno_supervisor::destroy_leftover_sockets_of(network.run_dir(), name);
         if let Err(e) = network.down(name) {
             tracing::warn!(dyno = %name, error = %e, "reconcile: remove the network");
         }

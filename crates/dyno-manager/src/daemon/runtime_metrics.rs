@@ -31,7 +31,7 @@ use dyno_sandbox::spec::{SandboxSpec, StateDir};
 use dyno_state::model::App;
 
 use super::{app_name, Daemon, DaemonError};
-use crate::logs::{LogLine, Source};
+use dyno_logs::logs::{LogLine, Source};
 
 /// The one labs feature there is.
 pub const LOG_RUNTIME_METRICS: &str = "log-runtime-metrics";

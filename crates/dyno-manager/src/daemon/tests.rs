@@ -2,8 +2,8 @@
 //! during a boot, scale and restart. A real store in a scratch dir; no root, no dyno.
 
 use super::*;
-use crate::supervisor::fake::FakeHost;
-use crate::supervisor::DynoHost;
+use dyno_supervisor::fake::FakeHost;
+use dyno_supervisor::DynoHost;
 
 /// The fake host as a whole machine: one host for every app, nothing shared to remove.
 struct FakeMachine(FakeHost);

@@ -1,5 +1,11 @@
-//! One task per dyno, running Heroku's lifecycle: `starting → up → crashed/down`, with the log
-//! lines Heroku writes at each step.
+//! `dyno-supervisor`: one dyno's life. A task per dyno runs Heroku's lifecycle, `starting → up
+//! → crashed/down`, with the log lines Heroku writes at each step ([`heroku`]'s codes, the
+//! [`lifecycle`]'s numbers, [`memory`]'s R14/R15), over a [`DynoHost`] that makes what an
+//! incarnation needs: [`LinuxHost`] (network, cgroup, sandboxed shim) or [`fake::FakeHost`]
+//! for unit tests. [`netwatch`] notices a network changed under a running dyno.
+//!
+//! Below it: `dyno-net`, `dyno-sandbox`, `dyno-logs`. Above it: the platform daemon
+//! (`dyno-manager`), which decides which dynos should run.
 //!
 //! Each start is a fresh incarnation: a new network (a new monotonic name, never reused), a new
 //! sandbox. A web dyno is `up` once something LISTENs on `$PORT` inside its network namespace
@@ -21,24 +27,36 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
-use crate::heroku::RuntimeError;
-pub use crate::ids::uuid_v4;
-use crate::ids::{base36, random_unit};
-use crate::lifecycle::Lifecycle;
-use crate::logs::{LogLine, Source};
-use crate::memory::{Logger, MemoryVerdict, MemoryWatch};
-use crate::netwatch::{NetWatch, Problem, Registration};
+use dyno_logs::logs::{LogLine, Source};
+pub use dyno_state::ids::uuid_v4;
+use dyno_state::ids::{base36, random_unit};
+use heroku::RuntimeError;
+use lifecycle::Lifecycle;
+use memory::{Logger, MemoryVerdict, MemoryWatch};
+use netwatch::{NetWatch, Problem, Registration};
 
 pub mod fake;
+pub mod heroku;
 pub mod host;
 mod incarnation;
+pub mod lifecycle;
 mod linux;
+pub mod memory;
+pub mod netwatch;
 #[cfg(test)]
 mod tests;
 
 pub use host::{DynoHost, HostedRun, ListenProbe, NewRun};
 use incarnation::{discard, Incarnation};
 pub use linux::{destroy_leftover_sockets, destroy_leftover_sockets_of, unsent_lines, LinuxHost};
+
+/// Takes a std mutex, poisoned or not. Every critical section here is a few map operations,
+/// or a network transaction that `Network` keeps consistent by itself.
+pub(crate) fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
 
 pub type SharedNetwork = Arc<Mutex<Network<Box<dyn LeaseStore + Send>>>>;
 

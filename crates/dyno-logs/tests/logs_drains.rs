@@ -5,10 +5,10 @@
 
 use std::time::{Duration, SystemTime};
 
-use dyno_manager::drains::{self, DrainOptions};
-use dyno_manager::logqueue::Item;
-use dyno_manager::logring::{Filter, HubOptions, LogHub};
-use dyno_manager::logs::{rfc3339_micros, rfc3339_seconds, LogLine, Source};
+use dyno_logs::drains::{self, DrainOptions};
+use dyno_logs::logqueue::Item;
+use dyno_logs::logring::{Filter, HubOptions, LogHub};
+use dyno_logs::logs::{rfc3339_micros, rfc3339_seconds, LogLine, Source};
 use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpSocket};
 use tokio::time::timeout;

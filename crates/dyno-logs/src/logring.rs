@@ -9,8 +9,8 @@
 //!
 //! ```no_run
 //! # async fn demo() {
-//! use dyno_manager::logring::{Filter, LogHub};
-//! use dyno_manager::logs::{LogLine, Source};
+//! use dyno_logs::logring::{Filter, LogHub};
+//! use dyno_logs::logs::{LogLine, Source};
 //! let hub = LogHub::new();
 //! hub.append("myapp", LogLine::now(Source::App, "web.1", "hello"));
 //! // `dyno logs -a myapp -n 100 --ps web --tail`
