@@ -33,7 +33,7 @@ use super::scale::{dynos_of, scale_app, spawn_serve, until_app, Daemon};
 use super::stats::{summarize, Summary};
 
 pub(super) mod apps;
-mod probe;
+pub(crate) mod probe;
 
 use probe::WakeupProbe;
 

@@ -1,4 +1,5 @@
-//! The anchor of `dyno bench isolation`: how late a thread that no dyno touches wakes up.
+//! The anchor of `dyno bench isolation` and of `dyno bench router`'s scale storm: how late a
+//! thread that no dyno touches wakes up.
 //!
 //! A thread of the bench, pinned to the first CPU of its own set (the CPU the daemon keeps for
 //! the router and light dynos, `--cpu-reserve`), sleeps 1 ms at a time and records how much
@@ -16,16 +17,16 @@ use std::time::{Duration, Instant};
 const PERIOD: Duration = Duration::from_millis(1);
 
 /// The running probe; stopped (and joined) on drop.
-pub(super) struct WakeupProbe {
+pub(crate) struct WakeupProbe {
     lateness: Arc<Mutex<Vec<Duration>>>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
     /// The CPU it is pinned to, if pinning worked.
-    pub(super) cpu: Option<usize>,
+    pub(crate) cpu: Option<usize>,
 }
 
 impl WakeupProbe {
-    pub(super) fn start() -> Result<WakeupProbe, String> {
+    pub(crate) fn start() -> Result<WakeupProbe, String> {
         let lateness = Arc::new(Mutex::new(Vec::with_capacity(32_000)));
         let stop = Arc::new(AtomicBool::new(false));
         let cpu = first_cpu();
@@ -56,12 +57,12 @@ impl WakeupProbe {
     }
 
     /// Forgets what was recorded so far (the time between measurements).
-    pub(super) fn reset(&self) {
+    pub(crate) fn reset(&self) {
         lock(&self.lateness).clear();
     }
 
     /// What was recorded since the last `reset` or `take`.
-    pub(super) fn take(&self) -> Vec<Duration> {
+    pub(crate) fn take(&self) -> Vec<Duration> {
         std::mem::take(&mut *lock(&self.lateness))
     }
 }

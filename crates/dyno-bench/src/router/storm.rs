@@ -8,6 +8,12 @@
 //! gone). Every start and stop of those N dynos runs through the same daemon whose router
 //! carries the victim's requests: network and sandbox setup, the route table, the firewall's
 //! sets, the logs. `p99_during_scale_ratio` = the storm's p99 / the quiet p99.
+//!
+//! The anchor ([`WakeupProbe`], as in `dyno bench isolation`): a thread of the bench on the
+//! reserved CPU, in no dyno's cgroup or namespace, sleeping 1 ms at a time. How much later it
+//! wakes during the storm than in the quiet phase (`anchor_during_scale_ratio`) is what the
+//! machine itself (kernel, hypervisor) adds under the same load, which no setting of the
+//! daemon reaches.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -15,6 +21,7 @@ use std::time::{Duration, Instant};
 use dyno_api::ApiClient;
 use dyno_net::lab::Lab;
 
+use crate::isolation::probe::WakeupProbe;
 use crate::isolation::{self, ABUSER, ROUTER};
 use crate::load::{Load, Target};
 use crate::scale::{scale_app, until_app};
@@ -62,7 +69,10 @@ fn measure(
             warm.first_error
         ));
     }
+    let anchor = WakeupProbe::start()?;
+    anchor.reset();
     let (quiet, ()) = target.run(storm.quiet, |_| ());
+    let anchor_quiet = anchor.take();
     let n = storm.count;
     let namespaces = || std::fs::read_dir(&lab.run_dir.0).map_or(0, |d| d.count());
     let before = namespaces();
@@ -87,8 +97,28 @@ fn measure(
             Ok::<_, String>((up_s, t0.elapsed().as_secs_f64()))
         })
     });
+    let anchor_stormy = anchor.take();
+    drop(anchor);
     let (up_s, down_s) = timings?;
-    Ok(report(n, &quiet, &stormy, up_s, down_s))
+    let mut pairs = report(n, &quiet, &stormy, up_s, down_s);
+    pairs.extend(report_anchor(&anchor_quiet, &anchor_stormy));
+    Ok(pairs)
+}
+
+/// The anchor's lateness, quiet and during the storm.
+fn report_anchor(quiet: &[Duration], stormy: &[Duration]) -> Vec<(&'static str, String)> {
+    let (q, s) = (summarize(quiet), summarize(stormy));
+    let ratio = s.p99_ms / q.p99_ms;
+    println!(
+        "anchor: a thread of the bench sleeping 1 ms on the reserved CPU woke late p99 {:.3} ms \
+         quiet, {:.3} ms during the storm (x{ratio:.2}), max {:.3} ms",
+        q.p99_ms, s.p99_ms, s.max_ms
+    );
+    vec![
+        ("anchor_storm_quiet_p99_ms", format!("{:.3}", q.p99_ms)),
+        ("anchor_storm_p99_ms", format!("{:.3}", s.p99_ms)),
+        ("anchor_during_scale_ratio", format!("{ratio:.2}")),
+    ]
 }
 
 fn report(
