@@ -59,8 +59,9 @@ use wrk::*;
     seccomp_rps_cost_best_pct dyno_denied_calls dyno_syscall_ns_seccomp dyno_syscall_ns_noseccomp \
     (and rss_start_kb rss_end_kb \
     rss_drift_pct with --soak; storm_count storm_quiet_p99_ms storm_p99_ms \
-    p99_during_scale_ratio storm_errors storm_up_s storm_down_s anchor_storm_quiet_p99_ms \
-    anchor_storm_p99_ms anchor_during_scale_ratio with --scale-storm above 0, \
+    p99_during_scale_ratio storm_errors storm_up_s storm_down_s pair_storm_quiet_p99_ms \
+    pair_storm_p99_ms pair_during_scale_ratio anchor_storm_quiet_p99_ms anchor_storm_p99_ms \
+    anchor_during_scale_ratio with --scale-storm above 0, \
     the default). added_p50_us: the proxy's p50 minus direct's under the same \
     load; the _1conn_ figures: the same with one connection, one request at a time (no \
     queueing). dyno_*_seccomp / _noseccomp: the router in front of the backend nginx running \
