@@ -1,6 +1,5 @@
 //! The caller's side: prepare a dyno's state dir, start its shim, read how it ended.
 
-use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
@@ -100,10 +99,10 @@ pub fn shim_command(exe: &Path, state: &StateDir) -> Command {
         .arg(&state.0)
         .stdin(Stdio::null())
         .env_clear();
-    // SAFETY: the closure makes one setrlimit(2) call on a value read before the fork; it
-    // allocates nothing and takes no lock.
-    unsafe {
-        command.pre_exec(crate::limits::restore_open_files_for_child);
+    // No `pre_exec`: without one the spawn is a vfork-style `posix_spawn` (see
+    // `limits::shim_env`).
+    if let Some((name, value)) = crate::limits::shim_env() {
+        command.env(name, value);
     }
     command
 }

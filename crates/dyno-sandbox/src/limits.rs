@@ -22,12 +22,32 @@ pub fn raise_open_files() -> rustix::io::Result<(Option<u64>, Option<u64>)> {
     Ok((before.current, raised.current))
 }
 
-/// Gives the calling process the soft open-file limit this process started with (the hard
-/// limit stays). Nothing when [`raise_open_files`] was never called. Only a `setrlimit(2)`, no
-/// allocation: it may run in `pre_exec`.
-pub fn restore_open_files_for_child() -> std::io::Result<()> {
-    match STARTED_WITH.get() {
-        Some(limit) => setrlimit(Resource::Nofile, *limit).map_err(Into::into),
-        None => Ok(()),
-    }
+/// Where a shim finds the soft open-file limit to give its dyno (see [`shim_env`]).
+pub const SHIM_NOFILE_ENV: &str = "DYNO_SHIM_NOFILE";
+
+/// The variable that tells a shim the soft open-file limit this process started with; `None`
+/// when [`raise_open_files`] was never called or changed nothing. Passed in the environment
+/// rather than set between fork and exec: a `pre_exec` step makes the spawn a full `fork(2)`
+/// of the daemon, whose page-table copy and copy-on-write faults stall the router's threads
+/// at every dyno start.
+pub fn shim_env() -> Option<(&'static str, String)> {
+    let soft = STARTED_WITH.get()?.current?;
+    (getrlimit(Resource::Nofile).current != Some(soft)).then(|| (SHIM_NOFILE_ENV, soft.to_string()))
+}
+
+/// In the shim: lowers its soft open-file limit to the one [`shim_env`] passed (the hard limit
+/// stays). Nothing without the variable; a value that is not a number is ignored.
+pub fn restore_open_files_from_env() -> std::io::Result<()> {
+    let Some(soft) = std::env::var(SHIM_NOFILE_ENV)
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    else {
+        return Ok(());
+    };
+    let hard = getrlimit(Resource::Nofile).maximum;
+    let limit = Rlimit {
+        current: Some(hard.map_or(soft, |h| soft.min(h))),
+        maximum: hard,
+    };
+    setrlimit(Resource::Nofile, limit).map_err(Into::into)
 }

@@ -28,6 +28,10 @@ use crate::sys::{check, cstr, io_context, SysError, SysResult};
 
 /// Runs the shim; returns the process exit status (the app's).
 pub fn run(state_dir: &Path) -> i32 {
+    // The dyno keeps the open-file limit its daemon was started with, not the daemon's raised one.
+    if let Err(e) = crate::limits::restore_open_files_from_env() {
+        eprintln!("dyno shim: open-file limit: {e}");
+    }
     let state = StateDir(state_dir.to_path_buf());
     match start(&state) {
         Ok(code) => code,
