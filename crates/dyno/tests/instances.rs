@@ -229,13 +229,16 @@ impl Watcher {
         );
         let thread = std::thread::spawn(move || {
             while !s.load(Ordering::Relaxed) {
-                let targets = w.lock().unwrap().clone();
-                for (port, app) in targets {
+                // Held for the whole round: `unwatch` waits for it, so no request reaches an
+                // instance after the test stopped watching it (and began to stop it).
+                let targets = w.lock().unwrap();
+                for (port, app) in targets.iter().cloned() {
                     *a.lock().unwrap() += 1;
                     if let Err(e) = get_in(&host, port, &app) {
                         f.lock().unwrap().push(format!("{app} on :{port}: {e}"));
                     }
                 }
+                drop(targets);
                 std::thread::sleep(Duration::from_millis(50));
             }
         });
