@@ -34,6 +34,11 @@ pub struct ScaleBench {
     /// then (e.g. 1000)
     #[arg(long)]
     many: Option<u32>,
+    /// The daemon's `--cpu-reserve` (CPUs kept from busy dynos; every dyno boots on the others).
+    /// On a small host this is the trade between how fast a scale-up boots and how little it
+    /// delays other apps' requests (see `dyno bench router --scale-storm`)
+    #[arg(long, default_value_t = 1)]
+    cpu_reserve: u32,
 }
 
 const APP: &str = "bench";
@@ -109,7 +114,13 @@ pub fn run(args: ScaleBench) -> Result<(), String> {
     let _ = std::fs::remove_dir_all(&scratch);
     std::fs::create_dir_all(&scratch).map_err(|e| format!("{}: {e}", scratch.display()))?;
     let socket = scratch.join("api.sock");
-    let child = spawn_serve(&lab, &scratch, &[], Stdio::inherit())?;
+    let reserve = args.cpu_reserve.to_string();
+    let child = spawn_serve(
+        &lab,
+        &scratch,
+        &["--cpu-reserve", &reserve],
+        Stdio::inherit(),
+    )?;
     let daemon = Daemon { child, scratch };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
