@@ -145,9 +145,9 @@ impl ApiError {
         ApiError::new(409, ids::CONFLICT, message)
     }
 
-    /// 409 `conflict`: an app of that name exists.
+    /// 422 `invalid_params`: an app of that name exists (Heroku's answer, which its CLI shows).
     pub fn name_taken(name: &str) -> ApiError {
-        ApiError::conflict(format!(
+        ApiError::invalid_params(format!(
             "Name {} is already taken. Choose another name.",
             quote(name)
         ))

@@ -14,6 +14,8 @@
 
 pub mod client;
 pub mod error;
+pub mod heroku;
+mod logquery;
 pub mod server;
 pub mod types;
 
@@ -26,5 +28,5 @@ pub use server::{
 pub use types::{
     rfc3339, validate_app_name, validate_feature_name, web_url, App, AppCreate, AppFeature,
     AppFeatureUpdate, AppName, AppUpdate, Deploy, Dyno, DynoCreate, Formation, FormationUpdate,
-    FormationUpdates, LogDrain, LogDrainCreate, LogQuery, Release, Rollback, Utc,
+    FormationUpdates, LogDrain, LogDrainCreate, LogQuery, Release, Utc,
 };

@@ -3,22 +3,26 @@
 //!
 //! | endpoint | request body | answer |
 //! |---|---|---|
-//! | `GET /apps` | – | `200` `[App, …]` sorted by name |
+//! | `GET /apps`, `GET /users/~/apps` | – | `200` `[App, …]` by name (a page: see [`crate::server::v3`]) |
 //! | `POST /apps` | [`AppCreate`] `{"name":"my-app"}` | `201` [`App`] |
-//! | `GET /apps/{name}` | – | `200` [`App`] |
+//! | `GET /apps/{name or id}` | – | `200` [`App`] |
+//! | `GET /account` | – | `200` [`crate::heroku::Account`] (every token acts as it) |
 //! | `DELETE /apps/{name}` | – | `200` [`App`] (the app as it was) |
 //! | `POST /apps/{name}/releases` | [`Deploy`] `{"dir":"/srv/app"}` | `201` [`Release`] (the formation rolls to it) |
-//! | `GET /apps/{name}/releases` | – | `200` `[Release, …]` newest first |
+//! | `GET /apps/{name}/releases` | `Range: version ..; max=15, order=desc` | `200`/`206` `[Release, …]` |
+//! | `GET /apps/{name}/releases/{version or id}[/config-vars]` | – | `200` [`Release`] / its config |
 //! | `GET /apps/{name}/formation` | – | `200` `[Formation, …]` |
 //! | `PATCH /apps/{name}/formation` | [`FormationUpdates`] `{"updates":[{"type":"web","quantity":3}]}` | `200` `[Formation, …]` |
 //! | `GET /apps/{name}/dynos` | – | `200` `[Dyno, …]` |
 //! | `GET /apps/{name}/logs?n=100&ps=web.1&source=app` | – | `200` `["2026-… app[web.1]: …", …]` oldest first |
 //! | `PATCH /apps/{name}` | [`AppUpdate`] `{"maintenance":true}` | `200` [`App`] |
-//! | `GET /apps/{name}/config` | – | `200` `{"KEY":"value", …}` |
-//! | `PATCH /apps/{name}/config` | `{"KEY":"value","OLD":null}` (null unsets) | `200` the new config; each call is a release |
-//! | `POST /apps/{name}/rollback` | [`Rollback`] `{"version":3}` | `201` [`Release`] |
+//! | `GET /apps/{name}/config-vars` | – | `200` `{"KEY":"value", …}` |
+//! | `PATCH /apps/{name}/config-vars` | `{"KEY":"value","OLD":null}` (null unsets) | `200` the new config; each call is a release |
+//! | `POST /apps/{name}/releases` | [`crate::heroku::ReleaseCreate`] `{"release":"<id or version>"}` | `201` [`Release`]: Heroku's rollback |
 //! | `POST /apps/{name}/dynos` | [`DynoCreate`] `{"command":"python3 manage.py migrate"}` | `201` [`Dyno`] (a one-off `run.N`; its output and exit status go to the app's log) |
-//! | `DELETE /apps/{name}/dynos[/{dyno}]` | – | `202` `{}`: restart all, a type (`web`) or one dyno (`web.1`) |
+//! | `DELETE /apps/{name}/dynos[/{dyno}]`, `DELETE …/formations/{type}`, `POST …/dynos/{dyno}/actions/stop` | – | `202` `{}`: restart all, a type (`web`) or one dyno (`web.1`) |
+//! | `GET /apps/{name}/domains` | – | `200` `[Domain, …]` (the app's own hostname) |
+//! | `GET /apps/{name}/{addons,collaborators,sni-endpoints}`, `GET /addon-attachments` | – | `200` `[]` |
 //! | `GET /metrics` | – | `200` Prometheus text (`dyno_dynos`, `dyno_router_requests_total`, `dyno_router_service_seconds`, `dyno_restarts_total`, `dyno_listen_queue`, `dyno_listen_backlog`) |
 //! | `GET /apps/{name}/log-drains` | – | `200` `[LogDrain, …]` |
 //! | `POST /apps/{name}/log-drains` | [`LogDrainCreate`] `{"url":"syslog+tls://logs.example.com:6514"}` | `201` [`LogDrain`] |
@@ -35,6 +39,8 @@ use std::time::SystemTime;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{quote, ApiError};
+use crate::heroku::{QuantityChange, Ref, ReleaseRef, UserRef};
+pub use crate::logquery::LogQuery;
 
 /// The router's default HTTP port, as used in [`App::web_url`].
 pub const DEFAULT_ROUTER_PORT: u16 = 8080;
@@ -50,26 +56,104 @@ pub struct App {
     pub maintenance: bool,
     /// `"http://my-app.localhost:8080/"`: where the router serves the app.
     pub web_url: String,
+    /// Heroku's fields from here on (a client of dyno's first API may not send them).
+    #[serde(default)]
+    pub id: String,
+    #[serde(default)]
+    pub owner: UserRef,
+    #[serde(default)]
+    pub region: Ref,
+    #[serde(default)]
+    pub stack: Ref,
+    #[serde(default)]
+    pub build_stack: Ref,
+    #[serde(default)]
+    pub updated_at: String,
+    #[serde(default)]
+    pub released_at: Option<String>,
+    #[serde(default)]
+    pub git_url: Option<String>,
+    /// Always present, `null` when unknown (Heroku's CLI reads both).
+    #[serde(default)]
+    pub repo_size: Option<u64>,
+    #[serde(default)]
+    pub slug_size: Option<u64>,
+    #[serde(default)]
+    pub create_status: String,
+    #[serde(default)]
+    pub acm: bool,
+    #[serde(default)]
+    pub locked: bool,
+    #[serde(default)]
+    pub internal_routing: Option<bool>,
+    #[serde(default)]
+    pub space: Option<Ref>,
+    #[serde(default)]
+    pub organization: Option<Ref>,
+    #[serde(default)]
+    pub team: Option<Ref>,
+    #[serde(default)]
+    pub archived_at: Option<String>,
+    #[serde(default)]
+    pub buildpack_provided_description: Option<String>,
 }
 
 impl App {
-    /// An app created at `created_at`, not in maintenance, served by a router on port 8080.
-    pub fn new(name: &AppName, created_at: SystemTime) -> App {
+    /// An app created at `created_at`, not in maintenance, served by a router on port 8080;
+    /// `id` its UUID, `owner` the account.
+    pub fn new(name: &AppName, id: &str, owner: UserRef, created_at: SystemTime) -> App {
+        let created_at = rfc3339(created_at);
+        let local = |name: &str| Ref {
+            id: format!("00000000-0000-4000-8000-{:012x}", name.len()),
+            name: name.to_string(),
+        };
         App {
             name: name.to_string(),
-            created_at: rfc3339(created_at),
             maintenance: false,
             web_url: web_url(name, DEFAULT_ROUTER_PORT),
+            id: id.to_string(),
+            owner,
+            region: local(crate::heroku::REGION),
+            stack: local(crate::heroku::STACK),
+            build_stack: local(crate::heroku::STACK),
+            updated_at: created_at.clone(),
+            released_at: Some(created_at.clone()),
+            created_at,
+            git_url: None,
+            repo_size: None,
+            slug_size: None,
+            create_status: "complete".into(),
+            acm: false,
+            locked: false,
+            internal_routing: None,
+            space: None,
+            organization: None,
+            team: None,
+            archived_at: None,
+            buildpack_provided_description: None,
+        }
+    }
+
+    /// `{"id":…, "name":…}` of this app.
+    pub fn to_ref(&self) -> Ref {
+        Ref {
+            id: self.id.clone(),
+            name: self.name.clone(),
         }
     }
 }
 
 /// `POST /apps` body: `{"name":"my-app"}`. Unknown fields are refused (422), so a typo such as
 /// `{"nmae":…}` is reported rather than ignored.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AppCreate {
     pub name: String,
+    /// Heroku's: only this host's region and stack are taken.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stack: Option<String>,
 }
 
 /// An app name that passed [`validate_app_name`]. The only way to build one is [`AppName::new`],
@@ -243,11 +327,30 @@ mod tests {
     #[test]
     fn app_json_shape() {
         let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_600_800);
-        let app = App::new(&AppName::new("my-app").unwrap(), t);
-        assert_eq!(
-            serde_json::to_string(&app).unwrap(),
-            r#"{"name":"my-app","created_at":"2026-11-25T10:00:00Z","maintenance":false,"web_url":"http://my-app.localhost:8080/"}"#
-        );
+        let owner = UserRef {
+            id: "u1".into(),
+            email: "dyno@localhost".into(),
+        };
+        let app = App::new(&AppName::new("my-app").unwrap(), "a1", owner, t);
+        let json = serde_json::to_value(&app).unwrap();
+        assert_eq!(json["name"], "my-app");
+        assert_eq!(json["created_at"], "2026-11-25T10:00:00Z");
+        assert_eq!(json["web_url"], "http://my-app.localhost:8080/");
+        // What Heroku's CLI needs of an app (`apps:info` fails without any of them).
+        assert_eq!(json["id"], "a1");
+        assert_eq!(json["owner"]["email"], "dyno@localhost");
+        assert_eq!(json["region"]["name"], "local");
+        assert_eq!(json["stack"]["name"], "dyno-1");
+        assert_eq!(json["build_stack"]["name"], "dyno-1");
+        assert_eq!(json["create_status"], "complete");
+        assert!(json["repo_size"].is_null() && json.get("repo_size").is_some());
+        assert!(json["slug_size"].is_null() && json.get("slug_size").is_some());
+        // A body of dyno's first API (without Heroku's fields) still reads.
+        let old: App = serde_json::from_str(
+            r#"{"name":"my-app","created_at":"2026-11-25T10:00:00Z","maintenance":false,"web_url":"http://my-app.localhost:8080/"}"#,
+        )
+        .unwrap();
+        assert_eq!(old.name, "my-app");
         assert_eq!(rfc3339(SystemTime::UNIX_EPOCH), "1970-01-01T00:00:00Z");
         assert!(serde_json::from_str::<AppCreate>(r#"{"nmae":"x"}"#).is_err());
     }
@@ -272,16 +375,45 @@ pub struct Release {
     pub created_at: String,
     /// The newest release (the one the dynos run).
     pub current: bool,
+    #[serde(default)]
+    pub id: String,
+    /// `succeeded` (dyno has no release phase that can leave one pending).
+    #[serde(default)]
+    pub status: String,
+    #[serde(default)]
+    pub user: UserRef,
+    #[serde(default)]
+    pub app: Ref,
+    #[serde(default)]
+    pub updated_at: String,
+    #[serde(default)]
+    pub eligible_for_rollback: bool,
+    #[serde(default)]
+    pub addon_plan_names: Vec<String>,
+    #[serde(default)]
+    pub output_stream_url: Option<String>,
+    #[serde(default)]
+    pub slug: Option<Ref>,
 }
 
 /// One process type's line of the formation.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Formation {
     #[serde(rename = "type")]
     pub process_type: String,
     pub quantity: u32,
     /// `Standard-1X`
     pub size: String,
+    #[serde(default)]
+    pub id: String,
+    #[serde(default)]
+    pub command: String,
+    #[serde(default)]
+    pub app: Ref,
+    #[serde(default)]
+    pub created_at: String,
+    #[serde(default)]
+    pub updated_at: String,
 }
 
 /// `PATCH /apps/{name}/formation`: `ps:scale` and `ps:type`.
@@ -298,13 +430,13 @@ pub struct FormationUpdate {
     #[serde(rename = "type")]
     pub process_type: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub quantity: Option<u32>,
+    pub quantity: Option<QuantityChange>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub size: Option<String>,
 }
 
 /// A running dyno as `dyno ps` shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Dyno {
     /// `web.1`
     pub name: String,
@@ -313,110 +445,31 @@ pub struct Dyno {
     /// `starting`, `up`, `crashed`, `down`
     pub state: String,
     /// The release it runs.
-    pub release: u32,
+    pub release: ReleaseRef,
     pub size: String,
     pub command: String,
-}
-
-/// `GET /apps/{name}/logs` query: `n` lines (default 100, at most 1500), filtered by dyno or
-/// process type (`ps=web.1`, `ps=web`) and source (`app`, `heroku`, `router`).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LogQuery {
-    pub n: Option<usize>,
-    pub ps: Option<String>,
-    pub source: Option<String>,
-    /// `tail=1`: stream new lines after the recent ones (`text/plain`, a line per chunk).
     #[serde(default)]
-    pub tail: bool,
-}
-
-impl LogQuery {
-    /// From a URL query string (`n=10&ps=web.1`); unknown keys and bad numbers are refused.
-    pub fn parse(query: &str) -> Result<LogQuery, ApiError> {
-        let mut q = LogQuery::default();
-        for pair in query.split('&').filter(|p| !p.is_empty()) {
-            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            match k {
-                "n" => {
-                    let n: usize = v
-                        .parse()
-                        .ok()
-                        .filter(|n| (1..=1500).contains(n))
-                        .ok_or_else(|| {
-                            ApiError::invalid_params(format!(
-                                "n must be a number of lines from 1 to 1500: got {}.",
-                                quote(v)
-                            ))
-                        })?;
-                    q.n = Some(n);
-                }
-                "ps" => q.ps = Some(v.to_owned()),
-                "tail" => q.tail = matches!(v, "1" | "true" | ""),
-                "source" => match v {
-                    "app" | "heroku" | "router" => q.source = Some(v.to_owned()),
-                    _ => {
-                        return Err(ApiError::invalid_params(format!(
-                            "source must be app, heroku or router: got {}.",
-                            quote(v)
-                        )))
-                    }
-                },
-                _ => {
-                    return Err(ApiError::invalid_params(format!(
-                        "Unknown log parameter {}: use n, ps, source and tail.",
-                        quote(k)
-                    )))
-                }
-            }
-        }
-        if let Some(ps) = &q.ps {
-            let ok = !ps.is_empty()
-                && ps.len() <= 40
-                && ps
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
-            if !ok {
-                return Err(ApiError::invalid_params(format!(
-                    "ps must name a dyno or a process type, e.g. web.1 or web: got {}.",
-                    quote(ps)
-                )));
-            }
-        }
-        Ok(q)
-    }
-
-    /// The query string for a URL (`n=10&ps=web.1`).
-    pub fn to_query(&self) -> String {
-        let mut parts = Vec::new();
-        if let Some(n) = self.n {
-            parts.push(format!("n={n}"));
-        }
-        if let Some(ps) = &self.ps {
-            parts.push(format!("ps={ps}"));
-        }
-        if let Some(s) = &self.source {
-            parts.push(format!("source={s}"));
-        }
-        if self.tail {
-            parts.push("tail=1".into());
-        }
-        parts.join("&")
-    }
+    pub id: String,
+    #[serde(default)]
+    pub app: Ref,
+    /// When it came into its state (Heroku's `ps` prints it).
+    #[serde(default)]
+    pub updated_at: String,
+    #[serde(default)]
+    pub created_at: String,
+    #[serde(default)]
+    pub attach_url: Option<String>,
 }
 
 /// `PATCH /apps/{name}`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AppUpdate {
-    pub maintenance: bool,
-}
-
-/// `POST /apps/{name}/rollback`: a new release with the slug, process types and config of
-/// release `version`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Rollback {
-    pub version: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub maintenance: Option<bool>,
+    /// Heroku's rename (`apps:rename`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
 }
 
 /// A log drain: where the app's log lines are copied (syslog over TCP or TLS, HTTPS batches).
@@ -426,6 +479,13 @@ pub struct LogDrain {
     pub token: String,
     pub url: String,
     pub created_at: String,
+    #[serde(default)]
+    pub id: String,
+    #[serde(default)]
+    pub updated_at: String,
+    /// Always `null`: dyno has no add-ons (Heroku's CLI lists add-on drains apart).
+    #[serde(default)]
+    pub addon: Option<Ref>,
 }
 
 /// `POST /apps/{name}/log-drains`.
@@ -436,20 +496,45 @@ pub struct LogDrainCreate {
 }
 
 /// `POST /apps/{name}/dynos`: a one-off dyno.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DynoCreate {
     pub command: String,
+    /// Heroku's `run` attaches (`true`); `run:detached` sends `false`, its output goes to the log.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attach: Option<bool>,
+    /// Extra environment for this one-off (Heroku's `run -e`, and `TERM`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub env: Option<std::collections::BTreeMap<String, String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<String>,
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    pub process_type: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub force_no_tty: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_to_live: Option<u64>,
 }
 
 /// A Heroku Labs feature of an app (`dyno labs -a APP`), e.g. `log-runtime-metrics`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AppFeature {
     /// `log-runtime-metrics`
     pub name: String,
     /// What it does, in a sentence.
     pub description: String,
     pub enabled: bool,
+    #[serde(default)]
+    pub id: String,
+    /// `general` (Heroku's `features` lists it) or `beta` (a labs feature: `labs`).
+    #[serde(default)]
+    pub state: String,
+    #[serde(default)]
+    pub doc_url: String,
+    #[serde(default)]
+    pub display_name: String,
+    #[serde(default)]
+    pub feedback_email: String,
 }
 
 /// `PATCH /apps/{name}/features/{feature}`: `labs:enable` / `labs:disable`.

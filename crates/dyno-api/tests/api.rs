@@ -36,6 +36,7 @@ impl Fake {
             name: FAKE_FEATURE.into(),
             description: "Samples in the log.".into(),
             enabled: self.featured.lock().unwrap().contains(name.as_str()),
+            ..Default::default()
         }
     }
 
@@ -62,7 +63,16 @@ impl Platform for Fake {
         if apps.contains_key(name.as_str()) {
             return Err(ApiError::name_taken(name.as_str()));
         }
-        let app = App::new(&name, SystemTime::now());
+        let owner = dyno_api::heroku::UserRef {
+            id: "00000000-0000-4000-8000-000000000001".into(),
+            email: dyno_api::heroku::ACCOUNT_EMAIL.into(),
+        };
+        let app = App::new(
+            &name,
+            "00000000-0000-4000-8000-0000000000a1",
+            owner,
+            SystemTime::now(),
+        );
         apps.insert(name.into_string(), app.clone());
         Ok(app)
     }
@@ -213,7 +223,23 @@ async fn socket_is_0600_and_apps_round_trip() {
     let v: serde_json::Value = serde_json::from_slice(&raw.body).unwrap();
     let mut keys: Vec<_> = v.as_object().unwrap().keys().cloned().collect();
     keys.sort();
-    assert_eq!(keys, ["created_at", "maintenance", "name", "web_url"]);
+    for key in [
+        "created_at",
+        "maintenance",
+        "name",
+        "web_url",
+        "id",
+        "owner",
+        "region",
+        "stack",
+        "build_stack",
+        "repo_size",
+        "slug_size",
+        "create_status",
+    ] {
+        assert!(keys.iter().any(|k| k == key), "{key} missing: {keys:?}");
+    }
+    assert!(raw.headers.contains_key("request-id"), "{:?}", raw.headers);
 
     c.create_app("other-app").await.unwrap();
     let listed = c.list_apps().await.unwrap();
@@ -232,11 +258,11 @@ async fn socket_is_0600_and_apps_round_trip() {
 }
 
 #[tokio::test]
-async fn duplicate_name_is_a_conflict() {
+async fn duplicate_name_is_refused_as_heroku_does() {
     let s = start("dup").await;
     let first = s.client.create_app("taken").await.unwrap();
     let e = api_err(s.client.create_app("taken").await);
-    assert_eq!((e.status, e.id), (409, "conflict"));
+    assert_eq!((e.status, e.id), (422, "invalid_params"));
     assert_eq!(
         e.message,
         "Name \"taken\" is already taken. Choose another name."
@@ -448,8 +474,8 @@ async fn unknown_route_is_404_and_wrong_method_405() {
         (Method::DELETE, "/apps", "GET, POST"),
         (Method::POST, "/apps/my-app", "GET, PATCH, DELETE"),
         (Method::PUT, "/apps/my-app", "GET, PATCH, DELETE"),
-        (Method::PUT, "/apps/my-app/config", "GET, PATCH"),
-        (Method::GET, "/apps/my-app/rollback", "POST"),
+        (Method::PUT, "/apps/my-app/config-vars", "GET, PATCH"),
+        (Method::PUT, "/apps/my-app/releases", "GET, POST"),
         (Method::PUT, "/apps/my-app/dynos", "GET, POST, DELETE"),
     ] {
         let r = c

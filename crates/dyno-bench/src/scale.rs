@@ -147,7 +147,7 @@ pub(super) async fn scale_app(
 ) -> Result<(), String> {
     let update = FormationUpdate {
         process_type: process_type.into(),
-        quantity: Some(quantity),
+        quantity: Some(dyno_api::heroku::QuantityChange::To(quantity)),
         size: None,
     };
     api.update_formation(app, vec![update])

@@ -178,6 +178,7 @@ mod tests {
             net_name: None,
             restarts: 0,
             exit_code: None,
+            since: std::time::SystemTime::UNIX_EPOCH,
         }
     }
 

@@ -35,10 +35,24 @@ fn getrandom(buf: &mut [u8]) -> std::io::Result<()> {
 
 /// A random (version 4) UUID: the dyno's hostname, as on Heroku.
 pub fn uuid_v4() -> String {
-    let mut b = random_bytes::<16>();
-    b[6] = (b[6] & 0x0f) | 0x40;
-    b[8] = (b[8] & 0x3f) | 0x80;
+    let b = random_bytes::<16>();
     let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    uuid_from_hex(&hex)
+}
+
+/// 32 hex digits (random ones, as the store keeps them) as a version-4 UUID: lowercase, dashed,
+/// with the version and variant bits set. Missing digits count as `0`.
+pub fn uuid_from_hex(hex: &str) -> String {
+    let mut digits: Vec<u8> = hex
+        .bytes()
+        .filter(u8::is_ascii_hexdigit)
+        .map(|b| b.to_ascii_lowercase())
+        .chain(std::iter::repeat(b'0'))
+        .take(32)
+        .collect();
+    digits[12] = b'4';
+    digits[16] = b"89ab"[(char::from(digits[16]).to_digit(16).unwrap_or(0) & 3) as usize];
+    let hex = String::from_utf8(digits).expect("ascii");
     format!(
         "{}-{}-{}-{}-{}",
         &hex[0..8],
@@ -49,9 +63,66 @@ pub fn uuid_v4() -> String {
     )
 }
 
+/// A release's id (the Platform API's `id`): its app's UUID with the last group replaced by the
+/// version, so that no table has to keep it and [`release_version_of`] reads it back.
+pub fn release_uuid(app_uuid: &str, version: u32) -> String {
+    format!("{}-{version:012x}", app_prefix(app_uuid))
+}
+
+/// The version [`release_uuid`] put into `id`, when `id` is a release id of the app `app_uuid`.
+pub fn release_version_of(app_uuid: &str, id: &str) -> Option<u32> {
+    let last = id.to_ascii_lowercase();
+    let last = last.strip_prefix(app_prefix(app_uuid))?.strip_prefix('-')?;
+    if last.len() != 12 {
+        return None;
+    }
+    u32::try_from(u64::from_str_radix(last, 16).ok()?).ok()
+}
+
+/// A process type's formation id, made like [`release_uuid`] from a hash of the type (the top
+/// bit set, which no release version reaches).
+pub fn formation_uuid(app_uuid: &str, process_type: &str) -> String {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in process_type.bytes() {
+        hash = (hash ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+    }
+    let last = (hash & 0x7fff_ffff_ffff) | 0x8000_0000_0000;
+    format!("{}-{last:012x}", app_prefix(app_uuid))
+}
+
+fn app_prefix(app_uuid: &str) -> &str {
+    app_uuid.get(..23).unwrap_or(app_uuid)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn release_and_formation_ids_come_from_the_app_id() {
+        let app = "1b4e28ba-2fa1-41d2-883f-0016d3cca427";
+        let v3 = release_uuid(app, 3);
+        assert_eq!(v3, "1b4e28ba-2fa1-41d2-883f-000000000003");
+        assert_eq!(release_version_of(app, &v3), Some(3));
+        assert_eq!(release_version_of(app, &v3.to_uppercase()), Some(3));
+        assert_eq!(
+            release_version_of(app, "1b4e28ba-2fa1-41d2-883f-00000000003"),
+            None
+        );
+        assert_eq!(
+            release_version_of("aaaaaaaa-2fa1-41d2-883f-0016d3cca427", &v3),
+            None
+        );
+        let web = formation_uuid(app, "web");
+        assert!(web.starts_with("1b4e28ba-2fa1-41d2-883f-"), "{web}");
+        assert!(
+            matches!(&web[24..25], "8" | "9" | "a" | "b" | "c" | "d" | "e" | "f"),
+            "{web}"
+        );
+        assert_ne!(web, formation_uuid(app, "worker"));
+        assert_eq!(release_version_of(app, &web), None);
+        assert_eq!(uuid_from_hex("00"), "00000000-0000-4000-8000-000000000000");
+    }
 
     #[test]
     fn uuids_are_version_4() {

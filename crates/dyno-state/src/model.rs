@@ -29,6 +29,8 @@ pub struct App {
     /// runs VACUUM, which could renumber it). Heroku's numeric app id, as in runtime metrics'
     /// `dyno=heroku.<app id>.<dyno uuid>`.
     pub id: i64,
+    /// Heroku's app id (the Platform API's `id`): a random UUID, kept across a rename.
+    pub uuid: String,
 }
 
 /// A slug: the immutable copy of a deployed directory, and its digest.

@@ -9,7 +9,7 @@ use rusqlite::{Connection, TransactionBehavior};
 use crate::error::StateError;
 use std::path::Path;
 
-pub const MIGRATIONS: &[&str] = &[V1];
+pub const MIGRATIONS: &[&str] = &[V1, V2];
 
 /// The schema version this build writes.
 pub fn latest() -> i64 {
@@ -109,6 +109,30 @@ CREATE TABLE drains (
     UNIQUE (app, url)
 ) STRICT;
 "#;
+
+/// A random version-4 UUID in SQL, new for every row of `apps` (the `apps.name` term keeps SQLite
+/// from computing the subquery once for all rows).
+macro_rules! sql_uuid_v4 {
+    () => {
+        "(SELECT lower(substr(h, 1, 8) || '-' || substr(h, 9, 4) || '-4' || substr(h, 14, 3) || '-'
+                || substr('89ab', 1 + (abs(random()) % 4), 1) || substr(h, 18, 3) || '-'
+                || substr(h, 21, 12))
+          FROM (SELECT hex(randomblob(16)) || substr(apps.name, 1, 0) AS h))"
+    };
+}
+
+/// Heroku's ids: every app has a UUID that stays when it is renamed (the Platform API names an
+/// app by either), and the store's one account has one.
+const V2: &str = concat!(
+    "ALTER TABLE apps ADD COLUMN uuid TEXT;\n",
+    "UPDATE apps SET uuid = ",
+    sql_uuid_v4!(),
+    ";\n",
+    "CREATE UNIQUE INDEX apps_by_uuid ON apps(uuid);\n",
+    "CREATE TRIGGER apps_have_a_uuid BEFORE INSERT ON apps WHEN NEW.uuid IS NULL\n",
+    "BEGIN SELECT RAISE(ABORT, 'an app needs a uuid'); END;\n",
+    "INSERT INTO meta (key, value) SELECT 'account_uuid', lower(hex(randomblob(16)));\n",
+);
 
 /// Runs the migrations the database has not seen yet.
 pub fn migrate(conn: &mut Connection, db_path: &Path) -> Result<(), StateError> {

@@ -62,12 +62,50 @@ fn a_newer_schema_is_refused() {
 }
 
 #[test]
+fn a_store_of_the_first_schema_gives_its_apps_and_account_ids() {
+    let tmp = TempDir::new("v1");
+    std::fs::create_dir_all(tmp.join("data")).unwrap();
+    let conn = rusqlite::Connection::open(tmp.join("data/state.db")).unwrap();
+    conn.execute_batch(dyno_state::schema::MIGRATIONS[0])
+        .unwrap();
+    conn.pragma_update(None, "user_version", 1).unwrap();
+    for name in ["alpha", "beta"] {
+        conn.execute(
+            "INSERT INTO apps (name, created_at, stack) VALUES (?1, 0, 'dyno-1')",
+            [name],
+        )
+        .unwrap();
+    }
+    drop(conn);
+    let store = open(&tmp);
+    let apps = store.list_apps().unwrap();
+    let ids: Vec<&str> = apps.iter().map(|a| a.uuid.as_str()).collect();
+    assert_eq!(ids.len(), 2);
+    assert_ne!(ids[0], ids[1]);
+    for id in &ids {
+        assert_eq!((id.len(), &id[14..15]), (36, "4"), "{id}");
+    }
+    assert_eq!(
+        store.app_by_uuid(&ids[1].to_uppercase()).unwrap().name,
+        "beta"
+    );
+    let account = store.account_uuid().unwrap();
+    assert_eq!(account.len(), 36);
+    assert_eq!(account, store.account_uuid().unwrap());
+}
+
+#[test]
 fn apps_are_created_listed_and_refused_twice() {
     let tmp = TempDir::new("apps");
     let mut store = open(&tmp);
     let a = store.create_app(&app("zeta")).unwrap();
     assert_eq!((a.name.as_str(), a.current_release), ("zeta", 1));
     assert!(!a.maintenance && !a.metrics_enabled);
+    assert_eq!(store.app_by_uuid(&a.uuid).unwrap().name, "zeta");
+    assert_id(
+        store.app_by_uuid("00000000-0000-4000-8000-000000000000"),
+        "not_found",
+    );
     store.create_app(&app("alpha")).unwrap();
     let names: Vec<String> = store
         .list_apps()

@@ -265,6 +265,8 @@ pub struct Status {
     /// The exit status of its last incarnation that ended (Heroku's `Process exited with
     /// status N`).
     pub exit_code: Option<i32>,
+    /// When the dyno came into its state (Heroku's `ps`: `up 2026/12/06 10:00:00 +0000`).
+    pub since: std::time::SystemTime,
 }
 
 /// The handle of a running supervisor.
@@ -306,6 +308,7 @@ fn spawn(platform: Arc<Platform>, def: DynoDef, found: Option<Adoptee>) -> DynoH
         net_name: None,
         restarts: 0,
         exit_code: None,
+        since: std::time::SystemTime::now(),
     });
     let name = def.name();
     let task = tokio::spawn(supervise(platform, def, found, stop_rx, status_tx));
@@ -359,13 +362,22 @@ impl Supervisor {
         }
         self.state = to;
         let net_name = ip.and(self.net_name.clone());
-        let exit_code = self.status.borrow().exit_code;
+        let (exit_code, since) = {
+            let now = self.status.borrow();
+            let since = if now.state == to {
+                now.since
+            } else {
+                std::time::SystemTime::now()
+            };
+            (now.exit_code, since)
+        };
         self.status.send_replace(Status {
             state: to,
             ip,
             net_name,
             restarts: self.restarts,
             exit_code,
+            since,
         });
     }
 }

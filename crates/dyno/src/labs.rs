@@ -59,11 +59,13 @@ mod tests {
                 name: "log-runtime-metrics".into(),
                 description: "Samples.".into(),
                 enabled: true,
+                ..Default::default()
             },
             AppFeature {
                 name: "other".into(),
                 description: "Off.".into(),
                 enabled: false,
+                ..Default::default()
             },
         ];
         assert_eq!(

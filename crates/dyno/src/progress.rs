@@ -73,7 +73,7 @@ impl Goal {
                 size: None,
             });
             if let Some(q) = u.quantity {
-                want.quantity = q;
+                want.quantity = q.apply(want.quantity).unwrap_or(0);
             }
             if u.size.is_some() {
                 want.size = u.size.clone();
@@ -111,7 +111,7 @@ pub fn describe(goal: &Goal, dynos: &[Dyno]) -> String {
             .only_type
             .as_ref()
             .is_some_and(|t| *t != d.process_type);
-        if d.process_type == ONE_OFF || other_type || d.release < goal.min_release {
+        if d.process_type == ONE_OFF || other_type || d.release.version < goal.min_release {
             continue;
         }
         let want = goal.want.get(&d.process_type);
@@ -294,9 +294,13 @@ mod tests {
             name: name.into(),
             process_type: name.split('.').next().unwrap().into(),
             state: state.into(),
-            release,
+            release: dyno_api::heroku::ReleaseRef {
+                id: String::new(),
+                version: release,
+            },
             size: size.into(),
             command: "python3 web.py".into(),
+            ..Default::default()
         }
     }
 
@@ -306,6 +310,7 @@ mod tests {
                 process_type: t.to_string(),
                 quantity: *q,
                 size: s.to_string(),
+                ..Default::default()
             })
             .collect()
     }
@@ -345,12 +350,12 @@ mod tests {
         let updates = [
             FormationUpdate {
                 process_type: "web".into(),
-                quantity: Some(20),
+                quantity: Some(dyno_api::heroku::QuantityChange::To(20)),
                 size: None,
             },
             FormationUpdate {
                 process_type: "worker".into(),
-                quantity: Some(0),
+                quantity: Some(dyno_api::heroku::QuantityChange::To(0)),
                 size: None,
             },
         ];

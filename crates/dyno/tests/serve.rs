@@ -57,7 +57,7 @@ fn wait_for_release(up: &Up, app: &str, release: u64) {
         let done = !all.is_empty()
             && all
                 .iter()
-                .all(|d| d["release"] == release && d["state"] == "up");
+                .all(|d| d["release"]["version"] == release && d["state"] == "up");
         done.then_some(())
             .ok_or(format!("not all on v{release}: {json}"))
     });
@@ -555,7 +555,7 @@ fn bad_input_through_the_api_is_a_4xx_and_changes_nothing() {
             "/apps",
             "/apps/hello/releases",
             "/apps/hello/formation",
-            "/apps/hello/config",
+            "/apps/hello/config-vars",
             "/apps/hello/log-drains",
         ]
         .iter()
@@ -594,7 +594,7 @@ fn bad_input_through_the_api_is_a_4xx_and_changes_nothing() {
         "/apps".into(),
         json,
         b"{\"name\":\"hello\"}".to_vec(),
-        409,
+        422,
     ));
     for (body, status) in [
         (r#"{"updates":[{"type":"web","quantity":101}]}"#, 422),
@@ -621,7 +621,7 @@ fn bad_input_through_the_api_is_a_4xx_and_changes_nothing() {
     ] {
         cases.push((
             "PATCH",
-            "/apps/hello/config".into(),
+            "/apps/hello/config-vars".into(),
             json,
             body.into(),
             status,
@@ -629,9 +629,9 @@ fn bad_input_through_the_api_is_a_4xx_and_changes_nothing() {
     }
     cases.push((
         "POST",
-        "/apps/hello/rollback".into(),
+        "/apps/hello/releases".into(),
         json,
-        br#"{"version":99}"#.to_vec(),
+        br#"{"release":99}"#.to_vec(),
         404,
     ));
     cases.push((

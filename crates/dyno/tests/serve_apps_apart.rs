@@ -60,7 +60,7 @@ fn dynos(up: &Up, app: &str) -> Vec<(String, String, u64)> {
             (
                 d["name"].as_str().unwrap().to_string(),
                 d["state"].as_str().unwrap().to_string(),
-                d["release"].as_u64().unwrap(),
+                d["release"]["version"].as_u64().unwrap(),
             )
         })
         .collect()

@@ -142,7 +142,7 @@ fn snapshot(up: &Up) -> Vec<String> {
     [
         "/apps",
         "/apps/hello/releases",
-        "/apps/hello/config",
+        "/apps/hello/config-vars",
         "/apps/hello/formation",
     ]
     .iter()
@@ -260,7 +260,7 @@ fn a_full_data_dir_refuses_changes_keeps_serving_and_recovers() {
     api_refused(
         up,
         "PATCH",
-        "/apps/hello/config",
+        "/apps/hello/config-vars",
         r#"{"GREETING":"full"}"#,
         507,
         "disk_full",
@@ -294,7 +294,8 @@ fn a_full_data_dir_refuses_changes_keeps_serving_and_recovers() {
     );
     let releases: Vec<dyno_api::Release> = serde_json::from_str(&after[1]).unwrap();
     let versions: Vec<u32> = releases.iter().map(|r| r.version).collect();
-    assert_eq!(versions, [3, 2, 1], "{}", after[1]);
+    // Without a `Range`, the API lists releases by version, oldest first (as Heroku's).
+    assert_eq!(versions, [1, 2, 3], "{}", after[1]);
     assert_eq!(slug_tree(&daemon.data_dir), slugs_before, "slugs");
 
     daemon.stop();
@@ -321,7 +322,7 @@ fn a_read_only_data_dir_refuses_changes_serves_reads_and_recovers() {
     api_refused(
         up,
         "PATCH",
-        "/apps/hello/config",
+        "/apps/hello/config-vars",
         r#"{"GREETING":"ro"}"#,
         503,
         "read_only",

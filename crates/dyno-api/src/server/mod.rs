@@ -2,8 +2,10 @@
 //! authentication) or over TCP with a bearer token. Generic over the [`Platform`] that holds the
 //! state, so this crate knows nothing about SQLite.
 
+mod app_routes;
 mod routes;
 mod unix;
+pub mod v3;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -21,9 +23,10 @@ use tokio::task::JoinSet;
 use crate::error::ApiError;
 use std::collections::BTreeMap;
 
+use crate::heroku::{Account, Domain, ReleaseName};
 use crate::types::{
     App, AppFeature, AppFeatureUpdate, AppName, AppUpdate, Deploy, Dyno, DynoCreate, Formation,
-    FormationUpdates, LogDrain, LogDrainCreate, LogQuery, Release, Rollback,
+    FormationUpdates, LogDrain, LogDrainCreate, LogQuery, Release,
 };
 
 pub use unix::{bind_unix, UnixApiListener};
@@ -143,10 +146,42 @@ pub trait Platform: Send + Sync + 'static {
     fn rollback(
         &self,
         name: AppName,
-        rollback: Rollback,
+        version: u32,
     ) -> impl Future<Output = Result<Release, ApiError>> + Send {
-        let _ = (name, rollback);
+        let _ = (name, version);
         async { Err(not_here("rollback")) }
+    }
+    /// One release, by version or id; `404 not_found` when the app has none such.
+    fn release(
+        &self,
+        name: AppName,
+        which: ReleaseName,
+    ) -> impl Future<Output = Result<Release, ApiError>> + Send {
+        let _ = (name, which);
+        async { Err(not_here("releases")) }
+    }
+    /// The config vars a release runs with.
+    fn release_config(
+        &self,
+        name: AppName,
+        which: ReleaseName,
+    ) -> impl Future<Output = Result<BTreeMap<String, String>, ApiError>> + Send {
+        let _ = (name, which);
+        async { Err(not_here("releases")) }
+    }
+    /// The account every token acts as (`GET /account`).
+    fn account(&self) -> impl Future<Output = Result<Account, ApiError>> + Send {
+        async { Err(not_here("accounts")) }
+    }
+    /// The name of the app whose id is `id` (a UUID): the API names an app by either.
+    fn app_name_of(&self, id: String) -> impl Future<Output = Result<AppName, ApiError>> + Send {
+        let _ = id;
+        async { Err(not_here("app ids")) }
+    }
+    /// The app's domains: its own name under the router's domain, then custom ones.
+    fn domains(&self, name: AppName) -> impl Future<Output = Result<Vec<Domain>, ApiError>> + Send {
+        let _ = name;
+        async { Err(not_here("domains")) }
     }
     /// Prometheus metrics, in the text exposition format.
     fn metrics(&self) -> impl Future<Output = Result<String, ApiError>> + Send {

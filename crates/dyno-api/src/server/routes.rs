@@ -9,32 +9,32 @@ use hyper::{Method, Request, Response, StatusCode};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::{Platform, MAX_BODY_BYTES};
+use super::{v3, Platform, MAX_BODY_BYTES};
 use crate::error::ApiError;
-use std::collections::BTreeMap;
 
-use crate::types::{
-    validate_feature_name, AppCreate, AppFeatureUpdate, AppName, AppUpdate, Deploy, DynoCreate,
-    FormationUpdates, LogDrainCreate, LogQuery, Rollback,
-};
+use crate::heroku;
+use crate::types::{AppCreate, AppName};
 
 /// Every answer's body: whole (`Full`) or streamed (`logs?tail=1`).
 pub(super) type RespBody = http_body_util::combinators::BoxBody<Bytes, std::convert::Infallible>;
-type Resp = Response<RespBody>;
+pub(super) type Resp = Response<RespBody>;
 
 pub(super) async fn handle<P: Platform>(
     req: Request<Incoming>,
     platform: &P,
     token: Option<&[u8]>,
 ) -> Resp {
-    match route(req, platform, token).await {
+    let request_id = v3::request_id(req.headers());
+    let mut resp = match route(req, platform, token).await {
         Ok(resp) => resp,
         Err((e, allow)) => error_response(&e, allow),
-    }
+    };
+    resp.headers_mut().insert("request-id", request_id);
+    resp
 }
 
 /// An error, and for 405 the methods to list in `Allow`.
-type Failure = (ApiError, Option<&'static str>);
+pub(super) type Failure = (ApiError, Option<&'static str>);
 
 async fn route<P: Platform>(
     req: Request<Incoming>,
@@ -46,6 +46,12 @@ async fn route<P: Platform>(
             return Err((ApiError::unauthorized(), None));
         }
     }
+    v3::check_accept(req.headers()).map_err(plain)?;
+    let range = req
+        .headers()
+        .get(hyper::header::RANGE)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+    let range = range.as_deref();
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     let segments: Vec<&str> = match path.strip_prefix('/') {
@@ -58,6 +64,7 @@ async fn route<P: Platform>(
             Some(allow),
         )
     };
+    let empty: [serde_json::Value; 0] = [];
     match segments.as_slice() {
         ["metrics"] => match method {
             Method::GET => {
@@ -71,185 +78,69 @@ async fn route<P: Platform>(
             }
             _ => Err(not_allowed("GET")),
         },
-        ["apps"] => match method {
-            Method::GET => json(StatusCode::OK, &platform.list_apps().await.map_err(plain)?),
-            Method::POST => {
+        ["account"] => match method {
+            Method::GET => json(StatusCode::OK, &platform.account().await.map_err(plain)?),
+            _ => Err(not_allowed("GET")),
+        },
+        // No account-wide labs features, add-ons or attachments: empty lists, and a 404 for
+        // one (Heroku's CLI then tries the app's feature).
+        ["account", "features"] | ["addons"] | ["addon-attachments"] => match method {
+            Method::GET => list(range, &empty, &["id"]),
+            _ => Err(not_allowed("GET")),
+        },
+        ["account", "features", feature] => Err(plain(ApiError::not_found(format!(
+            "No account feature {feature:?}: dyno's features belong to apps (`heroku features -a APP`)."
+        )))),
+        ["apps"] | ["users", "~", "apps"] => match method {
+            Method::GET => list(
+                range,
+                &platform.list_apps().await.map_err(plain)?,
+                &["name", "id"],
+            ),
+            Method::POST if segments.len() == 1 => {
                 let body: AppCreate = read_json(req).await.map_err(plain)?;
+                check_local(body.region.as_deref(), heroku::REGION, "region")?;
+                check_local(body.stack.as_deref(), heroku::STACK, "stack")?;
                 let name = AppName::new(body.name).map_err(plain)?;
                 let app = platform.create_app(name).await.map_err(plain)?;
                 json(StatusCode::CREATED, &app)
             }
-            _ => Err(not_allowed("GET, POST")),
+            _ if segments.len() == 1 => Err(not_allowed("GET, POST")),
+            _ => Err(not_allowed("GET")),
         },
-        // Validate the name before anything else about `/apps/{name}/…`.
-        ["apps", name, rest @ ..] => {
-            let name = AppName::new(*name).map_err(plain)?;
-            match (rest, &method) {
-                ([], &Method::GET) => {
-                    json(StatusCode::OK, &platform.app(name).await.map_err(plain)?)
-                }
-                ([], &Method::DELETE) => json(
-                    StatusCode::OK,
-                    &platform.destroy_app(name).await.map_err(plain)?,
-                ),
-                ([], &Method::PATCH) => {
-                    let body: AppUpdate = read_json(req).await.map_err(plain)?;
-                    json(
-                        StatusCode::OK,
-                        &platform.update_app(name, body).await.map_err(plain)?,
-                    )
-                }
-                ([], _) => Err(not_allowed("GET, PATCH, DELETE")),
-                (["config"], &Method::GET) => {
-                    json(StatusCode::OK, &platform.config(name).await.map_err(plain)?)
-                }
-                (["config"], &Method::PATCH) => {
-                    let body: BTreeMap<String, Option<String>> =
-                        read_json(req).await.map_err(plain)?;
-                    if body.is_empty() {
-                        return Err(plain(ApiError::invalid_params(
-                            "No config vars given: send {\"KEY\":\"value\"} to set, {\"KEY\":null} to unset.",
-                        )));
-                    }
-                    json(
-                        StatusCode::OK,
-                        &platform.update_config(name, body).await.map_err(plain)?,
-                    )
-                }
-                (["config"], _) => Err(not_allowed("GET, PATCH")),
-                (["rollback"], &Method::POST) => {
-                    let body: Rollback = read_json(req).await.map_err(plain)?;
-                    json(
-                        StatusCode::CREATED,
-                        &platform.rollback(name, body).await.map_err(plain)?,
-                    )
-                }
-                (["rollback"], _) => Err(not_allowed("POST")),
-                (["dynos"], &Method::POST) => {
-                    let body: DynoCreate = read_json(req).await.map_err(plain)?;
-                    json(
-                        StatusCode::CREATED,
-                        &platform.run(name, body).await.map_err(plain)?,
-                    )
-                }
-                (["dynos"], &Method::DELETE) => {
-                    platform.restart(name, None).await.map_err(plain)?;
-                    json(StatusCode::ACCEPTED, &serde_json::json!({}))
-                }
-                (["dynos", which], &Method::DELETE) => {
-                    let which = (*which).to_owned();
-                    let ok = !which.is_empty()
-                        && which.len() <= 40
-                        && which
-                            .bytes()
-                            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
-                    if !ok {
-                        return Err(plain(ApiError::invalid_params(
-                            "Name a dyno (web.1) or a process type (web).",
-                        )));
-                    }
-                    platform.restart(name, Some(which)).await.map_err(plain)?;
-                    json(StatusCode::ACCEPTED, &serde_json::json!({}))
-                }
-                (["dynos", _], _) => Err(not_allowed("DELETE")),
-                (["log-drains"], &Method::GET) => {
-                    json(StatusCode::OK, &platform.drains(name).await.map_err(plain)?)
-                }
-                (["log-drains"], &Method::POST) => {
-                    let body: LogDrainCreate = read_json(req).await.map_err(plain)?;
-                    json(
-                        StatusCode::CREATED,
-                        &platform.add_drain(name, body).await.map_err(plain)?,
-                    )
-                }
-                (["log-drains"], _) => Err(not_allowed("GET, POST")),
-                (["log-drains", token], &Method::DELETE) => {
-                    let token = (*token).to_owned();
-                    json(
-                        StatusCode::OK,
-                        &platform.remove_drain(name, token).await.map_err(plain)?,
-                    )
-                }
-                (["log-drains", _], _) => Err(not_allowed("DELETE")),
-                (["releases"], &Method::POST) => {
-                    let body: Deploy = read_json(req).await.map_err(plain)?;
-                    let release = platform.deploy(name, body).await.map_err(plain)?;
-                    json(StatusCode::CREATED, &release)
-                }
-                (["releases"], &Method::GET) => json(
-                    StatusCode::OK,
-                    &platform.releases(name).await.map_err(plain)?,
-                ),
-                (["releases"], _) => Err(not_allowed("GET, POST")),
-                (["formation"], &Method::GET) => json(
-                    StatusCode::OK,
-                    &platform.formation(name).await.map_err(plain)?,
-                ),
-                (["formation"], &Method::PATCH) => {
-                    let body: FormationUpdates = read_json(req).await.map_err(plain)?;
-                    json(
-                        StatusCode::OK,
-                        &platform.scale(name, body).await.map_err(plain)?,
-                    )
-                }
-                (["formation"], _) => Err(not_allowed("GET, PATCH")),
-                (["dynos"], &Method::GET) => {
-                    json(StatusCode::OK, &platform.dynos(name).await.map_err(plain)?)
-                }
-                (["dynos"], _) => Err(not_allowed("GET, POST, DELETE")),
-                (["logs"], &Method::GET) => {
-                    let query = LogQuery::parse(req.uri().query().unwrap_or("")).map_err(plain)?;
-                    if query.tail {
-                        // The recent lines, then every new one, a line per chunk, until the
-                        // client goes away.
-                        let lines = platform.tail(name, query).await.map_err(plain)?;
-                        let mut resp = Response::new(LinesBody(lines).boxed());
-                        resp.headers_mut().insert(
-                            CONTENT_TYPE,
-                            HeaderValue::from_static("text/plain; charset=utf-8"),
-                        );
-                        return Ok(resp);
-                    }
-                    json(
-                        StatusCode::OK,
-                        &platform.logs(name, query).await.map_err(plain)?,
-                    )
-                }
-                (["logs"], _) => Err(not_allowed("GET")),
-                (["features"], &Method::GET) => json(
-                    StatusCode::OK,
-                    &platform.features(name).await.map_err(plain)?,
-                ),
-                (["features"], _) => Err(not_allowed("GET")),
-                (["features", feature], &Method::GET) => {
-                    validate_feature_name(feature).map_err(plain)?;
-                    let feature = (*feature).to_owned();
-                    json(
-                        StatusCode::OK,
-                        &platform.feature(name, feature).await.map_err(plain)?,
-                    )
-                }
-                (["features", feature], &Method::PATCH) => {
-                    validate_feature_name(feature).map_err(plain)?;
-                    let feature = (*feature).to_owned();
-                    let body: AppFeatureUpdate = read_json(req).await.map_err(plain)?;
-                    json(
-                        StatusCode::OK,
-                        &platform
-                            .update_feature(name, feature, body)
-                            .await
-                            .map_err(plain)?,
-                    )
-                }
-                (["features", _], _) => Err(not_allowed("GET, PATCH")),
-                _ => Err(plain(ApiError::no_such_endpoint(method.as_str(), &path))),
-            }
+        // Validate the name (or resolve the id) before anything else about `/apps/{app}/…`.
+        ["apps", app, rest @ ..] => {
+            let name = app_name(platform, app).await?;
+            super::app_routes::app_route(req, platform, name, rest, &method, &path, range).await
         }
         _ => Err(plain(ApiError::no_such_endpoint(method.as_str(), &path))),
     }
 }
 
-fn plain(e: ApiError) -> Failure {
+/// An app named in a path by its name or its id (a UUID, any case).
+async fn app_name<P: Platform>(platform: &P, app: &str) -> Result<AppName, Failure> {
+    let is_uuid = app.len() == 36
+        && app.bytes().enumerate().all(|(i, b)| {
+            matches!(i, 8 | 13 | 18 | 23) == (b == b'-') && (b == b'-' || b.is_ascii_hexdigit())
+        });
+    if is_uuid {
+        platform.app_name_of(app.to_owned()).await.map_err(plain)
+    } else {
+        AppName::new(app).map_err(plain)
+    }
+}
+
+/// Heroku's `region` / `stack` when creating an app: only this host's is taken.
+fn check_local(given: Option<&str>, ours: &str, what: &str) -> Result<(), Failure> {
+    match given {
+        Some(g) if g != ours => Err(plain(ApiError::invalid_params(format!(
+            "This host has one {what}, {ours:?}: got {g:?}. Leave it out or use {ours:?}."
+        )))),
+        _ => Ok(()),
+    }
+}
+
+pub(super) fn plain(e: ApiError) -> Failure {
     (e, None)
 }
 
@@ -278,7 +169,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 /// The body as `T`: `Content-Type: application/json` (415), at most [`MAX_BODY_BYTES`] (413),
 /// valid JSON (400), the right fields (422).
-async fn read_json<T: DeserializeOwned>(req: Request<Incoming>) -> Result<T, ApiError> {
+pub(super) async fn read_json<T: DeserializeOwned>(req: Request<Incoming>) -> Result<T, ApiError> {
     let content_type = req.headers().get(CONTENT_TYPE);
     if !content_type.is_some_and(is_json) {
         let got = content_type.map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
@@ -343,7 +234,32 @@ fn is_json(v: &HeaderValue) -> bool {
         .eq_ignore_ascii_case(b"application/json")
 }
 
-fn json<T: Serialize>(status: StatusCode, value: &T) -> Result<Resp, Failure> {
+/// A list, one page of it as `Range` asks (sorted by one of `fields`, the first by default):
+/// `200`, or `206` with `Next-Range` when more is left.
+pub(super) fn list<T: Serialize>(
+    range: Option<&str>,
+    items: &[T],
+    fields: &[&str],
+) -> Result<Resp, Failure> {
+    let values = items
+        .iter()
+        .map(serde_json::to_value)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| plain(ApiError::internal(e)))?;
+    let page = v3::page(values, range, fields).map_err(plain)?;
+    let status = match page.next_range {
+        Some(_) => StatusCode::PARTIAL_CONTENT,
+        None => StatusCode::OK,
+    };
+    let mut resp = json(status, &page.items)?;
+    if let Some(next) = page.next_range {
+        let value = HeaderValue::from_str(&next).map_err(|e| plain(ApiError::internal(e)))?;
+        resp.headers_mut().insert("next-range", value);
+    }
+    Ok(resp)
+}
+
+pub(super) fn json<T: Serialize>(status: StatusCode, value: &T) -> Result<Resp, Failure> {
     let body = serde_json::to_vec(value).map_err(|e| plain(ApiError::internal(e)))?;
     Ok(response(status, body))
 }
@@ -380,7 +296,7 @@ pub(super) fn error_response(e: &ApiError, allow: Option<&'static str>) -> Resp 
 }
 
 /// A streamed body of text lines.
-struct LinesBody(tokio::sync::mpsc::Receiver<String>);
+pub(super) struct LinesBody(pub(super) tokio::sync::mpsc::Receiver<String>);
 
 impl hyper::body::Body for LinesBody {
     type Data = Bytes;

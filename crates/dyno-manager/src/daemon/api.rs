@@ -5,10 +5,12 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use dyno_api::heroku::{Account, Domain, Ref, ReleaseName, ReleaseRef, UserRef};
 use dyno_api::{
     ApiError, App, AppFeature, AppFeatureUpdate, AppName, AppUpdate, Deploy, Dyno, DynoCreate,
-    Formation, FormationUpdates, LogDrain, LogDrainCreate, LogQuery, Platform, Release, Rollback,
+    Formation, FormationUpdates, LogDrain, LogDrainCreate, LogQuery, Platform, Release,
 };
+use dyno_state::ids::{formation_uuid, release_uuid, release_version_of};
 use dyno_state::model::ScaleChange;
 use dyno_state::{ProcessType, Quantity, SizeName};
 
@@ -35,13 +37,105 @@ fn invalid(e: impl std::fmt::Display) -> ApiError {
 pub struct DaemonApi(pub std::sync::Arc<Daemon>);
 
 impl DaemonApi {
-    fn app_out(&self, app: &dyno_state::model::App) -> App {
-        App {
+    fn app_out(&self, app: &dyno_state::model::App, owner: &UserRef) -> App {
+        let name = AppName::new(app.name.as_str()).unwrap_or_else(|_| unreachable_name(app));
+        let mut out = App::new(&name, &app.uuid, owner.clone(), time(app.created_at_ms));
+        out.maintenance = app.maintenance;
+        out.web_url = self.0.web_url(&app.name);
+        out
+    }
+
+    /// The account every token acts as, and as an app's owner.
+    async fn the_account(&self) -> Result<Account, ApiError> {
+        let id = self.0.with_store(|s| s.account_uuid()).await?;
+        Ok(Account::new(id, dyno_api::rfc3339(UNIX_EPOCH)))
+    }
+
+    async fn owner(&self) -> Result<UserRef, ApiError> {
+        Ok(self.the_account().await?.as_owner())
+    }
+
+    async fn app_ref(&self, name: &AppName) -> Result<(dyno_state::model::App, Ref), ApiError> {
+        let app = self.0.app(name.as_str()).await?;
+        let r = Ref {
+            id: app.uuid.clone(),
             name: app.name.clone(),
-            created_at: dyno_api::rfc3339(time(app.created_at_ms)),
-            maintenance: app.maintenance,
-            web_url: self.0.web_url(&app.name),
-        }
+        };
+        Ok((app, r))
+    }
+
+    /// Every release of the app in Heroku's shape, oldest first, with the store's rows.
+    async fn releases_out(
+        &self,
+        name: &AppName,
+    ) -> Result<Vec<(Release, dyno_state::model::Release)>, ApiError> {
+        let (app, app_ref) = self.app_ref(name).await?;
+        let user = self.owner().await?;
+        let list = self.0.releases(name.as_str()).await?;
+        let newest = list.iter().map(|r| r.version).max().unwrap_or(0);
+        Ok(list
+            .into_iter()
+            .map(|r| {
+                let out = release_shape(&r, &app.uuid, &app_ref, &user, newest);
+                (out, r)
+            })
+            .collect())
+    }
+
+    async fn find_release(
+        &self,
+        name: &AppName,
+        which: &ReleaseName,
+    ) -> Result<(Release, dyno_state::model::Release), ApiError> {
+        let (app, _) = self.app_ref(name).await?;
+        let version = which
+            .version()
+            .or_else(|| release_version_of(&app.uuid, &which.text()));
+        let found = match version {
+            Some(v) => self
+                .releases_out(name)
+                .await?
+                .into_iter()
+                .find(|(r, _)| r.version == v),
+            None => None,
+        };
+        found.ok_or_else(|| {
+            ApiError::not_found(format!(
+                "No release {} of {name}: see `heroku releases -a {name}`.",
+                which.text()
+            ))
+        })
+    }
+}
+
+/// The store only holds valid names; this is never reached.
+fn unreachable_name(app: &dyno_state::model::App) -> AppName {
+    AppName::new("invalid")
+        .unwrap_or_else(|_| panic!("the store holds an invalid app name {:?}", app.name))
+}
+
+fn release_shape(
+    r: &dyno_state::model::Release,
+    app_uuid: &str,
+    app: &Ref,
+    user: &UserRef,
+    newest: u32,
+) -> Release {
+    let created_at = dyno_api::rfc3339(time(r.created_at_ms));
+    Release {
+        version: r.version,
+        description: r.description.clone(),
+        updated_at: created_at.clone(),
+        created_at,
+        current: r.version == newest,
+        id: release_uuid(app_uuid, r.version),
+        status: "succeeded".into(),
+        user: user.clone(),
+        app: app.clone(),
+        eligible_for_rollback: true,
+        addon_plan_names: Vec::new(),
+        output_stream_url: None,
+        slug: None,
     }
 }
 
@@ -56,6 +150,10 @@ fn features_of(app: &dyno_state::model::App) -> Vec<AppFeature> {
                 LOG_RUNTIME_METRICS => app.metrics_enabled,
                 _ => false,
             },
+            id: formation_uuid(&app.uuid, &format!("feature:{name}")),
+            // Heroku lists `log-runtime-metrics` under labs (`heroku labs`), not `features`.
+            state: "beta".into(),
+            ..Default::default()
         })
         .collect()
 }
@@ -78,23 +176,77 @@ fn feature_of(app: &dyno_state::model::App, feature: &str) -> Result<AppFeature,
 impl Platform for DaemonApi {
     async fn list_apps(&self) -> Result<Vec<App>, ApiError> {
         let apps = self.0.list_apps().await?;
-        Ok(apps.iter().map(|a| self.app_out(a)).collect())
+        let owner = self.owner().await?;
+        Ok(apps.iter().map(|a| self.app_out(a, &owner)).collect())
     }
 
     async fn create_app(&self, name: AppName) -> Result<App, ApiError> {
-        let app = self.0.create_app(name.as_str()).await?;
-        Ok(self.app_out(&app))
+        let app = match self.0.create_app(name.as_str()).await {
+            Err(e) if e.kind == dyno_error::ErrorKind::Conflict => {
+                return Err(ApiError::name_taken(name.as_str()))
+            }
+            other => other?,
+        };
+        Ok(self.app_out(&app, &self.owner().await?))
     }
 
     async fn destroy_app(&self, name: AppName) -> Result<App, ApiError> {
         let app = self.0.app(name.as_str()).await?;
         self.0.destroy_app(name.as_str()).await?;
-        Ok(self.app_out(&app))
+        Ok(self.app_out(&app, &self.owner().await?))
     }
 
     async fn app(&self, name: AppName) -> Result<App, ApiError> {
         let app = self.0.app(name.as_str()).await?;
-        Ok(self.app_out(&app))
+        Ok(self.app_out(&app, &self.owner().await?))
+    }
+
+    async fn account(&self) -> Result<Account, ApiError> {
+        self.the_account().await
+    }
+
+    async fn app_name_of(&self, id: String) -> Result<AppName, ApiError> {
+        let app = self.0.with_store(move |s| s.app_by_uuid(&id)).await?;
+        AppName::new(app.name)
+    }
+
+    async fn release(&self, name: AppName, which: ReleaseName) -> Result<Release, ApiError> {
+        Ok(self.find_release(&name, &which).await?.0)
+    }
+
+    async fn release_config(
+        &self,
+        name: AppName,
+        which: ReleaseName,
+    ) -> Result<BTreeMap<String, String>, ApiError> {
+        let (_, row) = self.find_release(&name, &which).await?;
+        Ok(row.config.into_iter().collect())
+    }
+
+    async fn domains(&self, name: AppName) -> Result<Vec<Domain>, ApiError> {
+        let (app, app_ref) = self.app_ref(&name).await?;
+        let created_at = dyno_api::rfc3339(time(app.created_at_ms));
+        let hostname = self
+            .0
+            .web_url(&app.name)
+            .split("://")
+            .nth(1)
+            .and_then(|rest| rest.split([':', '/']).next())
+            .unwrap_or_default()
+            .to_string();
+        Ok(vec![Domain {
+            id: formation_uuid(&app.uuid, "domain:heroku"),
+            hostname,
+            kind: "heroku".into(),
+            cname: None,
+            status: "none".into(),
+            acm_status: None,
+            acm_status_reason: None,
+            sni_endpoint: None,
+            app: app_ref,
+            updated_at: created_at.clone(),
+            created_at,
+        }])
     }
 
     async fn deploy(&self, name: AppName, deploy: Deploy) -> Result<Release, ApiError> {
@@ -106,26 +258,30 @@ impl Platform for DaemonApi {
             )));
         }
         let release = self.0.deploy(name.as_str(), dir).await?;
-        Ok(release_out(release))
+        self.release(name, ReleaseName::Version(release.version))
+            .await
     }
 
     async fn releases(&self, name: AppName) -> Result<Vec<Release>, ApiError> {
-        let list = self.0.releases(name.as_str()).await?;
-        let newest = list.iter().map(|r| r.version).max().unwrap_or(0);
-        Ok(list
+        let mut list: Vec<Release> = self
+            .releases_out(&name)
+            .await?
             .into_iter()
-            .map(|r| Release {
-                version: r.version,
-                current: r.version == newest,
-                description: r.description,
-                created_at: dyno_api::rfc3339(time(r.created_at_ms)),
-            })
-            .collect())
+            .map(|(r, _)| r)
+            .collect();
+        // Newest first, as the trait promises (the API sorts pages by the client's Range).
+        list.sort_by_key(|r| std::cmp::Reverse(r.version));
+        Ok(list)
     }
 
     async fn formation(&self, name: AppName) -> Result<Vec<Formation>, ApiError> {
+        let (app, app_ref) = self.app_ref(&name).await?;
         let list = self.0.formation(name.as_str()).await?;
-        Ok(list.into_iter().map(formation_out).collect())
+        let release = self.0.current_release(name.as_str()).await?;
+        Ok(list
+            .into_iter()
+            .map(|f| formation_out(f, &app, &app_ref, &release))
+            .collect())
     }
 
     async fn scale(
@@ -138,6 +294,7 @@ impl Platform for DaemonApi {
                 "updates is empty: give at least one, e.g. {\"type\":\"web\",\"quantity\":2}.",
             ));
         }
+        let current = self.0.formation(name.as_str()).await?;
         let mut changes = Vec::new();
         for u in updates.updates {
             if u.quantity.is_none() && u.size.is_none() {
@@ -150,31 +307,55 @@ impl Platform for DaemonApi {
                 process_type: ProcessType::parse(&u.process_type).map_err(invalid)?,
                 quantity: u
                     .quantity
-                    .map(|q| Quantity::new(q, Quantity::DEFAULT_MAX))
-                    .transpose()
-                    .map_err(invalid)?,
+                    .map(|q| {
+                        let now = current
+                            .iter()
+                            .find(|f| f.process_type == u.process_type)
+                            .map_or(0, |f| f.quantity);
+                        let to = q.apply(now).ok_or_else(|| {
+                            invalid(format!(
+                                "{} has {now} dynos: that change would leave fewer than none.",
+                                u.process_type
+                            ))
+                        })?;
+                        Quantity::new(to, Quantity::DEFAULT_MAX).map_err(invalid)
+                    })
+                    .transpose()?,
                 size: u
                     .size
                     .as_deref()
+                    // Any case (Heroku's CLI sends `standard-2x` as typed).
                     .map(SizeName::parse)
                     .transpose()
                     .map_err(invalid)?,
             });
         }
-        let list = self.0.scale(name.as_str(), changes).await?;
-        Ok(list.into_iter().map(formation_out).collect())
+        self.0.scale(name.as_str(), changes).await?;
+        self.formation(name).await
     }
 
     async fn dynos(&self, name: AppName) -> Result<Vec<Dyno>, ApiError> {
-        Ok(self.0.ps(name.as_str()).await?)
+        let (app, app_ref) = self.app_ref(&name).await?;
+        let mut list = self.0.ps(name.as_str()).await?;
+        for d in &mut list {
+            d.app = app_ref.clone();
+            d.release.id = release_uuid(&app.uuid, d.release.version);
+        }
+        Ok(list)
     }
 
     async fn update_app(&self, name: AppName, update: AppUpdate) -> Result<App, ApiError> {
-        let app = self
-            .0
-            .set_maintenance(name.as_str(), update.maintenance)
-            .await?;
-        Ok(self.app_out(&app))
+        if update.name.as_deref().is_some_and(|n| n != name.as_str()) {
+            return Err(invalid(format!(
+                "Renaming an app is not supported by dyno yet: {name} keeps its name. Create a \
+                 new app and deploy to it instead."
+            )));
+        }
+        let app = match update.maintenance {
+            Some(on) => self.0.set_maintenance(name.as_str(), on).await?,
+            None => self.0.app(name.as_str()).await?,
+        };
+        Ok(self.app_out(&app, &self.owner().await?))
     }
 
     async fn config(&self, name: AppName) -> Result<BTreeMap<String, String>, ApiError> {
@@ -204,9 +385,10 @@ impl Platform for DaemonApi {
         Ok(self.0.config(name.as_str()).await?)
     }
 
-    async fn rollback(&self, name: AppName, rollback: Rollback) -> Result<Release, ApiError> {
-        let release = self.0.rollback(name.as_str(), rollback.version).await?;
-        Ok(release_out(release))
+    async fn rollback(&self, name: AppName, version: u32) -> Result<Release, ApiError> {
+        let release = self.0.rollback(name.as_str(), version).await?;
+        self.release(name, ReleaseName::Version(release.version))
+            .await
     }
 
     async fn metrics(&self) -> Result<String, ApiError> {
@@ -214,15 +396,45 @@ impl Platform for DaemonApi {
     }
 
     async fn run(&self, name: AppName, dyno: DynoCreate) -> Result<Dyno, ApiError> {
-        let started = self.0.run_one_off(name.as_str(), &dyno.command).await?;
-        let release = self.0.app(name.as_str()).await?.current_release;
+        if dyno.attach == Some(true) {
+            return Err(invalid(
+                "Attached one-off dynos are not supported by dyno yet: use `heroku run:detached` \
+                 and read the output with `heroku logs --dyno run.N`.",
+            ));
+        }
+        let (app, app_ref) = self.app_ref(&name).await?;
+        let env = dyno.env.unwrap_or_default();
+        for key in env.keys() {
+            dyno_state::ConfigKey::parse(key).map_err(invalid)?;
+        }
+        if let Some(size) = dyno.size.as_deref() {
+            if !size.eq_ignore_ascii_case("Standard-1X") {
+                return Err(invalid(format!(
+                    "One-off dynos run at Standard-1X on dyno for now: got size {size:?}."
+                )));
+            }
+        }
+        let started = self
+            .0
+            .run_one_off(name.as_str(), &dyno.command, env)
+            .await?;
+        let version = app.current_release.max(1);
+        let now = dyno_api::rfc3339(SystemTime::now());
         Ok(Dyno {
             name: started,
             process_type: "run".into(),
             state: "starting".into(),
-            release,
+            release: ReleaseRef {
+                id: release_uuid(&app.uuid, version),
+                version,
+            },
             size: "Standard-1X".into(),
             command: dyno.command,
+            id: String::new(),
+            app: app_ref,
+            updated_at: now.clone(),
+            created_at: now,
+            attach_url: None,
         })
     }
 
@@ -328,26 +540,36 @@ fn filter(query: &LogQuery) -> Filter {
 }
 
 fn drain_out(d: dyno_state::model::Drain) -> LogDrain {
+    let created_at = dyno_api::rfc3339(time(d.created_at_ms));
     LogDrain {
+        id: d.token.strip_prefix("d.").unwrap_or(&d.token).to_string(),
         token: d.token,
         url: d.url.as_str().to_string(),
-        created_at: dyno_api::rfc3339(time(d.created_at_ms)),
+        updated_at: created_at.clone(),
+        created_at,
+        addon: None,
     }
 }
 
-fn release_out(r: dyno_state::model::Release) -> Release {
-    Release {
-        version: r.version,
-        description: r.description,
-        created_at: dyno_api::rfc3339(time(r.created_at_ms)),
-        current: true,
-    }
-}
-
-fn formation_out(f: dyno_state::model::FormationEntry) -> Formation {
+fn formation_out(
+    f: dyno_state::model::FormationEntry,
+    app: &dyno_state::model::App,
+    app_ref: &Ref,
+    release: &dyno_state::model::Release,
+) -> Formation {
+    let created_at = dyno_api::rfc3339(time(app.created_at_ms));
     Formation {
+        id: formation_uuid(&app.uuid, &f.process_type),
+        command: release
+            .process_types
+            .get(&f.process_type)
+            .cloned()
+            .unwrap_or_default(),
         process_type: f.process_type,
         quantity: f.quantity,
         size: f.size,
+        app: app_ref.clone(),
+        updated_at: created_at.clone(),
+        created_at,
     }
 }

@@ -456,9 +456,14 @@ impl Daemon {
         Ok(drain)
     }
 
-    /// `dyno run -a APP CMD`: a one-off dyno `run.N` on the current release, never restarted.
-    /// Returns its name; its output and exit status are in the app's log.
-    pub async fn run_one_off(&self, name: &str, command: &str) -> Result<String, DaemonError> {
+    /// `dyno run -a APP CMD`: a one-off dyno `run.N` on the current release (`env` added to its
+    /// config), never restarted. Returns its name; its output and exit status go to the log.
+    pub async fn run_one_off(
+        &self,
+        name: &str,
+        command: &str,
+        env: dyno_state::model::Config,
+    ) -> Result<String, DaemonError> {
         if command.trim().is_empty() {
             return Err(DaemonError::new(
                 ErrorKind::InvalidParams,
@@ -472,7 +477,8 @@ impl Daemon {
                  remove it (quote binary data, e.g. in base64)",
             ));
         }
-        let release = self.current_release(name).await?;
+        let mut release = self.current_release(name).await?;
+        release.config.extend(env);
         let Some(slug) = release.slug.clone() else {
             return Err(DaemonError::new(
                 ErrorKind::Conflict,
@@ -536,17 +542,23 @@ impl Daemon {
             .iter()
             // A finished one-off is gone (its exit status is in the log).
             .filter(|d| !(d.process == ONE_OFF && d.handle.is_finished()))
-            .map(|d| Dyno {
-                name: d.name.clone(),
-                process_type: d.process.clone(),
-                state: d.handle.status.borrow().state.as_str().to_string(),
-                release: d.release,
-                size: d.size.name.to_string(),
-                command: release
-                    .process_types
-                    .get(&d.process)
-                    .cloned()
-                    .unwrap_or_default(),
+            .map(|d| {
+                let status = d.handle.status.borrow();
+                let since = dyno_api::rfc3339(status.since);
+                Dyno {
+                    name: d.name.clone(),
+                    process_type: d.process.clone(),
+                    state: status.state.as_str().to_string(),
+                    release: dyno_api::heroku::ReleaseRef {
+                        id: String::new(),
+                        version: d.release,
+                    },
+                    size: d.size.name.to_string(),
+                    command: (release.process_types.get(&d.process).cloned()).unwrap_or_default(),
+                    created_at: since.clone(),
+                    updated_at: since,
+                    ..Default::default()
+                }
             })
             .collect();
         list.sort_by(|a, b| (&a.process_type, &a.name).cmp(&(&b.process_type, &b.name)));

@@ -160,7 +160,10 @@ async fn while_one_app_boots_slowly_another_scales_changes_config_restarts_and_i
     .await;
     let release = lab.daemon.current_release("quick").await.unwrap();
     let ps = lab.daemon.ps("quick").await.unwrap();
-    assert!(ps.iter().all(|d| d.release == release.version), "{ps:?}");
+    assert!(
+        ps.iter().all(|d| d.release.version == release.version),
+        "{ps:?}"
+    );
 
     let made = lab.fake.made("quick");
     lab.daemon.restart("quick", Some("web.2")).await.unwrap();
@@ -234,7 +237,7 @@ async fn a_new_release_rolls_over_only_once_its_web_dynos_are_up() {
     let ps = lab.daemon.ps("hello").await.unwrap();
     assert!(
         ps.iter()
-            .all(|d| d.release == release.version && d.state == "up"),
+            .all(|d| d.release.version == release.version && d.state == "up"),
         "{ps:?}"
     );
     let events = lab.fake.events();

@@ -14,7 +14,7 @@ use crate::validate::{AppName, ValidationError};
 pub const STACK: &str = "dyno-1";
 
 const APP_COLUMNS: &str = "a.name, a.created_at, a.maintenance, a.metrics_enabled, a.stack,
-     (SELECT MAX(version) FROM releases r WHERE r.app = a.name), a.rowid";
+     (SELECT MAX(version) FROM releases r WHERE r.app = a.name), a.rowid, a.uuid";
 
 fn app_from_row(r: &Row<'_>) -> rusqlite::Result<App> {
     Ok(App {
@@ -25,6 +25,7 @@ fn app_from_row(r: &Row<'_>) -> rusqlite::Result<App> {
         stack: r.get(4)?,
         current_release: r.get::<_, Option<u32>>(5)?.unwrap_or(0),
         id: r.get(6)?,
+        uuid: r.get(7)?,
     })
 }
 
@@ -58,8 +59,8 @@ impl Store {
                 )));
             }
             tx.execute(
-                "INSERT INTO apps (name, created_at, stack) VALUES (?1, ?2, ?3)",
-                params![name.as_str(), now_ms(), STACK],
+                "INSERT INTO apps (name, created_at, stack, uuid) VALUES (?1, ?2, ?3, ?4)",
+                params![name.as_str(), now_ms(), STACK, crate::ids::uuid_v4()],
             )?;
             super::releases::insert_release(
                 tx,
@@ -129,6 +130,35 @@ impl Store {
 
     pub fn app(&self, name: &AppName) -> Result<App, StateError> {
         self.read(|conn| require_app(conn, name))
+    }
+
+    /// The app whose Heroku id is `uuid` (any case).
+    pub fn app_by_uuid(&self, uuid: &str) -> Result<App, StateError> {
+        self.read(|conn| {
+            conn.query_row(
+                &format!("SELECT {APP_COLUMNS} FROM apps a WHERE a.uuid = lower(?1)"),
+                [uuid],
+                app_from_row,
+            )
+            .optional()?
+            .ok_or_else(|| {
+                StateError::not_found(format!(
+                    "no app with id {uuid}; see `dyno apps` for the apps there are"
+                ))
+            })
+        })
+    }
+
+    /// The id of the store's one account (every API token acts as it), a UUID.
+    pub fn account_uuid(&self) -> Result<String, StateError> {
+        self.read(|conn| {
+            let hex: String = conn.query_row(
+                "SELECT value FROM meta WHERE key = 'account_uuid'",
+                [],
+                |r| r.get(0),
+            )?;
+            Ok(crate::ids::uuid_from_hex(&hex))
+        })
     }
 
     /// `maintenance:on` / `maintenance:off` (the router answers 503 for the app while on).

@@ -268,7 +268,7 @@ fn parse_change(spec: &str) -> Result<FormationUpdate, String> {
     }
     Ok(FormationUpdate {
         process_type,
-        quantity,
+        quantity: quantity.map(dyno_api::heroku::QuantityChange::To),
         size,
     })
 }
@@ -465,7 +465,7 @@ mod tests {
         let c = parse_change("web=2").unwrap();
         assert_eq!(
             (c.process_type.as_str(), c.quantity, c.size),
-            ("web", Some(2), None)
+            ("web", Some(dyno_api::heroku::QuantityChange::To(2)), None)
         );
         let c = parse_change("worker=1:Standard-2X").unwrap();
         assert_eq!(c.size.as_deref(), Some("Standard-2X"));

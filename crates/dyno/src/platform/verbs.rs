@@ -116,7 +116,10 @@ pub(super) async fn ps(api: &ApiClient, json: bool, app: String) -> Result<(), S
                 ));
                 last_type = &d.process_type;
             }
-            s.push_str(&format!("{}: {} (v{})\n", d.name, d.state, d.release));
+            s.push_str(&format!(
+                "{}: {} (v{})\n",
+                d.name, d.state, d.release.version
+            ));
         }
         s
     });

@@ -1,14 +1,13 @@
 //! The API's client, used by the CLI: one HTTP/1.1 connection per request, over the unix socket
 //! or over TCP with a bearer token.
 
-use std::collections::BTreeMap;
 use std::io;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use hyper::header::{HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE, HOST};
+use hyper::header::{HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE, HOST, RANGE};
 use hyper::{Method, Request};
 use hyper_util::rt::TokioIo;
 use serde::de::DeserializeOwned;
@@ -17,10 +16,8 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpStream, UnixStream};
 
 use crate::error::ApiError;
-use crate::types::{
-    App, AppCreate, AppFeature, AppFeatureUpdate, AppUpdate, Deploy, Dyno, DynoCreate, Formation,
-    FormationUpdate, FormationUpdates, LogDrain, LogDrainCreate, LogQuery, Release, Rollback,
-};
+
+mod resources;
 
 /// The daemon's default API socket.
 pub const DEFAULT_SOCKET: &str = "/run/dyno/api.sock";
@@ -148,174 +145,42 @@ impl ApiClient {
         self.decode(resp)
     }
 
+    /// `GET path` of a list, every page of it: the first as `range` asks (`None`: the
+    /// server's order), then each `Next-Range` the server answers with.
+    pub async fn get_all<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        range: Option<&str>,
+    ) -> Result<Vec<T>, ClientError> {
+        let mut all = Vec::new();
+        let mut range = range.map(str::to_owned);
+        loop {
+            let resp = self
+                .request_ranged(Method::GET, path, None, range.as_deref(), Bytes::new())
+                .await?;
+            let next = resp
+                .headers
+                .get("next-range")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
+            let page: Vec<T> = self.decode(resp)?;
+            let empty = page.is_empty();
+            all.extend(page);
+            match next {
+                Some(next) if !empty && range.as_deref() != Some(next.as_str()) => {
+                    range = Some(next)
+                }
+                _ => return Ok(all),
+            }
+        }
+    }
+
     /// `DELETE path` → `T`.
     pub async fn delete<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
         let resp = self
             .request(Method::DELETE, path, None, Bytes::new())
             .await?;
         self.decode(resp)
-    }
-
-    /// `GET /apps`.
-    pub async fn list_apps(&self) -> Result<Vec<App>, ClientError> {
-        self.get("/apps").await
-    }
-
-    /// `POST /apps`.
-    pub async fn create_app(&self, name: &str) -> Result<App, ClientError> {
-        let body = AppCreate {
-            name: name.to_owned(),
-        };
-        self.post("/apps", &body).await
-    }
-
-    /// `GET /apps/{name}`. The name goes into the path as it is; the server validates it.
-    pub async fn app(&self, name: &str) -> Result<App, ClientError> {
-        self.get(&format!("/apps/{name}")).await
-    }
-
-    /// `DELETE /apps/{name}`.
-    pub async fn destroy_app(&self, name: &str) -> Result<App, ClientError> {
-        self.delete(&format!("/apps/{name}")).await
-    }
-
-    /// `GET /apps/{name}/features`: the app's Heroku Labs features.
-    pub async fn features(&self, app: &str) -> Result<Vec<AppFeature>, ClientError> {
-        self.get(&format!("/apps/{app}/features")).await
-    }
-
-    /// `PATCH /apps/{name}/features/{feature}`: `labs:enable` (`true`) / `labs:disable`.
-    pub async fn set_feature(
-        &self,
-        app: &str,
-        feature: &str,
-        enabled: bool,
-    ) -> Result<AppFeature, ClientError> {
-        self.patch(
-            &format!("/apps/{app}/features/{feature}"),
-            &AppFeatureUpdate { enabled },
-        )
-        .await
-    }
-
-    /// `PATCH /apps/{name}`: maintenance mode on or off.
-    pub async fn update_app(&self, app: &str, maintenance: bool) -> Result<App, ClientError> {
-        self.patch(&format!("/apps/{app}"), &AppUpdate { maintenance })
-            .await
-    }
-
-    /// `GET /apps/{name}/releases`, oldest first.
-    pub async fn releases(&self, app: &str) -> Result<Vec<Release>, ClientError> {
-        self.get(&format!("/apps/{app}/releases")).await
-    }
-
-    /// `POST /apps/{name}/releases`: `dir` (absolute, on the daemon's host) becomes the slug
-    /// of a new release; the answer comes once the formation runs it.
-    pub async fn deploy(&self, app: &str, dir: &str) -> Result<Release, ClientError> {
-        let body = Deploy {
-            dir: dir.to_owned(),
-        };
-        self.post(&format!("/apps/{app}/releases"), &body).await
-    }
-
-    /// `POST /apps/{name}/rollback`: a new release with `version`'s slug and config.
-    pub async fn rollback(&self, app: &str, version: u32) -> Result<Release, ClientError> {
-        self.post(&format!("/apps/{app}/rollback"), &Rollback { version })
-            .await
-    }
-
-    /// `GET /apps/{name}/formation`.
-    pub async fn formation(&self, app: &str) -> Result<Vec<Formation>, ClientError> {
-        self.get(&format!("/apps/{app}/formation")).await
-    }
-
-    /// `PATCH /apps/{name}/formation`: `ps:scale` and `ps:type`.
-    pub async fn update_formation(
-        &self,
-        app: &str,
-        updates: Vec<FormationUpdate>,
-    ) -> Result<Vec<Formation>, ClientError> {
-        self.patch(
-            &format!("/apps/{app}/formation"),
-            &FormationUpdates { updates },
-        )
-        .await
-    }
-
-    /// `GET /apps/{name}/dynos`.
-    pub async fn dynos(&self, app: &str) -> Result<Vec<Dyno>, ClientError> {
-        self.get(&format!("/apps/{app}/dynos")).await
-    }
-
-    /// `POST /apps/{name}/dynos`: a one-off dyno running `command`.
-    pub async fn run(&self, app: &str, command: &str) -> Result<Dyno, ClientError> {
-        let body = DynoCreate {
-            command: command.to_owned(),
-        };
-        self.post(&format!("/apps/{app}/dynos"), &body).await
-    }
-
-    /// `DELETE /apps/{name}/dynos[/{dyno}]`: `ps:restart` of every dyno, of a process type
-    /// (`web`) or of one dyno (`web.1`).
-    pub async fn restart(
-        &self,
-        app: &str,
-        which: Option<&str>,
-    ) -> Result<serde_json::Value, ClientError> {
-        match which {
-            Some(d) => self.delete(&format!("/apps/{app}/dynos/{d}")).await,
-            None => self.delete(&format!("/apps/{app}/dynos")).await,
-        }
-    }
-
-    /// `GET /apps/{name}/config`.
-    pub async fn config(&self, app: &str) -> Result<BTreeMap<String, String>, ClientError> {
-        self.get(&format!("/apps/{app}/config")).await
-    }
-
-    /// `PATCH /apps/{name}/config`: `Some` sets a var, `None` unsets it; the new config.
-    pub async fn update_config(
-        &self,
-        app: &str,
-        changes: &BTreeMap<String, Option<String>>,
-    ) -> Result<BTreeMap<String, String>, ClientError> {
-        self.patch(&format!("/apps/{app}/config"), changes).await
-    }
-
-    /// `GET /apps/{name}/log-drains`.
-    pub async fn drains(&self, app: &str) -> Result<Vec<LogDrain>, ClientError> {
-        self.get(&format!("/apps/{app}/log-drains")).await
-    }
-
-    /// `POST /apps/{name}/log-drains`.
-    pub async fn add_drain(&self, app: &str, url: &str) -> Result<LogDrain, ClientError> {
-        let body = LogDrainCreate {
-            url: url.to_owned(),
-        };
-        self.post(&format!("/apps/{app}/log-drains"), &body).await
-    }
-
-    /// `DELETE /apps/{name}/log-drains/{token}`.
-    pub async fn remove_drain(&self, app: &str, token: &str) -> Result<LogDrain, ClientError> {
-        self.delete(&format!("/apps/{app}/log-drains/{token}"))
-            .await
-    }
-
-    /// `GET /apps/{name}/logs?…`: the recent lines the query selects.
-    pub async fn logs(&self, app: &str, query: &LogQuery) -> Result<Vec<String>, ClientError> {
-        self.get(&format!("/apps/{app}/logs?{}", query.to_query()))
-            .await
-    }
-
-    /// `GET /apps/{name}/logs?…&tail=1`: the recent lines, then each new one as it comes.
-    pub async fn tail_logs(
-        &self,
-        app: &str,
-        query: &LogQuery,
-        on_line: impl FnMut(&str),
-    ) -> Result<(), ClientError> {
-        let path = format!("/apps/{app}/logs?{}", query.to_query());
-        self.stream_lines(&path, on_line).await
     }
 
     /// One request with any method, content type and body; the answer as received (any status).
@@ -326,7 +191,20 @@ impl ApiClient {
         content_type: Option<&str>,
         body: Bytes,
     ) -> Result<RawResponse, ClientError> {
-        let (resp, _driver) = self.open(method, path, content_type, body).await?;
+        self.request_ranged(method, path, content_type, None, body)
+            .await
+    }
+
+    /// [`ApiClient::request`] with a `Range` header (Heroku's pagination of lists).
+    async fn request_ranged(
+        &self,
+        method: Method,
+        path: &str,
+        content_type: Option<&str>,
+        range: Option<&str>,
+        body: Bytes,
+    ) -> Result<RawResponse, ClientError> {
+        let (resp, _driver) = self.open(method, path, content_type, range, body).await?;
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
         let body = resp
@@ -348,7 +226,9 @@ impl ApiClient {
         path: &str,
         mut on_line: impl FnMut(&str),
     ) -> Result<(), ClientError> {
-        let (resp, _driver) = self.open(Method::GET, path, None, Bytes::new()).await?;
+        let (resp, _driver) = self
+            .open(Method::GET, path, None, None, Bytes::new())
+            .await?;
         let status = resp.status().as_u16();
         let mut body = resp.into_body();
         if status != 200 {
@@ -394,15 +274,21 @@ impl ApiClient {
         method: Method,
         path: &str,
         content_type: Option<&str>,
+        range: Option<&str>,
         body: Bytes,
     ) -> Result<(hyper::Response<hyper::body::Incoming>, AbortOnDrop), ClientError> {
         let mut req = Request::builder()
             .method(method)
             .uri(path)
             .header(HOST, "dyno")
-            .header(ACCEPT, "application/json");
+            .header(ACCEPT, "application/vnd.heroku+json; version=3");
         if let Some(ct) = content_type {
             req = req.header(CONTENT_TYPE, ct);
+        }
+        if let Some(range) = range {
+            let value = HeaderValue::from_str(range)
+                .map_err(|_| self.protocol(0, "a Range header with characters not allowed"))?;
+            req = req.header(RANGE, value);
         }
         if let Some(token) = self.token() {
             let value = HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| {

@@ -1,0 +1,337 @@
+//! Heroku's own CLI (`heroku`, from npm, pinned in `.ci/run`) against a real `dyno serve` over
+//! its TCP API (privileged: run as root). The CLI runs in the daemon's lab namespace with
+//! `HEROKU_HOST` pointing at the API; every call it makes stays on that loopback.
+//!
+//! Each command is asserted on what it prints and on what changed in the daemon (read back
+//! through dyno's own CLI).
+
+mod support;
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use dyno_net::ns;
+use support::*;
+
+const API_PORT: u16 = 5800;
+const TOKEN: &str = "heroku-cli-test-token-0123456789";
+const APP: &str = "cli-hello";
+
+/// The `heroku` executable: `$HEROKU_CLI`, or where `.ci/run` installs it.
+fn heroku_bin() -> PathBuf {
+    let path = std::env::var_os("HEROKU_CLI")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo().join("target/heroku-cli/node_modules/.bin/heroku"));
+    assert!(
+        path.exists(),
+        "Heroku's CLI is not at {}: install it with \
+         `npm install --prefix target/heroku-cli --no-audit --no-fund heroku@11.10.0` \
+         (as .ci/run does), or set HEROKU_CLI",
+        path.display()
+    );
+    path
+}
+
+struct Heroku {
+    up: Up,
+    bin: PathBuf,
+    /// The CLI's home (its config and cache) and the API token's file; removed on drop.
+    home: PathBuf,
+}
+
+impl Drop for Heroku {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.home);
+    }
+}
+
+impl Heroku {
+    fn start(tag: &str) -> Heroku {
+        // Not in the daemon's scratch dir, which `Up::serve` makes anew.
+        let home = std::env::temp_dir().join(format!("dyno-test-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&home);
+        std::fs::create_dir_all(&home).unwrap();
+        let token_file = home.join("token");
+        std::fs::write(&token_file, TOKEN).unwrap();
+        let listen = format!("127.0.0.1:{API_PORT}");
+        let up = Up::serve(
+            tag,
+            &[
+                "--api-listen",
+                &listen,
+                "--api-token-file",
+                token_file.to_str().unwrap(),
+                "--boot-timeout",
+                "20s",
+                "--stop-grace",
+                "3s",
+            ],
+        );
+        up.wait_api();
+        Heroku {
+            up,
+            bin: heroku_bin(),
+            home,
+        }
+    }
+
+    /// `heroku ARGS…` with `token`: (exit code, stdout, stderr).
+    fn run_with(&self, token: &str, args: &[&str]) -> (i32, String, String) {
+        let api = format!("http://127.0.0.1:{API_PORT}");
+        let mut command = Command::new(&self.bin);
+        command
+            .args(args)
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", &self.home)
+            .env("HEROKU_HOST", &api)
+            // The CLI asks a second host about the account: the daemon answers it too, so
+            // the token never leaves this namespace.
+            .env("HEROKU_PARTICLEBOARD_URL", &api)
+            .env("HEROKU_API_KEY", token)
+            .env("DISABLE_TELEMETRY", "true")
+            .env("HEROKU_SKIP_NEW_VERSION_CHECK", "true")
+            .env("NO_COLOR", "1")
+            .env("FORCE_COLOR", "0")
+            .env("COLUMNS", "200");
+        ns::command_in(&mut command, self.up.lab.host.netns(), None).unwrap();
+        let out = command.output().unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// `heroku ARGS…`, which must succeed: its stdout and stderr together.
+    fn ok(&self, args: &[&str]) -> String {
+        let (code, stdout, stderr) = self.run_with(TOKEN, args);
+        assert_eq!(
+            code,
+            0,
+            "heroku {args:?} failed:\n{stdout}\n{stderr}\n--- daemon:\n{}",
+            self.up.notes()
+        );
+        format!("{stdout}{stderr}")
+    }
+
+    /// `heroku ARGS…`, which must fail: (exit code, stdout and stderr together).
+    fn fails(&self, args: &[&str]) -> (i32, String) {
+        let (code, stdout, stderr) = self.run_with(TOKEN, args);
+        assert_ne!(code, 0, "heroku {args:?} should fail:\n{stdout}\n{stderr}");
+        (code, format!("{stdout}{stderr}"))
+    }
+
+    fn dyno_json(&self, args: &[&str]) -> serde_json::Value {
+        let (stdout, _) = self.up.cli_succeeds(args);
+        serde_json::from_str(&stdout).unwrap()
+    }
+
+    fn config(&self) -> serde_json::Value {
+        self.dyno_json(&["config", "-a", APP, "--json"])
+    }
+
+    /// The app's formation, read through dyno's own client on the API socket.
+    fn formation(&self) -> Vec<dyno_api::Formation> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let api = dyno_api::ApiClient::unix(self.up.api_socket());
+        runtime.block_on(api.formation(APP)).unwrap()
+    }
+
+    fn web_quantity(&self) -> u32 {
+        self.formation()
+            .iter()
+            .find(|f| f.process_type == "web")
+            .map_or(0, |f| f.quantity)
+    }
+
+    fn app_names(&self) -> Vec<String> {
+        let apps = self.dyno_json(&["apps", "--json"]);
+        apps.as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["name"].as_str().unwrap().to_string())
+            .collect()
+    }
+
+    fn wait_web_up(&self, count: usize) {
+        poll_until(Duration::from_secs(40), Duration::from_millis(200), || {
+            let dynos = self.dyno_json(&["ps", "-a", APP, "--json"]);
+            let up = dynos
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|d| d["type"] == "web" && d["state"] == "up")
+                .count();
+            (up == count)
+                .then_some(())
+                .ok_or(format!("{up} of {count} web dynos up: {dynos}"))
+        });
+    }
+}
+
+fn contains(out: &str, what: &str) {
+    assert!(out.contains(what), "expected {what:?} in:\n{out}");
+}
+
+#[test]
+fn heroku_cli_core_commands_drive_dyno_serve() {
+    require_root();
+    let h = Heroku::start("heroku-cli");
+
+    // The account and an app of it.
+    contains(&h.ok(&["auth:whoami"]), "dyno@localhost");
+    let created = h.ok(&["apps:create", APP]);
+    contains(&created, &format!("Creating {APP}... done"));
+    contains(&created, &format!("http://{APP}.localhost:8080/"));
+    assert_eq!(h.app_names(), [APP]);
+    let apps = h.ok(&["apps"]);
+    contains(&apps, "=== dyno@localhost Apps");
+    contains(&apps, APP);
+    let info = h.ok(&["apps:info", "-a", APP]);
+    contains(&info, &format!("=== {APP}"));
+    contains(&info, "Owner:");
+    contains(&info, "dyno@localhost");
+    contains(&info, "Stack:");
+    contains(&info, "dyno-1");
+    contains(&info, "Region:");
+
+    // Deploy (dyno's own verb until `git push` lands), then Heroku's `ps`.
+    let dir = repo().join("examples/hello");
+    h.up.cli_succeeds(&["deploy", dir.to_str().unwrap(), "-a", APP]);
+    h.wait_web_up(1);
+    let ps = h.ok(&["ps", "-a", APP]);
+    contains(&ps, "=== web (Standard-1X): python3 web.py (1)");
+    contains(&ps, "web.1: up ");
+    contains(&ps, "ago)");
+
+    // Config vars: set, read, unset; each a release.
+    let set = h.ok(&["config:set", "GREETING=hi there", "-a", APP]);
+    contains(
+        &set,
+        "Setting GREETING and restarting cli-hello... done, v3",
+    );
+    contains(&set, "GREETING: hi there");
+    assert_eq!(h.config()["GREETING"], "hi there");
+    contains(&h.ok(&["config", "-a", APP]), "GREETING: hi there");
+    assert_eq!(
+        h.ok(&["config:get", "GREETING", "-a", APP]).trim(),
+        "hi there"
+    );
+    contains(
+        &h.ok(&["config:unset", "GREETING", "-a", APP]),
+        "Unsetting GREETING and restarting cli-hello... done, v4",
+    );
+    assert!(h.config().get("GREETING").is_none());
+
+    // Formation: absolute and relative, and the size as typed.
+    contains(
+        &h.ok(&["ps:scale", "web=2", "-a", APP]),
+        "now running web at 2:Standard-1X",
+    );
+    assert_eq!(h.web_quantity(), 2);
+    h.wait_web_up(2);
+    contains(
+        &h.ok(&["ps:scale", "web-1", "-a", APP]),
+        "now running web at 1:Standard-1X",
+    );
+    assert_eq!(h.web_quantity(), 1);
+    contains(&h.ok(&["ps:scale", "-a", APP]), "web=1:Standard-1X");
+    contains(
+        &h.ok(&["ps:type", "web=standard-2x", "-a", APP]),
+        "Standard-2X",
+    );
+    let formation = h.formation();
+    assert_eq!(formation[0].size, "Standard-2X", "{formation:?}");
+    h.wait_web_up(1);
+
+    // Restarts and stops go through (the formation starts a stopped dyno again).
+    h.ok(&["ps:restart", "-a", APP]);
+    h.ok(&["ps:restart", "web", "-a", APP]);
+    h.ok(&["ps:stop", "web.1", "-a", APP]);
+    h.wait_web_up(1);
+
+    // Releases, one of them, and a rollback to v3 (GREETING set).
+    let releases = h.ok(&["releases", "-a", APP]);
+    contains(&releases, "=== cli-hello Releases - Current: v4");
+    contains(&releases, "Set GREETING config vars");
+    contains(&releases, "dyno@localhost");
+    let v3 = h.ok(&["releases:info", "v3", "-a", APP]);
+    contains(&v3, "=== Release v3");
+    contains(&v3, "GREETING: hi there");
+    contains(
+        &h.ok(&["rollback", "v3", "-a", APP]),
+        "Rolling back cli-hello to v3... done, v5",
+    );
+    assert_eq!(h.config()["GREETING"], "hi there");
+
+    // A detached one-off with an extra variable: its output goes to the app's log.
+    let detached = h.ok(&[
+        "run:detached",
+        "-e",
+        "WHO=detached",
+        "-a",
+        APP,
+        "--",
+        "echo",
+        "hello-$WHO",
+    ]);
+    contains(&detached, "done, run.1");
+    poll_until(Duration::from_secs(20), Duration::from_millis(200), || {
+        let (logs, _) = h.up.cli_succeeds(&["logs", "-a", APP, "--ps", "run.1"]);
+        logs.contains("app[run.1]: hello-detached")
+            .then_some(())
+            .ok_or(format!("no output of run.1 yet:\n{logs}"))
+    });
+    let (code, attached) = h.fails(&["run", "-a", APP, "--", "true"]);
+    assert_eq!(code, 2, "{attached}");
+    contains(&attached, "run:detached");
+
+    // Maintenance.
+    h.ok(&["maintenance:on", "-a", APP]);
+    assert_eq!(h.ok(&["maintenance", "-a", APP]).trim(), "on");
+    h.ok(&["maintenance:off", "-a", APP]);
+    assert_eq!(h.ok(&["maintenance", "-a", APP]).trim(), "off");
+
+    // Labs, drains, domains, certificates and add-ons.
+    contains(&h.ok(&["labs", "-a", APP]), "log-runtime-metrics");
+    h.ok(&["labs:enable", "log-runtime-metrics", "-a", APP]);
+    contains(
+        &h.up.cli_succeeds(&["labs", "-a", APP]).0,
+        "[+] log-runtime-metrics",
+    );
+    // A syslog drain on the namespace's loopback, where nothing listens.
+    let drain = "syslog://127.0.0.1:9";
+    contains(
+        &h.ok(&["drains:add", drain, "-a", APP]),
+        "Successfully added drain syslog://127.0.0.1:9",
+    );
+    contains(&h.ok(&["drains", "-a", APP]), drain);
+    h.ok(&["drains:remove", drain, "-a", APP]);
+    assert!(!h.ok(&["drains", "-a", APP]).contains(drain));
+    contains(&h.ok(&["domains", "-a", APP]), "cli-hello.localhost");
+    contains(&h.ok(&["certs", "-a", APP]), "has no SSL certificates");
+    h.ok(&["addons", "-a", APP]);
+
+    // Errors come back in Heroku's shape, and change nothing.
+    let (_, taken) = h.fails(&["apps:create", APP]);
+    contains(&taken, "already taken");
+    let (_, unknown) = h.fails(&["apps:info", "-a", "no-such-app"]);
+    contains(&unknown, "not_found");
+    let (_, bad_scale) = h.fails(&["ps:scale", "web-5", "-a", APP]);
+    contains(&bad_scale, "fewer than none");
+    assert_eq!(h.web_quantity(), 1);
+    let (code, stdout, stderr) = h.run_with("wrong-token-0123456789", &["apps"]);
+    assert_ne!(code, 0);
+    contains(&format!("{stdout}{stderr}"), "invalid");
+
+    contains(
+        &h.ok(&["apps:destroy", APP, "--confirm", APP]),
+        "Destroying cli-hello",
+    );
+    assert!(h.app_names().is_empty(), "the app is gone");
+}
