@@ -175,7 +175,7 @@ async fn serve(
         FnSink(move |app: &str, line: RouterLog| sink_daemon.router_line(app, line)),
     );
     let router_task = tokio::spawn(router.serve(router_socket));
-    let platform = Arc::new(DaemonApi(daemon.clone()));
+    let platform = Arc::new(DaemonApi::new(daemon.clone()));
     let api_task = tokio::spawn(dyno_api::serve_unix_listener(api, platform.clone()));
     let tcp_task = match (api_listen, token) {
         (Some(addr), Some(token)) => {

@@ -78,6 +78,20 @@ impl Heroku {
 
     /// `heroku ARGS…` with `token`: (exit code, stdout, stderr).
     fn run_with(&self, token: &str, args: &[&str]) -> (i32, String, String) {
+        let out = self.command_with(token, args).output().unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// `heroku ARGS…` ready to run, in the daemon's namespace.
+    fn command(&self, args: &[&str]) -> Command {
+        self.command_with(TOKEN, args)
+    }
+
+    fn command_with(&self, token: &str, args: &[&str]) -> Command {
         let api = format!("http://127.0.0.1:{API_PORT}");
         let mut command = Command::new(&self.bin);
         command
@@ -96,12 +110,7 @@ impl Heroku {
             .env("FORCE_COLOR", "0")
             .env("COLUMNS", "200");
         ns::command_in(&mut command, self.up.lab.host.netns(), None).unwrap();
-        let out = command.output().unwrap();
-        (
-            out.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
+        command
     }
 
     /// `heroku ARGS…`, which must succeed: its stdout and stderr together.
@@ -287,6 +296,38 @@ fn heroku_cli_core_commands_drive_dyno_serve() {
             .then_some(())
             .ok_or(format!("no output of run.1 yet:\n{logs}"))
     });
+    // `heroku logs`: Heroku's log sessions; filtered by dyno and source.
+    let logs = h.ok(&["logs", "-a", APP, "-n", "200"]);
+    contains(&logs, "app[run.1]: hello-detached");
+    contains(&logs, "heroku[web.1]: State changed from starting to up");
+    let filtered = h.ok(&["logs", "-a", APP, "--dyno", "run.1", "--source", "app"]);
+    contains(&filtered, "app[run.1]: hello-detached");
+    assert!(!filtered.contains("heroku[web.1]"), "{filtered}");
+    // `--tail` sees a line printed after it started.
+    let mut tail = h.command(&["logs", "--tail", "-a", APP, "--source", "app"]);
+    tail.stdout(std::process::Stdio::piped());
+    let mut tail = tail.spawn().unwrap();
+    let seen = collect(tail.stdout.take().unwrap());
+    poll_until(Duration::from_secs(20), Duration::from_millis(100), || {
+        let lines = seen.lock().unwrap();
+        lines
+            .iter()
+            .any(|l| l.contains("hello-detached"))
+            .then_some(())
+            .ok_or(format!("the tail shows no recent line yet: {lines:?}"))
+    });
+    h.ok(&["run:detached", "-a", APP, "--", "echo", "tail-marker"]);
+    poll_until(Duration::from_secs(20), Duration::from_millis(100), || {
+        let lines = seen.lock().unwrap();
+        lines
+            .iter()
+            .any(|l| l.contains("app[run.2]: tail-marker"))
+            .then_some(())
+            .ok_or(format!("the tail does not show the new line: {lines:?}"))
+    });
+    let _ = tail.kill();
+    let _ = tail.wait();
+
     let (code, attached) = h.fails(&["run", "-a", APP, "--", "true"]);
     assert_eq!(code, 2, "{attached}");
     contains(&attached, "run:detached");

@@ -11,7 +11,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use super::routes::{json, list, plain, read_json, Failure, LinesBody, Resp};
 use super::Platform;
 use crate::error::ApiError;
-use crate::heroku::{ReleaseCreate, ReleaseName};
+use crate::heroku::{LogSession, LogSessionCreate, ReleaseCreate, ReleaseName};
 use crate::types::{
     validate_feature_name, AppFeatureUpdate, AppName, AppUpdate, Deploy, DynoCreate,
     FormationUpdate, FormationUpdates, LogDrainCreate, LogQuery,
@@ -247,6 +247,26 @@ pub(super) async fn app_route<P: Platform>(
             )
         }
         (["logs"], _) => Err(not_allowed("GET")),
+        (["log-sessions"], &Method::POST) => {
+            let headers = req.headers().clone();
+            let body: LogSessionCreate = read_json(req).await.map_err(plain)?;
+            let query = super::log_sessions::query_of(&body)?;
+            let secret = platform
+                .open_log_session(name, query)
+                .await
+                .map_err(plain)?;
+            let now = crate::types::rfc3339(std::time::SystemTime::now());
+            json(
+                StatusCode::CREATED,
+                &LogSession {
+                    logplex_url: super::log_sessions::url_for(&headers, &secret),
+                    id: secret,
+                    created_at: now.clone(),
+                    updated_at: now,
+                },
+            )
+        }
+        (["log-sessions"], _) => Err(not_allowed("POST")),
         (["features"], &Method::GET) => json(
             StatusCode::OK,
             &platform.features(name).await.map_err(plain)?,

@@ -3,6 +3,7 @@
 //! state, so this crate knows nothing about SQLite.
 
 mod app_routes;
+pub mod log_sessions;
 mod routes;
 mod unix;
 pub mod v3;
@@ -168,6 +169,23 @@ pub trait Platform: Send + Sync + 'static {
     ) -> impl Future<Output = Result<BTreeMap<String, String>, ApiError>> + Send {
         let _ = (name, which);
         async { Err(not_here("releases")) }
+    }
+    /// Opens a log session of the app for `query`; its secret (the last segment of its URL).
+    fn open_log_session(
+        &self,
+        name: AppName,
+        query: LogQuery,
+    ) -> impl Future<Output = Result<String, ApiError>> + Send {
+        let _ = (name, query);
+        async { Err(not_here("log sessions")) }
+    }
+    /// The app and query of an open log session; `404 not_found` for an unknown or expired one.
+    fn log_session(
+        &self,
+        secret: String,
+    ) -> impl Future<Output = Result<(AppName, LogQuery), ApiError>> + Send {
+        let _ = secret;
+        async { Err(not_here("log sessions")) }
     }
     /// The account every token acts as (`GET /account`).
     fn account(&self) -> impl Future<Output = Result<Account, ApiError>> + Send {

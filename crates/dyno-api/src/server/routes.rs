@@ -41,6 +41,16 @@ async fn route<P: Platform>(
     platform: &P,
     token: Option<&[u8]>,
 ) -> Result<Resp, Failure> {
+    // A log session's URL is its own credential (Heroku's CLI sends no token there).
+    if let Some(secret) = req.uri().path().strip_prefix("/log-sessions/") {
+        if req.method() != Method::GET {
+            return Err((
+                ApiError::method_not_allowed(req.method().as_str(), req.uri().path(), "GET"),
+                Some("GET"),
+            ));
+        }
+        return super::log_sessions::stream(platform, secret, req.headers()).await;
+    }
     if let Some(token) = token {
         if !authorized(req.headers(), token) {
             return Err((ApiError::unauthorized(), None));

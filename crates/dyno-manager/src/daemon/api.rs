@@ -14,6 +14,7 @@ use dyno_state::ids::{formation_uuid, release_uuid, release_version_of};
 use dyno_state::model::ScaleChange;
 use dyno_state::{ProcessType, Quantity, SizeName};
 
+use super::log_sessions::LogSessions;
 use super::runtime_metrics::{FEATURES, LOG_RUNTIME_METRICS};
 use super::{Daemon, DaemonError};
 use dyno_logs::logring::Filter;
@@ -34,7 +35,13 @@ fn invalid(e: impl std::fmt::Display) -> ApiError {
 }
 
 /// `Arc<Daemon>` serves the API.
-pub struct DaemonApi(pub std::sync::Arc<Daemon>);
+pub struct DaemonApi(pub std::sync::Arc<Daemon>, LogSessions);
+
+impl DaemonApi {
+    pub fn new(daemon: std::sync::Arc<Daemon>) -> DaemonApi {
+        DaemonApi(daemon, LogSessions::default())
+    }
+}
 
 impl DaemonApi {
     fn app_out(&self, app: &dyno_state::model::App, owner: &UserRef) -> App {
@@ -199,6 +206,16 @@ impl Platform for DaemonApi {
     async fn app(&self, name: AppName) -> Result<App, ApiError> {
         let app = self.0.app(name.as_str()).await?;
         Ok(self.app_out(&app, &self.owner().await?))
+    }
+
+    async fn open_log_session(&self, name: AppName, query: LogQuery) -> Result<String, ApiError> {
+        // An unknown app is a 404 now, not when the stream is read.
+        self.0.app(name.as_str()).await?;
+        self.1.open(name, query)
+    }
+
+    async fn log_session(&self, secret: String) -> Result<(AppName, LogQuery), ApiError> {
+        self.1.get(&secret)
     }
 
     async fn account(&self) -> Result<Account, ApiError> {

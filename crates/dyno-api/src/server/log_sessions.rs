@@ -1,0 +1,201 @@
+//! Heroku's log sessions: `POST /apps/{app}/log-sessions` answers a `logplex_url`, and a `GET`
+//! of that URL streams the app's log as Server-Sent Events (`data: <line>`), which is what
+//! Heroku's CLI reads (`heroku logs [--tail]`).
+//!
+//! The URL carries its own secret (the CLI sends no token there), so `GET /log-sessions/{id}`
+//! is the one path served without the bearer token. Without `tail` the stream ends after the
+//! recent lines; with it, new lines follow until the client goes away, with a comment every
+//! [`KEEPALIVE`] so that idle proxies keep the connection. A client that comes back with
+//! `Last-Event-ID` (the CLI reconnects a tail that was cut) gets only new lines.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use hyper::header::{HeaderMap, HeaderValue, CACHE_CONTROL, CONTENT_TYPE, HOST};
+use hyper::Response;
+use tokio::sync::mpsc;
+
+use super::routes::{plain, Failure, Resp};
+use super::Platform;
+use crate::error::ApiError;
+use crate::heroku::LogSessionCreate;
+use crate::types::LogQuery;
+
+/// How often an idle tail sends a comment line.
+pub const KEEPALIVE: Duration = Duration::from_secs(15);
+
+/// The query a session body asks for (`lines` 1–1500, `dyno`, `source`, `tail`), checked as
+/// `GET /apps/{app}/logs` checks its query string.
+pub(super) fn query_of(body: &LogSessionCreate) -> Result<LogQuery, Failure> {
+    let mut parts = Vec::new();
+    if let Some(n) = body.lines {
+        parts.push(format!("n={n}"));
+    }
+    // Heroku's CLI sends a process type (`-p web`) in `dyno` too; `type` is the newer field.
+    if let Some(ps) = body.dyno.as_deref().or(body.process_type.as_deref()) {
+        parts.push(format!("ps={}", encode_query(ps)));
+    }
+    if let Some(source) = body.source.as_deref() {
+        parts.push(format!("source={}", encode_query(source)));
+    }
+    if body.tail == Some(true) {
+        parts.push("tail=1".into());
+    }
+    LogQuery::parse(&parts.join("&")).map_err(plain)
+}
+
+/// Keeps a value's `&` and `=` from reading as the query's own separators.
+fn encode_query(value: &str) -> String {
+    value
+        .replace('%', "%25")
+        .replace('&', "%26")
+        .replace('=', "%3D")
+}
+
+/// `http://HOST/log-sessions/{secret}`: the host the client reached this API at.
+pub(super) fn url_for(headers: &HeaderMap, secret: &str) -> String {
+    let host = headers
+        .get(HOST)
+        .and_then(|h| h.to_str().ok())
+        .filter(|h| {
+            !h.is_empty()
+                && h.len() <= 255
+                && h.bytes().all(|b| {
+                    b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']')
+                })
+        })
+        .unwrap_or("localhost");
+    format!("http://{host}/log-sessions/{secret}")
+}
+
+/// `GET /log-sessions/{secret}`: the session's lines as an event stream.
+pub(super) async fn stream<P: Platform>(
+    platform: &P,
+    secret: &str,
+    headers: &HeaderMap,
+) -> Result<Resp, Failure> {
+    let (app, mut query) = platform
+        .log_session(secret.to_owned())
+        .await
+        .map_err(plain)?;
+    let resumed = headers.contains_key("last-event-id");
+    let (tx, rx) = mpsc::channel::<Bytes>(256);
+    if query.tail {
+        if resumed {
+            query.n = Some(0);
+        }
+        let mut lines = platform.tail(app, query).await.map_err(plain)?;
+        tokio::spawn(async move {
+            let mut id = 0u64;
+            loop {
+                let frame = tokio::select! {
+                    line = lines.recv() => match line {
+                        Some(line) => {
+                            id += 1;
+                            event(id, &line)
+                        }
+                        None => return,
+                    },
+                    () = tokio::time::sleep(KEEPALIVE) => Bytes::from_static(b": keepalive\n\n"),
+                };
+                if tx.send(frame).await.is_err() {
+                    return;
+                }
+            }
+        });
+    } else {
+        let lines = platform.logs(app, query).await.map_err(plain)?;
+        tokio::spawn(async move {
+            for (i, line) in lines.iter().enumerate() {
+                if tx.send(event(i as u64 + 1, line)).await.is_err() {
+                    return;
+                }
+            }
+        });
+    }
+    let mut resp = Response::new(EventBody(rx).boxed());
+    let headers = resp.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    Ok(resp)
+}
+
+/// One event: `id: N`, then the line as `data:` (a line holding a newline becomes several
+/// `data:` fields, which a client joins back with newlines).
+fn event(id: u64, line: &str) -> Bytes {
+    let mut out = format!("id: {id}\n");
+    for part in line.split('\n') {
+        out.push_str("data: ");
+        out.push_str(part.strip_suffix('\r').unwrap_or(part));
+        out.push('\n');
+    }
+    out.push('\n');
+    Bytes::from(out)
+}
+
+/// A body of frames made by a task.
+struct EventBody(mpsc::Receiver<Bytes>);
+
+impl hyper::body::Body for EventBody {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+        self.0
+            .poll_recv(cx)
+            .map(|frame| frame.map(|f| Ok(hyper::body::Frame::data(f))))
+    }
+}
+
+/// A new session's secret: 128 random bits as hex.
+pub fn new_secret() -> Result<String, ApiError> {
+    let mut bytes = [0u8; 16];
+    std::io::Read::read_exact(
+        &mut std::fs::File::open("/dev/urandom").map_err(ApiError::internal)?,
+        &mut bytes,
+    )
+    .map_err(ApiError::internal)?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_are_framed_line_by_line() {
+        assert_eq!(
+            event(3, "2026-12-07T10:00:00.000000+00:00 app[web.1]: hi"),
+            Bytes::from_static(b"id: 3\ndata: 2026-12-07T10:00:00.000000+00:00 app[web.1]: hi\n\n")
+        );
+        assert_eq!(
+            event(1, "a\r\nb"),
+            Bytes::from_static(b"id: 1\ndata: a\ndata: b\n\n")
+        );
+    }
+
+    #[test]
+    fn session_bodies_become_log_queries() {
+        let body: LogSessionCreate =
+            serde_json::from_str(r#"{"source":"app","dyno":"web.1","lines":5,"tail":false}"#)
+                .unwrap();
+        let q = query_of(&body).unwrap();
+        assert_eq!(
+            (q.n, q.ps.as_deref(), q.source.as_deref(), q.tail),
+            (Some(5), Some("web.1"), Some("app"), false)
+        );
+        let body: LogSessionCreate = serde_json::from_str(r#"{"dyno":"web&n=9"}"#).unwrap();
+        assert!(query_of(&body).is_err());
+        let body: LogSessionCreate = serde_json::from_str(r#"{"lines":0}"#).unwrap();
+        assert!(query_of(&body).is_err());
+        let mut h = HeaderMap::new();
+        h.insert(HOST, HeaderValue::from_static("127.0.0.1:5000"));
+        assert_eq!(url_for(&h, "ab"), "http://127.0.0.1:5000/log-sessions/ab");
+        h.insert(HOST, HeaderValue::from_static("evil/x?"));
+        assert_eq!(url_for(&h, "ab"), "http://localhost/log-sessions/ab");
+    }
+}
