@@ -678,7 +678,13 @@ fn bad_input_through_the_api_is_a_4xx_and_changes_nothing() {
         Vec::new(),
         404,
     ));
-    cases.push(("GET", "/apps/hello/logs?n=0".into(), None, Vec::new(), 422));
+    cases.push((
+        "POST",
+        "/apps/hello/log-sessions".into(),
+        json,
+        br#"{"lines":0}"#.to_vec(),
+        422,
+    ));
     // Random bytes as app names in paths: a 4xx every time, never a 5xx.
     let mut seed = 0x2545_f491_4f6c_dd1du64;
     for _ in 0..100 {

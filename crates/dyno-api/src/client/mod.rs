@@ -368,7 +368,7 @@ impl ApiClient {
         }
     }
 
-    fn protocol(&self, status: u16, reason: &str) -> ClientError {
+    pub(crate) fn protocol(&self, status: u16, reason: &str) -> ClientError {
         ClientError::Protocol {
             target: self.target_name(),
             status,

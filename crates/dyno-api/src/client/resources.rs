@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::heroku::{ReleaseCreate, ReleaseName};
+use crate::heroku::{LogSession, LogSessionCreate, ReleaseCreate, ReleaseName};
 use crate::types::{
     App, AppCreate, AppFeature, AppFeatureUpdate, AppUpdate, Deploy, Dyno, DynoCreate, Formation,
     FormationUpdate, FormationUpdates, LogDrain, LogDrainCreate, LogQuery, Release,
@@ -172,20 +172,69 @@ impl ApiClient {
             .await
     }
 
-    /// `GET /apps/{name}/logs?…`: the recent lines the query selects.
+    /// The recent lines the query selects (Heroku's log session, read to its end).
     pub async fn logs(&self, app: &str, query: &LogQuery) -> Result<Vec<String>, ClientError> {
-        self.get(&format!("/apps/{app}/logs?{}", query.to_query()))
-            .await
+        let path = self.log_session(app, query, false).await?;
+        let mut lines = Vec::new();
+        self.stream_lines(&path, |line| {
+            if let Some(data) = event_data(line) {
+                lines.push(data.to_owned());
+            }
+        })
+        .await?;
+        Ok(lines)
     }
 
-    /// `GET /apps/{name}/logs?…&tail=1`: the recent lines, then each new one as it comes.
+    /// The recent lines, then each new one as it comes (a log session with `tail`), until the
+    /// daemon ends the stream.
     pub async fn tail_logs(
         &self,
         app: &str,
         query: &LogQuery,
-        on_line: impl FnMut(&str),
+        mut on_line: impl FnMut(&str),
     ) -> Result<(), ClientError> {
-        let path = format!("/apps/{app}/logs?{}", query.to_query());
-        self.stream_lines(&path, on_line).await
+        let path = self.log_session(app, query, true).await?;
+        self.stream_lines(&path, |line| {
+            if let Some(data) = event_data(line) {
+                on_line(data);
+            }
+        })
+        .await
     }
+
+    /// `POST /apps/{name}/log-sessions`: the path of the session's stream (read over this
+    /// client's own socket or address, whatever host the URL names).
+    async fn log_session(
+        &self,
+        app: &str,
+        query: &LogQuery,
+        tail: bool,
+    ) -> Result<String, ClientError> {
+        let body = LogSessionCreate {
+            dyno: query.ps.clone(),
+            lines: query.n,
+            source: query.source.clone(),
+            tail: Some(tail),
+            ..Default::default()
+        };
+        let session: LogSession = self
+            .post(&format!("/apps/{app}/log-sessions"), &body)
+            .await?;
+        match session.logplex_url.find("/log-sessions/") {
+            Some(i) => Ok(session.logplex_url[i..].to_owned()),
+            None => Err(self.protocol(
+                201,
+                &format!(
+                    "a log session URL without its path: {}",
+                    session.logplex_url
+                ),
+            )),
+        }
+    }
+}
+
+/// The text of an event stream's `data:` line; `None` for ids, comments and blank lines.
+fn event_data(line: &str) -> Option<&str> {
+    let data = line.strip_prefix("data:")?;
+    Some(data.strip_prefix(' ').unwrap_or(data))
 }

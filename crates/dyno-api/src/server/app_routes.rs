@@ -3,18 +3,16 @@
 
 use std::collections::BTreeMap;
 
-use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use hyper::header::{HeaderValue, CONTENT_TYPE};
-use hyper::{Method, Request, Response, StatusCode};
+use hyper::{Method, Request, StatusCode};
 
-use super::routes::{json, list, plain, read_json, Failure, LinesBody, Resp};
+use super::routes::{json, list, plain, read_json, Failure, Resp};
 use super::Platform;
 use crate::error::ApiError;
 use crate::heroku::{LogSession, LogSessionCreate, ReleaseCreate, ReleaseName};
 use crate::types::{
     validate_feature_name, AppFeatureUpdate, AppName, AppUpdate, Deploy, DynoCreate,
-    FormationUpdate, FormationUpdates, LogDrainCreate, LogQuery,
+    FormationUpdate, FormationUpdates, LogDrainCreate,
 };
 
 pub(super) async fn app_route<P: Platform>(
@@ -228,25 +226,6 @@ pub(super) async fn app_route<P: Platform>(
             )
         }
         (["log-drains", _], _) => Err(not_allowed("DELETE")),
-        (["logs"], &Method::GET) => {
-            let query = LogQuery::parse(req.uri().query().unwrap_or("")).map_err(plain)?;
-            if query.tail {
-                // The recent lines, then every new one, a line per chunk, until the
-                // client goes away.
-                let lines = platform.tail(name, query).await.map_err(plain)?;
-                let mut resp = Response::new(LinesBody(lines).boxed());
-                resp.headers_mut().insert(
-                    CONTENT_TYPE,
-                    HeaderValue::from_static("text/plain; charset=utf-8"),
-                );
-                return Ok(resp);
-            }
-            json(
-                StatusCode::OK,
-                &platform.logs(name, query).await.map_err(plain)?,
-            )
-        }
-        (["logs"], _) => Err(not_allowed("GET")),
         (["log-sessions"], &Method::POST) => {
             let headers = req.headers().clone();
             let body: LogSessionCreate = read_json(req).await.map_err(plain)?;

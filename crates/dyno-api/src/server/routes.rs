@@ -305,26 +305,6 @@ pub(super) fn error_response(e: &ApiError, allow: Option<&'static str>) -> Resp 
     resp
 }
 
-/// A streamed body of text lines.
-pub(super) struct LinesBody(pub(super) tokio::sync::mpsc::Receiver<String>);
-
-impl hyper::body::Body for LinesBody {
-    type Data = Bytes;
-    type Error = std::convert::Infallible;
-
-    fn poll_frame(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
-        self.0.poll_recv(cx).map(|line| {
-            line.map(|mut l| {
-                l.push('\n');
-                Ok(hyper::body::Frame::data(Bytes::from(l)))
-            })
-        })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
