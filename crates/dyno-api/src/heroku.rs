@@ -93,6 +93,16 @@ pub struct Domain {
     pub updated_at: String,
 }
 
+/// `POST /apps/{app}/domains`: `{"hostname":"www.example.com","sni_endpoint":null}`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DomainCreate {
+    pub hostname: String,
+    /// The certificate to serve it with (a name from `sni-endpoints`); none yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sni_endpoint: Option<String>,
+}
+
 /// A `quantity` in a formation update: Heroku's CLI sends `"2"`, `"+1"` or `"-1"`; other
 /// clients send a number.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

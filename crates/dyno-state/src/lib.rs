@@ -94,6 +94,6 @@ pub use model::{
 };
 pub use store::{Store, StoreOptions, DB_FILE, DEFAULT_DATA_DIR, DEFAULT_POOL, SLUGS_DIR};
 pub use validate::{
-    AppName, ConfigKey, ConfigValue, DrainScheme, DrainTarget, DrainUrl, ProcessType, Quantity,
-    SizeName, ValidationError, DEFAULT_SIZE, SIZE_NAMES,
+    AppName, ConfigKey, ConfigValue, DrainScheme, DrainTarget, DrainUrl, Hostname, ProcessType,
+    Quantity, SizeName, ValidationError, DEFAULT_SIZE, SIZE_NAMES,
 };

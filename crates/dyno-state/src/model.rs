@@ -31,6 +31,8 @@ pub struct App {
     pub id: i64,
     /// Heroku's app id (the Platform API's `id`): a random UUID, kept across a rename.
     pub uuid: String,
+    /// Its custom domains (`domains:add`), sorted.
+    pub domains: Vec<String>,
 }
 
 /// A slug: the immutable copy of a deployed directory, and its digest.

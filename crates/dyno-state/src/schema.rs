@@ -122,7 +122,7 @@ macro_rules! sql_uuid_v4 {
 }
 
 /// Heroku's ids: every app has a UUID that stays when it is renamed (the Platform API names an
-/// app by either), and the store's one account has one.
+/// app by either), and the store's one account has one. And custom domains.
 const V2: &str = concat!(
     "ALTER TABLE apps ADD COLUMN uuid TEXT;\n",
     "UPDATE apps SET uuid = ",
@@ -132,6 +132,13 @@ const V2: &str = concat!(
     "CREATE TRIGGER apps_have_a_uuid BEFORE INSERT ON apps WHEN NEW.uuid IS NULL\n",
     "BEGIN SELECT RAISE(ABORT, 'an app needs a uuid'); END;\n",
     "INSERT INTO meta (key, value) SELECT 'account_uuid', lower(hex(randomblob(16)));\n",
+    // Custom domains: one app per hostname (the router sends the name's requests to it).
+    "CREATE TABLE domains (\n",
+    "    hostname   TEXT PRIMARY KEY,\n",
+    "    app        TEXT NOT NULL REFERENCES apps(name) ON DELETE CASCADE,\n",
+    "    created_at INTEGER NOT NULL\n",
+    ") STRICT;\n",
+    "CREATE INDEX domains_by_app ON domains(app);\n",
 );
 
 /// Runs the migrations the database has not seen yet.

@@ -95,6 +95,38 @@ fn a_store_of_the_first_schema_gives_its_apps_and_account_ids() {
 }
 
 #[test]
+fn domains_belong_to_one_app_and_go_with_it() {
+    let tmp = TempDir::new("domains");
+    let mut store = open(&tmp);
+    let (a, b) = (app("alpha"), app("beta"));
+    store.create_app(&a).unwrap();
+    store.create_app(&b).unwrap();
+    let www = dyno_state::Hostname::parse("www.example.test").unwrap();
+    let api = dyno_state::Hostname::parse("api.example.test").unwrap();
+    store.add_domain(&a, &www).unwrap();
+    let with_both = store.add_domain(&a, &api).unwrap();
+    assert_eq!(with_both.domains, ["api.example.test", "www.example.test"]);
+    // Again for the same app: nothing changes; for another app: refused.
+    assert_eq!(store.add_domain(&a, &www).unwrap().domains.len(), 2);
+    let before = store.dump().unwrap();
+    let e = assert_id(store.add_domain(&b, &www), "conflict");
+    assert!(e.to_string().contains("another app"), "{e}");
+    assert_id(store.remove_domain(&b, &www), "not_found");
+    assert_eq!(store.dump().unwrap(), before);
+    assert_eq!(store.domains_added(&a).unwrap().len(), 2);
+    assert_eq!(
+        store.remove_domain(&a, &api).unwrap().domains,
+        ["www.example.test"]
+    );
+    store.destroy_app(&a).unwrap();
+    // The name is free again once its app is gone.
+    assert_eq!(
+        store.add_domain(&b, &www).unwrap().domains,
+        ["www.example.test"]
+    );
+}
+
+#[test]
 fn apps_are_created_listed_and_refused_twice() {
     let tmp = TempDir::new("apps");
     let mut store = open(&tmp);

@@ -355,6 +355,26 @@ fn heroku_cli_core_commands_drive_dyno_serve() {
     h.ok(&["drains:remove", drain, "-a", APP]);
     assert!(!h.ok(&["drains", "-a", APP]).contains(drain));
     contains(&h.ok(&["domains", "-a", APP]), "cli-hello.localhost");
+    // A custom domain: the router sends its requests to the app; no other app can take it.
+    let domain = "www.cli-hello.test";
+    contains(&h.ok(&["domains:add", domain, "-a", APP]), domain);
+    let domains = h.ok(&["domains", "-a", APP]);
+    contains(&domains, "=== cli-hello Custom Domains");
+    contains(&domains, domain);
+    let answer = h.up.get_via_router(domain, "/");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    contains(&answer, "hi there");
+    h.ok(&["apps:create", "other-app"]);
+    let (_, other) = h.fails(&["domains:add", domain, "-a", "other-app"]);
+    contains(&other, "another app");
+    let (_, wildcard) = h.fails(&["domains:add", "*.cli-hello.test", "-a", APP]);
+    contains(&wildcard, "wildcard");
+    h.ok(&["domains:remove", domain, "-a", APP]);
+    assert!(!h.ok(&["domains", "-a", APP]).contains(domain));
+    let answer = h.up.get_via_router(domain, "/");
+    assert!(answer.starts_with("HTTP/1.1 404"), "{answer}");
+    h.ok(&["domains:add", domain, "-a", "other-app"]);
+    h.ok(&["apps:destroy", "other-app", "--confirm", "other-app"]);
     contains(&h.ok(&["certs", "-a", APP]), "has no SSL certificates");
     h.ok(&["addons", "-a", APP]);
 
@@ -374,5 +394,5 @@ fn heroku_cli_core_commands_drive_dyno_serve() {
         &h.ok(&["apps:destroy", APP, "--confirm", APP]),
         "Destroying cli-hello",
     );
-    assert!(h.app_names().is_empty(), "the app is gone");
+    assert!(h.app_names().is_empty(), "the apps are gone");
 }

@@ -9,7 +9,7 @@ use hyper::{Method, Request, StatusCode};
 use super::routes::{json, list, plain, read_json, Failure, Resp};
 use super::Platform;
 use crate::error::ApiError;
-use crate::heroku::{LogSession, LogSessionCreate, ReleaseCreate, ReleaseName};
+use crate::heroku::{DomainCreate, LogSession, LogSessionCreate, ReleaseCreate, ReleaseName};
 use crate::types::{
     validate_feature_name, AppFeatureUpdate, AppName, AppUpdate, Deploy, DynoCreate,
     FormationUpdate, FormationUpdates, LogDrainCreate,
@@ -61,7 +61,35 @@ pub(super) async fn app_route<P: Platform>(
             &platform.domains(name).await.map_err(plain)?,
             &["id", "hostname"],
         ),
-        (["domains"], _) => Err(not_allowed("GET")),
+        (["domains"], &Method::POST) => {
+            let body: DomainCreate = read_json(req).await.map_err(plain)?;
+            json(
+                StatusCode::CREATED,
+                &platform.add_domain(name, body).await.map_err(plain)?,
+            )
+        }
+        (["domains"], _) => Err(not_allowed("GET, POST")),
+        (["domains", which], &Method::GET) => {
+            let all = platform.domains(name).await.map_err(plain)?;
+            let which = which.to_ascii_lowercase();
+            match all
+                .into_iter()
+                .find(|d| d.hostname == which || d.id == which)
+            {
+                Some(d) => json(StatusCode::OK, &d),
+                None => Err(plain(ApiError::not_found(format!(
+                    "No domain {which:?} on this app."
+                )))),
+            }
+        }
+        (["domains", which], &Method::DELETE) => json(
+            StatusCode::OK,
+            &platform
+                .remove_domain(name, (*which).to_owned())
+                .await
+                .map_err(plain)?,
+        ),
+        (["domains", _], _) => Err(not_allowed("GET, DELETE")),
         (["config-vars"], &Method::GET) => {
             json(StatusCode::OK, &platform.config(name).await.map_err(plain)?)
         }

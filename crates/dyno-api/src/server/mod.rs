@@ -24,7 +24,7 @@ use tokio::task::JoinSet;
 use crate::error::ApiError;
 use std::collections::BTreeMap;
 
-use crate::heroku::{Account, Domain, ReleaseName};
+use crate::heroku::{Account, Domain, DomainCreate, ReleaseName};
 use crate::types::{
     App, AppFeature, AppFeatureUpdate, AppName, AppUpdate, Deploy, Dyno, DynoCreate, Formation,
     FormationUpdates, LogDrain, LogDrainCreate, LogQuery, Release,
@@ -195,6 +195,24 @@ pub trait Platform: Send + Sync + 'static {
     fn app_name_of(&self, id: String) -> impl Future<Output = Result<AppName, ApiError>> + Send {
         let _ = id;
         async { Err(not_here("app ids")) }
+    }
+    /// Routes a custom domain to the app; `422` for a name another app has.
+    fn add_domain(
+        &self,
+        name: AppName,
+        domain: DomainCreate,
+    ) -> impl Future<Output = Result<Domain, ApiError>> + Send {
+        let _ = (name, domain);
+        async { Err(not_here("domains")) }
+    }
+    /// Stops routing a custom domain (named by hostname or id) to the app; the domain as it was.
+    fn remove_domain(
+        &self,
+        name: AppName,
+        domain: String,
+    ) -> impl Future<Output = Result<Domain, ApiError>> + Send {
+        let _ = (name, domain);
+        async { Err(not_here("domains")) }
     }
     /// The app's domains: its own name under the router's domain, then custom ones.
     fn domains(&self, name: AppName) -> impl Future<Output = Result<Vec<Domain>, ApiError>> + Send {

@@ -3,35 +3,29 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
-use dyno_api::heroku::{Account, Domain, Ref, ReleaseName, ReleaseRef, UserRef};
+use dyno_api::heroku::{Account, Domain, DomainCreate, Ref, ReleaseName, ReleaseRef, UserRef};
 use dyno_api::{
     ApiError, App, AppFeature, AppFeatureUpdate, AppName, AppUpdate, Deploy, Dyno, DynoCreate,
     Formation, FormationUpdates, LogDrain, LogDrainCreate, LogQuery, Platform, Release,
 };
-use dyno_state::ids::{formation_uuid, release_uuid, release_version_of};
+use dyno_state::ids::{release_uuid, release_version_of};
 use dyno_state::model::ScaleChange;
 use dyno_state::{ProcessType, Quantity, SizeName};
 
+use super::api_shapes::{
+    domain_shape, drain_out, feature_of, features_of, filter, formation_out, invalid,
+    release_shape, time, unreachable_name,
+};
 use super::log_sessions::LogSessions;
-use super::runtime_metrics::{FEATURES, LOG_RUNTIME_METRICS};
+use super::runtime_metrics::LOG_RUNTIME_METRICS;
 use super::{Daemon, DaemonError};
-use dyno_logs::logring::Filter;
-use dyno_logs::logs::Source;
 
 impl From<DaemonError> for ApiError {
     fn from(e: DaemonError) -> ApiError {
         ApiError::from_kind(e.kind, e.message)
     }
-}
-
-fn time(ms: i64) -> SystemTime {
-    UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0))
-}
-
-fn invalid(e: impl std::fmt::Display) -> ApiError {
-    ApiError::invalid_params(e.to_string())
 }
 
 /// `Arc<Daemon>` serves the API.
@@ -115,71 +109,6 @@ impl DaemonApi {
     }
 }
 
-/// The store only holds valid names; this is never reached.
-fn unreachable_name(app: &dyno_state::model::App) -> AppName {
-    AppName::new("invalid")
-        .unwrap_or_else(|_| panic!("the store holds an invalid app name {:?}", app.name))
-}
-
-fn release_shape(
-    r: &dyno_state::model::Release,
-    app_uuid: &str,
-    app: &Ref,
-    user: &UserRef,
-    newest: u32,
-) -> Release {
-    let created_at = dyno_api::rfc3339(time(r.created_at_ms));
-    Release {
-        version: r.version,
-        description: r.description.clone(),
-        updated_at: created_at.clone(),
-        created_at,
-        current: r.version == newest,
-        id: release_uuid(app_uuid, r.version),
-        status: "succeeded".into(),
-        user: user.clone(),
-        app: app.clone(),
-        eligible_for_rollback: true,
-        addon_plan_names: Vec::new(),
-        output_stream_url: None,
-        slug: None,
-    }
-}
-
-/// The labs features of `app`, as it is now.
-fn features_of(app: &dyno_state::model::App) -> Vec<AppFeature> {
-    FEATURES
-        .iter()
-        .map(|(name, description)| AppFeature {
-            name: (*name).to_string(),
-            description: (*description).to_string(),
-            enabled: match *name {
-                LOG_RUNTIME_METRICS => app.metrics_enabled,
-                _ => false,
-            },
-            id: formation_uuid(&app.uuid, &format!("feature:{name}")),
-            // Heroku lists `log-runtime-metrics` under labs (`heroku labs`), not `features`.
-            state: "beta".into(),
-            ..Default::default()
-        })
-        .collect()
-}
-
-/// `feature` of `app`, or a 404 that names the features there are.
-fn feature_of(app: &dyno_state::model::App, feature: &str) -> Result<AppFeature, ApiError> {
-    features_of(app)
-        .into_iter()
-        .find(|f| f.name == feature)
-        .ok_or_else(|| {
-            let known: Vec<&str> = FEATURES.iter().map(|(name, _)| *name).collect();
-            ApiError::not_found(format!(
-                "No labs feature {feature}: the features are {}. See `dyno labs -a {}`.",
-                known.join(", "),
-                app.name
-            ))
-        })
-}
-
 impl Platform for DaemonApi {
     async fn list_apps(&self) -> Result<Vec<App>, ApiError> {
         let apps = self.0.list_apps().await?;
@@ -242,28 +171,58 @@ impl Platform for DaemonApi {
 
     async fn domains(&self, name: AppName) -> Result<Vec<Domain>, ApiError> {
         let (app, app_ref) = self.app_ref(&name).await?;
-        let created_at = dyno_api::rfc3339(time(app.created_at_ms));
-        let hostname = self
-            .0
-            .web_url(&app.name)
-            .split("://")
-            .nth(1)
-            .and_then(|rest| rest.split([':', '/']).next())
-            .unwrap_or_default()
-            .to_string();
-        Ok(vec![Domain {
-            id: formation_uuid(&app.uuid, "domain:heroku"),
-            hostname,
-            kind: "heroku".into(),
-            cname: None,
-            status: "none".into(),
-            acm_status: None,
-            acm_status_reason: None,
-            sni_endpoint: None,
-            app: app_ref,
-            updated_at: created_at.clone(),
-            created_at,
-        }])
+        let added = self.0.domains_added(name.as_str()).await?;
+        let own = format!("{}.localhost", app.name);
+        let mut list = vec![domain_shape(
+            &app,
+            &app_ref,
+            &own,
+            "heroku",
+            app.created_at_ms,
+        )];
+        for hostname in &app.domains {
+            let at = added.get(hostname).copied().unwrap_or(app.created_at_ms);
+            list.push(domain_shape(&app, &app_ref, hostname, "custom", at));
+        }
+        Ok(list)
+    }
+
+    async fn add_domain(&self, name: AppName, domain: DomainCreate) -> Result<Domain, ApiError> {
+        if domain.sni_endpoint.is_some() {
+            return Err(invalid(
+                "Certificates for custom domains are not supported by dyno yet: add the domain \
+                 without --cert.",
+            ));
+        }
+        let hostname = dyno_state::Hostname::parse(&domain.hostname).map_err(invalid)?;
+        let app = match self.0.add_domain(name.as_str(), hostname.as_str()).await {
+            // Heroku answers a domain of another app with 422.
+            Err(e) if e.kind == dyno_error::ErrorKind::Conflict => {
+                return Err(ApiError::invalid_params(e.message))
+            }
+            other => other?,
+        };
+        self.domains(AppName::new(app.name)?)
+            .await?
+            .into_iter()
+            .find(|d| d.hostname == hostname.as_str())
+            .ok_or_else(|| ApiError::internal("the domain just added is not listed"))
+    }
+
+    async fn remove_domain(&self, name: AppName, domain: String) -> Result<Domain, ApiError> {
+        let domain = domain.to_ascii_lowercase();
+        let found = self
+            .domains(name.clone())
+            .await?
+            .into_iter()
+            .find(|d| d.kind == "custom" && (d.hostname == domain || d.id == domain))
+            .ok_or_else(|| {
+                ApiError::not_found(format!(
+                    "{domain} is not a custom domain of {name}: see `heroku domains -a {name}`."
+                ))
+            })?;
+        self.0.remove_domain(name.as_str(), &found.hostname).await?;
+        Ok(found)
     }
 
     async fn deploy(&self, name: AppName, deploy: Deploy) -> Result<Release, ApiError> {
@@ -541,52 +500,5 @@ impl Platform for DaemonApi {
             .iter()
             .map(|l| l.to_string())
             .collect())
-    }
-}
-
-/// The log hub's filter for an API query.
-fn filter(query: &LogQuery) -> Filter {
-    Filter {
-        ps: query.ps.clone(),
-        source: query.source.as_deref().map(|s| match s {
-            "app" => Source::App,
-            "router" => Source::Router,
-            _ => Source::Heroku,
-        }),
-    }
-}
-
-fn drain_out(d: dyno_state::model::Drain) -> LogDrain {
-    let created_at = dyno_api::rfc3339(time(d.created_at_ms));
-    LogDrain {
-        id: d.token.strip_prefix("d.").unwrap_or(&d.token).to_string(),
-        token: d.token,
-        url: d.url.as_str().to_string(),
-        updated_at: created_at.clone(),
-        created_at,
-        addon: None,
-    }
-}
-
-fn formation_out(
-    f: dyno_state::model::FormationEntry,
-    app: &dyno_state::model::App,
-    app_ref: &Ref,
-    release: &dyno_state::model::Release,
-) -> Formation {
-    let created_at = dyno_api::rfc3339(time(app.created_at_ms));
-    Formation {
-        id: formation_uuid(&app.uuid, &f.process_type),
-        command: release
-            .process_types
-            .get(&f.process_type)
-            .cloned()
-            .unwrap_or_default(),
-        process_type: f.process_type,
-        quantity: f.quantity,
-        size: f.size,
-        app: app_ref.clone(),
-        updated_at: created_at.clone(),
-        created_at,
     }
 }

@@ -12,7 +12,9 @@
 //! removes what is left of the others ([`reconcile`]).
 
 pub mod api;
+mod api_shapes;
 mod converge;
+mod domains;
 pub mod ledger;
 mod log_sessions;
 mod machine;
@@ -134,7 +136,7 @@ impl Daemon {
 
     /// The router's view of an app's settings.
     fn route(&self, app: &App) {
-        self.routes.set_app(&app.name, &[]);
+        self.routes.set_app(&app.name, &app.domains);
         self.routes.set_maintenance(&app.name, app.maintenance);
     }
 

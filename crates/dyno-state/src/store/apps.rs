@@ -8,13 +8,15 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 use super::{now_ms, Store};
 use crate::error::StateError;
 use crate::model::{App, Config, DestroyedApp, FormationEntry, ProcessTypes, ScaleChange};
-use crate::validate::{AppName, ValidationError};
+use crate::validate::{AppName, Hostname, ValidationError};
 
 /// The stack every app gets (there is one: the host's userland, seen read-only).
 pub const STACK: &str = "dyno-1";
 
 const APP_COLUMNS: &str = "a.name, a.created_at, a.maintenance, a.metrics_enabled, a.stack,
-     (SELECT MAX(version) FROM releases r WHERE r.app = a.name), a.rowid, a.uuid";
+     (SELECT MAX(version) FROM releases r WHERE r.app = a.name), a.rowid, a.uuid,
+     (SELECT group_concat(hostname, ' ') FROM (SELECT hostname FROM domains d
+         WHERE d.app = a.name ORDER BY hostname))";
 
 fn app_from_row(r: &Row<'_>) -> rusqlite::Result<App> {
     Ok(App {
@@ -26,6 +28,10 @@ fn app_from_row(r: &Row<'_>) -> rusqlite::Result<App> {
         current_release: r.get::<_, Option<u32>>(5)?.unwrap_or(0),
         id: r.get(6)?,
         uuid: r.get(7)?,
+        domains: r
+            .get::<_, Option<String>>(8)?
+            .map(|list| list.split(' ').map(str::to_owned).collect())
+            .unwrap_or_default(),
     })
 }
 
@@ -146,6 +152,69 @@ impl Store {
                     "no app with id {uuid}; see `dyno apps` for the apps there are"
                 ))
             })
+        })
+    }
+
+    /// Routes `hostname` to the app (`domains:add`); a name another app has is refused.
+    pub fn add_domain(&mut self, name: &AppName, hostname: &Hostname) -> Result<App, StateError> {
+        self.write(|tx, _| {
+            require_app(tx, name)?;
+            let owner: Option<String> = tx
+                .query_row(
+                    "SELECT app FROM domains WHERE hostname = ?1",
+                    [hostname.as_str()],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            match owner {
+                Some(app) if app == name.as_str() => {}
+                Some(_) => {
+                    return Err(StateError::conflict(format!(
+                        "{hostname} is already a domain of another app; remove it there first"
+                    )))
+                }
+                None => {
+                    tx.execute(
+                        "INSERT INTO domains (hostname, app, created_at) VALUES (?1, ?2, ?3)",
+                        params![hostname.as_str(), name.as_str(), now_ms()],
+                    )?;
+                }
+            }
+            require_app(tx, name)
+        })
+    }
+
+    /// Stops routing `hostname` to the app (`domains:remove`).
+    pub fn remove_domain(
+        &mut self,
+        name: &AppName,
+        hostname: &Hostname,
+    ) -> Result<App, StateError> {
+        self.write(|tx, _| {
+            require_app(tx, name)?;
+            let removed = tx.execute(
+                "DELETE FROM domains WHERE hostname = ?1 AND app = ?2",
+                [hostname.as_str(), name.as_str()],
+            )?;
+            if removed == 0 {
+                return Err(StateError::not_found(format!(
+                    "{hostname} is not a domain of {name}; see `heroku domains -a {name}`"
+                )));
+            }
+            require_app(tx, name)
+        })
+    }
+
+    /// When each custom domain of the app was added (ms since the epoch), by hostname.
+    pub fn domains_added(&self, name: &AppName) -> Result<BTreeMap<String, i64>, StateError> {
+        self.read(|conn| {
+            require_app(conn, name)?;
+            let mut stmt =
+                conn.prepare("SELECT hostname, created_at FROM domains WHERE app = ?1")?;
+            let rows = stmt
+                .query_map([name.as_str()], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<Result<BTreeMap<_, _>, _>>()?;
+            Ok(rows)
         })
     }
 

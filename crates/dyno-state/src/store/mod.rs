@@ -193,6 +193,7 @@ impl Store {
                 "leases",
                 "meta",
                 "drains",
+                "domains",
             ] {
                 let mut stmt = conn.prepare(&format!("SELECT * FROM {table} ORDER BY 1, 2"))?;
                 let names: Vec<String> = stmt.column_names().map(|s| s.to_string()).collect();

@@ -5,6 +5,7 @@
 //! (de)serialises as its string, so a JSON body with a bad value fails at parse time.
 
 mod drain;
+mod hostname;
 #[cfg(test)]
 mod tests;
 
@@ -12,6 +13,7 @@ use std::fmt;
 use std::str::FromStr;
 
 pub use drain::{DrainScheme, DrainTarget, DrainUrl};
+pub use hostname::Hostname;
 
 /// A value that breaks a rule. `field` is the kind of value (`app name`, `config key`...), the
 /// message says what is wrong and what to do.

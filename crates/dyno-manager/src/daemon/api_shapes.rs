@@ -1,0 +1,165 @@
+//! The API's shapes of the daemon's records: apps' releases, formation, drains, domains and
+//! labs features as Heroku's Platform API shows them.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use dyno_api::heroku::{Domain, Ref, UserRef};
+use dyno_api::{ApiError, AppFeature, AppName, Formation, LogDrain, LogQuery, Release};
+use dyno_logs::logring::Filter;
+use dyno_logs::logs::Source;
+use dyno_state::ids::{formation_uuid, release_uuid};
+
+use super::runtime_metrics::{FEATURES, LOG_RUNTIME_METRICS};
+
+pub(super) fn time(ms: i64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0))
+}
+
+pub(super) fn invalid(e: impl std::fmt::Display) -> ApiError {
+    ApiError::invalid_params(e.to_string())
+}
+
+/// A domain in Heroku's shape; its id comes from the app's and the hostname.
+pub(super) fn domain_shape(
+    app: &dyno_state::model::App,
+    app_ref: &Ref,
+    hostname: &str,
+    kind: &str,
+    added_ms: i64,
+) -> Domain {
+    let at = dyno_api::rfc3339(time(added_ms));
+    Domain {
+        id: formation_uuid(&app.uuid, &format!("domain:{hostname}")),
+        hostname: hostname.to_string(),
+        kind: kind.to_string(),
+        // Where to point the name: the router answers for the app's own name.
+        cname: (kind == "custom").then(|| format!("{}.localhost", app.name)),
+        status: if kind == "custom" {
+            "succeeded"
+        } else {
+            "none"
+        }
+        .to_string(),
+        acm_status: None,
+        acm_status_reason: None,
+        sni_endpoint: None,
+        app: app_ref.clone(),
+        created_at: at.clone(),
+        updated_at: at,
+    }
+}
+
+/// The store only holds valid names; this is never reached.
+pub(super) fn unreachable_name(app: &dyno_state::model::App) -> AppName {
+    AppName::new("invalid")
+        .unwrap_or_else(|_| panic!("the store holds an invalid app name {:?}", app.name))
+}
+
+pub(super) fn release_shape(
+    r: &dyno_state::model::Release,
+    app_uuid: &str,
+    app: &Ref,
+    user: &UserRef,
+    newest: u32,
+) -> Release {
+    let created_at = dyno_api::rfc3339(time(r.created_at_ms));
+    Release {
+        version: r.version,
+        description: r.description.clone(),
+        updated_at: created_at.clone(),
+        created_at,
+        current: r.version == newest,
+        id: release_uuid(app_uuid, r.version),
+        status: "succeeded".into(),
+        user: user.clone(),
+        app: app.clone(),
+        eligible_for_rollback: true,
+        addon_plan_names: Vec::new(),
+        output_stream_url: None,
+        slug: None,
+    }
+}
+
+/// The labs features of `app`, as it is now.
+pub(super) fn features_of(app: &dyno_state::model::App) -> Vec<AppFeature> {
+    FEATURES
+        .iter()
+        .map(|(name, description)| AppFeature {
+            name: (*name).to_string(),
+            description: (*description).to_string(),
+            enabled: match *name {
+                LOG_RUNTIME_METRICS => app.metrics_enabled,
+                _ => false,
+            },
+            id: formation_uuid(&app.uuid, &format!("feature:{name}")),
+            // Heroku lists `log-runtime-metrics` under labs (`heroku labs`), not `features`.
+            state: "beta".into(),
+            ..Default::default()
+        })
+        .collect()
+}
+
+/// `feature` of `app`, or a 404 that names the features there are.
+pub(super) fn feature_of(
+    app: &dyno_state::model::App,
+    feature: &str,
+) -> Result<AppFeature, ApiError> {
+    features_of(app)
+        .into_iter()
+        .find(|f| f.name == feature)
+        .ok_or_else(|| {
+            let known: Vec<&str> = FEATURES.iter().map(|(name, _)| *name).collect();
+            ApiError::not_found(format!(
+                "No labs feature {feature}: the features are {}. See `dyno labs -a {}`.",
+                known.join(", "),
+                app.name
+            ))
+        })
+}
+
+/// The log hub's filter for an API query.
+pub(super) fn filter(query: &LogQuery) -> Filter {
+    Filter {
+        ps: query.ps.clone(),
+        source: query.source.as_deref().map(|s| match s {
+            "app" => Source::App,
+            "router" => Source::Router,
+            _ => Source::Heroku,
+        }),
+    }
+}
+
+pub(super) fn drain_out(d: dyno_state::model::Drain) -> LogDrain {
+    let created_at = dyno_api::rfc3339(time(d.created_at_ms));
+    LogDrain {
+        id: d.token.strip_prefix("d.").unwrap_or(&d.token).to_string(),
+        token: d.token,
+        url: d.url.as_str().to_string(),
+        updated_at: created_at.clone(),
+        created_at,
+        addon: None,
+    }
+}
+
+pub(super) fn formation_out(
+    f: dyno_state::model::FormationEntry,
+    app: &dyno_state::model::App,
+    app_ref: &Ref,
+    release: &dyno_state::model::Release,
+) -> Formation {
+    let created_at = dyno_api::rfc3339(time(app.created_at_ms));
+    Formation {
+        id: formation_uuid(&app.uuid, &f.process_type),
+        command: release
+            .process_types
+            .get(&f.process_type)
+            .cloned()
+            .unwrap_or_default(),
+        process_type: f.process_type,
+        quantity: f.quantity,
+        size: f.size,
+        app: app_ref.clone(),
+        updated_at: created_at.clone(),
+        created_at,
+    }
+}
