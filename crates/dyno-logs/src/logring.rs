@@ -5,7 +5,7 @@
 //! bounded [`LineQueue`], and a line that does not fit a full queue is dropped *for that
 //! consumer only* and counted. A tail learns how many it missed from a [`TailEvent::Dropped`]
 //! in its stream; a drain reports it as Logplex does, with an `L10` line (see
-//! [`crate::drains`]). Messages longer than [`HubOptions::max_line_bytes`] are truncated.
+//! [`crate::drains`]). Messages longer than [`HubOptions::max_line_bytes`] are split into lines.
 //!
 //! ```no_run
 //! # async fn demo() {
@@ -238,11 +238,15 @@ impl LogHub {
 
     /// [`append`](Self::append), but not into the drain with token `skip` (which sends the line
     /// itself: its own `L10`).
-    pub(crate) fn append_except(&self, app: &str, mut line: LogLine, skip: Option<&str>) {
-        truncate(&mut line.message, self.inner.options.max_line_bytes);
-        let line = Arc::new(line);
+    pub(crate) fn append_except(&self, app: &str, line: LogLine, skip: Option<&str>) {
         let log = self.app(app);
         let mut log = lock(&log);
+        for piece in split(line, self.inner.options.max_line_bytes) {
+            self.append_one(&mut log, Arc::new(piece), skip);
+        }
+    }
+
+    fn append_one(&self, log: &mut AppLog, line: Arc<LogLine>, skip: Option<&str>) {
         let ring_lines = self.inner.options.ring_lines;
         while log.ring.len() >= ring_lines.max(1) {
             log.ring.pop_front();
@@ -380,14 +384,30 @@ fn recent_in(log: &AppLog, filter: &Filter, n: usize) -> Vec<LogLine> {
     out
 }
 
-fn truncate(message: &mut String, max: usize) {
-    if message.len() > max {
-        let mut end = max;
-        while !message.is_char_boundary(end) {
+/// The line as lines of at most `max` bytes each (cut at character boundaries), as Heroku
+/// splits a long line rather than cutting it off.
+fn split(line: LogLine, max: usize) -> Vec<LogLine> {
+    if line.message.len() <= max || max == 0 {
+        return vec![line];
+    }
+    let mut pieces = Vec::new();
+    let mut rest = line.message.as_str();
+    while !rest.is_empty() {
+        let mut end = max.min(rest.len());
+        while !rest.is_char_boundary(end) {
             end -= 1;
         }
-        message.truncate(end);
+        if end == 0 {
+            // `max` is shorter than one character: take the whole character.
+            end = rest.chars().next().map_or(rest.len(), char::len_utf8);
+        }
+        pieces.push(LogLine {
+            message: rest[..end].to_owned(),
+            ..line.clone()
+        });
+        rest = &rest[end..];
     }
+    pieces
 }
 
 #[cfg(test)]
@@ -433,13 +453,21 @@ mod tests {
     }
 
     #[test]
-    fn long_messages_are_cut_at_a_character_boundary() {
+    fn long_messages_are_split_at_character_boundaries() {
         let hub = LogHub::with_options(HubOptions {
             max_line_bytes: 5,
             ..HubOptions::default()
         });
-        hub.append("a", line(Source::App, "web.1", "abcdéfgh"));
-        assert_eq!(hub.recent("a", &Filter::all(), 1)[0].message, "abcd");
+        hub.append("a", line(Source::App, "web.1", "abcdéfghij"));
+        let pieces: Vec<String> = hub
+            .recent("a", &Filter::all(), 10)
+            .into_iter()
+            .map(|l| l.message)
+            .collect();
+        assert_eq!(pieces, ["abcd", "éfg", "hij"]);
+        assert_eq!(pieces.concat(), "abcdéfghij");
+        let one = split(line(Source::App, "web.1", "é"), 1);
+        assert_eq!(one.len(), 1);
     }
 
     #[test]

@@ -300,6 +300,17 @@ fn heroku_cli_core_commands_drive_dyno_serve() {
     let logs = h.ok(&["logs", "-a", APP, "-n", "200"]);
     contains(&logs, "app[run.1]: hello-detached");
     contains(&logs, "heroku[web.1]: State changed from starting to up");
+    // What the platform did, as Heroku's `app[api]` lines.
+    contains(
+        &logs,
+        "app[api]: Set GREETING config vars by user dyno@localhost",
+    );
+    contains(&logs, "app[api]: Release v3 created by user dyno@localhost");
+    contains(
+        &logs,
+        "app[api]: Scaled to web@2:Standard-1X worker@0:Standard-1X by user dyno@localhost",
+    );
+    contains(&logs, "app[api]: Rollback to v3 by user dyno@localhost");
     let filtered = h.ok(&["logs", "-a", APP, "--dyno", "run.1", "--source", "app"]);
     contains(&filtered, "app[run.1]: hello-detached");
     assert!(!filtered.contains("heroku[web.1]"), "{filtered}");

@@ -111,12 +111,19 @@ fn create_deploy_scale_serve_log_and_destroy_an_app() {
             .ok_or(format!("up: {now:?}"))
     });
     let ps = cli_ok(&up, &["ps", "-a", "hello"]);
-    assert!(
-        ps.starts_with(
-            "=== web (Standard-1X): python3 web.py (2)\nweb.1: up (v2)\nweb.2: up (v2)\n"
-        ),
+    // Heroku's lines: `web.1: up 2026/12/06 10:00:00 +0000 (~ 3s ago)`.
+    let lines: Vec<&str> = ps.lines().collect();
+    assert_eq!(
+        lines[0], "=== web (Standard-1X): python3 web.py (2)",
         "{ps}"
     );
+    for (line, dyno) in lines[1..3].iter().zip(["web.1", "web.2"]) {
+        assert!(line.starts_with(&format!("{dyno}: up 20")), "{ps}");
+        assert!(
+            line.ends_with(" ago)") && line.contains(" +0000 (~ "),
+            "{ps}"
+        );
+    }
     // The router spreads requests over both.
     poll_until(Duration::from_secs(10), Duration::from_millis(1), || {
         let answer = up.get_via_router("hello.localhost", "/");

@@ -279,7 +279,7 @@ fn a_full_data_dir_refuses_changes_keeps_serving_and_recovers() {
     assert_eq!(slug_tree(&daemon.data_dir), slugs_before, "a partial slug");
     assert_serves(up);
     let ps = cli_ok(up, &["ps", "-a", "hello"]);
-    assert!(ps.contains("web.1: up (v2)"), "{ps}");
+    assert!(ps.contains("web.1: up 20"), "{ps}");
 
     // Room again: the same change works, and nothing half-written shows up with it.
     std::fs::remove_file(&filler).unwrap();
@@ -336,7 +336,7 @@ fn a_read_only_data_dir_refuses_changes_serves_reads_and_recovers() {
         cli_ok(up, &["config", "-a", "hello"]),
         "=== ⬢ hello Config Vars\n"
     );
-    assert!(cli_ok(up, &["ps", "-a", "hello"]).contains("web.1: up (v2)"));
+    assert!(cli_ok(up, &["ps", "-a", "hello"]).contains("web.1: up 20"));
     assert_eq!(slug_tree(&daemon.data_dir), slugs_before, "a partial slug");
     assert_serves(up);
 

@@ -12,6 +12,7 @@
 //! removes what is left of the others ([`reconcile`]).
 
 pub mod api;
+mod api_log;
 mod api_shapes;
 mod converge;
 mod domains;
@@ -158,6 +159,7 @@ impl Daemon {
         let app = self.with_store(move |s| s.create_app(&name)).await?;
         self.route(&app);
         self.routes.set_blank(&app.name, true);
+        self.announce_created(&app.name);
         Ok(app)
     }
 
@@ -270,6 +272,7 @@ impl Daemon {
             }
         };
         self.routes.set_blank(name, false);
+        self.announce_release(name, &release);
         self.converge(name).await?;
         Ok(release)
     }
@@ -338,6 +341,7 @@ impl Daemon {
         let release = self
             .with_store(move |s| s.config_set(&app, &checked))
             .await?;
+        self.announce_release(name, &release);
         self.converge(name).await?;
         Ok(release)
     }
@@ -359,6 +363,7 @@ impl Daemon {
         let release = self
             .with_store(move |s| s.config_unset(&app, &keys))
             .await?;
+        self.announce_release(name, &release);
         self.converge(name).await?;
         Ok(release)
     }
@@ -367,6 +372,7 @@ impl Daemon {
     pub async fn rollback(&self, name: &str, version: u32) -> Result<Release, DaemonError> {
         let app = app_name(name)?;
         let release = self.with_store(move |s| s.rollback(&app, version)).await?;
+        self.announce_release(name, &release);
         self.converge(name).await?;
         Ok(release)
     }
@@ -518,6 +524,7 @@ impl Daemon {
     ) -> Result<Vec<FormationEntry>, DaemonError> {
         let app = app_name(name)?;
         let formation = self.with_store(move |s| s.scale(&app, &changes)).await?;
+        self.announce_scale(name, &formation);
         self.converge(name).await?;
         Ok(formation)
     }

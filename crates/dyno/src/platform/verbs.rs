@@ -117,8 +117,10 @@ pub(super) async fn ps(api: &ApiClient, json: bool, app: String) -> Result<(), S
                 last_type = &d.process_type;
             }
             s.push_str(&format!(
-                "{}: {} (v{})\n",
-                d.name, d.state, d.release.version
+                "{}: {}{}\n",
+                d.name,
+                d.state,
+                since(&d.updated_at, std::time::SystemTime::now())
             ));
         }
         s
@@ -408,4 +410,78 @@ pub(super) async fn logs(
         }
     }
     Ok(())
+}
+
+/// Heroku's `ps` time: ` 2026/12/06 10:00:00 +0000 (~ 8m ago)` (the age only within 25 hours);
+/// nothing when the daemon sent no time.
+fn since(updated_at: &str, now: std::time::SystemTime) -> String {
+    let Some(at) = parse_rfc3339(updated_at) else {
+        return String::new();
+    };
+    let shown = format!(
+        " {}/{}/{} {} +0000",
+        &updated_at[0..4],
+        &updated_at[5..7],
+        &updated_at[8..10],
+        &updated_at[11..19]
+    );
+    let now = now
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let ago = now.saturating_sub(at);
+    let age = match ago {
+        a if a >= 25 * 3600 => return shown,
+        a if a >= 3600 => format!("{}h", a / 3600),
+        a if a >= 60 => format!("{}m", a / 60),
+        a => format!("{a}s"),
+    };
+    format!("{shown} (~ {age} ago)")
+}
+
+/// Seconds since the epoch of `YYYY-MM-DDTHH:MM:SSZ`, the API's times.
+fn parse_rfc3339(t: &str) -> Option<u64> {
+    let b = t.as_bytes();
+    if b.len() != 20 || b[4] != b'-' || b[7] != b'-' || b[10] != b'T' || b[19] != b'Z' {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| t.get(r)?.parse::<i64>().ok();
+    let (y, m, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (hh, mm, ss) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    if !(1..=12).contains(&m) || !(1..=31).contains(&d) || hh > 23 || mm > 59 || ss > 60 {
+        return None;
+    }
+    // Days from the civil date (Howard Hinnant's algorithm), March-based years.
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    u64::try_from(days * 86_400 + hh * 3600 + mm * 60 + ss).ok()
+}
+
+#[cfg(test)]
+mod since_tests {
+    use super::*;
+    use std::time::{Duration, UNIX_EPOCH};
+
+    #[test]
+    fn heroku_ps_times() {
+        let at = "2026-12-06T10:00:00Z";
+        let t = parse_rfc3339(at).unwrap();
+        assert_eq!(t, 1_796_551_200);
+        assert_eq!(parse_rfc3339("1970-01-01T00:00:00Z"), Some(0));
+        assert_eq!(parse_rfc3339("2000-02-29T00:00:00Z"), Some(951_782_400));
+        assert_eq!(parse_rfc3339("bad"), None);
+        let now = |s: u64| UNIX_EPOCH + Duration::from_secs(t + s);
+        assert_eq!(since(at, now(480)), " 2026/12/06 10:00:00 +0000 (~ 8m ago)");
+        assert_eq!(since(at, now(7)), " 2026/12/06 10:00:00 +0000 (~ 7s ago)");
+        assert_eq!(
+            since(at, now(3 * 3600)),
+            " 2026/12/06 10:00:00 +0000 (~ 3h ago)"
+        );
+        assert_eq!(since(at, now(30 * 3600)), " 2026/12/06 10:00:00 +0000");
+        assert_eq!(since("", now(0)), "");
+    }
 }
