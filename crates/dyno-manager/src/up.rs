@@ -254,6 +254,10 @@ fn line_of(procfile: &Path, name: &str) -> Option<usize> {
 
 const PATH: [&str; 3] = ["/usr/local/bin", "/usr/bin", "/bin"];
 
+/// Lines the printer of `dyno up` may fall behind by (a burst of output) before lines are
+/// dropped for it, with a line saying how many: about 6 MB of lines at most.
+const PRINT_QUEUE_LINES: usize = 65_536;
+
 /// The command's program must exist: in the app (a path) or on the dyno's PATH. Shell syntax
 /// we cannot judge (variables, builtins, assignments) is left to the shell.
 fn check_command(procfile: &Path, line: usize, dir: &Path, command: &str) -> Result<(), UpError> {
@@ -364,10 +368,16 @@ pub async fn run(
     let router_task = tokio::spawn(router.clone().serve(listener));
     let tls_task =
         tls.map(|(acceptor, listener)| tokio::spawn(router.serve_tls(listener, acceptor)));
-    let mut tail = daemon.hub.subscribe(&plan.app, Filter::all());
+    let mut tail = daemon
+        .hub
+        .subscribe_with_room(&plan.app, Filter::all(), PRINT_QUEUE_LINES);
     let printer = tokio::spawn(async move {
         while let Some(line) = tail.next().await {
             let _ = writeln!(out, "{line}");
+            // What else is queued goes out in the same write.
+            while let Some(line) = tail.try_next() {
+                let _ = writeln!(out, "{line}");
+            }
             let _ = out.flush();
         }
     });

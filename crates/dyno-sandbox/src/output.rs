@@ -109,23 +109,40 @@ impl Outbox {
         }
     }
 
+    /// Bytes held.
+    pub fn held(&self) -> usize {
+        self.held
+    }
+
     pub fn is_empty(&self) -> bool {
         self.lines.is_empty()
+    }
+
+    /// Whether `bytes` more fit without pushing out the oldest lines.
+    pub fn has_room(&self, bytes: usize) -> bool {
+        self.held + bytes <= self.limit
     }
 
     /// A new reader connected: it starts at a line boundary, told first what was dropped.
     pub fn reader_connected(&mut self) {
         self.front_sent = 0;
-        if self.dropped > 0 {
-            let notice = format!(
-                "Error L10 (output buffer overflow): {} log lines dropped while no one was \
-                 reading the dyno's output\n",
-                self.dropped
-            );
-            self.dropped = 0;
-            self.held += notice.len();
-            self.lines.push_front(notice.into_bytes());
+        self.report_drops("while no one was reading the dyno's output");
+    }
+
+    /// Puts the count of lines dropped so far next in line (after a half-sent line), as
+    /// Heroku's L10 line, so that no line goes without a word.
+    pub fn report_drops(&mut self, why: &str) {
+        if self.dropped == 0 {
+            return;
         }
+        let notice = format!(
+            "{NOTICE_MARK}Error L10 (output buffer overflow): {} log lines dropped {why}\n",
+            self.dropped
+        );
+        self.dropped = 0;
+        self.held += notice.len();
+        let at = usize::from(self.front_sent > 0).min(self.lines.len());
+        self.lines.insert(at, notice.into_bytes());
     }
 
     /// Sends what the socket takes without blocking. `Ok(true)`: all sent; `Ok(false)`: the
@@ -218,10 +235,39 @@ mod tests {
         outbox.reader_connected();
         let text = lines(&mut outbox);
         assert!(
-            text.starts_with("Error L10 (output buffer overflow): 8 log lines dropped"),
+            text.starts_with(&format!(
+                "{NOTICE_MARK}Error L10 (output buffer overflow): 8 log lines dropped while no one"
+            )),
             "{text}"
         );
         assert!(text.ends_with("line 8\nline 9\n"), "{text}");
+    }
+
+    #[test]
+    fn drops_while_a_reader_is_there_are_reported_after_a_half_sent_line() {
+        let mut outbox = Outbox::with_limit(20);
+        outbox.push_bytes(b"first line\n");
+        outbox.front_sent = 3;
+        for i in 0..10 {
+            outbox.push_bytes(format!("line {i}\n").as_bytes());
+        }
+        assert!(!outbox.has_room(10));
+        outbox.report_drops("because the dyno's reader was too slow");
+        outbox.report_drops("again");
+        let text = lines(&mut outbox);
+        let (first, rest) = text.split_once('\n').unwrap();
+        assert_eq!(first, "st line");
+        assert!(
+            rest.starts_with(&format!(
+                "{NOTICE_MARK}Error L10 (output buffer overflow): "
+            )),
+            "{rest}"
+        );
+        assert!(
+            rest.contains("because the dyno's reader was too slow\n"),
+            "{rest}"
+        );
+        assert!(!rest.contains("again"), "{rest}");
     }
 
     #[test]

@@ -129,10 +129,14 @@ fn start(state: &StateDir) -> SysResult<i32> {
         if let Some(relay) = &relay {
             relay.poll_fds(&mut fds);
         }
-        let timeout = denials
-            .as_ref()
-            .and_then(|d| d.timeout(now))
-            .map_or(-1, |t| t.as_millis().min(60_000) as i32 + 1);
+        let timeout = [
+            denials.as_ref().and_then(|d| d.timeout(now)),
+            relay.as_ref().and_then(Relay::timeout),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .map_or(-1, |t| t.as_millis().min(60_000) as i32 + 1);
         // SAFETY: a valid array of `fds.len()` pollfds.
         let ready = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout) };
         if ready < 0 {
@@ -210,7 +214,17 @@ struct Relay {
     listener: UnixListener,
     reader: Option<UnixStream>,
     outbox: Outbox,
+    /// When the reader last took output: while it keeps taking, a full outbox waits for it
+    /// (the app's writes block, as on any pipe) instead of dropping lines.
+    last_progress: Instant,
 }
+
+/// How long a full outbox waits for a connected reader that takes nothing before the shim
+/// reads on and drops the oldest lines (an L10 line says how many): a stuck daemon must not
+/// stop the app.
+const READER_STALL: std::time::Duration = std::time::Duration::from_secs(1);
+/// Bytes read from the app's pipe at a time.
+const PIPE_READ: usize = 64 * 1024;
 
 impl Relay {
     fn open(state: &StateDir) -> SysResult<Relay> {
@@ -230,7 +244,23 @@ impl Relay {
             listener,
             reader: None,
             outbox: Outbox::default(),
+            last_progress: Instant::now(),
         })
+    }
+
+    /// Whether the pipe waits for the reader: it holds a full outbox and took some of it
+    /// within [`READER_STALL`].
+    fn waits_for_reader(&self) -> bool {
+        self.reader.is_some()
+            && !self.outbox.has_room(PIPE_READ)
+            && self.last_progress.elapsed() < READER_STALL
+    }
+
+    /// How long `poll` may sleep before the relay must look again (the end of a wait for the
+    /// reader); `None`: no limit.
+    fn timeout(&self) -> Option<std::time::Duration> {
+        self.waits_for_reader()
+            .then(|| READER_STALL.saturating_sub(self.last_progress.elapsed()))
     }
 
     /// Appends the relay's fds in this order: the pipe, the listener, the reader (each if any).
@@ -240,10 +270,11 @@ impl Relay {
             events,
             revents: 0,
         };
-        fds.push(fd(
-            self.pipe.as_ref().map_or(-1, |p| p.as_raw_fd()),
-            libc::POLLIN,
-        ));
+        let pipe = match &self.pipe {
+            Some(p) if !self.waits_for_reader() => p.as_raw_fd(),
+            _ => -1,
+        };
+        fds.push(fd(pipe, libc::POLLIN));
         fds.push(fd(self.listener.as_raw_fd(), libc::POLLIN));
         let mut events = libc::POLLIN;
         if !self.outbox.is_empty() {
@@ -265,6 +296,7 @@ impl Relay {
                 if reader.set_nonblocking(true).is_ok() {
                     self.reader = Some(reader);
                     self.outbox.reader_connected();
+                    self.last_progress = Instant::now();
                 }
             }
         }
@@ -292,8 +324,8 @@ impl Relay {
         let Some(pipe) = &self.pipe else {
             return;
         };
-        let mut buf = [0u8; 64 * 1024];
-        loop {
+        let mut buf = [0u8; PIPE_READ];
+        while !self.waits_for_reader() {
             // SAFETY: a valid fd and a writable buffer of `buf.len()` bytes.
             let n = unsafe { libc::read(pipe.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
             if n > 0 {
@@ -312,8 +344,13 @@ impl Relay {
 
     fn send(&mut self) {
         if let Some(reader) = &self.reader {
+            self.outbox
+                .report_drops("because the dyno's reader was too slow");
+            let before = self.outbox.held();
             if self.outbox.send_to(reader.as_fd()).is_err() {
                 self.reader = None;
+            } else if self.outbox.held() < before {
+                self.last_progress = Instant::now();
             }
         }
     }
@@ -324,8 +361,13 @@ impl Relay {
     fn finish(mut self, state: &StateDir) {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
         while self.pipe.is_some() && std::time::Instant::now() < deadline {
-            wait_for(self.pipe.as_ref(), libc::POLLIN, 50);
+            if self.waits_for_reader() {
+                wait_for(self.reader.as_ref(), libc::POLLOUT, 50);
+            } else {
+                wait_for(self.pipe.as_ref(), libc::POLLIN, 50);
+            }
             self.read_pipe();
+            self.send();
         }
         self.outbox.finish();
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);

@@ -203,7 +203,8 @@ pub fn run(args: UpArgs) -> Result<(), String> {
     runtime
         .block_on(up::run(
             options,
-            std::io::stdout(),
+            // Buffered: the printer writes what is queued, then flushes once.
+            std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout()),
             std::sync::Arc::new(|note| eprintln!("dyno up: {note}")),
         ))
         .map_err(|e| e.to_string())

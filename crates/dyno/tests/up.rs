@@ -251,3 +251,42 @@ fn ctrl_c_while_a_web_dyno_boots_stops_at_once_and_leaves_nothing() {
     );
     up.assert_nothing_left(dyno_manager::daemon::uids::app_uid("slowboot"));
 }
+
+/// A worker that writes 200,000 lines as fast as it can: `dyno up`'s stdout gets every one, in
+/// order (the shim waits for a reader that keeps up instead of dropping, and `dyno up` prints
+/// what is queued in one write).
+#[test]
+fn a_burst_of_output_reaches_stdout_whole() {
+    const LINES: usize = 200_000;
+    let procfile = format!(
+        "worker: python3 -c \"import sys,time; w=sys.stdout.write; \
+         [w('burst %d\\n' % i) for i in range({LINES})]; sys.stdout.flush(); time.sleep(3600)\"\n"
+    );
+    let app = app_dir("burst", &procfile);
+    let mut up = Up::start("burst", &app, &["--stop-grace", "2s"]);
+    up.wait_for_log(
+        &format!("app[worker.1]: burst {}", LINES - 1),
+        1,
+        Duration::from_secs(60),
+    );
+    let logs = up.logs();
+    let got: Vec<usize> = logs
+        .lines()
+        .filter_map(|l| {
+            l.split_once("app[worker.1]: burst ")
+                .map(|(_, n)| n.parse().unwrap())
+        })
+        .collect();
+    assert_eq!(got.len(), LINES, "lines lost");
+    assert!(
+        got.iter().enumerate().all(|(i, n)| i == *n),
+        "lines out of order"
+    );
+    assert!(
+        !logs.contains("dropped"),
+        "a drop notice in:\n{}",
+        &logs[..2000.min(logs.len())]
+    );
+    let status = up.interrupt();
+    assert!(status.success(), "{status:?}\n{}", up.notes());
+}
