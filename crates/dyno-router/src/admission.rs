@@ -56,6 +56,7 @@ impl Shared {
             logged: false,
             start: req.start,
             app: route.name.clone(),
+            pages: route.pages.clone(),
             line: RouterLog {
                 code: None,
                 method: req.method,

@@ -32,6 +32,8 @@ pub(crate) struct Ctx {
     pub(crate) sink: Arc<dyn LogSink>,
     pub(crate) logged: bool,
     pub(crate) _in_flight: InFlight,
+    /// The app's own pages for the router's answers.
+    pub(crate) pages: crate::routes::ErrorPages,
 }
 
 impl Ctx {

@@ -189,6 +189,21 @@ impl RouterError {
         }
     }
 
+    /// HTML page for the client, the app's own page framed when it has one for this error
+    /// (`MAINTENANCE_PAGE_URL` for `H80`, `ERROR_PAGE_URL` for the other H-codes but `H81`).
+    pub fn html_for(&self, pages: &crate::routes::ErrorPages) -> String {
+        let url = match self {
+            Self::Heroku(HerokuCode::H80) => pages.maintenance.as_deref(),
+            Self::Heroku(HerokuCode::H81) => None,
+            Self::Heroku(_) => pages.error.as_deref(),
+            _ => None,
+        };
+        match url {
+            Some(url) => framed_page(url),
+            None => self.html(),
+        }
+    }
+
     /// HTML page for the client.
     pub fn html(&self) -> String {
         match self {
@@ -213,6 +228,25 @@ impl RouterError {
     }
 }
 
+/// A page that shows `url` over the whole window (Heroku serves custom error pages this way).
+fn framed_page(url: &str) -> String {
+    let src: String = url
+        .chars()
+        .map(|c| match c {
+            '&' => "&amp;".to_string(),
+            '"' => "&quot;".to_string(),
+            '<' => "&lt;".to_string(),
+            '>' => "&gt;".to_string(),
+            c => c.to_string(),
+        })
+        .collect();
+    format!(
+        "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><style>html,body,iframe{{margin:0;\
+         padding:0;border:0;width:100%;height:100%;display:block}}</style></head>\
+         <body><iframe src=\"{src}\"></iframe></body></html>\n"
+    )
+}
+
 fn page(title: &str, text: &str, code: Option<HerokuCode>) -> String {
     let code = code
         .map(|c| format!("<p><small>{}</small></p>", c.code()))
@@ -226,6 +260,29 @@ fn page(title: &str, text: &str, code: Option<HerokuCode>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_apps_own_pages_are_framed_for_its_codes() {
+        let pages = crate::routes::ErrorPages::from_config(
+            Some("https://pages.example.test/error.html?a=1&b=\"x\""),
+            Some("https://pages.example.test/maintenance.html"),
+        );
+        let h10 = RouterError::Heroku(HerokuCode::H10).html_for(&pages);
+        assert!(
+            h10.contains(
+                "<iframe src=\"https://pages.example.test/error.html?a=1&amp;b=&quot;x&quot;\">"
+            ),
+            "{h10}"
+        );
+        let h80 = RouterError::Heroku(HerokuCode::H80).html_for(&pages);
+        assert!(h80.contains("maintenance.html"), "{h80}");
+        let h81 = RouterError::Heroku(HerokuCode::H81).html_for(&pages);
+        assert!(h81.contains("Blank app"), "{h81}");
+        let none = RouterError::NoSuchApp.html_for(&pages);
+        assert!(!none.contains("iframe"), "{none}");
+        let plain = crate::routes::ErrorPages::from_config(Some("javascript:alert(1)"), None);
+        assert_eq!(plain, crate::routes::ErrorPages::default());
+    }
 
     #[test]
     fn every_code_has_text_status_and_page() {

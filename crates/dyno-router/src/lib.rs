@@ -67,7 +67,7 @@ pub mod upstream;
 pub use codes::{HerokuCode, RouterError};
 pub use config::RouterConfig;
 pub use log::{ChannelSink, FnSink, LogSink, NullSink, RouterLog};
-pub use routes::{Backend, RouteTable};
+pub use routes::{Backend, ErrorPages, RouteTable};
 pub use server::Router;
 pub use tls::{TlsAcceptor, TlsError, TlsSettings};
 pub use upstream::ROUTER_MARK;

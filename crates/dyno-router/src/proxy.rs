@@ -106,7 +106,16 @@ fn full(body: impl Into<Bytes>) -> RespBody {
 
 /// The router's own answer for `err`.
 pub(crate) fn error_response(err: &RouterError, request_id: &str) -> Response<RespBody> {
-    let mut resp = Response::new(full(err.html()));
+    page_response(err, &Default::default(), request_id)
+}
+
+/// The router's own answer for `err`, with the app's own pages.
+fn page_response(
+    err: &RouterError,
+    pages: &crate::routes::ErrorPages,
+    request_id: &str,
+) -> Response<RespBody> {
+    let mut resp = Response::new(full(err.html_for(pages)));
     *resp.status_mut() = err.status();
     let h = resp.headers_mut();
     h.insert(
@@ -155,7 +164,7 @@ impl Shared {
 
     /// Answer with the router's own error page, logging it to the app if it has a code.
     fn fail(&self, ctx: &mut Ctx, err: RouterError) -> Response<RespBody> {
-        let resp = error_response(&err, &ctx.line.request_id);
+        let resp = page_response(&err, &ctx.pages, &ctx.line.request_id);
         ctx.set_error(&err);
         ctx.emit();
         resp

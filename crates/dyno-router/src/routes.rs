@@ -42,6 +42,38 @@ pub struct AppRoute {
     pub crashed: bool,
     /// Requests in flight for this app (shared across table updates), for `H11`.
     pub in_flight: Arc<AtomicUsize>,
+    /// The app's own error and maintenance pages (`ERROR_PAGE_URL`, `MAINTENANCE_PAGE_URL`).
+    pub pages: ErrorPages,
+}
+
+/// Where an app's own pages are (http or https URLs). The router serves them as Heroku does:
+/// its answer keeps its status (503) and frames the page (`<iframe src=…>`), so the router
+/// never fetches anything.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ErrorPages {
+    /// Shown for the H-codes (the app could not answer).
+    pub error: Option<Arc<str>>,
+    /// Shown in maintenance mode (`H80`).
+    pub maintenance: Option<Arc<str>>,
+}
+
+impl ErrorPages {
+    /// From an app's config vars; a value that is not an http(s) URL is ignored.
+    pub fn from_config(error: Option<&str>, maintenance: Option<&str>) -> ErrorPages {
+        let url = |v: Option<&str>| {
+            v.map(str::trim)
+                .filter(|v| {
+                    (v.starts_with("https://") || v.starts_with("http://"))
+                        && v.len() <= 2048
+                        && !v.chars().any(char::is_control)
+                })
+                .map(Arc::from)
+        };
+        ErrorPages {
+            error: url(error),
+            maintenance: url(maintenance),
+        }
+    }
 }
 
 impl AppRoute {
@@ -165,6 +197,11 @@ impl RouteTable {
     /// Replace the app's `up` web dynos (creates the app if unknown).
     pub fn set_dynos(&self, app: &str, backends: Vec<Backend>) {
         self.modify_app(app, |r| r.backends = backends.into());
+    }
+
+    /// The app's own error and maintenance pages.
+    pub fn set_pages(&self, app: &str, pages: ErrorPages) {
+        self.modify_app(app, |r| r.pages = pages);
     }
 
     /// Maintenance mode on/off (`H80`).

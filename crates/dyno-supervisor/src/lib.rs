@@ -434,6 +434,12 @@ async fn supervise(
                 sup.change(State::Down, None);
                 return;
             }
+            // A one-off's daily cycle is the end of its life (Heroku stops one-offs after a
+            // day and never restarts them).
+            Ended::Cycled if !sup.def.restart => {
+                sup.change(State::Down, None);
+                return;
+            }
             Ended::Cycled => {
                 sup.change(State::Starting, None);
                 continue;

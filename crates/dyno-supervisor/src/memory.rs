@@ -14,12 +14,13 @@ pub trait Logger {
 
 pub enum MemoryVerdict {
     Fine,
-    /// Over twice the quota: R15, the dyno must go.
+    /// At its size's R15 point (twice the quota, 1.2 times for the largest sizes): the dyno
+    /// must go.
     Kill,
 }
 
-/// R14 (over quota, logged at most every `memory_warning_every`) and R15 (twice the quota, or
-/// killed by the kernel at its hard limit, which we set at twice the quota).
+/// R14 (over quota, logged at most every `memory_warning_every`) and R15 (at the hard limit the
+/// kernel holds the dyno to, its size's R15 point, or killed by the kernel there).
 pub struct MemoryWatch {
     oom_kills: u64,
     last_warning: Option<Instant>,

@@ -176,6 +176,30 @@ async fn a_crashed_dyno_restarts_after_its_cooloff_and_a_one_off_does_not() {
 }
 
 #[tokio::test]
+async fn daily_cycling_restarts_a_formation_dyno_and_ends_a_one_off() {
+    let mut bench = Bench::new(Lifecycle {
+        cycling: Some(crate::lifecycle::Cycling {
+            period: Duration::from_millis(100),
+            jitter: Duration::ZERO,
+        }),
+        ..quick()
+    });
+    let worker = start(bench.platform.clone(), def("worker", true));
+    let one_off = start(bench.platform.clone(), def("run", false));
+    bench.line("Cycling").await;
+    until("the one-off's supervisor ended", || one_off.is_finished()).await;
+    assert_eq!(one_off.status.borrow().state, State::Down);
+    until("the worker started again", || bench.fake.made(APP) >= 3).await;
+    state_becomes(&worker, State::Up).await;
+    assert!(!bench
+        .fake
+        .standing(APP)
+        .iter()
+        .any(|d| d.starts_with("run.")));
+    worker.stop().await;
+}
+
+#[tokio::test]
 async fn stop_is_sigterm_then_after_the_grace_sigkill_and_r12() {
     let mut bench = Bench::new(quick());
     let polite = start(bench.platform.clone(), def("worker", true));

@@ -343,9 +343,21 @@ fn heroku_cli_core_commands_drive_dyno_serve() {
     assert_eq!(code, 2, "{attached}");
     contains(&attached, "run:detached");
 
-    // Maintenance.
+    // Maintenance, with the app's own page (framed, as Heroku serves it; status 503).
+    h.ok(&[
+        "config:set",
+        "MAINTENANCE_PAGE_URL=https://pages.cli-hello.test/maintenance.html",
+        "-a",
+        APP,
+    ]);
     h.ok(&["maintenance:on", "-a", APP]);
     assert_eq!(h.ok(&["maintenance", "-a", APP]).trim(), "on");
+    let page = h.up.get_via_router("cli-hello.localhost", "/");
+    assert!(page.starts_with("HTTP/1.1 503"), "{page}");
+    contains(
+        &page,
+        "<iframe src=\"https://pages.cli-hello.test/maintenance.html\">",
+    );
     h.ok(&["maintenance:off", "-a", APP]);
     assert_eq!(h.ok(&["maintenance", "-a", APP]).trim(), "off");
 

@@ -57,6 +57,16 @@ impl Daemon {
         let turn = self.turn_of(name);
         let _turn = turn.lock().await;
         let release = self.current_release(name).await?;
+        self.routes.set_pages(
+            name,
+            dyno_router::ErrorPages::from_config(
+                release.config.get("ERROR_PAGE_URL").map(String::as_str),
+                release
+                    .config
+                    .get("MAINTENANCE_PAGE_URL")
+                    .map(String::as_str),
+            ),
+        );
         let formation = self.formation(name).await?;
         let mut apps = self.apps.lock().await;
         let runtime = self.runtime_in(&mut apps, name);

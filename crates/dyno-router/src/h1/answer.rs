@@ -15,12 +15,13 @@ use crate::codes::{HerokuCode, RouterError};
 pub(super) fn error_response(
     out: &mut Vec<u8>,
     err: &RouterError,
+    pages: &crate::routes::ErrorPages,
     request_id: &str,
     head_only: bool,
     close: bool,
 ) {
     let status = err.status();
-    let html = err.html();
+    let html = err.html_for(pages);
     out.clear();
     let _ = write!(
         out,
@@ -54,7 +55,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     ) -> bool {
         // An unread body would be taken for the next request: close instead.
         let keep = head.keep_alive && head.body == Framing::Empty;
-        error_response(&mut self.resp_out, err, rid, head.is_head, !keep);
+        error_response(
+            &mut self.resp_out,
+            err,
+            &Default::default(),
+            rid,
+            head.is_head,
+            !keep,
+        );
         self.io.write_all(&self.resp_out).await.is_ok() && self.io.flush().await.is_ok() && keep
     }
 
@@ -76,6 +84,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         error_response(
             &mut self.resp_out,
             &err,
+            &ctx.pages,
             &ctx.line.request_id,
             head.is_head,
             !keep,

@@ -131,7 +131,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 NextHead::Http2 => return Ended::Http2(self.io, self.buf),
                 NextHead::Closed => return Ended::Done,
                 NextHead::Refuse(err) => {
-                    error_response(&mut self.resp_out, &err, "", false, true);
+                    error_response(
+                        &mut self.resp_out,
+                        &err,
+                        &Default::default(),
+                        "",
+                        false,
+                        true,
+                    );
                     let _ = self.io.write_all(&self.resp_out).await;
                     let _ = self.io.shutdown().await;
                     return Ended::Done;

@@ -1,4 +1,4 @@
-//! Per-dyno cgroups: memory (quota and a hard limit at twice the quota), pids and CPU weight,
+//! Per-dyno cgroups: memory (quota and a hard limit at the R15 point, twice the quota or 1.2 times), pids and CPU weight,
 //! on cgroup v1 and v2.
 //!
 //! Everything happens below the daemon's **own** cgroup, as `/proc/self/cgroup` names it (per

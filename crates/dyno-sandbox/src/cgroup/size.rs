@@ -75,10 +75,20 @@ impl DynoSize {
         self.memory_mb * MIB
     }
 
-    /// The kernel's hard limit: twice the quota. Heroku lets a dyno swap up to that point and
-    /// kills it there (R15); machines here may have no swap, so the overshoot is real memory.
+    /// The kernel's hard limit: where Heroku restarts a dyno with R15, twice the quota, or 1.2
+    /// times it for the largest sizes (Performance-L-RAM, -XL, -2XL: Dev Center's "Dyno memory
+    /// behavior"). A dyno may swap up to it; machines here may have no swap, so the overshoot
+    /// is real memory.
     pub fn memory_limit_bytes(&self) -> u64 {
-        2 * self.memory_quota_bytes()
+        self.memory_quota_bytes() * self.r15_percent() / 100
+    }
+
+    /// The R15 point in percent of the quota.
+    pub fn r15_percent(&self) -> u64 {
+        match self.name {
+            "Performance-L-RAM" | "Performance-XL" | "Performance-2XL" => 120,
+            _ => 200,
+        }
     }
 
     /// The v2 weight clamped to the kernel's range.
@@ -166,6 +176,16 @@ mod tests {
         assert_eq!(size.memory_quota_bytes(), 512 * MIB);
         assert_eq!(size.memory_limit_bytes(), 1024 * MIB);
         assert_eq!(size.cpu_shares_v1(), 1024);
+    }
+
+    #[test]
+    fn the_largest_sizes_stop_at_1_2_times_their_quota() {
+        let limit_gib = |name: &str| DynoSize::lookup(name).unwrap().memory_limit_bytes() / MIB;
+        assert_eq!(limit_gib("Standard-2X"), 2048);
+        assert_eq!(limit_gib("Performance-L"), 28 * 1024);
+        assert_eq!(limit_gib("Performance-L-RAM"), 30 * 1024 * 12 / 10);
+        assert_eq!(limit_gib("Performance-XL"), 62 * 1024 * 12 / 10);
+        assert_eq!(limit_gib("Performance-2XL"), 126 * 1024 * 12 / 10);
     }
 
     #[test]
