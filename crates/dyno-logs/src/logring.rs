@@ -51,7 +51,7 @@ impl Default for HubOptions {
     fn default() -> HubOptions {
         HubOptions {
             ring_lines: RING_LINES,
-            tail_lines: 1000,
+            tail_lines: 10_000,
             max_line_bytes: 10_000,
         }
     }
@@ -114,15 +114,18 @@ impl Filter {
 /// What a `--tail` subscriber receives.
 pub type TailEvent = Item;
 
-/// `2026-…+00:00 app[web.1]: hello`, or for a gap a line of our own (not a Heroku format):
-/// `-- 12 lines dropped since 2026-11-25T10:00:00+00:00 (the reader was too slow) --`.
+/// `2026-…+00:00 app[web.1]: hello`, or for a gap Heroku's L11 line:
+/// `2026-…+00:00 heroku[logplex]: Error L11 (Tail buffer overflow) -> This tail session
+/// dropped 12 messages since 2026-11-25T10:00:00+00:00`.
 impl fmt::Display for Item {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Item::Line(line) => line.fmt(f),
             Item::Dropped { count, since } => write!(
                 f,
-                "-- {count} lines dropped since {} (the reader was too slow) --",
+                "{} heroku[logplex]: Error L11 (Tail buffer overflow) -> This tail session \
+                 dropped {count} messages since {}",
+                crate::logs::rfc3339_micros(std::time::SystemTime::now()),
                 rfc3339_seconds(*since)
             ),
         }
@@ -459,6 +462,22 @@ mod tests {
             source: Some(Source::Heroku),
         };
         assert!(both.matches(&heroku) && !both.matches(&app) && !both.matches(&router));
+    }
+
+    #[test]
+    fn a_gap_in_a_tail_reads_as_herokus_l11() {
+        let gap = Item::Dropped {
+            count: 3,
+            since: std::time::UNIX_EPOCH,
+        }
+        .to_string();
+        assert!(
+            gap.ends_with(
+                " heroku[logplex]: Error L11 (Tail buffer overflow) -> This tail session dropped 3 \
+                 messages since 1970-01-01T00:00:00+00:00"
+            ),
+            "{gap}"
+        );
     }
 
     #[test]

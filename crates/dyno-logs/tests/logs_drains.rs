@@ -166,10 +166,12 @@ async fn a_tail_that_never_reads_does_not_block_append_and_is_told_what_it_misse
         .await
         .expect("100k appends finish although a subscriber never reads")
         .unwrap();
-    // Bounded: the subscriber holds its 1,000 lines, the ring its 1,500.
-    assert_eq!(stalled.queued(), hub.options().tail_lines);
+    // Bounded: the subscriber holds its 10,000 lines, the ring its 1,500.
+    let held = hub.options().tail_lines as u64;
+    assert_eq!(held, 10_000);
+    assert_eq!(stalled.queued() as u64, held);
     assert_eq!(hub.recent("a", &Filter::all(), 100_000).len(), 1500);
-    for i in 0..1000u64 {
+    for i in 0..held {
         match stalled.try_next() {
             Some(Item::Line(l)) => assert_eq!(l.message, format!("line {i}")),
             other => panic!("line {i}: {other:?}"),
@@ -178,8 +180,8 @@ async fn a_tail_that_never_reads_does_not_block_append_and_is_told_what_it_misse
     assert_eq!(
         stalled.try_next(),
         Some(Item::Dropped {
-            count: 99_000,
-            since: at(1000, Source::App, "", "").time
+            count: 100_000 - held,
+            since: at(held, Source::App, "", "").time
         })
     );
     assert_eq!(stalled.try_next(), None);

@@ -219,12 +219,13 @@ impl ApiClient {
         })
     }
 
-    /// `GET path` answered by a stream of text lines (`logs?tail=1`): `on_line` gets each line
-    /// as it comes, until the server ends the stream or the connection breaks.
+    /// `GET path` answered by a stream of text lines (a log session): `on_lines` gets the
+    /// complete lines of each chunk as it comes (a reader may write them in one go), until the
+    /// server ends the stream or the connection breaks.
     pub async fn stream_lines(
         &self,
         path: &str,
-        mut on_line: impl FnMut(&str),
+        mut on_lines: impl FnMut(&[String]),
     ) -> Result<(), ClientError> {
         let (resp, _driver) = self
             .open(Method::GET, path, None, None, Bytes::new())
@@ -247,13 +248,21 @@ impl ApiClient {
                 .unwrap_or_else(|| self.protocol(status, "an error without a body")));
         }
         let mut pending = Vec::new();
+        let mut lines = Vec::new();
         while let Some(frame) = body.frame().await {
             let frame = frame.map_err(|e| self.transport(e))?;
             if let Some(data) = frame.data_ref() {
                 pending.extend_from_slice(data);
-                while let Some(i) = pending.iter().position(|b| *b == b'\n') {
-                    let line: Vec<u8> = pending.drain(..=i).collect();
-                    on_line(String::from_utf8_lossy(&line[..i]).as_ref());
+                let mut start = 0;
+                while let Some(i) = pending[start..].iter().position(|b| *b == b'\n') {
+                    let end = start + i;
+                    lines.push(String::from_utf8_lossy(&pending[start..end]).into_owned());
+                    start = end + 1;
+                }
+                pending.drain(..start);
+                if !lines.is_empty() {
+                    on_lines(&lines);
+                    lines.clear();
                 }
             }
         }

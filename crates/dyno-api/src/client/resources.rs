@@ -176,27 +176,31 @@ impl ApiClient {
     pub async fn logs(&self, app: &str, query: &LogQuery) -> Result<Vec<String>, ClientError> {
         let path = self.log_session(app, query, false).await?;
         let mut lines = Vec::new();
-        self.stream_lines(&path, |line| {
-            if let Some(data) = event_data(line) {
-                lines.push(data.to_owned());
-            }
+        self.stream_lines(&path, |batch| {
+            lines.extend(
+                batch
+                    .iter()
+                    .filter_map(|l| event_data(l))
+                    .map(str::to_owned),
+            );
         })
         .await?;
         Ok(lines)
     }
 
-    /// The recent lines, then each new one as it comes (a log session with `tail`), until the
-    /// daemon ends the stream.
+    /// The recent lines, then the new ones as they come (a log session with `tail`), a batch
+    /// at a time, until the daemon ends the stream.
     pub async fn tail_logs(
         &self,
         app: &str,
         query: &LogQuery,
-        mut on_line: impl FnMut(&str),
+        mut on_lines: impl FnMut(&[&str]),
     ) -> Result<(), ClientError> {
         let path = self.log_session(app, query, true).await?;
-        self.stream_lines(&path, |line| {
-            if let Some(data) = event_data(line) {
-                on_line(data);
+        self.stream_lines(&path, |batch| {
+            let lines: Vec<&str> = batch.iter().filter_map(|l| event_data(l)).collect();
+            if !lines.is_empty() {
+                on_lines(&lines);
             }
         })
         .await

@@ -24,6 +24,8 @@ use crate::types::LogQuery;
 
 /// How often an idle tail sends a comment line.
 pub const KEEPALIVE: Duration = Duration::from_secs(15);
+/// Events that are already waiting go out together, in chunks of about this many bytes.
+const BATCH_BYTES: usize = 64 * 1024;
 
 /// The query a session body asks for (`lines` 1–1500, `dyno`, `source`, `tail`), checked as
 /// `GET /apps/{app}/logs` checks its query string.
@@ -93,7 +95,14 @@ pub(super) async fn stream<P: Platform>(
                     line = lines.recv() => match line {
                         Some(line) => {
                             id += 1;
-                            event(id, &line)
+                            let mut frame = event(id, &line).to_vec();
+                            // What else is waiting goes in the same chunk.
+                            while frame.len() < BATCH_BYTES {
+                                let Ok(line) = lines.try_recv() else { break };
+                                id += 1;
+                                frame.extend_from_slice(&event(id, &line));
+                            }
+                            Bytes::from(frame)
                         }
                         None => return,
                     },
@@ -107,10 +116,17 @@ pub(super) async fn stream<P: Platform>(
     } else {
         let lines = platform.logs(app, query).await.map_err(plain)?;
         tokio::spawn(async move {
+            let mut frame = Vec::new();
             for (i, line) in lines.iter().enumerate() {
-                if tx.send(event(i as u64 + 1, line)).await.is_err() {
+                frame.extend_from_slice(&event(i as u64 + 1, line));
+                if frame.len() >= BATCH_BYTES
+                    && tx.send(std::mem::take(&mut frame).into()).await.is_err()
+                {
                     return;
                 }
+            }
+            if !frame.is_empty() {
+                let _ = tx.send(frame.into()).await;
             }
         });
     }

@@ -400,9 +400,17 @@ pub(super) async fn logs(
     };
     if tail {
         // A stream: the recent lines, then each new one, until interrupted.
-        api.tail_logs(&app, &query, |line| println!("{line}"))
-            .await
-            .map_err(e)?;
+        api.tail_logs(&app, &query, |lines| {
+            // One write per batch: a burst of lines is not a write(2) each.
+            use std::io::Write as _;
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            for line in lines {
+                let _ = writeln!(out, "{line}");
+            }
+            let _ = out.flush();
+        })
+        .await
+        .map_err(e)?;
     } else {
         let lines = api.logs(&app, &query).await.map_err(e)?;
         for line in &lines {
