@@ -434,19 +434,15 @@ async fn supervise(
                 sup.change(State::Down, None);
                 return;
             }
-            // A one-off's daily cycle is the end of its life (Heroku stops one-offs after a
-            // day and never restarts them).
-            Ended::Cycled if !sup.def.restart => {
+            // A one-off never starts again: not when it exits, nor at its daily cycle (Heroku
+            // stops one-offs after a day).
+            Ended::Cycled | Ended::Exited if !sup.def.restart => {
                 sup.change(State::Down, None);
                 return;
             }
             Ended::Cycled => {
                 sup.change(State::Starting, None);
                 continue;
-            }
-            Ended::Exited if !sup.def.restart => {
-                sup.change(State::Down, None);
-                return;
             }
             Ended::Exited => {
                 sup.change(State::Crashed, None);
