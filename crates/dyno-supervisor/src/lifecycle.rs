@@ -26,6 +26,8 @@ pub struct Lifecycle {
     pub memory_poll: Duration,
     /// R14 is logged at most this often while over quota.
     pub memory_warning_every: Duration,
+    /// The release phase (`release:` in the Procfile) must end within this; Heroku: 1 hour.
+    pub release_timeout: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -55,6 +57,7 @@ impl Default for Lifecycle {
             readiness_poll: Duration::from_millis(50),
             memory_poll: Duration::from_secs(1),
             memory_warning_every: Duration::from_secs(20),
+            release_timeout: Duration::from_secs(3600),
         }
     }
 }

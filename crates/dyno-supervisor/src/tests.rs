@@ -18,6 +18,7 @@ fn quick() -> Lifecycle {
         readiness_poll: Duration::from_millis(5),
         memory_poll: Duration::from_millis(5),
         memory_warning_every: Duration::from_secs(600),
+        release_timeout: Duration::from_secs(5),
     }
 }
 

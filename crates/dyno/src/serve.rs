@@ -66,6 +66,9 @@ pub struct ServeArgs {
     /// SIGTERM to SIGKILL on stop (R12)
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     stop_grace: Duration,
+    /// The release phase (a Procfile's `release:`) must end within this, or nothing is released
+    #[arg(long, default_value = "1h", value_parser = parse_duration)]
+    release_timeout: Duration,
     /// Let APP's dynos make these system calls too, on top of the default seccomp profile
     /// (which denies e.g. io_uring_setup, keyctl, unshare with EPERM and names each denied call
     /// in the log; docs/isolation.md lists it). Repeat for more apps. An unknown call's name
@@ -120,6 +123,7 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
         lifecycle: Lifecycle {
             boot_timeout: args.boot_timeout,
             stop_grace: args.stop_grace,
+            release_timeout: args.release_timeout,
             ..Lifecycle::default()
         },
         uids: args.uid_range,

@@ -462,7 +462,14 @@ fn a_daemon_killed_with_sigkill_adopts_its_dynos_and_loses_no_exit_status() {
 /// failure releases nothing, the formation keeps serving the old release.
 #[test]
 fn the_release_phase_runs_before_the_release_and_a_failure_releases_nothing() {
-    let up = serve_hello("serve-release");
+    let up = Up::serve(
+        "serve-release",
+        &[SERVE_ARGS.as_slice(), &["--release-timeout", "4s"]].concat(),
+    );
+    up.wait_api();
+    cli_ok(&up, &["apps:create", "hello"]);
+    let dir = repo().join("examples/hello");
+    cli_ok(&up, &["deploy", &dir.to_string_lossy(), "-a", "hello"]);
     wait_for_release(&up, "hello", 2);
     let web = "web: exec python3 -m http.server $PORT\n";
     let failing = app_dir(
@@ -492,7 +499,8 @@ fn the_release_phase_runs_before_the_release_and_a_failure_releases_nothing() {
     let working = app_dir(
         "release-ok",
         &format!(
-            "{web}release: echo \"migrated for $GREETING\"; grep Seccomp: /proc/self/status\n"
+            "{web}release: if [ -n \"$BREAK\" ]; then exit 4; fi; echo \"migrated for $GREETING\"; \
+             grep Seccomp: /proc/self/status\n"
         ),
     );
     cli_ok(&up, &["config:set", "GREETING=Howdy", "-a", "hello"]);
@@ -519,6 +527,24 @@ fn the_release_phase_runs_before_the_release_and_a_failure_releases_nothing() {
     );
     let scale = cli_err(&up, &["ps:scale", "release=1", "-a", "hello"]);
     assert!(scale.contains("release"), "{scale}");
+
+    // A config change is a release too: its release phase runs with the new config, and one
+    // that fails changes nothing.
+    cli_ok(&up, &["config:set", "GREETING=Hola", "-a", "hello"]);
+    wait_for_release(&up, "hello", 5);
+    let logs = cli_ok(&up, &["logs", "-a", "hello", "-n", "1500"]);
+    assert!(logs.contains("app[release.1]: migrated for Hola"), "{logs}");
+    let refused = cli_err(&up, &["config:set", "BREAK=1", "-a", "hello"]);
+    assert!(refused.contains("status 4"), "{refused}");
+    let config = cli_ok(&up, &["config", "-a", "hello", "--json"]);
+    assert!(!config.contains("BREAK"), "{config}");
+    // A release phase that outlasts --release-timeout is stopped, and nothing is released.
+    let slow = app_dir("release-slow", &format!("{web}release: exec sleep 60\n"));
+    let refused = cli_err(&up, &["deploy", &slow.to_string_lossy(), "-a", "hello"]);
+    assert!(refused.contains("did not end within 4s"), "{refused}");
+    // A rollback to a release without a release phase needs none.
+    cli_ok(&up, &["rollback", "v2", "-a", "hello"]);
+    wait_for_release(&up, "hello", 6);
 }
 
 /// One request to refuse: method, path, content type, body, the status wanted (0: any 4xx).

@@ -24,6 +24,7 @@ mod options;
 mod procview;
 mod ps;
 pub mod reconcile;
+mod release_phase;
 pub mod runtime_metrics;
 pub mod seccomp;
 pub mod slug;
@@ -243,7 +244,11 @@ impl Daemon {
                 .await
                 .map_err(|e| DaemonError::new(ErrorKind::Internal, e.to_string()))??;
         if let Some(release) = types.iter().find(|t| t.name == RELEASE_PHASE) {
-            if let Err(e) = self.release_phase(name, &release.command, &dest).await {
+            let current = self.current_release(name).await?;
+            if let Err(e) = self
+                .release_phase(name, &release.command, &dest, &current)
+                .await
+            {
                 let _ = std::fs::remove_dir_all(&dest);
                 return Err(e);
             }
@@ -277,46 +282,6 @@ impl Daemon {
         Ok(release)
     }
 
-    /// Heroku's release phase: the Procfile's `release` command runs once, in a dyno
-    /// `release.1` on the new slug with the app's current config, before the release exists;
-    /// if it fails, nothing is released and the formation keeps running the old one.
-    async fn release_phase(
-        &self,
-        name: &str,
-        command: &str,
-        slug: &Path,
-    ) -> Result<(), DaemonError> {
-        let current = self.current_release(name).await?;
-        let platform = {
-            let mut apps = self.apps.lock().await;
-            self.runtime_in(&mut apps, name).platform.clone()
-        };
-        let slot = Slot {
-            process: RELEASE_PHASE.to_string(),
-            index: 1,
-            command: command.to_string(),
-            restart: false,
-            size: self.options.size(DynoSize::STANDARD_1X.name),
-        };
-        let def = self.options.dyno_def(name, &current, slug, slot);
-        let handle = supervisor::start(platform, def);
-        let mut status = handle.status.clone();
-        let _ = status.wait_for(|s| s.state == State::Down).await;
-        let code = status.borrow().exit_code;
-        handle.stop().await;
-        match code {
-            Some(0) => Ok(()),
-            code => Err(DaemonError::new(
-                ErrorKind::ReleaseFailed,
-                format!(
-                    "the release phase failed: `{command}` exited with status {}; nothing was \
-                     released. See `dyno logs -a {name} --ps release.1`, fix it and deploy again",
-                    code.map_or("unknown".to_string(), |c| c.to_string())
-                ),
-            )),
-        }
-    }
-
     /// The app's config vars.
     pub async fn config(&self, name: &str) -> Result<BTreeMap<String, String>, DaemonError> {
         let app = app_name(name)?;
@@ -338,6 +303,10 @@ impl Daemon {
                 .map_err(|e| DaemonError::new(ErrorKind::InvalidParams, e.to_string()))?;
             checked.push((key, value));
         }
+        let mut next = self.current_release(name).await?;
+        next.config
+            .extend(checked.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        self.release_phase_of(name, &next).await?;
         let release = self
             .with_store(move |s| s.config_set(&app, &checked))
             .await?;
@@ -360,6 +329,10 @@ impl Daemon {
                     .map_err(|e| DaemonError::new(ErrorKind::InvalidParams, e.to_string()))
             })
             .collect::<Result<Vec<_>, _>>()?;
+        let mut next = self.current_release(name).await?;
+        next.config
+            .retain(|k, _| !keys.iter().any(|key| key.as_str() == k));
+        self.release_phase_of(name, &next).await?;
         let release = self
             .with_store(move |s| s.config_unset(&app, &keys))
             .await?;
@@ -371,6 +344,13 @@ impl Daemon {
     /// `rollback vN`: a new release with vN's slug, process types and config.
     pub async fn rollback(&self, name: &str, version: u32) -> Result<Release, DaemonError> {
         let app = app_name(name)?;
+        let target = self
+            .with_store({
+                let app = app.clone();
+                move |s| s.release(&app, version)
+            })
+            .await?;
+        self.release_phase_of(name, &target).await?;
         let release = self.with_store(move |s| s.rollback(&app, version)).await?;
         self.announce_release(name, &release);
         self.converge(name).await?;
