@@ -16,7 +16,7 @@ use dyno_state::{ProcessType, Quantity, SizeName};
 
 use super::api_shapes::{
     domain_shape, drain_out, feature_of, features_of, filter, formation_out, invalid,
-    release_shape, time, unreachable_name,
+    release_shape, time,
 };
 use super::log_sessions::LogSessions;
 use super::runtime_metrics::LOG_RUNTIME_METRICS;
@@ -29,27 +29,38 @@ impl From<DaemonError> for ApiError {
 }
 
 /// `Arc<Daemon>` serves the API.
-pub struct DaemonApi(pub std::sync::Arc<Daemon>, LogSessions);
+pub struct DaemonApi(
+    pub std::sync::Arc<Daemon>,
+    LogSessions,
+    /// The account, read from the store once (it never changes).
+    std::sync::OnceLock<Account>,
+);
 
 impl DaemonApi {
     pub fn new(daemon: std::sync::Arc<Daemon>) -> DaemonApi {
-        DaemonApi(daemon, LogSessions::default())
+        DaemonApi(daemon, LogSessions::default(), std::sync::OnceLock::new())
     }
 }
 
 impl DaemonApi {
-    fn app_out(&self, app: &dyno_state::model::App, owner: &UserRef) -> App {
-        let name = AppName::new(app.name.as_str()).unwrap_or_else(|_| unreachable_name(app));
+    fn app_out(&self, app: &dyno_state::model::App, owner: &UserRef) -> Result<App, ApiError> {
+        let name = AppName::new(app.name.as_str())?;
         let mut out = App::new(&name, &app.uuid, owner.clone(), time(app.created_at_ms));
         out.maintenance = app.maintenance;
         out.web_url = self.0.web_url(&app.name);
-        out
+        Ok(out)
     }
 
     /// The account every token acts as, and as an app's owner.
     async fn the_account(&self) -> Result<Account, ApiError> {
+        if let Some(account) = self.2.get() {
+            return Ok(account.clone());
+        }
         let id = self.0.with_store(|s| s.account_uuid()).await?;
-        Ok(Account::new(id, dyno_api::rfc3339(UNIX_EPOCH)))
+        Ok(self
+            .2
+            .get_or_init(|| Account::new(id, dyno_api::rfc3339(UNIX_EPOCH)))
+            .clone())
     }
 
     async fn owner(&self) -> Result<UserRef, ApiError> {
@@ -113,7 +124,7 @@ impl Platform for DaemonApi {
     async fn list_apps(&self) -> Result<Vec<App>, ApiError> {
         let apps = self.0.list_apps().await?;
         let owner = self.owner().await?;
-        Ok(apps.iter().map(|a| self.app_out(a, &owner)).collect())
+        apps.iter().map(|a| self.app_out(a, &owner)).collect()
     }
 
     async fn create_app(&self, name: AppName) -> Result<App, ApiError> {
@@ -123,18 +134,18 @@ impl Platform for DaemonApi {
             }
             other => other?,
         };
-        Ok(self.app_out(&app, &self.owner().await?))
+        self.app_out(&app, &self.owner().await?)
     }
 
     async fn destroy_app(&self, name: AppName) -> Result<App, ApiError> {
         let app = self.0.app(name.as_str()).await?;
         self.0.destroy_app(name.as_str()).await?;
-        Ok(self.app_out(&app, &self.owner().await?))
+        self.app_out(&app, &self.owner().await?)
     }
 
     async fn app(&self, name: AppName) -> Result<App, ApiError> {
         let app = self.0.app(name.as_str()).await?;
-        Ok(self.app_out(&app, &self.owner().await?))
+        self.app_out(&app, &self.owner().await?)
     }
 
     async fn open_log_session(&self, name: AppName, query: LogQuery) -> Result<String, ApiError> {
@@ -331,7 +342,7 @@ impl Platform for DaemonApi {
             Some(on) => self.0.set_maintenance(name.as_str(), on).await?,
             None => self.0.app(name.as_str()).await?,
         };
-        Ok(self.app_out(&app, &self.owner().await?))
+        self.app_out(&app, &self.owner().await?)
     }
 
     async fn config(&self, name: AppName) -> Result<BTreeMap<String, String>, ApiError> {

@@ -4,7 +4,7 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use dyno_api::heroku::{Domain, Ref, UserRef};
-use dyno_api::{ApiError, AppFeature, AppName, Formation, LogDrain, LogQuery, Release};
+use dyno_api::{ApiError, AppFeature, Formation, LogDrain, LogQuery, Release};
 use dyno_logs::logring::Filter;
 use dyno_logs::logs::Source;
 use dyno_state::ids::{formation_uuid, release_uuid};
@@ -47,12 +47,6 @@ pub(super) fn domain_shape(
         created_at: at.clone(),
         updated_at: at,
     }
-}
-
-/// The store only holds valid names; this is never reached.
-pub(super) fn unreachable_name(app: &dyno_state::model::App) -> AppName {
-    AppName::new("invalid")
-        .unwrap_or_else(|_| panic!("the store holds an invalid app name {:?}", app.name))
 }
 
 pub(super) fn release_shape(
