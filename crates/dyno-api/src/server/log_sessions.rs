@@ -18,7 +18,6 @@ use tokio::sync::mpsc;
 
 use super::routes::{plain, Failure, Resp};
 use super::Platform;
-use crate::error::ApiError;
 use crate::heroku::LogSessionCreate;
 use crate::types::LogQuery;
 
@@ -167,15 +166,9 @@ impl hyper::body::Body for EventBody {
     }
 }
 
-/// A new session's secret: 128 random bits as hex.
-pub fn new_secret() -> Result<String, ApiError> {
-    let mut bytes = [0u8; 16];
-    std::io::Read::read_exact(
-        &mut std::fs::File::open("/dev/urandom").map_err(ApiError::internal)?,
-        &mut bytes,
-    )
-    .map_err(ApiError::internal)?;
-    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+/// A new session's secret: a random (version 4) UUID as 32 hex digits.
+pub fn new_secret() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
 }
 
 #[cfg(test)]

@@ -151,7 +151,7 @@ impl Platform for DaemonApi {
     async fn open_log_session(&self, name: AppName, query: LogQuery) -> Result<String, ApiError> {
         // An unknown app is a 404 now, not when the stream is read.
         self.0.app(name.as_str()).await?;
-        self.1.open(name, query)
+        Ok(self.1.open(name, query))
     }
 
     async fn log_session(&self, secret: String) -> Result<(AppName, LogQuery), ApiError> {
