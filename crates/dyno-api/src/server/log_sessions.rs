@@ -94,12 +94,13 @@ pub(super) async fn stream<P: Platform>(
                     line = lines.recv() => match line {
                         Some(line) => {
                             id += 1;
-                            let mut frame = event(id, &line).to_vec();
+                            let mut frame = Vec::new();
+                            push_event(&mut frame, id, &line);
                             // What else is waiting goes in the same chunk.
                             while frame.len() < BATCH_BYTES {
                                 let Ok(line) = lines.try_recv() else { break };
                                 id += 1;
-                                frame.extend_from_slice(&event(id, &line));
+                                push_event(&mut frame, id, &line);
                             }
                             Bytes::from(frame)
                         }
@@ -117,7 +118,7 @@ pub(super) async fn stream<P: Platform>(
         tokio::spawn(async move {
             let mut frame = Vec::new();
             for (i, line) in lines.iter().enumerate() {
-                frame.extend_from_slice(&event(i as u64 + 1, line));
+                push_event(&mut frame, i as u64 + 1, line);
                 if frame.len() >= BATCH_BYTES
                     && tx.send(std::mem::take(&mut frame).into()).await.is_err()
                 {
@@ -136,17 +137,18 @@ pub(super) async fn stream<P: Platform>(
     Ok(resp)
 }
 
-/// One event: `id: N`, then the line as `data:` (a line holding a newline becomes several
-/// `data:` fields, which a client joins back with newlines).
-fn event(id: u64, line: &str) -> Bytes {
-    let mut out = format!("id: {id}\n");
+/// One event onto `out`: `id: N`, then the line as `data:` (a line holding a newline becomes
+/// several `data:` fields, which a client joins back with newlines).
+fn push_event(out: &mut Vec<u8>, id: u64, line: &str) {
+    out.extend_from_slice(b"id: ");
+    out.extend_from_slice(id.to_string().as_bytes());
+    out.push(b'\n');
     for part in line.split('\n') {
-        out.push_str("data: ");
-        out.push_str(part.strip_suffix('\r').unwrap_or(part));
-        out.push('\n');
+        out.extend_from_slice(b"data: ");
+        out.extend_from_slice(part.strip_suffix('\r').unwrap_or(part).as_bytes());
+        out.push(b'\n');
     }
-    out.push('\n');
-    Bytes::from(out)
+    out.push(b'\n');
 }
 
 /// A body of frames made by a task.
@@ -174,6 +176,12 @@ pub fn new_secret() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn event(id: u64, line: &str) -> Bytes {
+        let mut out = Vec::new();
+        push_event(&mut out, id, line);
+        Bytes::from(out)
+    }
 
     #[test]
     fn events_are_framed_line_by_line() {
