@@ -319,23 +319,19 @@ fn heroku_cli_core_commands_drive_dyno_serve() {
     tail.stdout(std::process::Stdio::piped());
     let mut tail = tail.spawn().unwrap();
     let seen = collect(tail.stdout.take().unwrap());
-    poll_until(Duration::from_secs(20), Duration::from_millis(100), || {
-        let lines = seen.lock().unwrap();
-        lines
-            .iter()
-            .any(|l| l.contains("hello-detached"))
-            .then_some(())
-            .ok_or(format!("the tail shows no recent line yet: {lines:?}"))
-    });
+    let tail_shows = |text: &str| {
+        poll_until(Duration::from_secs(20), Duration::from_millis(100), || {
+            let lines = seen.lock().unwrap();
+            lines
+                .iter()
+                .any(|l| l.contains(text))
+                .then_some(())
+                .ok_or(format!("the tail does not show {text:?}: {lines:?}"))
+        })
+    };
+    tail_shows("hello-detached");
     h.ok(&["run:detached", "-a", APP, "--", "echo", "tail-marker"]);
-    poll_until(Duration::from_secs(20), Duration::from_millis(100), || {
-        let lines = seen.lock().unwrap();
-        lines
-            .iter()
-            .any(|l| l.contains("app[run.2]: tail-marker"))
-            .then_some(())
-            .ok_or(format!("the tail does not show the new line: {lines:?}"))
-    });
+    tail_shows("app[run.2]: tail-marker");
     let _ = tail.kill();
     let _ = tail.wait();
 
