@@ -164,8 +164,8 @@ pub fn page(mut items: Vec<Value>, range: Option<&str>, fields: &[&str]) -> Resu
             range.field
         )));
     }
-    let key = |item: &Value| item.get(&range.field).cloned().unwrap_or(Value::Null);
-    items.sort_by(|a, b| compare(&key(a), &key(b)));
+    let name = range.field.as_str();
+    items.sort_by(|a, b| compare(field(a, name), field(b, name)));
     if range.descending {
         items.reverse();
     }
@@ -185,15 +185,15 @@ pub fn page(mut items: Vec<Value>, range: Option<&str>, fields: &[&str]) -> Resu
     };
     let mut selected: Vec<Value> = items
         .into_iter()
-        .filter(|item| !before_start(&key(item)) && !after_end(&key(item)))
+        .filter(|item| !before_start(field(item, name)) && !after_end(field(item, name)))
         .collect();
     let next_range = (selected.len() > range.max).then(|| {
         selected.truncate(range.max);
-        let last = selected.last().map(key).unwrap_or(Value::Null);
-        let last = match last {
-            Value::String(s) => s,
-            other => other.to_string(),
-        };
+        let last = text(
+            selected
+                .last()
+                .map_or(&Value::Null, |item| field(item, name)),
+        );
         format!(
             "{} ]{last}..; max={}, order={}",
             range.field,
@@ -207,11 +207,19 @@ pub fn page(mut items: Vec<Value>, range: Option<&str>, fields: &[&str]) -> Resu
     })
 }
 
+/// `item[name]`, `null` when it has none.
+fn field<'a>(item: &'a Value, name: &str) -> &'a Value {
+    item.get(name).unwrap_or(&Value::Null)
+}
+
 /// Numbers by value, everything else by its text.
 fn compare(a: &Value, b: &Value) -> Ordering {
-    match (a.as_f64(), b.as_f64()) {
-        (Some(x), Some(y)) => x.partial_cmp(&y).unwrap_or(Ordering::Equal),
-        _ => text(a).cmp(&text(b)),
+    match (a, b) {
+        (Value::String(x), Value::String(y)) => x.cmp(y),
+        _ => match (a.as_f64(), b.as_f64()) {
+            (Some(x), Some(y)) => x.partial_cmp(&y).unwrap_or(Ordering::Equal),
+            _ => text(a).cmp(&text(b)),
+        },
     }
 }
 
@@ -219,7 +227,10 @@ fn compare(a: &Value, b: &Value) -> Ordering {
 fn compare_text(v: &Value, bound: &str) -> Ordering {
     match (v.as_f64(), bound.parse::<f64>()) {
         (Some(x), Ok(y)) => x.partial_cmp(&y).unwrap_or(Ordering::Equal),
-        _ => text(v).as_str().cmp(bound),
+        _ => match v {
+            Value::String(s) => s.as_str().cmp(bound),
+            other => other.to_string().as_str().cmp(bound),
+        },
     }
 }
 

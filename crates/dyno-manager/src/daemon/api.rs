@@ -99,18 +99,13 @@ impl DaemonApi {
         name: &AppName,
         which: &ReleaseName,
     ) -> Result<(Release, dyno_state::model::Release), ApiError> {
-        let (app, _) = self.app_ref(name).await?;
-        let version = which
-            .version()
-            .or_else(|| release_version_of(&app.uuid, &which.text()));
-        let found = match version {
-            Some(v) => self
-                .releases_out(name)
-                .await?
-                .into_iter()
-                .find(|(r, _)| r.version == v),
-            None => None,
-        };
+        let releases = self.releases_out(name).await?;
+        // A release id holds its version (see `release_uuid`); every release names its app.
+        let version = which.version().or_else(|| {
+            let app_id = &releases.first()?.0.app.id;
+            release_version_of(app_id, &which.text())
+        });
+        let found = version.and_then(|v| releases.into_iter().find(|(r, _)| r.version == v));
         found.ok_or_else(|| {
             ApiError::not_found(format!(
                 "No release {} of {name}: see `heroku releases -a {name}`.",
