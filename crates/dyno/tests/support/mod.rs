@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 use dyno_net::lab::Lab;
 use dyno_net::ns;
 
+pub mod heroku;
+
 pub const ROUTER_MARK: u32 = 0x6479;
 
 pub fn require_root() {

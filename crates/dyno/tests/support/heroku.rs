@@ -1,0 +1,189 @@
+//! Heroku's own CLI (`heroku`, from npm, pinned in `.ci/run`) against a real `dyno serve` over
+//! its TCP API, run in the daemon's lab namespace with `HEROKU_HOST` pointing at the API: every
+//! call it makes stays on that loopback.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use dyno_net::ns;
+
+use super::*;
+
+pub const API_PORT: u16 = 5800;
+pub const TOKEN: &str = "heroku-cli-test-token-0123456789";
+pub const APP: &str = "cli-hello";
+
+/// The `heroku` executable: `$HEROKU_CLI`, or where `.ci/run` installs it.
+pub fn heroku_bin() -> PathBuf {
+    let path = std::env::var_os("HEROKU_CLI")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo().join("target/heroku-cli/node_modules/.bin/heroku"));
+    assert!(
+        path.exists(),
+        "Heroku's CLI is not at {}: install it with \
+         `npm install --prefix target/heroku-cli --no-audit --no-fund heroku@11.10.0` \
+         (as .ci/run does), or set HEROKU_CLI",
+        path.display()
+    );
+    path
+}
+
+pub struct Heroku {
+    pub up: Up,
+    pub bin: PathBuf,
+    /// The CLI's home (its config and cache) and the API token's file; removed on drop.
+    pub home: PathBuf,
+}
+
+impl Drop for Heroku {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.home);
+    }
+}
+
+impl Heroku {
+    pub fn start(tag: &str) -> Heroku {
+        Heroku::start_with(tag, &[])
+    }
+
+    /// A daemon with `extra` flags on top of the API's.
+    pub fn start_with(tag: &str, extra: &[&str]) -> Heroku {
+        // Not in the daemon's scratch dir, which `Up::serve` makes anew.
+        let home = std::env::temp_dir().join(format!("dyno-test-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&home);
+        std::fs::create_dir_all(&home).unwrap();
+        let token_file = home.join("token");
+        std::fs::write(&token_file, TOKEN).unwrap();
+        let listen = format!("127.0.0.1:{API_PORT}");
+        let mut args = vec![
+            "--api-listen",
+            &listen,
+            "--api-token-file",
+            token_file.to_str().unwrap(),
+            "--boot-timeout",
+            "20s",
+            "--stop-grace",
+            "3s",
+        ];
+        args.extend_from_slice(extra);
+        let up = Up::serve(tag, &args);
+        up.wait_api();
+        Heroku {
+            up,
+            bin: heroku_bin(),
+            home,
+        }
+    }
+
+    /// `heroku ARGS…` with `token`: (exit code, stdout, stderr).
+    pub fn run_with(&self, token: &str, args: &[&str]) -> (i32, String, String) {
+        let out = self.command_with(token, args).output().unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// `heroku ARGS…` ready to run, in the daemon's namespace.
+    pub fn command(&self, args: &[&str]) -> Command {
+        self.command_with(TOKEN, args)
+    }
+
+    pub fn command_with(&self, token: &str, args: &[&str]) -> Command {
+        let api = format!("http://127.0.0.1:{API_PORT}");
+        let mut command = Command::new(&self.bin);
+        command
+            .args(args)
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", &self.home)
+            .env("HEROKU_HOST", &api)
+            // The CLI asks a second host about the account: the daemon answers it too, so
+            // the token never leaves this namespace.
+            .env("HEROKU_PARTICLEBOARD_URL", &api)
+            .env("HEROKU_API_KEY", token)
+            .env("DISABLE_TELEMETRY", "true")
+            .env("HEROKU_SKIP_NEW_VERSION_CHECK", "true")
+            .env("NO_COLOR", "1")
+            .env("FORCE_COLOR", "0")
+            .env("COLUMNS", "200");
+        ns::command_in(&mut command, self.up.lab.host.netns(), None).unwrap();
+        command
+    }
+
+    /// `heroku ARGS…`, which must succeed: its stdout and stderr together.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let (code, stdout, stderr) = self.run_with(TOKEN, args);
+        assert_eq!(
+            code,
+            0,
+            "heroku {args:?} failed:\n{stdout}\n{stderr}\n--- daemon:\n{}",
+            self.up.notes()
+        );
+        format!("{stdout}{stderr}")
+    }
+
+    /// `heroku ARGS…`, which must fail: (exit code, stdout and stderr together).
+    pub fn fails(&self, args: &[&str]) -> (i32, String) {
+        let (code, stdout, stderr) = self.run_with(TOKEN, args);
+        assert_ne!(code, 0, "heroku {args:?} should fail:\n{stdout}\n{stderr}");
+        (code, format!("{stdout}{stderr}"))
+    }
+
+    pub fn dyno_json(&self, args: &[&str]) -> serde_json::Value {
+        let (stdout, _) = self.up.cli_succeeds(args);
+        serde_json::from_str(&stdout).unwrap()
+    }
+
+    pub fn config(&self) -> serde_json::Value {
+        self.dyno_json(&["config", "-a", APP, "--json"])
+    }
+
+    /// The app's formation, read through dyno's own client on the API socket.
+    pub fn formation(&self) -> Vec<dyno_api::Formation> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let api = dyno_api::ApiClient::unix(self.up.api_socket());
+        runtime.block_on(api.formation(APP)).unwrap()
+    }
+
+    pub fn web_quantity(&self) -> u32 {
+        self.formation()
+            .iter()
+            .find(|f| f.process_type == "web")
+            .map_or(0, |f| f.quantity)
+    }
+
+    pub fn app_names(&self) -> Vec<String> {
+        let apps = self.dyno_json(&["apps", "--json"]);
+        apps.as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["name"].as_str().unwrap().to_string())
+            .collect()
+    }
+
+    pub fn wait_web_up(&self, count: usize) {
+        poll_until(Duration::from_secs(40), Duration::from_millis(200), || {
+            let dynos = self.dyno_json(&["ps", "-a", APP, "--json"]);
+            let up = dynos
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|d| d["type"] == "web" && d["state"] == "up")
+                .count();
+            (up == count)
+                .then_some(())
+                .ok_or(format!("{up} of {count} web dynos up: {dynos}"))
+        });
+    }
+}
+
+pub fn contains(out: &str, what: &str) {
+    assert!(out.contains(what), "expected {what:?} in:\n{out}");
+}
+
