@@ -16,11 +16,13 @@ pub mod client;
 pub mod error;
 pub mod heroku;
 mod logquery;
+pub mod rendezvous;
 pub mod server;
 pub mod types;
 
 pub use client::{ApiClient, ClientError, RawResponse, DEFAULT_SOCKET};
 pub use error::{ids, ApiError};
+pub use server::attach::{exit_status_line, AttachIo, AttachOptions, AttachRelay};
 pub use server::{
     bind_unix, serve_tcp, serve_unix, serve_unix_listener, Platform, ServeError, UnixApiListener,
     HEADER_READ_TIMEOUT, MAX_BODY_BYTES,

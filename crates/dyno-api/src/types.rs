@@ -503,8 +503,13 @@ pub struct DynoCreate {
     /// Heroku's `run` attaches (`true`); `run:detached` sends `false`, its output goes to the log.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attach: Option<bool>,
-    /// Extra environment for this one-off (Heroku's `run -e`, and `TERM`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Extra environment for this one-off (Heroku's `run -e`, and `TERM`, `COLUMNS`, `LINES`,
+    /// which its CLI sends as numbers: numbers and booleans are taken as their text).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "env_values"
+    )]
     pub env: Option<std::collections::BTreeMap<String, String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub size: Option<String>,
@@ -514,6 +519,34 @@ pub struct DynoCreate {
     pub force_no_tty: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub time_to_live: Option<u64>,
+}
+
+/// An environment whose values may be JSON strings, numbers or booleans (null: left out).
+fn env_values<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<std::collections::BTreeMap<String, String>>, D::Error> {
+    use serde::de::Error;
+    let raw: Option<std::collections::BTreeMap<String, serde_json::Value>> =
+        Option::deserialize(d)?;
+    let Some(raw) = raw else {
+        return Ok(None);
+    };
+    let mut env = std::collections::BTreeMap::new();
+    for (key, value) in raw {
+        let text = match value {
+            serde_json::Value::String(s) => s,
+            serde_json::Value::Number(n) => n.to_string(),
+            serde_json::Value::Bool(b) => b.to_string(),
+            serde_json::Value::Null => continue,
+            other => {
+                return Err(D::Error::custom(format!(
+                    "env {key}: expected a string, got {other}"
+                )))
+            }
+        };
+        env.insert(key, text);
+    }
+    Ok(Some(env))
 }
 
 /// A Heroku Labs feature of an app (`dyno labs -a APP`), e.g. `log-runtime-metrics`.

@@ -13,7 +13,8 @@ use crate::signals::{self, Waiter};
 use crate::spec::SeccompSpec;
 
 /// What the shim tells PID 1 on its command line:
-/// `--uid U --gid G [--no-seccomp] [--seccomp-allow CALL,…] [--report-fd FD] -- COMMAND…`.
+/// `--uid U --gid G [--no-seccomp] [--seccomp-allow CALL,…] [--report-fd FD] [--tty] --
+/// COMMAND…`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InitArgs {
     pub uid: u32,
@@ -21,6 +22,8 @@ pub struct InitArgs {
     pub seccomp: SeccompSpec,
     /// Where the filter's listener goes (a socket to the shim, inherited across exec).
     pub report_fd: Option<RawFd>,
+    /// stdin is a terminal the app takes as its controlling one (`--tty`).
+    pub terminal: bool,
     pub command: String,
 }
 
@@ -43,6 +46,9 @@ impl InitArgs {
             args.push("--report-fd".into());
             args.push(fd.to_string());
         }
+        if self.terminal {
+            args.push("--tty".into());
+        }
         args.push("--".into());
         args.push(self.command.clone());
         args
@@ -53,6 +59,7 @@ impl InitArgs {
         let mut gid = None;
         let mut seccomp = SeccompSpec::default();
         let mut report_fd = None;
+        let mut terminal = false;
         let mut rest = args.iter().map(AsRef::as_ref);
         let number = |flag: &'static str, value: Option<&str>| -> Result<i64, InitUsage> {
             value
@@ -71,6 +78,7 @@ impl InitArgs {
                 Some("--report-fd") => {
                     report_fd = Some(number("--report-fd", rest.next())? as RawFd)
                 }
+                Some("--tty") => terminal = true,
                 Some("--") => break,
                 _ => return Err(InitUsage::Usage),
             }
@@ -82,6 +90,7 @@ impl InitArgs {
                 gid,
                 seccomp,
                 report_fd,
+                terminal,
                 command: command.join(" "),
             }),
             _ => Err(InitUsage::Usage),
@@ -90,7 +99,7 @@ impl InitArgs {
 }
 
 const INIT_USAGE: &str = "usage: __init --uid UID --gid GID [--no-seccomp] \
-                          [--seccomp-allow CALL,…] [--report-fd FD] -- COMMAND";
+                          [--seccomp-allow CALL,…] [--report-fd FD] [--tty] -- COMMAND";
 
 /// A command line PID 1 cannot run with (the shim writes it; only a bug gets here).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -141,9 +150,19 @@ pub fn run(args: &InitArgs) -> i32 {
     // and std does not clear it).
     let mut app = Command::new("/bin/bash");
     app.arg("-c").arg(&args.command).current_dir("/app");
-    // SAFETY: the closure only calls pthread_sigmask, which is async-signal-safe.
+    let terminal = args.terminal;
+    // SAFETY: the closure only calls pthread_sigmask, setsid and ioctl, which are
+    // async-signal-safe.
     unsafe {
-        app.pre_exec(signals::unblock_all);
+        app.pre_exec(move || {
+            signals::unblock_all()?;
+            // The app, not PID 1, owns the terminal: the line discipline's SIGINT reaches the
+            // app's foreground group once, and PID 1 is never part of it.
+            if terminal {
+                crate::terminal::take_controlling_terminal()?;
+            }
+            Ok(())
+        });
     }
     let app = app.spawn();
     let app = match app {
@@ -257,12 +276,14 @@ mod tests {
                 allow: vec!["io_uring_setup".into(), "io_uring_enter".into()],
             },
             report_fd: Some(5),
+            terminal: true,
             command: "python3 -m http.server -- x".into(),
         };
         assert_eq!(InitArgs::parse(&args.to_args()), Ok(args.clone()));
         let bare = InitArgs {
             seccomp: SeccompSpec::default(),
             report_fd: None,
+            terminal: false,
             ..args
         };
         assert_eq!(InitArgs::parse(&bare.to_args()), Ok(bare));

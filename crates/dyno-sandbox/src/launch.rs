@@ -139,6 +139,12 @@ pub fn live_init_pid(state: &StateDir) -> Option<libc::pid_t> {
         .then_some(pid)
 }
 
+/// The spec a dyno was started with, if its state dir still holds a readable one.
+pub fn read_spec(state: &StateDir) -> Option<SandboxSpec> {
+    let bytes = std::fs::read(state.spec()).ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
 /// How the dyno ended, once its shim has recorded it.
 pub fn exit_record(state: &StateDir) -> Option<ExitRecord> {
     let bytes = std::fs::read(state.exit()).ok()?;

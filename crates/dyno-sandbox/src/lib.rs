@@ -19,3 +19,4 @@ pub mod shim;
 pub mod signals;
 pub mod spec;
 pub mod sys;
+pub mod terminal;

@@ -9,7 +9,8 @@
 //!         vanish with it (Heroku's ephemeral filesystem)
 //! /proc   fresh (the dyno's pid namespace)     /sys  fresh, read-only (the dyno's network)
 //! /tmp    private tmpfs                        /dev  tmpfs: null zero full random urandom tty,
-//!                                                     pts (own instance), shm, fd links
+//!                                                     pts (own instance), shm, fd links;
+//!                                                     console (an attached terminal)
 //! ```
 //! Nothing else: no `/root`, `/home`, `/run`, `/var`, no state dir, no other app.
 //!
@@ -95,7 +96,7 @@ pub fn build(spec: &SandboxSpec, state: &StateDir) -> SysResult<()> {
         Some(&format!("mode=1777,size={tmpfs_size}")),
     )?;
     crate::masks::mask(&root)?;
-    dev(&root, tmpfs_size)?;
+    dev(&root, tmpfs_size, spec.terminal)?;
     enter(&root)
 }
 
@@ -224,7 +225,7 @@ fn app(spec: &SandboxSpec, layer: &Path, root: &Path) -> SysResult<()> {
     )
 }
 
-fn dev(root: &Path, shm_size: u64) -> SysResult<()> {
+fn dev(root: &Path, shm_size: u64, terminal: bool) -> SysResult<()> {
     let dev = inside(root, "dev", 0o755)?;
     mount(
         Some("dyno-dev"),
@@ -243,6 +244,28 @@ fn dev(root: &Path, shm_size: u64) -> SysResult<()> {
         mount(
             Some(&source.to_string_lossy()),
             &target,
+            None,
+            libc::MS_BIND,
+            None,
+        )?;
+    }
+    // An attached one-off's terminal is the host's (the daemon holds its master): shown as
+    // `/dev/console`, as container runtimes do, so that `tty` and ttyname(3) name it.
+    if terminal {
+        let console = dev.join("console");
+        io_context(
+            || format!("create {}", console.display()),
+            std::fs::File::create(&console),
+        )?;
+        // By its path in this (copied) mount tree: the fd's own mount is the host namespace's,
+        // which a bind mount here cannot take.
+        let slave = io_context(
+            || "find the terminal (stdin)".to_string(),
+            std::fs::read_link("/proc/self/fd/0"),
+        )?;
+        mount(
+            Some(&slave.to_string_lossy()),
+            &console,
             None,
             libc::MS_BIND,
             None,

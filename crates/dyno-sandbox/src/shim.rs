@@ -467,6 +467,7 @@ fn enter(
         gid: spec.gid,
         seccomp: spec.seccomp.clone(),
         report_fd: Some(report.as_raw_fd()),
+        terminal: spec.terminal,
         command: spec.command.clone(),
     };
     // The daemon refuses NUL bytes in commands and config; a spec that has one anyway ends

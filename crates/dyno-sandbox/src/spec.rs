@@ -43,6 +43,10 @@ pub struct SandboxSpec {
     /// The dyno's system-call filter (see [`crate::seccomp`]); the default profile unless said.
     #[serde(default)]
     pub seccomp: SeccompSpec,
+    /// The shim's stdin is a terminal (an attached one-off, see [`crate::terminal`]): the app
+    /// gets it as its controlling terminal.
+    #[serde(default)]
+    pub terminal: bool,
 }
 
 /// The system-call filter of one dyno.

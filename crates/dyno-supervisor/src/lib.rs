@@ -220,6 +220,50 @@ pub struct DynoDef {
     pub restart: bool,
     /// Memory quota, processes, CPU weight.
     pub size: DynoSize,
+    /// An attached one-off's standard streams (`heroku run`); `None`: its output goes to the
+    /// app's log.
+    pub attachment: Option<Attachment>,
+}
+
+/// The dyno's ends of an attached one-off's streams (see [`dyno_sandbox::terminal`]), shared by
+/// every copy of its [`DynoDef`]. Its incarnation's shim gets copies; once the shim runs, the
+/// supervisor lets go of them here, so that the client's end sees the end of the output when the
+/// dyno's last process is gone.
+#[derive(Clone)]
+pub struct Attachment(Arc<Mutex<Option<dyno_sandbox::terminal::DynoEnds>>>);
+
+impl Attachment {
+    pub fn new(ends: dyno_sandbox::terminal::DynoEnds) -> Attachment {
+        Attachment(Arc::new(Mutex::new(Some(ends))))
+    }
+
+    /// Copies of the ends for a shim; `None` once they were let go of.
+    pub fn copies(&self) -> std::io::Result<Option<dyno_sandbox::terminal::DynoEnds>> {
+        let ends = lock(&self.0);
+        let Some(ends) = ends.as_ref() else {
+            return Ok(None);
+        };
+        Ok(Some(dyno_sandbox::terminal::DynoEnds {
+            stdin: ends.stdin.try_clone()?,
+            stdout: ends.stdout.try_clone()?,
+            stderr: ends.stderr.try_clone()?,
+            terminal: ends.terminal,
+        }))
+    }
+
+    /// Lets go of the ends (the shim holds its own copies now).
+    pub fn release(&self) {
+        lock(&self.0).take();
+    }
+}
+
+impl std::fmt::Debug for Attachment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let terminal = lock(&self.0).as_ref().map(|e| e.terminal);
+        f.debug_struct("Attachment")
+            .field("terminal", &terminal)
+            .finish()
+    }
 }
 
 impl DynoDef {

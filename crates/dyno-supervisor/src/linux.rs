@@ -115,6 +115,26 @@ impl DynoHost for LinuxHost {
             },
             None => None,
         };
+        // An attached one-off's streams are the shim's own (copies; the originals are let go of
+        // once it runs), its output goes to the client instead of the log.
+        let attached = match def.attachment.as_ref().map(|a| a.copies()).transpose() {
+            Ok(attached) => attached.flatten(),
+            Err(e) => {
+                network_down();
+                return Err(StartError::Spawn(e));
+            }
+        };
+        if def.attachment.is_some() && attached.is_none() {
+            network_down();
+            return Err(StartError::Spawn(std::io::Error::other(
+                "the client's terminal is gone",
+            )));
+        }
+        let output = if attached.is_some() {
+            dyno_sandbox::spec::OutputMode::Inherit
+        } else {
+            dyno_sandbox::spec::OutputMode::Relay
+        };
         let spec = SandboxSpec {
             name: new.dyno.to_owned(),
             hostname: uuid_v4(),
@@ -128,18 +148,29 @@ impl DynoHost for LinuxHost {
             command: def.command.clone(),
             nameservers: Vec::new(),
             cgroup: cgroup.clone(),
-            output: dyno_sandbox::spec::OutputMode::Relay,
+            output,
             seccomp: self.seccomp.clone(),
             proc_view: self.proc_view.clone(),
+            terminal: attached.as_ref().is_some_and(|a| a.terminal),
         };
         let started = launch::prepare(&state, &spec)
             .map_err(StartError::from)
             .and_then(|()| {
                 let mut command =
                     tokio::process::Command::from(launch::shim_command(&self.exe, &state));
-                // The app's output comes through the shim's log socket: nothing of the dyno
-                // writes into a pipe of ours, which would break when we die before it.
-                command.stdout(Stdio::null()).stderr(Stdio::null());
+                match attached {
+                    Some(ends) => {
+                        command
+                            .stdin(Stdio::from(ends.stdin))
+                            .stdout(Stdio::from(ends.stdout))
+                            .stderr(Stdio::from(ends.stderr));
+                    }
+                    // The app's output comes through the shim's log socket: nothing of the
+                    // dyno writes into a pipe of ours, which would break when we die before it.
+                    None => {
+                        command.stdout(Stdio::null()).stderr(Stdio::null());
+                    }
+                }
                 command.spawn().map_err(StartError::Spawn)
             });
         let shim = match started {
@@ -153,8 +184,12 @@ impl DynoHost for LinuxHost {
                 return Err(e);
             }
         };
+        if let Some(attachment) = &def.attachment {
+            attachment.release();
+        }
         Ok(Box::new(LinuxRun {
             network: self.network.clone(),
+            relayed: output == dyno_sandbox::spec::OutputMode::Relay,
             net_name: net_name.to_owned(),
             ip: net.ip,
             host_ifindex: Some(net.host_ifindex),
@@ -167,6 +202,17 @@ impl DynoHost for LinuxHost {
     }
 
     fn adopt(&self, def: &DynoDef, found: &Adoptee) -> Result<Box<dyn HostedRun>, StartError> {
+        let state = self.state_dir(&found.net_name);
+        // An attached one-off's streams were the daemon's that is gone: its client is gone
+        // with them, and Heroku ends a one-off whose client left.
+        let attached = launch::read_spec(&state)
+            .is_some_and(|spec| spec.output == dyno_sandbox::spec::OutputMode::Inherit);
+        if attached {
+            return Err(StartError::Spawn(std::io::Error::other(
+                "an attached one-off is not taken over: its client left with the daemon that \
+                 served it",
+            )));
+        }
         let name = dyno_net::names::DynoName::new(&found.net_name)?;
         let netns_path = crate::lock(&self.network).run_dir().netns_path(&name);
         let netns = dyno_net::ns::Netns::open(&netns_path)?;
@@ -185,11 +231,12 @@ impl DynoHost for LinuxHost {
         };
         Ok(Box::new(LinuxRun {
             network: self.network.clone(),
+            relayed: true,
             net_name: found.net_name.clone(),
             ip: found.ip,
             host_ifindex: None,
             netns,
-            state: self.state_dir(&found.net_name),
+            state,
             shim: Shim::Adopted { exited: pidfd },
             shim_status: None,
             cgroup,
@@ -227,6 +274,8 @@ impl DynoHost for LinuxHost {
 /// One incarnation on the Linux host.
 struct LinuxRun {
     network: SharedNetwork,
+    /// Its output comes through the shim's log socket (not an attached one-off's).
+    relayed: bool,
     net_name: String,
     ip: Ipv4Addr,
     host_ifindex: Option<u32>,
@@ -296,7 +345,7 @@ impl HostedRun for LinuxRun {
     }
 
     fn log_socket(&self) -> Option<PathBuf> {
-        Some(self.state.log_socket())
+        self.relayed.then(|| self.state.log_socket())
     }
 
     fn wait(&mut self) -> RunFuture<'_, ()> {

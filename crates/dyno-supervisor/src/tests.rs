@@ -35,6 +35,7 @@ fn def(process: &str, restart: bool) -> DynoDef {
         port: PORT,
         restart,
         size: DynoSize::STANDARD_1X,
+        attachment: None,
     }
 }
 

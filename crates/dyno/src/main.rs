@@ -8,6 +8,7 @@ mod net;
 mod platform;
 mod procview;
 mod progress;
+mod rendezvous;
 mod serve;
 mod up;
 

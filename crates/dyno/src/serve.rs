@@ -84,6 +84,8 @@ pub struct ServeArgs {
     cpu: crate::cpu::CpuArgs,
     #[command(flatten)]
     connections: crate::connections::ConnectionArgs,
+    #[command(flatten)]
+    rendezvous: crate::rendezvous::RendezvousArgs,
 }
 
 /// The router holds a file per client connection: the soft open-file limit goes up to the hard
@@ -110,6 +112,7 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
         ),
         None => None,
     };
+    let rendezvous = args.rendezvous;
     let options = DaemonOptions {
         data_dir: args.data_dir,
         state_root: args.state_root,
@@ -149,6 +152,7 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
         args.api_listen,
         token,
         args.connections.apply(RouterConfig::default()),
+        rendezvous,
     ))
 }
 
@@ -159,6 +163,7 @@ async fn serve(
     api_listen: Option<SocketAddr>,
     token: Option<String>,
     router_config: RouterConfig,
+    rendezvous: crate::rendezvous::RendezvousArgs,
 ) -> Result<(), String> {
     let mut shutdown = dyno_manager::up::Shutdown::listen().map_err(|e| format!("signals: {e}"))?;
     if let Some(dir) = socket.parent() {
@@ -171,6 +176,8 @@ async fn serve(
     let router_socket = tokio::net::TcpListener::bind(router_listen)
         .await
         .map_err(|e| format!("router: listen on {router_listen}: {e}"))?;
+    let attach_window = rendezvous.attach_window;
+    let rendezvous = rendezvous.bind(api_listen, &options.data_dir).await?;
     let daemon = Daemon::open(options).await.map_err(|e| e.to_string())?;
     let sink_daemon = daemon.clone();
     let router = Router::new(
@@ -179,7 +186,22 @@ async fn serve(
         FnSink(move |app: &str, line: RouterLog| sink_daemon.router_line(app, line)),
     );
     let router_task = tokio::spawn(router.serve(router_socket));
-    let platform = Arc::new(DaemonApi::new(daemon.clone()));
+    let mut platform = DaemonApi::new(daemon.clone()).with_attach_window(attach_window);
+    if let Some(r) = &rendezvous {
+        platform = platform.with_rendezvous(r.addr);
+    }
+    let platform = Arc::new(platform);
+    let rendezvous_task = rendezvous.map(|r| {
+        eprintln!(
+            "dyno serve: `heroku run` attaches at rendezvous://{} (TLS)",
+            r.addr
+        );
+        tokio::spawn(dyno_api::rendezvous::serve(
+            r.listener,
+            r.tls,
+            platform.clone(),
+        ))
+    });
     let api_task = tokio::spawn(dyno_api::serve_unix_listener(api, platform.clone()));
     let tcp_task = match (api_listen, token) {
         (Some(addr), Some(token)) => {
@@ -199,6 +221,10 @@ async fn serve(
     api_task.abort();
     let _ = api_task.await;
     if let Some(t) = tcp_task {
+        t.abort();
+        let _ = t.await;
+    }
+    if let Some(t) = rendezvous_task {
         t.abort();
         let _ = t.await;
     }

@@ -79,6 +79,7 @@ impl Bench {
             output: dyno_sandbox::spec::OutputMode::Inherit,
             seccomp: Default::default(),
             proc_view: None,
+            terminal: false,
         }
     }
 

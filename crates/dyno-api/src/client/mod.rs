@@ -204,7 +204,9 @@ impl ApiClient {
         range: Option<&str>,
         body: Bytes,
     ) -> Result<RawResponse, ClientError> {
-        let (resp, _driver) = self.open(method, path, content_type, range, body).await?;
+        let (resp, _driver) = self
+            .open(method, path, content_type, range, false, body)
+            .await?;
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
         let body = resp
@@ -228,7 +230,7 @@ impl ApiClient {
         mut on_lines: impl FnMut(&[String]),
     ) -> Result<(), ClientError> {
         let (resp, _driver) = self
-            .open(Method::GET, path, None, None, Bytes::new())
+            .open(Method::GET, path, None, None, false, Bytes::new())
             .await?;
         let status = resp.status().as_u16();
         let mut body = resp.into_body();
@@ -269,6 +271,43 @@ impl ApiClient {
         Ok(())
     }
 
+    /// Attaches to a one-off (`GET /attach/{secret}`, upgraded to a raw byte stream: see
+    /// [`crate::server::attach`]); with `exit_status`, the stream ends with the one-off's
+    /// [`crate::exit_status_line`].
+    pub async fn attach(
+        &self,
+        secret: &str,
+        exit_status: bool,
+    ) -> Result<TokioIo<hyper::upgrade::Upgraded>, ClientError> {
+        let query = if exit_status { "?exit-status=1" } else { "" };
+        let path = format!("/attach/{secret}{query}");
+        let (resp, _driver) = self
+            .open(Method::GET, &path, None, None, true, Bytes::new())
+            .await?;
+        let status = resp.status().as_u16();
+        if status != 101 {
+            let body = resp
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| self.transport(e))?
+                .to_bytes();
+            let raw = RawResponse {
+                status,
+                headers: Default::default(),
+                body,
+            };
+            return Err(self
+                .decode::<serde_json::Value>(raw)
+                .err()
+                .unwrap_or_else(|| self.protocol(status, "no upgrade")));
+        }
+        let io = hyper::upgrade::on(resp)
+            .await
+            .map_err(|e| self.transport(e))?;
+        Ok(TokioIo::new(io))
+    }
+
     fn transport(&self, e: hyper::Error) -> ClientError {
         ClientError::Transport {
             target: self.target_name(),
@@ -284,6 +323,7 @@ impl ApiClient {
         path: &str,
         content_type: Option<&str>,
         range: Option<&str>,
+        upgrade: bool,
         body: Bytes,
     ) -> Result<(hyper::Response<hyper::body::Incoming>, AbortOnDrop), ClientError> {
         let mut req = Request::builder()
@@ -291,6 +331,11 @@ impl ApiClient {
             .uri(path)
             .header(HOST, "dyno")
             .header(ACCEPT, "application/vnd.heroku+json; version=3");
+        if upgrade {
+            req = req
+                .header(hyper::header::CONNECTION, "Upgrade")
+                .header(hyper::header::UPGRADE, "tcp");
+        }
         if let Some(ct) = content_type {
             req = req.header(CONTENT_TYPE, ct);
         }
@@ -339,7 +384,7 @@ impl ApiClient {
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
             .map_err(|e| self.transport(e))?;
-        let driver = AbortOnDrop(tokio::spawn(conn));
+        let driver = AbortOnDrop(tokio::spawn(conn.with_upgrades()));
         let resp = sender
             .send_request(req)
             .await

@@ -125,6 +125,12 @@ impl ApiClient {
         self.post(&format!("/apps/{app}/dynos"), &body).await
     }
 
+    /// `POST /apps/{name}/dynos` with a whole body (an attached one-off: see
+    /// [`ApiClient::attach`]).
+    pub async fn run_with(&self, app: &str, body: &DynoCreate) -> Result<Dyno, ClientError> {
+        self.post(&format!("/apps/{app}/dynos"), body).await
+    }
+
     /// `DELETE /apps/{name}/dynos[/{dyno}]`: `ps:restart` of every dyno, of a process type
     /// (`web`) or of one dyno (`web.1`).
     pub async fn restart(

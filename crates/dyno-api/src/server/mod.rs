@@ -3,6 +3,7 @@
 //! state, so this crate knows nothing about SQLite.
 
 mod app_routes;
+pub mod attach;
 pub mod log_sessions;
 mod routes;
 mod unix;
@@ -232,6 +233,15 @@ pub trait Platform: Send + Sync + 'static {
         let _ = (name, dyno);
         async { Err(not_here("one-off dynos")) }
     }
+    /// Claims the attached one-off behind `secret` (once): its relay, for the client's
+    /// connection. `404 not_found` for an unknown, claimed or expired secret.
+    fn attach(
+        &self,
+        secret: String,
+    ) -> impl Future<Output = Result<attach::AttachRelay, ApiError>> + Send {
+        let _ = secret;
+        async { Err(not_here("attached one-off dynos")) }
+    }
     /// The app's log drains.
     fn drains(
         &self,
@@ -417,7 +427,11 @@ where
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT)
         .max_buf_size(MAX_HEAD_BYTES);
-    if let Err(e) = builder.serve_connection(TokioIo::new(io), svc).await {
+    if let Err(e) = builder
+        .serve_connection(TokioIo::new(io), svc)
+        .with_upgrades()
+        .await
+    {
         tracing::debug!("api: connection ended: {e}");
     }
 }

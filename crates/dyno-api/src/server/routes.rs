@@ -56,6 +56,10 @@ async fn route<P: Platform>(
             return Err((ApiError::unauthorized(), None));
         }
     }
+    if let Some(secret) = req.uri().path().strip_prefix("/attach/") {
+        let secret = secret.to_string();
+        return super::attach::upgrade(req, platform, &secret).await;
+    }
     v3::check_accept(req.headers()).map_err(plain)?;
     let range = req
         .headers()
@@ -274,7 +278,7 @@ pub(super) fn json<T: Serialize>(status: StatusCode, value: &T) -> Result<Resp, 
     Ok(response(status, body))
 }
 
-fn response(status: StatusCode, body: Vec<u8>) -> Resp {
+pub(super) fn response(status: StatusCode, body: Vec<u8>) -> Resp {
     let mut resp = Response::new(Full::new(Bytes::from(body)).boxed());
     *resp.status_mut() = status;
     resp.headers_mut()

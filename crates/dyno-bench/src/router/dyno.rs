@@ -233,6 +233,7 @@ impl DynoLab {
                 allow: Vec::new(),
             },
             proc_view: None,
+            terminal: false,
         };
         launch::prepare(&dyno.state, &spec).map_err(|e| format!("dyno {name}: {e}"))?;
         let out = File::create(&output).map_err(|e| format!("{}: {e}", output.display()))?;

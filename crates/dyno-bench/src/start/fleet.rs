@@ -70,6 +70,7 @@ impl Fleet {
                 port: ctx.port,
                 restart: false,
                 size: DynoSize::STANDARD_1X,
+                attachment: None,
             };
             let started = Instant::now();
             let handle = supervisor::start(fleet.platform.clone(), def);

@@ -450,6 +450,7 @@ impl OneShot<'_> {
                 allow: Vec::new(),
             },
             proc_view: None,
+            terminal: false,
         };
         launch::prepare(&self.state, &spec).map_err(|e| e.to_string())?;
         let t_prepare = Instant::now();

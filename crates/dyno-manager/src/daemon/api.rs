@@ -3,9 +3,9 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::UNIX_EPOCH;
 
-use dyno_api::heroku::{Account, Domain, DomainCreate, Ref, ReleaseName, ReleaseRef, UserRef};
+use dyno_api::heroku::{Account, Domain, DomainCreate, Ref, ReleaseName, UserRef};
 use dyno_api::{
     ApiError, App, AppFeature, AppFeatureUpdate, AppName, AppUpdate, Deploy, Dyno, DynoCreate,
     Formation, FormationUpdates, LogDrain, LogDrainCreate, LogQuery, Platform, Release,
@@ -18,6 +18,7 @@ use super::api_shapes::{
     domain_shape, drain_out, feature_of, features_of, filter, formation_out, invalid,
     release_shape, time,
 };
+use super::attach::Attachments;
 use super::log_sessions::LogSessions;
 use super::runtime_metrics::LOG_RUNTIME_METRICS;
 use super::{Daemon, DaemonError};
@@ -29,16 +30,41 @@ impl From<DaemonError> for ApiError {
 }
 
 /// `Arc<Daemon>` serves the API.
-pub struct DaemonApi(
-    pub std::sync::Arc<Daemon>,
-    LogSessions,
+pub struct DaemonApi {
+    pub daemon: std::sync::Arc<Daemon>,
+    log_sessions: LogSessions,
     /// The account, read from the store once (it never changes).
-    std::sync::OnceLock<Account>,
-);
+    account: std::sync::OnceLock<Account>,
+    /// Attached one-offs waiting for their client.
+    pub(super) attachments: std::sync::Arc<Attachments>,
+    /// Where Heroku's CLI attaches to one-offs (`rendezvous://…`); `None`: only through the API
+    /// (`dyno run`).
+    pub(super) rendezvous: Option<std::net::SocketAddr>,
+}
 
 impl DaemonApi {
     pub fn new(daemon: std::sync::Arc<Daemon>) -> DaemonApi {
-        DaemonApi(daemon, LogSessions::default(), std::sync::OnceLock::new())
+        DaemonApi {
+            daemon,
+            log_sessions: LogSessions::default(),
+            account: std::sync::OnceLock::new(),
+            attachments: Default::default(),
+            rendezvous: None,
+        }
+    }
+
+    /// Attached one-offs wait this long for their client (default
+    /// [`super::attach::ATTACH_WINDOW`]).
+    pub fn with_attach_window(mut self, window: std::time::Duration) -> DaemonApi {
+        self.attachments = std::sync::Arc::new(Attachments::new(window));
+        self
+    }
+
+    /// Heroku's CLI attaches to one-offs at this rendezvous address (see
+    /// [`dyno_api::rendezvous`]).
+    pub fn with_rendezvous(mut self, addr: std::net::SocketAddr) -> DaemonApi {
+        self.rendezvous = Some(addr);
+        self
     }
 }
 
@@ -47,18 +73,18 @@ impl DaemonApi {
         let name = AppName::new(app.name.as_str())?;
         let mut out = App::new(&name, &app.uuid, owner.clone(), time(app.created_at_ms));
         out.maintenance = app.maintenance;
-        out.web_url = self.0.web_url(&app.name);
+        out.web_url = self.daemon.web_url(&app.name);
         Ok(out)
     }
 
     /// The account every token acts as, and as an app's owner.
     async fn the_account(&self) -> Result<Account, ApiError> {
-        if let Some(account) = self.2.get() {
+        if let Some(account) = self.account.get() {
             return Ok(account.clone());
         }
-        let id = self.0.with_store(|s| s.account_uuid()).await?;
+        let id = self.daemon.with_store(|s| s.account_uuid()).await?;
         Ok(self
-            .2
+            .account
             .get_or_init(|| Account::new(id, dyno_api::rfc3339(UNIX_EPOCH)))
             .clone())
     }
@@ -67,8 +93,11 @@ impl DaemonApi {
         Ok(self.the_account().await?.as_owner())
     }
 
-    async fn app_ref(&self, name: &AppName) -> Result<(dyno_state::model::App, Ref), ApiError> {
-        let app = self.0.app(name.as_str()).await?;
+    pub(super) async fn app_ref(
+        &self,
+        name: &AppName,
+    ) -> Result<(dyno_state::model::App, Ref), ApiError> {
+        let app = self.daemon.app(name.as_str()).await?;
         let r = Ref {
             id: app.uuid.clone(),
             name: app.name.clone(),
@@ -83,7 +112,7 @@ impl DaemonApi {
     ) -> Result<Vec<(Release, dyno_state::model::Release)>, ApiError> {
         let (app, app_ref) = self.app_ref(name).await?;
         let user = self.owner().await?;
-        let list = self.0.releases(name.as_str()).await?;
+        let list = self.daemon.releases(name.as_str()).await?;
         let newest = list.iter().map(|r| r.version).max().unwrap_or(0);
         Ok(list
             .into_iter()
@@ -117,13 +146,13 @@ impl DaemonApi {
 
 impl Platform for DaemonApi {
     async fn list_apps(&self) -> Result<Vec<App>, ApiError> {
-        let apps = self.0.list_apps().await?;
+        let apps = self.daemon.list_apps().await?;
         let owner = self.owner().await?;
         apps.iter().map(|a| self.app_out(a, &owner)).collect()
     }
 
     async fn create_app(&self, name: AppName) -> Result<App, ApiError> {
-        let app = match self.0.create_app(name.as_str()).await {
+        let app = match self.daemon.create_app(name.as_str()).await {
             Err(e) if e.kind == dyno_error::ErrorKind::Conflict => {
                 return Err(ApiError::name_taken(name.as_str()))
             }
@@ -133,24 +162,24 @@ impl Platform for DaemonApi {
     }
 
     async fn destroy_app(&self, name: AppName) -> Result<App, ApiError> {
-        let app = self.0.app(name.as_str()).await?;
-        self.0.destroy_app(name.as_str()).await?;
+        let app = self.daemon.app(name.as_str()).await?;
+        self.daemon.destroy_app(name.as_str()).await?;
         self.app_out(&app, &self.owner().await?)
     }
 
     async fn app(&self, name: AppName) -> Result<App, ApiError> {
-        let app = self.0.app(name.as_str()).await?;
+        let app = self.daemon.app(name.as_str()).await?;
         self.app_out(&app, &self.owner().await?)
     }
 
     async fn open_log_session(&self, name: AppName, query: LogQuery) -> Result<String, ApiError> {
         // An unknown app is a 404 now, not when the stream is read.
-        self.0.app(name.as_str()).await?;
-        Ok(self.1.open(name, query))
+        self.daemon.app(name.as_str()).await?;
+        Ok(self.log_sessions.open(name, query))
     }
 
     async fn log_session(&self, secret: String) -> Result<(AppName, LogQuery), ApiError> {
-        self.1.get(&secret)
+        self.log_sessions.get(&secret)
     }
 
     async fn account(&self) -> Result<Account, ApiError> {
@@ -158,7 +187,7 @@ impl Platform for DaemonApi {
     }
 
     async fn app_name_of(&self, id: String) -> Result<AppName, ApiError> {
-        let app = self.0.with_store(move |s| s.app_by_uuid(&id)).await?;
+        let app = self.daemon.with_store(move |s| s.app_by_uuid(&id)).await?;
         AppName::new(app.name)
     }
 
@@ -177,7 +206,7 @@ impl Platform for DaemonApi {
 
     async fn domains(&self, name: AppName) -> Result<Vec<Domain>, ApiError> {
         let (app, app_ref) = self.app_ref(&name).await?;
-        let added = self.0.domains_added(name.as_str()).await?;
+        let added = self.daemon.domains_added(name.as_str()).await?;
         let own = format!("{}.localhost", app.name);
         let mut list = vec![domain_shape(
             &app,
@@ -201,7 +230,11 @@ impl Platform for DaemonApi {
             ));
         }
         let hostname = dyno_state::Hostname::parse(&domain.hostname).map_err(invalid)?;
-        let app = match self.0.add_domain(name.as_str(), hostname.as_str()).await {
+        let app = match self
+            .daemon
+            .add_domain(name.as_str(), hostname.as_str())
+            .await
+        {
             // Heroku answers a domain of another app with 422.
             Err(e) if e.kind == dyno_error::ErrorKind::Conflict => {
                 return Err(ApiError::invalid_params(e.message))
@@ -227,7 +260,9 @@ impl Platform for DaemonApi {
                     "{domain} is not a custom domain of {name}: see `heroku domains -a {name}`."
                 ))
             })?;
-        self.0.remove_domain(name.as_str(), &found.hostname).await?;
+        self.daemon
+            .remove_domain(name.as_str(), &found.hostname)
+            .await?;
         Ok(found)
     }
 
@@ -239,7 +274,7 @@ impl Platform for DaemonApi {
                 deploy.dir
             )));
         }
-        let release = self.0.deploy(name.as_str(), dir).await?;
+        let release = self.daemon.deploy(name.as_str(), dir).await?;
         self.release(name, ReleaseName::Version(release.version))
             .await
     }
@@ -258,8 +293,8 @@ impl Platform for DaemonApi {
 
     async fn formation(&self, name: AppName) -> Result<Vec<Formation>, ApiError> {
         let (app, app_ref) = self.app_ref(&name).await?;
-        let list = self.0.formation(name.as_str()).await?;
-        let release = self.0.current_release(name.as_str()).await?;
+        let list = self.daemon.formation(name.as_str()).await?;
+        let release = self.daemon.current_release(name.as_str()).await?;
         Ok(list
             .into_iter()
             .map(|f| formation_out(f, &app, &app_ref, &release))
@@ -276,7 +311,7 @@ impl Platform for DaemonApi {
                 "updates is empty: give at least one, e.g. {\"type\":\"web\",\"quantity\":2}.",
             ));
         }
-        let current = self.0.formation(name.as_str()).await?;
+        let current = self.daemon.formation(name.as_str()).await?;
         let mut changes = Vec::new();
         for u in updates.updates {
             if u.quantity.is_none() && u.size.is_none() {
@@ -312,13 +347,13 @@ impl Platform for DaemonApi {
                     .map_err(invalid)?,
             });
         }
-        self.0.scale(name.as_str(), changes).await?;
+        self.daemon.scale(name.as_str(), changes).await?;
         self.formation(name).await
     }
 
     async fn dynos(&self, name: AppName) -> Result<Vec<Dyno>, ApiError> {
         let (app, app_ref) = self.app_ref(&name).await?;
-        let mut list = self.0.ps(name.as_str()).await?;
+        let mut list = self.daemon.ps(name.as_str()).await?;
         for d in &mut list {
             d.app = app_ref.clone();
             d.release.id = release_uuid(&app.uuid, d.release.version);
@@ -334,14 +369,14 @@ impl Platform for DaemonApi {
             )));
         }
         let app = match update.maintenance {
-            Some(on) => self.0.set_maintenance(name.as_str(), on).await?,
-            None => self.0.app(name.as_str()).await?,
+            Some(on) => self.daemon.set_maintenance(name.as_str(), on).await?,
+            None => self.daemon.app(name.as_str()).await?,
         };
         self.app_out(&app, &self.owner().await?)
     }
 
     async fn config(&self, name: AppName) -> Result<BTreeMap<String, String>, ApiError> {
-        Ok(self.0.config(name.as_str()).await?)
+        Ok(self.daemon.config(name.as_str()).await?)
     }
 
     async fn update_config(
@@ -359,84 +394,51 @@ impl Platform for DaemonApi {
         }
         // Heroku makes one release per change; a PATCH with both sets and unsets makes two.
         if !set.is_empty() {
-            self.0.config_set(name.as_str(), set).await?;
+            self.daemon.config_set(name.as_str(), set).await?;
         }
         if !unset.is_empty() {
-            self.0.config_unset(name.as_str(), unset).await?;
+            self.daemon.config_unset(name.as_str(), unset).await?;
         }
-        Ok(self.0.config(name.as_str()).await?)
+        Ok(self.daemon.config(name.as_str()).await?)
     }
 
     async fn rollback(&self, name: AppName, version: u32) -> Result<Release, ApiError> {
-        let release = self.0.rollback(name.as_str(), version).await?;
+        let release = self.daemon.rollback(name.as_str(), version).await?;
         self.release(name, ReleaseName::Version(release.version))
             .await
     }
 
     async fn metrics(&self) -> Result<String, ApiError> {
-        Ok(self.0.metrics().await)
+        Ok(self.daemon.metrics().await)
     }
 
     async fn run(&self, name: AppName, dyno: DynoCreate) -> Result<Dyno, ApiError> {
-        if dyno.attach == Some(true) {
-            return Err(invalid(
-                "Attached one-off dynos are not supported by dyno yet: use `heroku run:detached` \
-                 and read the output with `heroku logs --dyno run.N`.",
-            ));
-        }
-        let (app, app_ref) = self.app_ref(&name).await?;
-        let env = dyno.env.unwrap_or_default();
-        for key in env.keys() {
-            dyno_state::ConfigKey::parse(key).map_err(invalid)?;
-        }
-        if let Some(size) = dyno.size.as_deref() {
-            if !size.eq_ignore_ascii_case("Standard-1X") {
-                return Err(invalid(format!(
-                    "One-off dynos run at Standard-1X on dyno for now: got size {size:?}."
-                )));
-            }
-        }
-        let started = self
-            .0
-            .run_one_off(name.as_str(), &dyno.command, env)
-            .await?;
-        let version = app.current_release.max(1);
-        let now = dyno_api::rfc3339(SystemTime::now());
-        Ok(Dyno {
-            name: started,
-            process_type: "run".into(),
-            state: "starting".into(),
-            release: ReleaseRef {
-                id: release_uuid(&app.uuid, version),
-                version,
-            },
-            size: "Standard-1X".into(),
-            command: dyno.command,
-            id: String::new(),
-            app: app_ref,
-            updated_at: now.clone(),
-            created_at: now,
-            attach_url: None,
-        })
+        self.one_off(name, dyno).await
+    }
+
+    async fn attach(&self, secret: String) -> Result<dyno_api::AttachRelay, ApiError> {
+        self.attachments.claim(&self.daemon, &secret)
     }
 
     async fn drains(&self, name: AppName) -> Result<Vec<LogDrain>, ApiError> {
-        let list = self.0.drains(name.as_str()).await?;
+        let list = self.daemon.drains(name.as_str()).await?;
         Ok(list.into_iter().map(drain_out).collect())
     }
 
     async fn add_drain(&self, name: AppName, drain: LogDrainCreate) -> Result<LogDrain, ApiError> {
         Ok(drain_out(
-            self.0.add_drain(name.as_str(), &drain.url).await?,
+            self.daemon.add_drain(name.as_str(), &drain.url).await?,
         ))
     }
 
     async fn remove_drain(&self, name: AppName, token: String) -> Result<LogDrain, ApiError> {
-        Ok(drain_out(self.0.remove_drain(name.as_str(), &token).await?))
+        Ok(drain_out(
+            self.daemon.remove_drain(name.as_str(), &token).await?,
+        ))
     }
 
     async fn restart(&self, name: AppName, which: Option<String>) -> Result<(), ApiError> {
-        Ok(self.0.restart(name.as_str(), which.as_deref()).await?)
+        Ok(self.daemon.restart(name.as_str(), which.as_deref()).await?)
     }
 
     async fn tail(
@@ -444,9 +446,9 @@ impl Platform for DaemonApi {
         name: AppName,
         query: LogQuery,
     ) -> Result<tokio::sync::mpsc::Receiver<String>, ApiError> {
-        self.0.app(name.as_str()).await?;
+        self.daemon.app(name.as_str()).await?;
         let n = query.n.unwrap_or(dyno_logs::logring::DEFAULT_LINES);
-        let (recent, mut tail) = self.0.hub.tail(name.as_str(), filter(&query), n);
+        let (recent, mut tail) = self.daemon.hub.tail(name.as_str(), filter(&query), n);
         let (tx, rx) = tokio::sync::mpsc::channel(1024);
         tokio::spawn(async move {
             for line in recent {
@@ -465,11 +467,11 @@ impl Platform for DaemonApi {
     }
 
     async fn features(&self, name: AppName) -> Result<Vec<AppFeature>, ApiError> {
-        Ok(features_of(&self.0.app(name.as_str()).await?))
+        Ok(features_of(&self.daemon.app(name.as_str()).await?))
     }
 
     async fn feature(&self, name: AppName, feature: String) -> Result<AppFeature, ApiError> {
-        feature_of(&self.0.app(name.as_str()).await?, &feature)
+        feature_of(&self.daemon.app(name.as_str()).await?, &feature)
     }
 
     async fn update_feature(
@@ -479,10 +481,10 @@ impl Platform for DaemonApi {
         update: AppFeatureUpdate,
     ) -> Result<AppFeature, ApiError> {
         // Unknown features are refused before anything changes.
-        feature_of(&self.0.app(name.as_str()).await?, &feature)?;
+        feature_of(&self.daemon.app(name.as_str()).await?, &feature)?;
         let app = match feature.as_str() {
             LOG_RUNTIME_METRICS => {
-                self.0
+                self.daemon
                     .set_runtime_metrics(name.as_str(), update.enabled)
                     .await?
             }
@@ -497,10 +499,10 @@ impl Platform for DaemonApi {
 
     async fn logs(&self, name: AppName, query: LogQuery) -> Result<Vec<String>, ApiError> {
         // An unknown app is a 404, not an empty log.
-        self.0.app(name.as_str()).await?;
+        self.daemon.app(name.as_str()).await?;
         let n = query.n.unwrap_or(dyno_logs::logring::DEFAULT_LINES);
         Ok(self
-            .0
+            .daemon
             .hub
             .recent(name.as_str(), &filter(&query), n)
             .iter()

@@ -14,6 +14,7 @@
 pub mod api;
 mod api_log;
 mod api_shapes;
+pub mod attach;
 mod converge;
 mod domains;
 pub mod ledger;
@@ -446,13 +447,21 @@ impl Daemon {
     }
 
     /// `dyno run -a APP CMD`: a one-off dyno `run.N` on the current release (`env` added to its
-    /// config), never restarted. Returns its name; its output and exit status go to the log.
+    /// config), never restarted. Its output goes to the log, or to its client when it is
+    /// attached (`attachment`); its exit status to the log. Returns its name and its status.
     pub async fn run_one_off(
         &self,
         name: &str,
         command: &str,
         env: dyno_state::model::Config,
-    ) -> Result<String, DaemonError> {
+        attachment: Option<dyno_supervisor::Attachment>,
+    ) -> Result<
+        (
+            String,
+            tokio::sync::watch::Receiver<dyno_supervisor::Status>,
+        ),
+        DaemonError,
+    > {
         if command.trim().is_empty() {
             return Err(DaemonError::new(
                 ErrorKind::InvalidParams,
@@ -490,10 +499,12 @@ impl Daemon {
             restart: false,
             size: self.options.size(DynoSize::STANDARD_1X.name),
         };
-        let def = self.options.dyno_def(name, &release, &slug.path, slot);
+        let mut def = self.options.dyno_def(name, &release, &slug.path, slot);
+        def.attachment = attachment;
         let handle = supervisor::start(runtime.platform.clone(), def.clone());
+        let status = handle.status.clone();
         runtime.track(handle, &def);
-        Ok(def.name())
+        Ok((def.name(), status))
     }
 
     /// `dyno ps:scale web=3 worker=1`: the new formation, then the dynos to match.

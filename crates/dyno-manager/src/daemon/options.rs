@@ -64,6 +64,7 @@ impl DaemonOptions {
             port: self.port,
             restart: slot.restart,
             size: slot.size,
+            attachment: None,
         }
     }
 

@@ -3,14 +3,14 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::time::Duration;
 
 use clap::{Args, Subcommand};
-use dyno_api::{ApiClient, FormationUpdate, LogQuery};
+use dyno_api::{ApiClient, FormationUpdate};
 use serde::Serialize;
 
 use crate::progress::{self, Goal, Mode, Progress};
 
+mod attach;
 mod verbs;
 use verbs::*;
 
@@ -148,9 +148,22 @@ pub enum PlatformCommand {
         #[command(flatten)]
         on: AppArgs,
     },
-    /// Run a one-off dyno (run.N) on the current release, attached: its output here, its exit
-    /// status as ours. `dyno run -a APP -- python3 manage.py migrate`
+    /// Run a one-off dyno (run.N) on the current release, attached: our stdin to it (our
+    /// terminal, when we have one: Ctrl-C goes to the dyno), its output here, its exit status
+    /// as ours. The one-off ends when we leave. `dyno run -a APP -- python3 manage.py migrate`
     Run {
+        #[command(flatten)]
+        on: AppArgs,
+        /// Give the dyno pipes, not a terminal, even when we have one
+        #[arg(long)]
+        no_tty: bool,
+        #[arg(required = true, last = true)]
+        command: Vec<String>,
+    },
+    /// Run a one-off dyno in the background: its output goes to the app's log
+    /// (`dyno logs --dyno run.N`). `dyno run:detached -a APP -- rake cleanup`
+    #[command(name = "run:detached")]
+    RunDetached {
         #[command(flatten)]
         on: AppArgs,
         #[arg(required = true, last = true)]
@@ -293,6 +306,7 @@ impl PlatformCommand {
             | MaintenanceOn { on }
             | MaintenanceOff { on }
             | Run { on, .. }
+            | RunDetached { on, .. }
             | Drains { on }
             | DrainsAdd { on, .. }
             | DrainsRemove { on, .. }
@@ -325,7 +339,14 @@ async fn run_async(command: PlatformCommand) -> Result<(), String> {
         PlatformCommand::PsRestart { dyno, on } => ps_restart(&api, json, dyno, on.app).await?,
         PlatformCommand::MaintenanceOn { on } => maintenance(&api, json, on.app, true).await?,
         PlatformCommand::MaintenanceOff { on } => maintenance(&api, json, on.app, false).await?,
-        PlatformCommand::Run { on, command } => run_one_off(&api, json, on.app, command).await?,
+        PlatformCommand::Run {
+            on,
+            no_tty,
+            command,
+        } => run_one_off(&api, json, on.app, command, no_tty).await?,
+        PlatformCommand::RunDetached { on, command } => {
+            run_detached(&api, json, on.app, command).await?
+        }
         PlatformCommand::Drains { on } => drains(&api, json, on.app).await?,
         PlatformCommand::DrainsAdd { url, on } => drains_add(&api, json, url, on.app).await?,
         PlatformCommand::DrainsRemove { url_or_token, on } => {
@@ -413,37 +434,6 @@ async fn patch_formation(
     api.update_formation(app, updates)
         .await
         .map_err(|e| e.to_string())
-}
-
-/// Follows a one-off dyno's log until it exits: its output on stdout (the bare messages, or
-/// whole lines with `--json`), its exit status returned.
-async fn attach(api: &ApiClient, app: &str, dyno: &str, json: bool) -> Result<i32, String> {
-    let app_prefix = format!("app[{dyno}]: ");
-    let exited = format!("heroku[{dyno}]: Process exited with status ");
-    let query = LogQuery {
-        n: Some(1500),
-        ps: Some(dyno.to_string()),
-        source: None,
-        tail: false,
-    };
-    let mut printed = 0usize;
-    loop {
-        let lines = api.logs(app, &query).await.map_err(|e| e.to_string())?;
-        for line in lines.iter().skip(printed) {
-            if let Some((_, message)) = line.split_once(&app_prefix) {
-                if json {
-                    println!("{line}");
-                } else {
-                    println!("{message}");
-                }
-            }
-            if let Some((_, code)) = line.split_once(&exited) {
-                return Ok(code.trim().parse().unwrap_or(1));
-            }
-        }
-        printed = lines.len();
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 /// Heroku's `config` shape: `=== ⬢ app Config Vars` then `KEY: value`, keys aligned.

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use dyno_api::{ApiClient, LogQuery};
 
 use super::{
-    attach, live_goal, out, parse_change, patch_config, patch_formation, scaled_goal, show_config,
+    live_goal, out, parse_change, patch_config, patch_formation, scaled_goal, show_config,
 };
 use crate::progress::{self, Goal, Mode, Progress};
 
@@ -320,16 +320,43 @@ pub(super) async fn run_one_off(
     json: bool,
     app: String,
     command: Vec<String>,
+    no_tty: bool,
 ) -> Result<(), String> {
     let command = command.join(" ");
-    let dyno = api.run(&app, &command).await.map_err(e)?;
+    let tty = !no_tty && super::attach::has_terminal();
+    let body = super::attach::one_off(command.clone(), tty);
+    let dyno = api.run_with(&app, &body).await.map_err(e)?;
     if !json {
         eprintln!("Running {command} on ⬢ {app}... up, {}", dyno.name);
     }
-    let code = attach(api, &app, &dyno.name, json).await?;
-    if code != 0 {
-        return Err(format!("{} exited with status {code}", dyno.name));
-    }
+    let secret = dyno
+        .attach_url
+        .as_deref()
+        .and_then(|url| url.rsplit('/').next())
+        .ok_or(
+            "the daemon started the one-off without an attach URL; is it older than this CLI?",
+        )?;
+    let code = super::attach::attach(api, secret, tty).await?;
+    // The one-off's status is ours, as a shell's would be.
+    std::process::exit(code);
+}
+
+/// `run:detached`: the one-off's output goes to the log.
+pub(super) async fn run_detached(
+    api: &ApiClient,
+    json: bool,
+    app: String,
+    command: Vec<String>,
+) -> Result<(), String> {
+    let command = command.join(" ");
+    let dyno = api.run(&app, &command).await.map_err(e)?;
+    out(json, &dyno, || {
+        format!(
+            "Running {command} on ⬢ {app}... up, {}\nRun `dyno logs -a {app} --dyno {}` to see \
+             its output.\n",
+            dyno.name, dyno.name
+        )
+    });
     Ok(())
 }
 

@@ -106,11 +106,19 @@ impl Heroku {
             .env("HEROKU_API_KEY", token)
             .env("DISABLE_TELEMETRY", "true")
             .env("HEROKU_SKIP_NEW_VERSION_CHECK", "true")
+            // `heroku run` attaches over TLS to the daemon's rendezvous, whose certificate its
+            // own CA signed.
+            .env("NODE_EXTRA_CA_CERTS", self.rendezvous_ca())
             .env("NO_COLOR", "1")
             .env("FORCE_COLOR", "0")
             .env("COLUMNS", "200");
         ns::command_in(&mut command, self.up.lab.host.netns(), None).unwrap();
         command
+    }
+
+    /// The CA of the daemon's rendezvous certificate (`heroku run`).
+    pub fn rendezvous_ca(&self) -> PathBuf {
+        self.up.scratch.join("data/rendezvous/ca.pem")
     }
 
     /// `heroku ARGS…`, which must succeed: its stdout and stderr together.
@@ -186,4 +194,3 @@ impl Heroku {
 pub fn contains(out: &str, what: &str) {
     assert!(out.contains(what), "expected {what:?} in:\n{out}");
 }
-
