@@ -313,3 +313,40 @@ fn heroku_run_and_dyno_run_reach_a_prompt_on_a_terminal() {
         heroku / dyno
     );
 }
+
+#[test]
+fn a_restarted_daemon_does_not_keep_an_attached_one_off() {
+    require_root();
+    let mut h = deployed("hrun-restart");
+    // Pipes, and a command that ignores SIGHUP: it outlives the daemon's death, so the next
+    // daemon finds it running and must end it (its client cannot come back).
+    let mut client = h
+        .command(&["run", "--no-tty", "-a", APP, "--", "trap '' HUP; sleep 600"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let uid = h.up.app_uid(APP);
+    let sleeping = || {
+        processes_of(uid).into_iter().any(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| c.starts_with(b"sleep\0600"))
+        })
+    };
+    poll_until(Duration::from_secs(30), Duration::from_millis(200), || {
+        sleeping()
+            .then_some(())
+            .ok_or("the one-off's sleep never ran".to_string())
+    });
+    h.up.kill_and_restart_serve(&["--stop-grace", "3s"]);
+    h.up.wait_api();
+    poll_until(Duration::from_secs(30), Duration::from_millis(200), || {
+        let dynos = h.dyno_json(&["ps", "-a", APP, "--json"]);
+        let gone = !sleeping() && !dynos.to_string().contains("run.1");
+        gone.then_some(())
+            .ok_or(format!("run.1 still there: {dynos}"))
+    });
+    let _ = client.kill();
+    let _ = client.wait();
+}
