@@ -135,6 +135,19 @@ fn heroku_run_without_a_terminal_carries_stdin_output_and_exit_status() {
     let out = h.ok(&["run", "--exit-code", "-a", APP, "--", "echo out-$DYNO"]);
     contains(&out, "out-run.2");
 
+    // --size: Heroku's sizes, as typed; others refused.
+    h.ok(&[
+        "run:detached",
+        "--size=performance-m",
+        "-a",
+        APP,
+        "--",
+        "sleep 30",
+    ]);
+    contains(&h.ok(&["ps", "-a", APP]), "run.3 (Performance-M): ");
+    let (_, refused) = h.fails(&["run", "--size=Huge-9X", "-a", APP, "--", "true"]);
+    contains(&refused, "Huge-9X");
+
     // stdin reaches the dyno, and its end is the dyno's end of input.
     let mut cat = h.command(&["run", "-a", APP, "--", "cat"]);
     let mut cat = cat

@@ -334,13 +334,11 @@ impl DaemonApi {
         for key in env.keys() {
             dyno_state::ConfigKey::parse(key).map_err(invalid)?;
         }
-        if let Some(size) = dyno.size.as_deref() {
-            if !size.eq_ignore_ascii_case("Standard-1X") {
-                return Err(invalid(format!(
-                    "One-off dynos run at Standard-1X on dyno for now: got size {size:?}."
-                )));
-            }
-        }
+        // `heroku run --size`: any of Heroku's sizes (as typed, any case), Standard-1X else.
+        let size = match dyno.size.as_deref() {
+            Some(size) => dyno_state::SizeName::parse(size).map_err(invalid)?,
+            None => dyno_state::SizeName::parse("Standard-1X").map_err(invalid)?,
+        };
         let attached = dyno.attach == Some(true);
         // Only an attached one-off has a client to read the status line.
         let (command, exit_status) = match dyno
@@ -364,7 +362,7 @@ impl DaemonApi {
         };
         let (started, status) = self
             .daemon
-            .run_one_off(name.as_str(), &command, env, attachment)
+            .run_one_off(name.as_str(), &command, env, size.as_str(), attachment)
             .await?;
         let attach_url = client.map(|ends| {
             let secret = self.attachments.wait_for_client(
@@ -391,7 +389,7 @@ impl DaemonApi {
                 id: release_uuid(&app.uuid, version),
                 version,
             },
-            size: "Standard-1X".into(),
+            size: size.as_str().to_string(),
             command,
             id: String::new(),
             app: app_ref,

@@ -454,6 +454,7 @@ impl Daemon {
         name: &str,
         command: &str,
         env: dyno_state::model::Config,
+        size: &str,
         attachment: Option<dyno_supervisor::Attachment>,
     ) -> Result<
         (
@@ -497,7 +498,7 @@ impl Daemon {
             index: runtime.one_offs,
             command: command.to_string(),
             restart: false,
-            size: self.options.size(DynoSize::STANDARD_1X.name),
+            size: self.options.size(size),
         };
         let mut def = self.options.dyno_def(name, &release, &slug.path, slot);
         def.attachment = attachment;
