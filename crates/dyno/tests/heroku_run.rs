@@ -344,7 +344,7 @@ fn a_restarted_daemon_does_not_keep_an_attached_one_off() {
     let sleeping = || {
         processes_of(uid).into_iter().any(|pid| {
             std::fs::read(format!("/proc/{pid}/cmdline"))
-                .is_ok_and(|c| c.starts_with(b"sleep\0600"))
+                .is_ok_and(|c| c.starts_with(b"sleep\x00600"))
         })
     };
     poll_until(Duration::from_secs(30), Duration::from_millis(200), || {
