@@ -114,10 +114,34 @@ fn heroku_run_on_a_terminal_types_into_the_dyno_and_ctrl_c_reaches_it() {
             .ok_or(log)
     });
 
+    // 100,000 lines through the terminal arrive whole and in order.
+    let Session { code, output, .. } = on_terminal(
+        &h,
+        &["expect:100000"],
+        &["run", "-a", APP, "--", "seq 1 100000"],
+    );
+    assert_eq!(code, 0);
+    // The dyno's terminal ends lines with \r\n, ours adds a \r of its own.
+    let numbers: Vec<&str> = output
+        .lines()
+        .map(|l| l.trim_end_matches('\r'))
+        .filter(|l| !l.is_empty() && l.bytes().all(|b| b.is_ascii_digit()))
+        .collect();
+    assert_eq!(
+        numbers.len(),
+        100_000,
+        "{}",
+        &output[..output.len().min(2000)]
+    );
+    assert!(numbers
+        .iter()
+        .enumerate()
+        .all(|(i, l)| *l == (i + 1).to_string()));
+
     // `--exit-code` on a terminal: the one-off's status is the CLI's.
     let Session { code, output, .. } = on_terminal(
         &h,
-        &["expect:up, run.2"],
+        &["expect:up, run.3"],
         &["run", "--exit-code", "-a", APP, "--", "echo bye; exit 3"],
     );
     assert_eq!(code, 3, "{output}");
