@@ -45,6 +45,24 @@ pub struct WebDynos {
     closed: Arc<std::sync::atomic::AtomicBool>,
     /// Woken on every status change and on close: a preboot waits on it instead of polling.
     changed: Arc<tokio::sync::Notify>,
+    /// Web dynos about to start that no supervisor reports yet (a restart stops the old ones
+    /// first): counted as starting, so requests wait for them rather than get `H14`.
+    announced: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+/// Holds web dynos announced as starting (see [`WebDynos::announce_starting`]) until dropped.
+pub struct StartingSoon {
+    web: WebDynos,
+    count: usize,
+}
+
+impl Drop for StartingSoon {
+    fn drop(&mut self) {
+        self.web
+            .announced
+            .fetch_sub(self.count, std::sync::atomic::Ordering::SeqCst);
+        self.web.publish(&crate::lock(&self.web.states));
+    }
 }
 
 impl WebDynos {
@@ -57,6 +75,21 @@ impl WebDynos {
             states: Arc::default(),
             closed: Arc::default(),
             changed: Arc::default(),
+            announced: Arc::default(),
+        }
+    }
+
+    /// `count` web dynos will start soon (a restart that stops the old ones first): until the
+    /// guard is dropped — once their supervisors report — the router counts them as starting,
+    /// and requests that find no dyno up wait for one (`H20` after the boot wait) instead of
+    /// getting `H14`.
+    pub fn announce_starting(&self, count: usize) -> StartingSoon {
+        self.announced
+            .fetch_add(count, std::sync::atomic::Ordering::SeqCst);
+        self.publish(&crate::lock(&self.states));
+        StartingSoon {
+            web: self.clone(),
+            count,
         }
     }
 
@@ -81,6 +114,9 @@ impl WebDynos {
         mut status: tokio::sync::watch::Receiver<Status>,
     ) {
         let web = self.clone();
+        // The state it starts in counts too (a dyno `starting` is one requests may wait for).
+        let first = status.borrow_and_update().clone();
+        web.update(&key, &name, Some(first));
         tokio::spawn(async move {
             while status.changed().await.is_ok() {
                 let now = status.borrow().clone();
@@ -112,6 +148,14 @@ impl WebDynos {
                 states.remove(key);
             }
         }
+        self.publish(&states);
+    }
+
+    /// Hands the router the app's web dynos as `states` has them (and wakes preboot waits).
+    fn publish(&self, states: &BTreeMap<String, (String, Status)>) {
+        if self.is_closed() {
+            return;
+        }
         let backends: Vec<Backend> = states
             .values()
             .filter_map(|(dyno, s)| match (s.state, s.ip) {
@@ -122,10 +166,15 @@ impl WebDynos {
                 _ => None,
             })
             .collect();
+        let starting = states
+            .values()
+            .filter(|(_, s)| s.state == State::Starting)
+            .count()
+            + self.announced.load(std::sync::atomic::Ordering::SeqCst);
         let crashed =
             backends.is_empty() && states.values().any(|(_, s)| s.state == State::Crashed);
-        self.routes.set_dynos(&self.app, backends);
-        self.routes.set_crashed(&self.app, crashed);
+        self.routes
+            .set_web_dynos(&self.app, backends, starting, crashed);
         self.changed.notify_waiters();
     }
 

@@ -1,7 +1,8 @@
 //! Admission: what the router decides about a request before any dyno sees it, the same for
 //! HTTP/1 and HTTP/2. The `Host` picks the app; then the app's state: maintenance (H80), never
-//! deployed (H81), no web dyno up (H10 when one crashed, else H14), too many requests waiting
-//! (H11). A request refused before it has an app (bad `Host`, no such app, a bad `Expect`)
+//! deployed (H81), no web dyno up (H10 when one crashed; while some are starting the request
+//! waits up to `boot_wait` for one, then H20; else H14), too many requests waiting (H11, the
+//! ones waiting for a boot included). A request refused before it has an app (bad `Host`, no such app, a bad `Expect`)
 //! gets no router log line; every other one gets one, through the [`Ctx`] made here.
 
 use std::sync::Arc;
@@ -39,18 +40,18 @@ pub(crate) enum Verdict {
 }
 
 impl Shared {
-    pub(crate) fn admit(&self, req: Request<'_>) -> Verdict {
+    pub(crate) async fn admit(&self, req: Request<'_>) -> Verdict {
         let Some(host) = req.host.and_then(normalize_host) else {
             return Verdict::Refused(RouterError::BadRequest("Missing or invalid Host header."));
         };
-        let Some(route) = self.routes.lookup(&host) else {
+        let Some(mut route) = self.routes.lookup(&host) else {
             return Verdict::Refused(RouterError::NoSuchApp);
         };
         if req.expect_other {
             return Verdict::Refused(RouterError::ExpectationFailed);
         }
         let (in_flight, waiting) = InFlight::enter(&route.in_flight);
-        let ctx = Ctx {
+        let mut ctx = Ctx {
             _in_flight: in_flight,
             sink: self.log.clone(),
             logged: false,
@@ -72,28 +73,76 @@ impl Shared {
                 protocol: req.protocol,
             },
         };
-        let refused = if route.maintenance {
-            Some(HerokuCode::H80)
-        } else if route.blank {
-            Some(HerokuCode::H81)
-        } else if route.backends.is_empty() {
-            Some(match route.crashed {
-                true => HerokuCode::H10,
-                false => HerokuCode::H14,
-            })
-        } else if waiting
-            > self
-                .cfg
-                .backlog_per_dyno
-                .saturating_mul(route.backends.len())
-        {
-            Some(HerokuCode::H11)
-        } else {
-            None
-        };
-        match refused {
-            Some(code) => Verdict::Failed(ctx, code.into()),
-            None => Verdict::Admitted(ctx, route),
+        let boot_deadline = tokio::time::Instant::from_std(req.start) + self.cfg.boot_wait;
+        // Registered before each look at the table, so that a dyno coming up in between is
+        // not missed.
+        let mut changes = self.routes.changes();
+        loop {
+            match self.decide(&route, waiting) {
+                Decision::Admit => return Verdict::Admitted(ctx, route),
+                Decision::Refuse(code) => return Verdict::Failed(ctx, code.into()),
+                Decision::WaitForBoot => {}
+            }
+            changes.borrow_and_update();
+            // The table may have changed since `route` was read.
+            match self.routes.lookup(&ctx.line.host) {
+                Some(now) if !Arc::ptr_eq(&now, &route) => {
+                    route = now;
+                    continue;
+                }
+                Some(_) => {}
+                // The app went away while the request waited.
+                None => return Verdict::Failed(ctx, HerokuCode::H14.into()),
+            }
+            tokio::select! {
+                changed = changes.changed() => {
+                    if changed.is_err() {
+                        return Verdict::Failed(ctx, HerokuCode::H14.into());
+                    }
+                }
+                () = tokio::time::sleep_until(boot_deadline) => {
+                    ctx.pages = route.pages.clone();
+                    return Verdict::Failed(ctx, HerokuCode::H20.into());
+                }
+            }
+            match self.routes.lookup(&ctx.line.host) {
+                Some(now) => route = now,
+                None => return Verdict::Failed(ctx, HerokuCode::H14.into()),
+            }
+            ctx.pages = route.pages.clone();
         }
     }
+
+    /// What the app's state says about a request; `waiting` counts it and every other request
+    /// of the app in flight, those waiting for a dyno to boot included (`H11` bounds both).
+    fn decide(&self, route: &AppRoute, waiting: usize) -> Decision {
+        let backlog = |dynos: usize| waiting > self.cfg.backlog_per_dyno.saturating_mul(dynos);
+        if route.maintenance {
+            Decision::Refuse(HerokuCode::H80)
+        } else if route.blank {
+            Decision::Refuse(HerokuCode::H81)
+        } else if route.backends.is_empty() {
+            if route.crashed {
+                Decision::Refuse(HerokuCode::H10)
+            } else if route.starting == 0 {
+                Decision::Refuse(HerokuCode::H14)
+            } else if backlog(route.starting) {
+                Decision::Refuse(HerokuCode::H11)
+            } else {
+                Decision::WaitForBoot
+            }
+        } else if backlog(route.backends.len()) {
+            Decision::Refuse(HerokuCode::H11)
+        } else {
+            Decision::Admit
+        }
+    }
+}
+
+/// [`Shared::decide`]'s answer.
+enum Decision {
+    Admit,
+    Refuse(HerokuCode),
+    /// No web dyno is up but some are starting: wait for one (`H20` when none comes up).
+    WaitForBoot,
 }

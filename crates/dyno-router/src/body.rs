@@ -5,7 +5,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -218,35 +218,94 @@ impl ReqState {
     }
 }
 
+/// How the client's upload is going, shared between its body (which hyper's connection task
+/// polls) and the request waiting for the dyno's answer (which runs the `H12` clock).
+pub(crate) struct Upload {
+    state: AtomicU8,
+    /// Frames passed on to the dyno's connection so far.
+    frames: AtomicU64,
+    /// The last poll found nothing from the client yet: a stall is the client's (`H28`, its
+    /// own timer), not the dyno's.
+    awaiting_client: AtomicBool,
+    /// Woken when `state` changes.
+    changed: tokio::sync::Notify,
+}
+
+impl Upload {
+    pub(crate) fn state(&self) -> ReqState {
+        ReqState::load(&self.state)
+    }
+
+    fn set(&self, s: ReqState) {
+        self.state.store(s as u8, Ordering::Release);
+        self.changed.notify_waiters();
+    }
+
+    /// Resolves with the code the request fails with when the dyno is too slow: `H12` once
+    /// `request_timeout` has passed after the whole body went to the dyno, or `H18` when the
+    /// dyno took none of the upload for `idle` (it never reads it) — so a slow upload does not
+    /// eat the dyno's 30 s, and no upload waits forever.
+    pub(crate) async fn dyno_timeout(
+        &self,
+        request_timeout: Duration,
+        idle: Duration,
+    ) -> HerokuCode {
+        let mut seen = self.frames.load(Ordering::Acquire);
+        loop {
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            if self.state() != ReqState::Streaming {
+                break;
+            }
+            if tokio::time::timeout(idle, changed).await.is_err() {
+                let now = self.frames.load(Ordering::Acquire);
+                let client_slow = self.awaiting_client.load(Ordering::Acquire);
+                if now == seen && !client_slow && self.state() == ReqState::Streaming {
+                    return HerokuCode::H18;
+                }
+                seen = now;
+            }
+        }
+        tokio::time::sleep(request_timeout).await;
+        HerokuCode::H12
+    }
+}
+
 /// The client's request body on its way to the dyno.
 pub(crate) struct ClientBody {
     inner: Incoming,
-    state: Arc<AtomicU8>,
+    upload: Arc<Upload>,
     idle_timeout: Duration,
     idle: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl ClientBody {
-    pub(crate) fn new(inner: Incoming, idle_timeout: Duration) -> (Self, Arc<AtomicU8>) {
+    pub(crate) fn new(inner: Incoming, idle_timeout: Duration) -> (Self, Arc<Upload>) {
         let initial = if inner.is_end_stream() {
             ReqState::Done
         } else {
             ReqState::Streaming
         };
-        let state = Arc::new(AtomicU8::new(initial as u8));
+        let upload = Arc::new(Upload {
+            state: AtomicU8::new(initial as u8),
+            frames: AtomicU64::new(0),
+            awaiting_client: AtomicBool::new(false),
+            changed: tokio::sync::Notify::new(),
+        });
         (
             Self {
                 inner,
-                state: state.clone(),
+                upload: upload.clone(),
                 idle_timeout,
                 idle: None,
             },
-            state,
+            upload,
         )
     }
 
     fn set(&self, s: ReqState) {
-        self.state.store(s as u8, Ordering::Release);
+        self.upload.set(s);
     }
 }
 
@@ -265,6 +324,8 @@ impl Body for ClientBody {
                     idle.as_mut()
                         .reset(tokio::time::Instant::now() + this.idle_timeout);
                 }
+                this.upload.frames.fetch_add(1, Ordering::AcqRel);
+                this.upload.awaiting_client.store(false, Ordering::Release);
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(None) => {
@@ -276,6 +337,7 @@ impl Body for ClientBody {
                 Poll::Ready(Some(Err(e.into())))
             }
             Poll::Pending => {
+                this.upload.awaiting_client.store(true, Ordering::Release);
                 let timeout = this.idle_timeout;
                 let idle = this
                     .idle

@@ -18,6 +18,8 @@ pub enum HerokuCode {
     H13,
     /// The app has no `up` web dynos.
     H14,
+    /// Web dynos were starting but none came up within the boot wait (75 s).
+    H20,
     /// No data on an established connection for the idle timeout (55 s).
     H15,
     /// The dyno closed the socket (or errored) before the whole request body was sent.
@@ -42,7 +44,7 @@ pub enum HerokuCode {
 
 impl HerokuCode {
     /// Every code, in order.
-    pub const ALL: [HerokuCode; 15] = [
+    pub const ALL: [HerokuCode; 16] = [
         Self::H10,
         Self::H11,
         Self::H12,
@@ -51,6 +53,7 @@ impl HerokuCode {
         Self::H15,
         Self::H18,
         Self::H19,
+        Self::H20,
         Self::H21,
         Self::H25,
         Self::H27,
@@ -68,6 +71,7 @@ impl HerokuCode {
             Self::H12 => "H12",
             Self::H13 => "H13",
             Self::H14 => "H14",
+            Self::H20 => "H20",
             Self::H15 => "H15",
             Self::H18 => "H18",
             Self::H19 => "H19",
@@ -89,6 +93,7 @@ impl HerokuCode {
             Self::H12 => "Request timeout",
             Self::H13 => "Connection closed without response",
             Self::H14 => "No web dynos running",
+            Self::H20 => "App boot timeout",
             Self::H15 => "Idle connection",
             Self::H18 => "Server Request Interrupted",
             Self::H19 => "Backend connection timeout",

@@ -13,8 +13,13 @@ pub struct RouterConfig {
     pub connect_tries: usize,
     /// How long a dyno that refused a connection is avoided. 5 s.
     pub quarantine: Duration,
-    /// From receiving the request to the dyno's first response byte (`H12`). Heroku: 30 s.
+    /// From the whole request (head and body) written to the dyno to its first response byte
+    /// (`H12`). Heroku: 30 s. A slow upload does not eat into it; an upload the dyno never
+    /// reads is bounded by `idle_timeout` on each side instead (`H28` client silent, `H18`).
     pub request_timeout: Duration,
+    /// How long a request waits for one of the app's starting web dynos to come up when none
+    /// is up (`H20` after that). Heroku: 75 s.
+    pub boot_wait: Duration,
     /// `H11` when an app has more than this × its web dynos requests in flight. Heroku: 200.
     pub backlog_per_dyno: usize,
     /// No data from the dyno for this long while streaming a response: `H15`. Heroku: 55 s.
@@ -52,6 +57,7 @@ impl Default for RouterConfig {
             connect_tries: 10,
             quarantine: Duration::from_secs(5),
             request_timeout: Duration::from_secs(30),
+            boot_wait: Duration::from_secs(75),
             backlog_per_dyno: 200,
             idle_timeout: Duration::from_secs(55),
             pool_idle_timeout: Duration::from_secs(90),

@@ -5,7 +5,6 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::AtomicU8;
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -18,7 +17,7 @@ use hyper::{Request, Response, Uri, Version};
 
 use crate::admission::{self, Verdict};
 pub use crate::body::BoxError;
-use crate::body::{ms, ClientBody, Ctx, LoggedBody, ReqState};
+use crate::body::{ms, ClientBody, Ctx, LoggedBody, ReqState, Upload};
 use crate::client_limits::ClientLimits;
 use crate::codes::{HerokuCode, RouterError};
 use crate::config::RouterConfig;
@@ -208,23 +207,25 @@ impl Shared {
             .or_else(|| req.uri().authority().map(|a| a.as_str()))
             .map(str::to_owned);
         let fwd = forwarded_for(req.headers(), conn.peer);
-        let verdict = self.admit(admission::Request {
-            start,
-            host: raw_host.as_deref(),
-            expect_other: req
-                .headers()
-                .get(header::EXPECT)
-                .is_some_and(|e| !e.as_bytes().eq_ignore_ascii_case(b"100-continue")),
-            method: req.method().as_str().to_owned(),
-            path: req
-                .uri()
-                .path_and_query()
-                .map_or("/", |p| p.as_str())
-                .to_owned(),
-            request_id: rid.clone(),
-            fwd: fwd.clone(),
-            protocol: conn.protocol,
-        });
+        let verdict = self
+            .admit(admission::Request {
+                start,
+                host: raw_host.as_deref(),
+                expect_other: req
+                    .headers()
+                    .get(header::EXPECT)
+                    .is_some_and(|e| !e.as_bytes().eq_ignore_ascii_case(b"100-continue")),
+                method: req.method().as_str().to_owned(),
+                path: req
+                    .uri()
+                    .path_and_query()
+                    .map_or("/", |p| p.as_str())
+                    .to_owned(),
+                request_id: rid.clone(),
+                fwd: fwd.clone(),
+                protocol: conn.protocol,
+            })
+            .await;
         let (mut ctx, route) = match verdict {
             Verdict::Refused(e) => return Ok(error_response(&e, &rid)),
             Verdict::Failed(mut ctx, e) => return Ok(self.fail(&mut ctx, e)),
@@ -256,7 +257,7 @@ impl Shared {
         fwd: &str,
         rid: &str,
         conn: ConnInfo,
-    ) -> Result<(Request<ClientBody>, Arc<AtomicU8>), RouterError> {
+    ) -> Result<(Request<ClientBody>, Arc<Upload>), RouterError> {
         let (mut parts, body) = req.into_parts();
         let pq = parts.uri.path_and_query().map_or("/", |p| p.as_str());
         parts.uri = pq
@@ -351,20 +352,26 @@ impl Shared {
         mut ctx: Ctx,
         up: Upstream,
         mut req: Request<ClientBody>,
-        body_state: Arc<AtomicU8>,
+        upload: Arc<Upload>,
     ) -> Response<RespBody> {
         let Upstream {
             addr,
             mut sender,
             mut pooled,
         } = up;
-        let deadline = tokio::time::Instant::from_std(ctx.start + self.cfg.request_timeout);
+        // `H12` counts from the end of the upload (see `Upload::dyno_timeout`); the clock
+        // runs across a retry on a fresh connection, as the upload is the same.
+        let dyno_timeout = upload.dyno_timeout(self.cfg.request_timeout, self.cfg.idle_timeout);
+        tokio::pin!(dyno_timeout);
         let resp = loop {
             let fut = sender.try_send_request(req);
-            match tokio::time::timeout_at(deadline, fut).await {
-                Err(_) => return self.fail(&mut ctx, HerokuCode::H12.into()),
-                Ok(Ok(resp)) => break resp,
-                Ok(Err(mut e)) => {
+            let sent = tokio::select! {
+                sent = fut => sent,
+                code = &mut dyno_timeout => return self.fail(&mut ctx, code.into()),
+            };
+            match sent {
+                Ok(resp) => break resp,
+                Err(mut e) => {
                     // A pooled connection the dyno had closed: the request was not sent, so
                     // try once more on a fresh connection to the same dyno.
                     match (pooled, e.take_message()) {
@@ -382,7 +389,7 @@ impl Shared {
                         }
                         _ => {
                             let err = e.error();
-                            let code = match ReqState::load(&body_state) {
+                            let code = match upload.state() {
                                 ReqState::ClientIdle => HerokuCode::H28,
                                 ReqState::ClientGone => HerokuCode::H27,
                                 _ if err.is_parse_too_large() || err.is_parse() => HerokuCode::H25,

@@ -40,6 +40,10 @@ pub struct AppRoute {
     pub blank: bool,
     /// Web dynos crashed → `H10` (instead of `H14`) while no backend is up.
     pub crashed: bool,
+    /// Web dynos starting (not `up` yet). While none is up and some start, requests wait for
+    /// one (up to [`RouterConfig::boot_wait`](crate::RouterConfig::boot_wait), then `H20`)
+    /// instead of an immediate `H14`.
+    pub starting: usize,
     /// Requests in flight for this app (shared across table updates), for `H11`.
     pub in_flight: Arc<AtomicUsize>,
     /// The app's own error and maintenance pages (`ERROR_PAGE_URL`, `MAINTENANCE_PAGE_URL`).
@@ -197,6 +201,22 @@ impl RouteTable {
     /// Replace the app's `up` web dynos (creates the app if unknown).
     pub fn set_dynos(&self, app: &str, backends: Vec<Backend>) {
         self.modify_app(app, |r| r.backends = backends.into());
+    }
+
+    /// The app's web dynos in one change: the `up` ones, how many are starting, and whether
+    /// they crashed. One swap, so a request waiting for a dyno to boot never sees a state half
+    /// way (the old dyno gone, the new one not counted yet).
+    pub fn set_web_dynos(&self, app: &str, backends: Vec<Backend>, starting: usize, crashed: bool) {
+        self.modify_app(app, |r| {
+            r.backends = backends.into();
+            r.starting = starting;
+            r.crashed = crashed;
+        });
+    }
+
+    /// How many of the app's web dynos are starting (see [`AppRoute::starting`]).
+    pub fn set_starting(&self, app: &str, starting: usize) {
+        self.modify_app(app, |r| r.starting = starting);
     }
 
     /// The app's own error and maintenance pages.

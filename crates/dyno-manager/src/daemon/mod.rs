@@ -385,8 +385,12 @@ impl Daemon {
                 .into_iter()
                 .partition(matches);
             runtime.dynos = keep;
-            stop
+            // Requests that find no web dyno up while these restart wait for the new ones
+            // (up to the router's boot wait) instead of getting H14.
+            let web = stop.iter().filter(|d| d.process == "web").count();
+            (stop, runtime.web.announce_starting(web))
         };
+        let (stopping, _starting_soon) = stopping;
         if stopping.is_empty() {
             if let Some(w) = which {
                 return Err(DaemonError::new(

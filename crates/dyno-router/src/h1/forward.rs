@@ -88,16 +88,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             Some(chain) => format!("{chain}, {}", self.peer_ip),
             None => self.peer_ip.clone(),
         };
-        let verdict = shared.admit(admission::Request {
-            start,
-            host: head.host.as_deref(),
-            expect_other: head.expect_other,
-            method: std::mem::take(&mut head.method),
-            path: std::mem::take(&mut head.target),
-            request_id: rid.clone(),
-            fwd,
-            protocol: self.info.protocol,
-        });
+        let verdict = shared
+            .admit(admission::Request {
+                start,
+                host: head.host.as_deref(),
+                expect_other: head.expect_other,
+                method: std::mem::take(&mut head.method),
+                path: std::mem::take(&mut head.target),
+                request_id: rid.clone(),
+                fwd,
+                protocol: self.info.protocol,
+            })
+            .await;
         let no_body = head.body == Framing::Empty;
         let (mut ctx, route) = match verdict {
             Verdict::Refused(err) => return self.refuse(&err, &rid, &head).await,
@@ -157,7 +159,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             is_head: head.is_head,
             upgrade: head.upgrade.is_some(),
         };
-        let h12 = Instant::from_std(start + cfg.request_timeout);
         let response = loop {
             match self
                 .send(
@@ -166,7 +167,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                     &mut upload,
                     client,
                     head.expect_continue,
-                    h12,
                 )
                 .await
             {
@@ -208,7 +208,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     }
 
     /// Write the request to the dyno and wait for its response head, streaming the request
-    /// body meanwhile.
+    /// body meanwhile. `H12` counts from when the whole request has been written: a slow
+    /// upload does not eat the dyno's time. While the upload goes on, each side must move
+    /// within the idle timeout instead (the client: `H28`; a dyno that takes none of it: `H18`),
+    /// so no request waits forever.
     async fn send(
         &mut self,
         shared: &Shared,
@@ -216,7 +219,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         upload: &mut BodyState,
         client: ClientSide,
         expect_continue: bool,
-        h12: Instant,
     ) -> Result<ResponseHead, Fail> {
         let cfg = &shared.cfg;
         let Conn {
@@ -258,6 +260,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 scratch,
                 client_timer,
                 cfg.idle_timeout,
+                Some(&mut *dyno_timer),
             );
             tokio::pin!(body);
             tokio::select! {
@@ -270,12 +273,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                     Err(RelayError::Malformed) => {
                         return Err(Fail::Answer(RouterError::BadRequest("Malformed chunked body.")))
                     }
-                    // The dyno hung up while the body was still coming.
-                    Err(RelayError::Dst) => return Err(HerokuCode::H18.into()),
+                    // The dyno hung up while the body was still coming, or took none of it
+                    // for the idle timeout.
+                    Err(RelayError::Dst | RelayError::DstIdle) => {
+                        return Err(HerokuCode::H18.into())
+                    }
                 },
-                () = dyno_timer.until(h12) => return Err(HerokuCode::H12.into()),
             }
         }
+        let h12 = Instant::now() + cfg.request_timeout;
         // Wait for the answer; meanwhile notice a client that goes away (`H27`).
         loop {
             tokio::select! {

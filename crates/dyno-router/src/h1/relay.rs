@@ -23,6 +23,9 @@ pub(super) enum RelayError {
     Malformed,
     /// Writing to the receiver failed.
     Dst,
+    /// The receiver took none of the body for the idle timeout (a dyno that never reads an
+    /// upload): the write is given up, so no request waits on it forever.
+    DstIdle,
 }
 
 impl From<ChunkError> for RelayError {
@@ -108,7 +111,7 @@ impl BodyState {
 }
 
 /// Stream a body from `src` (bytes already read first, from `buf`) to `dst`, until its end.
-/// Each read must come within `idle`.
+/// Each read must come within `idle`; with a `write_timer`, so must each write.
 #[allow(clippy::too_many_arguments)]
 pub(super) async fn relay<R, W>(
     state: &mut BodyState,
@@ -118,6 +121,7 @@ pub(super) async fn relay<R, W>(
     scratch: &mut Vec<u8>,
     timer: &mut Timer,
     idle: Duration,
+    mut write_timer: Option<&mut Timer>,
 ) -> Result<(), RelayError>
 where
     R: AsyncRead + Unpin,
@@ -127,7 +131,15 @@ where
         if !buf.is_empty() {
             let (n, forward) = state.take(buf, scratch)?;
             if !forward.is_empty() {
-                dst.write_all(forward).await.map_err(|_| RelayError::Dst)?;
+                let write = dst.write_all(forward);
+                let written = match write_timer.as_deref_mut() {
+                    Some(t) => t
+                        .within(Instant::now() + idle, write)
+                        .await
+                        .ok_or(RelayError::DstIdle)?,
+                    None => write.await,
+                };
+                written.map_err(|_| RelayError::Dst)?;
             }
             buf.advance(n);
         }

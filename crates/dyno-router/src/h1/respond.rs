@@ -68,7 +68,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             } = self;
             let idle = cfg.idle_timeout;
             let relayed = if upload.done {
-                relay(&mut body, &mut stream, ubuf, io, scratch, dyno_timer, idle).await
+                relay(
+                    &mut body,
+                    &mut stream,
+                    ubuf,
+                    io,
+                    scratch,
+                    dyno_timer,
+                    idle,
+                    None,
+                )
+                .await
             } else {
                 // The dyno answers while the upload goes on (an echo, an early error): both
                 // directions at once. The upload stops when the response ends.
@@ -83,6 +93,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                     scratch,
                     dyno_timer,
                     idle,
+                    None,
                 );
                 let up = relay(
                     upload,
@@ -92,6 +103,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                     &mut no_scratch,
                     client_timer,
                     idle,
+                    None,
                 );
                 tokio::pin!(down, up);
                 let mut uploading = true;
@@ -108,7 +120,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 Err(RelayError::SrcGone | RelayError::Malformed) => {
                     return self.cut(ctx, &body, HerokuCode::H18)
                 }
-                Err(RelayError::Dst) => return self.log_end(ctx, &body, None),
+                Err(RelayError::Dst | RelayError::DstIdle) => {
+                    return self.log_end(ctx, &body, None)
+                }
             }
         } else if self.io.flush().await.is_err() {
             return self.log_end(ctx, &body, None);
