@@ -61,6 +61,7 @@ pub mod log;
 pub mod proxy;
 pub mod routes;
 pub mod server;
+pub mod sni;
 pub mod tls;
 pub mod upstream;
 
@@ -69,6 +70,7 @@ pub use config::RouterConfig;
 pub use log::{ChannelSink, FnSink, LogSink, NullSink, RouterLog};
 pub use routes::{Backend, ErrorPages, RouteTable};
 pub use server::Router;
+pub use sni::{parse_certificate, CertificateError, SniCertificate, SniCertificates};
 pub use tls::{TlsAcceptor, TlsError, TlsSettings};
 pub use upstream::ROUTER_MARK;
 

@@ -112,6 +112,37 @@ impl TlsSettings {
         Ok(config)
     }
 
+    /// Read and check both files as one certificate for [`crate::SniCertificates`] (the
+    /// default certificate of an SNI listener).
+    pub fn certified_key(&self) -> Result<Arc<rustls::sign::CertifiedKey>, TlsError> {
+        let chain = read_chain(&self.cert)?;
+        let key = read_key(&self.key)?;
+        let provider = rustls::crypto::ring::default_provider();
+        let signing = provider
+            .key_provider
+            .load_private_key(key)
+            .map_err(|e| TlsError::BadKey {
+                path: self.key.clone(),
+                detail: e.to_string(),
+            })?;
+        let certified = rustls::sign::CertifiedKey::new(chain, signing);
+        match certified.keys_match() {
+            Ok(()) | Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::Unknown)) => {
+                Ok(Arc::new(certified))
+            }
+            Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch)) => {
+                Err(TlsError::KeyMismatch {
+                    cert: self.cert.clone(),
+                    key: self.key.clone(),
+                })
+            }
+            Err(e) => Err(TlsError::BadCertificate {
+                path: self.cert.clone(),
+                detail: format!("not a usable certificate ({e})"),
+            }),
+        }
+    }
+
     fn config_error(&self, e: rustls::Error) -> TlsError {
         TlsError::Config {
             cert: self.cert.clone(),

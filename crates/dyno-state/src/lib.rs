@@ -90,7 +90,7 @@ pub mod validate;
 pub use error::StateError;
 pub use model::{
     App, Config, DestroyedApp, Drain, Dyno, DynoState, DynoUpdate, FormationEntry, Lease, NetNames,
-    NewDyno, NewRelease, ProcessTypes, Release, ScaleChange, Slug,
+    NewDyno, NewRelease, ProcessTypes, Release, ScaleChange, Slug, SniEndpoint,
 };
 pub use store::{Store, StoreOptions, DB_FILE, DEFAULT_DATA_DIR, DEFAULT_POOL, SLUGS_DIR};
 pub use validate::{

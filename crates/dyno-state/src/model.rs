@@ -252,6 +252,32 @@ pub struct Drain {
     pub created_at_ms: i64,
 }
 
+/// An app's certificate and key (Heroku's SNI endpoint), as uploaded.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SniEndpoint {
+    /// A UUID.
+    pub id: String,
+    /// Heroku-style name, unique in the store (`sni-<8 hex>`).
+    pub name: String,
+    /// The app's name (as it is now).
+    pub app: String,
+    pub certificate_chain: String,
+    pub private_key: String,
+    pub created_at_ms: i64,
+    pub updated_at_ms: i64,
+}
+
+impl std::fmt::Debug for SniEndpoint {
+    /// Never the private key.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SniEndpoint")
+            .field("id", &self.id)
+            .field("name", &self.name)
+            .field("app", &self.app)
+            .finish_non_exhaustive()
+    }
+}
+
 /// What [`crate::Store::destroy_app`] leaves for the caller to tear down. The app's data rows
 /// are gone; its dynos are now `stopping` (call `remove_dyno` for each once its resources are
 /// gone); its slug directories are no longer referenced by any release and may be deleted.

@@ -9,7 +9,7 @@ use rusqlite::{Connection, TransactionBehavior};
 use crate::error::StateError;
 use std::path::Path;
 
-pub const MIGRATIONS: &[&str] = &[V1, V2];
+pub const MIGRATIONS: &[&str] = &[V1, V2, SNI_ENDPOINTS];
 
 /// The schema version this build writes.
 pub fn latest() -> i64 {
@@ -140,6 +140,22 @@ const V2: &str = concat!(
     ") STRICT;\n",
     "CREATE INDEX domains_by_app ON domains(app);\n",
 );
+
+/// Heroku's SNI endpoints: an app's certificate chains and keys, served by the router's TLS
+/// listener for the names they cover. Keyed to the app's uuid, so a rename keeps them; the key
+/// is stored as uploaded (the data dir is the daemon's alone).
+const SNI_ENDPOINTS: &str = "
+CREATE TABLE sni_endpoints (
+    id                TEXT PRIMARY KEY,
+    name              TEXT NOT NULL UNIQUE,
+    app_uuid          TEXT NOT NULL REFERENCES apps(uuid) ON DELETE CASCADE,
+    certificate_chain TEXT NOT NULL,
+    private_key       TEXT NOT NULL,
+    created_at        INTEGER NOT NULL,
+    updated_at        INTEGER NOT NULL
+) STRICT;
+CREATE INDEX sni_endpoints_by_app ON sni_endpoints(app_uuid);
+";
 
 /// Runs the migrations the database has not seen yet.
 pub fn migrate(conn: &mut Connection, db_path: &Path) -> Result<(), StateError> {

@@ -45,6 +45,17 @@ pub struct ServeArgs {
     /// Where the router listens: apps are http://<app>.localhost:PORT/
     #[arg(long, default_value = "127.0.0.1:8080")]
     router_listen: SocketAddr,
+    /// Also serve HTTPS here: each app's certificates (`heroku certs:add`) chosen by SNI,
+    /// HTTP/2 by ALPN. Off unless given
+    #[arg(long)]
+    router_tls_listen: Option<SocketAddr>,
+    /// Default certificate chain (PEM) of --router-tls-listen, for names no app certificate
+    /// covers; without it such handshakes fail
+    #[arg(long, requires_all = ["router_tls_listen", "router_tls_key"])]
+    router_tls_cert: Option<PathBuf>,
+    /// The default certificate's private key (PEM)
+    #[arg(long, requires = "router_tls_cert")]
+    router_tls_key: Option<PathBuf>,
     /// Dynos' runtime state (sandboxes)
     #[arg(long, default_value = "/run/dyno/dynos")]
     state_root: PathBuf,
@@ -113,6 +124,19 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
         None => None,
     };
     let rendezvous = args.rendezvous;
+    // The default certificate is checked before anything starts: a bad one stops here.
+    let tls_default = match (&args.router_tls_cert, &args.router_tls_key) {
+        (Some(cert), Some(key)) => Some(
+            dyno_router::TlsSettings::new(cert, key)
+                .certified_key()
+                .map_err(|e| format!("--router-tls-cert/--router-tls-key: {e}"))?,
+        ),
+        _ => None,
+    };
+    let tls = args.router_tls_listen.map(|listen| RouterTls {
+        listen,
+        default: tls_default,
+    });
     let options = DaemonOptions {
         data_dir: args.data_dir,
         state_root: args.state_root,
@@ -149,6 +173,7 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
         options,
         args.socket,
         args.router_listen,
+        tls,
         args.api_listen,
         token,
         args.connections.apply(RouterConfig::default()),
@@ -156,10 +181,17 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
     ))
 }
 
+/// The router's HTTPS listener (`--router-tls-listen`) and its default certificate.
+struct RouterTls {
+    listen: SocketAddr,
+    default: Option<Arc<dyno_router::sni::CertifiedKey>>,
+}
+
 async fn serve(
     options: DaemonOptions,
     socket: PathBuf,
     router_listen: SocketAddr,
+    tls: Option<RouterTls>,
     api_listen: Option<SocketAddr>,
     token: Option<String>,
     router_config: RouterConfig,
@@ -178,6 +210,15 @@ async fn serve(
         .map_err(|e| format!("router: listen on {router_listen}: {e}"))?;
     let attach_window = rendezvous.attach_window;
     let rendezvous = rendezvous.bind(api_listen, &options.data_dir).await?;
+    let tls_listen = tls.as_ref().map(|t| t.listen);
+    let tls_socket = match &tls {
+        Some(t) => Some(
+            tokio::net::TcpListener::bind(t.listen)
+                .await
+                .map_err(|e| format!("router: listen on {} (--router-tls-listen): {e}", t.listen))?,
+        ),
+        None => None,
+    };
     let daemon = Daemon::open(options).await.map_err(|e| e.to_string())?;
     let sink_daemon = daemon.clone();
     let router = Router::new(
@@ -185,6 +226,15 @@ async fn serve(
         daemon.routes.clone(),
         FnSink(move |app: &str, line: RouterLog| sink_daemon.router_line(app, line)),
     );
+    // One router for both listeners: each request's X-Forwarded-Proto/-Port say which.
+    let tls_task = match (tls, tls_socket) {
+        (Some(tls), Some(socket)) => {
+            daemon.certs.set_default(tls.default);
+            let acceptor = daemon.certs.acceptor();
+            Some(tokio::spawn(router.clone().serve_tls(socket, acceptor)))
+        }
+        _ => None,
+    };
     let router_task = tokio::spawn(router.serve(router_socket));
     let mut platform = DaemonApi::new(daemon.clone()).with_attach_window(attach_window);
     if let Some(r) = &rendezvous {
@@ -213,8 +263,9 @@ async fn serve(
         _ => None,
     };
     eprintln!(
-        "dyno serve: API on {}, router on http://{router_listen}/",
-        socket.display()
+        "dyno serve: API on {}, router on http://{router_listen}/{}",
+        socket.display(),
+        tls_listen.map_or(String::new(), |a| format!(" and https://{a}/"))
     );
     shutdown.wait().await;
     eprintln!("dyno serve: stopping");
@@ -231,6 +282,10 @@ async fn serve(
     daemon.stop().await;
     router_task.abort();
     let _ = router_task.await;
+    if let Some(t) = tls_task {
+        t.abort();
+        let _ = t.await;
+    }
     eprintln!("dyno serve: stopped");
     Ok(())
 }

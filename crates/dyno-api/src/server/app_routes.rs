@@ -45,16 +45,24 @@ pub(super) async fn app_route<P: Platform>(
             )
         }
         ([], _) => Err(not_allowed("GET, PATCH, DELETE")),
-        // dyno has no add-ons, collaborators or SNI endpoints yet: empty lists.
-        (
-            ["addons"] | ["addon-attachments"] | ["collaborators"] | ["sni-endpoints"],
-            &Method::GET,
-        ) => {
+        // dyno has no add-ons or collaborators yet: empty lists.
+        (["addons"] | ["addon-attachments"] | ["collaborators"], &Method::GET) => {
             platform.app(name).await.map_err(plain)?;
             list(range, &empty, &["id"])
         }
-        (["addons"] | ["addon-attachments"] | ["collaborators"] | ["sni-endpoints"], _) => {
-            Err(not_allowed("GET"))
+        (["addons"] | ["addon-attachments"] | ["collaborators"], _) => Err(not_allowed("GET")),
+        (["sni-endpoints", ..], _) => {
+            super::sni_endpoints::sni_route(req, platform, name, rest, method, path, range).await
+        }
+        (["domains", which], &Method::PATCH) => {
+            let body: super::sni_endpoints::DomainUpdate = read_json(req).await.map_err(plain)?;
+            json(
+                StatusCode::OK,
+                &platform
+                    .update_domain(name, (*which).to_owned(), body)
+                    .await
+                    .map_err(plain)?,
+            )
         }
         (["domains"], &Method::GET) => list(
             range,
@@ -89,7 +97,7 @@ pub(super) async fn app_route<P: Platform>(
                 .await
                 .map_err(plain)?,
         ),
-        (["domains", _], _) => Err(not_allowed("GET, DELETE")),
+        (["domains", _], _) => Err(not_allowed("GET, PATCH, DELETE")),
         (["config-vars"], &Method::GET) => {
             json(StatusCode::OK, &platform.config(name).await.map_err(plain)?)
         }

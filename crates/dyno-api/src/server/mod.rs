@@ -6,6 +6,7 @@ mod app_routes;
 pub mod attach;
 pub mod log_sessions;
 mod routes;
+pub mod sni_endpoints;
 mod unix;
 pub mod v3;
 
@@ -219,6 +220,53 @@ pub trait Platform: Send + Sync + 'static {
     fn domains(&self, name: AppName) -> impl Future<Output = Result<Vec<Domain>, ApiError>> + Send {
         let _ = name;
         async { Err(not_here("domains")) }
+    }
+    /// Associates a custom domain (hostname or id) with one of the app's SNI endpoints (name
+    /// or id), or with none; `422` when the endpoint's certificate does not cover it.
+    fn update_domain(
+        &self,
+        name: AppName,
+        domain: String,
+        update: sni_endpoints::DomainUpdate,
+    ) -> impl Future<Output = Result<Domain, ApiError>> + Send {
+        let _ = (name, domain, update);
+        async { Err(not_here("domains")) }
+    }
+    /// The app's SNI endpoints (certificates the router serves by SNI), oldest first.
+    fn sni_endpoints(
+        &self,
+        name: AppName,
+    ) -> impl Future<Output = Result<Vec<sni_endpoints::SniEndpoint>, ApiError>> + Send {
+        let _ = name;
+        async { Ok(Vec::new()) }
+    }
+    /// `certs:add`: a checked chain and key (`422` for a bad one, the state unchanged).
+    fn add_sni_endpoint(
+        &self,
+        name: AppName,
+        cert: sni_endpoints::SniEndpointCreate,
+    ) -> impl Future<Output = Result<sni_endpoints::SniEndpoint, ApiError>> + Send {
+        let _ = (name, cert);
+        async { Err(not_here("SNI endpoints")) }
+    }
+    /// `certs:update`: a new chain and key for an endpoint (name or id).
+    fn update_sni_endpoint(
+        &self,
+        name: AppName,
+        which: String,
+        cert: sni_endpoints::SniEndpointCreate,
+    ) -> impl Future<Output = Result<sni_endpoints::SniEndpoint, ApiError>> + Send {
+        let _ = (name, which, cert);
+        async { Err(not_here("SNI endpoints")) }
+    }
+    /// `certs:remove`: the endpoint as it was.
+    fn remove_sni_endpoint(
+        &self,
+        name: AppName,
+        which: String,
+    ) -> impl Future<Output = Result<sni_endpoints::SniEndpoint, ApiError>> + Send {
+        let _ = (name, which);
+        async { Err(not_here("SNI endpoints")) }
     }
     /// Prometheus metrics, in the text exposition format.
     fn metrics(&self) -> impl Future<Output = Result<String, ApiError>> + Send {

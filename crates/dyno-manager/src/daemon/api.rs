@@ -6,6 +6,7 @@ use std::path::Path;
 use std::time::UNIX_EPOCH;
 
 use dyno_api::heroku::{Account, Domain, DomainCreate, Ref, ReleaseName, UserRef};
+use dyno_api::server::sni_endpoints::{DomainUpdate, SniEndpoint, SniEndpointCreate};
 use dyno_api::{
     ApiError, App, AppFeature, AppFeatureUpdate, AppName, AppUpdate, Deploy, Dyno, DynoCreate,
     Formation, FormationUpdates, LogDrain, LogDrainCreate, LogQuery, Platform, Release,
@@ -219,17 +220,54 @@ impl Platform for DaemonApi {
             let at = added.get(hostname).copied().unwrap_or(app.created_at_ms);
             list.push(domain_shape(&app, &app_ref, hostname, "custom", at));
         }
-        Ok(list)
+        self.with_endpoints(&name, list).await
+    }
+
+    async fn update_domain(
+        &self,
+        name: AppName,
+        domain: String,
+        update: DomainUpdate,
+    ) -> Result<Domain, ApiError> {
+        let all = self.domains(name.clone()).await?;
+        self.update_domain_out(name, domain, update, all).await
+    }
+
+    async fn sni_endpoints(&self, name: AppName) -> Result<Vec<SniEndpoint>, ApiError> {
+        self.sni_endpoints_out(name).await
+    }
+
+    async fn add_sni_endpoint(
+        &self,
+        name: AppName,
+        cert: SniEndpointCreate,
+    ) -> Result<SniEndpoint, ApiError> {
+        self.add_sni_endpoint_out(name, cert).await
+    }
+
+    async fn update_sni_endpoint(
+        &self,
+        name: AppName,
+        which: String,
+        cert: SniEndpointCreate,
+    ) -> Result<SniEndpoint, ApiError> {
+        self.update_sni_endpoint_out(name, which, cert).await
+    }
+
+    async fn remove_sni_endpoint(
+        &self,
+        name: AppName,
+        which: String,
+    ) -> Result<SniEndpoint, ApiError> {
+        self.remove_sni_endpoint_out(name, which).await
     }
 
     async fn add_domain(&self, name: AppName, domain: DomainCreate) -> Result<Domain, ApiError> {
-        if domain.sni_endpoint.is_some() {
-            return Err(invalid(
-                "Certificates for custom domains are not supported by dyno yet: add the domain \
-                 without --cert.",
-            ));
-        }
         let hostname = dyno_state::Hostname::parse(&domain.hostname).map_err(invalid)?;
+        if let Some(cert) = &domain.sni_endpoint {
+            self.check_endpoint_covers(&name, cert, hostname.as_str())
+                .await?;
+        }
         let app = match self
             .daemon
             .add_domain(name.as_str(), hostname.as_str())

@@ -13,8 +13,10 @@
 
 pub mod api;
 mod api_log;
+mod api_certs;
 mod api_shapes;
 pub mod attach;
+mod certs;
 mod converge;
 mod domains;
 pub mod ledger;
@@ -105,6 +107,8 @@ pub struct Daemon {
     store: Arc<Mutex<Store>>,
     pub hub: LogHub,
     pub routes: RouteTable,
+    /// The apps' certificates (SNI endpoints) for the router's TLS listener.
+    pub certs: dyno_router::SniCertificates,
     /// What the dynos run on.
     machine: Arc<dyn Machine>,
     options: DaemonOptions,
@@ -187,6 +191,7 @@ impl Daemon {
             stop_all(runtime.dynos).await;
         }
         self.routes.remove_app(&app.name);
+        self.certs.remove_app(&app.name);
         let destroyed = self.with_store(move |s| s.destroy_app(&name)).await;
         self.lock_turns().remove(&app.name);
         let destroyed = destroyed?;

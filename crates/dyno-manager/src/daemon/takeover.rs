@@ -200,10 +200,12 @@ impl Daemon {
     }
 
     fn assemble(store: Store, options: DaemonOptions, machine: Arc<dyn Machine>) -> Arc<Daemon> {
+        let routes = RouteTable::new();
         Arc::new(Daemon {
             store: Arc::new(Mutex::new(store)),
             hub: LogHub::new(),
-            routes: RouteTable::new(),
+            certs: dyno_router::SniCertificates::new(routes.clone(), None),
+            routes,
             machine,
             options,
             apps: tokio::sync::Mutex::new(BTreeMap::new()),
@@ -217,6 +219,7 @@ impl Daemon {
     async fn start_apps(self: &Arc<Daemon>) -> Result<(), DaemonError> {
         let apps = self.with_store(|s| s.list_apps()).await?;
         runtime_metrics::spawn(self);
+        self.serve_all_certificates().await?;
         for app in apps {
             self.route(&app);
             for drain in self.drains(&app.name).await? {

@@ -1,6 +1,7 @@
 //! [`Store`]: the SQLite database in the data dir, opened once by the daemon.
 
 mod apps;
+mod certs;
 mod drains;
 mod dynos;
 mod releases;
