@@ -312,9 +312,6 @@ mod tests {
             0,
         )
         .unwrap_err();
-        assert!(
-            matches!(e, CertificateError::BadCertificate(_)),
-            "{e:?}"
-        );
+        assert!(matches!(e, CertificateError::BadCertificate(_)), "{e:?}");
     }
 }

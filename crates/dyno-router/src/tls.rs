@@ -118,13 +118,14 @@ impl TlsSettings {
         let chain = read_chain(&self.cert)?;
         let key = read_key(&self.key)?;
         let provider = rustls::crypto::ring::default_provider();
-        let signing = provider
-            .key_provider
-            .load_private_key(key)
-            .map_err(|e| TlsError::BadKey {
-                path: self.key.clone(),
-                detail: e.to_string(),
-            })?;
+        let signing =
+            provider
+                .key_provider
+                .load_private_key(key)
+                .map_err(|e| TlsError::BadKey {
+                    path: self.key.clone(),
+                    detail: e.to_string(),
+                })?;
         let certified = rustls::sign::CertifiedKey::new(chain, signing);
         match certified.keys_match() {
             Ok(()) | Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::Unknown)) => {

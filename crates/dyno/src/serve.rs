@@ -211,14 +211,13 @@ async fn serve(
     let attach_window = rendezvous.attach_window;
     let rendezvous = rendezvous.bind(api_listen, &options.data_dir).await?;
     let tls_listen = tls.as_ref().map(|t| t.listen);
-    let tls_socket = match &tls {
-        Some(t) => Some(
-            tokio::net::TcpListener::bind(t.listen)
-                .await
-                .map_err(|e| format!("router: listen on {} (--router-tls-listen): {e}", t.listen))?,
-        ),
-        None => None,
-    };
+    let tls_socket =
+        match &tls {
+            Some(t) => Some(tokio::net::TcpListener::bind(t.listen).await.map_err(|e| {
+                format!("router: listen on {} (--router-tls-listen): {e}", t.listen)
+            })?),
+            None => None,
+        };
     let daemon = Daemon::open(options).await.map_err(|e| e.to_string())?;
     let sink_daemon = daemon.clone();
     let router = Router::new(

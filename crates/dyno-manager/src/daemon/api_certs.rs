@@ -19,11 +19,7 @@ fn epoch_secs(secs: i64) -> String {
     dyno_api::rfc3339(time(secs.saturating_mul(1000)))
 }
 
-fn endpoint_shape(
-    (e, cert): &Parsed,
-    app: &dyno_state::model::App,
-    app_ref: &Ref,
-) -> SniEndpoint {
+fn endpoint_shape((e, cert): &Parsed, app: &dyno_state::model::App, app_ref: &Ref) -> SniEndpoint {
     let domains = app
         .domains
         .iter()
@@ -157,7 +153,9 @@ impl DaemonApi {
         hostname: &str,
     ) -> Result<(), ApiError> {
         let endpoints = self.daemon.sni_endpoints(name.as_str()).await?;
-        let found = endpoints.iter().find(|(e, _)| e.name == which || e.id == which);
+        let found = endpoints
+            .iter()
+            .find(|(e, _)| e.name == which || e.id == which);
         match found {
             Some((_, Some(c))) if c.covers(hostname) => Ok(()),
             Some(_) => Err(ApiError::invalid_params(format!(

@@ -12,8 +12,8 @@
 //! removes what is left of the others ([`reconcile`]).
 
 pub mod api;
-mod api_log;
 mod api_certs;
+mod api_log;
 mod api_shapes;
 pub mod attach;
 mod certs;
