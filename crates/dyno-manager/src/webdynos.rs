@@ -48,6 +48,9 @@ pub struct WebDynos {
     /// Web dynos about to start that no supervisor reports yet (a restart stops the old ones
     /// first): counted as starting, so requests wait for them rather than get `H14`.
     announced: Arc<std::sync::atomic::AtomicUsize>,
+    /// Keys of web dynos being stopped for a restart: out of the router already, whatever
+    /// they report until their supervisor ends.
+    withdrawn: Arc<Mutex<std::collections::BTreeSet<String>>>,
 }
 
 /// Holds web dynos announced as starting (see [`WebDynos::announce_starting`]) until dropped.
@@ -76,7 +79,25 @@ impl WebDynos {
             closed: Arc::default(),
             changed: Arc::default(),
             announced: Arc::default(),
+            withdrawn: Arc::default(),
         }
+    }
+
+    /// The router stops sending requests to the web dynos `names` (`web.1`) now, before they
+    /// are stopped: a dyno that stops listening while still a backend would turn requests
+    /// into `H21`/`H13`. Their later status changes are ignored.
+    pub fn withdraw(&self, names: &[String]) {
+        let mut states = crate::lock(&self.states);
+        let mut withdrawn = crate::lock(&self.withdrawn);
+        states.retain(|key, (name, _)| {
+            let keep = !names.contains(name);
+            if !keep {
+                withdrawn.insert(key.clone());
+            }
+            keep
+        });
+        drop(withdrawn);
+        self.publish(&states);
     }
 
     /// `count` web dynos will start soon (a restart that stops the old ones first): until the
@@ -139,6 +160,15 @@ impl WebDynos {
         let mut states = crate::lock(&self.states);
         if self.is_closed() {
             return;
+        }
+        {
+            let mut withdrawn = crate::lock(&self.withdrawn);
+            if withdrawn.contains(key) {
+                if status.is_none() {
+                    withdrawn.remove(key);
+                }
+                return;
+            }
         }
         match status {
             Some(s) => {

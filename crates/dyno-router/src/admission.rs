@@ -113,6 +113,35 @@ impl Shared {
         }
     }
 
+    /// The app's route as the table has it now, once it has an `up` web dyno: at once, or
+    /// after waiting for a starting one (until the boot wait from `start` is over: `H20`).
+    /// `H14`/`H10` when it has none and none is starting.
+    pub(crate) async fn route_with_backends(
+        &self,
+        host: &str,
+        start: Instant,
+    ) -> Result<Arc<AppRoute>, HerokuCode> {
+        let boot_deadline = tokio::time::Instant::from_std(start) + self.cfg.boot_wait;
+        let mut changes = self.routes.changes();
+        loop {
+            changes.borrow_and_update();
+            let route = self.routes.lookup(host).ok_or(HerokuCode::H14)?;
+            if !route.backends.is_empty() {
+                return Ok(route);
+            }
+            if route.crashed {
+                return Err(HerokuCode::H10);
+            }
+            if route.starting == 0 {
+                return Err(HerokuCode::H14);
+            }
+            tokio::select! {
+                changed = changes.changed() => changed.map_err(|_| HerokuCode::H14)?,
+                () = tokio::time::sleep_until(boot_deadline) => return Err(HerokuCode::H20),
+            }
+        }
+    }
+
     /// What the app's state says about a request; `waiting` counts it and every other request
     /// of the app in flight, those waiting for a dyno to boot included (`H11` bounds both).
     fn decide(&self, route: &AppRoute, waiting: usize) -> Decision {

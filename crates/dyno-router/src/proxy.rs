@@ -286,16 +286,9 @@ impl Shared {
         Ok((Request::from_parts(parts, body), state))
     }
 
-    /// Choose a dyno at random and get a connection to it: `checkout` from a pool, or
-    /// a new connection with retries on other dynos (up to `connect_tries` within `connect_timeout`).
-    /// Returns the dyno's address, the connection and whether it came from the pool.
-    pub(crate) async fn pick_and_connect<U: Upstreams>(
-        &self,
-        route: &AppRoute,
-        ctx: &mut Ctx,
-        upstreams: &U,
-    ) -> Result<(SocketAddr, U::Conn, bool), RouterError> {
-        let mut order: Vec<&Backend> = route.backends.iter().collect();
+    /// The app's `up` dynos in the order to try them: random, quarantined ones last.
+    fn connect_order(&self, route: &AppRoute) -> Vec<Backend> {
+        let mut order: Vec<Backend> = route.backends.to_vec();
         if order.len() > 1 {
             fastrand::shuffle(&mut order);
             // Quarantined dynos go last (stable sort keeps the random order otherwise).
@@ -305,11 +298,34 @@ impl Shared {
                 order.sort_by_key(|b| q.get(&b.addr).is_some_and(|until| *until > now));
             }
         }
-        let deadline = ctx.start + self.cfg.connect_timeout;
+        order
+    }
+
+    /// Choose a dyno at random and get a connection to it: `checkout` from a pool, or
+    /// a new connection with retries on other dynos (up to `connect_tries` within `connect_timeout`).
+    /// Returns the dyno's address, the connection and whether it came from the pool.
+    ///
+    /// A dyno that refused and has left the table meanwhile (stopped for a restart) sends the
+    /// choice back to the table as it is now: its other dynos, or the boot wait for the ones
+    /// starting — so a request that was routed just before a restart is not lost to `H21`.
+    pub(crate) async fn pick_and_connect<U: Upstreams>(
+        &self,
+        route: &AppRoute,
+        ctx: &mut Ctx,
+        upstreams: &U,
+    ) -> Result<(SocketAddr, U::Conn, bool), RouterError> {
+        let mut order = self.connect_order(route);
+        // The budget starts now: a request that waited for a dyno to boot still gets it whole.
+        let deadline = Instant::now() + self.cfg.connect_timeout;
         let mut last = HerokuCode::H21;
         let tries = self.cfg.connect_tries.max(1);
-        for i in 0..tries {
-            let b = order[i % order.len()];
+        let mut next = 0;
+        for _ in 0..tries {
+            if order.is_empty() {
+                break;
+            }
+            let b = order[next % order.len()].clone();
+            next += 1;
             if ctx.line.dyno.as_deref() != Some(b.dyno.as_str()) {
                 ctx.line.dyno = Some(b.dyno.clone());
             }
@@ -340,6 +356,11 @@ impl Shared {
                     self.quarantine(b.addr);
                     upstreams.forget(b.addr);
                     last = HerokuCode::H21;
+                    if !self.routes.routes_to(b.addr) {
+                        let now = self.route_with_backends(&ctx.line.host, ctx.start).await?;
+                        order = self.connect_order(&now);
+                        next = 0;
+                    }
                 }
             }
         }

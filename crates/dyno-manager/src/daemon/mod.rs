@@ -121,6 +121,9 @@ pub struct Daemon {
     router_metrics: metrics::RouterMetrics,
 }
 
+/// How long web dynos stopped by a restart stay up after leaving the router's table.
+const ROUTER_DRAIN: Duration = Duration::from_millis(200);
+
 fn app_name(name: &str) -> Result<AppName, DaemonError> {
     AppName::parse(name).map_err(|e| DaemonError::new(ErrorKind::InvalidParams, e.to_string()))
 }
@@ -392,10 +395,24 @@ impl Daemon {
             runtime.dynos = keep;
             // Requests that find no web dyno up while these restart wait for the new ones
             // (up to the router's boot wait) instead of getting H14.
-            let web = stop.iter().filter(|d| d.process == "web").count();
-            (stop, runtime.web.announce_starting(web))
+            // The stopping ones leave the router first, so that no request goes to a dyno
+            // that has stopped listening.
+            let web: Vec<String> = stop
+                .iter()
+                .filter(|d| d.process == "web")
+                .map(|d| d.name.clone())
+                .collect();
+            let starting_soon = runtime.web.announce_starting(web.len());
+            runtime.web.withdraw(&web);
+            (stop, starting_soon)
         };
         let (stopping, _starting_soon) = stopping;
+        if stopping.iter().any(|d| d.process == "web") {
+            // Requests the router sent them just before they left its table finish before
+            // SIGTERM (most take milliseconds; a longer one is the dyno's to finish in its
+            // stop grace, as on Heroku).
+            tokio::time::sleep(ROUTER_DRAIN).await;
+        }
         if stopping.is_empty() {
             if let Some(w) = which {
                 return Err(DaemonError::new(

@@ -174,7 +174,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                     // The dyno had closed the pooled connection: nothing reached it, so send
                     // the request again on a new one.
                     pooled = false;
-                    let budget = connect_budget.saturating_sub(start.elapsed());
+                    // A whole budget: the request may have waited for a dyno to boot.
+                    let budget = connect_budget;
                     match conns.connect(addr, budget).await {
                         Ok(s) => stream = s,
                         Err(crate::upstream::ConnectError::Timeout) => {
