@@ -20,19 +20,30 @@
 //!   head over 256 KiB: `431`.
 //! - Framing headers are never copied: the router writes `Content-Length`/`Transfer-Encoding`
 //!   from the framing it parsed, so the dyno and the router cannot disagree on where a body ends.
-//! - H-codes: `H10` (app marked crashed, no dyno up), `H11` (in flight > 200 × dynos), `H12`,
-//!   `H13`, `H14`, `H15` (dyno silent 55 s mid-response: response cut), `H18` (dyno hung up
-//!   during the upload or mid-response), `H19`, `H21`, `H25` (response head > 512 KiB or
+//! - H-codes: `H10` (app marked crashed, no dyno up), `H11` (in flight > 200 × dynos, or × the
+//!   starting dynos while requests wait for one), `H12` (30 s from the end of the upload to the
+//!   first response byte), `H13`, `H14` (no web dyno, none starting), `H15` (dyno silent 55 s
+//!   mid-response: response cut), `H18` (dyno hung up during the upload or mid-response, or took
+//!   none of the upload for 55 s), `H19`, `H20` (no web dyno came up within the 75 s boot wait),
+//!   `H21`, `H25` (response head > 512 KiB or
 //!   unparsable: 502), `H27` (client left before the response: 499, logged only), `H28` (client
 //!   silent 55 s mid-upload: 499, logged only), `H80` (maintenance), `H81` (never deployed),
 //!   `H99` (the upstream socket cannot be set up).
 //! - Upgrades (WebSockets): the dyno's `101` is passed on and both sides are spliced in the
 //!   connection's task; 55 s without data either way closes the tunnel, as on Heroku.
 //!
+//! - Boot wait: while an app has no `up` web dyno but some are starting, a request waits up to
+//!   [`RouterConfig::boot_wait`] (75 s) for one instead of an immediate `H14`, woken by the
+//!   table's changes; `H20` when none came up.
+//! - HTTPS: one operator certificate ([`TlsSettings`]) or each app's own, chosen by SNI
+//!   ([`SniCertificates`], see [`sni`] for the choice and for unknown names: the default
+//!   certificate if one is set, else a failed handshake).
+//!
 //! Feeding the table (supervisor): `routes.set_app(app, &domains)` once per app; on every web
-//! dyno state change `routes.set_dynos(app, up_web_dynos)` with the full list of `up` ones
-//! (`Backend::new("web.1", SocketAddr::new(ip, port))`); `set_crashed(app, true)` while its web
-//! dynos are crashed; `remove_app(app)` on teardown. Writes copy the table; reads never lock.
+//! dyno state change `routes.set_web_dynos(app, up_web_dynos, starting, crashed)` with the full
+//! list of `up` ones (`Backend::new("web.1", SocketAddr::new(ip, port))`), how many are starting
+//! and whether they crashed (`set_dynos`/`set_crashed` set one of those alone);
+//! `remove_app(app)` on teardown. Writes copy the table; reads never lock.
 //!
 //! ```no_run
 //! # async fn demo() -> std::io::Result<()> {
