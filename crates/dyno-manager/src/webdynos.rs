@@ -346,6 +346,42 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn starting_dynos_are_counted_from_their_first_state_and_a_restart_hands_over() {
+        let (routes, web) = web();
+        let a = follow(&web, "web.1#1", "web.1");
+        // Followed in `starting`: counted at once, before any change is reported.
+        assert_eq!(app_route(&routes).unwrap().starting, 1);
+        a.send_replace(status(State::Up, Some(Ipv4Addr::new(10, 213, 0, 1))));
+        settle().await;
+        let route = app_route(&routes).unwrap();
+        assert_eq!((route.backends.len(), route.starting), (1, 0));
+
+        // A restart: its replacement is announced, the old one leaves the router before it
+        // stops, and what the old one reports while stopping is ignored.
+        let soon = web.announce_starting(1);
+        web.withdraw(&["web.1".to_string()]);
+        let route = app_route(&routes).unwrap();
+        assert_eq!((route.backends.len(), route.starting), (0, 1));
+        a.send_replace(status(State::Crashed, None));
+        settle().await;
+        let route = app_route(&routes).unwrap();
+        assert!(
+            !route.crashed,
+            "a withdrawn dyno's exit is not a crash of the app"
+        );
+        drop(a);
+        let _b = follow(&web, "web.1#2", "web.1");
+        drop(soon);
+        settle().await;
+        let route = app_route(&routes).unwrap();
+        assert_eq!(
+            (route.backends.len(), route.starting),
+            (0, 1),
+            "the new web.1 starts"
+        );
+    }
+
+    #[tokio::test]
     async fn the_web_up_sink_hears_of_a_dyno_once_the_router_has_it() {
         let routes = RouteTable::new();
         routes.set_app("hello", &[]);
