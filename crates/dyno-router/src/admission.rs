@@ -44,7 +44,7 @@ impl Shared {
         let Some(host) = req.host.and_then(normalize_host) else {
             return Verdict::Refused(RouterError::BadRequest("Missing or invalid Host header."));
         };
-        let Some(mut route) = self.routes.lookup(&host) else {
+        let Some(route) = self.routes.lookup(&host) else {
             return Verdict::Refused(RouterError::NoSuchApp);
         };
         if req.expect_other {
@@ -73,43 +73,23 @@ impl Shared {
                 protocol: req.protocol,
             },
         };
-        let boot_deadline = tokio::time::Instant::from_std(req.start) + self.cfg.boot_wait;
-        // Registered before each look at the table, so that a dyno coming up in between is
-        // not missed.
-        let mut changes = self.routes.changes();
-        loop {
-            match self.decide(&route, waiting) {
-                Decision::Admit => return Verdict::Admitted(ctx, route),
-                Decision::Refuse(code) => return Verdict::Failed(ctx, code.into()),
-                Decision::WaitForBoot => {}
-            }
-            changes.borrow_and_update();
-            // The table may have changed since `route` was read.
-            match self.routes.lookup(&ctx.line.host) {
-                Some(now) if !Arc::ptr_eq(&now, &route) => {
-                    route = now;
-                    continue;
-                }
-                Some(_) => {}
-                // The app went away while the request waited.
-                None => return Verdict::Failed(ctx, HerokuCode::H14.into()),
-            }
-            tokio::select! {
-                changed = changes.changed() => {
-                    if changed.is_err() {
-                        return Verdict::Failed(ctx, HerokuCode::H14.into());
-                    }
-                }
-                () = tokio::time::sleep_until(boot_deadline) => {
-                    ctx.pages = route.pages.clone();
-                    return Verdict::Failed(ctx, HerokuCode::H20.into());
+        match self.decide(&route, waiting) {
+            Decision::Admit => return Verdict::Admitted(ctx, route),
+            Decision::Refuse(code) => return Verdict::Failed(ctx, code.into()),
+            Decision::WaitForBoot => {}
+        }
+        // Only a request that has to wait watches the table: the hot path never subscribes.
+        match self.route_with_backends(&ctx.line.host, req.start).await {
+            Ok(route) => {
+                ctx.pages = route.pages.clone();
+                // Already counted in the backlog while it waited: not refused for it now.
+                match self.decide(&route, 0) {
+                    Decision::Admit => Verdict::Admitted(ctx, route),
+                    Decision::Refuse(code) => Verdict::Failed(ctx, code.into()),
+                    Decision::WaitForBoot => Verdict::Failed(ctx, HerokuCode::H20.into()),
                 }
             }
-            match self.routes.lookup(&ctx.line.host) {
-                Some(now) => route = now,
-                None => return Verdict::Failed(ctx, HerokuCode::H14.into()),
-            }
-            ctx.pages = route.pages.clone();
+            Err(code) => Verdict::Failed(ctx, code.into()),
         }
     }
 
