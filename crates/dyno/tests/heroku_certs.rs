@@ -210,6 +210,11 @@ fn https_get(h: &Heroku, pki: &Pki, host: &str, extra: &[&str]) -> (bool, String
 /// `heroku certs:add` answering its domain prompt with Enter (nothing picked): the router
 /// serves a certificate by the names it covers, so no association is needed.
 fn certs_add(h: &Heroku, crt: &str, key: &str) -> (bool, String) {
+    certs_add_answering(h, crt, key, b"\n")
+}
+
+/// `heroku certs:add` with `keys` typed at its domain prompt.
+fn certs_add_answering(h: &Heroku, crt: &str, key: &str, keys: &[u8]) -> (bool, String) {
     let mut command = h.command(&["certs:add", crt, key, "-a", APP]);
     command
         .stdin(Stdio::piped())
@@ -219,7 +224,7 @@ fn certs_add(h: &Heroku, crt: &str, key: &str) -> (bool, String) {
     {
         use std::io::Write;
         let mut stdin = child.stdin.take().unwrap();
-        let _ = stdin.write_all(b"\n");
+        let _ = stdin.write_all(keys);
     }
     let out = child.wait_with_output().unwrap();
     (
@@ -353,4 +358,15 @@ fn heroku_certs_serve_https_by_sni_and_bad_certificates_change_nothing() {
     h.ok(&["certs:remove", "-a", APP, "--confirm", APP]);
     contains(&h.ok(&["certs", "-a", APP]), none);
     assert_eq!(served_serial(&h, &pki, DOMAIN), None);
+
+    // Picking the domain at certs:add's prompt (space, Enter) associates it: the CLI's
+    // PATCH of the domain names the endpoint that serves it, which is accepted.
+    let (ok, out) = certs_add_answering(&h, &pki.path("www.crt"), &pki.path("www.key"), b" \n");
+    assert!(ok, "{out}\n{}", h.up.notes());
+    contains(&out, "Almost done! Which of these domains");
+    contains(&out, "Select domains www.example.com");
+    assert_eq!(
+        served_serial(&h, &pki, DOMAIN).as_deref(),
+        Some(pki.serial("www.crt").as_str())
+    );
 }
