@@ -369,4 +369,18 @@ fn heroku_certs_serve_https_by_sni_and_bad_certificates_change_nothing() {
         served_serial(&h, &pki, DOMAIN).as_deref(),
         Some(pki.serial("www.crt").as_str())
     );
+
+    // `domains:add --cert`: refused for a name the certificate does not cover, nothing added.
+    let list = h.ok(&["certs", "-a", APP]);
+    let name = list
+        .split_whitespace()
+        .find(|w| w.starts_with("sni-"))
+        .unwrap()
+        .to_owned();
+    let (_, out) = h.fails(&["domains:add", "api.example.com", "--cert", &name, "-a", APP]);
+    contains(
+        &out,
+        &format!("SSL certificate {name} does not cover api.example.com"),
+    );
+    assert!(!h.ok(&["domains", "-a", APP]).contains("api.example.com"));
 }
