@@ -22,7 +22,7 @@ use crate::client_limits::ClientLimits;
 use crate::codes::{HerokuCode, RouterError};
 use crate::config::RouterConfig;
 use crate::log::LogSink;
-use crate::routes::{AppRoute, Backend, RouteTable};
+use crate::routes::{AppRoute, RouteTable};
 use crate::upstream::{ConnectError, Conns, Pool, Sender, Upstreams};
 
 /// Body of every response the router sends.
@@ -286,16 +286,19 @@ impl Shared {
         Ok((Request::from_parts(parts, body), state))
     }
 
-    /// The app's `up` dynos in the order to try them: random, quarantined ones last.
-    fn connect_order(&self, route: &AppRoute) -> Vec<Backend> {
-        let mut order: Vec<Backend> = route.backends.to_vec();
+    /// Indices of the app's `up` dynos in the order to try them: random, quarantined ones last.
+    fn connect_order(&self, route: &AppRoute) -> Vec<usize> {
+        let mut order: Vec<usize> = (0..route.backends.len()).collect();
         if order.len() > 1 {
             fastrand::shuffle(&mut order);
             // Quarantined dynos go last (stable sort keeps the random order otherwise).
             let q = self.quarantine.lock().unwrap_or_else(|p| p.into_inner());
             if !q.is_empty() {
                 let now = Instant::now();
-                order.sort_by_key(|b| q.get(&b.addr).is_some_and(|until| *until > now));
+                order.sort_by_key(|&i| {
+                    q.get(&route.backends[i].addr)
+                        .is_some_and(|until| *until > now)
+                });
             }
         }
         order
@@ -310,11 +313,12 @@ impl Shared {
     /// starting — so a request that was routed just before a restart is not lost to `H21`.
     pub(crate) async fn pick_and_connect<U: Upstreams>(
         &self,
-        route: &AppRoute,
+        route: &Arc<AppRoute>,
         ctx: &mut Ctx,
         upstreams: &U,
     ) -> Result<(SocketAddr, U::Conn, bool), RouterError> {
-        let mut order = self.connect_order(route);
+        let mut route = route.clone();
+        let mut order = self.connect_order(&route);
         // The budget starts now: a request that waited for a dyno to boot still gets it whole.
         let deadline = Instant::now() + self.cfg.connect_timeout;
         let mut last = HerokuCode::H21;
@@ -324,7 +328,7 @@ impl Shared {
             if order.is_empty() {
                 break;
             }
-            let b = order[next % order.len()].clone();
+            let b = &route.backends[order[next % order.len()]];
             next += 1;
             if ctx.line.dyno.as_deref() != Some(b.dyno.as_str()) {
                 ctx.line.dyno = Some(b.dyno.clone());
@@ -357,8 +361,8 @@ impl Shared {
                     upstreams.forget(b.addr);
                     last = HerokuCode::H21;
                     if !self.routes.routes_to(b.addr) {
-                        let now = self.route_with_backends(&ctx.line.host, ctx.start).await?;
-                        order = self.connect_order(&now);
+                        route = self.route_with_backends(&ctx.line.host, ctx.start).await?;
+                        order = self.connect_order(&route);
                         next = 0;
                     }
                 }
