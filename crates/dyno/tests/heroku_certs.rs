@@ -47,8 +47,9 @@ impl Drop for Pki {
 }
 
 impl Pki {
-    fn new() -> Pki {
-        let dir = std::env::temp_dir().join(format!("dyno-test-certs-{}", std::process::id()));
+    fn new(tag: &str) -> Pki {
+        let dir =
+            std::env::temp_dir().join(format!("dyno-test-certs-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let pki = Pki(dir);
@@ -252,7 +253,7 @@ fn heroku_certs_serve_https_by_sni_and_bad_certificates_change_nothing() {
     h.wait_web_up(1);
     h.ok(&["domains:add", DOMAIN, "-a", APP]);
 
-    let pki = Pki::new();
+    let pki = Pki::new("sni");
     pki.issue("www", &[DOMAIN]);
     pki.issue("www2", &[DOMAIN, "api.example.com"]);
     pki.issue("stray", &["stray.example.com"]);
@@ -383,4 +384,51 @@ fn heroku_certs_serve_https_by_sni_and_bad_certificates_change_nothing() {
         &format!("SSL certificate {name} does not cover api.example.com"),
     );
     assert!(!h.ok(&["domains", "-a", APP]).contains("api.example.com"));
+}
+
+#[test]
+fn with_a_default_certificate_unknown_and_missing_names_get_it() {
+    require_root();
+    let pki = Pki::new("default");
+    pki.issue("default", &["router.example.test"]);
+    let (crt, key) = (pki.path("default.crt"), pki.path("default.key"));
+    let h = Heroku::start_with(
+        "heroku-certs-default",
+        &[
+            "--router-tls-listen",
+            TLS_LISTEN,
+            "--router-tls-cert",
+            &crt,
+            "--router-tls-key",
+            &key,
+        ],
+    );
+    h.ok(&["apps:create", APP]);
+    h.ok(&["domains:add", DOMAIN, "-a", APP]);
+    let default = pki.serial("default.crt");
+    assert_eq!(
+        served_serial(&h, &pki, "unknown.example.com").as_deref(),
+        Some(default.as_str())
+    );
+    // A name of the app that no certificate of it covers gets the default too.
+    assert_eq!(
+        served_serial(&h, &pki, DOMAIN).as_deref(),
+        Some(default.as_str())
+    );
+    // No SNI at all (a client that connects by address).
+    let script = format!(
+        "openssl s_client -connect {TLS_LISTEN} -noservername </dev/null 2>/dev/null \
+         | openssl x509 -noout -serial"
+    );
+    let (ok, out) = in_lab(&h, "sh", &["-c", &script]);
+    assert!(ok, "{out}");
+    assert_eq!(out.trim(), default);
+    // Once the app has its certificate, its name gets that one.
+    pki.issue("www", &[DOMAIN]);
+    let (ok, out) = certs_add(&h, &pki.path("www.crt"), &pki.path("www.key"));
+    assert!(ok, "{out}");
+    assert_eq!(
+        served_serial(&h, &pki, DOMAIN).as_deref(),
+        Some(pki.serial("www.crt").as_str())
+    );
 }
