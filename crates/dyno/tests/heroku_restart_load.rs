@@ -1,7 +1,7 @@
 //! `heroku ps:restart web` under steady load (privileged: run as root): while an app's web
 //! dynos restart, requests that find none up wait for the new ones (Heroku's boot wait)
 //! instead of getting `H14`. A client loop sends requests through the router in the lab's
-//! namespace (loopback) the whole time; not one may get a 503.
+//! namespace (loopback) the whole time; not one may get a 503. Scaling from 0 is the same.
 
 mod support;
 
@@ -37,7 +37,7 @@ fn load(up: &Up, tally: &Tally, stop: &AtomicBool) {
 }
 
 #[test]
-fn ps_restart_of_two_web_dynos_under_steady_load_gives_no_503() {
+fn ps_restart_under_steady_load_and_scaling_from_zero_give_no_503() {
     require_root();
     let h = Heroku::start("restart-load");
     h.ok(&["apps:create", APP]);
@@ -98,4 +98,41 @@ fn ps_restart_of_two_web_dynos_under_steady_load_gives_no_503() {
         "every request of the restart is answered by a dyno; H-code lines: {codes:#?}"
     );
     assert!(ok >= 400, "the load ran through the restart: {ok}");
+
+    // Scaled to 0 there is no web dyno at all: H14 at once. Scaled from 0, a request made
+    // while the new dyno boots (this one sleeps 3 s first) waits for it and is answered by it.
+    let slow = app_dir("restart-load-slow", "web: sleep 3; exec python3 web.py\n");
+    std::fs::copy(dir.join("web.py"), slow.join("web.py")).unwrap();
+    h.ok(&["apps:create", "slow-boot"]);
+    h.up.cli_succeeds(&["deploy", slow.to_str().unwrap(), "-a", "slow-boot"]);
+    h.ok(&["ps:scale", "web=0", "-a", "slow-boot"]);
+    let none = h.up.get_via_router("slow-boot.localhost", "/");
+    assert!(none.starts_with("HTTP/1.1 503 "), "{none}");
+    // The scale returns once the dyno is up: the request goes out while it is starting.
+    let answer = std::thread::scope(|s| {
+        let scaling = s.spawn(|| h.ok(&["ps:scale", "web=1", "-a", "slow-boot"]));
+        poll_until(Duration::from_secs(20), Duration::from_millis(50), || {
+            let ps = h.dyno_json(&["ps", "-a", "slow-boot", "--json"]);
+            (ps[0]["state"] == "starting")
+                .then_some(())
+                .ok_or(format!("not starting yet: {ps}"))
+        });
+        let answer = h.up.get_via_router("slow-boot.localhost", "/");
+        scaling.join().unwrap();
+        answer
+    });
+    assert!(
+        answer.starts_with("HTTP/1.1 200 "),
+        "{answer}\n{}",
+        h.up.notes()
+    );
+    let (logs, _) =
+        h.up.cli_succeeds(&["logs", "-a", "slow-boot", "-n", "1500"]);
+    let h14: Vec<&str> = logs.lines().filter(|l| l.contains("code=H")).collect();
+    assert_eq!(
+        h14.len(),
+        1,
+        "only the request made at web=0 (H14): {h14:#?}"
+    );
+    assert!(h14[0].contains("code=H14"), "{h14:#?}");
 }
