@@ -304,6 +304,10 @@ fn heroku_certs_serve_https_by_sni_and_bad_certificates_change_nothing() {
     contains(&info, "SSL certificate is not trusted.");
     let domains = h.ok(&["domains", "-a", APP]);
     contains(&domains, &name);
+    // The endpoint lists the custom domains it serves (by id; the CLI reads each one).
+    let shown = h.ok(&["certs:info", "-a", APP, "--show-domains"]);
+    contains(&shown, "Domain(s):");
+    contains(&shown, DOMAIN);
 
     assert_eq!(
         served_serial(&h, &pki, DOMAIN).as_deref(),
