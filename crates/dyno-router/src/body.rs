@@ -326,6 +326,10 @@ impl Body for ClientBody {
                 }
                 this.upload.frames.fetch_add(1, Ordering::AcqRel);
                 this.upload.awaiting_client.store(false, Ordering::Release);
+                // hyper does not poll again after a frame that ends the body: it is done now.
+                if this.inner.is_end_stream() {
+                    this.set(ReqState::Done);
+                }
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(None) => {

@@ -297,3 +297,42 @@ async fn a_dyno_that_never_reads_the_upload_is_still_bounded() {
     );
     upload.abort();
 }
+
+#[tokio::test]
+async fn an_http2_upload_that_has_ended_starts_the_h12_clock() {
+    // The whole body is sent at once and the dyno never answers: H12 after the request
+    // timeout (counted from the body's end), not H18 at the idle timeout.
+    let mut r = router(RouterConfig {
+        request_timeout: Duration::from_millis(300),
+        idle_timeout: Duration::from_secs(20),
+        ..test_cfg()
+    })
+    .await;
+    let b = backend("web.1").await;
+    r.routes
+        .set_dynos("myapp", vec![Backend::new("web.1", b.addr)]);
+    use http_body_util::BodyExt;
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    let stream = tokio::net::TcpStream::connect(r.addr)
+        .await
+        .expect("connect");
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .expect("h2 handshake");
+    tokio::spawn(conn);
+    let req = hyper::Request::builder()
+        .method("POST")
+        .uri("http://myapp.localhost/hang")
+        .header("content-length", "10")
+        .body(http_body_util::Full::new(Bytes::from_static(b"0123456789")))
+        .expect("request");
+    let resp = sender.send_request(req).await.expect("response");
+    assert_eq!(resp.status(), 503);
+    let _ = resp.into_body().collect().await;
+    let (_, line) = r.next_log().await;
+    assert!(
+        line.starts_with("at=error code=H12 desc=\"Request timeout\" method=POST "),
+        "{line}"
+    );
+}
