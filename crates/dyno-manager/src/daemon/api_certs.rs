@@ -141,7 +141,10 @@ impl DaemonApi {
         name: AppName,
         which: String,
     ) -> Result<SniEndpoint, ApiError> {
-        let removed = self.daemon.remove_sni_endpoint(name.as_str(), which).await?;
+        let removed = self
+            .daemon
+            .remove_sni_endpoint(name.as_str(), which)
+            .await?;
         self.one_out(&name, removed).await
     }
 
