@@ -48,7 +48,10 @@ fn endpoints_are_added_listed_updated_and_removed_per_app() {
     assert_eq!(err.kind(), ErrorKind::NotFound);
     assert!(err.to_string().contains("heroku certs -a web-b"), "{err}");
     assert_eq!(store.remove_sni_endpoint(&a, &second.id).unwrap(), second);
-    assert_eq!(store.sni_endpoints(&a).unwrap(), [updated.clone()]);
+    assert_eq!(
+        store.sni_endpoints(&a).unwrap(),
+        std::slice::from_ref(&updated)
+    );
 
     // Kept across a reopen; gone with the app.
     drop(store);

@@ -169,16 +169,28 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
         .enable_all()
         .build()
         .map_err(|e| format!("start the runtime: {e}"))?;
+    let router = RouterSetup {
+        listen: args.router_listen,
+        tls,
+        config: args.connections.apply(RouterConfig::default()),
+    };
     runtime.block_on(serve(
         options,
         args.socket,
-        args.router_listen,
-        tls,
+        router,
         args.api_listen,
         token,
-        args.connections.apply(RouterConfig::default()),
         rendezvous,
     ))
+}
+
+/// The router's listeners and settings.
+struct RouterSetup {
+    /// Plain HTTP (`--router-listen`).
+    listen: SocketAddr,
+    /// HTTPS by SNI (`--router-tls-listen`), if asked for.
+    tls: Option<RouterTls>,
+    config: RouterConfig,
 }
 
 /// The router's HTTPS listener (`--router-tls-listen`) and its default certificate.
@@ -190,13 +202,16 @@ struct RouterTls {
 async fn serve(
     options: DaemonOptions,
     socket: PathBuf,
-    router_listen: SocketAddr,
-    tls: Option<RouterTls>,
+    router: RouterSetup,
     api_listen: Option<SocketAddr>,
     token: Option<String>,
-    router_config: RouterConfig,
     rendezvous: crate::rendezvous::RendezvousArgs,
 ) -> Result<(), String> {
+    let RouterSetup {
+        listen: router_listen,
+        tls,
+        config: router_config,
+    } = router;
     let mut shutdown = dyno_manager::up::Shutdown::listen().map_err(|e| format!("signals: {e}"))?;
     if let Some(dir) = socket.parent() {
         std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
