@@ -33,6 +33,9 @@ pub struct App {
     pub uuid: String,
     /// Its custom domains (`domains:add`), sorted.
     pub domains: Vec<String>,
+    /// Heroku's app feature `preboot`: a new release's web dynos take traffic before the old
+    /// ones stop. Off (the default): they are stopped first, then started again.
+    pub preboot: bool,
 }
 
 /// A slug: the immutable copy of a deployed directory, and its digest.
@@ -99,6 +102,44 @@ pub struct Release {
     pub slug: Option<Slug>,
     pub process_types: ProcessTypes,
     pub config: Config,
+    pub status: ReleaseStatus,
+}
+
+/// Heroku's release `status`: a release whose release phase runs is `pending` until the
+/// command ends; one whose command failed or timed out stays in the list as `failed` and
+/// never runs (the app's current release is its newest succeeded one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReleaseStatus {
+    Pending,
+    Succeeded,
+    Failed,
+}
+
+impl ReleaseStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReleaseStatus::Pending => "pending",
+            ReleaseStatus::Succeeded => "succeeded",
+            ReleaseStatus::Failed => "failed",
+        }
+    }
+
+    /// The store's text (its CHECK allows these three only).
+    pub fn from_db(text: &str) -> Option<ReleaseStatus> {
+        match text {
+            "pending" => Some(ReleaseStatus::Pending),
+            "succeeded" => Some(ReleaseStatus::Succeeded),
+            "failed" => Some(ReleaseStatus::Failed),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for ReleaseStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

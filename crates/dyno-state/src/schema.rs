@@ -9,7 +9,7 @@ use rusqlite::{Connection, TransactionBehavior};
 use crate::error::StateError;
 use std::path::Path;
 
-pub const MIGRATIONS: &[&str] = &[V1, V2, SNI_ENDPOINTS];
+pub const MIGRATIONS: &[&str] = &[V1, V2, SNI_ENDPOINTS, RELEASE_STATUS_AND_PREBOOT];
 
 /// The schema version this build writes.
 pub fn latest() -> i64 {
@@ -156,6 +156,30 @@ CREATE TABLE sni_endpoints (
 ) STRICT;
 CREATE INDEX sni_endpoints_by_app ON sni_endpoints(app_uuid);
 ";
+
+/// Heroku's release status and the `preboot` app feature. A release whose release phase runs
+/// is `pending` until the command ends, then `succeeded` or `failed` (kept, shown by `heroku
+/// releases`; the app's current release stays the newest succeeded one). Rows made before are
+/// `succeeded`. A release's content stays immutable; its status changes once, from `pending`;
+/// its `app` follows a rename. `preboot`: new web dynos take traffic before the old ones stop
+/// (off: they restart in place).
+const RELEASE_STATUS_AND_PREBOOT: &str = r#"
+ALTER TABLE releases ADD COLUMN status TEXT NOT NULL DEFAULT 'succeeded'
+    CHECK (status IN ('pending', 'succeeded', 'failed'));
+DROP TRIGGER releases_are_immutable;
+CREATE TRIGGER releases_are_immutable
+BEFORE UPDATE OF version, created_at, description, slug_path, slug_digest, process_types, config
+ON releases
+BEGIN
+    SELECT RAISE(ABORT, 'releases are immutable');
+END;
+CREATE TRIGGER release_status_settles_once BEFORE UPDATE OF status ON releases
+WHEN OLD.status != 'pending' OR NEW.status = 'pending'
+BEGIN
+    SELECT RAISE(ABORT, 'a release status changes once, from pending');
+END;
+ALTER TABLE apps ADD COLUMN preboot INTEGER NOT NULL DEFAULT 0 CHECK (preboot IN (0, 1));
+"#;
 
 /// Runs the migrations the database has not seen yet.
 pub fn migrate(conn: &mut Connection, db_path: &Path) -> Result<(), StateError> {

@@ -128,7 +128,7 @@ fn a_full_disk_refuses_changes_and_loses_nothing() {
 
         // Ballast we can delete later to free space.
         let ballast = mnt.join("ballast");
-        write_until_full(&ballast, 32 * 1024);
+        write_until_full(&ballast, 64 * 1024);
 
         // Each config release snapshots all vars: the database grows until the disk is full.
         let value: ConfigValue = "v".repeat(512).parse().unwrap();

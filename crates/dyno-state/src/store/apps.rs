@@ -14,9 +14,10 @@ use crate::validate::{AppName, Hostname, ValidationError};
 pub const STACK: &str = "dyno-1";
 
 const APP_COLUMNS: &str = "a.name, a.created_at, a.maintenance, a.metrics_enabled, a.stack,
-     (SELECT MAX(version) FROM releases r WHERE r.app = a.name), a.rowid, a.uuid,
+     (SELECT MAX(version) FROM releases r WHERE r.app = a.name AND r.status = 'succeeded'),
+     a.rowid, a.uuid,
      (SELECT group_concat(hostname, ' ') FROM (SELECT hostname FROM domains d
-         WHERE d.app = a.name ORDER BY hostname))";
+         WHERE d.app = a.name ORDER BY hostname)), a.preboot";
 
 fn app_from_row(r: &Row<'_>) -> rusqlite::Result<App> {
     Ok(App {
@@ -32,6 +33,7 @@ fn app_from_row(r: &Row<'_>) -> rusqlite::Result<App> {
             .get::<_, Option<String>>(8)?
             .map(|list| list.split(' ').map(str::to_owned).collect())
             .unwrap_or_default(),
+        preboot: r.get(9)?,
     })
 }
 
@@ -75,6 +77,7 @@ impl Store {
                 None,
                 &ProcessTypes::new(),
                 &Config::new(),
+                super::releases::Phase::None,
             )?;
             require_app(tx, name)
         })
@@ -119,6 +122,46 @@ impl Store {
                 slugs: unused,
                 drains,
             })
+        })
+    }
+
+    /// `apps:rename`: every row keyed by the app's name follows it (releases, config vars,
+    /// formation, drains, domains, dynos); its id (`uuid`) stays. A name another app has is
+    /// refused (`conflict`), and nothing changes.
+    pub fn rename_app(&mut self, from: &AppName, to: &AppName) -> Result<App, StateError> {
+        self.write(|tx, _| {
+            require_app(tx, from)?;
+            let taken: bool = tx.query_row(
+                "SELECT EXISTS (SELECT 1 FROM apps WHERE name = ?1)",
+                [to.as_str()],
+                |r| r.get(0),
+            )?;
+            if taken {
+                return Err(StateError::conflict(format!(
+                    "an app named {to} already exists; choose another name"
+                )));
+            }
+            // The foreign keys name `apps(name)` without ON UPDATE: checked at commit, once
+            // every row has followed (the pragma ends with the transaction).
+            tx.pragma_update(None, "defer_foreign_keys", true)?;
+            tx.execute(
+                "UPDATE apps SET name = ?2 WHERE name = ?1",
+                [from.as_str(), to.as_str()],
+            )?;
+            for table in [
+                "releases",
+                "config_vars",
+                "formation",
+                "drains",
+                "domains",
+                "dynos",
+            ] {
+                tx.execute(
+                    &format!("UPDATE {table} SET app = ?2 WHERE app = ?1"),
+                    [from.as_str(), to.as_str()],
+                )?;
+            }
+            require_app(tx, to)
         })
     }
 
@@ -249,6 +292,19 @@ impl Store {
             require_app(tx, name)?;
             tx.execute(
                 "UPDATE apps SET metrics_enabled = ?2 WHERE name = ?1",
+                params![name.as_str(), on],
+            )?;
+            require_app(tx, name)
+        })
+    }
+
+    /// Heroku's app feature `preboot` on or off: whether a new release's web dynos take
+    /// traffic before the old ones stop.
+    pub fn set_preboot(&mut self, name: &AppName, on: bool) -> Result<App, StateError> {
+        self.write(|tx, _| {
+            require_app(tx, name)?;
+            tx.execute(
+                "UPDATE apps SET preboot = ?2 WHERE name = ?1",
                 params![name.as_str(), on],
             )?;
             require_app(tx, name)

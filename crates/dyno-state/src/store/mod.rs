@@ -6,6 +6,8 @@ mod drains;
 mod dynos;
 mod releases;
 
+pub use releases::{Phase, ReleaseChange};
+
 use std::fs::DirBuilder;
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::DirBuilderExt;

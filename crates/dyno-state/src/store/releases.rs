@@ -6,7 +6,7 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use super::{now_ms, Store};
 use crate::error::StateError;
-use crate::model::{Config, NewRelease, ProcessTypes, Release, Slug};
+use crate::model::{Config, NewRelease, ProcessTypes, Release, ReleaseStatus, Slug};
 use crate::validate::{
     shown, AppName, ConfigKey, ConfigValue, ProcessType, SizeName, ValidationError,
 };
@@ -23,6 +23,15 @@ impl Store {
         &mut self,
         app: &AppName,
         release: NewRelease,
+    ) -> Result<Release, StateError> {
+        self.deploy_release(app, release, Phase::None)
+    }
+
+    fn deploy_release(
+        &mut self,
+        app: &AppName,
+        release: NewRelease,
+        phase: Phase,
     ) -> Result<Release, StateError> {
         check_description(&release.description)?;
         if release.process_types.is_empty() {
@@ -53,6 +62,7 @@ impl Store {
                 Some(&release.slug),
                 &types,
                 &config,
+                phase,
             )
         })
     }
@@ -89,10 +99,28 @@ impl Store {
     /// `rollback vN`: a new release with vN's slug, process types and config (and the app's
     /// config vars set back to vN's), described `Rollback to vN`.
     pub fn rollback(&mut self, app: &AppName, version: u32) -> Result<Release, StateError> {
+        self.rollback_release(app, version, Phase::None)
+    }
+
+    fn rollback_release(
+        &mut self,
+        app: &AppName,
+        version: u32,
+        phase: Phase,
+    ) -> Result<Release, StateError> {
         self.write(|tx, _| {
             super::apps::require_app(tx, app)?;
             let old = release_at(tx, app.as_str(), version)?;
-            replace_config(tx, app.as_str(), &old.config)?;
+            if old.status != ReleaseStatus::Succeeded {
+                return Err(ValidationError::new(
+                    "release",
+                    format!(
+                        "v{version} of {app} is {}, it never ran; roll back to a succeeded release (see `heroku releases -a {app}`)",
+                        old.status
+                    ),
+                )
+                .into());
+            }
             insert_release(
                 tx,
                 app.as_str(),
@@ -100,6 +128,7 @@ impl Store {
                 old.slug.as_ref(),
                 &old.process_types,
                 &old.config,
+                phase,
             )
         })
     }
@@ -119,6 +148,15 @@ impl Store {
         app: &AppName,
         pairs: &[(ConfigKey, ConfigValue)],
     ) -> Result<Release, StateError> {
+        self.config_set_release(app, pairs, Phase::None)
+    }
+
+    fn config_set_release(
+        &mut self,
+        app: &AppName,
+        pairs: &[(ConfigKey, ConfigValue)],
+        phase: Phase,
+    ) -> Result<Release, StateError> {
         if pairs.is_empty() {
             return Err(
                 ValidationError::new("config", "no config vars given; use KEY=value").into(),
@@ -137,7 +175,6 @@ impl Store {
             for (k, v) in pairs {
                 config.insert(k.to_string(), v.to_string());
             }
-            replace_config(tx, app.as_str(), &config)?;
             insert_release(
                 tx,
                 app.as_str(),
@@ -145,6 +182,7 @@ impl Store {
                 current.slug.as_ref(),
                 &current.process_types,
                 &config,
+                phase,
             )
         })
     }
@@ -155,6 +193,15 @@ impl Store {
         &mut self,
         app: &AppName,
         keys: &[ConfigKey],
+    ) -> Result<Release, StateError> {
+        self.config_unset_release(app, keys, Phase::None)
+    }
+
+    fn config_unset_release(
+        &mut self,
+        app: &AppName,
+        keys: &[ConfigKey],
+        phase: Phase,
     ) -> Result<Release, StateError> {
         if keys.is_empty() {
             return Err(ValidationError::new("config", "no config var names given").into());
@@ -176,7 +223,6 @@ impl Store {
                     names.join(", ")
                 )));
             }
-            replace_config(tx, app.as_str(), &config)?;
             insert_release(
                 tx,
                 app.as_str(),
@@ -184,7 +230,104 @@ impl Store {
                 current.slug.as_ref(),
                 &current.process_types,
                 &config,
+                phase,
             )
+        })
+    }
+}
+
+/// Whether a new release waits for its release phase (`pending`) or is released at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Released at once: its config becomes the app's, the formation follows its types.
+    None,
+    /// `pending` until [`Store::settle_release`]; until then the app runs what it ran.
+    Runs,
+}
+
+/// A change that makes a release, for [`Store::begin_release`].
+#[derive(Debug, Clone)]
+pub enum ReleaseChange {
+    Deploy(NewRelease),
+    SetConfig(Vec<(ConfigKey, ConfigValue)>),
+    UnsetConfig(Vec<ConfigKey>),
+    Rollback(u32),
+}
+
+impl Store {
+    /// Records `change` as a `pending` release whose release phase is about to run: it is in
+    /// the list (Heroku's `release command executing`), while the app's config vars, formation
+    /// and current release stay as they are until [`Store::settle_release`]. One release of an
+    /// app is pending at a time.
+    pub fn begin_release(
+        &mut self,
+        app: &AppName,
+        change: ReleaseChange,
+    ) -> Result<Release, StateError> {
+        match change {
+            ReleaseChange::Deploy(release) => self.deploy_release(app, release, Phase::Runs),
+            ReleaseChange::SetConfig(pairs) => self.config_set_release(app, &pairs, Phase::Runs),
+            ReleaseChange::UnsetConfig(keys) => self.config_unset_release(app, &keys, Phase::Runs),
+            ReleaseChange::Rollback(version) => self.rollback_release(app, version, Phase::Runs),
+        }
+    }
+
+    /// Ends a pending release: `succeeded` makes it the current release (its config vars
+    /// become the app's, the formation follows its process types); `failed` leaves it in the
+    /// list and everything else as it was.
+    pub fn settle_release(
+        &mut self,
+        app: &AppName,
+        version: u32,
+        succeeded: bool,
+    ) -> Result<Release, StateError> {
+        self.write(|tx, _| {
+            super::apps::require_app(tx, app)?;
+            let release = release_at(tx, app.as_str(), version)?;
+            if release.status != ReleaseStatus::Pending {
+                return Err(StateError::conflict(format!(
+                    "v{version} of {app} is already {}",
+                    release.status
+                )));
+            }
+            let status = if succeeded {
+                ReleaseStatus::Succeeded
+            } else {
+                ReleaseStatus::Failed
+            };
+            tx.execute(
+                "UPDATE releases SET status = ?3 WHERE app = ?1 AND version = ?2",
+                params![app.as_str(), version, status.as_str()],
+            )?;
+            if succeeded {
+                apply_release(tx, app.as_str(), &release.config, &release.process_types)?;
+            }
+            Ok(Release { status, ..release })
+        })
+    }
+
+    /// Marks every pending release failed: their release phase cannot be running any more
+    /// (the daemon that ran it stopped). Returns them.
+    pub fn fail_pending_releases(&mut self) -> Result<Vec<Release>, StateError> {
+        self.write(|tx, _| {
+            let mut stmt = tx.prepare(&format!(
+                "SELECT {RELEASE_COLUMNS} FROM releases WHERE status = 'pending'"
+            ))?;
+            let pending = stmt
+                .query_map([], release_from_row)?
+                .collect::<Result<Vec<_>, _>>()?;
+            drop(stmt);
+            tx.execute(
+                "UPDATE releases SET status = 'failed' WHERE status = 'pending'",
+                [],
+            )?;
+            Ok(pending
+                .into_iter()
+                .map(|r| Release {
+                    status: ReleaseStatus::Failed,
+                    ..r
+                })
+                .collect())
         })
     }
 }
@@ -215,7 +358,7 @@ fn check_command(t: &str, command: &str) -> Result<(), ValidationError> {
 }
 
 pub(super) const RELEASE_COLUMNS: &str =
-    "app, version, created_at, description, slug_path, slug_digest, process_types, config";
+    "app, version, created_at, description, slug_path, slug_digest, process_types, config, status";
 
 pub(super) fn release_from_row(r: &Row<'_>) -> rusqlite::Result<Release> {
     let json = |i: usize| -> rusqlite::Result<_> {
@@ -240,6 +383,16 @@ pub(super) fn release_from_row(r: &Row<'_>) -> rusqlite::Result<Release> {
         },
         process_types: json(6)?,
         config: json(7)?,
+        status: {
+            let text: String = r.get(8)?;
+            ReleaseStatus::from_db(&text).ok_or_else(|| {
+                rusqlite::Error::FromSqlConversionFailure(
+                    8,
+                    rusqlite::types::Type::Text,
+                    format!("unknown release status {text:?}").into(),
+                )
+            })?
+        },
     })
 }
 
@@ -264,7 +417,8 @@ pub(super) fn release_at(
 pub(super) fn current_release_of(conn: &Connection, app: &str) -> Result<Release, StateError> {
     conn.query_row(
         &format!(
-            "SELECT {RELEASE_COLUMNS} FROM releases WHERE app = ?1 ORDER BY version DESC LIMIT 1"
+            "SELECT {RELEASE_COLUMNS} FROM releases WHERE app = ?1 AND status = 'succeeded'
+             ORDER BY version DESC LIMIT 1"
         ),
         [app],
         release_from_row,
@@ -290,7 +444,8 @@ fn replace_config(conn: &Connection, app: &str, config: &Config) -> Result<(), S
     Ok(())
 }
 
-/// Appends a release (version = newest + 1) and makes the formation follow its process types.
+/// Appends a release (version = newest + 1). Released at once (`Phase::None`), its config
+/// becomes the app's and the formation follows its process types; otherwise it is `pending`.
 pub(super) fn insert_release(
     conn: &Connection,
     app: &str,
@@ -298,7 +453,24 @@ pub(super) fn insert_release(
     slug: Option<&Slug>,
     process_types: &ProcessTypes,
     config: &Config,
+    phase: Phase,
 ) -> Result<Release, StateError> {
+    let pending: Option<u32> = conn
+        .query_row(
+            "SELECT version FROM releases WHERE app = ?1 AND status = 'pending'",
+            [app],
+            |r| r.get(0),
+        )
+        .optional()?;
+    if let Some(v) = pending {
+        return Err(StateError::conflict(format!(
+            "the release command of v{v} of {app} is still running; wait for it to end (see `heroku releases -a {app}`), then try again"
+        )));
+    }
+    let status = match phase {
+        Phase::None => ReleaseStatus::Succeeded,
+        Phase::Runs => ReleaseStatus::Pending,
+    };
     let version: u32 = conn.query_row(
         "SELECT COALESCE(MAX(version), 0) + 1 FROM releases WHERE app = ?1",
         [app],
@@ -306,8 +478,8 @@ pub(super) fn insert_release(
     )?;
     let created_at_ms = now_ms();
     conn.execute(
-        "INSERT INTO releases (app, version, created_at, description, slug_path, slug_digest, process_types, config)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        "INSERT INTO releases (app, version, created_at, description, slug_path, slug_digest, process_types, config, status)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
         params![
             app,
             version,
@@ -317,9 +489,12 @@ pub(super) fn insert_release(
             slug.map(|s| s.digest.clone()),
             serde_json::to_string(process_types).expect("a string map serialises"),
             serde_json::to_string(config).expect("a string map serialises"),
+            status.as_str(),
         ],
     )?;
-    sync_formation(conn, app, process_types)?;
+    if phase == Phase::None {
+        apply_release(conn, app, config, process_types)?;
+    }
     Ok(Release {
         app: app.to_string(),
         version,
@@ -328,7 +503,19 @@ pub(super) fn insert_release(
         slug: slug.cloned(),
         process_types: process_types.clone(),
         config: config.clone(),
+        status,
     })
+}
+
+/// A release becomes the app's: its config vars, and the formation follows its types.
+fn apply_release(
+    conn: &Connection,
+    app: &str,
+    config: &Config,
+    process_types: &ProcessTypes,
+) -> Result<(), StateError> {
+    replace_config(conn, app, config)?;
+    sync_formation(conn, app, process_types)
 }
 
 fn sync_formation(conn: &Connection, app: &str, types: &ProcessTypes) -> Result<(), StateError> {
