@@ -257,10 +257,10 @@ fn runtime_metrics_lines_follow_the_labs_switch() {
     assert_eq!(sample_lines(&up, "metered").len(), after_disable);
 
     // An unknown feature: refused, and the known ones are named.
-    let (ok, _, stderr) = cli(&up, &["labs:enable", "preboot", "-a", "metered"]);
+    let (ok, _, stderr) = cli(&up, &["labs:enable", "no-such-feature", "-a", "metered"]);
     assert!(!ok, "{stderr}");
     assert!(
-        stderr.contains("preboot") && stderr.contains("log-runtime-metrics"),
+        stderr.contains("no-such-feature") && stderr.contains("log-runtime-metrics"),
         "{stderr}"
     );
 

@@ -21,7 +21,7 @@ use super::api_shapes::{
 };
 use super::attach::Attachments;
 use super::log_sessions::LogSessions;
-use super::runtime_metrics::LOG_RUNTIME_METRICS;
+use super::runtime_metrics::{LOG_RUNTIME_METRICS, PREBOOT};
 use super::{Daemon, DaemonError};
 
 impl From<DaemonError> for ApiError {
@@ -114,11 +114,12 @@ impl DaemonApi {
         let (app, app_ref) = self.app_ref(name).await?;
         let user = self.owner().await?;
         let list = self.daemon.releases(name.as_str()).await?;
-        let newest = list.iter().map(|r| r.version).max().unwrap_or(0);
+        // The current release: the newest that succeeded (a failed or pending one never ran).
+        let current = app.current_release;
         Ok(list
             .into_iter()
             .map(|r| {
-                let out = release_shape(&r, &app.uuid, &app_ref, &user, newest);
+                let out = release_shape(&r, &app.uuid, &app_ref, &user, current);
                 (out, r)
             })
             .collect())
@@ -524,6 +525,11 @@ impl Platform for DaemonApi {
             LOG_RUNTIME_METRICS => {
                 self.daemon
                     .set_runtime_metrics(name.as_str(), update.enabled)
+                    .await?
+            }
+            PREBOOT => {
+                self.daemon
+                    .set_preboot(name.as_str(), update.enabled)
                     .await?
             }
             _ => {

@@ -9,7 +9,7 @@ use dyno_logs::logring::Filter;
 use dyno_logs::logs::Source;
 use dyno_state::ids::{formation_uuid, release_uuid};
 
-use super::runtime_metrics::{FEATURES, LOG_RUNTIME_METRICS};
+use super::runtime_metrics::{FEATURES, LOG_RUNTIME_METRICS, PREBOOT};
 
 pub(super) fn time(ms: i64) -> SystemTime {
     UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0))
@@ -54,7 +54,7 @@ pub(super) fn release_shape(
     app_uuid: &str,
     app: &Ref,
     user: &UserRef,
-    newest: u32,
+    current: u32,
 ) -> Release {
     let created_at = dyno_api::rfc3339(time(r.created_at_ms));
     Release {
@@ -62,32 +62,34 @@ pub(super) fn release_shape(
         description: r.description.clone(),
         updated_at: created_at.clone(),
         created_at,
-        current: r.version == newest,
+        current: r.version == current,
         id: release_uuid(app_uuid, r.version),
-        status: "succeeded".into(),
+        status: r.status.as_str().into(),
         user: user.clone(),
         app: app.clone(),
-        eligible_for_rollback: true,
+        eligible_for_rollback: r.status == dyno_state::ReleaseStatus::Succeeded,
         addon_plan_names: Vec::new(),
         output_stream_url: None,
         slug: None,
     }
 }
 
-/// The labs features of `app`, as it is now.
+/// The app features of `app` (labs and general), as it is now.
 pub(super) fn features_of(app: &dyno_state::model::App) -> Vec<AppFeature> {
     FEATURES
         .iter()
-        .map(|(name, description)| AppFeature {
+        .map(|(name, description, general)| AppFeature {
             name: (*name).to_string(),
             description: (*description).to_string(),
             enabled: match *name {
                 LOG_RUNTIME_METRICS => app.metrics_enabled,
+                PREBOOT => app.preboot,
                 _ => false,
             },
             id: formation_uuid(&app.uuid, &format!("feature:{name}")),
-            // Heroku lists `log-runtime-metrics` under labs (`heroku labs`), not `features`.
-            state: "beta".into(),
+            // Heroku's `features` lists the `general` ones, `labs` the others
+            // (`log-runtime-metrics` is a labs feature there, `preboot` a general one).
+            state: if *general { "general" } else { "beta" }.into(),
             ..Default::default()
         })
         .collect()
@@ -102,10 +104,12 @@ pub(super) fn feature_of(
         .into_iter()
         .find(|f| f.name == feature)
         .ok_or_else(|| {
-            let known: Vec<&str> = FEATURES.iter().map(|(name, _)| *name).collect();
+            let known: Vec<&str> = FEATURES.iter().map(|(name, _, _)| *name).collect();
             ApiError::not_found(format!(
-                "No labs feature {feature}: the features are {}. See `dyno labs -a {}`.",
+                "No feature {feature}: the features are {}. See `heroku features -a {}` and \
+                 `heroku labs -a {}`.",
                 known.join(", "),
+                app.name,
                 app.name
             ))
         })

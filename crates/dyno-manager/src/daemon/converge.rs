@@ -68,6 +68,7 @@ impl Daemon {
             ),
         );
         let formation = self.formation(name).await?;
+        let preboot = self.app(name).await?.preboot;
         let mut apps = self.apps.lock().await;
         let runtime = self.runtime_in(&mut apps, name);
         let Some(slug) = &release.slug else {
@@ -77,6 +78,18 @@ impl Daemon {
             stop_all(all).await;
             return Ok(());
         };
+        // Heroku restarts dynos in place: a dyno that a new one replaces (another release or
+        // size in its slot) stops first. Only web dynos of an app with `preboot` keep serving
+        // until their replacements are up.
+        let replaced = replaced_in_place(runtime, &formation, &release, preboot, |size| {
+            self.options.size(size)
+        });
+        if !replaced.is_empty() {
+            drop(apps);
+            stop_all(replaced).await;
+            apps = self.apps.lock().await;
+        }
+        let runtime = self.runtime_in(&mut apps, name);
         let mut started_web = Vec::new();
         let mut wanted = Vec::new();
         for entry in &formation {
@@ -111,7 +124,8 @@ impl Daemon {
                 }
             }
         }
-        // Preboot: the old web dynos serve until the new ones are up.
+        // The new web dynos are up before this returns; with preboot, the old ones serve
+        // meanwhile.
         if !started_web.is_empty() {
             let web = runtime.web.clone();
             drop(apps);
@@ -235,6 +249,34 @@ impl Daemon {
                 .count()
         })
     }
+}
+
+/// The running dynos of `runtime` that a new dyno will replace in their slot (the same
+/// process type and index, another release or size) and that must stop before it starts:
+/// all of them, or, with `preboot`, those that are not web dynos. Taken out of `runtime`.
+fn replaced_in_place(
+    runtime: &mut AppRuntime,
+    formation: &[FormationEntry],
+    release: &Release,
+    preboot: bool,
+    size_of: impl Fn(&str) -> DynoSize,
+) -> Vec<Running> {
+    let replaced = |d: &Running| {
+        if d.process == ONE_OFF || d.handle.is_finished() || (preboot && d.process == "web") {
+            return false;
+        }
+        formation.iter().any(|entry| {
+            entry.process_type == d.process
+                && d.index <= entry.quantity
+                && release.process_types.contains_key(&entry.process_type)
+                && (d.release != release.version || d.size != size_of(&entry.size))
+        })
+    };
+    let (stop, keep): (Vec<Running>, Vec<Running>) = std::mem::take(&mut runtime.dynos)
+        .into_iter()
+        .partition(replaced);
+    runtime.dynos = keep;
+    stop
 }
 
 /// Stops dynos concurrently (SIGTERM, grace, SIGKILL each) and waits for all.

@@ -4,8 +4,9 @@
 //!
 //! Every operation first commits its change to the store (one transaction), then brings the
 //! running dynos in line with it ([`Daemon::converge`]): what the store says is what should run.
-//! A new release rolls like Heroku's preboot: the new web dynos start next to the old ones, the
-//! old ones stop once every new web dyno is `up` (or the boot timeout passed).
+//! A new release restarts the dynos in place, as Heroku does: the old ones stop, then the new
+//! ones start. With the app feature `preboot`, the new web dynos start next to the old ones,
+//! which stop once every new web dyno is `up` (or the boot timeout passed).
 //!
 //! Every incarnation of a dyno is recorded in the store before its resources exist
 //! ([`ledger`]); a daemon that starts after a crash adopts the dynos that still run and
@@ -51,7 +52,8 @@ use dyno_state::model::{
     App, Drain, DynoState, DynoUpdate, FormationEntry, NewRelease, Release, ScaleChange, Slug,
 };
 use dyno_state::{
-    AppName, ConfigKey, ConfigValue, DrainUrl, ProcessType, StateError, Store, StoreOptions,
+    AppName, ConfigKey, ConfigValue, DrainUrl, ProcessType, ReleaseChange, StateError, Store,
+    StoreOptions,
 };
 use tokio::sync::mpsc;
 
@@ -228,7 +230,7 @@ impl Daemon {
         &self,
         name: &str,
         dir: &Path,
-        formation: Vec<ScaleChange>,
+        mut formation: Vec<ScaleChange>,
     ) -> Result<Release, DaemonError> {
         let app = app_name(name)?;
         let types = procfile::read_procfile(&dir.join("Procfile"))
@@ -252,16 +254,6 @@ impl Daemon {
             tokio::task::spawn_blocking(move || slug::copy_into_store(&src, &copy_to, &data_dir))
                 .await
                 .map_err(|e| DaemonError::new(ErrorKind::Internal, e.to_string()))??;
-        if let Some(release) = types.iter().find(|t| t.name == RELEASE_PHASE) {
-            let current = self.current_release(name).await?;
-            if let Err(e) = self
-                .release_phase(name, &release.command, &dest, &current)
-                .await
-            {
-                let _ = std::fs::remove_dir_all(&dest);
-                return Err(e);
-            }
-        }
         let slug = Slug::new(&dest, &digest)
             .map_err(|e| DaemonError::new(ErrorKind::Internal, e.to_string()))?;
         let release = NewRelease {
@@ -269,22 +261,35 @@ impl Daemon {
             process_types,
             description: format!("Deploy {}", &digest[..7]),
         };
-        let created = self
-            .with_store(move |s| {
+        let runs_phase = types.iter().any(|t| t.name == RELEASE_PHASE);
+        let made = if runs_phase {
+            self.make_release(name, ReleaseChange::Deploy(release), true)
+                .await
+        } else {
+            // Release and formation in one step (one transaction).
+            let app = app.clone();
+            let formation = std::mem::take(&mut formation);
+            self.with_store(move |s| {
                 let release = s.create_release(&app, release)?;
                 if !formation.is_empty() {
                     s.scale(&app, &formation)?;
                 }
                 Ok(release)
             })
-            .await;
-        let release = match created {
-            Ok(r) => r,
+            .await
+        };
+        let release = match made {
+            Ok(release) => release,
+            // The failed release stays listed, with its slug.
+            Err(e) if e.kind == ErrorKind::ReleaseFailed => return Err(e),
             Err(e) => {
                 let _ = std::fs::remove_dir_all(&dest);
                 return Err(e);
             }
         };
+        if !formation.is_empty() {
+            self.with_store(move |s| s.scale(&app, &formation)).await?;
+        }
         self.routes.set_blank(name, false);
         self.announce_release(name, &release);
         self.converge(name).await?;
@@ -312,12 +317,9 @@ impl Daemon {
                 .map_err(|e| DaemonError::new(ErrorKind::InvalidParams, e.to_string()))?;
             checked.push((key, value));
         }
-        let mut next = self.current_release(name).await?;
-        next.config
-            .extend(checked.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-        self.release_phase_of(name, &next).await?;
+        let runs_phase = self.runs_release_phase(&app).await?;
         let release = self
-            .with_store(move |s| s.config_set(&app, &checked))
+            .make_release(name, ReleaseChange::SetConfig(checked), runs_phase)
             .await?;
         self.announce_release(name, &release);
         self.converge(name).await?;
@@ -338,12 +340,9 @@ impl Daemon {
                     .map_err(|e| DaemonError::new(ErrorKind::InvalidParams, e.to_string()))
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let mut next = self.current_release(name).await?;
-        next.config
-            .retain(|k, _| !keys.iter().any(|key| key.as_str() == k));
-        self.release_phase_of(name, &next).await?;
+        let runs_phase = self.runs_release_phase(&app).await?;
         let release = self
-            .with_store(move |s| s.config_unset(&app, &keys))
+            .make_release(name, ReleaseChange::UnsetConfig(keys), runs_phase)
             .await?;
         self.announce_release(name, &release);
         self.converge(name).await?;
@@ -359,8 +358,10 @@ impl Daemon {
                 move |s| s.release(&app, version)
             })
             .await?;
-        self.release_phase_of(name, &target).await?;
-        let release = self.with_store(move |s| s.rollback(&app, version)).await?;
+        let runs_phase = target.process_types.contains_key(RELEASE_PHASE) && target.slug.is_some();
+        let release = self
+            .make_release(name, ReleaseChange::Rollback(version), runs_phase)
+            .await?;
         self.announce_release(name, &release);
         self.converge(name).await?;
         Ok(release)
@@ -374,6 +375,13 @@ impl Daemon {
             .await?;
         self.routes.set_maintenance(&app.name, app.maintenance);
         Ok(app)
+    }
+
+    /// `features:enable preboot` / `features:disable preboot`: whether a new release's web
+    /// dynos take traffic before the old ones stop (see [`Daemon::converge`]).
+    pub async fn set_preboot(&self, name: &str, on: bool) -> Result<App, DaemonError> {
+        let app = app_name(name)?;
+        self.with_store(move |s| s.set_preboot(&app, on)).await
     }
 
     /// `ps:restart [web.1|web]`: the dynos stop (SIGTERM, grace) and start again.
@@ -555,6 +563,13 @@ impl Daemon {
     pub async fn releases(&self, name: &str) -> Result<Vec<Release>, DaemonError> {
         let app = app_name(name)?;
         self.with_store(move |s| s.releases(&app)).await
+    }
+
+    /// Whether a config change of `app` runs a release phase: its current release's Procfile
+    /// has one.
+    async fn runs_release_phase(&self, app: &AppName) -> Result<bool, DaemonError> {
+        let current = self.current_release(app.as_str()).await?;
+        Ok(current.process_types.contains_key(RELEASE_PHASE) && current.slug.is_some())
     }
 
     async fn current_release(&self, app: &str) -> Result<Release, DaemonError> {

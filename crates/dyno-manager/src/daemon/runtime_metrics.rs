@@ -36,12 +36,25 @@ use dyno_logs::logs::{LogLine, Source};
 /// The one labs feature there is.
 pub const LOG_RUNTIME_METRICS: &str = "log-runtime-metrics";
 
-/// Labs features: name and what it does.
-pub const FEATURES: [(&str, &str); 1] = [(
-    LOG_RUNTIME_METRICS,
-    "Every dyno's load average and memory use in the app's log (heroku[web.1]: source=web.1 … \
-     sample#load_avg_1m=… sample#memory_rss=…), about every 20 seconds.",
-)];
+/// Heroku's app feature `preboot` (a general feature: `heroku features`).
+pub const PREBOOT: &str = "preboot";
+
+/// App features: name, what it does, and whether it is a general feature (`heroku
+/// features`) rather than a labs one (`heroku labs`).
+pub const FEATURES: [(&str, &str, bool); 2] = [
+    (
+        LOG_RUNTIME_METRICS,
+        "Every dyno's load average and memory use in the app's log (heroku[web.1]: source=web.1 … \
+         sample#load_avg_1m=… sample#memory_rss=…), about every 20 seconds.",
+        false,
+    ),
+    (
+        PREBOOT,
+        "Provide seamless web dyno deploys: a new release's web dynos take traffic once they \
+         are up, then the old ones stop (off: they are stopped first, then started).",
+        true,
+    ),
+];
 
 /// Heroku's period between two samples of a dyno.
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(20);

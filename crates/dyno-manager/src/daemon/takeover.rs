@@ -217,6 +217,21 @@ impl Daemon {
 
     /// Every app of the store: in the router, its drains running, its dynos converged.
     async fn start_apps(self: &Arc<Daemon>) -> Result<(), DaemonError> {
+        // A release phase cannot outlive the daemon that ran it (its dyno was stopped or is
+        // not adopted): its release failed.
+        // (A read-only store keeps them pending until it can be written.)
+        match self.with_store(|s| s.fail_pending_releases()).await {
+            Ok(failed) => {
+                for release in failed {
+                    tracing::warn!(
+                        app = %release.app,
+                        version = release.version,
+                        "the daemon stopped during the release phase: release marked failed"
+                    );
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "pending releases not settled"),
+        }
         let apps = self.with_store(|s| s.list_apps()).await?;
         runtime_metrics::spawn(self);
         self.serve_all_certificates().await?;

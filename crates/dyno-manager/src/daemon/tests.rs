@@ -204,9 +204,10 @@ async fn destroy_wins_over_a_deploy_waiting_for_its_web_dyno() {
 }
 
 #[tokio::test]
-async fn a_new_release_rolls_over_only_once_its_web_dynos_are_up() {
+async fn with_preboot_a_new_release_rolls_over_only_once_its_web_dynos_are_up() {
     let lab = Lab::new().await;
     lab.app("hello").await;
+    lab.daemon.set_preboot("hello", true).await.unwrap();
     lab.deploy("hello").await.unwrap().unwrap();
     lab.daemon.scale("hello", web(2)).await.unwrap();
     assert_eq!(lab.ps("hello").await, ["web.1 up", "web.2 up"]);
@@ -246,6 +247,56 @@ async fn a_new_release_rolls_over_only_once_its_web_dynos_are_up() {
         .filter(|e| e.starts_with("terminate hello web."))
         .count();
     assert_eq!(stopped_old, 2, "{events:?}");
+    lab.daemon.stop().await;
+}
+
+#[tokio::test]
+async fn without_preboot_a_new_release_restarts_the_dynos_in_place() {
+    let lab = Lab::new().await;
+    lab.app("hello").await;
+    assert!(
+        !lab.daemon.app("hello").await.unwrap().preboot,
+        "off by default"
+    );
+    lab.deploy("hello").await.unwrap().unwrap();
+    lab.daemon.scale("hello", web(2)).await.unwrap();
+    assert_eq!(lab.ps("hello").await, ["web.1 up", "web.2 up"]);
+    let before = lab.fake.events().len();
+
+    let config = vec![("GREETING".to_string(), "hi".to_string())];
+    let release = lab.daemon.config_set("hello", config).await.unwrap();
+    let events = lab.fake.events()[before..].to_vec();
+    let at = |what: &str| {
+        events
+            .iter()
+            .position(|e| e == what)
+            .unwrap_or_else(|| panic!("no {what}: {events:?}"))
+    };
+    // The old web dynos stopped before the new ones were made.
+    for old in ["hello web.1", "hello web.2"] {
+        for new in ["hello web.1", "hello web.2"] {
+            assert!(
+                at(&format!("terminate {old}")) < at(&format!("make {new}")),
+                "{events:?}"
+            );
+        }
+    }
+    let ps = lab.daemon.ps("hello").await.unwrap();
+    assert!(
+        ps.iter()
+            .all(|d| d.release.version == release.version && d.state == "up"),
+        "{ps:?}"
+    );
+    assert_eq!(lab.fake.standing("hello"), ["web.1", "web.2"]);
+
+    // A scale that replaces nothing stops nothing.
+    let before = lab.fake.events().len();
+    lab.daemon.scale("hello", web(3)).await.unwrap();
+    let events = lab.fake.events()[before..].to_vec();
+    assert!(
+        !events.iter().any(|e| e.starts_with("terminate")),
+        "{events:?}"
+    );
     lab.daemon.stop().await;
 }
 
