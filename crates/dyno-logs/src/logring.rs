@@ -316,6 +316,22 @@ impl LogHub {
         }
     }
 
+    /// The app's log under its new name (`apps:rename`): its lines and its tails follow. Its
+    /// drains stop (each names the app in its own notices) and are returned, for the caller
+    /// to start again under the new name; lines still queued for them are not sent.
+    pub fn rename_app(&self, from: &str, to: &str) -> Vec<DrainInfo> {
+        let mut apps = lock(&self.inner.apps);
+        let Some(log) = apps.remove(from) else {
+            return Vec::new();
+        };
+        // A log left under the new name (an app of that name destroyed while its dynos
+        // still wrote) is replaced; dropping it ends its tails.
+        apps.insert(to.to_owned(), log.clone());
+        drop(apps);
+        let mut log = lock(&log);
+        log.drains.drain(..).map(|d| d.info.clone()).collect()
+    }
+
     /// Apps with a log.
     pub fn apps(&self) -> Vec<String> {
         lock(&self.inner.apps).keys().cloned().collect()

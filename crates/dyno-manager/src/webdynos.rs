@@ -139,6 +139,10 @@ impl WebDynos {
         let first = status.borrow_and_update().clone();
         web.update(&key, &name, Some(first));
         tokio::spawn(async move {
+            // Where it is now (a dyno already up when followed, after a rename, is a backend
+            // at once), then every change.
+            let now = status.borrow_and_update().clone();
+            web.update(&key, &name, Some(now));
             while status.changed().await.is_ok() {
                 let now = status.borrow().clone();
                 let up_at = match (&web.on_up, now.state, now.ip) {

@@ -401,11 +401,17 @@ impl Platform for DaemonApi {
     }
 
     async fn update_app(&self, name: AppName, update: AppUpdate) -> Result<App, ApiError> {
-        if update.name.as_deref().is_some_and(|n| n != name.as_str()) {
-            return Err(invalid(format!(
-                "Renaming an app is not supported by dyno yet: {name} keeps its name. Create a \
-                 new app and deploy to it instead."
-            )));
+        let mut name = name;
+        if let Some(new_name) = update.name.as_deref().filter(|n| *n != name.as_str()) {
+            let to = AppName::new(new_name)?;
+            match self.daemon.rename_app(name.as_str(), to.as_str()).await {
+                Err(e) if e.kind == dyno_error::ErrorKind::Conflict => {
+                    return Err(ApiError::name_taken(to.as_str()))
+                }
+                other => other?,
+            };
+            self.log_sessions.rename_app(&name, &to);
+            name = to;
         }
         let app = match update.maintenance {
             Some(on) => self.daemon.set_maintenance(name.as_str(), on).await?,

@@ -16,6 +16,9 @@ pub(super) struct Running {
 
 /// An app's running side.
 pub(super) struct AppRuntime {
+    /// The name its dynos' log lines go to the hub under; changed by a rename, so that the
+    /// lines of dynos that run on (one-offs) follow the app.
+    pub(super) log_name: Arc<std::sync::RwLock<String>>,
     pub(super) platform: Arc<Platform>,
     pub(super) web: WebDynos,
     pub(super) dynos: Vec<Running>,
@@ -194,9 +197,11 @@ impl Daemon {
     pub(super) fn runtime(&self, app: &str) -> AppRuntime {
         let (tx, mut rx) = mpsc::unbounded_channel::<LogLine>();
         let hub = self.hub.clone();
-        let name = app.to_string();
+        let log_name = Arc::new(std::sync::RwLock::new(app.to_string()));
+        let name = log_name.clone();
         tokio::spawn(async move {
             while let Some(line) = rx.recv().await {
+                let name = name.read().unwrap_or_else(|e| e.into_inner());
                 hub.append(&name, line);
             }
         });
@@ -212,6 +217,7 @@ impl Daemon {
             .with_netwatch(self.machine.netwatch()),
         );
         AppRuntime {
+            log_name,
             platform,
             web: WebDynos::new(
                 self.routes.clone(),

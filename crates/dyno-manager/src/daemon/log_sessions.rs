@@ -49,6 +49,15 @@ impl LogSessions {
         secret
     }
 
+    /// Sessions of `from` follow it to its new name (`apps:rename`).
+    pub fn rename_app(&self, from: &AppName, to: &AppName) {
+        for session in crate::lock(&self.0).values_mut() {
+            if session.app == *from {
+                session.app = to.clone();
+            }
+        }
+    }
+
     /// The app and query of a session still open.
     pub fn get(&self, secret: &str) -> Result<(AppName, LogQuery), ApiError> {
         let sessions = crate::lock(&self.0);

@@ -29,6 +29,7 @@ mod procview;
 mod ps;
 pub mod reconcile;
 mod release_phase;
+mod rename;
 pub mod runtime_metrics;
 pub mod seccomp;
 pub mod slug;
