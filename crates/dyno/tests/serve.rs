@@ -456,10 +456,10 @@ fn a_daemon_killed_with_sigkill_adopts_its_dynos_and_loses_no_exit_status() {
     up.assert_nothing_left(uid);
 }
 
-/// Heroku's release phase: `release` runs once on the new slug before the release exists; a
-/// failure releases nothing, the formation keeps serving the old release.
+/// Heroku's release phase: `release` runs once on the new slug while its release is pending; a
+/// failure leaves a failed release, the formation keeps serving the current one.
 #[test]
-fn the_release_phase_runs_before_the_release_and_a_failure_releases_nothing() {
+fn the_release_phase_runs_before_the_release_and_a_failure_is_a_failed_release() {
     let up = Up::serve(
         "serve-release",
         &[SERVE_ARGS.as_slice(), &["--release-timeout", "4s"]].concat(),
@@ -476,20 +476,20 @@ fn the_release_phase_runs_before_the_release_and_a_failure_releases_nothing() {
     );
     let refused = cli_err(&up, &["deploy", &failing.to_string_lossy(), "-a", "hello"]);
     assert!(
-        refused.contains("the release phase failed") && refused.contains("status 3"),
+        refused.contains("the release phase of v3 failed") && refused.contains("status 3"),
         "{refused}"
     );
     let releases = cli_ok(&up, &["releases", "-a", "hello", "--json"]);
     let list: serde_json::Value = serde_json::from_str(&releases).unwrap();
-    assert_eq!(
-        list.as_array().unwrap().len(),
-        2,
-        "nothing released: {releases}"
-    );
+    let list = list.as_array().unwrap();
+    assert_eq!(list.len(), 3, "{releases}");
+    let v3 = list.iter().find(|r| r["version"] == 3).unwrap();
+    assert_eq!(v3["status"], "failed", "{releases}");
+    assert_eq!(v3["current"], false, "{releases}");
     let slugs = std::fs::read_dir(up.scratch.join("data/slugs/hello"))
         .unwrap()
         .count();
-    assert_eq!(slugs, 1, "the refused slug is gone");
+    assert_eq!(slugs, 2, "the failed release keeps its slug");
     assert!(up
         .get_via_router("hello.localhost", "/")
         .contains("Hello from web.1"));
@@ -503,7 +503,7 @@ fn the_release_phase_runs_before_the_release_and_a_failure_releases_nothing() {
     );
     cli_ok(&up, &["config:set", "GREETING=Howdy", "-a", "hello"]);
     cli_ok(&up, &["deploy", &working.to_string_lossy(), "-a", "hello"]);
-    wait_for_release(&up, "hello", 4);
+    wait_for_release(&up, "hello", 5);
     let logs = cli_ok(&up, &["logs", "-a", "hello", "-n", "1500"]);
     assert!(logs.contains("app[release.1]: migrating"), "{logs}");
     assert!(
@@ -527,22 +527,22 @@ fn the_release_phase_runs_before_the_release_and_a_failure_releases_nothing() {
     assert!(scale.contains("release"), "{scale}");
 
     // A config change is a release too: its release phase runs with the new config, and one
-    // that fails changes nothing.
+    // that fails changes nothing but the list of releases.
     cli_ok(&up, &["config:set", "GREETING=Hola", "-a", "hello"]);
-    wait_for_release(&up, "hello", 5);
+    wait_for_release(&up, "hello", 6);
     let logs = cli_ok(&up, &["logs", "-a", "hello", "-n", "1500"]);
     assert!(logs.contains("app[release.1]: migrated for Hola"), "{logs}");
     let refused = cli_err(&up, &["config:set", "BREAK=1", "-a", "hello"]);
     assert!(refused.contains("status 4"), "{refused}");
     let config = cli_ok(&up, &["config", "-a", "hello", "--json"]);
     assert!(!config.contains("BREAK"), "{config}");
-    // A release phase that outlasts --release-timeout is stopped, and nothing is released.
+    // A release phase that outlasts --release-timeout is stopped, and its release failed.
     let slow = app_dir("release-slow", &format!("{web}release: exec sleep 60\n"));
     let refused = cli_err(&up, &["deploy", &slow.to_string_lossy(), "-a", "hello"]);
     assert!(refused.contains("did not end within 4s"), "{refused}");
     // A rollback to a release without a release phase needs none.
     cli_ok(&up, &["rollback", "v2", "-a", "hello"]);
-    wait_for_release(&up, "hello", 6);
+    wait_for_release(&up, "hello", 9);
 }
 
 /// One request to refuse: method, path, content type, body, the status wanted (0: any 4xx).
