@@ -8,7 +8,8 @@
 //! - `router`: the dyno router under `wrk` against nginx and HAProxy on the same CPU, in front
 //!   of the same backend; the seccomp filter's cost and the scale storm;
 //! - `scale` and `isolation`: a real `dyno serve` driven through its API (scaling, and one app's
-//!   abuse against another app's latency through the router).
+//!   abuse against another app's latency through the router);
+//! - `drain`: log lines from one dyno to a syslog drain, and the lines lost.
 //!
 //! Timing goals are ratios against the anchor, never pass/fail asserts. The last line of every
 //! bench is `key=value` pairs, for scripts. Percentiles are nearest-rank ([`stats`]).
@@ -18,6 +19,7 @@
 //! with.
 
 pub mod cni;
+mod drain;
 mod isolation;
 mod load;
 mod net;
@@ -48,6 +50,10 @@ pub enum BenchCommand {
     /// the router while the abuser's worker runs each abuse in turn (fork bomb, memory, tmpfs,
     /// sockets, disk, CPU, denied system calls), against the same with the abuser idle
     Isolation(isolation::IsolationBench),
+    /// A real `dyno serve` whose one worker prints N numbered lines to a syslog drain (a
+    /// receiver on the lab's loopback): lines received per second, lines lost, and what the
+    /// L10 notices said
+    Drain(drain::DrainBench),
 }
 
 /// Runs one bench; it needs root (the caller checks). `shim` is the binary each dyno runs as its
@@ -60,5 +66,6 @@ pub fn run(command: BenchCommand, shim: &Path) -> Result<(), String> {
         BenchCommand::Router(args) => router::run(args, shim),
         BenchCommand::Scale(args) => scale::run(args),
         BenchCommand::Isolation(args) => isolation::run(args),
+        BenchCommand::Drain(args) => drain::run(args),
     }
 }

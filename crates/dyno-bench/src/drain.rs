@@ -1,0 +1,306 @@
+//! `dyno bench drain`: log lines from one dyno to a syslog drain. A real `dyno serve` (in a
+//! throwaway lab namespace) runs one worker that prints `--lines` numbered lines (as fast as it
+//! can, or at `--rate` lines/s); the app has a `syslog://` drain to a receiver this bench runs
+//! on the lab's loopback, which reads the octet-counted RFC 5424 frames as fast as they come.
+//! Reported: the lines received and lost (by their numbers), what the `L10` notices said was
+//! dropped, and the rate they arrived at. No anchor: the figure is the drain's own throughput
+//! against what the worker printed.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read};
+use std::net::{TcpListener, TcpStream};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use dyno_api::ApiClient;
+use dyno_net::lab::Lab;
+
+use super::scale::{scale_app, spawn_serve, Daemon};
+
+#[derive(Args)]
+#[command(
+    after_help = "The last line is key=value pairs: lines (printed), received, lost, \
+    l10_dropped (the sum of the L10 notices' counts), lines_per_s (received, from the first \
+    line's arrival to the last's), print_s (how long the worker took to print them, by \
+    the arrival of its first and last line) and queue_lines (the drain's queue)."
+)]
+pub struct DrainBench {
+    /// Numbered lines the worker prints
+    #[arg(long, default_value_t = 100_000)]
+    lines: u64,
+    /// Lines per second the worker prints at (0: as fast as it can)
+    #[arg(long, default_value_t = 0)]
+    rate: u64,
+    /// How long to wait for more lines once none came (the drain's backoff is up to 30 s)
+    #[arg(long, default_value_t = 5)]
+    quiet_s: u64,
+}
+
+const APP: &str = "drainbench";
+const PORT: u16 = 6514;
+const MARK: &str = "drainbench n=";
+
+/// What the receiver has seen so far.
+#[derive(Default)]
+struct Received {
+    /// Numbers of the bench's lines seen (several connections may overlap after a reconnect).
+    seen: Vec<bool>,
+    received: u64,
+    duplicates: u64,
+    first: Option<Instant>,
+    last: Option<Instant>,
+    /// Notices: `L10` lines and their counts.
+    l10_dropped: u64,
+    l10_lines: Vec<String>,
+    frames: u64,
+    connections: u64,
+}
+
+pub fn run(args: DrainBench) -> Result<(), String> {
+    let lab = Lab::new("bench-drain").map_err(|e| format!("lab: {e}"))?;
+    let scratch = std::env::temp_dir().join(format!("dyno-bench-drain-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&scratch);
+    std::fs::create_dir_all(&scratch).map_err(|e| format!("{}: {e}", scratch.display()))?;
+    let app_dir = scratch.join("app");
+    std::fs::create_dir_all(&app_dir).map_err(|e| format!("{}: {e}", app_dir.display()))?;
+    std::fs::write(app_dir.join("print.py"), printer(args.lines, args.rate))
+        .map_err(|e| format!("app: {e}"))?;
+    std::fs::write(
+        app_dir.join("Procfile"),
+        "worker: python3 print.py; exec sleep 86400\n",
+    )
+    .map_err(|e| format!("app: {e}"))?;
+
+    // The receiver listens on the lab's loopback, where the daemon's drain connects.
+    let listener = lab
+        .host
+        .netns()
+        .run(|| TcpListener::bind(("127.0.0.1", PORT)))
+        .map_err(|e| format!("receiver: {e}"))?
+        .map_err(|e| format!("receiver: bind 127.0.0.1:{PORT}: {e}"))?;
+    let received = Arc::new(Mutex::new(Received {
+        seen: vec![false; args.lines as usize + 1],
+        ..Received::default()
+    }));
+    {
+        let received = received.clone();
+        std::thread::spawn(move || accept(listener, received));
+    }
+
+    let child = spawn_serve(&lab, &scratch, &[], Stdio::inherit())?;
+    let daemon = Daemon { child, scratch };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("runtime: {e}"))?;
+    let socket = daemon.scratch.join("api.sock");
+    let result = runtime.block_on(measure(&args, &socket, &app_dir, &received));
+    drop(daemon);
+    drop(lab);
+    let pairs = result?;
+    let line: Vec<String> = pairs.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    println!("{}", line.join(" "));
+    Ok(())
+}
+
+/// The worker's program: `lines` numbered lines to stdout, as fast as it can or at `rate`.
+fn printer(lines: u64, rate: u64) -> String {
+    format!(
+        r#"import sys, time
+lines, rate = {lines}, {rate}
+out = sys.stdout
+start = time.monotonic()
+step = 1000
+for first in range(1, lines + 1, step):
+    last = min(first + step, lines + 1)
+    out.write("".join("{MARK}%d\n" % i for i in range(first, last)))
+    if rate:
+        out.flush()
+        ahead = (last - 1) / rate - (time.monotonic() - start)
+        if ahead > 0:
+            time.sleep(ahead)
+out.flush()
+"#
+    )
+}
+
+async fn measure(
+    args: &DrainBench,
+    socket: &std::path::Path,
+    app_dir: &std::path::Path,
+    received: &Arc<Mutex<Received>>,
+) -> Result<Vec<(&'static str, String)>, String> {
+    let api = ApiClient::unix(socket);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while api.list_apps().await.is_err() {
+        if Instant::now() > deadline {
+            return Err("dyno serve did not answer within 30 s".into());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    api.create_app(APP).await.map_err(|e| e.to_string())?;
+    api.add_drain(APP, &format!("syslog://127.0.0.1:{PORT}"))
+        .await
+        .map_err(|e| e.to_string())?;
+    let dir = app_dir.to_string_lossy().into_owned();
+    api.deploy(APP, &dir).await.map_err(|e| e.to_string())?;
+    eprintln!(
+        "bench drain: one worker prints {} lines{} to a syslog drain",
+        args.lines,
+        if args.rate == 0 {
+            " as fast as it can".to_string()
+        } else {
+            format!(" at {} lines/s", args.rate)
+        }
+    );
+    scale_app(&api, APP, "worker", 1).await?;
+
+    // Until every line came, or none came for `quiet_s`.
+    let quiet = Duration::from_secs(args.quiet_s);
+    let start = Instant::now();
+    let mut last_count = 0;
+    let mut last_change = Instant::now();
+    loop {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let (count, frames) = {
+            let r = received.lock().unwrap_or_else(|e| e.into_inner());
+            (r.received, r.frames)
+        };
+        if count >= args.lines {
+            break;
+        }
+        if frames != last_count {
+            last_count = frames;
+            last_change = Instant::now();
+        } else if count > 0 && last_change.elapsed() > quiet {
+            break;
+        } else if count == 0 && start.elapsed() > Duration::from_secs(120) {
+            return Err("no line reached the drain within 120 s".into());
+        }
+    }
+    scale_app(&api, APP, "worker", 0).await?;
+    let r = received.lock().unwrap_or_else(|e| e.into_inner());
+    let lost = args.lines - r.received;
+    let span = match (r.first, r.last) {
+        (Some(a), Some(b)) => b.duration_since(a).as_secs_f64(),
+        _ => 0.0,
+    };
+    let rate = if span > 0.0 {
+        r.received as f64 / span
+    } else {
+        0.0
+    };
+    for l10 in &r.l10_lines {
+        eprintln!("bench drain: notice: {l10}");
+    }
+    eprintln!(
+        "bench drain: {} of {} lines in {span:.3} s over {} connection(s); {} lost, L10 said {}",
+        r.received, args.lines, r.connections, lost, r.l10_dropped
+    );
+    Ok(vec![
+        ("lines", args.lines.to_string()),
+        ("rate", args.rate.to_string()),
+        ("received", r.received.to_string()),
+        ("lost", lost.to_string()),
+        ("duplicates", r.duplicates.to_string()),
+        ("l10_dropped", r.l10_dropped.to_string()),
+        ("lines_per_s", format!("{rate:.0}")),
+        ("print_s", format!("{span:.3}")),
+        (
+            "queue_lines",
+            dyno_logs::drains::DrainOptions::default()
+                .queue_lines
+                .to_string(),
+        ),
+    ])
+}
+
+fn accept(listener: TcpListener, received: Arc<Mutex<Received>>) {
+    for stream in listener.incoming() {
+        let Ok(stream) = stream else { continue };
+        received
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .connections += 1;
+        let received = received.clone();
+        std::thread::spawn(move || read_frames(stream, received));
+    }
+}
+
+/// Reads `LEN SP MSG` frames until the connection ends, counting them into `received` a
+/// chunk at a time (the lock is not taken per line).
+fn read_frames(stream: TcpStream, received: Arc<Mutex<Received>>) {
+    let mut reader = BufReader::with_capacity(1 << 20, stream);
+    let mut len = Vec::with_capacity(8);
+    let mut frame = Vec::with_capacity(256);
+    let mut numbers: Vec<u64> = Vec::with_capacity(4096);
+    let mut notices: BTreeMap<String, u64> = BTreeMap::new();
+    let mut frames = 0u64;
+    loop {
+        len.clear();
+        match reader.read_until(b' ', &mut len) {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+        let Some(n) = std::str::from_utf8(&len[..len.len() - 1])
+            .ok()
+            .and_then(|s| s.trim().parse::<usize>().ok())
+        else {
+            break;
+        };
+        frame.resize(n, 0);
+        if reader.read_exact(&mut frame).is_err() {
+            break;
+        }
+        frames += 1;
+        let text = String::from_utf8_lossy(&frame);
+        if let Some(at) = text.find(MARK) {
+            if let Ok(number) = text[at + MARK.len()..].trim().parse::<u64>() {
+                numbers.push(number);
+            }
+        } else if let Some(at) = text.find("Error L10 (output buffer overflow): ") {
+            let rest = &text[at + "Error L10 (output buffer overflow): ".len()..];
+            let count = rest
+                .split_whitespace()
+                .next()
+                .and_then(|c| c.parse::<u64>().ok())
+                .unwrap_or(0);
+            notices.insert(text[at..].trim().to_string(), count);
+        }
+        if numbers.len() >= 4096 || reader.buffer().is_empty() {
+            record(&received, &mut numbers, &mut notices, &mut frames);
+        }
+    }
+    record(&received, &mut numbers, &mut notices, &mut frames);
+}
+
+fn record(
+    received: &Mutex<Received>,
+    numbers: &mut Vec<u64>,
+    notices: &mut BTreeMap<String, u64>,
+    frames: &mut u64,
+) {
+    let now = Instant::now();
+    let mut r = received.lock().unwrap_or_else(|e| e.into_inner());
+    r.frames += std::mem::take(frames);
+    if !numbers.is_empty() {
+        r.first.get_or_insert(now);
+        r.last = Some(now);
+    }
+    for n in numbers.drain(..) {
+        match r.seen.get_mut(n as usize) {
+            Some(seen) if !*seen => {
+                *seen = true;
+                r.received += 1;
+            }
+            Some(_) => r.duplicates += 1,
+            None => {}
+        }
+    }
+    for (line, count) in std::mem::take(notices) {
+        r.l10_dropped += count;
+        r.l10_lines.push(line);
+    }
+}
