@@ -383,6 +383,8 @@ struct Supervisor {
     /// The current incarnation's network name.
     net_name: Option<String>,
     restarts: u32,
+    /// Since when the dyno is `up` (`None` while it is not).
+    up_since: Option<Instant>,
 }
 
 impl Logger for Supervisor {
@@ -403,6 +405,11 @@ impl Supervisor {
                 self.state.as_str(),
                 to.as_str()
             ));
+        }
+        if to != State::Up {
+            self.up_since = None;
+        } else if self.state != State::Up {
+            self.up_since = Some(Instant::now());
         }
         self.state = to;
         let net_name = ip.and(self.net_name.clone());
@@ -441,10 +448,10 @@ async fn supervise(
         state: State::Starting,
         net_name: None,
         restarts: 0,
+        up_since: None,
     };
     let mut crashes: u32 = 0;
     loop {
-        let started = Instant::now();
         let incarnation = match found.take() {
             Some(found) => {
                 let adopted = Incarnation::adopt(&sup, &found).await;
@@ -489,8 +496,14 @@ async fn supervise(
                 continue;
             }
             Ended::Exited => {
+                // Heroku's policy: at once after the first crash, then a cool-off of 20, 40,
+                // 60, 180, 320 minutes (then 320 again), until the dyno starts correctly (up
+                // for `stable_after`).
+                let started_correctly = sup
+                    .up_since
+                    .is_some_and(|t| t.elapsed() >= sup.platform.lifecycle.stable_after);
                 sup.change(State::Crashed, None);
-                if started.elapsed() >= sup.platform.lifecycle.stable_after {
+                if started_correctly {
                     crashes = 0;
                 }
                 crashes += 1;

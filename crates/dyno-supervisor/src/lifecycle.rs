@@ -12,10 +12,15 @@ pub struct Lifecycle {
     /// Between SIGTERM and SIGKILL (R12) when a dyno stops.
     pub stop_grace: Duration,
     /// Waits before restarting a crashed dyno: the first entry after the first crash, and so
-    /// on; the last entry repeats. Heroku: at once, then 20, 40, 60, 180, 320 minutes, then
-    /// every 320 minutes.
+    /// on; the last entry repeats. Dev Center, "Dyno crash restart policy": restarted at once
+    /// the first time, then after a cool-off of up to 20, 40, 60, 180 and 320 minutes, then
+    /// every 320 minutes. "Up to": a cool-off ends early when it is reset (see
+    /// `stable_after`), never by chance, so a crash loop costs what the schedule says.
     pub restart_cooloffs: Vec<Duration>,
-    /// A dyno that stayed up this long starts its crash count over.
+    /// A dyno has started correctly once it has been `up` this long: its crash count (and so
+    /// its cool-off) starts over, as Heroku resets the cool-off "when the dyno starts
+    /// correctly". (A new release, a restart and a scale to 0 and back start new dynos, whose
+    /// count starts at 0.)
     pub stable_after: Duration,
     /// Daily restart: every `period` plus a random part of `jitter`; `None`: never.
     pub cycling: Option<Cycling>,
@@ -63,7 +68,7 @@ impl Default for Lifecycle {
 }
 
 impl Lifecycle {
-    /// The wait before restart number `crashes` (1 for the first crash).
+    /// The wait before the restart after crash number `crashes` (1 for the first).
     pub fn cooloff(&self, crashes: u32) -> Duration {
         let i = (crashes.max(1) - 1) as usize;
         self.restart_cooloffs
@@ -126,9 +131,10 @@ mod tests {
     #[test]
     fn herokus_schedule_is_the_default() {
         let l = Lifecycle::default();
-        assert_eq!(l.cooloff(1), Duration::ZERO);
-        assert_eq!(l.cooloff(2), 20 * MINUTE);
-        assert_eq!(l.cooloff(6), 320 * MINUTE);
+        // At once, then 20, 40, 60, 180 and 320 minutes, then every 320 minutes.
+        let waits: Vec<Duration> = (1..=8).map(|n| l.cooloff(n)).collect();
+        let minutes = [0, 20, 40, 60, 180, 320, 320, 320].map(|m| m * MINUTE);
+        assert_eq!(waits, minutes);
         assert_eq!(l.cooloff(60), 320 * MINUTE);
         assert_eq!(l.next_cycle(0.0), Some(24 * 60 * MINUTE));
         assert_eq!(l.next_cycle(1.0), Some(24 * 60 * MINUTE + 216 * MINUTE));

@@ -177,6 +177,53 @@ async fn a_crashed_dyno_restarts_after_its_cooloff_and_a_one_off_does_not() {
     assert!(bench.fake.standing(APP).is_empty());
 }
 
+/// Heroku's crash restart policy: at once after the first crash, then a cool-off (here a
+/// minute: it never ends within the test) until the dyno starts correctly, which starts the
+/// count over.
+#[tokio::test]
+async fn a_crash_restarts_at_once_the_next_waits_its_cooloff_until_the_dyno_started_correctly() {
+    let lifecycle = Lifecycle {
+        restart_cooloffs: vec![Duration::ZERO, Duration::from_secs(60)],
+        stable_after: Duration::from_millis(100),
+        ..quick()
+    };
+    let mut bench = Bench::new(lifecycle);
+    let worker = start(bench.platform.clone(), def("worker", true));
+    state_becomes(&worker, State::Up).await;
+    // Crashes right after its start: the first restart comes at once.
+    bench.fake.exit(APP, "worker.1", 1);
+    until("restarted at once", || {
+        let s = worker.status.borrow();
+        s.restarts == 1 && s.state == State::Up
+    })
+    .await;
+    // Up for longer than `stable_after`: it started correctly, so its next crash is a first
+    // crash again, restarted at once.
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    bench.fake.exit(APP, "worker.1", 1);
+    until("restarted at once after the reset", || {
+        let s = worker.status.borrow();
+        s.restarts == 2 && s.state == State::Up
+    })
+    .await;
+    // A crash soon after that one is a second crash: it waits out its cool-off, crashed.
+    bench.fake.exit(APP, "worker.1", 1);
+    state_becomes(&worker, State::Crashed).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(worker.status.borrow().state, State::Crashed);
+    assert_eq!(
+        bench.fake.made(APP),
+        3,
+        "not started again during the cool-off"
+    );
+    // A stop ends the cool-off: the dyno is down, never started again.
+    let status = worker.status.clone();
+    worker.stop().await;
+    assert_eq!(status.borrow().state, State::Down);
+    bench.line("State changed from crashed to down").await;
+    assert_eq!(bench.fake.made(APP), 3);
+}
+
 #[tokio::test]
 async fn daily_cycling_restarts_a_formation_dyno_and_ends_a_one_off() {
     let mut bench = Bench::new(Lifecycle {

@@ -44,13 +44,14 @@ impl Daemon {
         // New dynos are made for the new name (its system-call profile); the log channel,
         // ledger and network watch stay.
         let old = runtime.platform.clone();
-        runtime.platform = Arc::new(Platform {
-            host: self.machine.host_for(to, &self.options),
-            lifecycle: old.lifecycle.clone(),
-            logs: old.logs.clone(),
-            ledger: old.ledger.clone(),
-            netwatch: old.netwatch.clone(),
-        });
+        let mut platform = Platform::new(
+            self.machine.host_for(to, &self.options),
+            old.lifecycle.clone(),
+            old.logs.clone(),
+        )
+        .with_netwatch(old.netwatch.clone());
+        platform.ledger = old.ledger.clone();
+        runtime.platform = Arc::new(platform);
         let (one_offs, formation): (Vec<Running>, Vec<Running>) =
             std::mem::take(&mut runtime.dynos)
                 .into_iter()

@@ -112,8 +112,12 @@ impl Lab {
 }
 
 fn web(quantity: u32) -> Vec<ScaleChange> {
+    of_type("web", quantity)
+}
+
+fn of_type(process_type: &str, quantity: u32) -> Vec<ScaleChange> {
     vec![ScaleChange {
-        process_type: ProcessType::parse("web").unwrap(),
+        process_type: ProcessType::parse(process_type).unwrap(),
         quantity: Some(dyno_state::Quantity::new(quantity, 100).unwrap()),
         size: None,
     }]
@@ -297,6 +301,77 @@ async fn without_preboot_a_new_release_restarts_the_dynos_in_place() {
         !events.iter().any(|e| e.starts_with("terminate")),
         "{events:?}"
     );
+    lab.daemon.stop().await;
+}
+
+/// Heroku resets a crashed dyno's cool-off "when you push a new release to your app, or when
+/// you restart your app, or when you scale your dynos to 0 and then scale them back up".
+#[tokio::test]
+async fn a_release_a_restart_and_a_scale_to_zero_and_back_end_a_cooloff() {
+    let lab = Lab::new().await;
+    lab.app("hello").await;
+    lab.deploy("hello").await.unwrap().unwrap();
+    lab.daemon
+        .scale("hello", of_type("worker", 1))
+        .await
+        .unwrap();
+    let worker_is = |state: &'static str| {
+        let lab = &lab;
+        async move || lab.ps("hello").await.contains(&format!("worker.1 {state}"))
+    };
+    until("worker.1 up", worker_is("up")).await;
+    let resets: [(&str, Box<dyn Fn() -> _>); 3] = [
+        (
+            "a new release",
+            Box::new(|| {
+                let daemon = lab.daemon.clone();
+                tokio::spawn(async move {
+                    let config = vec![("K".to_string(), "v".to_string())];
+                    daemon.config_set("hello", config).await.map(|_| ())
+                })
+            }),
+        ),
+        (
+            "a restart",
+            Box::new(|| {
+                let daemon = lab.daemon.clone();
+                tokio::spawn(async move { daemon.restart("hello", Some("worker")).await })
+            }),
+        ),
+        (
+            "a scale to 0 and back",
+            Box::new(|| {
+                let daemon = lab.daemon.clone();
+                tokio::spawn(async move {
+                    daemon.scale("hello", of_type("worker", 0)).await?;
+                    daemon
+                        .scale("hello", of_type("worker", 1))
+                        .await
+                        .map(|_| ())
+                })
+            }),
+        ),
+    ];
+    for (reset, run) in resets {
+        // A first crash restarts at once; the second waits out its cool-off (20 minutes).
+        let made = lab.fake.made("hello");
+        lab.fake.exit("hello", "worker.1", 1);
+        until("restarted at once", async || {
+            lab.fake.made("hello") == made + 1
+        })
+        .await;
+        until("worker.1 up again", worker_is("up")).await;
+        lab.fake.exit("hello", "worker.1", 1);
+        until("worker.1 crashed", worker_is("crashed")).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(lab.fake.made("hello"), made + 1, "in its cool-off");
+        run().await.unwrap().unwrap();
+        until(reset, async || {
+            lab.fake.made("hello") > made + 1
+                && lab.ps("hello").await.contains(&"worker.1 up".to_string())
+        })
+        .await;
+    }
     lab.daemon.stop().await;
 }
 
