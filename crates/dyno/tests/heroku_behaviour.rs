@@ -41,7 +41,7 @@ fn releases(h: &Heroku, app: &str) -> Vec<(u64, String, bool)> {
             )
         })
         .collect();
-    out.sort_by(|a, b| b.0.cmp(&a.0));
+    out.sort_by_key(|r| std::cmp::Reverse(r.0));
     out
 }
 
