@@ -490,6 +490,9 @@ fn the_release_phase_runs_before_the_release_and_a_failure_is_a_failed_release()
         .unwrap()
         .count();
     assert_eq!(slugs, 2, "the failed release keeps its slug");
+    let shown = cli_ok(&up, &["releases", "-a", "hello"]);
+    let v3 = shown.lines().find(|l| l.starts_with("v3 ")).unwrap();
+    assert!(v3.ends_with("(release command failed)"), "{shown}");
     assert!(up
         .get_via_router("hello.localhost", "/")
         .contains("Hello from web.1"));

@@ -83,8 +83,14 @@ pub(super) async fn releases(api: &ApiClient, json: bool, app: String) -> Result
     out(json, &list, || {
         let mut s = format!("=== ⬢ {app} Releases\n");
         for r in &list {
+            // As Heroku's CLI marks a release by its status.
+            let status = match r.status.as_str() {
+                "failed" => "  (release command failed)",
+                "pending" => "  (release command executing)",
+                _ => "",
+            };
             s.push_str(&format!(
-                "v{:<4} {:<40} {}{}\n",
+                "v{:<4} {:<40} {}{}{status}\n",
                 r.version,
                 r.description,
                 r.created_at,
