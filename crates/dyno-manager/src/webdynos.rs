@@ -142,21 +142,26 @@ impl WebDynos {
             // Where it is now (a dyno already up when followed, after a rename, is a backend
             // at once), then every change.
             let now = status.borrow_and_update().clone();
-            web.update(&key, &name, Some(now));
+            web.show(&key, &name, now);
             while status.changed().await.is_ok() {
                 let now = status.borrow().clone();
-                let up_at = match (&web.on_up, now.state, now.ip) {
-                    (Some(_), State::Up, Some(ip)) => Some(ip),
-                    _ => None,
-                };
-                web.update(&key, &name, Some(now));
-                // Once the router has it: whoever hears of it may send it requests.
-                if let (Some(on_up), Some(ip)) = (&web.on_up, up_at) {
-                    (on_up.0)(&name, ip, web.port);
-                }
+                web.show(&key, &name, now);
             }
             web.update(&key, &name, None);
         });
+    }
+
+    /// One status of a followed dyno into the table; once the router has an `up` dyno,
+    /// whoever hears of it may send it requests.
+    fn show(&self, key: &str, name: &str, now: Status) {
+        let up_at = match (&self.on_up, now.state, now.ip) {
+            (Some(_), State::Up, Some(ip)) => Some(ip),
+            _ => None,
+        };
+        self.update(key, name, Some(now));
+        if let (Some(on_up), Some(ip)) = (&self.on_up, up_at) {
+            (on_up.0)(name, ip, self.port);
+        }
     }
 
     /// The whole list each time: the router swaps its table, it never patches it.
