@@ -378,9 +378,15 @@ impl Writer {
         let max = self.options.batch_lines.max(1);
         let mut batch = Vec::with_capacity(max.min(1024));
         self.take(first, &mut batch);
+        let mut items = Vec::new();
         while batch.len() < max {
-            if let Some(item) = self.queue.try_pop() {
-                self.take(item, &mut batch);
+            // Taken under the queue's lock, handled outside it (an L10 notice goes through
+            // the hub, whose appends take this queue's lock).
+            self.queue.try_pop_many(max - batch.len(), &mut items);
+            if !items.is_empty() {
+                for item in items.drain(..) {
+                    self.take(item, &mut batch);
+                }
                 continue;
             }
             if linger.is_zero() {

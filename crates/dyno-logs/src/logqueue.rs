@@ -113,6 +113,27 @@ impl LineQueue {
         }
     }
 
+    /// Up to `max` items at once, in order, under one lock (a drain takes its batch so, not a
+    /// lock per line); the count of lines dropped since the last marker comes last.
+    pub fn try_pop_many(&self, max: usize, into: &mut Vec<Item>) {
+        let mut s = self.lock();
+        let n = max.min(s.items.len());
+        let lines = s
+            .items
+            .iter()
+            .take(n)
+            .filter(|item| matches!(item, Item::Line(_)))
+            .count();
+        s.lines -= lines;
+        into.extend(s.items.drain(..n));
+        if n < max && s.items.is_empty() && s.dropped > 0 {
+            into.push(Item::Dropped {
+                count: std::mem::take(&mut s.dropped),
+                since: s.since.take().unwrap_or_else(SystemTime::now),
+            });
+        }
+    }
+
     /// The next item, waiting for one; `None` once the queue is closed and empty.
     pub async fn pop(&self) -> Option<Item> {
         loop {
@@ -177,6 +198,24 @@ mod tests {
                     .as_secs()
             ),
         }
+    }
+
+    #[test]
+    fn many_at_once_keep_the_order_the_gap_and_the_count() {
+        let q = LineQueue::new(3);
+        for i in 0..5 {
+            q.push(line(i));
+        }
+        let mut got = Vec::new();
+        q.try_pop_many(2, &mut got);
+        assert_eq!(q.len(), 1);
+        q.try_pop_many(10, &mut got);
+        let got: Vec<String> = got.into_iter().map(message).collect();
+        assert_eq!(got, ["line 0", "line 1", "line 2", "dropped 2 since 3"]);
+        assert_eq!(q.len(), 0);
+        // Room again: new lines are queued.
+        assert!(q.push(line(9)));
+        assert_eq!(q.len(), 1);
     }
 
     #[test]

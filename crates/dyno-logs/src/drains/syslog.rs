@@ -40,6 +40,7 @@ pub(crate) async fn run(writer: Writer, target: Target) {
     let mut backoff = Backoff::new(&options);
     let mut conn: Option<Conn> = None;
     let mut pending: Vec<u8> = Vec::new();
+    let mut scratch = String::new();
     loop {
         if pending.is_empty() {
             let Some(batch) = writer.next_batch(std::time::Duration::ZERO).await else {
@@ -49,7 +50,7 @@ pub(crate) async fn run(writer: Writer, target: Target) {
                 return;
             };
             for line in &batch {
-                format.push_frame(&mut pending, line);
+                format.push_frame_with(&mut pending, &mut scratch, line);
             }
         }
         let c = match conn.as_mut() {
