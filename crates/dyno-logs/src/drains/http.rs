@@ -201,10 +201,11 @@ pub(crate) async fn run(writer: Writer, target: Target) {
     let options = writer.options.clone();
     let mut backoff = Backoff::new(&options);
     let mut sender: Option<Sender> = None;
+    let mut scratch = String::new();
     while let Some(batch) = writer.next_batch(options.batch_interval).await {
         let mut body = Vec::with_capacity(batch.len() * 128);
         for line in &batch {
-            format.push_frame(&mut body, line);
+            format.push_frame_with(&mut body, &mut scratch, line);
         }
         let body = Bytes::from(body);
         let frame_id = frame_id();
