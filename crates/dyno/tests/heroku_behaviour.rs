@@ -211,6 +211,7 @@ fn apps_rename_moves_the_app_and_frees_its_old_name() {
     h.wait_web_up(1);
     h.ok(&["config:set", "GREETING=hi", "-a", APP]);
     h.ok(&["domains:add", "www.example.com", "-a", APP]);
+    h.ok(&["drains:add", "syslog://203.0.113.9:514", "-a", APP]);
     h.wait_web_up(1);
     let app_id = |name: &str| -> serde_json::Value {
         let info = h.ok(&["apps:info", "-a", name, "--json"]);
@@ -276,6 +277,10 @@ fn apps_rename_moves_the_app_and_frees_its_old_name() {
     let logs = h.ok(&["logs", "-a", new, "-n", "1500"]);
     contains(&logs, "Set GREETING config vars");
 
+    // The drain went along, with its token.
+    let drains = h.ok(&["drains", "-a", new]);
+    contains(&drains, "syslog://203.0.113.9:514");
+
     // The old name is gone from the router and free for a new app.
     assert_eq!(
         h.up.get_with(&format!("{APP}.localhost"), "/", "").status,
@@ -285,4 +290,17 @@ fn apps_rename_moves_the_app_and_frees_its_old_name() {
     assert_eq!(releases(&h, APP).len(), 1);
     let logs = h.ok(&["logs", "-a", APP, "-n", "1500"]);
     assert!(!logs.contains("GREETING"), "{logs}");
+
+    // dyno's own CLI renames through the same API; a taken name is refused there too.
+    let (ok, _, err) = h.up.cli_result(&["apps:rename", APP, "-a", new]);
+    assert!(!ok && err.contains("is already taken"), "{err}");
+    let (_, err) = h.up.cli_succeeds(&["apps:rename", "cli-third", "-a", new]);
+    assert!(
+        err.contains(&format!("Renaming ⬢ {new} to cli-third... ")),
+        "{err}"
+    );
+    let mut names = h.app_names();
+    names.sort();
+    assert_eq!(names, ["cli-hello", "cli-other", "cli-third"]);
+    contains(&h.ok(&["config", "-a", "cli-third"]), "GREETING: hi");
 }

@@ -64,6 +64,15 @@ impl ApiClient {
         self.patch(&format!("/apps/{app}"), &body).await
     }
 
+    /// `PATCH /apps/{name}` with a new name (`apps:rename`).
+    pub async fn rename_app(&self, app: &str, new_name: &str) -> Result<App, ClientError> {
+        let body = AppUpdate {
+            name: Some(new_name.to_string()),
+            ..Default::default()
+        };
+        self.patch(&format!("/apps/{app}"), &body).await
+    }
+
     /// `GET /apps/{name}/releases`, every one, newest first.
     pub async fn releases(&self, app: &str) -> Result<Vec<Release>, ClientError> {
         self.get_all(

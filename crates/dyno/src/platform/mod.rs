@@ -49,6 +49,14 @@ pub enum PlatformCommand {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Rename an app: its releases, config, dynos, domains, drains and logs go with it; the
+    /// old name is free at once
+    #[command(name = "apps:rename")]
+    AppsRename {
+        new_name: String,
+        #[command(flatten)]
+        on: AppArgs,
+    },
     /// Destroy an app: its dynos, releases, config and logs
     #[command(name = "apps:destroy")]
     AppsDestroy {
@@ -291,7 +299,8 @@ impl PlatformCommand {
         use PlatformCommand::*;
         match self {
             Apps { client } | AppsCreate { client, .. } | AppsDestroy { client, .. } => client,
-            Deploy { on, .. }
+            AppsRename { on, .. }
+            | Deploy { on, .. }
             | Releases { on }
             | Ps { on }
             | PsScale { on, .. }
@@ -325,6 +334,9 @@ async fn run_async(command: PlatformCommand) -> Result<(), String> {
         PlatformCommand::AppsCreate { name, .. } => apps_create(&api, json, name).await?,
         PlatformCommand::AppsDestroy { name, confirm, .. } => {
             apps_destroy(&api, json, name, confirm).await?
+        }
+        PlatformCommand::AppsRename { new_name, on } => {
+            apps_rename(&api, json, on.app, new_name).await?
         }
         PlatformCommand::Deploy { dir, on } => deploy(&api, json, dir, on.app).await?,
         PlatformCommand::Releases { on } => releases(&api, json, on.app).await?,

@@ -35,6 +35,21 @@ pub(super) async fn apps_create(api: &ApiClient, json: bool, name: String) -> Re
     Ok(())
 }
 
+/// `Renaming ⬢ OLD to NEW... done`, then the new web URL, as Heroku's CLI prints it.
+pub(super) async fn apps_rename(
+    api: &ApiClient,
+    json: bool,
+    app: String,
+    new_name: String,
+) -> Result<(), String> {
+    if !json {
+        eprint!("Renaming ⬢ {app} to {new_name}... ");
+    }
+    let renamed = api.rename_app(&app, &new_name).await.map_err(e)?;
+    out(json, &renamed, || format!("done\n{}\n", renamed.web_url));
+    Ok(())
+}
+
 pub(super) async fn apps_destroy(
     api: &ApiClient,
     json: bool,
