@@ -1,5 +1,6 @@
 //! `dyno labs`, `labs:enable`, `labs:disable`: Heroku Labs features of an app (today one,
-//! `log-runtime-metrics`), in Heroku's words.
+//! `log-runtime-metrics`), in Heroku's words; `labs:enable` also switches the general ones
+//! (`preboot`), as Heroku's API does.
 
 use dyno_api::{ApiClient, AppFeature};
 
@@ -17,7 +18,9 @@ fn show(app: &str, features: &[AppFeature]) -> String {
 }
 
 pub async fn list(api: &ApiClient, app: &str, json: bool) -> Result<(), String> {
-    let features = api.features(app).await.map_err(|e| e.to_string())?;
+    let mut features = api.features(app).await.map_err(|e| e.to_string())?;
+    // As Heroku's `labs`: the general features (`preboot`) are `heroku features`' list.
+    features.retain(|f| f.state != "general");
     out(json, &features, || show(app, &features));
     Ok(())
 }
