@@ -6,7 +6,6 @@
 //! dropped, and the rate they arrived at. No anchor: the figure is the drain's own throughput
 //! against what the worker printed.
 
-use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read};
 use std::net::{TcpListener, TcpStream};
 use std::process::Stdio;
@@ -236,7 +235,8 @@ fn read_frames(stream: TcpStream, received: Arc<Mutex<Received>>) {
     let mut len = Vec::with_capacity(8);
     let mut frame = Vec::with_capacity(256);
     let mut numbers: Vec<u64> = Vec::with_capacity(4096);
-    let mut notices: BTreeMap<String, u64> = BTreeMap::new();
+    // Every notice counts, also two with the same text (same count, same second).
+    let mut notices: Vec<(String, u64)> = Vec::new();
     let mut frames = 0u64;
     loop {
         len.clear();
@@ -267,7 +267,7 @@ fn read_frames(stream: TcpStream, received: Arc<Mutex<Received>>) {
                 .next()
                 .and_then(|c| c.parse::<u64>().ok())
                 .unwrap_or(0);
-            notices.insert(text[at..].trim().to_string(), count);
+            notices.push((text[at..].trim().to_string(), count));
         }
         if numbers.len() >= 4096 || reader.buffer().is_empty() {
             record(&received, &mut numbers, &mut notices, &mut frames);
@@ -279,7 +279,7 @@ fn read_frames(stream: TcpStream, received: Arc<Mutex<Received>>) {
 fn record(
     received: &Mutex<Received>,
     numbers: &mut Vec<u64>,
-    notices: &mut BTreeMap<String, u64>,
+    notices: &mut Vec<(String, u64)>,
     frames: &mut u64,
 ) {
     let now = Instant::now();
