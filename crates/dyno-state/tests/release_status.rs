@@ -159,6 +159,12 @@ fn a_rename_moves_everything_and_frees_the_old_name() {
     assert_eq!(store.drains(&new).unwrap().len(), 1);
     assert_eq!(store.dyno(dyno.id).unwrap().app, "new-name");
     store.integrity_check().unwrap();
+    // Not while a release of the app is pending.
+    let pending = store
+        .begin_release(&new, ReleaseChange::SetConfig(vec![kv("X", "1")]))
+        .unwrap();
+    assert_id(store.rename_app(&new, &app("third")), "conflict");
+    store.settle_release(&new, pending.version, true).unwrap();
     // The old name is free again.
     store.create_app(&old).unwrap();
     assert_eq!(store.releases(&old).unwrap().len(), 1);

@@ -404,12 +404,12 @@ impl Platform for DaemonApi {
         let mut name = name;
         if let Some(new_name) = update.name.as_deref().filter(|n| *n != name.as_str()) {
             let to = AppName::new(new_name)?;
-            match self.daemon.rename_app(name.as_str(), to.as_str()).await {
-                Err(e) if e.kind == dyno_error::ErrorKind::Conflict => {
-                    return Err(ApiError::name_taken(to.as_str()))
-                }
-                other => other?,
-            };
+            // Heroku's answer for a taken name is a 422 (the store refuses it too, in the
+            // rename's own transaction; any other conflict stays a 409).
+            if self.daemon.app(to.as_str()).await.is_ok() {
+                return Err(ApiError::name_taken(to.as_str()));
+            }
+            self.daemon.rename_app(name.as_str(), to.as_str()).await?;
             self.log_sessions.rename_app(&name, &to);
             name = to;
         }

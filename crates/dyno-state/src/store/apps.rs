@@ -126,8 +126,8 @@ impl Store {
     }
 
     /// `apps:rename`: every row keyed by the app's name follows it (releases, config vars,
-    /// formation, drains, domains, dynos); its id (`uuid`) stays. A name another app has is
-    /// refused (`conflict`), and nothing changes.
+    /// formation, drains, domains, dynos); its id (`uuid`) stays. A name another app has, or a
+    /// release of the app still pending, is refused (`conflict`), and nothing changes.
     pub fn rename_app(&mut self, from: &AppName, to: &AppName) -> Result<App, StateError> {
         self.write(|tx, _| {
             require_app(tx, from)?;
@@ -139,6 +139,20 @@ impl Store {
             if taken {
                 return Err(StateError::conflict(format!(
                     "an app named {to} already exists; choose another name"
+                )));
+            }
+            // A release phase settles its release under the app's name: not meanwhile.
+            let pending: Option<u32> = tx
+                .query_row(
+                    "SELECT version FROM releases WHERE app = ?1 AND status = 'pending'",
+                    [from.as_str()],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            if let Some(v) = pending {
+                return Err(StateError::conflict(format!(
+                    "the release command of v{v} of {from} is still running; rename the app \
+                     once it has ended (see `heroku releases -a {from}`)"
                 )));
             }
             // The foreign keys name `apps(name)` without ON UPDATE: checked at commit, once
