@@ -87,8 +87,22 @@ impl Daemon {
         let replaced = replaced_in_place(runtime, &formation, &release, preboot, |size| {
             self.options.size(size)
         });
+        // As a restart does: the replaced web dynos leave the router before they stop, and
+        // requests that find none up meanwhile wait for their successors (the router's boot
+        // wait) instead of getting H14, until this convergence is done.
+        let mut _starting_soon = None;
         if !replaced.is_empty() {
+            let web: Vec<String> = replaced
+                .iter()
+                .filter(|d| d.process == "web")
+                .map(|d| d.name.clone())
+                .collect();
+            _starting_soon = Some(runtime.web.announce_starting(web.len()));
+            runtime.web.withdraw(&web);
             drop(apps);
+            if !web.is_empty() {
+                tokio::time::sleep(ROUTER_DRAIN).await;
+            }
             stop_all(replaced).await;
             apps = self.apps.lock().await;
         }

@@ -89,6 +89,14 @@ impl Daemon {
             self.converge(to).await?;
             stop_all(formation).await;
         } else {
+            // Requests for the new name wait for its new web dynos meanwhile (not H14).
+            let web = formation.iter().filter(|d| d.process == "web").count();
+            let _starting_soon = self
+                .apps
+                .lock()
+                .await
+                .get(to)
+                .map(|runtime| runtime.web.announce_starting(web));
             stop_all(formation).await;
             self.converge(to).await?;
         }
