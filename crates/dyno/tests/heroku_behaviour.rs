@@ -171,8 +171,30 @@ fn preboot_is_an_app_feature_off_by_default_and_decides_the_handover() {
     let dir = app_dir("preboot", WEB);
     h.up.cli_succeeds(&["deploy", dir.to_str().unwrap(), "-a", APP]);
     h.wait_web_up(1);
-    // Off: the old web.1 is down before the new one is up.
-    h.ok(&["config:set", "ROUND=1", "-a", APP]);
+    // Off: the old web.1 is down before the new one is up; requests made meanwhile wait for
+    // the new one (the router's boot wait) rather than failing.
+    let statuses = std::sync::Mutex::new(Vec::new());
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let request =
+                format!("GET / HTTP/1.1\r\nHost: {APP}.localhost\r\nConnection: close\r\n\r\n");
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let raw = h.up.exchange(request.as_bytes(), Duration::from_secs(120));
+                let status = parse_reply(&raw).map_or(0, |r| r.status);
+                statuses.lock().unwrap().push(status);
+            }
+        });
+        h.ok(&["config:set", "ROUND=1", "-a", APP]);
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    });
+    let statuses = statuses.into_inner().unwrap();
+    assert!(!statuses.is_empty());
+    assert!(
+        statuses.iter().all(|s| *s == 200),
+        "every request answered by a dyno: {:?}",
+        statuses.iter().filter(|s| **s != 200).collect::<Vec<_>>()
+    );
     let (down, up) = web1_handover(&h, "ROUND");
     assert!(down < up, "without preboot the old web.1 stops first");
 
