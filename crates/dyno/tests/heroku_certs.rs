@@ -388,6 +388,19 @@ fn heroku_certs_serve_https_by_sni_and_bad_certificates_change_nothing() {
         &format!("SSL certificate {name} does not cover api.example.com"),
     );
     assert!(!h.ok(&["domains", "-a", APP]).contains("api.example.com"));
+
+    // apps:rename: the certificate goes along (the router's table is keyed by the name).
+    let out = h
+        .command(&["apps:rename", "certs-renamed", "-a", APP])
+        .current_dir(&h.home)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}\n{}", h.up.notes());
+    contains(&h.ok(&["certs", "-a", "certs-renamed"]), DOMAIN);
+    assert_eq!(
+        served_serial(&h, &pki, DOMAIN).as_deref(),
+        Some(pki.serial("www.crt").as_str())
+    );
 }
 
 #[test]

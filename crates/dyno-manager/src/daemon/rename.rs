@@ -1,7 +1,7 @@
 //! `heroku apps:rename NEW` (`PATCH /apps/OLD {"name": NEW}`): everything the app's name keys
 //! follows it — the store's rows, the daemon's runtime, the router's routes (`NEW.localhost`
-//! and the custom domains), the log hub's lines, tails, sessions and drains — and the old name
-//! is free at once, as on Heroku.
+//! and the custom domains) and SNI certificates, the log hub's lines, tails, sessions and
+//! drains — and the old name is free at once, as on Heroku.
 //!
 //! The formation's dynos restart under the new name: a dyno's definition carries its app's
 //! name (its supervisor records every incarnation under it, restarts and cycles with it) and
@@ -82,6 +82,9 @@ impl Daemon {
             }
         }
         self.route(&app);
+        // The router's SNI certificates are keyed by the app's name (the store's by its id).
+        self.certs.remove_app(from);
+        self.serve_certificates(to).await?;
         let deployed = self.current_release(to).await?.slug.is_some();
         self.routes.set_blank(to, !deployed);
 
