@@ -1,10 +1,13 @@
-//! `dyno bench drain`: log lines from one dyno to a syslog drain. A real `dyno serve` (in a
-//! throwaway lab namespace) runs one worker that prints `--lines` numbered lines (as fast as it
-//! can, or at `--rate` lines/s); the app has a `syslog://` drain to a receiver this bench runs
-//! on the lab's loopback, which reads the octet-counted RFC 5424 frames as fast as they come.
-//! Reported: the lines received and lost (by their numbers), what the `L10` notices said was
-//! dropped, and the rate they arrived at. No anchor: the figure is the drain's own throughput
-//! against what the worker printed.
+//! `dyno bench drain`: log lines from one dyno to a syslog drain, a tail, or `dyno up`'s stdout.
+//! A real `dyno serve` (in a throwaway lab namespace) runs one worker that prints `--lines`
+//! numbered lines (as fast as it can, or at `--rate` lines/s). With `--to syslog` the app has a
+//! `syslog://` drain to a receiver this bench runs on the lab's loopback, which reads the
+//! octet-counted RFC 5424 frames as fast as they come; with `--to tail` the bench reads a log
+//! session with `tail` over the API, the stream `heroku logs --tail` and `dyno logs --tail`
+//! read; with `--to up` the worker runs under `dyno up` (no daemon), whose stdout the bench reads
+//! through a pipe. Reported: the lines received and lost (by their numbers), what the
+//! `L10`/`L11` notices said was dropped, and the rate they arrived at. No anchor: the figure is the sink's own
+//! throughput against what the worker printed.
 
 use std::io::{BufRead, BufReader, Read};
 use std::net::{TcpListener, TcpStream};
@@ -20,8 +23,8 @@ use super::scale::{scale_app, spawn_serve, Daemon};
 
 #[derive(Args)]
 #[command(
-    after_help = "The last line is key=value pairs: lines (printed), received, lost, \
-    l10_dropped (the sum of the L10 notices' counts), lines_per_s (received, from the first \
+    after_help = "The last line is key=value pairs: to (the sink), lines (printed), received, \
+    lost, notice_dropped (the sum of the L10 or, for a tail, L11 notices' counts), lines_per_s (received, from the first \
     line's arrival to the last's), print_s (how long the worker took to print them, by \
     the arrival of its first and last line) and queue_lines (the drain's queue)."
 )]
@@ -35,6 +38,18 @@ pub struct DrainBench {
     /// How long to wait for more lines once none came (the drain's backoff is up to 30 s)
     #[arg(long, default_value_t = 5)]
     quiet_s: u64,
+    /// Where the lines go: a syslog drain, or a tail of the app's log over the API
+    #[arg(long, value_enum, default_value_t = Sink::Syslog)]
+    to: Sink,
+}
+
+/// The sink the bench measures.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Sink {
+    Syslog,
+    Tail,
+    /// `dyno up`'s stdout (its printer), read by the bench through a pipe.
+    Up,
 }
 
 const APP: &str = "drainbench";
@@ -88,6 +103,13 @@ pub fn run(args: DrainBench) -> Result<(), String> {
         std::thread::spawn(move || accept(listener, received));
     }
 
+    if args.to == Sink::Up {
+        let result = up_stdout(&args, &lab, &scratch, &app_dir);
+        drop(lab);
+        let _ = std::fs::remove_dir_all(&scratch);
+        println!("{}", result?);
+        return Ok(());
+    }
     let child = spawn_serve(&lab, &scratch, &[], Stdio::inherit())?;
     let daemon = Daemon { child, scratch };
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -140,18 +162,30 @@ async fn measure(
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     api.create_app(APP).await.map_err(|e| e.to_string())?;
-    api.add_drain(APP, &format!("syslog://127.0.0.1:{PORT}"))
-        .await
-        .map_err(|e| e.to_string())?;
+    let tail = match args.to {
+        Sink::Syslog => {
+            api.add_drain(APP, &format!("syslog://127.0.0.1:{PORT}"))
+                .await
+                .map_err(|e| e.to_string())?;
+            None
+        }
+        Sink::Tail => Some(tokio::spawn(follow(api.clone(), received.clone()))),
+        Sink::Up => return Err("dyno up is measured without a daemon".into()),
+    };
     let dir = app_dir.to_string_lossy().into_owned();
     api.deploy(APP, &dir).await.map_err(|e| e.to_string())?;
     eprintln!(
-        "bench drain: one worker prints {} lines{} to a syslog drain",
+        "bench drain: one worker prints {} lines{} to {}",
         args.lines,
         if args.rate == 0 {
             " as fast as it can".to_string()
         } else {
             format!(" at {} lines/s", args.rate)
+        },
+        match args.to {
+            Sink::Syslog => "a syslog drain",
+            Sink::Tail => "a tail of the app's log",
+            Sink::Up => "dyno up's stdout",
         }
     );
     scale_app(&api, APP, "worker", 1).await?;
@@ -180,6 +214,9 @@ async fn measure(
         }
     }
     scale_app(&api, APP, "worker", 0).await?;
+    if let Some(tail) = tail {
+        tail.abort();
+    }
     let r = received.lock().unwrap_or_else(|e| e.into_inner());
     let lost = args.lines - r.received;
     let span = match (r.first, r.last) {
@@ -195,16 +232,25 @@ async fn measure(
         eprintln!("bench drain: notice: {l10}");
     }
     eprintln!(
-        "bench drain: {} of {} lines in {span:.3} s over {} connection(s); {} lost, L10 said {}",
+        "bench drain: {} of {} lines in {span:.3} s over {} connection(s); {} lost, L10/L11 said {}",
         r.received, args.lines, r.connections, lost, r.l10_dropped
     );
     Ok(vec![
+        (
+            "to",
+            match args.to {
+                Sink::Syslog => "syslog",
+                Sink::Tail => "tail",
+                Sink::Up => "up",
+            }
+            .to_string(),
+        ),
         ("lines", args.lines.to_string()),
         ("rate", args.rate.to_string()),
         ("received", r.received.to_string()),
         ("lost", lost.to_string()),
         ("duplicates", r.duplicates.to_string()),
-        ("l10_dropped", r.l10_dropped.to_string()),
+        ("notice_dropped", r.l10_dropped.to_string()),
         ("lines_per_s", format!("{rate:.0}")),
         ("print_s", format!("{span:.3}")),
         (
@@ -214,6 +260,155 @@ async fn measure(
                 .to_string(),
         ),
     ])
+}
+
+/// `dyno up APP` in the lab, its stdout read through a pipe until every line came or none came
+/// for `--quiet-s`; then Ctrl-C (SIGINT) stops it. The result line.
+fn up_stdout(
+    args: &DrainBench,
+    lab: &Lab,
+    scratch: &std::path::Path,
+    app_dir: &std::path::Path,
+) -> Result<String, String> {
+    let exe = std::env::current_exe().map_err(|e| format!("find dyno: {e}"))?;
+    let mut command = std::process::Command::new(exe);
+    command
+        .arg("up")
+        .arg(app_dir)
+        .arg("--run-dir")
+        .arg(&lab.run_dir.0)
+        .arg("--state-dir")
+        .arg(scratch.join("state"))
+        .arg("--no-lxcfs")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    dyno_net::ns::command_in(&mut command, lab.host.netns(), None).map_err(|e| e.to_string())?;
+    let mut child = command.spawn().map_err(|e| format!("start dyno up: {e}"))?;
+    let stdout = child.stdout.take().ok_or("dyno up has no stdout")?;
+    let received = Arc::new(Mutex::new(Received {
+        seen: vec![false; args.lines as usize + 1],
+        connections: 1,
+        ..Received::default()
+    }));
+    let reader = {
+        let received = received.clone();
+        std::thread::spawn(move || {
+            let (mut numbers, mut notices, mut frames) = (Vec::new(), Vec::new(), 0u64);
+            let mut lines = BufReader::with_capacity(1 << 20, stdout);
+            let mut line = String::new();
+            while lines.read_line(&mut line).is_ok_and(|n| n > 0) {
+                count_line(&line, &mut numbers, &mut notices, &mut frames);
+                line.clear();
+                if numbers.len() >= 4096 || lines.buffer().is_empty() {
+                    record(&received, &mut numbers, &mut notices, &mut frames);
+                }
+            }
+            record(&received, &mut numbers, &mut notices, &mut frames);
+        })
+    };
+    eprintln!(
+        "bench drain: one worker prints {} lines to dyno up's stdout",
+        args.lines
+    );
+    let start = Instant::now();
+    let (mut last_count, mut last_change) = (0, Instant::now());
+    loop {
+        std::thread::sleep(Duration::from_millis(100));
+        let count = received.lock().unwrap_or_else(|e| e.into_inner()).received;
+        if count >= args.lines {
+            break;
+        }
+        if count != last_count {
+            (last_count, last_change) = (count, Instant::now());
+            continue;
+        }
+        // No more coming: quiet for `--quiet-s` after some came, or none in 120 s.
+        let quiet = last_change.elapsed() > Duration::from_secs(args.quiet_s);
+        if (count > 0 && quiet) || start.elapsed() > Duration::from_secs(120) {
+            break;
+        }
+    }
+    if let Some(pid) = rustix::process::Pid::from_raw(child.id() as i32) {
+        let _ = rustix::process::kill_process(pid, rustix::process::Signal::INT);
+    }
+    let _ = child.wait();
+    let _ = reader.join();
+    let r = received.lock().unwrap_or_else(|e| e.into_inner());
+    let span = match (r.first, r.last) {
+        (Some(a), Some(b)) => b.duration_since(a).as_secs_f64(),
+        _ => 0.0,
+    };
+    let rate = if span > 0.0 {
+        r.received as f64 / span
+    } else {
+        0.0
+    };
+    Ok(format!(
+        "to=up lines={} rate={} received={} lost={} duplicates={} notice_dropped={} \
+         lines_per_s={rate:.0} print_s={span:.3}",
+        args.lines,
+        args.rate,
+        r.received,
+        args.lines - r.received,
+        r.duplicates,
+        r.l10_dropped
+    ))
+}
+
+/// Counts one log line: a bench line's number, or an L10/L11 notice's dropped count.
+fn count_line(
+    text: &str,
+    numbers: &mut Vec<u64>,
+    notices: &mut Vec<(String, u64)>,
+    frames: &mut u64,
+) {
+    *frames += 1;
+    if let Some(at) = text.find(MARK) {
+        if let Ok(number) = text[at + MARK.len()..].trim().parse::<u64>() {
+            numbers.push(number);
+        }
+    } else if let Some(count) = dropped_by(text, "Error L10")
+        .or_else(|| dropped_by(text, "Error L11 (Tail buffer overflow)"))
+    {
+        notices.push((text.trim().to_string(), count));
+    }
+}
+
+/// Reads a tail of the app's log (from now on) and counts its lines as the receiver does.
+async fn follow(api: ApiClient, received: Arc<Mutex<Received>>) {
+    let query = dyno_api::LogQuery {
+        n: Some(1),
+        ps: None,
+        source: None,
+        tail: true,
+    };
+    received
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .connections += 1;
+    let (mut numbers, mut notices, mut frames) = (Vec::new(), Vec::new(), 0u64);
+    let tailed = api
+        .tail_logs(APP, &query, |lines| {
+            for text in lines {
+                count_line(text, &mut numbers, &mut notices, &mut frames);
+            }
+            record(&received, &mut numbers, &mut notices, &mut frames);
+        })
+        .await;
+    if let Err(e) = tailed {
+        eprintln!("bench drain: the tail ended: {e}");
+    }
+}
+
+/// The count of lines a Heroku notice (`Error L10 …`, `Error L11 …`) says were dropped: the
+/// first number after its code.
+fn dropped_by(text: &str, code: &str) -> Option<u64> {
+    let rest = &text[text.find(code)? + code.len()..];
+    rest.split(|c: char| !c.is_ascii_digit())
+        .find(|w| !w.is_empty())?
+        .parse()
+        .ok()
 }
 
 fn accept(listener: TcpListener, received: Arc<Mutex<Received>>) {
