@@ -219,15 +219,7 @@ async fn measure(
     }
     let r = received.lock().unwrap_or_else(|e| e.into_inner());
     let lost = args.lines - r.received;
-    let span = match (r.first, r.last) {
-        (Some(a), Some(b)) => b.duration_since(a).as_secs_f64(),
-        _ => 0.0,
-    };
-    let rate = if span > 0.0 {
-        r.received as f64 / span
-    } else {
-        0.0
-    };
+    let (span, rate) = r.span_and_rate();
     for l10 in &r.l10_lines {
         eprintln!("bench drain: notice: {l10}");
     }
@@ -335,15 +327,7 @@ fn up_stdout(
     let _ = child.wait();
     let _ = reader.join();
     let r = received.lock().unwrap_or_else(|e| e.into_inner());
-    let span = match (r.first, r.last) {
-        (Some(a), Some(b)) => b.duration_since(a).as_secs_f64(),
-        _ => 0.0,
-    };
-    let rate = if span > 0.0 {
-        r.received as f64 / span
-    } else {
-        0.0
-    };
+    let (span, rate) = r.span_and_rate();
     Ok(format!(
         "to=up lines={} rate={} received={} lost={} duplicates={} notice_dropped={} \
          lines_per_s={rate:.0} print_s={span:.3}",
@@ -354,6 +338,22 @@ fn up_stdout(
         r.duplicates,
         r.l10_dropped
     ))
+}
+
+impl Received {
+    /// Seconds from the first line's arrival to the last's, and lines received per second.
+    fn span_and_rate(&self) -> (f64, f64) {
+        let span = match (self.first, self.last) {
+            (Some(a), Some(b)) => b.duration_since(a).as_secs_f64(),
+            _ => 0.0,
+        };
+        let rate = if span > 0.0 {
+            self.received as f64 / span
+        } else {
+            0.0
+        };
+        (span, rate)
+    }
 }
 
 /// Counts one log line: a bench line's number, or an L10/L11 notice's dropped count.
