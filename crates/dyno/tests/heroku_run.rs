@@ -220,12 +220,17 @@ fn a_one_off_ends_when_its_client_leaves() {
     require_root();
     let h = deployed("hrun-leave");
     let mut client = h
-        .command(&["run", "-a", APP, "--", "sleep 600"])
+        .command(&["run", "-a", APP, "--", "echo attached; sleep 600"])
         .stdin(Stdio::piped())
-        .stdout(Stdio::null())
+        .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
+    // The one-off's first output has come through: the client is attached (it may be up
+    // before the client has claimed it).
+    let mut first = [0u8; 8];
+    std::io::Read::read_exact(client.stdout.as_mut().unwrap(), &mut first).unwrap();
+    assert_eq!(&first, b"attached");
     let one_off_up = || {
         let dynos = h.dyno_json(&["ps", "-a", APP, "--json"]);
         dynos
@@ -234,9 +239,7 @@ fn a_one_off_ends_when_its_client_leaves() {
             .iter()
             .any(|d| d["name"] == "run.1" && d["state"] == "up")
     };
-    poll_until(Duration::from_secs(30), Duration::from_millis(200), || {
-        one_off_up().then_some(()).ok_or("run.1 not up".to_string())
-    });
+    assert!(one_off_up());
     client.kill().unwrap();
     client.wait().unwrap();
     poll_until(Duration::from_secs(30), Duration::from_millis(200), || {
