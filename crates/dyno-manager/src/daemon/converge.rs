@@ -100,6 +100,7 @@ impl Daemon {
             _starting_soon = Some(runtime.web.announce_starting(web.len()));
             runtime.web.withdraw(&web);
             drop(apps);
+            let _held = StopsHeld::new(replaced.len());
             if !web.is_empty() {
                 tokio::time::sleep(ROUTER_DRAIN).await;
             }
@@ -253,6 +254,7 @@ impl Daemon {
             .collect();
         let all: Vec<Running> = runtimes.into_iter().flat_map(|r| r.dynos).collect();
         stop_all(all).await;
+        wait_for_stops().await;
         drop(crate::lock(&self.cpu_placer).take());
         self.machine.shut_down();
         // Sandbox state of stopped dynos only: the store keeps what must survive.
@@ -303,9 +305,50 @@ fn replaced_in_place(
 pub(super) async fn stop_all(dynos: Vec<Running>) {
     let stops: Vec<_> = dynos
         .into_iter()
-        .map(|d| tokio::spawn(d.handle.stop()))
+        .map(|d| {
+            let held = StopsHeld::new(1);
+            tokio::spawn(async move {
+                d.handle.stop().await;
+                drop(held);
+            })
+        })
         .collect();
     for s in stops {
         let _ = s.await;
     }
+}
+
+/// Counts `n` dyno stops as under way until dropped: taken by code that takes dynos out of an
+/// app's list and waits before it stops them (a restart's drain), so that a shutdown meanwhile
+/// still waits for them.
+pub(super) struct StopsHeld(usize);
+
+impl StopsHeld {
+    pub(super) fn new(n: usize) -> StopsHeld {
+        stops_in_flight().send_modify(|count| *count += n);
+        StopsHeld(n)
+    }
+}
+
+impl Drop for StopsHeld {
+    fn drop(&mut self) {
+        let n = self.0;
+        stops_in_flight().send_modify(|count| *count -= n);
+    }
+}
+
+/// How many dyno stops are under way in this process. Some take their dynos out of the app's
+/// list first (a restart, a one-off whose client left): a daemon that shuts down meanwhile
+/// waits for them too ([`wait_for_stops`]), or its exit would cut their teardown off half-way
+/// and leave their cgroup and network behind.
+fn stops_in_flight() -> &'static tokio::sync::watch::Sender<usize> {
+    static IN_FLIGHT: std::sync::OnceLock<tokio::sync::watch::Sender<usize>> =
+        std::sync::OnceLock::new();
+    IN_FLIGHT.get_or_init(|| tokio::sync::watch::channel(0).0)
+}
+
+/// Until no dyno stop is under way in this process.
+pub(super) async fn wait_for_stops() {
+    let mut stops = stops_in_flight().subscribe();
+    let _ = stops.wait_for(|n| *n == 0).await;
 }

@@ -416,6 +416,7 @@ impl Daemon {
             (stop, starting_soon)
         };
         let (stopping, _starting_soon) = stopping;
+        let _held = converge::StopsHeld::new(stopping.len());
         if stopping.iter().any(|d| d.process == "web") {
             // Requests the router sent them just before they left its table finish before
             // SIGTERM (most take milliseconds; a longer one is the dyno's to finish in its
