@@ -7,6 +7,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use dyno_error::ErrorKind;
 use dyno_router::{parse_certificate, SniCertificate};
 use dyno_state::model::SniEndpoint;
+use dyno_state::{AppName, StateError, Store};
 
 use super::{app_name, Daemon, DaemonError};
 
@@ -75,14 +76,10 @@ impl Daemon {
         chain: String,
         key: String,
     ) -> Result<Parsed, DaemonError> {
-        let app = app_name(name)?;
-        let cert = Self::check_certificate(&chain, &key)?;
-        self.check_names_are_ours(name, &cert).await?;
-        let stored = self
-            .with_store(move |s| s.add_sni_endpoint(&app, &chain, &key))
-            .await?;
-        self.serve_certificates(name).await?;
-        Ok((stored, Some(cert)))
+        self.store_checked(name, chain, key, |s, app, chain, key| {
+            s.add_sni_endpoint(app, chain, key)
+        })
+        .await
     }
 
     /// `certs:update`: a new chain and key for the endpoint (name or id).
@@ -93,11 +90,28 @@ impl Daemon {
         chain: String,
         key: String,
     ) -> Result<Parsed, DaemonError> {
+        self.store_checked(name, chain, key, move |s, app, chain, key| {
+            s.update_sni_endpoint(app, &which, chain, key)
+        })
+        .await
+    }
+
+    /// A chain and key checked (they parse, match, have not expired, name no other app's
+    /// domain), written by `write`, and the app's certificates served again.
+    async fn store_checked(
+        &self,
+        name: &str,
+        chain: String,
+        key: String,
+        write: impl FnOnce(&mut Store, &AppName, &str, &str) -> Result<SniEndpoint, StateError>
+            + Send
+            + 'static,
+    ) -> Result<Parsed, DaemonError> {
         let app = app_name(name)?;
         let cert = Self::check_certificate(&chain, &key)?;
         self.check_names_are_ours(name, &cert).await?;
         let stored = self
-            .with_store(move |s| s.update_sni_endpoint(&app, &which, &chain, &key))
+            .with_store(move |s| write(s, &app, &chain, &key))
             .await?;
         self.serve_certificates(name).await?;
         Ok((stored, Some(cert)))
