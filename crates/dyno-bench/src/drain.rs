@@ -154,13 +154,7 @@ async fn measure(
     received: &Arc<Mutex<Received>>,
 ) -> Result<Vec<(&'static str, String)>, String> {
     let api = ApiClient::unix(socket);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while api.list_apps().await.is_err() {
-        if Instant::now() > deadline {
-            return Err("dyno serve did not answer within 30 s".into());
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    super::scale::wait_for_api(&api).await?;
     api.create_app(APP).await.map_err(|e| e.to_string())?;
     let tail = match args.to {
         Sink::Syslog => {

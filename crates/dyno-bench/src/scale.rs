@@ -104,6 +104,18 @@ pub(super) fn spawn_serve(
     cmd.spawn().map_err(|e| format!("start dyno serve: {e}"))
 }
 
+/// Until the daemon's API answers (30 s at most).
+pub(super) async fn wait_for_api(api: &ApiClient) -> Result<(), String> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while api.list_apps().await.is_err() {
+        if Instant::now() > deadline {
+            return Err("dyno serve did not answer within 30 s".into());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(())
+}
+
 pub fn run(args: ScaleBench) -> Result<(), String> {
     let app_dir = args
         .app_dir
@@ -199,13 +211,7 @@ async fn measure(
     lab: &mut Lab,
 ) -> Result<Vec<(&'static str, String)>, String> {
     let api = ApiClient::unix(socket);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while api.list_apps().await.is_err() {
-        if Instant::now() > deadline {
-            return Err("dyno serve did not answer within 30 s".into());
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_for_api(&api).await?;
     api.create_app(APP).await.map_err(|e| e.to_string())?;
     let dir = app_dir.to_string_lossy().into_owned();
     api.deploy(APP, &dir).await.map_err(|e| e.to_string())?;

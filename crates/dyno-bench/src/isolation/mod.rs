@@ -237,13 +237,7 @@ fn measure(
 
 /// Both apps created, deployed, the victim's web up, the abuser's worker at 0.
 pub(super) async fn setup(api: &ApiClient, scratch: &Path) -> Result<(), String> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while api.list_apps().await.is_err() {
-        if Instant::now() > deadline {
-            return Err("dyno serve did not answer within 30 s".into());
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    crate::scale::wait_for_api(api).await?;
     for app in [VICTIM, ABUSER] {
         api.create_app(app).await.map_err(|e| e.to_string())?;
         let dir = scratch.join(app).to_string_lossy().into_owned();
