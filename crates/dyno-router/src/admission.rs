@@ -2,8 +2,9 @@
 //! HTTP/1 and HTTP/2. The `Host` picks the app; then the app's state: maintenance (H80), never
 //! deployed (H81), no web dyno up (H10 when one crashed; while some are starting the request
 //! waits up to `boot_wait` for one, then H20; else H14), too many requests waiting (H11, the
-//! ones waiting for a boot included). A request refused before it has an app (bad `Host`, no such app, a bad `Expect`)
-//! gets no router log line; every other one gets one, through the [`Ctx`] made here.
+//! ones waiting for a boot included). A request refused before it has an app (bad `Host`, no
+//! such app, a bad `Expect`) gets no router log line; every other one gets one, through the
+//! [`Ctx`] made here.
 
 use std::sync::Arc;
 use std::time::Instant;
