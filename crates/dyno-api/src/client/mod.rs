@@ -17,6 +17,7 @@ use tokio::net::{TcpStream, UnixStream};
 
 use crate::error::ApiError;
 
+mod builds;
 mod resources;
 
 /// The daemon's default API socket.
@@ -128,7 +129,7 @@ impl ApiClient {
         self.send_json(Method::PATCH, path, body).await
     }
 
-    async fn send_json<B: Serialize + ?Sized, T: DeserializeOwned>(
+    pub(super) async fn send_json<B: Serialize + ?Sized, T: DeserializeOwned>(
         &self,
         method: Method,
         path: &str,

@@ -51,6 +51,9 @@ pub(super) async fn app_route<P: Platform>(
             list(range, &empty, &["id"])
         }
         (["addons"] | ["addon-attachments"] | ["collaborators"], _) => Err(not_allowed("GET")),
+        (["sources"] | ["builds", ..] | ["build-cache"] | ["buildpack-installations"], _) => {
+            super::builds::app_build_route(req, platform, name, rest, path, range).await
+        }
         (["sni-endpoints", ..], _) => {
             super::sni_endpoints::sni_route(req, platform, name, rest, method, path, range).await
         }

@@ -130,7 +130,7 @@ pub(super) async fn stream<P: Platform>(
             }
         });
     }
-    let mut resp = Response::new(EventBody(rx).boxed());
+    let mut resp = Response::new(ChannelBody(rx).boxed());
     let headers = resp.headers_mut();
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
     headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
@@ -151,10 +151,10 @@ fn push_event(out: &mut Vec<u8>, id: u64, line: &str) {
     out.push(b'\n');
 }
 
-/// A body of frames made by a task.
-struct EventBody(mpsc::Receiver<Bytes>);
+/// A body of frames made by a task (log sessions, build output).
+pub(super) struct ChannelBody(pub(super) mpsc::Receiver<Bytes>);
 
-impl hyper::body::Body for EventBody {
+impl hyper::body::Body for ChannelBody {
     type Data = Bytes;
     type Error = std::convert::Infallible;
 

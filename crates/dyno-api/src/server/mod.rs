@@ -4,6 +4,7 @@
 
 mod app_routes;
 pub mod attach;
+pub mod builds;
 pub mod log_sessions;
 mod routes;
 pub mod sni_endpoints;
@@ -352,6 +353,97 @@ pub trait Platform: Send + Sync + 'static {
     ) -> impl Future<Output = Result<AppFeature, ApiError>> + Send {
         let _ = (name, feature, update);
         async { Err(not_here("labs features")) }
+    }
+    /// `POST /apps/{app}/sources`: a new upload slot; its secret (the last segment of its
+    /// `put_url` and `get_url`).
+    fn create_source(
+        &self,
+        name: AppName,
+    ) -> impl Future<Output = Result<String, ApiError>> + Send {
+        let _ = name;
+        async { Err(not_here("source uploads")) }
+    }
+    /// `PUT /sources/{secret}`: store the upload (all of it, or nothing when it breaks off);
+    /// `404` for an unknown secret.
+    fn put_source(
+        &self,
+        secret: String,
+        chunks: builds::SourceChunks,
+    ) -> impl Future<Output = Result<(), ApiError>> + Send {
+        let _ = (secret, chunks);
+        async { Err(not_here("source uploads")) }
+    }
+    /// `GET /sources/{secret}`: the uploaded archive.
+    fn get_source(
+        &self,
+        secret: String,
+    ) -> impl Future<Output = Result<bytes::Bytes, ApiError>> + Send {
+        let _ = secret;
+        async { Err(not_here("source uploads")) }
+    }
+    /// `POST /apps/{app}/builds`: starts a build (it runs on after the answer, `pending`);
+    /// `base` is the API's own URL, for the build's `output_stream_url`.
+    fn create_build(
+        &self,
+        name: AppName,
+        build: builds::BuildCreate,
+        base: String,
+    ) -> impl Future<Output = Result<builds::Build, ApiError>> + Send {
+        let _ = (name, build, base);
+        async { Err(not_here("builds")) }
+    }
+    /// The app's builds, oldest first.
+    fn builds(
+        &self,
+        name: AppName,
+        base: String,
+    ) -> impl Future<Output = Result<Vec<builds::Build>, ApiError>> + Send {
+        let _ = (name, base);
+        async { Err(not_here("builds")) }
+    }
+    /// One build by id; `404` for an unknown one.
+    fn build(
+        &self,
+        name: AppName,
+        id: String,
+        base: String,
+    ) -> impl Future<Output = Result<builds::Build, ApiError>> + Send {
+        let _ = (name, id, base);
+        async { Err(not_here("builds")) }
+    }
+    /// `GET /build-outputs/{secret}`: the build's output so far, then the rest until it ends.
+    fn build_output(
+        &self,
+        secret: String,
+    ) -> impl Future<Output = Result<tokio::sync::mpsc::Receiver<bytes::Bytes>, ApiError>> + Send
+    {
+        let _ = secret;
+        async { Err(not_here("builds")) }
+    }
+    /// `DELETE /apps/{app}/build-cache`.
+    fn purge_build_cache(
+        &self,
+        name: AppName,
+    ) -> impl Future<Output = Result<(), ApiError>> + Send {
+        let _ = name;
+        async { Err(not_here("build caches")) }
+    }
+    /// The app's buildpacks, in order.
+    fn buildpacks(
+        &self,
+        name: AppName,
+    ) -> impl Future<Output = Result<Vec<builds::BuildpackInstallation>, ApiError>> + Send {
+        let _ = name;
+        async { Err(not_here("buildpacks")) }
+    }
+    /// Replace the app's buildpacks (`[]` clears them: detection again).
+    fn set_buildpacks(
+        &self,
+        name: AppName,
+        urls: Vec<String>,
+    ) -> impl Future<Output = Result<Vec<builds::BuildpackInstallation>, ApiError>> + Send {
+        let _ = (name, urls);
+        async { Err(not_here("buildpacks")) }
     }
 }
 

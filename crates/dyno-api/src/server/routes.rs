@@ -51,6 +51,15 @@ async fn route<P: Platform>(
         }
         return super::log_sessions::stream(platform, secret, req.headers()).await;
     }
+    // Source uploads and build outputs: their URLs are their credentials, as Heroku's are.
+    if let Some(secret) = req.uri().path().strip_prefix("/sources/") {
+        let secret = secret.to_string();
+        return super::builds::source_route(req, platform, &secret).await;
+    }
+    if let Some(secret) = req.uri().path().strip_prefix("/build-outputs/") {
+        let secret = secret.to_string();
+        return super::builds::output_route(req, platform, &secret).await;
+    }
     if let Some(token) = token {
         if !authorized(req.headers(), token) {
             return Err((ApiError::unauthorized(), None));
