@@ -66,7 +66,12 @@ pub fn build(spec: &SandboxSpec, state: &StateDir) -> SysResult<()> {
     let tmpfs_size = tmpfs_bytes(spec);
     let layer = ephemeral_layer(state, tmpfs_size)?;
     etc_files(state, &layer, &root)?;
-    app(spec, &layer, &root)?;
+    if !spec.binds.iter().any(|b| b.target == "app") {
+        app(spec, &layer, &root)?;
+    }
+    for bind in &spec.binds {
+        bind_dir(bind, &root)?;
+    }
     let proc = inside(&root, "proc", 0o555)?;
     mount(
         Some("proc"),
@@ -142,6 +147,38 @@ fn bind_read_only(source: &Path, target: &Path) -> SysResult<()> {
         None,
     )?;
     mount(None, target, None, RO_BIND, None)
+}
+
+/// A [`crate::spec::Bind`]: the host directory at a top-level name, read-only unless
+/// writable, never with setuid files or devices. Names with a slash or `..` are refused: a
+/// bind may not cover a part of the stack.
+fn bind_dir(bind: &crate::spec::Bind, root: &Path) -> SysResult<()> {
+    let name = bind.target.as_str();
+    if name.is_empty() || name.contains('/') || name == "." || name == ".." {
+        return io_context(
+            || format!("bind {} at /{name}", bind.source.display()),
+            Err(std::io::Error::other("a bind's target must be one top-level name")),
+        );
+    }
+    let target = inside(root, name, 0o755)?;
+    if !bind.writable {
+        return bind_read_only(&bind.source, &target);
+    }
+    let source = bind.source.to_string_lossy();
+    mount(
+        Some(&source),
+        &target,
+        None,
+        libc::MS_BIND | libc::MS_REC,
+        None,
+    )?;
+    mount(
+        None,
+        &target,
+        None,
+        libc::MS_BIND | libc::MS_REMOUNT | libc::MS_NOSUID | libc::MS_NODEV,
+        None,
+    )
 }
 
 /// The tmpfs behind the dyno's writable files (the `/app` layer and its own `/etc` files),

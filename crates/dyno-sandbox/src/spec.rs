@@ -47,6 +47,30 @@ pub struct SandboxSpec {
     /// gets it as its controlling terminal.
     #[serde(default)]
     pub terminal: bool,
+    /// Host directories shown at top-level paths of the dyno (a build's `/app`, `/cache`,
+    /// `/env`, `/buildpacks`). A bind at `/app` replaces the overlay: the build writes the
+    /// slug itself.
+    #[serde(default)]
+    pub binds: Vec<Bind>,
+}
+
+/// One host directory bound into the dyno.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Bind {
+    pub source: PathBuf,
+    /// A top-level name inside the dyno: `app`, `cache` (no slashes).
+    pub target: String,
+    pub writable: bool,
+}
+
+impl Bind {
+    pub fn new(source: impl Into<PathBuf>, target: &str, writable: bool) -> Bind {
+        Bind {
+            source: source.into(),
+            target: target.to_owned(),
+            writable,
+        }
+    }
 }
 
 /// The system-call filter of one dyno.

@@ -223,6 +223,8 @@ pub struct DynoDef {
     /// An attached one-off's standard streams (`heroku run`); `None`: its output goes to the
     /// app's log.
     pub attachment: Option<Attachment>,
+    /// Host directories bound into the dyno (a build's; see [`dyno_sandbox::spec::Bind`]).
+    pub binds: Vec<dyno_sandbox::spec::Bind>,
 }
 
 /// The dyno's ends of an attached one-off's streams (see [`dyno_sandbox::terminal`]), shared by

@@ -152,6 +152,7 @@ impl DynoHost for LinuxHost {
             seccomp: self.seccomp.clone(),
             proc_view: self.proc_view.clone(),
             terminal: attached.as_ref().is_some_and(|a| a.terminal),
+            binds: def.binds.clone(),
         };
         let started = launch::prepare(&state, &spec)
             .map_err(StartError::from)

@@ -36,6 +36,7 @@ fn def(process: &str, restart: bool) -> DynoDef {
         restart,
         size: DynoSize::STANDARD_1X,
         attachment: None,
+        binds: Vec::new(),
     }
 }
 

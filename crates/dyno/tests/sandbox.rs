@@ -80,6 +80,7 @@ impl Bench {
             seccomp: Default::default(),
             proc_view: None,
             terminal: false,
+            binds: Vec::new(),
         }
     }
 

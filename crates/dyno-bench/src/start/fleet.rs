@@ -71,6 +71,7 @@ impl Fleet {
                 restart: false,
                 size: DynoSize::STANDARD_1X,
                 attachment: None,
+                binds: Vec::new(),
             };
             let started = Instant::now();
             let handle = supervisor::start(fleet.platform.clone(), def);

@@ -451,6 +451,7 @@ impl OneShot<'_> {
             },
             proc_view: None,
             terminal: false,
+            binds: Vec::new(),
         };
         launch::prepare(&self.state, &spec).map_err(|e| e.to_string())?;
         let t_prepare = Instant::now();

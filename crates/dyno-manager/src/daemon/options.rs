@@ -65,6 +65,7 @@ impl DaemonOptions {
             restart: slot.restart,
             size: slot.size,
             attachment: None,
+            binds: Vec::new(),
         }
     }
 
