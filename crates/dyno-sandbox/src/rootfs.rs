@@ -157,7 +157,9 @@ fn bind_dir(bind: &crate::spec::Bind, root: &Path) -> SysResult<()> {
     if name.is_empty() || name.contains('/') || name == "." || name == ".." {
         return io_context(
             || format!("bind {} at /{name}", bind.source.display()),
-            Err(std::io::Error::other("a bind's target must be one top-level name")),
+            Err(std::io::Error::other(
+                "a bind's target must be one top-level name",
+            )),
         );
     }
     let target = inside(root, name, 0o755)?;

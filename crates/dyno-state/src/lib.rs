@@ -89,11 +89,13 @@ pub mod validate;
 
 pub use error::StateError;
 pub use model::{
-    App, Config, DestroyedApp, Drain, Dyno, DynoState, DynoUpdate, FormationEntry, Lease, NetNames,
-    NewDyno, NewRelease, ProcessTypes, Release, ReleaseStatus, ScaleChange, Slug, SniEndpoint,
+    App, Build, BuildStatus, Config, DestroyedApp, Drain, Dyno, DynoState, DynoUpdate,
+    FormationEntry, Lease, NetNames, NewDyno, NewRelease, ProcessTypes, Release, ReleaseStatus,
+    ScaleChange, Slug, SniEndpoint,
 };
 pub use store::{
-    Phase, ReleaseChange, Store, StoreOptions, DB_FILE, DEFAULT_DATA_DIR, DEFAULT_POOL, SLUGS_DIR,
+    NewBuild, Phase, ReleaseChange, Store, StoreOptions, DB_FILE, DEFAULT_DATA_DIR, DEFAULT_POOL,
+    SLUGS_DIR,
 };
 pub use validate::{
     AppName, ConfigKey, ConfigValue, DrainScheme, DrainTarget, DrainUrl, Hostname, ProcessType,

@@ -329,3 +329,51 @@ pub struct DestroyedApp {
     pub slugs: Vec<PathBuf>,
     pub drains: Vec<Drain>,
 }
+
+/// A build of an app (Heroku's `/apps/{app}/builds`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Build {
+    /// A UUID.
+    pub id: String,
+    /// The app's name (as it is now).
+    pub app: String,
+    pub app_uuid: String,
+    pub status: BuildStatus,
+    pub source_url: String,
+    /// What names the source (a commit).
+    pub source_version: Option<String>,
+    /// The buildpacks it ran (or was asked to run), in order.
+    pub buildpacks: Vec<String>,
+    /// The last part of its `output_stream_url`: the output's credential.
+    pub output_secret: String,
+    /// The release it made, when it succeeded.
+    pub release_version: Option<u32>,
+    pub created_at_ms: i64,
+    pub updated_at_ms: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BuildStatus {
+    Pending,
+    Succeeded,
+    Failed,
+}
+
+impl BuildStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BuildStatus::Pending => "pending",
+            BuildStatus::Succeeded => "succeeded",
+            BuildStatus::Failed => "failed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<BuildStatus> {
+        match s {
+            "pending" => Some(BuildStatus::Pending),
+            "succeeded" => Some(BuildStatus::Succeeded),
+            "failed" => Some(BuildStatus::Failed),
+            _ => None,
+        }
+    }
+}

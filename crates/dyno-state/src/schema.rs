@@ -9,7 +9,7 @@ use rusqlite::{Connection, TransactionBehavior};
 use crate::error::StateError;
 use std::path::Path;
 
-pub const MIGRATIONS: &[&str] = &[V1, V2, SNI_ENDPOINTS, RELEASE_STATUS_AND_PREBOOT];
+pub const MIGRATIONS: &[&str] = &[V1, V2, SNI_ENDPOINTS, RELEASE_STATUS_AND_PREBOOT, BUILDS];
 
 /// The schema version this build writes.
 pub fn latest() -> i64 {
@@ -179,6 +179,38 @@ BEGIN
     SELECT RAISE(ABORT, 'a release status changes once, from pending');
 END;
 ALTER TABLE apps ADD COLUMN preboot INTEGER NOT NULL DEFAULT 0 CHECK (preboot IN (0, 1));
+"#;
+
+/// Builds (Heroku's `/apps/{app}/builds`) and the app's buildpacks (`heroku buildpacks`),
+/// keyed to the app's uuid so a rename keeps them. At most one build of an app is `pending`
+/// (the partial unique index): a second push waits for none, it is refused. A build's status
+/// changes once, from `pending`. Its output is a file of the data dir, not a row.
+const BUILDS: &str = r#"
+CREATE TABLE builds (
+    id              TEXT PRIMARY KEY,
+    app_uuid        TEXT NOT NULL REFERENCES apps(uuid) ON DELETE CASCADE,
+    status          TEXT NOT NULL CHECK (status IN ('pending', 'succeeded', 'failed')),
+    source_url      TEXT NOT NULL,
+    source_version  TEXT,
+    buildpacks      TEXT NOT NULL,   -- JSON array of the buildpack URLs it ran
+    output_secret   TEXT NOT NULL UNIQUE,
+    release_version INTEGER,
+    created_at      INTEGER NOT NULL,
+    updated_at      INTEGER NOT NULL
+) STRICT;
+CREATE INDEX builds_by_app ON builds(app_uuid, created_at);
+CREATE UNIQUE INDEX one_pending_build_per_app ON builds(app_uuid) WHERE status = 'pending';
+CREATE TRIGGER build_status_settles_once BEFORE UPDATE OF status ON builds
+WHEN OLD.status != 'pending' OR NEW.status = 'pending'
+BEGIN
+    SELECT RAISE(ABORT, 'a build status changes once, from pending');
+END;
+CREATE TABLE buildpack_installations (
+    app_uuid TEXT NOT NULL REFERENCES apps(uuid) ON DELETE CASCADE,
+    ordinal  INTEGER NOT NULL CHECK (ordinal >= 0),
+    url      TEXT NOT NULL,
+    PRIMARY KEY (app_uuid, ordinal)
+) STRICT;
 "#;
 
 /// Runs the migrations the database has not seen yet.

@@ -1,11 +1,13 @@
 //! [`Store`]: the SQLite database in the data dir, opened once by the daemon.
 
 mod apps;
+mod builds;
 mod certs;
 mod drains;
 mod dynos;
 mod releases;
 
+pub use builds::NewBuild;
 pub use releases::{Phase, ReleaseChange};
 
 use std::fs::DirBuilder;
