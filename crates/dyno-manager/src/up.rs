@@ -358,6 +358,7 @@ pub async fn run(
         ]),
         lxcfs_dir: options.lxcfs_dir.clone(),
         cpu_reserve: options.cpu_reserve,
+        build: Default::default(),
     })
     .await
     .map_err(|e| UpError::Network(e.to_string()))?;

@@ -47,7 +47,10 @@ fn one_pending_build_per_app_and_a_status_that_settles_once() {
         .unwrap();
     assert_eq!(again, done);
     assert_eq!(
-        store.build_by_output_secret(&first.output_secret).unwrap().id,
+        store
+            .build_by_output_secret(&first.output_secret)
+            .unwrap()
+            .id,
         first.id
     );
     // The next build of the app may start now.
@@ -68,7 +71,10 @@ fn buildpacks_are_replaced_whole_and_go_with_the_app() {
     let a = app("bp-app");
     store.create_app(&a).unwrap();
     assert!(store.buildpacks(&a).unwrap().is_empty());
-    let urls = vec!["https://example.com/a.tgz".to_string(), "/srv/bp/b".to_string()];
+    let urls = vec![
+        "https://example.com/a.tgz".to_string(),
+        "/srv/bp/b".to_string(),
+    ];
     assert_eq!(store.set_buildpacks(&a, &urls).unwrap(), urls);
     assert_eq!(store.buildpacks(&a).unwrap(), urls);
     assert_eq!(store.set_buildpacks(&a, &urls[1..]).unwrap(), &urls[1..]);

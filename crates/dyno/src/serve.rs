@@ -162,6 +162,7 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
         seccomp: SeccompAdditions::new(args.seccomp_allow),
         lxcfs_dir: args.lxcfs.dir(),
         cpu_reserve: args.cpu.cpu_reserve,
+        build: Default::default(),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -6,6 +6,7 @@ use std::path::Path;
 use std::time::UNIX_EPOCH;
 
 use dyno_api::heroku::{Account, Domain, DomainCreate, Ref, ReleaseName, UserRef};
+use dyno_api::server::builds::{Build, BuildCreate, BuildpackInstallation, SourceChunks};
 use dyno_api::server::sni_endpoints::{DomainUpdate, SniEndpoint, SniEndpointCreate};
 use dyno_api::{
     ApiError, App, AppFeature, AppFeatureUpdate, AppName, AppUpdate, Deploy, Dyno, DynoCreate,
@@ -92,6 +93,10 @@ impl DaemonApi {
 
     async fn owner(&self) -> Result<UserRef, ApiError> {
         Ok(self.the_account().await?.as_owner())
+    }
+
+    pub(super) async fn owner_ref(&self) -> Result<UserRef, ApiError> {
+        self.owner().await
     }
 
     pub(super) async fn app_ref(
@@ -232,6 +237,58 @@ impl Platform for DaemonApi {
     ) -> Result<Domain, ApiError> {
         let all = self.domains(name.clone()).await?;
         self.update_domain_out(name, domain, update, all).await
+    }
+
+    async fn create_source(&self, name: AppName) -> Result<String, ApiError> {
+        self.create_source_out(name).await
+    }
+
+    async fn put_source(&self, secret: String, chunks: SourceChunks) -> Result<(), ApiError> {
+        self.put_source_out(secret, chunks).await
+    }
+
+    async fn get_source(&self, secret: String) -> Result<bytes::Bytes, ApiError> {
+        self.get_source_out(secret).await
+    }
+
+    async fn create_build(
+        &self,
+        name: AppName,
+        build: BuildCreate,
+        base: String,
+    ) -> Result<Build, ApiError> {
+        self.create_build_out(name, build, base).await
+    }
+
+    async fn builds(&self, name: AppName, base: String) -> Result<Vec<Build>, ApiError> {
+        self.builds_out(name, base).await
+    }
+
+    async fn build(&self, name: AppName, id: String, base: String) -> Result<Build, ApiError> {
+        self.build_out(name, id, base).await
+    }
+
+    async fn build_output(
+        &self,
+        secret: String,
+    ) -> Result<tokio::sync::mpsc::Receiver<bytes::Bytes>, ApiError> {
+        self.build_output_out(secret).await
+    }
+
+    async fn purge_build_cache(&self, name: AppName) -> Result<(), ApiError> {
+        Ok(self.daemon.purge_build_cache(name.as_str()).await?)
+    }
+
+    async fn buildpacks(&self, name: AppName) -> Result<Vec<BuildpackInstallation>, ApiError> {
+        self.buildpacks_out(name).await
+    }
+
+    async fn set_buildpacks(
+        &self,
+        name: AppName,
+        urls: Vec<String>,
+    ) -> Result<Vec<BuildpackInstallation>, ApiError> {
+        self.set_buildpacks_out(name, urls).await
     }
 
     async fn sni_endpoints(&self, name: AppName) -> Result<Vec<SniEndpoint>, ApiError> {

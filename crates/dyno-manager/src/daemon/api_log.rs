@@ -11,7 +11,7 @@ use super::Daemon;
 const BY: &str = dyno_api::heroku::ACCOUNT_EMAIL;
 
 impl Daemon {
-    fn api_line(&self, app: &str, message: String) {
+    pub(super) fn api_line(&self, app: &str, message: String) {
         self.hub
             .append(app, LogLine::now(Source::App, "api", message));
     }

@@ -13,10 +13,12 @@
 //! removes what is left of the others ([`reconcile`]).
 
 pub mod api;
+mod api_builds;
 mod api_certs;
 mod api_log;
 mod api_shapes;
 pub mod attach;
+pub mod builds;
 mod certs;
 mod converge;
 mod domains;
@@ -122,6 +124,8 @@ pub struct Daemon {
     turns: Mutex<BTreeMap<String, Arc<tokio::sync::Mutex<()>>>>,
     cpu_placer: Mutex<Option<CpuPlacer>>,
     router_metrics: metrics::RouterMetrics,
+    /// Builds under way and source uploads.
+    pub(crate) builds: builds::Builds,
 }
 
 /// How long web dynos stopped by a restart stay up after leaving the router's table.
@@ -133,7 +137,7 @@ fn app_name(name: &str) -> Result<AppName, DaemonError> {
 
 impl Daemon {
     /// Runs `f` on the store off the async threads (every change waits for an fsync).
-    async fn with_store<T: Send + 'static>(
+    pub(super) async fn with_store<T: Send + 'static>(
         &self,
         f: impl FnOnce(&mut Store) -> Result<T, StateError> + Send + 'static,
     ) -> Result<T, DaemonError> {
@@ -203,16 +207,23 @@ impl Daemon {
         let destroyed = destroyed?;
         // A slug is a tree of the app's files: removed off the async threads.
         let app_slugs = self.slugs_dir().join(&app.name);
+        let cache = builds::cache_dir(&self.options.data_dir, &app.uuid);
         let _ = tokio::task::spawn_blocking(move || {
             for slug in destroyed.slugs {
                 let _ = std::fs::remove_dir_all(&slug);
             }
             let _ = std::fs::remove_dir(app_slugs);
+            let _ = std::fs::remove_dir_all(cache);
         })
         .await;
         self.hub.remove_app(&app.name);
         self.router_metrics.remove_app(&app.name);
         Ok(())
+    }
+
+    /// Where source uploads are kept until they expire.
+    pub(super) fn sources_dir(&self) -> PathBuf {
+        self.options.data_dir.join("builds").join("sources")
     }
 
     fn slugs_dir(&self) -> PathBuf {
@@ -231,16 +242,31 @@ impl Daemon {
         &self,
         name: &str,
         dir: &Path,
+        formation: Vec<ScaleChange>,
+    ) -> Result<Release, DaemonError> {
+        let types = procfile::read_procfile(&dir.join("Procfile"))
+            .map_err(|e| DaemonError::new(ErrorKind::InvalidParams, e.to_string()))?;
+        let types = types.into_iter().map(|t| (t.name, t.command)).collect();
+        self.deploy_tree(name, dir, types, None, formation).await
+    }
+
+    /// Deploys the tree at `dir` (copied into the slug store) running `types` (the Procfile's,
+    /// or a build's), as a release described as `description` (`Deploy <digest>` when `None`),
+    /// with the formation changed in the same step.
+    pub(super) async fn deploy_tree(
+        &self,
+        name: &str,
+        dir: &Path,
+        types: Vec<(String, String)>,
+        description: Option<String>,
         mut formation: Vec<ScaleChange>,
     ) -> Result<Release, DaemonError> {
         let app = app_name(name)?;
-        let types = procfile::read_procfile(&dir.join("Procfile"))
-            .map_err(|e| DaemonError::new(ErrorKind::InvalidParams, e.to_string()))?;
         let mut process_types = Vec::new();
-        for t in &types {
-            let pt = ProcessType::parse(&t.name)
+        for (type_name, command) in &types {
+            let pt = ProcessType::parse(type_name)
                 .map_err(|e| DaemonError::new(ErrorKind::InvalidParams, e.to_string()))?;
-            process_types.push((pt, t.command.clone()));
+            process_types.push((pt, command.clone()));
         }
         self.with_store({
             let app = app.clone();
@@ -260,9 +286,9 @@ impl Daemon {
         let release = NewRelease {
             slug,
             process_types,
-            description: format!("Deploy {}", &digest[..7]),
+            description: description.unwrap_or_else(|| format!("Deploy {}", &digest[..7])),
         };
-        let runs_phase = types.iter().any(|t| t.name == RELEASE_PHASE);
+        let runs_phase = types.iter().any(|(t, _)| t == RELEASE_PHASE);
         let made = if runs_phase {
             self.make_release(name, ReleaseChange::Deploy(release), true)
                 .await

@@ -30,6 +30,8 @@ pub struct DaemonOptions {
     pub lxcfs_dir: Option<PathBuf>,
     /// How many CPUs busy dynos stay off (see [`crate::cpu_placement`]); 0: none.
     pub cpu_reserve: usize,
+    /// How builds run.
+    pub build: super::builds::BuildOptions,
 }
 
 /// Which dyno of a release: its process type and number, what it runs, whether it is

@@ -212,6 +212,7 @@ impl Daemon {
             turns: Mutex::new(BTreeMap::new()),
             cpu_placer: Mutex::new(None),
             router_metrics: metrics::RouterMetrics::default(),
+            builds: builds::Builds::default(),
         })
     }
 
@@ -232,6 +233,7 @@ impl Daemon {
             }
             Err(e) => tracing::warn!(error = %e, "pending releases not settled"),
         }
+        self.settle_interrupted_builds().await;
         let apps = self.with_store(|s| s.list_apps()).await?;
         runtime_metrics::spawn(self);
         self.serve_all_certificates().await?;

@@ -80,6 +80,7 @@ impl Lab {
             seccomp: seccomp::SeccompAdditions::default(),
             lxcfs_dir: None,
             cpu_reserve: 0,
+            build: Default::default(),
         };
         let machine = Arc::new(FakeMachine(fake.clone()));
         let daemon = Daemon::open_on(options, machine).await.unwrap();

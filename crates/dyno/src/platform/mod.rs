@@ -11,6 +11,7 @@ use serde::Serialize;
 use crate::progress::{self, Goal, Mode, Progress};
 
 mod attach;
+mod build_verbs;
 mod verbs;
 use verbs::*;
 
@@ -67,9 +68,67 @@ pub enum PlatformCommand {
         #[command(flatten)]
         client: ClientArgs,
     },
-    /// Deploy a directory (with a Procfile) as a new release; the dynos roll to it
+    /// Build a directory of this machine (uploaded as a tarball, built with buildpacks like a
+    /// `git push`) and release it; the dynos roll to it
     Deploy {
         dir: PathBuf,
+        #[command(flatten)]
+        on: AppArgs,
+    },
+    /// List the app's builds (git pushes, `deploy`), newest last
+    Builds {
+        #[command(flatten)]
+        on: AppArgs,
+    },
+    /// Show a build (the latest when no ID is given) and its output
+    #[command(name = "builds:info")]
+    BuildsInfo {
+        /// The build's id (see `dyno builds`)
+        id: Option<String>,
+        #[command(flatten)]
+        on: AppArgs,
+    },
+    /// Forget the app's build cache: the next build starts from nothing
+    #[command(name = "builds:cache:purge")]
+    BuildsCachePurge {
+        #[command(flatten)]
+        on: AppArgs,
+    },
+    /// List the app's buildpacks (none: the installed ones are tried in order)
+    Buildpacks {
+        #[command(flatten)]
+        on: AppArgs,
+    },
+    /// Add a buildpack: a directory of the daemon's host, a git URL (`URL#ref`), a .tgz URL,
+    /// or an installed one by name (`python`, `procfile`)
+    #[command(name = "buildpacks:add")]
+    BuildpacksAdd {
+        buildpack: String,
+        /// Its place, 1 first (default: last)
+        #[arg(short, long)]
+        index: Option<usize>,
+        #[command(flatten)]
+        on: AppArgs,
+    },
+    /// Make a buildpack the app's only one
+    #[command(name = "buildpacks:set")]
+    BuildpacksSet {
+        buildpack: String,
+        #[command(flatten)]
+        on: AppArgs,
+    },
+    /// Remove a buildpack (by its URL or `--index`)
+    #[command(name = "buildpacks:remove")]
+    BuildpacksRemove {
+        buildpack: Option<String>,
+        #[arg(short, long)]
+        index: Option<usize>,
+        #[command(flatten)]
+        on: AppArgs,
+    },
+    /// Remove every buildpack: builds detect one again
+    #[command(name = "buildpacks:clear")]
+    BuildpacksClear {
         #[command(flatten)]
         on: AppArgs,
     },
@@ -301,6 +360,14 @@ impl PlatformCommand {
             Apps { client } | AppsCreate { client, .. } | AppsDestroy { client, .. } => client,
             AppsRename { on, .. }
             | Deploy { on, .. }
+            | Builds { on }
+            | BuildsInfo { on, .. }
+            | BuildsCachePurge { on }
+            | Buildpacks { on }
+            | BuildpacksAdd { on, .. }
+            | BuildpacksSet { on, .. }
+            | BuildpacksRemove { on, .. }
+            | BuildpacksClear { on }
             | Releases { on }
             | Ps { on }
             | PsScale { on, .. }
@@ -338,7 +405,40 @@ async fn run_async(command: PlatformCommand) -> Result<(), String> {
         PlatformCommand::AppsRename { new_name, on } => {
             apps_rename(&api, json, on.app, new_name).await?
         }
-        PlatformCommand::Deploy { dir, on } => deploy(&api, json, dir, on.app).await?,
+        PlatformCommand::Deploy { dir, on } => build_verbs::deploy(&api, json, dir, on.app).await?,
+        PlatformCommand::Builds { on } => build_verbs::builds(&api, json, on.app).await?,
+        PlatformCommand::BuildsInfo { id, on } => {
+            build_verbs::builds_info(&api, json, id, on.app).await?
+        }
+        PlatformCommand::BuildsCachePurge { on } => {
+            build_verbs::cache_purge(&api, json, on.app).await?
+        }
+        PlatformCommand::Buildpacks { on } => {
+            build_verbs::buildpacks(&api, json, on.app, build_verbs::Change::None).await?
+        }
+        PlatformCommand::BuildpacksAdd {
+            buildpack,
+            index,
+            on,
+        } => {
+            let change = build_verbs::Change::Add(buildpack, index);
+            build_verbs::buildpacks(&api, json, on.app, change).await?
+        }
+        PlatformCommand::BuildpacksSet { buildpack, on } => {
+            let change = build_verbs::Change::Set(buildpack);
+            build_verbs::buildpacks(&api, json, on.app, change).await?
+        }
+        PlatformCommand::BuildpacksRemove {
+            buildpack,
+            index,
+            on,
+        } => {
+            let change = build_verbs::Change::Remove(buildpack, index);
+            build_verbs::buildpacks(&api, json, on.app, change).await?
+        }
+        PlatformCommand::BuildpacksClear { on } => {
+            build_verbs::buildpacks(&api, json, on.app, build_verbs::Change::Clear).await?
+        }
         PlatformCommand::Releases { on } => releases(&api, json, on.app).await?,
         PlatformCommand::Ps { on } => ps(&api, json, on.app).await?,
         PlatformCommand::PsScale { changes, on } => ps_scale(&api, json, changes, on.app).await?,

@@ -11,7 +11,7 @@ use super::{
 use crate::progress::{self, Goal, Mode, Progress};
 
 /// A client error as the CLI prints it (its text says what to do).
-fn e(err: dyno_api::ClientError) -> String {
+pub(super) fn e(err: dyno_api::ClientError) -> String {
     err.to_string()
 }
 
@@ -64,31 +64,6 @@ pub(super) async fn apps_destroy(
     let app = api.destroy_app(&name).await.map_err(e)?;
     out(json, &app, || {
         format!("Destroying ⬢ {}... done\n", app.name)
-    });
-    Ok(())
-}
-
-pub(super) async fn deploy(
-    api: &ApiClient,
-    json: bool,
-    dir: PathBuf,
-    app: String,
-) -> Result<(), String> {
-    let dir = dir
-        .canonicalize()
-        .map_err(|err| format!("{}: {err}", dir.display()))?;
-    let progress = Progress::start(
-        Mode::for_output(json),
-        &format!("Deploying {} to ⬢ {app}", dir.display()),
-    );
-    let goal = live_goal(&progress, progress::release_goal(api, &app)).await;
-    let dir = dir.to_string_lossy();
-    let release = progress
-        .follow(api, &app, &goal, api.deploy(&app, &dir))
-        .await
-        .map_err(e)?;
-    out(json, &release, || {
-        format!("done, v{} ({})\n", release.version, release.description)
     });
     Ok(())
 }

@@ -1,0 +1,82 @@
+//! Builds: source uploads, a build dyno running Heroku's buildpack API over the unpacked
+//! source, and the release it makes. A build runs sandboxed like any dyno (its own network
+//! namespace with egress, the app's unprivileged uid, a cgroup of the build size, the seccomp
+//! filter) with its directories on a tmpfs of its own ([`workspace`]); it has a timeout (15
+//! minutes, Heroku's); one build of an app runs at a time (a second is refused, naming the
+//! first). The output streams to whoever follows `output_stream_url` (`git push`, `dyno
+//! deploy`) and stays readable after the build.
+
+mod buildpacks;
+mod output;
+mod run;
+mod sources;
+pub mod workspace;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+pub use buildpacks::Installed;
+pub use output::BuildOutput;
+pub use sources::Sources;
+
+/// How builds run (`dyno serve --build-timeout …`).
+#[derive(Debug, Clone)]
+pub struct BuildOptions {
+    /// A build that runs longer is stopped and fails (Heroku: 15 minutes).
+    pub timeout: Duration,
+    /// The build dyno's size (its memory, processes and CPU share).
+    pub size: String,
+    /// The build's tmpfs: the source, the cache, the slug to be and the buildpacks together.
+    pub disk_bytes: u64,
+    /// The largest slug, compressed (Heroku: 500 MB).
+    pub max_slug_bytes: u64,
+    /// Buildpacks tried in order when an app has none set (after the operator's come the
+    /// ones shipped with dyno).
+    pub installed: Vec<Installed>,
+}
+
+impl Default for BuildOptions {
+    fn default() -> BuildOptions {
+        BuildOptions {
+            timeout: Duration::from_secs(15 * 60),
+            size: "Performance-M".to_string(),
+            disk_bytes: 2 << 30,
+            max_slug_bytes: dyno_build::slug_size::DEFAULT_SLUG_LIMIT,
+            installed: Vec::new(),
+        }
+    }
+}
+
+/// The daemon's builds under way and its source uploads.
+#[derive(Default)]
+pub struct Builds {
+    pub sources: Sources,
+    /// Output of the builds running now, by build id.
+    running: Mutex<HashMap<String, Arc<BuildOutput>>>,
+}
+
+impl Builds {
+    fn output(&self, id: &str) -> Option<Arc<BuildOutput>> {
+        crate::lock(&self.running).get(id).cloned()
+    }
+}
+
+/// Where a build's output is kept once it ended.
+pub fn output_file(data_dir: &std::path::Path, build_id: &str) -> PathBuf {
+    data_dir
+        .join("builds")
+        .join("output")
+        .join(format!("{build_id}.log"))
+}
+
+/// The app's build cache (kept between builds, keyed by the app's uuid so a rename keeps it).
+pub fn cache_dir(data_dir: &std::path::Path, app_uuid: &str) -> PathBuf {
+    data_dir.join("builds").join("cache").join(app_uuid)
+}
+
+/// Where the workspaces of running builds are mounted.
+pub fn workspaces_dir(data_dir: &std::path::Path) -> PathBuf {
+    data_dir.join("builds").join("run")
+}

@@ -1,0 +1,480 @@
+//! One build from start to end: the workspace, the source, the cache and config, the
+//! buildpacks, the build dyno, then the slug, the cache and the release. Every failure ends the
+//! build `failed` with its reason as the output's last lines; nothing is released then.
+
+use std::io::Read;
+use std::path::Path;
+use std::sync::Arc;
+
+use dyno_build::driver;
+use dyno_error::ErrorKind;
+use dyno_state::{Build, BuildStatus, NewBuild};
+use dyno_supervisor::Attachment;
+
+use super::workspace::{self, Workspace};
+use super::{buildpacks, cache_dir, output_file, workspaces_dir, BuildOutput};
+use crate::daemon::options::Slot;
+use crate::daemon::{app_name, procfile, uids, Daemon, DaemonError};
+
+/// How a build asked for ended, in the output's words.
+type Failure = String;
+
+impl Daemon {
+    /// Starts a build of `name` from an uploaded source (`source_url`, named by `version`);
+    /// it runs on after this returns the `pending` build.
+    pub async fn start_build(
+        self: &Arc<Self>,
+        name: &str,
+        source_url: &str,
+        version: Option<String>,
+        buildpacks: Option<Vec<String>>,
+    ) -> Result<Build, DaemonError> {
+        let app = app_name(name)?;
+        let (_, source) = self.builds.sources.by_url(source_url)?;
+        let asked = match buildpacks {
+            Some(list) => list,
+            None => {
+                let app = app.clone();
+                self.with_store(move |s| s.buildpacks(&app)).await?
+            }
+        };
+        let build = {
+            let (app, url, version, asked) = (
+                app.clone(),
+                source_url.to_string(),
+                version.clone(),
+                asked.clone(),
+            );
+            self.with_store(move |s| {
+                s.start_build(
+                    &app,
+                    NewBuild {
+                        source_url: &url,
+                        source_version: version.as_deref(),
+                        buildpacks: &asked,
+                    },
+                )
+            })
+            .await?
+        };
+        let output = BuildOutput::new(output_file(&self.options.data_dir, &build.id));
+        crate::lock(&self.builds.running).insert(build.id.clone(), output.clone());
+        self.api_line(
+            name,
+            format!("Build started by user {}", dyno_api::heroku::ACCOUNT_EMAIL),
+        );
+        let daemon = self.clone();
+        let started = build.clone();
+        tokio::spawn(async move {
+            let outcome = daemon.run_build(&started, &source, asked, &output).await;
+            let (status, version, ran) = match outcome {
+                Ok((version, ran)) => (BuildStatus::Succeeded, Some(version), ran),
+                Err((failure, ran)) => {
+                    for line in failure.lines() {
+                        output.line(line);
+                    }
+                    (BuildStatus::Failed, None, ran)
+                }
+            };
+            let id = started.id.clone();
+            let settled = daemon
+                .with_store(move |s| s.finish_build(&id, status, version, &ran))
+                .await;
+            if let Err(e) = settled {
+                tracing::warn!("build {}: could not record its end: {e}", started.id);
+            }
+            output.finish();
+            crate::lock(&daemon.builds.running).remove(&started.id);
+            let word = match status {
+                BuildStatus::Succeeded => "succeeded",
+                _ => "failed",
+            };
+            daemon.api_line(&started.app, format!("Build {word}"));
+        });
+        Ok(build)
+    }
+
+    /// A build cannot outlive the daemon that ran it (its build dyno is not adopted): a
+    /// daemon that starts fails the builds left pending and removes their workspaces.
+    pub(in crate::daemon) async fn settle_interrupted_builds(&self) {
+        let root = workspaces_dir(&self.options.data_dir);
+        let pending = self.with_store(|s| s.pending_builds()).await;
+        for build in pending.unwrap_or_default() {
+            let id = build.id.clone();
+            let ran = build.buildpacks.clone();
+            let failed = self
+                .with_store(move |s| s.finish_build(&id, BuildStatus::Failed, None, &ran))
+                .await;
+            if failed.is_ok() {
+                let output = BuildOutput::new(output_file(&self.options.data_dir, &build.id));
+                output.append(
+                    &std::fs::read(output_file(&self.options.data_dir, &build.id))
+                        .unwrap_or_default(),
+                );
+                output.line(" !     The build was cut off: the dyno daemon stopped while it ran.");
+                output.finish();
+            }
+            tracing::warn!(app = %build.app, build = %build.id, "the daemon stopped during a build: build marked failed");
+        }
+        if let Ok(entries) = std::fs::read_dir(&root) {
+            for entry in entries.flatten() {
+                if let Err(e) = workspace::remove_at(&entry.path()) {
+                    tracing::warn!("leftover build workspace {}: {e}", entry.path().display());
+                }
+            }
+        }
+    }
+
+    /// The build's output: followed while it runs, from its file after.
+    pub fn build_output(&self, build: &Build) -> tokio::sync::mpsc::Receiver<bytes::Bytes> {
+        match self.builds.output(&build.id) {
+            Some(output) => output.follow(),
+            None => super::output::finished(output_file(&self.options.data_dir, &build.id)),
+        }
+    }
+
+    /// Runs the build; the release version and the buildpacks that ran, or why it failed.
+    async fn run_build(
+        self: &Arc<Self>,
+        build: &Build,
+        source: &Path,
+        asked: Vec<String>,
+        output: &Arc<BuildOutput>,
+    ) -> Result<(u32, Vec<String>), (Failure, Vec<String>)> {
+        let uid = uids::app_uid_in(&build.app, self.options.uids);
+        let root = workspaces_dir(&self.options.data_dir).join(&build.id);
+        let options = self.options.build.clone();
+        let ws = {
+            let root = root.clone();
+            tokio::task::spawn_blocking(move || Workspace::create(&root, options.disk_bytes, uid))
+                .await
+                .map_err(|e| e.to_string())
+                .and_then(|r| r.map_err(|e| e.to_string()))
+                .map_err(|e| {
+                    (
+                        format!(" !     Could not set up the build: {e}"),
+                        asked.clone(),
+                    )
+                })?
+        };
+        let result = self
+            .build_in(&ws, build, source, asked.clone(), uid, output)
+            .await;
+        let removed = tokio::task::spawn_blocking(move || ws.remove()).await;
+        if let Ok(Err(e)) | Err(e) = removed.map_err(std::io::Error::other) {
+            tracing::warn!("build {}: workspace {}: {e}", build.id, root.display());
+        }
+        result.map_err(|failure| (failure, asked))
+    }
+
+    async fn build_in(
+        self: &Arc<Self>,
+        ws: &Workspace,
+        build: &Build,
+        source: &Path,
+        asked: Vec<String>,
+        uid: u32,
+        output: &Arc<BuildOutput>,
+    ) -> Result<(u32, Vec<String>), Failure> {
+        let current = self
+            .current_release(&build.app)
+            .await
+            .map_err(|e| format!(" !     {e}"))?;
+        let prepared = {
+            let (app_dir, source) = (ws.app(), source.to_path_buf());
+            let (cache, ws_cache) = (
+                cache_dir(&self.options.data_dir, &build.app_uuid),
+                ws.cache(),
+            );
+            let (env, config) = (ws.env(), current.config.clone());
+            let (bp_dir, meta) = (ws.buildpacks(), ws.meta());
+            let installed = self.options.build.installed.clone();
+            let scratch = ws.root.clone();
+            tokio::task::spawn_blocking(move || {
+                prepare(
+                    &source, &app_dir, uid, &cache, &ws_cache, &env, &config, &bp_dir, &meta,
+                    &installed, &scratch, asked,
+                )
+            })
+            .await
+            .map_err(|e| e.to_string())?
+        }?;
+        let _ = prepared;
+        let code = self.run_build_dyno(ws, build, &current, output).await?;
+        let ran = std::fs::read_to_string(ws.meta().join(driver::RAN))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect::<Vec<_>>();
+        if code != 0 {
+            return Err(String::new());
+        }
+        let types = process_types(ws, output)?;
+        let size = {
+            let (dir, limit) = (ws.app(), self.options.build.max_slug_bytes);
+            tokio::task::spawn_blocking(move || dyno_build::slug_size::compressed_size(&dir, limit))
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| format!(" !     Could not measure the slug: {e}"))?
+        };
+        output.line("-----> Compressing...");
+        if size.bytes > self.options.build.max_slug_bytes {
+            return Err(format!(
+                " !     Compiled slug size: {} is too large (max is {}).",
+                dyno_build::slug_size::human(size.bytes),
+                dyno_build::slug_size::human(self.options.build.max_slug_bytes)
+            ));
+        }
+        output.line(&format!(
+            "       Done: {}",
+            dyno_build::slug_size::human(size.bytes)
+        ));
+        self.keep_cache(ws, build).await;
+        output.line("-----> Launching...");
+        let description = build
+            .source_version
+            .as_deref()
+            .filter(|v| !v.is_empty())
+            .map(|v| format!("Deploy {}", &v[..v.len().min(8)]));
+        let release = self
+            .deploy_tree(&build.app, &ws.app(), types, description, Vec::new())
+            .await
+            .map_err(|e| format!(" !     Release failed: {e}"))?;
+        output.line(&format!("       Released v{}", release.version));
+        output.line(&format!(
+            "       {} deployed to dyno",
+            self.web_url(&build.app)
+        ));
+        output.line("");
+        Ok((release.version, ran))
+    }
+
+    /// Runs the build dyno to its end (or the timeout); its exit status.
+    async fn run_build_dyno(
+        self: &Arc<Self>,
+        ws: &Workspace,
+        build: &Build,
+        current: &dyno_state::Release,
+        output: &Arc<BuildOutput>,
+    ) -> Result<i32, Failure> {
+        let (client, ends) = dyno_sandbox::terminal::open(false, None)
+            .map_err(|e| format!(" !     Could not start the build: {e}"))?;
+        let dyno_sandbox::terminal::ClientEnds::Pipes { stdin, output: out } = client else {
+            return Err(" !     Could not start the build: no pipes".to_string());
+        };
+        drop(stdin);
+        let slot = Slot {
+            process: "build".to_string(),
+            index: 1,
+            command: driver::COMMAND.to_string(),
+            restart: false,
+            size: self.options.size(&self.options.build.size),
+        };
+        let mut def = self.options.dyno_def(&build.app, current, &ws.app(), slot);
+        def.attachment = Some(Attachment::new(ends));
+        def.binds = ws.binds();
+        let platform = {
+            let mut apps = self.apps.lock().await;
+            self.runtime_in(&mut apps, &build.app).platform.clone()
+        };
+        let handle = dyno_supervisor::start(platform, def);
+        let mut status = handle.status.clone();
+        let relay = {
+            let output = output.clone();
+            tokio::task::spawn_blocking(move || {
+                let mut file = std::fs::File::from(out);
+                let mut buf = vec![0u8; 16 * 1024];
+                loop {
+                    match file.read(&mut buf) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => output.append(&buf[..n]),
+                    }
+                }
+            })
+        };
+        let timeout = self.options.build.timeout;
+        let ended = tokio::time::timeout(timeout, async {
+            let _ = relay.await;
+            let ended = status
+                .wait_for(|s| s.exit_code.is_some() || s.state == dyno_supervisor::State::Down)
+                .await;
+            ended.map(|s| s.exit_code.unwrap_or(1)).unwrap_or(1)
+        })
+        .await;
+        match ended {
+            Ok(code) => {
+                handle.stop().await;
+                Ok(code)
+            }
+            Err(_) => {
+                handle.stop().await;
+                Err(format!(
+                    " !     Timed out compiling the app after {} minutes: the build was stopped.",
+                    timeout.as_secs().div_ceil(60)
+                ))
+            }
+        }
+    }
+
+    /// Keeps what the build left in its cache for the app's next build.
+    async fn keep_cache(&self, ws: &Workspace, build: &Build) {
+        let (from, to) = (
+            ws.cache(),
+            cache_dir(&self.options.data_dir, &build.app_uuid),
+        );
+        let kept = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            let fresh = to.with_extension("new");
+            let _ = std::fs::remove_dir_all(&fresh);
+            std::fs::create_dir_all(&fresh)?;
+            workspace::copy_owned(&from, &fresh, Some(0))?;
+            let old = to.with_extension("old");
+            let _ = std::fs::remove_dir_all(&old);
+            if to.exists() {
+                std::fs::rename(&to, &old)?;
+            }
+            std::fs::rename(&fresh, &to)?;
+            let _ = std::fs::remove_dir_all(&old);
+            Ok(())
+        })
+        .await;
+        if let Ok(Err(e)) = kept {
+            tracing::warn!("build {}: the cache was not kept: {e}", build.id);
+        }
+    }
+
+    /// `heroku builds:cache:purge`.
+    pub async fn purge_build_cache(&self, name: &str) -> Result<(), DaemonError> {
+        let app = app_name(name)?;
+        let found = self.with_store(move |s| s.app(&app)).await?;
+        let dir = cache_dir(&self.options.data_dir, &found.uuid);
+        tokio::task::spawn_blocking(move || match std::fs::remove_dir_all(&dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        })
+        .await
+        .map_err(|e| DaemonError::new(ErrorKind::Internal, e.to_string()))?
+        .map_err(|e| DaemonError::new(ErrorKind::Internal, format!("purge the build cache: {e}")))
+    }
+}
+
+/// Everything before the build dyno runs, on the host (blocking): the source unpacked and
+/// given to the app's user, the cache copied in, the config vars written, the buildpacks put
+/// in place, the driver written.
+#[allow(clippy::too_many_arguments)]
+fn prepare(
+    source: &Path,
+    app_dir: &Path,
+    uid: u32,
+    cache: &Path,
+    ws_cache: &Path,
+    env: &Path,
+    config: &std::collections::BTreeMap<String, String>,
+    bp_dir: &Path,
+    meta: &Path,
+    installed: &[buildpacks::Installed],
+    scratch: &Path,
+    asked: Vec<String>,
+) -> Result<(), Failure> {
+    let limits = dyno_build::archive::Limits {
+        max_entries: 200_000,
+        max_bytes: 2 << 30,
+    };
+    let unpacked = dyno_build::archive::unpack(source, app_dir, limits)
+        .map_err(|e| format!(" !     Push rejected: {e}"))?;
+    if unpacked.entries == 0 {
+        return Err(" !     Push rejected: the source is empty (no files to build).".to_string());
+    }
+    workspace::chown_tree(app_dir, uid).map_err(|e| format!(" !     {e}"))?;
+    if cache.is_dir() {
+        workspace::copy_owned(cache, ws_cache, Some(uid))
+            .map_err(|e| format!(" !     Could not restore the build cache: {e}"))?;
+    }
+    for (key, value) in config {
+        std::fs::write(env.join(key), value).map_err(|e| format!(" !     {e}"))?;
+    }
+    // `.buildpacks` (heroku-buildpack-multi's file): the order when none was set.
+    let multi = std::fs::read_to_string(app_dir.join(".buildpacks"))
+        .map(|text| {
+            text.lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        })
+        .unwrap_or_default();
+    let explicit = if asked.is_empty() { multi } else { asked };
+    if explicit.is_empty() {
+        for (i, b) in installed.iter().enumerate() {
+            buildpacks::fetch(
+                &b.name,
+                &bp_dir.join(driver::buildpack_dir_name(i)),
+                installed,
+                scratch,
+            )
+            .map_err(|e| format!(" !     {e}"))?;
+        }
+    } else {
+        for (i, url) in explicit.iter().enumerate() {
+            buildpacks::fetch(
+                url,
+                &bp_dir.join(driver::buildpack_dir_name(i)),
+                installed,
+                scratch,
+            )
+            .map_err(|e| format!(" !     {e}"))?;
+        }
+        std::fs::write(meta.join(driver::EXPLICIT), "").map_err(|e| format!(" !     {e}"))?;
+    }
+    std::fs::write(meta.join(driver::SCRIPT_NAME), driver::SCRIPT)
+        .map_err(|e| format!(" !     {e}"))?;
+    Ok(())
+}
+
+/// The slug's process types: its Procfile's, else the buildpacks' defaults; said in the
+/// output as Heroku says it.
+fn process_types(ws: &Workspace, output: &BuildOutput) -> Result<Vec<(String, String)>, Failure> {
+    output.line("-----> Discovering process types");
+    let procfile = ws.app().join("Procfile");
+    if procfile.exists() {
+        let types = procfile::read_procfile(&procfile).map_err(|e| format!(" !     {e}"))?;
+        let names: Vec<&str> = types.iter().map(|t| t.name.as_str()).collect();
+        output.line(&format!(
+            "       Procfile declares types -> {}",
+            names.join(", ")
+        ));
+        return Ok(types.into_iter().map(|t| (t.name, t.command)).collect());
+    }
+    let mut infos = Vec::new();
+    let mut files: Vec<_> = std::fs::read_dir(ws.meta())
+        .map_err(|e| e.to_string())?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "yml"))
+        .collect();
+    files.sort();
+    for file in files {
+        let text = std::fs::read_to_string(&file).unwrap_or_default();
+        infos.push(
+            dyno_build::release::parse_release(&text)
+                .map_err(|e| format!(" !     A buildpack's bin/release: {e}"))?,
+        );
+    }
+    let merged = dyno_build::release::merge(&infos);
+    if merged.default_process_types.is_empty() {
+        return Err(
+            " !     No Procfile and no default process types: add a Procfile \
+                    (`web: COMMAND`) to the app."
+                .to_string(),
+        );
+    }
+    let names: Vec<&str> = merged
+        .default_process_types
+        .keys()
+        .map(String::as_str)
+        .collect();
+    output.line(&format!(
+        "       Procfile declares types     -> (none)\n       Default types for buildpack -> {}",
+        names.join(", ")
+    ));
+    Ok(merged.default_process_types.into_iter().collect())
+}
