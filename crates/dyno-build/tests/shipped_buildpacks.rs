@@ -182,12 +182,13 @@ fn procfile_compile_lists_the_types_and_builds_nothing() {
     let t = TempDir::new("procfile-compile");
     let (app, cache, env) = (t.dir("app"), t.dir("cache"), t.dir("env"));
     // The example this buildpack exists for, plus what a hand-written Procfile may have:
-    // comments, blank lines, Windows line endings, a line that is not a process type.
+    // comments, blank lines, indentation, Windows line endings, and lines the platform would
+    // not take (no colon, a capital in a type's name).
     let hello = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/hello/Procfile");
     let procfile = fs::read_to_string(&hello).expect("read examples/hello/Procfile");
     write(
         &app.join("Procfile"),
-        &format!("# the processes\n\n{procfile}clock_2: date\r\nnot a type\n"),
+        &format!("# the processes\n\n{procfile}  clock_2 : date\r\nnot a type\nClock: date\n"),
     );
     write(&app.join("web.py"), "print('hi')\n");
     let before = files(&app);
@@ -195,8 +196,11 @@ fn procfile_compile_lists_the_types_and_builds_nothing() {
     let run = compile(&t, "procfile", &app, &cache, &env);
     run.assert_ok("compile");
     run.assert_has("-----> No build step: the app runs as pushed");
-    run.assert_has("       Procfile declares types -> web, worker, clock_2");
-    run.assert_has(" !     Procfile line 6 is not `name: command` and is ignored: not a type");
+    run.assert_has("       Procfile declares types -> web, worker, clock_2, Clock");
+    run.assert_has(" !     Procfile line 6 is not `name: command`: not a type");
+    run.assert_has(
+        " !     Procfile line 7: process type `Clock` should be lowercase and start with a letter",
+    );
     assert_eq!(files(&app), before, "compile changed the build dir");
     assert_eq!(
         files(&cache),
