@@ -4,3 +4,4 @@
 //! the buildpacks shipped with dyno; it does not know how a build is sandboxed (the daemon runs
 //! the build's script in a build dyno) nor where builds are stored.
 pub mod driver;
+pub mod shipped;

@@ -468,7 +468,8 @@ fn enter(
         seccomp: spec.seccomp.clone(),
         report_fd: Some(report.as_raw_fd()),
         terminal: spec.terminal,
-        command: spec.command.clone(),
+        // After the pivot: the slug is at /app.
+        command: spec.startup_command(Path::new("/app")),
     };
     // The daemon refuses NUL bytes in commands and config; a spec that has one anyway ends
     // this start with an error, never a panic.

@@ -96,6 +96,23 @@ pub enum OutputMode {
 }
 
 impl SandboxSpec {
+    /// What `bash -c` runs: the Procfile's command, after the slug's `.profile.d/*.sh` and
+    /// `.profile` are sourced when it has them (Heroku does so at every dyno start: buildpacks
+    /// put `PATH` and the like there). A build (its `/app` a bind) runs its command alone.
+    /// `app` is where the slug is seen now (`/app` inside the sandbox's root).
+    pub fn startup_command(&self, app: &Path) -> String {
+        let build = self.binds.iter().any(|b| b.target == "app");
+        let has_profile = app.join(".profile.d").is_dir() || app.join(".profile").is_file();
+        if build || !has_profile {
+            return self.command.clone();
+        }
+        format!(
+            "for f in /app/.profile.d/*.sh; do [ -r \"$f\" ] && . \"$f\"; done; unset f; \
+             [ -r /app/.profile ] && . /app/.profile; {}",
+            self.command
+        )
+    }
+
     /// The stack Debian 12 needs to run what the host runs.
     pub fn default_stack() -> Vec<PathBuf> {
         [

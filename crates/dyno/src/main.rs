@@ -1,6 +1,7 @@
 //! `dyno`: run Heroku-style apps on a Linux host, every dyno in its own network namespace.
 //! This binary only parses the command line and wires the crates together.
 
+mod build_args;
 mod connections;
 mod cpu;
 mod labs;

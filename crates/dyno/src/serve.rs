@@ -97,6 +97,8 @@ pub struct ServeArgs {
     connections: crate::connections::ConnectionArgs,
     #[command(flatten)]
     rendezvous: crate::rendezvous::RendezvousArgs,
+    #[command(flatten)]
+    build: crate::build_args::BuildArgs,
 }
 
 /// The router holds a file per client connection: the soft open-file limit goes up to the hard
@@ -162,7 +164,7 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
         seccomp: SeccompAdditions::new(args.seccomp_allow),
         lxcfs_dir: args.lxcfs.dir(),
         cpu_reserve: args.cpu.cpu_reserve,
-        build: Default::default(),
+        build: args.build.options()?,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -199,7 +199,22 @@ impl Daemon {
         Ok(daemon)
     }
 
-    fn assemble(store: Store, options: DaemonOptions, machine: Arc<dyn Machine>) -> Arc<Daemon> {
+    fn assemble(
+        store: Store,
+        mut options: DaemonOptions,
+        machine: Arc<dyn Machine>,
+    ) -> Arc<Daemon> {
+        // The shipped buildpacks are written out at every start (a newer binary brings newer
+        // ones); detection tries them after the operator's.
+        let shipped = options.data_dir.join("buildpacks").join("shipped");
+        match dyno_build::shipped::install(&shipped) {
+            Ok(packs) => options.build.installed.extend(
+                packs
+                    .into_iter()
+                    .map(|(name, dir)| builds::Installed { name, dir }),
+            ),
+            Err(e) => tracing::warn!("shipped buildpacks at {}: {e}", shipped.display()),
+        }
         let routes = RouteTable::new();
         Arc::new(Daemon {
             store: Arc::new(Mutex::new(store)),
