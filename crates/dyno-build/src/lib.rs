@@ -4,6 +4,7 @@
 //! the buildpacks shipped with dyno; it does not know how a build is sandboxed (the daemon runs
 //! the build's script in a build dyno) nor where builds are stored.
 
+pub mod archive;
 pub mod driver;
 pub mod release;
 pub mod shipped;
