@@ -358,3 +358,66 @@ fn out_of_range_mtimes_are_dropped() {
     assert_eq!(s.unpack(&tar.done()).unwrap().entries, 2);
     assert_eq!(fs::read(s.dest().join("max")).unwrap(), b"x");
 }
+
+/// What users upload: GNU tar's `tar czf - .` of an app directory (GNU long names, hard links,
+/// symlinks, an empty directory), in both of its formats.
+#[test]
+fn gnu_tar_czf_of_an_app_round_trips() {
+    use std::os::unix::fs::symlink;
+    use std::process::Command;
+    let s = Scratch::new("gnu-tar");
+    let app = s.base.join("app");
+    let long = format!("vendor/{}/{}", "x".repeat(120), "y".repeat(120));
+    let far = |up: &str| format!("{up}{}", "z".repeat(150));
+    fs::create_dir_all(app.join(&long)).unwrap();
+    fs::create_dir_all(app.join("bin")).unwrap();
+    fs::create_dir_all(app.join("empty")).unwrap();
+    fs::write(app.join("bin/web"), "#!/bin/sh\n").unwrap();
+    fs::set_permissions(app.join("bin/web"), fs::Permissions::from_mode(0o755)).unwrap();
+    fs::write(app.join(&long).join("f"), "deep").unwrap();
+    fs::hard_link(app.join("bin/web"), app.join("web")).unwrap();
+    symlink("bin/web", app.join("start")).unwrap();
+    // `bin/far` with a long target: `../zzz…` stays inside, `../../zzz…` climbs out.
+    let unpack_with_far = |format: &str, up: &str| {
+        let _ = fs::remove_file(app.join("bin/far"));
+        symlink(far(up), app.join("bin/far")).unwrap();
+        let upload = s.base.join("upload");
+        let status = Command::new("tar")
+            .args(["--format", format, "-czf"])
+            .arg(&upload)
+            .arg("-C")
+            .arg(&app)
+            .arg(".")
+            .status()
+            .ok()?;
+        assert!(status.success());
+        fs::remove_dir_all(s.dest()).unwrap();
+        fs::create_dir(s.dest()).unwrap();
+        Some(unpack(&upload, &s.dest(), Limits::with_max_bytes(1 << 20)))
+    };
+    for format in ["gnu", "posix"] {
+        let Some(refused) = unpack_with_far(format, "../../") else {
+            eprintln!("no tar(1) here: skipped");
+            return;
+        };
+        let err = refused.unwrap_err();
+        assert!(
+            matches!(err, ArchiveError::Escapes { ref path, ref target } if path == "./bin/far" && *target == far("../../")),
+            "{format}: {err:?}"
+        );
+        let got = unpack_with_far(format, "../").unwrap().unwrap();
+        let dest = s.dest();
+        assert_eq!(got.bytes, 10 + 4, "{format}");
+        assert_eq!(fs::read(dest.join(&long).join("f")).unwrap(), b"deep");
+        assert_eq!(mode(&dest.join("bin/web")), 0o755);
+        assert_eq!(fs::metadata(dest.join("web")).unwrap().nlink(), 2);
+        assert_eq!(fs::read(dest.join("start")).unwrap(), b"#!/bin/sh\n");
+        assert!(dest.join("empty").is_dir());
+        assert_eq!(
+            fs::read_link(dest.join("bin/far")).unwrap(),
+            Path::new(&far("../"))
+        );
+    }
+    fs::remove_dir_all(&app).unwrap();
+    s.assert_outside_untouched();
+}
