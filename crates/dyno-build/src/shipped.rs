@@ -18,17 +18,35 @@ pub const SHIPPED: [Shipped; 2] = [
     Shipped {
         name: "python",
         scripts: [
-            ("detect", include_str!("../../../buildpacks/python/bin/detect")),
-            ("compile", include_str!("../../../buildpacks/python/bin/compile")),
-            ("release", include_str!("../../../buildpacks/python/bin/release")),
+            (
+                "detect",
+                include_str!("../../../buildpacks/python/bin/detect"),
+            ),
+            (
+                "compile",
+                include_str!("../../../buildpacks/python/bin/compile"),
+            ),
+            (
+                "release",
+                include_str!("../../../buildpacks/python/bin/release"),
+            ),
         ],
     },
     Shipped {
         name: "procfile",
         scripts: [
-            ("detect", include_str!("../../../buildpacks/procfile/bin/detect")),
-            ("compile", include_str!("../../../buildpacks/procfile/bin/compile")),
-            ("release", include_str!("../../../buildpacks/procfile/bin/release")),
+            (
+                "detect",
+                include_str!("../../../buildpacks/procfile/bin/detect"),
+            ),
+            (
+                "compile",
+                include_str!("../../../buildpacks/procfile/bin/compile"),
+            ),
+            (
+                "release",
+                include_str!("../../../buildpacks/procfile/bin/release"),
+            ),
         ],
     },
 ];

@@ -191,7 +191,6 @@ pub fn run(args: UpArgs) -> Result<(), String> {
         },
         lxcfs_dir: args.lxcfs.dir(),
         cpu_reserve: args.cpu.cpu_reserve,
-        build: Default::default(),
     };
     // Check the app before anything is started: errors name the file and line.
     up::plan(&options).map_err(|e| e.to_string())?;

@@ -102,6 +102,7 @@ impl DaemonApi {
         name: AppName,
         base: String,
     ) -> Result<Vec<Build>, ApiError> {
+        let name = super::app_name(name.as_str())?;
         let builds = self.daemon.with_store(move |s| s.builds(&name)).await?;
         let owner = self.owner_ref().await?;
         Ok(builds
@@ -116,6 +117,7 @@ impl DaemonApi {
         id: String,
         base: String,
     ) -> Result<Build, ApiError> {
+        let name = super::app_name(name.as_str())?;
         let build = self.daemon.with_store(move |s| s.build(&name, &id)).await?;
         Ok(build_shape(&build, &self.owner_ref().await?, &base))
     }
@@ -135,6 +137,7 @@ impl DaemonApi {
         &self,
         name: AppName,
     ) -> Result<Vec<BuildpackInstallation>, ApiError> {
+        let name = super::app_name(name.as_str())?;
         let urls = self.daemon.with_store(move |s| s.buildpacks(&name)).await?;
         Ok(installations(urls))
     }
@@ -157,6 +160,7 @@ impl DaemonApi {
                 checked.push(url);
             }
         }
+        let name = super::app_name(name.as_str())?;
         let urls = self
             .daemon
             .with_store(move |s| s.set_buildpacks(&name, &checked))

@@ -23,8 +23,8 @@ pub(super) async fn deploy(
         return Err(format!("{} is not a directory", dir.display()));
     }
     let archive = {
-        let dir = dir.clone();
-        tokio::task::spawn_blocking(move || source_tarball(&dir))
+        let packed = dir.clone();
+        tokio::task::spawn_blocking(move || source_tarball(&packed))
             .await
             .map_err(|err| err.to_string())?
             .map_err(|err| format!("could not pack {}: {err}", dir.display()))?

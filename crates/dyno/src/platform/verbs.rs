@@ -1,7 +1,6 @@
 //! One function per verb: what it asks the daemon and what it prints (text, or `--json`).
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 
 use dyno_api::{ApiClient, LogQuery};
 

@@ -39,7 +39,7 @@ impl Sources {
         expire(&mut slots);
         if slots.len() >= MAX_SOURCES {
             return Err(DaemonError::new(
-                ErrorKind::RateLimited,
+                ErrorKind::Busy,
                 "too many source uploads are open; build or wait for them to expire (1 hour)",
             ));
         }

@@ -25,12 +25,14 @@ impl Workspace {
     pub fn create(root: &Path, bytes: u64, uid: u32) -> io::Result<Workspace> {
         fs::create_dir_all(root)?;
         fs::set_permissions(root, fs::Permissions::from_mode(0o700))?;
+        let data =
+            std::ffi::CString::new(format!("mode=0755,size={bytes}")).map_err(io::Error::other)?;
         rustix::mount::mount(
             MOUNT_SOURCE,
             root,
             "tmpfs",
             rustix::mount::MountFlags::NOSUID | rustix::mount::MountFlags::NODEV,
-            format!("mode=0755,size={bytes}").as_str(),
+            Some(data.as_c_str()),
         )?;
         let ws = Workspace {
             root: root.to_path_buf(),
