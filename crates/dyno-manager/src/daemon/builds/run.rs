@@ -19,6 +19,20 @@ use crate::daemon::{app_name, procfile, uids, Daemon, DaemonError};
 /// How a build asked for ended, in the output's words.
 type Failure = String;
 
+/// How long the build's output may take to end once its dyno is down.
+const RELAY_DRAIN: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// `15 minutes`, `3 seconds`.
+fn spoken(d: std::time::Duration) -> String {
+    let secs = d.as_secs();
+    match secs {
+        60.. if secs % 60 == 0 => {
+            format!("{} minute{}", secs / 60, if secs == 60 { "" } else { "s" })
+        }
+        _ => format!("{secs} second{}", if secs == 1 { "" } else { "s" }),
+    }
+}
+
 impl Daemon {
     /// Starts a build of `name` from an uploaded source (`source_url`, named by `version`);
     /// it runs on after this returns the `pending` build.
@@ -293,27 +307,24 @@ impl Daemon {
             })
         };
         let timeout = self.options.build.timeout;
-        let ended = tokio::time::timeout(timeout, async {
-            let _ = relay.await;
-            let ended = status
-                .wait_for(|s| s.exit_code.is_some() || s.state == dyno_supervisor::State::Down)
-                .await;
-            ended.map(|s| s.exit_code.unwrap_or(1)).unwrap_or(1)
-        })
-        .await;
-        match ended {
-            Ok(code) => {
-                handle.stop().await;
-                Ok(code)
-            }
-            Err(_) => {
-                handle.stop().await;
-                Err(format!(
-                    " !     Timed out compiling the app after {} minutes: the build was stopped.",
-                    timeout.as_secs().div_ceil(60)
-                ))
-            }
+        // The build ends when its main process does; what it left running is stopped with
+        // the dyno, and only then does its output reach its end.
+        let ended = tokio::time::timeout(
+            timeout,
+            status.wait_for(|s| s.exit_code.is_some() || s.state == dyno_supervisor::State::Down),
+        )
+        .await
+        .map(|ended| ended.map(|s| s.exit_code.unwrap_or(1)).unwrap_or(1));
+        handle.stop().await;
+        if tokio::time::timeout(RELAY_DRAIN, relay).await.is_err() {
+            tracing::warn!("build {}: its output did not end with its dyno", build.id);
         }
+        ended.map_err(|_| {
+            format!(
+                " !     Timed out compiling the app after {}: the build was stopped.",
+                spoken(timeout)
+            )
+        })
     }
 
     /// Keeps what the build left in its cache for the app's next build.

@@ -1,0 +1,243 @@
+//! Builds (privileged: run as root): `dyno deploy DIR` packs DIR, uploads it and builds it with
+//! Heroku's buildpack API in a build dyno; the release names what was built. A failed build
+//! releases nothing, a build that runs forever hits the timeout, one that fills its disk or
+//! forks without end is held like a dyno, the cache carries over, `.profile.d` runs at every
+//! dyno start, and bad sources are refused with a clear message.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+
+use support::*;
+
+const APP: &str = "built";
+
+fn serve(tag: &str, extra: &[&str]) -> Up {
+    let mut args = vec!["--boot-timeout", "20s", "--stop-grace", "2s"];
+    args.extend_from_slice(extra);
+    let up = Up::serve(tag, &args);
+    up.wait_api();
+    up.cli_succeeds(&["apps:create", APP]);
+    up
+}
+
+/// A buildpack in the test's scratch space whose `bin/compile` runs `compile` (bash).
+fn buildpack(up: &Up, name: &str, compile: &str, release: &str) -> PathBuf {
+    let dir = up.scratch.join("buildpacks").join(name);
+    std::fs::create_dir_all(dir.join("bin")).unwrap();
+    for (script, body) in [
+        ("detect", format!("#!/bin/bash\necho {name}\n")),
+        ("compile", format!("#!/bin/bash\nset -e\n{compile}\n")),
+        (
+            "release",
+            format!("#!/bin/bash\ncat <<'YAML'\n{release}\nYAML\n"),
+        ),
+    ] {
+        let path = dir.join("bin").join(script);
+        std::fs::write(&path, body).unwrap();
+        std::os::unix::fs::PermissionsExt::set_mode(
+            &mut std::fs::metadata(&path).unwrap().permissions(),
+            0o755,
+        );
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+    }
+    dir
+}
+
+fn releases(up: &Up) -> Vec<serde_json::Value> {
+    let (out, _) = up.cli_succeeds(&["releases", "-a", APP, "--json"]);
+    serde_json::from_str(&out).unwrap()
+}
+
+fn builds(up: &Up) -> Vec<serde_json::Value> {
+    let (out, _) = up.cli_succeeds(&["builds", "-a", APP, "--json"]);
+    serde_json::from_str(&out).unwrap()
+}
+
+fn hello() -> PathBuf {
+    repo().join("examples/hello")
+}
+
+fn deploy(up: &Up, dir: &Path) -> (bool, String, String) {
+    up.cli_result(&["deploy", &dir.to_string_lossy(), "-a", APP])
+}
+
+#[test]
+fn deploy_builds_hello_with_the_procfile_buildpack_and_serves_it() {
+    let up = serve("build-hello", &[]);
+    let (ok, out, err) = deploy(&up, &hello());
+    assert!(ok, "{out}\n{err}\n{}", up.notes());
+    for line in [
+        "-----> Building on the Heroku-22 stack",
+        "-----> Determining which buildpack to use for this app",
+        "-----> Procfile app detected",
+        "-----> Discovering process types",
+        "       Procfile declares types -> web, worker",
+        "-----> Launching...",
+        "       Released v2",
+        "       http://built.localhost:8080/ deployed to dyno",
+    ] {
+        assert!(out.lines().any(|l| l == line), "no {line:?} in:\n{out}");
+    }
+    let answer = up.get_via_router("built.localhost", "/");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let list = builds(&up);
+    assert_eq!(list.len(), 1, "{list:?}");
+    assert_eq!(list[0]["status"], "succeeded");
+    assert_eq!(list[0]["buildpacks"][0]["url"], "procfile");
+    assert!(list[0]["release"]["id"].is_string(), "{list:?}");
+    let (info, _) = up.cli_succeeds(&["builds:info", "-a", APP]);
+    assert!(info.contains("Status:     succeeded"), "{info}");
+    assert!(info.contains("-----> Procfile app detected"), "{info}");
+    let current = releases(&up)
+        .into_iter()
+        .find(|r| r["current"] == true)
+        .unwrap();
+    assert_eq!(current["version"], 2);
+    assert!(
+        current["description"]
+            .as_str()
+            .unwrap()
+            .starts_with("Deploy "),
+        "{current}"
+    );
+}
+
+#[test]
+fn a_failed_compile_releases_nothing_and_the_old_release_keeps_serving() {
+    let up = serve("build-fails", &[]);
+    let (ok, out, err) = deploy(&up, &hello());
+    assert!(ok, "{out}\n{err}");
+    let bad = buildpack(&up, "broken", "echo 'compiling... boom'\nexit 3", "---");
+    up.cli_succeeds(&["buildpacks:set", &bad.to_string_lossy(), "-a", APP]);
+    let before = releases(&up);
+    let (ok, out, err) = deploy(&up, &hello());
+    assert!(!ok, "{out}");
+    assert!(out.contains("compiling... boom"), "{out}");
+    assert!(
+        out.contains(" !     Push rejected, failed to compile broken app."),
+        "{out}"
+    );
+    assert!(
+        err.contains("the build failed; nothing was released"),
+        "{err}"
+    );
+    assert_eq!(releases(&up), before);
+    let answer = up.get_via_router("built.localhost", "/");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let list = builds(&up);
+    assert_eq!(list.last().unwrap()["status"], "failed");
+    let id = list.last().unwrap()["id"].as_str().unwrap().to_string();
+    let (info, _) = up.cli_succeeds(&["builds:info", &id, "-a", APP]);
+    assert!(info.contains("compiling... boom"), "{info}");
+    assert!(info.contains("Status:     failed"), "{info}");
+}
+
+#[test]
+fn a_build_that_never_ends_hits_the_timeout_and_leaves_no_process() {
+    let up = serve("build-timeout", &["--build-timeout", "3s"]);
+    let forever = buildpack(
+        &up,
+        "forever",
+        "echo started\nsleep 1000 & sleep 1000",
+        "---",
+    );
+    up.cli_succeeds(&["buildpacks:set", &forever.to_string_lossy(), "-a", APP]);
+    let (ok, out, _) = deploy(&up, &hello());
+    assert!(!ok, "{out}");
+    assert!(out.contains("started"), "{out}");
+    assert!(
+        out.contains("Timed out compiling the app after 3 seconds: the build was stopped."),
+        "{out}"
+    );
+    assert!(releases(&up).iter().all(|r| r["version"] == 1));
+    assert!(
+        processes_of(up.app_uid(APP)).is_empty(),
+        "the build's processes are still there"
+    );
+}
+
+#[test]
+fn a_build_that_fills_its_disk_or_forks_without_end_is_held() {
+    let up = serve(
+        "build-held",
+        &["--build-disk-mb", "64", "--build-size", "Standard-1X"],
+    );
+    let filler = buildpack(
+        &up,
+        "filler",
+        "dd if=/dev/zero of=$1/big bs=1M count=512 2>&1 || { echo disk full; exit 1; }",
+        "---",
+    );
+    up.cli_succeeds(&["buildpacks:set", &filler.to_string_lossy(), "-a", APP]);
+    let (ok, out, _) = deploy(&up, &hello());
+    assert!(!ok, "{out}");
+    assert!(out.contains("No space left on device"), "{out}");
+    // The host's data dir got none of it: the build's disk was its own tmpfs, now gone.
+    let workspaces = up.scratch.join("data/builds/run");
+    let left: Vec<_> = std::fs::read_dir(&workspaces)
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "{left:?}");
+
+    let forker = buildpack(
+        &up,
+        "forker",
+        "set +e\nfor i in $(seq 1 400); do sleep 20 >/dev/null 2>&1 & done 2>&1 | tail -n 1\n\
+         echo \"running: $(jobs -p | wc -l)\"\nexit 1",
+        "---",
+    );
+    up.cli_succeeds(&["buildpacks:set", &forker.to_string_lossy(), "-a", APP]);
+    let (ok, out, _) = deploy(&up, &hello());
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("Resource temporarily unavailable"),
+        "the process limit did not hold:\n{out}"
+    );
+    assert!(processes_of(up.app_uid(APP)).is_empty());
+}
+
+#[test]
+fn the_cache_carries_over_and_profile_d_runs_at_every_dyno_start() {
+    let up = serve("build-cache", &[]);
+    let counter = buildpack(
+        &up,
+        "counter",
+        "n=$(cat $2/count 2>/dev/null || echo 0); n=$((n+1)); echo $n > $2/count\n\
+         echo \"       build number $n\"\n\
+         mkdir -p $1/.profile.d\n\
+         echo 'export GREETING=hello-from-profile-d' > $1/.profile.d/greet.sh",
+        "---\ndefault_process_types:\n  web: exec python3 web.py",
+    );
+    up.cli_succeeds(&["buildpacks:set", &counter.to_string_lossy(), "-a", APP]);
+    let app = app_dir("build-cache", "");
+    std::fs::remove_file(app.join("Procfile")).unwrap();
+    std::fs::write(
+        app.join("web.py"),
+        "import http.server, os\n\
+         class H(http.server.BaseHTTPRequestHandler):\n\
+         \x20   def do_GET(self):\n\
+         \x20       body = os.environ.get('GREETING', 'none').encode()\n\
+         \x20       self.send_response(200); self.send_header('Content-Length', str(len(body)))\n\
+         \x20       self.end_headers(); self.wfile.write(body)\n\
+         http.server.HTTPServer(('', int(os.environ['PORT'])), H).serve_forever()\n",
+    )
+    .unwrap();
+    let (ok, out, err) = deploy(&up, &app);
+    assert!(ok, "{out}\n{err}\n{}", up.notes());
+    assert!(out.contains("build number 1"), "{out}");
+    assert!(out.contains("Default types for buildpack -> web"), "{out}");
+    let (ok, out, err) = deploy(&up, &app);
+    assert!(ok, "{out}\n{err}");
+    assert!(out.contains("build number 2"), "{out}");
+    let answer = up.get_via_router("built.localhost", "/");
+    assert!(answer.ends_with("hello-from-profile-d"), "{answer}");
+    up.cli_succeeds(&["builds:cache:purge", "-a", APP]);
+    let (ok, out, _) = deploy(&up, &app);
+    assert!(ok);
+    assert!(
+        out.contains("build number 1"),
+        "the purge kept the cache:\n{out}"
+    );
+}
