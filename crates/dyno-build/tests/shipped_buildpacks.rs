@@ -196,7 +196,7 @@ fn procfile_compile_lists_the_types_and_builds_nothing() {
     let run = compile(&t, "procfile", &app, &cache, &env);
     run.assert_ok("compile");
     run.assert_has("-----> No build step: the app runs as pushed");
-    run.assert_has("       Procfile declares types -> web, worker, clock_2, Clock");
+    run.assert_has("       Process types in the Procfile: web, worker, clock_2, Clock");
     run.assert_has(" !     Procfile line 6 is not `name: command`: not a type");
     run.assert_has(
         " !     Procfile line 7: process type `Clock` should be lowercase and start with a letter",

@@ -87,6 +87,9 @@ pub struct NewRelease {
     pub slug: Slug,
     pub process_types: Vec<(ProcessType, String)>,
     pub description: String,
+    /// Config vars the app gets where it has none of that name (a buildpack's `bin/release`
+    /// `config_vars`); checked by the caller.
+    pub default_config: Config,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -209,6 +209,7 @@ fn deploy_errors_change_nothing() {
             .map(|(t, c)| (ptype(t), c.to_string()))
             .collect(),
         description: description.into(),
+        default_config: Default::default(),
     };
     let cases = [
         bad(vec![], "Deploy x"),

@@ -49,6 +49,7 @@ fn a_pending_release_changes_nothing_until_it_succeeds() {
             (ptype("worker"), "./w".into()),
         ],
         description: "Deploy two".into(),
+        default_config: Default::default(),
     };
     store
         .begin_release(&a, ReleaseChange::Deploy(next))

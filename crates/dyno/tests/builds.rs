@@ -208,9 +208,11 @@ fn the_cache_carries_over_and_profile_d_runs_at_every_dyno_start() {
          echo \"       build number $n\"\n\
          mkdir -p $1/.profile.d\n\
          echo 'export GREETING=hello-from-profile-d' > $1/.profile.d/greet.sh",
-        "---\ndefault_process_types:\n  web: exec python3 web.py",
+        "---\nconfig_vars:\n  BUILT_BY: counter\n  KEEP: theirs\n\
+         default_process_types:\n  web: exec python3 web.py",
     );
     up.cli_succeeds(&["buildpacks:set", &counter.to_string_lossy(), "-a", APP]);
+    up.cli_succeeds(&["config:set", "KEEP=mine", "-a", APP]);
     let app = app_dir("build-cache", "");
     std::fs::remove_file(app.join("Procfile")).unwrap();
     std::fs::write(
@@ -228,6 +230,11 @@ fn the_cache_carries_over_and_profile_d_runs_at_every_dyno_start() {
     assert!(ok, "{out}\n{err}\n{}", up.notes());
     assert!(out.contains("build number 1"), "{out}");
     assert!(out.contains("Default types for buildpack -> web"), "{out}");
+    // The buildpack's config vars where the app has none of that name.
+    let (config, _) = up.cli_succeeds(&["config", "-a", APP, "--json"]);
+    let config: serde_json::Value = serde_json::from_str(&config).unwrap();
+    assert_eq!(config["BUILT_BY"], "counter", "{config}");
+    assert_eq!(config["KEEP"], "mine", "{config}");
     let (ok, out, err) = deploy(&up, &app);
     assert!(ok, "{out}\n{err}");
     assert!(out.contains("build number 2"), "{out}");
@@ -240,4 +247,96 @@ fn the_cache_carries_over_and_profile_d_runs_at_every_dyno_start() {
         out.contains("build number 1"),
         "the purge kept the cache:\n{out}"
     );
+}
+
+#[test]
+fn a_python_app_is_built_into_a_virtualenv_by_the_shipped_buildpack() {
+    let up = serve("build-python", &[]);
+    // Offline: the requirement is a package of the app itself, and pip looks at no index.
+    up.cli_succeeds(&["config:set", "PIP_NO_INDEX=1", "-a", APP]);
+    let app = app_dir("build-python", "web: python -m web\n");
+    std::fs::write(app.join("requirements.txt"), "./localpkg\n").unwrap();
+    std::fs::create_dir_all(app.join("localpkg/greeter")).unwrap();
+    std::fs::write(
+        app.join("localpkg/setup.py"),
+        "from setuptools import setup\nsetup(name='greeter', version='1.0', packages=['greeter'])\n",
+    )
+    .unwrap();
+    std::fs::write(
+        app.join("localpkg/greeter/__init__.py"),
+        "GREETING = 'hello from a virtualenv'\n",
+    )
+    .unwrap();
+    std::fs::write(
+        app.join("web.py"),
+        "import http.server, os, sys, greeter\n\
+         class H(http.server.BaseHTTPRequestHandler):\n\
+         \x20   def do_GET(self):\n\
+         \x20       body = (greeter.GREETING + ' ' + sys.prefix).encode()\n\
+         \x20       self.send_response(200); self.send_header('Content-Length', str(len(body)))\n\
+         \x20       self.end_headers(); self.wfile.write(body)\n\
+         http.server.HTTPServer(('', int(os.environ['PORT'])), H).serve_forever()\n",
+    )
+    .unwrap();
+    let (ok, out, err) = deploy(&up, &app);
+    assert!(ok, "{out}\n{err}\n{}", up.notes());
+    assert!(out.contains("-----> Python app detected"), "{out}");
+    assert!(out.contains("Successfully installed greeter"), "{out}");
+    // `python` is the virtualenv's, put on PATH by the buildpack's .profile.d script.
+    let answer = up.get_via_router("built.localhost", "/");
+    assert!(
+        answer.ends_with("hello from a virtualenv /app/.heroku/venv"),
+        "{answer}"
+    );
+    // The second build reuses the cached virtualenv.
+    let (ok, out, _) = deploy(&up, &app);
+    assert!(ok, "{out}");
+    assert!(out.contains("Requirements unchanged"), "{out}");
+}
+
+#[test]
+fn a_slug_over_the_limit_and_a_second_build_at_once_are_refused() {
+    let up = serve("build-limits", &["--max-slug-mb", "1"]);
+    let big = buildpack(
+        &up,
+        "big",
+        "head -c 3000000 /dev/urandom > $1/noise.bin\nsleep ${SLEEP:-0}",
+        "---",
+    );
+    up.cli_succeeds(&["buildpacks:set", &big.to_string_lossy(), "-a", APP]);
+    let (ok, out, _) = deploy(&up, &hello());
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains(" !     Compiled slug size: ") && out.contains("is too large (max is 1M)."),
+        "{out}"
+    );
+    assert!(releases(&up).iter().all(|r| r["version"] == 1));
+
+    // While one build runs, a second one of the app is refused, naming the first.
+    up.cli_succeeds(&["config:set", "SLEEP=5", "-a", APP]);
+    let mut first = std::process::Command::new(env!("CARGO_BIN_EXE_dyno"))
+        .args(["deploy", &hello().to_string_lossy(), "-a", APP])
+        .env("DYNO_SOCKET", up.api_socket())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let running = poll_until(
+        std::time::Duration::from_secs(10),
+        std::time::Duration::from_millis(50),
+        || {
+            builds(&up)
+                .into_iter()
+                .find(|b| b["status"] == "pending")
+                .ok_or_else(|| "no build is running".to_string())
+        },
+    );
+    let (ok, _, err) = deploy(&up, &hello());
+    assert!(!ok);
+    assert!(
+        err.contains("a build of built is running already")
+            && err.contains(running["id"].as_str().unwrap()),
+        "{err}"
+    );
+    let _ = first.wait();
 }

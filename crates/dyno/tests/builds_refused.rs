@@ -32,7 +32,12 @@ fn build_archive(up: &Up, archive: Vec<u8>) -> (String, String) {
             .await
             .unwrap();
         let build = api
-            .create_build(APP, &source.source_blob.get_url, Some("0123456789abcdef"), None)
+            .create_build(
+                APP,
+                &source.source_blob.get_url,
+                Some("0123456789abcdef"),
+                None,
+            )
             .await
             .unwrap();
         let mut output = String::new();
@@ -76,14 +81,20 @@ fn python_tarball(up: &Up, members: &str) -> Vec<u8> {
 fn release_versions(up: &Up) -> Vec<u64> {
     let (out, _) = up.cli_succeeds(&["releases", "-a", APP, "--json"]);
     let list: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
-    list.iter().map(|r| r["version"].as_u64().unwrap()).collect()
+    list.iter()
+        .map(|r| r["version"].as_u64().unwrap())
+        .collect()
 }
 
 fn assert_refused(up: &Up, archive: Vec<u8>, says: &str) {
     let (output, status) = build_archive(up, archive);
     assert_eq!(status, "failed", "{output}");
     assert!(output.contains(says), "no {says:?} in:\n{output}");
-    assert_eq!(release_versions(up), [1], "something was released:\n{output}");
+    assert_eq!(
+        release_versions(up),
+        [1],
+        "something was released:\n{output}"
+    );
 }
 
 #[test]
@@ -114,7 +125,10 @@ fn paths_escaping_the_build_dir_are_refused_and_nothing_is_written_outside() {
     let _ = std::fs::remove_file(&outside);
     for (members, says) in [
         ("add('../escaped')".to_string(), "Push rejected"),
-        (format!("add({:?})", outside.to_string_lossy()), "Push rejected"),
+        (
+            format!("add({:?})", outside.to_string_lossy()),
+            "Push rejected",
+        ),
         (
             "add('out', kind=tarfile.SYMTYPE, link='/etc')\nadd('out/passwd')".to_string(),
             "Push rejected",
@@ -152,7 +166,11 @@ fn an_app_nothing_detects_or_without_process_types_is_refused() {
     // A buildpack that builds but names no process type, and no Procfile.
     let bp = up.scratch.join("silent-bp");
     std::fs::create_dir_all(bp.join("bin")).unwrap();
-    for (script, body) in [("detect", "echo Silent"), ("compile", "true"), ("release", "echo ---")] {
+    for (script, body) in [
+        ("detect", "echo Silent"),
+        ("compile", "true"),
+        ("release", "echo ---"),
+    ] {
         let path = bp.join("bin").join(script);
         std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
         std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755))

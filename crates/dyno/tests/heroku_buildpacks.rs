@@ -12,7 +12,10 @@ fn heroku_buildpacks_commands_set_what_the_next_build_runs() {
     require_root();
     let h = Heroku::start("heroku-buildpacks");
     h.ok(&["apps:create", APP]);
-    contains(&h.ok(&["buildpacks", "-a", APP]), &format!("{APP} has no Buildpacks."));
+    contains(
+        &h.ok(&["buildpacks", "-a", APP]),
+        &format!("{APP} has no Buildpacks."),
+    );
 
     // A buildpack of the daemon's host, as a file:// URL (the CLI takes URLs as they are).
     let bp = h.up.scratch.join("greeter");
@@ -36,23 +39,23 @@ fn heroku_buildpacks_commands_set_what_the_next_build_runs() {
     let listed = h.ok(&["buildpacks", "-a", APP]);
     contains(&listed, &format!("1. {other}"));
     contains(&listed, &format!("2. {url}"));
-    let (out, _) = h
-        .up
-        .cli_succeeds(&["buildpacks", "-a", APP, "--json"]);
+    let (out, _) = h.up.cli_succeeds(&["buildpacks", "-a", APP, "--json"]);
     let list: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(list[0]["buildpack"]["url"], other);
     assert_eq!(list[1]["buildpack"]["url"], url.as_str());
 
-    contains(&h.ok(&["buildpacks:remove", other, "-a", APP]), "Buildpack removed");
+    contains(
+        &h.ok(&["buildpacks:remove", other, "-a", APP]),
+        "Buildpack removed",
+    );
     let listed = h.ok(&["buildpacks", "-a", APP]);
     assert!(!listed.contains(other), "{listed}");
     contains(&listed, &url);
 
     // The next build runs it.
     let hello = repo().join("examples/hello");
-    let (out, _) = h
-        .up
-        .cli_succeeds(&["deploy", hello.to_str().unwrap(), "-a", APP]);
+    let (out, _) =
+        h.up.cli_succeeds(&["deploy", hello.to_str().unwrap(), "-a", APP]);
     contains(&out, &format!("-----> Using buildpack: {url}"));
     contains(&out, "-----> Greeter app detected");
     contains(&out, "greeter compiled");
@@ -61,6 +64,12 @@ fn heroku_buildpacks_commands_set_what_the_next_build_runs() {
     let listed = h.ok(&["buildpacks", "-a", APP]);
     contains(&listed, other);
     assert!(!listed.contains(&url), "{listed}");
-    contains(&h.ok(&["buildpacks:clear", "-a", APP]), "Buildpacks cleared");
-    contains(&h.ok(&["buildpacks", "-a", APP]), &format!("{APP} has no Buildpacks."));
+    contains(
+        &h.ok(&["buildpacks:clear", "-a", APP]),
+        "Buildpacks cleared",
+    );
+    contains(
+        &h.ok(&["buildpacks", "-a", APP]),
+        &format!("{APP} has no Buildpacks."),
+    );
 }

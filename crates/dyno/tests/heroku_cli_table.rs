@@ -59,7 +59,7 @@ fn the_clis_core_commands_work_or_say_why_not() {
         ),
         (vec!["ps:wait", "-a", APP], Works("")),
         // SSH into a dyno (Heroku's Exec) is not offered.
-        (vec!["ps:exec", "-a", APP], Fails("No such endpoint")),
+        (vec!["ps:exec", "-a", APP], Fails("dyno has no Heroku Exec")),
         (vec!["ps:scale", "web=1", "-a", APP], Works("web at 1")),
         (vec!["releases", "-a", APP], Works("Releases - Current")),
         (vec!["releases:info", "-a", APP], Works("=== Release v")),
@@ -145,8 +145,7 @@ fn the_clis_core_commands_work_or_say_why_not() {
         (vec!["access", "-a", APP], Works("email")),
         (vec!["keys"], Fails("No such endpoint: GET /account/keys")),
         (vec!["webhooks", "-a", APP], Fails("No such endpoint")),
-        // Builds are issue 14's.
-        (vec!["buildpacks", "-a", APP], Fails("No such endpoint")),
+        (vec!["buildpacks", "-a", APP], Works("has no Buildpacks")),
         (vec!["regions"], Fails("No such endpoint: GET /regions")),
         (vec!["apps:rename", renamed, "-a", APP], Works(renamed)),
         (

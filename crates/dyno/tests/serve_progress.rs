@@ -37,12 +37,13 @@ fn long_verbs_redraw_their_progress_on_a_terminal_and_stay_quiet_with_json() {
     assert!(up.cli(&["apps:create", "slow"]).status.success());
 
     let deployed = on_terminal(&up, &["deploy", &app.to_string_lossy(), "-a", "slow"]);
+    // A deploy shows its build as it runs, then the release.
     assert!(
-        // A first deploy: no formation yet to count towards.
-        deployed.contains("\r\x1b[2KDeploying ") && deployed.contains("... web 0 up, 1 starting"),
+        deployed.contains("-----> Procfile app detected\r\n")
+            && deployed.contains("       Released v2\r\n"),
         "{deployed:?}"
     );
-    assert!(deployed.contains("... done, v2 (Deploy "), "{deployed:?}");
+    assert!(deployed.contains("done, v2 (Deploy "), "{deployed:?}");
 
     let scaled = on_terminal(&up, &["ps:scale", "web=3", "-a", "slow"]);
     assert!(

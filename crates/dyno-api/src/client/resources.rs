@@ -82,6 +82,11 @@ impl ApiClient {
         .await
     }
 
+    /// `GET /apps/{name}/releases/{id or version}`.
+    pub async fn release(&self, app: &str, which: &str) -> Result<Release, ClientError> {
+        self.get(&format!("/apps/{app}/releases/{which}")).await
+    }
+
     /// `POST /apps/{name}/releases`: `dir` (absolute, on the daemon's host) becomes the slug
     /// of a new release; the answer comes once the formation runs it.
     pub async fn deploy(&self, app: &str, dir: &str) -> Result<Release, ClientError> {

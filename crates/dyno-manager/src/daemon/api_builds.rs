@@ -69,7 +69,13 @@ impl DaemonApi {
         secret: String,
         chunks: SourceChunks,
     ) -> Result<(), ApiError> {
-        Ok(self.daemon.builds.sources.put(&secret, chunks).await?)
+        let data_dir = self.daemon.options.data_dir.clone();
+        Ok(self
+            .daemon
+            .builds
+            .sources
+            .put(&secret, chunks, &data_dir)
+            .await?)
     }
 
     pub(super) async fn get_source_out(&self, secret: String) -> Result<bytes::Bytes, ApiError> {

@@ -104,6 +104,14 @@ pub(super) fn feature_of(
         .into_iter()
         .find(|f| f.name == feature)
         .ok_or_else(|| {
+            // What `heroku ps:exec` (and ps:copy, ps:forward, ps:socks) asks for first.
+            if feature == "runtime-heroku-exec" {
+                return ApiError::not_found(format!(
+                    "dyno has no Heroku Exec (ps:exec, ps:copy, ps:forward, ps:socks): for a \
+                     shell next to the app, start a one-off dyno with `heroku run bash -a {}`.",
+                    app.name
+                ));
+            }
             let known: Vec<&str> = FEATURES.iter().map(|(name, _, _)| *name).collect();
             ApiError::not_found(format!(
                 "No feature {feature}: the features are {}. See `heroku features -a {}` and \

@@ -247,7 +247,8 @@ impl Daemon {
         let types = procfile::read_procfile(&dir.join("Procfile"))
             .map_err(|e| DaemonError::new(ErrorKind::InvalidParams, e.to_string()))?;
         let types = types.into_iter().map(|t| (t.name, t.command)).collect();
-        self.deploy_tree(name, dir, types, None, formation).await
+        self.deploy_tree(name, dir, types, None, Default::default(), formation)
+            .await
     }
 
     /// Deploys the tree at `dir` (copied into the slug store) running `types` (the Procfile's,
@@ -259,6 +260,7 @@ impl Daemon {
         dir: &Path,
         types: Vec<(String, String)>,
         description: Option<String>,
+        default_config: BTreeMap<String, String>,
         mut formation: Vec<ScaleChange>,
     ) -> Result<Release, DaemonError> {
         let app = app_name(name)?;
@@ -287,6 +289,7 @@ impl Daemon {
             slug,
             process_types,
             description: description.unwrap_or_else(|| format!("Deploy {}", &digest[..7])),
+            default_config,
         };
         let runs_phase = types.iter().any(|(t, _)| t == RELEASE_PHASE);
         let made = if runs_phase {

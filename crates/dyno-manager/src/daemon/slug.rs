@@ -38,18 +38,25 @@ pub fn copy_tree(src: &Path, dest: &Path) -> io::Result<String> {
 /// for any other change refused for that reason), anything else an internal error.
 pub fn copy_into_store(src: &Path, dest: &Path, data_dir: &Path) -> Result<String, DaemonError> {
     copy_tree(src, dest).map_err(|e| {
-        let dir = data_dir.to_path_buf();
-        match e.kind() {
-            io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded => {
-                StateError::DiskFull { dir }.into()
-            }
-            io::ErrorKind::ReadOnlyFilesystem => StateError::ReadOnly { dir }.into(),
-            _ => DaemonError::new(
-                ErrorKind::Internal,
-                format!("copy {} into the slug store: {e}", src.display()),
-            ),
-        }
+        data_dir_error(
+            e,
+            data_dir,
+            &format!("copy {} into the slug store", src.display()),
+        )
     })
+}
+
+/// A write to the data dir that failed, in the daemon's words: a full or read-only data dir
+/// is the store's `disk_full` / `read_only`, anything else an internal error about `what`.
+pub fn data_dir_error(e: io::Error, data_dir: &Path, what: &str) -> DaemonError {
+    let dir = data_dir.to_path_buf();
+    match e.kind() {
+        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded => {
+            StateError::DiskFull { dir }.into()
+        }
+        io::ErrorKind::ReadOnlyFilesystem => StateError::ReadOnly { dir }.into(),
+        _ => DaemonError::new(ErrorKind::Internal, format!("{what}: {e}")),
+    }
 }
 
 fn copy_dir(src: &Path, dest: &Path, rel: &Path, hasher: &mut Sha256) -> io::Result<()> {

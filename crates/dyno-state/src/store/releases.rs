@@ -54,7 +54,10 @@ impl Store {
         }
         self.write(|tx, _| {
             super::apps::require_app(tx, app)?;
-            let config = config_of(tx, app.as_str())?;
+            let mut config = config_of(tx, app.as_str())?;
+            for (key, value) in &release.default_config {
+                config.entry(key.clone()).or_insert_with(|| value.clone());
+            }
             insert_release(
                 tx,
                 app.as_str(),

@@ -74,6 +74,7 @@ pub fn deploy(store: &mut Store, app_name: &AppName, types: &[(&str, &str)], tag
             .map(|(t, c)| (ptype(t), c.to_string()))
             .collect(),
         description: format!("Deploy {tag}"),
+        default_config: Default::default(),
     };
     store.create_release(app_name, release).expect("deploy")
 }

@@ -44,7 +44,13 @@ pub(super) async fn deploy(
         .create_build(&app, &source.source_blob.get_url, None, None)
         .await
         .map_err(e)?;
+    // The build's lines go to stderr (stdout is the result); the last ` !     ` line says
+    // why a build or its release failed.
+    let mut last_problem = None;
     api.stream_build_output(&build.output_stream_url, |lines| {
+        if let Some(problem) = lines.iter().rev().find(|l| l.starts_with(" !     ")) {
+            last_problem = Some(problem.trim_start_matches(" !     ").to_string());
+        }
         if json {
             return;
         }
@@ -54,18 +60,28 @@ pub(super) async fn deploy(
             text.push('\n');
         }
         use std::io::Write;
-        let _ = std::io::stdout().write_all(text.as_bytes());
+        let _ = std::io::stderr().write_all(text.as_bytes());
     })
     .await
     .map_err(e)?;
     let build = api.build(&app, &build.id).await.map_err(e)?;
     if build.status != "succeeded" {
         return Err(format!(
-            "the build failed; nothing was released (see the lines above, or              `dyno builds:info {} -a {app}`)",
+            "the build failed; nothing was released (see the lines above, or `dyno builds:info \
+             {} -a {app}`)",
             build.id
         ));
     }
-    out(json, &build, String::new);
+    let release = match &build.release {
+        Some(release) => api.release(&app, &release.id).await.map_err(e)?,
+        None => return Err(format!("the build {} made no release", build.id)),
+    };
+    if release.status == "failed" {
+        return Err(last_problem.unwrap_or_else(|| format!("release v{} failed", release.version)));
+    }
+    out(json, &release, || {
+        format!("done, v{} ({})\n", release.version, release.description)
+    });
     Ok(())
 }
 

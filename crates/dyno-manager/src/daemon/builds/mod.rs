@@ -8,6 +8,7 @@
 
 mod buildpacks;
 mod output;
+mod prepare;
 mod run;
 mod sources;
 pub mod workspace;

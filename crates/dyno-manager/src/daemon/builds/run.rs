@@ -11,8 +11,9 @@ use dyno_error::ErrorKind;
 use dyno_state::{Build, BuildStatus, NewBuild};
 use dyno_supervisor::Attachment;
 
+use super::prepare::Preparation;
 use super::workspace::{self, Workspace};
-use super::{buildpacks, cache_dir, output_file, workspaces_dir, BuildOutput};
+use super::{cache_dir, output_file, workspaces_dir, BuildOutput};
 use crate::daemon::options::Slot;
 use crate::daemon::{app_name, procfile, uids, Daemon, DaemonError};
 
@@ -26,7 +27,7 @@ const RELAY_DRAIN: std::time::Duration = std::time::Duration::from_secs(5);
 fn spoken(d: std::time::Duration) -> String {
     let secs = d.as_secs();
     match secs {
-        60.. if secs % 60 == 0 => {
+        60.. if secs.is_multiple_of(60) => {
             format!("{} minute{}", secs / 60, if secs == 60 { "" } else { "s" })
         }
         _ => format!("{secs} second{}", if secs == 1 { "" } else { "s" }),
@@ -194,26 +195,18 @@ impl Daemon {
             .current_release(&build.app)
             .await
             .map_err(|e| format!(" !     {e}"))?;
-        let prepared = {
-            let (app_dir, source) = (ws.app(), source.to_path_buf());
-            let (cache, ws_cache) = (
-                cache_dir(&self.options.data_dir, &build.app_uuid),
-                ws.cache(),
-            );
-            let (env, config) = (ws.env(), current.config.clone());
-            let (bp_dir, meta) = (ws.buildpacks(), ws.meta());
-            let installed = self.options.build.installed.clone();
-            let scratch = ws.root.clone();
-            tokio::task::spawn_blocking(move || {
-                prepare(
-                    &source, &app_dir, uid, &cache, &ws_cache, &env, &config, &bp_dir, &meta,
-                    &installed, &scratch, asked,
-                )
-            })
+        let job = Preparation {
+            workspace: ws.root.clone(),
+            source: source.to_path_buf(),
+            uid,
+            cache: cache_dir(&self.options.data_dir, &build.app_uuid),
+            config: current.config.clone(),
+            installed: self.options.build.installed.clone(),
+            asked,
+        };
+        tokio::task::spawn_blocking(move || job.run())
             .await
-            .map_err(|e| e.to_string())?
-        }?;
-        let _ = prepared;
+            .map_err(|e| e.to_string())??;
         let code = self.run_build_dyno(ws, build, &current, output).await?;
         let ran = std::fs::read_to_string(ws.meta().join(driver::RAN))
             .unwrap_or_default()
@@ -223,7 +216,7 @@ impl Daemon {
         if code != 0 {
             return Err(String::new());
         }
-        let types = process_types(ws, output)?;
+        let (types, default_config) = process_types(ws, output)?;
         let size = {
             let (dir, limit) = (ws.app(), self.options.build.max_slug_bytes);
             tokio::task::spawn_blocking(move || dyno_build::slug_size::compressed_size(&dir, limit))
@@ -250,10 +243,32 @@ impl Daemon {
             .as_deref()
             .filter(|v| !v.is_empty())
             .map(|v| format!("Deploy {}", &v[..v.len().min(8)]));
-        let release = self
-            .deploy_tree(&build.app, &ws.app(), types, description, Vec::new())
+        let release = match self
+            .deploy_tree(
+                &build.app,
+                &ws.app(),
+                types,
+                description,
+                default_config,
+                Vec::new(),
+            )
             .await
-            .map_err(|e| format!(" !     Release failed: {e}"))?;
+        {
+            Ok(release) => release,
+            // The slug was built and its release made; its release phase failed (Heroku: the
+            // build succeeded, the release is `failed`, `heroku releases` shows it).
+            Err(e) if e.kind == ErrorKind::ReleaseFailed => {
+                output.line(&format!(" !     {e}"));
+                let app = app_name(&build.app).map_err(|e| e.to_string())?;
+                let newest = self
+                    .with_store(move |s| s.releases(&app))
+                    .await
+                    .map_err(|e| format!(" !     {e}"))?;
+                let version = newest.iter().map(|r| r.version).max().unwrap_or(0);
+                return Ok((version, ran));
+            }
+            Err(e) => return Err(format!(" !     Release failed: {e}")),
+        };
         output.line(&format!("       Released v{}", release.version));
         output.line(&format!(
             "       {} deployed to dyno",
@@ -368,93 +383,10 @@ impl Daemon {
     }
 }
 
-/// Everything before the build dyno runs, on the host (blocking): the source unpacked and
-/// given to the app's user, the cache copied in, the config vars written, the buildpacks put
-/// in place, the driver written.
-#[allow(clippy::too_many_arguments)]
-fn prepare(
-    source: &Path,
-    app_dir: &Path,
-    uid: u32,
-    cache: &Path,
-    ws_cache: &Path,
-    env: &Path,
-    config: &std::collections::BTreeMap<String, String>,
-    bp_dir: &Path,
-    meta: &Path,
-    installed: &[buildpacks::Installed],
-    scratch: &Path,
-    asked: Vec<String>,
-) -> Result<(), Failure> {
-    let limits = dyno_build::archive::Limits {
-        max_entries: 200_000,
-        max_bytes: 2 << 30,
-    };
-    let unpacked = dyno_build::archive::unpack(source, app_dir, limits)
-        .map_err(|e| format!(" !     Push rejected: {e}"))?;
-    if unpacked.entries == 0 {
-        return Err(" !     Push rejected: the source is empty (no files to build).".to_string());
-    }
-    workspace::chown_tree(app_dir, uid).map_err(|e| format!(" !     {e}"))?;
-    if cache.is_dir() {
-        workspace::copy_owned(cache, ws_cache, Some(uid))
-            .map_err(|e| format!(" !     Could not restore the build cache: {e}"))?;
-    }
-    for (key, value) in config {
-        std::fs::write(env.join(key), value).map_err(|e| format!(" !     {e}"))?;
-    }
-    // `.buildpacks` (heroku-buildpack-multi's file): the order when none was set.
-    let multi = std::fs::read_to_string(app_dir.join(".buildpacks"))
-        .map(|text| {
-            text.lines()
-                .map(str::trim)
-                .filter(|l| !l.is_empty() && !l.starts_with('#'))
-                .map(str::to_string)
-                .collect::<Vec<_>>()
-        })
-        .unwrap_or_default();
-    let explicit = if asked.is_empty() { multi } else { asked };
-    if explicit.is_empty() {
-        for (i, b) in installed.iter().enumerate() {
-            buildpacks::fetch(
-                &b.name,
-                &bp_dir.join(driver::buildpack_dir_name(i)),
-                installed,
-                scratch,
-            )
-            .map_err(|e| format!(" !     {e}"))?;
-        }
-    } else {
-        for (i, url) in explicit.iter().enumerate() {
-            buildpacks::fetch(
-                url,
-                &bp_dir.join(driver::buildpack_dir_name(i)),
-                installed,
-                scratch,
-            )
-            .map_err(|e| format!(" !     {e}"))?;
-        }
-        std::fs::write(meta.join(driver::EXPLICIT), "").map_err(|e| format!(" !     {e}"))?;
-    }
-    std::fs::write(meta.join(driver::SCRIPT_NAME), driver::SCRIPT)
-        .map_err(|e| format!(" !     {e}"))?;
-    Ok(())
-}
-
-/// The slug's process types: its Procfile's, else the buildpacks' defaults; said in the
-/// output as Heroku says it.
-fn process_types(ws: &Workspace, output: &BuildOutput) -> Result<Vec<(String, String)>, Failure> {
+/// The slug's process types (its Procfile's, else the buildpacks' defaults; said in the output
+/// as Heroku says it) and the buildpacks' default config vars.
+fn process_types(ws: &Workspace, output: &BuildOutput) -> Result<(Types, Config), Failure> {
     output.line("-----> Discovering process types");
-    let procfile = ws.app().join("Procfile");
-    if procfile.exists() {
-        let types = procfile::read_procfile(&procfile).map_err(|e| format!(" !     {e}"))?;
-        let names: Vec<&str> = types.iter().map(|t| t.name.as_str()).collect();
-        output.line(&format!(
-            "       Procfile declares types -> {}",
-            names.join(", ")
-        ));
-        return Ok(types.into_iter().map(|t| (t.name, t.command)).collect());
-    }
     let mut infos = Vec::new();
     let mut files: Vec<_> = std::fs::read_dir(ws.meta())
         .map_err(|e| e.to_string())?
@@ -471,6 +403,21 @@ fn process_types(ws: &Workspace, output: &BuildOutput) -> Result<Vec<(String, St
         );
     }
     let merged = dyno_build::release::merge(&infos);
+    for key in merged.config_vars.keys() {
+        dyno_state::ConfigKey::parse(key)
+            .map_err(|e| format!(" !     A buildpack's bin/release config var: {e}"))?;
+    }
+    let procfile = ws.app().join("Procfile");
+    if procfile.exists() {
+        let types = procfile::read_procfile(&procfile).map_err(|e| format!(" !     {e}"))?;
+        let names: Vec<&str> = types.iter().map(|t| t.name.as_str()).collect();
+        output.line(&format!(
+            "       Procfile declares types -> {}",
+            names.join(", ")
+        ));
+        let types = types.into_iter().map(|t| (t.name, t.command)).collect();
+        return Ok((types, merged.config_vars));
+    }
     if merged.default_process_types.is_empty() {
         return Err(
             " !     No Procfile and no default process types: add a Procfile \
@@ -487,5 +434,11 @@ fn process_types(ws: &Workspace, output: &BuildOutput) -> Result<Vec<(String, St
         "       Procfile declares types     -> (none)\n       Default types for buildpack -> {}",
         names.join(", ")
     ));
-    Ok(merged.default_process_types.into_iter().collect())
+    Ok((
+        merged.default_process_types.into_iter().collect(),
+        merged.config_vars,
+    ))
 }
+
+type Types = Vec<(String, String)>;
+type Config = std::collections::BTreeMap<String, String>;

@@ -60,7 +60,9 @@ impl Sources {
         &self,
         secret: &str,
         mut chunks: mpsc::Receiver<Result<Bytes, String>>,
+        data_dir: &Path,
     ) -> Result<(), DaemonError> {
+        let io_error = |e| crate::daemon::slug::data_dir_error(e, data_dir, "source upload");
         let file = self.slot_file(secret)?;
         if let Some(dir) = file.parent() {
             tokio::fs::create_dir_all(dir).await.map_err(io_error)?;
@@ -89,7 +91,10 @@ impl Sources {
     /// The uploaded archive of `secret`.
     pub async fn get(&self, secret: &str) -> Result<Bytes, DaemonError> {
         let file = self.uploaded(secret)?.1;
-        Ok(Bytes::from(tokio::fs::read(&file).await.map_err(io_error)?))
+        let read = tokio::fs::read(&file).await;
+        Ok(Bytes::from(read.map_err(|e| {
+            DaemonError::new(ErrorKind::Internal, format!("source upload: {e}"))
+        })?))
     }
 
     /// The app and file of an uploaded source, named by its URL (`…/sources/{secret}`).
@@ -150,8 +155,4 @@ fn expire(slots: &mut HashMap<String, Slot>) {
         }
         keep
     });
-}
-
-fn io_error(e: std::io::Error) -> DaemonError {
-    DaemonError::new(ErrorKind::Internal, format!("source upload: {e}"))
 }
