@@ -59,8 +59,10 @@ fn hello() -> PathBuf {
     repo().join("examples/hello")
 }
 
+/// `dyno deploy DIR`: (success, the build's lines and the result, stderr).
 fn deploy(up: &Up, dir: &Path) -> (bool, String, String) {
-    up.cli_result(&["deploy", &dir.to_string_lossy(), "-a", APP])
+    let (ok, stdout, stderr) = up.cli_result(&["deploy", &dir.to_string_lossy(), "-a", APP]);
+    (ok, format!("{stderr}{stdout}"), stderr)
 }
 
 #[test]

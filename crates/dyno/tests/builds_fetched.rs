@@ -139,7 +139,7 @@ fn git_and_tgz_buildpacks_are_fetched_and_run_in_order() {
     up.cli_succeeds(&["buildpacks:add", git_url, "-a", APP]);
     up.cli_succeeds(&["buildpacks:add", tgz_url, "-a", APP]);
     let hello = repo().join("examples/hello");
-    let (out, _) = up.cli_succeeds(&["deploy", hello.to_str().unwrap(), "-a", APP]);
+    let (_, out) = up.cli_succeeds(&["deploy", hello.to_str().unwrap(), "-a", APP]);
     let order = [
         "-----> Using buildpacks:",
         &format!("       1. {git_url}"),
@@ -165,7 +165,7 @@ fn git_and_tgz_buildpacks_are_fetched_and_run_in_order() {
         "-a",
         APP,
     ]);
-    let (ok, out, _) = up.cli_result(&["deploy", hello.to_str().unwrap(), "-a", APP]);
+    let (ok, _, out) = up.cli_result(&["deploy", hello.to_str().unwrap(), "-a", APP]);
     assert!(!ok);
     assert!(
         out.contains("Could not fetch the buildpack http://127.0.0.1:8731/missing.tgz"),

@@ -157,7 +157,7 @@ fn an_app_nothing_detects_or_without_process_types_is_refused() {
     let plain = app_dir("refused-plain", "");
     std::fs::remove_file(plain.join("Procfile")).unwrap();
     std::fs::write(plain.join("index.html"), "<p>hi</p>").unwrap();
-    let (ok, out, _) = up.cli_result(&["deploy", &plain.to_string_lossy(), "-a", APP]);
+    let (ok, _, out) = up.cli_result(&["deploy", &plain.to_string_lossy(), "-a", APP]);
     assert!(!ok);
     assert!(
         out.contains(" !     No default language could be detected for this app."),
@@ -177,7 +177,7 @@ fn an_app_nothing_detects_or_without_process_types_is_refused() {
             .unwrap();
     }
     up.cli_succeeds(&["buildpacks:set", &bp.to_string_lossy(), "-a", APP]);
-    let (ok, out, _) = up.cli_result(&["deploy", &plain.to_string_lossy(), "-a", APP]);
+    let (ok, _, out) = up.cli_result(&["deploy", &plain.to_string_lossy(), "-a", APP]);
     assert!(!ok);
     assert!(
         out.contains("No Procfile and no default process types"),

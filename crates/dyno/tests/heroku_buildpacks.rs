@@ -54,7 +54,7 @@ fn heroku_buildpacks_commands_set_what_the_next_build_runs() {
 
     // The next build runs it.
     let hello = repo().join("examples/hello");
-    let (out, _) =
+    let (_, out) =
         h.up.cli_succeeds(&["deploy", hello.to_str().unwrap(), "-a", APP]);
     contains(&out, &format!("-----> Using buildpack: {url}"));
     contains(&out, "-----> Greeter app detected");

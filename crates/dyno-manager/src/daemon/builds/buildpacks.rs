@@ -75,15 +75,38 @@ fn copy_dir(src: &Path, dest: &Path) -> Result<(), String> {
         .map_err(|e| format!("Could not copy the buildpack {}: {e}", src.display()))
 }
 
+/// A shallow clone of `location` (at `reference`); a full one when the server cannot serve a
+/// shallow one (git's dumb HTTP).
 fn clone(location: &str, reference: Option<&str>, dest: &Path) -> Result<(), String> {
+    let shallow = run_fetch(git_clone(location, reference, dest, true), location);
+    match shallow {
+        Err(e) if e.contains("shallow") => {
+            let _ = std::fs::remove_dir_all(dest);
+            run_fetch(git_clone(location, reference, dest, false), location)
+        }
+        other => other,
+    }
+}
+
+fn git_clone(location: &str, reference: Option<&str>, dest: &Path, shallow: bool) -> Command {
     let mut git = Command::new("git");
-    git.args(["clone", "--quiet", "--depth", "1"]);
+    // A server that stalls does not hold the build forever.
+    git.args([
+        "-c",
+        "http.lowSpeedLimit=1000",
+        "-c",
+        "http.lowSpeedTime=60",
+    ]);
+    git.args(["clone", "--quiet"]);
+    if shallow {
+        git.args(["--depth", "1"]);
+    }
     if let Some(r) = reference {
         git.args(["--branch", r]);
     }
     git.arg("--").arg(location).arg(dest);
     git.env("GIT_TERMINAL_PROMPT", "0");
-    run_fetch(git, location)
+    git
 }
 
 fn fetch_tarball(location: &str, dest: &Path, scratch: &Path) -> Result<(), String> {
