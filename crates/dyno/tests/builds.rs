@@ -45,6 +45,16 @@ fn buildpack(up: &Up, name: &str, compile: &str, release: &str) -> PathBuf {
     dir
 }
 
+/// Sets a buildpack whose compile runs `compile` as the app's only one, deploys hello with it,
+/// and returns the build's lines of the deploy, which must fail.
+fn build_fails(up: &Up, name: &str, compile: &str) -> String {
+    let bp = buildpack(up, name, compile, "---");
+    up.cli_succeeds(&["buildpacks:set", &bp.to_string_lossy(), "-a", APP]);
+    let (ok, out, _) = deploy(up, &hello());
+    assert!(!ok, "the build with {name} did not fail:\n{out}");
+    out
+}
+
 fn releases(up: &Up) -> Vec<serde_json::Value> {
     let (out, _) = up.cli_succeeds(&["releases", "-a", APP, "--json"]);
     serde_json::from_str(&out).unwrap()
@@ -139,15 +149,7 @@ fn a_failed_compile_releases_nothing_and_the_old_release_keeps_serving() {
 #[test]
 fn a_build_that_never_ends_hits_the_timeout_and_leaves_no_process() {
     let up = serve("build-timeout", &["--build-timeout", "3s"]);
-    let forever = buildpack(
-        &up,
-        "forever",
-        "echo started\nsleep 1000 & sleep 1000",
-        "---",
-    );
-    up.cli_succeeds(&["buildpacks:set", &forever.to_string_lossy(), "-a", APP]);
-    let (ok, out, _) = deploy(&up, &hello());
-    assert!(!ok, "{out}");
+    let out = build_fails(&up, "forever", "echo started\nsleep 1000 & sleep 1000");
     assert!(out.contains("started"), "{out}");
     assert!(
         out.contains("Timed out compiling the app after 3 seconds: the build was stopped."),
@@ -166,15 +168,11 @@ fn a_build_that_fills_its_disk_or_forks_without_end_is_held() {
         "build-held",
         &["--build-disk-mb", "64", "--build-size", "Standard-1X"],
     );
-    let filler = buildpack(
+    let out = build_fails(
         &up,
         "filler",
         "dd if=/dev/zero of=$1/big bs=1M count=512 2>&1 || { echo disk full; exit 1; }",
-        "---",
     );
-    up.cli_succeeds(&["buildpacks:set", &filler.to_string_lossy(), "-a", APP]);
-    let (ok, out, _) = deploy(&up, &hello());
-    assert!(!ok, "{out}");
     assert!(out.contains("No space left on device"), "{out}");
     // The host's data dir got none of it: the build's disk was its own tmpfs, now gone.
     let workspaces = up.scratch.join("data/builds/run");
@@ -183,16 +181,12 @@ fn a_build_that_fills_its_disk_or_forks_without_end_is_held() {
         .unwrap_or_default();
     assert!(left.is_empty(), "{left:?}");
 
-    let forker = buildpack(
+    let out = build_fails(
         &up,
         "forker",
         "set +e\nfor i in $(seq 1 400); do sleep 20 >/dev/null 2>&1 & done 2>&1 | tail -n 1\n\
          echo \"running: $(jobs -p | wc -l)\"\nexit 1",
-        "---",
     );
-    up.cli_succeeds(&["buildpacks:set", &forker.to_string_lossy(), "-a", APP]);
-    let (ok, out, _) = deploy(&up, &hello());
-    assert!(!ok, "{out}");
     assert!(
         out.contains("Resource temporarily unavailable"),
         "the process limit did not hold:\n{out}"
@@ -299,15 +293,11 @@ fn a_python_app_is_built_into_a_virtualenv_by_the_shipped_buildpack() {
 #[test]
 fn a_slug_over_the_limit_and_a_second_build_at_once_are_refused() {
     let up = serve("build-limits", &["--max-slug-mb", "1"]);
-    let big = buildpack(
+    let out = build_fails(
         &up,
         "big",
         "head -c 3000000 /dev/urandom > $1/noise.bin\nsleep ${SLEEP:-0}",
-        "---",
     );
-    up.cli_succeeds(&["buildpacks:set", &big.to_string_lossy(), "-a", APP]);
-    let (ok, out, _) = deploy(&up, &hello());
-    assert!(!ok, "{out}");
     assert!(
         out.contains(" !     Compiled slug size: ") && out.contains("is too large (max is 1M)."),
         "{out}"
