@@ -332,3 +332,83 @@ fn a_slug_over_the_limit_and_a_second_build_at_once_are_refused() {
     );
     let _ = first.wait();
 }
+
+/// The mounts whose mount point is under `dir` (a build's workspace is one while it runs).
+fn mounts_under(dir: &Path) -> Vec<String> {
+    let dir = dir.to_string_lossy().into_owned();
+    std::fs::read_to_string("/proc/self/mounts")
+        .unwrap()
+        .lines()
+        .filter(|l| l.split(' ').nth(1).is_some_and(|m| m.starts_with(&dir)))
+        .map(str::to_string)
+        .collect()
+}
+
+/// A build under way, in the background, of a buildpack that sleeps; returns once it runs.
+fn start_sleeping_build(up: &Up) -> std::process::Child {
+    let bp = buildpack(up, "sleeper", "echo sleeping\nsleep 1000", "---");
+    up.cli_succeeds(&["buildpacks:set", &bp.to_string_lossy(), "-a", APP]);
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_dyno"))
+        .args(["deploy", &hello().to_string_lossy(), "-a", APP])
+        .env("DYNO_SOCKET", up.api_socket())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    poll_until(
+        std::time::Duration::from_secs(10),
+        std::time::Duration::from_millis(50),
+        || {
+            (!processes_of(up.app_uid(APP)).is_empty() && !mounts_under(&up.scratch).is_empty())
+                .then_some(())
+                .ok_or_else(|| "the build did not start".to_string())
+        },
+    );
+    child
+}
+
+#[test]
+fn a_daemon_that_stops_or_dies_during_a_build_fails_it_and_leaves_nothing() {
+    let mut up = serve("build-interrupted", &[]);
+    // Stopped: the build stops with it.
+    let mut client = start_sleeping_build(&up);
+    up.interrupt();
+    let _ = client.wait();
+    assert!(processes_of(up.app_uid(APP)).is_empty());
+    assert!(
+        mounts_under(&up.scratch).is_empty(),
+        "{:?}",
+        mounts_under(&up.scratch)
+    );
+    up.restart_serve(&["--boot-timeout", "20s", "--stop-grace", "2s"]);
+    up.wait_api();
+    let list = builds(&up);
+    assert_eq!(list.len(), 1);
+    assert_eq!(list[0]["status"], "failed");
+    let (info, _) = up.cli_succeeds(&["builds:info", "-a", APP]);
+    assert!(info.contains("The dyno daemon is stopping"), "{info}");
+
+    // Killed: the next daemon fails the build, stops its dyno and removes its workspace.
+    let mut client = start_sleeping_build(&up);
+    up.kill_and_restart_serve(&["--boot-timeout", "20s", "--stop-grace", "2s"]);
+    up.wait_api();
+    let _ = client.wait();
+    poll_until(
+        std::time::Duration::from_secs(20),
+        std::time::Duration::from_millis(100),
+        || {
+            (processes_of(up.app_uid(APP)).is_empty() && mounts_under(&up.scratch).is_empty())
+                .then_some(())
+                .ok_or_else(|| "the killed daemon's build is still there".to_string())
+        },
+    );
+    let list = builds(&up);
+    assert_eq!(list.len(), 2);
+    assert_eq!(list[1]["status"], "failed");
+    let (info, _) = up.cli_succeeds(&["builds:info", "-a", APP]);
+    assert!(info.contains("sleeping"), "{info}");
+    assert!(
+        info.contains("the dyno daemon stopped while it ran"),
+        "{info}"
+    );
+}

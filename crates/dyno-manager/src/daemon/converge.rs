@@ -249,6 +249,7 @@ impl Daemon {
     /// Stops every dyno of every app (daemon shutdown); then what they shared on the machine
     /// goes too, unless dynos of someone else still use it.
     pub async fn stop(&self) {
+        self.builds.stop_all().await;
         let runtimes: Vec<AppRuntime> = std::mem::take(&mut *self.apps.lock().await)
             .into_values()
             .collect();

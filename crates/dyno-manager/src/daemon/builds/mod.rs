@@ -51,14 +51,38 @@ impl Default for BuildOptions {
 }
 
 /// The daemon's builds under way and its source uploads.
-#[derive(Default)]
 pub struct Builds {
     pub sources: Sources,
     /// Output of the builds running now, by build id.
     running: Mutex<HashMap<String, Arc<BuildOutput>>>,
+    /// `true` once the daemon stops: running builds stop and fail.
+    stopping: tokio::sync::watch::Sender<bool>,
 }
 
+impl Default for Builds {
+    fn default() -> Builds {
+        Builds {
+            sources: Sources::default(),
+            running: Mutex::default(),
+            stopping: tokio::sync::watch::channel(false).0,
+        }
+    }
+}
+
+/// How long a stopping daemon waits for its builds to end (their dynos get the stop grace).
+const STOP_WAIT: Duration = Duration::from_secs(60);
+
 impl Builds {
+    /// Stops every running build (each fails, its dyno stopped, its workspace removed) and
+    /// waits for them to end.
+    pub async fn stop_all(&self) {
+        self.stopping.send_replace(true);
+        let deadline = tokio::time::Instant::now() + STOP_WAIT;
+        while !crate::lock(&self.running).is_empty() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     fn output(&self, id: &str) -> Option<Arc<BuildOutput>> {
         crate::lock(&self.running).get(id).cloned()
     }

@@ -1,6 +1,6 @@
 //! A build's output: kept whole while the build runs (readers that come late get all of it,
-//! then the rest as it comes), written to the data dir when the build ends, read from there
-//! afterwards.
+//! then the rest as it comes) and written through to a file of the data dir, read from there
+//! after the build (also after a daemon that died during it).
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -16,6 +16,9 @@ const MAX_OUTPUT_BYTES: usize = 8 << 20;
 struct Text {
     bytes: Vec<u8>,
     cut: bool,
+    /// The output's file, appended to as the output comes (`None` when it cannot be opened:
+    /// the output then lives in memory only).
+    file: Option<std::fs::File>,
 }
 
 /// The output of a running build.
@@ -23,16 +26,26 @@ pub struct BuildOutput {
     text: Mutex<Text>,
     /// Bumped on every append; `true` once the build ended.
     changed: watch::Sender<(u64, bool)>,
-    /// Where it is written when the build ends.
-    file: PathBuf,
 }
 
 impl BuildOutput {
     pub fn new(file: PathBuf) -> Arc<BuildOutput> {
+        if let Some(dir) = file.parent() {
+            let _ = std::fs::create_dir_all(dir);
+        }
+        let opened = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&file);
+        if let Err(e) = &opened {
+            tracing::warn!("build output {}: {e}", file.display());
+        }
         Arc::new(BuildOutput {
-            text: Mutex::new(Text::default()),
+            text: Mutex::new(Text {
+                file: opened.ok(),
+                ..Text::default()
+            }),
             changed: watch::channel((0, false)).0,
-            file,
         })
     }
 
@@ -43,13 +56,16 @@ impl BuildOutput {
             if text.cut {
                 return;
             }
-            if text.bytes.len() + bytes.len() > MAX_OUTPUT_BYTES {
-                text.bytes.extend_from_slice(
-                    b"\n !     The build's output is over 8 MB: the rest is not kept.\n",
-                );
+            let kept: &[u8] = if text.bytes.len() + bytes.len() > MAX_OUTPUT_BYTES {
                 text.cut = true;
+                b"\n !     The build's output is over 8 MB: the rest is not kept.\n"
             } else {
-                text.bytes.extend_from_slice(bytes);
+                bytes
+            };
+            text.bytes.extend_from_slice(kept);
+            if let Some(file) = text.file.as_mut() {
+                use std::io::Write;
+                let _ = file.write_all(kept);
             }
         }
         self.changed.send_modify(|(n, _)| *n += 1);
@@ -63,15 +79,9 @@ impl BuildOutput {
         self.append(&bytes);
     }
 
-    /// The build ended: the output goes to its file, readers get the end.
+    /// The build ended: its file is closed, readers get the end.
     pub fn finish(&self) {
-        let bytes = crate::lock(&self.text).bytes.clone();
-        if let Some(dir) = self.file.parent() {
-            let _ = std::fs::create_dir_all(dir);
-        }
-        if let Err(e) = std::fs::write(&self.file, bytes) {
-            tracing::warn!("build output {}: {e}", self.file.display());
-        }
+        drop(crate::lock(&self.text).file.take());
         self.changed.send_modify(|(_, done)| *done = true);
     }
 

@@ -45,6 +45,12 @@ impl Daemon {
         buildpacks: Option<Vec<String>>,
     ) -> Result<Build, DaemonError> {
         let app = app_name(name)?;
+        if *self.builds.stopping.borrow() {
+            return Err(DaemonError::new(
+                ErrorKind::Busy,
+                "the dyno daemon is stopping; build again once it is back",
+            ));
+        }
         let (_, source) = self.builds.sources.by_url(source_url)?;
         let asked = match buildpacks {
             Some(list) => list,
@@ -121,11 +127,8 @@ impl Daemon {
                 .with_store(move |s| s.finish_build(&id, BuildStatus::Failed, None, &ran))
                 .await;
             if failed.is_ok() {
+                // Its output so far is in its file; the reason goes after it.
                 let output = BuildOutput::new(output_file(&self.options.data_dir, &build.id));
-                output.append(
-                    &std::fs::read(output_file(&self.options.data_dir, &build.id))
-                        .unwrap_or_default(),
-                );
                 output.line(" !     The build was cut off: the dyno daemon stopped while it ran.");
                 output.finish();
             }
@@ -324,22 +327,28 @@ impl Daemon {
         let timeout = self.options.build.timeout;
         // The build ends when its main process does; what it left running is stopped with
         // the dyno, and only then does its output reach its end.
-        let ended = tokio::time::timeout(
-            timeout,
-            status.wait_for(|s| s.exit_code.is_some() || s.state == dyno_supervisor::State::Down),
-        )
-        .await
-        .map(|ended| ended.map(|s| s.exit_code.unwrap_or(1)).unwrap_or(1));
+        let mut stopping = self.builds.stopping.subscribe();
+        let ended = tokio::select! {
+            ended = tokio::time::timeout(
+                timeout,
+                status.wait_for(|s| {
+                    s.exit_code.is_some() || s.state == dyno_supervisor::State::Down
+                }),
+            ) => ended.map(|e| e.map(|s| s.exit_code.unwrap_or(1)).unwrap_or(1)).map_err(|_| {
+                format!(
+                    " !     Timed out compiling the app after {}: the build was stopped.",
+                    spoken(timeout)
+                )
+            }),
+            _ = stopping.wait_for(|stop| *stop) => Err(
+                " !     The dyno daemon is stopping: the build was stopped.".to_string()
+            ),
+        };
         handle.stop().await;
         if tokio::time::timeout(RELAY_DRAIN, relay).await.is_err() {
             tracing::warn!("build {}: its output did not end with its dyno", build.id);
         }
-        ended.map_err(|_| {
-            format!(
-                " !     Timed out compiling the app after {}: the build was stopped.",
-                spoken(timeout)
-            )
-        })
+        ended
     }
 
     /// Keeps what the build left in its cache for the app's next build.
