@@ -4,7 +4,8 @@
 //! - [`error`] has [`ApiError`], `{"id":"not_found","message":"…"}` with stable ids.
 //! - [`types`] has the request/response bodies ([`App`], [`AppCreate`]) and the app name rule.
 //! - [`server`] has the [`Platform`] trait the daemon implements over its store, and
-//!   [`serve_unix`] / [`serve_tcp`].
+//!   [`serve_unix`] / [`serve_tcp`] / [`serve_tls`]; [`server::git`] serves the apps' git
+//!   repositories (`git push`) on the same listeners.
 //! - [`client`] has [`ApiClient`].
 //!
 //! Endpoints: `GET /apps`, `POST /apps`, `GET /apps/{name}`, `DELETE /apps/{name}` (see
@@ -24,8 +25,9 @@ pub use client::{ApiClient, ClientError, RawResponse, DEFAULT_SOCKET};
 pub use error::{ids, ApiError};
 pub use server::attach::{exit_status_line, AttachIo, AttachOptions, AttachRelay};
 pub use server::{
-    bind_unix, serve_tcp, serve_unix, serve_unix_listener, Platform, ServeError, UnixApiListener,
-    HEADER_READ_TIMEOUT, MAX_BODY_BYTES,
+    bind_unix, http1_acceptor, serve_tcp, serve_tls, serve_unix, serve_unix_listener,
+    serve_unix_listener_with, Platform, ServeError, UnixApiListener, HEADER_READ_TIMEOUT,
+    MAX_BODY_BYTES,
 };
 pub use types::{
     rfc3339, validate_app_name, validate_feature_name, web_url, App, AppCreate, AppFeature,

@@ -31,17 +31,22 @@ pub(super) async fn app_route<P: Platform>(
         )
     };
     let empty: [serde_json::Value; 0] = [];
+    let git_base = super::git::git_base(&req);
+    let git = |app| super::git::with_git_url(app, git_base.as_deref());
     match (rest, method) {
-        ([], &Method::GET) => json(StatusCode::OK, &platform.app(name).await.map_err(plain)?),
+        ([], &Method::GET) => json(
+            StatusCode::OK,
+            &git(platform.app(name).await.map_err(plain)?),
+        ),
         ([], &Method::DELETE) => json(
             StatusCode::OK,
-            &platform.destroy_app(name).await.map_err(plain)?,
+            &git(platform.destroy_app(name).await.map_err(plain)?),
         ),
         ([], &Method::PATCH) => {
             let body: AppUpdate = read_json(req).await.map_err(plain)?;
             json(
                 StatusCode::OK,
-                &platform.update_app(name, body).await.map_err(plain)?,
+                &git(platform.update_app(name, body).await.map_err(plain)?),
             )
         }
         ([], _) => Err(not_allowed("GET, PATCH, DELETE")),
@@ -266,7 +271,7 @@ pub(super) async fn app_route<P: Platform>(
         }
         (["log-drains", _], _) => Err(not_allowed("DELETE")),
         (["log-sessions"], &Method::POST) => {
-            let headers = req.headers().clone();
+            let base = super::builds::request_base(&req);
             let body: LogSessionCreate = read_json(req).await.map_err(plain)?;
             let query = super::log_sessions::query_of(&body)?;
             let secret = platform
@@ -277,7 +282,7 @@ pub(super) async fn app_route<P: Platform>(
             json(
                 StatusCode::CREATED,
                 &LogSession {
-                    logplex_url: super::log_sessions::url_for(&headers, &secret),
+                    logplex_url: super::log_sessions::url_for(&base, &secret),
                     id: secret,
                     created_at: now.clone(),
                     updated_at: now,

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::BodyExt;
-use hyper::header::{HeaderMap, HeaderValue, CACHE_CONTROL, CONTENT_TYPE, HOST};
+use hyper::header::{HeaderMap, HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
 use hyper::Response;
 use tokio::sync::mpsc;
 
@@ -54,20 +54,10 @@ fn encode_query(value: &str) -> String {
         .replace('=', "%3D")
 }
 
-/// `http://HOST/log-sessions/{secret}`: the host the client reached this API at.
-pub(super) fn url_for(headers: &HeaderMap, secret: &str) -> String {
-    let host = headers
-        .get(HOST)
-        .and_then(|h| h.to_str().ok())
-        .filter(|h| {
-            !h.is_empty()
-                && h.len() <= 255
-                && h.bytes().all(|b| {
-                    b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']')
-                })
-        })
-        .unwrap_or("localhost");
-    format!("http://{host}/log-sessions/{secret}")
+/// `BASE/log-sessions/{secret}`: on the API's own host and scheme, as the client reached it
+/// ([`super::builds::base_url`]: `https://` over TLS).
+pub(super) fn url_for(base: &str, secret: &str) -> String {
+    format!("{base}/log-sessions/{secret}")
 }
 
 /// `GET /log-sessions/{secret}`: the session's lines as an event stream.
@@ -176,6 +166,7 @@ pub fn new_secret() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use hyper::header::HOST;
 
     fn event(id: u64, line: &str) -> Bytes {
         let mut out = Vec::new();
@@ -211,8 +202,10 @@ mod tests {
         assert!(query_of(&body).is_err());
         let mut h = HeaderMap::new();
         h.insert(HOST, HeaderValue::from_static("127.0.0.1:5000"));
-        assert_eq!(url_for(&h, "ab"), "http://127.0.0.1:5000/log-sessions/ab");
+        let url = |h: &HeaderMap, tls| url_for(&super::super::builds::base_url(h, tls), "ab");
+        assert_eq!(url(&h, false), "http://127.0.0.1:5000/log-sessions/ab");
+        assert_eq!(url(&h, true), "https://127.0.0.1:5000/log-sessions/ab");
         h.insert(HOST, HeaderValue::from_static("evil/x?"));
-        assert_eq!(url_for(&h, "ab"), "http://localhost/log-sessions/ab");
+        assert_eq!(url(&h, false), "http://localhost/log-sessions/ab");
     }
 }

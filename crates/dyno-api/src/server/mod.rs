@@ -5,24 +5,16 @@
 mod app_routes;
 pub mod attach;
 pub mod builds;
+pub mod git;
+mod listen;
 pub mod log_sessions;
 mod routes;
 pub mod sni_endpoints;
 mod unix;
 pub mod v3;
 
-use std::convert::Infallible;
 use std::future::Future;
-use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
-
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpListener;
-use tokio::task::JoinSet;
 
 use crate::error::ApiError;
 use std::collections::BTreeMap;
@@ -33,6 +25,10 @@ use crate::types::{
     FormationUpdates, LogDrain, LogDrainCreate, LogQuery, Release,
 };
 
+pub use listen::{
+    http1_acceptor, serve_tcp, serve_tls, serve_unix, serve_unix_listener,
+    serve_unix_listener_with, Connection,
+};
 pub use unix::{bind_unix, UnixApiListener};
 
 /// Largest request body accepted; more is `413 request_too_large`.
@@ -445,6 +441,15 @@ pub trait Platform: Send + Sync + 'static {
         let _ = (name, urls);
         async { Err(not_here("buildpacks")) }
     }
+    /// The app's git repository (made on first use), for `git push` / `git clone` over the
+    /// API's listeners; `404` ([`ApiError::app_not_found`]) for an unknown app.
+    fn git_repository(
+        &self,
+        name: AppName,
+    ) -> impl Future<Output = Result<git::GitRepository, ApiError>> + Send {
+        let _ = name;
+        async { Err(not_here("git repositories")) }
+    }
 }
 
 fn not_here(what: &str) -> ApiError {
@@ -474,104 +479,4 @@ pub enum ServeError {
          `openssl rand -hex 32`"
     )]
     WeakToken { len: usize },
-}
-
-/// Bind `path` (see [`bind_unix`]) and serve the API there until the future is dropped; dropping
-/// it closes every connection and removes the socket file (if it is still ours).
-pub async fn serve_unix<P: Platform>(
-    path: impl AsRef<Path>,
-    platform: Arc<P>,
-) -> Result<(), ServeError> {
-    let listener = bind_unix(path.as_ref()).await?;
-    serve_unix_listener(listener, platform).await;
-    Ok(())
-}
-
-/// Serve the API on an already bound unix listener, forever (until dropped).
-pub async fn serve_unix_listener<P: Platform>(listener: UnixApiListener, platform: Arc<P>) {
-    let mut conns = JoinSet::new();
-    loop {
-        match listener.listener().accept().await {
-            Ok((stream, _)) => {
-                make_room(&mut conns).await;
-                conns.spawn(serve_conn(stream, platform.clone(), None));
-            }
-            Err(e) => accept_failed(e).await,
-        }
-    }
-}
-
-/// Serve the API on a TCP listener; every request must carry `Authorization: Bearer <token>`
-/// (compared in constant time), else `401 unauthorized`. Runs until the future is dropped.
-pub async fn serve_tcp<P: Platform>(
-    listener: TcpListener,
-    token: impl Into<String>,
-    platform: Arc<P>,
-) -> Result<(), ServeError> {
-    let token: String = token.into();
-    if token.len() < MIN_TOKEN_LEN {
-        return Err(ServeError::WeakToken { len: token.len() });
-    }
-    let token: Arc<[u8]> = Arc::from(token.into_bytes());
-    let mut conns = JoinSet::new();
-    loop {
-        match listener.accept().await {
-            Ok((stream, _)) => {
-                let _ = stream.set_nodelay(true);
-                make_room(&mut conns).await;
-                conns.spawn(serve_conn(stream, platform.clone(), Some(token.clone())));
-            }
-            Err(e) => accept_failed(e).await,
-        }
-    }
-}
-
-/// Forget finished connections; at [`MAX_CONNECTIONS`], wait until one ends.
-async fn make_room(conns: &mut JoinSet<()>) {
-    while conns.try_join_next().is_some() {}
-    while conns.len() >= MAX_CONNECTIONS {
-        conns.join_next().await;
-    }
-}
-
-/// `accept` fails on resource exhaustion (EMFILE, ENOBUFS…) or an aborted connection: log, pause
-/// briefly so a full fd table does not spin the loop, go on.
-async fn accept_failed(e: std::io::Error) {
-    tracing::warn!("api: accept failed: {e}");
-    tokio::time::sleep(Duration::from_millis(50)).await;
-}
-
-async fn serve_conn<S, P>(io: S, platform: Arc<P>, token: Option<Arc<[u8]>>)
-where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    P: Platform,
-{
-    let svc = service_fn(move |req| {
-        let platform = platform.clone();
-        let token = token.clone();
-        // Its own task, so a panic in the platform is a 500 answer, not a dropped connection.
-        let task =
-            tokio::spawn(async move { routes::handle(req, &*platform, token.as_deref()).await });
-        async move {
-            Ok::<_, Infallible>(match task.await {
-                Ok(resp) => resp,
-                Err(e) => {
-                    tracing::error!("api: request handler failed: {e}");
-                    routes::error_response(&ApiError::internal("the request handler failed"), None)
-                }
-            })
-        }
-    });
-    let mut builder = http1::Builder::new();
-    builder
-        .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
-        .max_buf_size(MAX_HEAD_BYTES);
-    if let Err(e) = builder
-        .serve_connection(TokioIo::new(io), svc)
-        .with_upgrades()
-        .await
-    {
-        tracing::debug!("api: connection ended: {e}");
-    }
 }

@@ -9,6 +9,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use super::git::with_git_url;
 use super::{v3, Platform, MAX_BODY_BYTES};
 use crate::error::ApiError;
 
@@ -60,6 +61,11 @@ async fn route<P: Platform>(
         let secret = secret.to_string();
         return super::builds::output_route(req, platform, &secret).await;
     }
+    // Git's smart HTTP (`/APP.git/…`), with git's own credentials and `text/plain` answers.
+    if let Some((app, action)) = super::git::parse_path(req.uri().path()) {
+        let app = app.to_owned();
+        return Ok(super::git::route(req, platform, token, &app, action).await);
+    }
     if let Some(token) = token {
         if !authorized(req.headers(), token) {
             return Err((ApiError::unauthorized(), None));
@@ -77,6 +83,7 @@ async fn route<P: Platform>(
     let range = range.as_deref();
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
+    let git_base = super::git::git_base(&req);
     let segments: Vec<&str> = match path.strip_prefix('/') {
         Some(rest) => rest.split('/').collect(),
         None => Vec::new(),
@@ -115,18 +122,21 @@ async fn route<P: Platform>(
             "No account feature {feature:?}: dyno's features belong to apps (`heroku features -a APP`)."
         )))),
         ["apps"] | ["users", "~", "apps"] => match method {
-            Method::GET => list(
-                range,
-                &platform.list_apps().await.map_err(plain)?,
-                &["name", "id"],
-            ),
+            Method::GET => {
+                let apps = platform.list_apps().await.map_err(plain)?;
+                let apps: Vec<_> = apps
+                    .into_iter()
+                    .map(|a| with_git_url(a, git_base.as_deref()))
+                    .collect();
+                list(range, &apps, &["name", "id"])
+            }
             Method::POST if segments.len() == 1 => {
                 let body: AppCreate = read_json(req).await.map_err(plain)?;
                 check_local(body.region.as_deref(), heroku::REGION, "region")?;
                 check_local(body.stack.as_deref(), heroku::STACK, "stack")?;
                 let name = AppName::new(body.name).map_err(plain)?;
                 let app = platform.create_app(name).await.map_err(plain)?;
-                json(StatusCode::CREATED, &app)
+                json(StatusCode::CREATED, &with_git_url(app, git_base.as_deref()))
             }
             _ if segments.len() == 1 => Err(not_allowed("GET, POST")),
             _ => Err(not_allowed("GET")),
@@ -180,7 +190,7 @@ fn authorized(headers: &HeaderMap, token: &[u8]) -> bool {
 }
 
 /// Equal bytes, in a time that depends only on the lengths, not on where they differ.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+pub(super) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     let mut diff = (a.len() ^ b.len()) as u64;
     for i in 0..a.len().max(b.len()) {
         let x = a.get(i).copied().unwrap_or(0);
