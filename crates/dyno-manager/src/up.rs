@@ -359,6 +359,7 @@ pub async fn run(
         lxcfs_dir: options.lxcfs_dir.clone(),
         cpu_reserve: options.cpu_reserve,
         build: Default::default(),
+        api_socket: None,
     })
     .await
     .map_err(|e| UpError::Network(e.to_string()))?;

@@ -165,6 +165,7 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
         lxcfs_dir: args.lxcfs.dir(),
         cpu_reserve: args.cpu.cpu_reserve,
         build: args.build.options()?,
+        api_socket: Some(args.socket.clone()),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -179,6 +179,13 @@ impl Platform for DaemonApi {
         self.app_out(&app, &self.owner().await?)
     }
 
+    async fn git_repository(
+        &self,
+        name: AppName,
+    ) -> Result<dyno_api::server::git::GitRepository, ApiError> {
+        Ok(self.daemon.git_repository(name.as_str()).await?)
+    }
+
     async fn open_log_session(&self, name: AppName, query: LogQuery) -> Result<String, ApiError> {
         // An unknown app is a 404 now, not when the stream is read.
         self.daemon.app(name.as_str()).await?;

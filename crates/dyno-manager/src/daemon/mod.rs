@@ -22,6 +22,7 @@ pub mod builds;
 mod certs;
 mod converge;
 mod domains;
+mod git;
 pub mod ledger;
 mod log_sessions;
 mod machine;
@@ -205,15 +206,18 @@ impl Daemon {
         let destroyed = self.with_store(move |s| s.destroy_app(&name)).await;
         self.lock_turns().remove(&app.name);
         let destroyed = destroyed?;
-        // A slug is a tree of the app's files: removed off the async threads.
+        // Slugs, the build cache and the git repository are trees of files: removed off the
+        // async threads.
         let app_slugs = self.slugs_dir().join(&app.name);
         let cache = builds::cache_dir(&self.options.data_dir, &app.uuid);
+        let data_dir = self.options.data_dir.clone();
         let _ = tokio::task::spawn_blocking(move || {
             for slug in destroyed.slugs {
                 let _ = std::fs::remove_dir_all(&slug);
             }
             let _ = std::fs::remove_dir(app_slugs);
             let _ = std::fs::remove_dir_all(cache);
+            Daemon::remove_git_repository(&data_dir, &app.uuid);
         })
         .await;
         self.hub.remove_app(&app.name);

@@ -32,6 +32,9 @@ pub struct DaemonOptions {
     pub cpu_reserve: usize,
     /// How builds run.
     pub build: super::builds::BuildOptions,
+    /// The API's unix socket, which `git push`es build through (their hook's way back to
+    /// the daemon); `None`: no pushes (`dyno up`).
+    pub api_socket: Option<PathBuf>,
 }
 
 /// Which dyno of a release: its process type and number, what it runs, whether it is

@@ -81,6 +81,7 @@ impl Lab {
             lxcfs_dir: None,
             cpu_reserve: 0,
             build: Default::default(),
+            api_socket: None,
         };
         let machine = Arc::new(FakeMachine(fake.clone()));
         let daemon = Daemon::open_on(options, machine).await.unwrap();
