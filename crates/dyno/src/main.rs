@@ -4,6 +4,7 @@
 mod build_args;
 mod connections;
 mod cpu;
+mod git_hook;
 mod labs;
 mod net;
 mod platform;
@@ -49,6 +50,13 @@ enum Command {
     /// (internal) The parent of a dyno's PID 1; started by dyno itself
     #[command(name = "__shim", hide = true)]
     Shim { state_dir: std::path::PathBuf },
+    /// (internal) The hook of the daemon's git repositories: a push to main builds and
+    /// deploys the pushed commit; started by git on the daemon's host
+    #[command(name = "git-hook", hide = true)]
+    GitHook {
+        /// The git hook being run (only pre-receive)
+        hook: String,
+    },
     /// (internal) A dyno's PID 1, inside its sandbox
     #[command(name = "__init", hide = true)]
     Init {
@@ -63,6 +71,9 @@ fn main() -> ExitCode {
     // The shim and init run before anything else: single-threaded, no logging setup.
     match &cli.command {
         Command::Shim { state_dir } => std::process::exit(dyno_sandbox::shim::run(state_dir)),
+        // Run by git for a push, as whoever runs the daemon: no root check, no logging setup
+        // (everything it prints goes to the pusher).
+        Command::GitHook { hook } => return git_hook::run(hook),
         Command::Init { args } => match dyno_sandbox::init::InitArgs::parse(args) {
             Ok(init) => std::process::exit(dyno_sandbox::init::run(&init)),
             Err(e) => {
@@ -85,7 +96,9 @@ fn main() -> ExitCode {
         Command::Platform(command) => platform::run(command),
         Command::Net(command) => net::run(command),
         Command::Bench(command) => bench(command),
-        Command::Shim { .. } | Command::Init { .. } => unreachable!("handled above"),
+        Command::Shim { .. } | Command::Init { .. } | Command::GitHook { .. } => {
+            unreachable!("handled above")
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -27,7 +27,12 @@ pub(crate) const BLOCKING_THREADS: usize = 16;
 #[command(
     after_help = "The CLI (dyno apps, apps:create, deploy, ps:scale, logs, …) talks to \
     this daemon over --socket. Stopping the daemon (SIGTERM, Ctrl-C) stops every dyno \
-    gracefully; starting it again starts what its state says should run."
+    gracefully; starting it again starts what its state says should run.\n\n\
+    With --api-listen, Heroku's CLI drives it too (HEROKU_HOST=https://IP:PORT, \
+    HEROKU_API_KEY=the token), and `git push` deploys: `heroku git:remote -a APP` then \
+    `git push heroku main` builds the pushed commit and releases it. That remote is https \
+    (and Heroku's credential helper answers only there): give --api-tls-cert and \
+    --api-tls-key."
 )]
 pub struct ServeArgs {
     /// State (SQLite, WAL) and slugs
@@ -36,12 +41,22 @@ pub struct ServeArgs {
     /// The API's unix socket (mode 0600: root only)
     #[arg(long, default_value = dyno_api::DEFAULT_SOCKET)]
     socket: PathBuf,
-    /// Also serve the API on TCP (needs --api-token-file)
+    /// Also serve the API on TCP (needs --api-token-file), and the apps' git repositories:
+    /// `git push http(s)://IP:PORT/APP.git main` deploys, the token as the password
     #[arg(long, requires = "api_token_file")]
     api_listen: Option<SocketAddr>,
     /// File holding the bearer token for --api-listen (16+ characters)
     #[arg(long)]
     api_token_file: Option<PathBuf>,
+    /// Serve --api-listen over TLS with this certificate chain (PEM, the server's own
+    /// certificate first, naming the address clients use): the API, `git push` and the URLs
+    /// the API hands out are then https. Clients trust its CA with GIT_SSL_CAINFO (git) and
+    /// NODE_EXTRA_CA_CERTS (Heroku's CLI)
+    #[arg(long, value_name = "PEM", requires_all = ["api_listen", "api_tls_key"])]
+    api_tls_cert: Option<PathBuf>,
+    /// The private key of --api-tls-cert (PEM, unencrypted)
+    #[arg(long, value_name = "PEM", requires = "api_tls_cert")]
+    api_tls_key: Option<PathBuf>,
     /// Where the router listens: apps are http://<app>.localhost:PORT/
     #[arg(long, default_value = "127.0.0.1:8080")]
     router_listen: SocketAddr,
@@ -126,6 +141,20 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
         None => None,
     };
     let rendezvous = args.rendezvous;
+    // The API's certificate is checked before anything starts: a bad one stops here.
+    let api_tls = match (&args.api_tls_cert, &args.api_tls_key) {
+        (Some(cert), Some(key)) => Some(dyno_api::http1_acceptor(
+            dyno_router::TlsSettings::new(cert, key)
+                .server_config()
+                .map_err(|e| format!("--api-tls-cert/--api-tls-key: {e}"))?,
+        )),
+        _ => None,
+    };
+    let api = ApiSetup {
+        listen: args.api_listen,
+        token,
+        tls: api_tls,
+    };
     // The default certificate is checked before anything starts: a bad one stops here.
     let tls_default = match (&args.router_tls_cert, &args.router_tls_key) {
         (Some(cert), Some(key)) => Some(
@@ -178,14 +207,24 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
         tls,
         config: args.connections.apply(RouterConfig::default()),
     };
-    runtime.block_on(serve(
-        options,
-        args.socket,
-        router,
-        args.api_listen,
-        token,
-        rendezvous,
-    ))
+    runtime.block_on(serve(options, args.socket, router, api, rendezvous))
+}
+
+/// The API's TCP listener (`--api-listen`), its token and TLS.
+struct ApiSetup {
+    listen: Option<SocketAddr>,
+    token: Option<String>,
+    tls: Option<dyno_api::rendezvous::TlsAcceptor>,
+}
+
+impl ApiSetup {
+    /// The TCP API's URL, for what the unix socket's answers name (apps' `git_url`); none
+    /// when it listens on every address (which one would a client use?).
+    fn public_url(&self) -> Option<String> {
+        let addr = self.listen.filter(|a| !a.ip().is_unspecified())?;
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        Some(format!("{scheme}://{addr}"))
+    }
 }
 
 /// The router's listeners and settings.
@@ -207,10 +246,10 @@ async fn serve(
     options: DaemonOptions,
     socket: PathBuf,
     router: RouterSetup,
-    api_listen: Option<SocketAddr>,
-    token: Option<String>,
+    api_setup: ApiSetup,
     rendezvous: crate::rendezvous::RendezvousArgs,
 ) -> Result<(), String> {
+    let api_listen = api_setup.listen;
     let RouterSetup {
         listen: router_listen,
         tls,
@@ -270,19 +309,30 @@ async fn serve(
             platform.clone(),
         ))
     });
-    let api_task = tokio::spawn(dyno_api::serve_unix_listener(api, platform.clone()));
-    let tcp_task = match (api_listen, token) {
+    let public_url = api_setup.public_url();
+    let api_task = tokio::spawn(dyno_api::serve_unix_listener_with(
+        api,
+        platform.clone(),
+        public_url.clone(),
+    ));
+    let tcp_task = match (api_listen, api_setup.token) {
         (Some(addr), Some(token)) => {
             let listener = tokio::net::TcpListener::bind(addr)
                 .await
                 .map_err(|e| format!("--api-listen {addr}: {e}"))?;
-            Some(tokio::spawn(dyno_api::serve_tcp(listener, token, platform)))
+            Some(match api_setup.tls {
+                Some(tls) => tokio::spawn(dyno_api::serve_tls(listener, tls, token, platform)),
+                None => tokio::spawn(dyno_api::serve_tcp(listener, token, platform)),
+            })
         }
         _ => None,
     };
     eprintln!(
-        "dyno serve: API on {}, router on http://{router_listen}/{}",
+        "dyno serve: API on {}{}, router on http://{router_listen}/{}",
         socket.display(),
+        public_url.map_or(String::new(), |u| format!(
+            " and {u}/ (git push {u}/APP.git main deploys)"
+        )),
         tls_listen.map_or(String::new(), |a| format!(" and https://{a}/"))
     );
     shutdown.wait().await;

@@ -28,8 +28,13 @@ pub(super) async fn apps(api: &ApiClient, json: bool) -> Result<(), String> {
 
 pub(super) async fn apps_create(api: &ApiClient, json: bool, name: String) -> Result<(), String> {
     let app = api.create_app(&name).await.map_err(e)?;
+    // Heroku's `WEB_URL | GIT_URL` (the git URL when the daemon serves git over TCP).
+    let urls = match &app.git_url {
+        Some(git) => format!("{} | {git}", app.web_url),
+        None => app.web_url.clone(),
+    };
     out(json, &app, || {
-        format!("Creating ⬢ {}... done\n{}\n", app.name, app.web_url)
+        format!("Creating ⬢ {}... done\n{urls}\n", app.name)
     });
     Ok(())
 }
