@@ -168,7 +168,7 @@ async fn deploy(api: &ApiClient, app: &str, commit: &str) -> Result<(), Vec<Stri
         say(&failed(&format!("The build's output broke off ({e}).")));
     }
     let status = settled(api, app, &build.id).await.map_err(api_failed)?;
-    say(&[""]);
+    // The build's output ends with its blank line; Heroku's verdict follows at once.
     match status.as_str() {
         "succeeded" => {
             say(&["Verifying deploy... done."]);

@@ -195,8 +195,15 @@ mod tests {
 
     #[test]
     fn repositories_are_made_once_with_the_shared_hook() {
+        struct Gone(std::path::PathBuf);
+        impl Drop for Gone {
+            fn drop(&mut self) {
+                let _ = std::fs::remove_dir_all(&self.0);
+            }
+        }
         let data = std::env::temp_dir().join(format!("dyno-git-prepare-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&data);
+        let _gone = Gone(data.clone());
         let root = data.join(GIT_DIR);
         // Several requests at once for a repository that is not there yet.
         let threads: Vec<_> = (0..4)
@@ -243,6 +250,5 @@ mod tests {
         Daemon::remove_git_repository(&data, "abc");
         assert!(!repo.exists());
         Daemon::remove_git_repository(&data, "abc");
-        std::fs::remove_dir_all(&data).unwrap();
     }
 }

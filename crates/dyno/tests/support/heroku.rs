@@ -34,6 +34,8 @@ pub struct Heroku {
     pub bin: PathBuf,
     /// The CLI's home (its config and cache) and the API token's file; removed on drop.
     pub home: PathBuf,
+    /// The API as the CLI reaches it: `http://127.0.0.1:5800`, or `https://…` (TLS).
+    pub api_url: String,
 }
 
 impl Drop for Heroku {
@@ -49,10 +51,34 @@ impl Heroku {
 
     /// A daemon with `extra` flags on top of the API's.
     pub fn start_with(tag: &str, extra: &[&str]) -> Heroku {
-        // Not in the daemon's scratch dir, which `Up::serve` makes anew.
+        let home = Heroku::home_of(tag);
+        Heroku::start_in(tag, home, extra, false)
+    }
+
+    /// A daemon whose API is served over TLS (`--api-tls-cert`), with a certificate for
+    /// 127.0.0.1 that a test CA (`tls_ca`) signed; the CLI trusts that CA.
+    pub fn start_tls(tag: &str) -> Heroku {
+        let home = Heroku::home_of(tag);
+        let (cert, key) = test_pki(&home);
+        let extra = [
+            "--api-tls-cert",
+            cert.to_str().unwrap(),
+            "--api-tls-key",
+            key.to_str().unwrap(),
+        ];
+        Heroku::start_in(tag, home, &extra, true)
+    }
+
+    /// The CLI's home for `tag`, new and empty. Not in the daemon's scratch dir, which
+    /// `Up::serve` makes anew.
+    fn home_of(tag: &str) -> PathBuf {
         let home = std::env::temp_dir().join(format!("dyno-test-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&home);
         std::fs::create_dir_all(&home).unwrap();
+        home
+    }
+
+    fn start_in(tag: &str, home: PathBuf, extra: &[&str], tls: bool) -> Heroku {
         let token_file = home.join("token");
         std::fs::write(&token_file, TOKEN).unwrap();
         let listen = format!("127.0.0.1:{API_PORT}");
@@ -69,11 +95,28 @@ impl Heroku {
         args.extend_from_slice(extra);
         let up = Up::serve(tag, &args);
         up.wait_api();
+        let scheme = if tls { "https" } else { "http" };
         Heroku {
             up,
             bin: heroku_bin(),
             home,
+            api_url: format!("{scheme}://127.0.0.1:{API_PORT}"),
         }
+    }
+
+    /// The test CA of [`Heroku::start_tls`] (PEM).
+    pub fn tls_ca(&self) -> PathBuf {
+        self.home.join("ca.pem")
+    }
+
+    /// The CAs the CLI trusts: the rendezvous' (`heroku run`), and the API's test CA when the
+    /// API is TLS (Node reads one file: both go in it).
+    fn node_cas(&self) -> PathBuf {
+        let rendezvous = std::fs::read_to_string(self.rendezvous_ca()).unwrap_or_default();
+        let api = std::fs::read_to_string(self.tls_ca()).unwrap_or_default();
+        let both = self.home.join("cas.pem");
+        std::fs::write(&both, format!("{rendezvous}{api}")).unwrap();
+        both
     }
 
     /// `heroku ARGS…` with `token`: (exit code, stdout, stderr).
@@ -92,23 +135,23 @@ impl Heroku {
     }
 
     pub fn command_with(&self, token: &str, args: &[&str]) -> Command {
-        let api = format!("http://127.0.0.1:{API_PORT}");
+        let api = &self.api_url;
         let mut command = Command::new(&self.bin);
         command
             .args(args)
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env("HOME", &self.home)
-            .env("HEROKU_HOST", &api)
+            .env("HEROKU_HOST", api)
             // The CLI asks a second host about the account: the daemon answers it too, so
             // the token never leaves this namespace.
-            .env("HEROKU_PARTICLEBOARD_URL", &api)
+            .env("HEROKU_PARTICLEBOARD_URL", api)
             .env("HEROKU_API_KEY", token)
             .env("DISABLE_TELEMETRY", "true")
             .env("HEROKU_SKIP_NEW_VERSION_CHECK", "true")
             // `heroku run` attaches over TLS to the daemon's rendezvous, whose certificate its
-            // own CA signed.
-            .env("NODE_EXTRA_CA_CERTS", self.rendezvous_ca())
+            // own CA signed (and a TLS API's certificate is the test CA's).
+            .env("NODE_EXTRA_CA_CERTS", self.node_cas())
             .env("NO_COLOR", "1")
             .env("FORCE_COLOR", "0")
             .env("COLUMNS", "200");
@@ -193,4 +236,31 @@ impl Heroku {
 
 pub fn contains(out: &str, what: &str) {
     assert!(out.contains(what), "expected {what:?} in:\n{out}");
+}
+
+/// A test CA (`dir/ca.pem`) and a certificate it signed for 127.0.0.1 and localhost: the
+/// chain's and the key's files.
+pub fn test_pki(dir: &std::path::Path) -> (PathBuf, PathBuf) {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::default();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    // Names of their own: a certificate whose issuer is its subject reads as self-signed.
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "dyno test CA");
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
+    let issuer = Issuer::new(ca_params, ca_key);
+    let key = KeyPair::generate().unwrap();
+    let mut params =
+        CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()]).unwrap();
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "dyno test API");
+    let cert = params.signed_by(&key, &issuer).unwrap();
+    let (cert_path, key_path) = (dir.join("api-cert.pem"), dir.join("api-key.pem"));
+    std::fs::write(&cert_path, cert.pem()).unwrap();
+    std::fs::write(&key_path, key.serialize_pem()).unwrap();
+    (cert_path, key_path)
 }
