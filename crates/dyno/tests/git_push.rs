@@ -277,6 +277,13 @@ fn git_push_builds_releases_and_rolls_the_dynos() {
     );
     wait_serves(&h, APP, "Howdy from web.1");
 
+    // A renamed app keeps its repository, under its new name.
+    h.ok(&["apps:rename", "renamed-app", "-a", APP]);
+    let renamed = format!("https://127.0.0.1:{API_PORT}/renamed-app.git");
+    let (ok, out) = push(&h, &dir, &[&renamed, "main"]);
+    assert!(ok, "{out}");
+    contains(&out, "Everything up-to-date");
+
     // The repository goes with its app.
     let repos = h.up.scratch.join("data/git");
     let count = || {
@@ -292,7 +299,13 @@ fn git_push_builds_releases_and_rolls_the_dynos() {
             .count()
     };
     assert_eq!(count(), 1);
-    h.ok(&["apps:destroy", "-a", APP, "--confirm", APP]);
+    h.ok(&[
+        "apps:destroy",
+        "-a",
+        "renamed-app",
+        "--confirm",
+        "renamed-app",
+    ]);
     assert_eq!(count(), 0);
 }
 
