@@ -344,8 +344,9 @@ fn mounts_under(dir: &Path) -> Vec<String> {
         .collect()
 }
 
-/// A build under way, in the background, of a buildpack that sleeps; returns once it runs.
-fn start_sleeping_build(up: &Up) -> std::process::Child {
+/// The `nth` build under way, in the background, of a buildpack that sleeps; returns once it
+/// runs and has printed its first line.
+fn start_sleeping_build(up: &Up, nth: usize) -> std::process::Child {
     let bp = buildpack(up, "sleeper", "echo sleeping\nsleep 1000", "---");
     up.cli_succeeds(&["buildpacks:set", &bp.to_string_lossy(), "-a", APP]);
     let child = std::process::Command::new(env!("CARGO_BIN_EXE_dyno"))
@@ -359,9 +360,23 @@ fn start_sleeping_build(up: &Up) -> std::process::Child {
         std::time::Duration::from_secs(10),
         std::time::Duration::from_millis(50),
         || {
-            (!processes_of(up.app_uid(APP)).is_empty() && !mounts_under(&up.scratch).is_empty())
-                .then_some(())
-                .ok_or_else(|| "the build did not start".to_string())
+            // Running, and its first line out (the daemon writes the output through to a
+            // file as it comes).
+            let printed = std::fs::read_dir(up.scratch.join("data/builds/output"))
+                .map(|dir| {
+                    dir.flatten()
+                        .filter(|f| {
+                            std::fs::read_to_string(f.path()).is_ok_and(|t| t.contains("sleeping"))
+                        })
+                        .count()
+                        >= nth
+                })
+                .unwrap_or(false);
+            (printed
+                && !processes_of(up.app_uid(APP)).is_empty()
+                && !mounts_under(&up.scratch).is_empty())
+            .then_some(())
+            .ok_or_else(|| "the build did not start".to_string())
         },
     );
     child
@@ -371,7 +386,7 @@ fn start_sleeping_build(up: &Up) -> std::process::Child {
 fn a_daemon_that_stops_or_dies_during_a_build_fails_it_and_leaves_nothing() {
     let mut up = serve("build-interrupted", &[]);
     // Stopped: the build stops with it.
-    let mut client = start_sleeping_build(&up);
+    let mut client = start_sleeping_build(&up, 1);
     up.interrupt();
     let _ = client.wait();
     assert!(processes_of(up.app_uid(APP)).is_empty());
@@ -389,7 +404,7 @@ fn a_daemon_that_stops_or_dies_during_a_build_fails_it_and_leaves_nothing() {
     assert!(info.contains("The dyno daemon is stopping"), "{info}");
 
     // Killed: the next daemon fails the build, stops its dyno and removes its workspace.
-    let mut client = start_sleeping_build(&up);
+    let mut client = start_sleeping_build(&up, 2);
     up.kill_and_restart_serve(&["--boot-timeout", "20s", "--stop-grace", "2s"]);
     up.wait_api();
     let _ = client.wait();
