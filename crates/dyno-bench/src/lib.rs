@@ -9,7 +9,9 @@
 //!   of the same backend; the seccomp filter's cost and the scale storm;
 //! - `scale` and `isolation`: a real `dyno serve` driven through its API (scaling, and one app's
 //!   abuse against another app's latency through the router);
-//! - `drain`: log lines from one dyno to a syslog drain, and the lines lost.
+//! - `drain`: log lines from one dyno to a syslog drain, and the lines lost;
+//! - `build`: `git push` and `dyno deploy` of a changed app until the router serves it, the
+//!   build's share of that, against the same push to `git http-backend` without dyno.
 //!
 //! Timing goals are ratios against the anchor, never pass/fail asserts. The last line of every
 //! bench is `key=value` pairs, for scripts. Percentiles are nearest-rank ([`stats`]).
@@ -18,6 +20,7 @@
 //! `std::env::current_exe()` with `serve`, and the binary hands [`run`] the shim its dynos start
 //! with.
 
+mod build;
 pub mod cni;
 mod drain;
 mod isolation;
@@ -54,6 +57,10 @@ pub enum BenchCommand {
     /// receiver on the lab's loopback): lines received per second, lines lost, and what the
     /// L10 notices said
     Drain(drain::DrainBench),
+    /// A real `dyno serve`: `git push` (over HTTPS) and `dyno deploy` of examples/hello with
+    /// one file changed, each timed until the router serves the change, the build's share of
+    /// that; the same push to a bare repository behind git http-backend as the anchor
+    Build(build::BuildBench),
 }
 
 /// Runs one bench; it needs root (the caller checks). `shim` is the binary each dyno runs as its
@@ -67,5 +74,6 @@ pub fn run(command: BenchCommand, shim: &Path) -> Result<(), String> {
         BenchCommand::Scale(args) => scale::run(args),
         BenchCommand::Isolation(args) => isolation::run(args),
         BenchCommand::Drain(args) => drain::run(args),
+        BenchCommand::Build(args) => build::run(args),
     }
 }

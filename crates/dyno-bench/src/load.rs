@@ -110,9 +110,9 @@ impl Target<'_> {
                 std::thread::sleep(wait);
             }
             let result = match stream.as_mut() {
-                Some(s) => self.get(s),
+                Some(s) => self.get(s).map(drop),
                 None => self.connect().and_then(|mut s| {
-                    let r = self.get(&mut s);
+                    let r = self.get(&mut s).map(drop);
                     stream = Some(s);
                     r
                 }),
@@ -134,7 +134,8 @@ impl Target<'_> {
         load
     }
 
-    fn connect(&self) -> Result<BufReader<TcpStream>, String> {
+    /// A connection to the router, made in the target's namespace.
+    pub(super) fn connect(&self) -> Result<BufReader<TcpStream>, String> {
         let addr = self.addr;
         let made = self
             .netns
@@ -148,8 +149,8 @@ impl Target<'_> {
         Ok(BufReader::new(stream))
     }
 
-    /// One GET; `Ok` for a whole `200` response.
-    fn get(&self, stream: &mut BufReader<TcpStream>) -> Result<(), String> {
+    /// One GET; the body of a whole `200` response.
+    pub(super) fn get(&self, stream: &mut BufReader<TcpStream>) -> Result<Vec<u8>, String> {
         let request = format!("GET / HTTP/1.1\r\nHost: {}\r\n\r\n", self.host);
         let io = |e: std::io::Error| format!("GET via the router: {e}");
         stream.get_mut().write_all(request.as_bytes()).map_err(io)?;
@@ -177,6 +178,6 @@ impl Target<'_> {
         if !status.starts_with("HTTP/1.1 200") {
             return Err(format!("answer: {status}"));
         }
-        Ok(())
+        Ok(body)
     }
 }

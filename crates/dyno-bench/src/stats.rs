@@ -40,6 +40,17 @@ pub fn summarize(samples: &[Duration]) -> Summary {
     }
 }
 
+/// The median (nearest rank, as [`summarize`]'s p50), smallest and largest of `values` (all
+/// zeros for none): for figures that are not durations, such as shares and ratios.
+pub fn median_min_max(values: &[f64]) -> (f64, f64, f64) {
+    let mut sorted = values.to_vec();
+    sorted.sort_unstable_by(f64::total_cmp);
+    match (sorted.first(), sorted.last()) {
+        (Some(&min), Some(&max)) => (sorted[sorted.len().div_ceil(2) - 1], min, max),
+        _ => (0.0, 0.0, 0.0),
+    }
+}
+
 /// The `percent`-th percentile (1..=100) of non-empty, ascending `sorted`, by nearest rank.
 /// Integer arithmetic: `ceil(percent × n / 100)` without floating-point rounding surprises.
 fn nearest_rank(sorted: &[Duration], percent: usize) -> Duration {
@@ -119,6 +130,15 @@ mod tests {
         // n = 101: p99 → ceil(99.99) = 100th.
         let s = summarize(&millis(1..=101));
         assert_eq!((s.p50_ms, s.p99_ms), (51.0, 100.0));
+    }
+
+    #[test]
+    fn median_min_max_by_nearest_rank() {
+        assert_eq!(median_min_max(&[]), (0.0, 0.0, 0.0));
+        assert_eq!(median_min_max(&[2.5]), (2.5, 2.5, 2.5));
+        // n = 4: the median is the 2nd (ceil(2.0)), as summarize's p50.
+        assert_eq!(median_min_max(&[4.0, 1.0, 3.0, 2.0]), (2.0, 1.0, 4.0));
+        assert_eq!(median_min_max(&[0.3, -1.0, 9.0]), (0.3, -1.0, 9.0));
     }
 
     #[test]

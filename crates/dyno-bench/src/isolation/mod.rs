@@ -125,20 +125,35 @@ pub fn run(args: IsolationBench) -> Result<(), String> {
 }
 
 /// Runs `measure` against a `dyno serve` of its own, for the victim and abuser apps: nginx and
-/// python3 checked first, the daemon's host side in a fresh lab, its state in a scratch dir,
-/// uids from `uid_base` (the default range is every daemon's on this host) and `extra`
-/// arguments. On error the daemon's last log lines are shown; the daemon, its dynos, the
-/// scratch dir and the lab are removed in any case.
+/// python3 checked first, then as [`with_daemon_in`] with `extra` arguments.
 pub(crate) fn with_daemon<T>(
     name: &str,
     uid_base: u32,
     extra: &[&str],
     measure: impl FnOnce(&Path, &Lab, &tokio::runtime::Runtime) -> Result<T, String>,
 ) -> Result<T, String> {
-    for (tool, package) in [
+    let tools = [
         ("/usr/sbin/nginx", "nginx-light"),
         ("/usr/bin/python3", "python3"),
-    ] {
+    ];
+    let extra = || Ok(extra.iter().map(|a| a.to_string()).collect());
+    with_daemon_in(name, uid_base, &tools, |_| extra(), measure)
+}
+
+/// Runs `measure` against a `dyno serve` of its own: `tools` (path, Debian package) checked
+/// first, the daemon's host side in a fresh lab, its state in a scratch dir, uids from
+/// `uid_base` (the default range is every daemon's on this host) and the arguments `prepare`
+/// gives, once it has written what they name (certificates, a token) into the scratch dir. On
+/// error the daemon's last log lines are shown; the daemon, its dynos, the scratch dir and the
+/// lab are removed in any case.
+pub(crate) fn with_daemon_in<T>(
+    name: &str,
+    uid_base: u32,
+    tools: &[(&str, &str)],
+    prepare: impl FnOnce(&Path) -> Result<Vec<String>, String>,
+    measure: impl FnOnce(&Path, &Lab, &tokio::runtime::Runtime) -> Result<T, String>,
+) -> Result<T, String> {
+    for (tool, package) in tools {
         if !Path::new(tool).exists() {
             return Err(format!("{tool} not found: apt-get install {package}"));
         }
@@ -148,12 +163,22 @@ pub(crate) fn with_daemon<T>(
     let _ = std::fs::remove_dir_all(&scratch);
     std::fs::create_dir_all(&scratch).map_err(|e| format!("{}: {e}", scratch.display()))?;
     let daemon_log = scratch.join("daemon.log");
-    let log = std::fs::File::create(&daemon_log).map_err(|e| format!("daemon log: {e}"))?;
-    let uids = uid_base + 10 * std::process::id();
-    let uid_range = format!("{uids}-{}", uids + 9);
-    let mut args = vec!["--uid-range", uid_range.as_str()];
-    args.extend_from_slice(extra);
-    let child = spawn_serve(&lab, &scratch, &args, Stdio::from(log))?;
+    let started = prepare(&scratch).and_then(|extra| {
+        let log = std::fs::File::create(&daemon_log).map_err(|e| format!("daemon log: {e}"))?;
+        let uids = uid_base + 10 * std::process::id();
+        let uid_range = format!("{uids}-{}", uids + 9);
+        let mut args = vec!["--uid-range", uid_range.as_str()];
+        args.extend(extra.iter().map(String::as_str));
+        spawn_serve(&lab, &scratch, &args, Stdio::from(log))
+    });
+    // Nothing started: only the scratch dir (and the lab, on return) to remove.
+    let child = match started {
+        Ok(child) => child,
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&scratch);
+            return Err(e);
+        }
+    };
     let daemon = Daemon { child, scratch };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -42,9 +42,9 @@ use dyno_net::ns::Netns;
 use dyno_supervisor::lifecycle::parse_duration;
 
 mod dyno;
-mod procs;
+pub(crate) mod procs;
 mod storm;
-mod wrk;
+pub(crate) mod wrk;
 
 use procs::*;
 use wrk::*;

@@ -86,14 +86,14 @@ pub(super) fn with_log(e: String, log: &Path) -> String {
 }
 
 /// A child process, stopped by PID on drop (SIGTERM, then SIGKILL after 3 s).
-pub(super) struct Proc {
+pub(crate) struct Proc {
     pub(super) name: String,
     pub(super) child: Child,
     pub(super) done: bool,
 }
 
 impl Proc {
-    pub(super) fn spawn(name: &str, mut cmd: Command, out: &Path) -> Result<Proc, String> {
+    pub(crate) fn spawn(name: &str, mut cmd: Command, out: &Path) -> Result<Proc, String> {
         let f = std::fs::File::create(out).map_err(|e| format!("{}: {e}", out.display()))?;
         let f2 = f.try_clone().map_err(|e| e.to_string())?;
         let child = cmd
@@ -116,7 +116,7 @@ impl Proc {
         Ok(p)
     }
 
-    pub(super) fn try_exited(&mut self) -> bool {
+    pub(crate) fn try_exited(&mut self) -> bool {
         if !self.done {
             self.done = matches!(self.child.try_wait(), Ok(Some(_)) | Err(_));
         }
@@ -137,7 +137,7 @@ impl Proc {
         "timed out".into()
     }
 
-    pub(super) fn stop(&mut self) {
+    pub(crate) fn stop(&mut self) {
         if self.try_exited() {
             return;
         }

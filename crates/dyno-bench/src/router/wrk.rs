@@ -93,7 +93,7 @@ pub(super) fn latency_ms(v: &str) -> Option<f64> {
     })
 }
 
-pub(super) fn find_tool(name: &str, package: &str) -> Result<PathBuf, String> {
+pub(crate) fn find_tool(name: &str, package: &str) -> Result<PathBuf, String> {
     let path = std::env::var_os("PATH").unwrap_or_default();
     let extra = ["/usr/sbin", "/sbin", "/usr/local/sbin"].map(PathBuf::from);
     std::env::split_paths(&path)
