@@ -52,7 +52,9 @@ use round::Timeline;
     WAY_serving_max_s (the command's start until the router answers with the new content), \
     WAY_cmd_s (the command's own time: git push returns when the build has released), \
     WAY_build_s (the build's first output line to its last, followed through the API: \
-    compile, slug, release, restart) and WAY_build_share_pct (build / serving, per round); \
+    compile, slug, release, restart), of which WAY_compile_s (first line to `-----> \
+    Launching...`) and WAY_release_s (from there to the last line: the release and the web \
+    dyno's restart), and WAY_build_share_pct (build / serving, per round); \
     anchor_https_push_s (the same commit pushed to a bare repository behind git http-backend \
     over HTTPS on loopback: the transport without dyno), anchor_local_push_s (pushed to a \
     path); git_vs_deploy (git serving / deploy serving), git_vs_anchor (git serving / \

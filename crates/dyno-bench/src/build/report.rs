@@ -44,11 +44,21 @@ pub(super) fn print(args: &BuildBench, f: &Figures) {
             row(label, &secs(rounds, step), "");
         }
         row(
-            "  build (first line → last)",
+            "  build (first line → last line)",
             &secs(rounds, |t| t.build()),
             "",
         );
-        row("  build share of → serving", &shares(rounds), " %");
+        row(
+            "    compile (first line → Launching)",
+            &secs(rounds, |t| t.launching.saturating_sub(t.first_line)),
+            "",
+        );
+        row(
+            "    release, restart (Launching → last)",
+            &secs(rounds, |t| t.last_line.saturating_sub(t.launching)),
+            "",
+        );
+        row("  build / serving", &shares(rounds), " %");
     }
     row(
         "anchor: git push, https http-backend",
@@ -112,6 +122,20 @@ fn keys(f: &Figures) -> Vec<(String, String)> {
             (
                 format!("{way}_build_s"),
                 format!("{:.3}", median(&secs(rounds, |t| t.build()))),
+            ),
+            (
+                format!("{way}_compile_s"),
+                format!(
+                    "{:.3}",
+                    median(&secs(rounds, |t| t.launching.saturating_sub(t.first_line)))
+                ),
+            ),
+            (
+                format!("{way}_release_s"),
+                format!(
+                    "{:.3}",
+                    median(&secs(rounds, |t| t.last_line.saturating_sub(t.launching)))
+                ),
             ),
             (
                 format!("{way}_build_share_pct"),
