@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 use dyno_api::ApiClient;
 
 use crate::load::Target;
+use crate::router::procs::with_log;
 
 /// How often the router is asked while a round runs.
 pub(super) const POLL_EVERY: Duration = Duration::from_millis(10);
@@ -55,7 +56,8 @@ impl Timeline {
 }
 
 /// Runs `command` (its output to `log`) and times it until `target` answers with a body that
-/// starts with `greeting`; the builds of `app` listed before it started are in `before`.
+/// starts with `greeting`. The round's build is the first of `app` that was not listed before
+/// the command started; it must succeed. On an error the command is stopped (SIGTERM).
 pub(super) fn timed(
     runtime: &tokio::runtime::Runtime,
     api: &ApiClient,
@@ -115,12 +117,7 @@ pub(super) fn timed(
         let _ = waiter.join();
         (build, serving)
     });
-    let with_log = |e: String| {
-        let text = std::fs::read_to_string(log).unwrap_or_default();
-        let tail: Vec<&str> = text.lines().rev().take(15).collect();
-        let tail: Vec<&str> = tail.into_iter().rev().collect();
-        format!("{e}\n  {}", tail.join("\n  "))
-    };
+    let with_log = |e: String| with_log(e, log);
     let (exited, ok) = *exited.get().ok_or("the command was not waited for")?;
     if !ok {
         return Err(with_log("the command failed".into()));
@@ -244,8 +241,7 @@ pub(super) fn timed_command(mut command: Command, log: &Path) -> Result<Duration
     let status = command.status().map_err(|e| format!("start: {e}"))?;
     let took = start.elapsed();
     if !status.success() {
-        let text = std::fs::read_to_string(log).unwrap_or_default();
-        return Err(format!("{status}:\n{}", text.trim_end()));
+        return Err(with_log(status.to_string(), log));
     }
     Ok(took)
 }

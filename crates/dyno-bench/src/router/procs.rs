@@ -78,7 +78,7 @@ pub(super) fn start_nginx(
     Ok(proc)
 }
 
-pub(super) fn with_log(e: String, log: &Path) -> String {
+pub(crate) fn with_log(e: String, log: &Path) -> String {
     match std::fs::read_to_string(log) {
         Ok(t) if !t.trim().is_empty() => format!("{e}\n{}", t.trim_end()),
         _ => e,
