@@ -55,6 +55,19 @@ fn build_fails(up: &Up, name: &str, compile: &str) -> String {
     out
 }
 
+/// A `web.py` answering every GET with `body` (a Python expression), after `imports`.
+fn web_py(imports: &str, body: &str) -> String {
+    format!(
+        "import http.server, os\n{imports}\n\
+         class H(http.server.BaseHTTPRequestHandler):\n\
+         \x20   def do_GET(self):\n\
+         \x20       body = ({body}).encode()\n\
+         \x20       self.send_response(200); self.send_header('Content-Length', str(len(body)))\n\
+         \x20       self.end_headers(); self.wfile.write(body)\n\
+         http.server.HTTPServer(('', int(os.environ['PORT'])), H).serve_forever()\n"
+    )
+}
+
 fn releases(up: &Up) -> Vec<serde_json::Value> {
     let (out, _) = up.cli_succeeds(&["releases", "-a", APP, "--json"]);
     serde_json::from_str(&out).unwrap()
@@ -213,13 +226,7 @@ fn the_cache_carries_over_and_profile_d_runs_at_every_dyno_start() {
     std::fs::remove_file(app.join("Procfile")).unwrap();
     std::fs::write(
         app.join("web.py"),
-        "import http.server, os\n\
-         class H(http.server.BaseHTTPRequestHandler):\n\
-         \x20   def do_GET(self):\n\
-         \x20       body = os.environ.get('GREETING', 'none').encode()\n\
-         \x20       self.send_response(200); self.send_header('Content-Length', str(len(body)))\n\
-         \x20       self.end_headers(); self.wfile.write(body)\n\
-         http.server.HTTPServer(('', int(os.environ['PORT'])), H).serve_forever()\n",
+        web_py("", "os.environ.get('GREETING', 'none')"),
     )
     .unwrap();
     let (ok, out, err) = deploy(&up, &app);
@@ -265,13 +272,7 @@ fn a_python_app_is_built_into_a_virtualenv_by_the_shipped_buildpack() {
     .unwrap();
     std::fs::write(
         app.join("web.py"),
-        "import http.server, os, sys, greeter\n\
-         class H(http.server.BaseHTTPRequestHandler):\n\
-         \x20   def do_GET(self):\n\
-         \x20       body = (greeter.GREETING + ' ' + sys.prefix).encode()\n\
-         \x20       self.send_response(200); self.send_header('Content-Length', str(len(body)))\n\
-         \x20       self.end_headers(); self.wfile.write(body)\n\
-         http.server.HTTPServer(('', int(os.environ['PORT'])), H).serve_forever()\n",
+        web_py("import sys, greeter", "greeter.GREETING + ' ' + sys.prefix"),
     )
     .unwrap();
     let (ok, out, err) = deploy(&up, &app);
