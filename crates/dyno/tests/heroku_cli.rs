@@ -34,7 +34,7 @@ fn heroku_cli_core_commands_drive_dyno_serve() {
     contains(&info, "dyno-1");
     contains(&info, "Region:");
 
-    // Deploy (dyno's own verb until `git push` lands), then Heroku's `ps`.
+    // Deploy with dyno's own verb (a build; `git push` is tests/git_push.rs), then Heroku's `ps`.
     let dir = repo().join("examples/hello");
     h.up.cli_succeeds(&["deploy", dir.to_str().unwrap(), "-a", APP]);
     h.wait_web_up(1);
