@@ -114,6 +114,15 @@ fn deploy_builds_hello_with_the_procfile_buildpack_and_serves_it() {
     assert!(list[0]["release"]["id"].is_string(), "{list:?}");
     let (info, _) = up.cli_succeeds(&["builds:info", "-a", APP]);
     assert!(info.contains("Status:     succeeded"), "{info}");
+    // The app's log says that it was built, as Heroku's does; the build dyno's own states
+    // are not the app's.
+    let (logs, _) = up.cli_succeeds(&["logs", "-a", APP]);
+    assert!(
+        logs.contains("app[api]: Build started by user dyno@localhost"),
+        "{logs}"
+    );
+    assert!(logs.contains("app[api]: Build succeeded"), "{logs}");
+    assert!(!logs.contains("[build.1]"), "{logs}");
     assert!(info.contains("-----> Procfile app detected"), "{info}");
     let current = releases(&up)
         .into_iter()

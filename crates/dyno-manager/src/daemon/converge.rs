@@ -208,6 +208,26 @@ impl Daemon {
             .or_insert_with(|| self.runtime(app))
     }
 
+    /// A supervisor platform for `app`'s dynos whose log lines go to `log`; their incarnations
+    /// are recorded in the store (a later daemon finds them).
+    pub(super) fn platform_for(
+        &self,
+        app: &str,
+        log: mpsc::UnboundedSender<LogLine>,
+    ) -> Arc<Platform> {
+        Arc::new(
+            Platform::new(
+                self.machine.host_for(app, &self.options),
+                self.options.lifecycle.clone(),
+                log,
+            )
+            .with_ledger(Arc::new(ledger::StoreLedger {
+                store: self.store.clone(),
+            }))
+            .with_netwatch(self.machine.netwatch()),
+        )
+    }
+
     /// A new app runtime: its own supervisor platform whose log lines go to the app's ring.
     pub(super) fn runtime(&self, app: &str) -> AppRuntime {
         let (tx, mut rx) = mpsc::unbounded_channel::<LogLine>();
@@ -220,17 +240,7 @@ impl Daemon {
                 hub.append(&name, line);
             }
         });
-        let platform = Arc::new(
-            Platform::new(
-                self.machine.host_for(app, &self.options),
-                self.options.lifecycle.clone(),
-                tx,
-            )
-            .with_ledger(Arc::new(ledger::StoreLedger {
-                store: self.store.clone(),
-            }))
-            .with_netwatch(self.machine.netwatch()),
-        );
+        let platform = self.platform_for(app, tx);
         AppRuntime {
             log_name,
             platform,

@@ -23,6 +23,20 @@ type Failure = String;
 /// How long the build's output may take to end once its dyno is down.
 const RELAY_DRAIN: std::time::Duration = std::time::Duration::from_secs(5);
 
+/// Whether a line the supervisor logs about the build dyno belongs in the build's output:
+/// not its routine states (starting, up, exited, stopping), which the build's own lines say.
+fn worth_telling(message: &str) -> bool {
+    const ROUTINE: [&str; 6] = [
+        "Starting process with command",
+        "State changed from",
+        "Process exited with status",
+        "Stopping all processes with SIGTERM",
+        "Stopping remaining processes with SIGKILL",
+        "Stopping process with SIGKILL",
+    ];
+    !ROUTINE.iter().any(|r| message.starts_with(r))
+}
+
 /// `15 minutes`, `3 seconds`.
 fn spoken(d: std::time::Duration) -> String {
     let secs = d.as_secs();
@@ -305,10 +319,20 @@ impl Daemon {
         let mut def = self.options.dyno_def(&build.app, current, &ws.app(), slot);
         def.attachment = Some(Attachment::new(ends));
         def.binds = ws.binds();
-        let platform = {
-            let mut apps = self.apps.lock().await;
-            self.runtime_in(&mut apps, &build.app).platform.clone()
-        };
+        // The build dyno's own lines (its states, its exit) are not the app's log, as on
+        // Heroku; what says why it failed (a denied call, memory) goes to the build's output.
+        let (log, mut lines) = tokio::sync::mpsc::unbounded_channel::<dyno_logs::logs::LogLine>();
+        let platform = self.platform_for(&build.app, log);
+        {
+            let output = output.clone();
+            tokio::spawn(async move {
+                while let Some(line) = lines.recv().await {
+                    if worth_telling(&line.message) {
+                        output.line(&format!(" !     {}", line.message));
+                    }
+                }
+            });
+        }
         let handle = dyno_supervisor::start(platform, def);
         let mut status = handle.status.clone();
         let relay = {
