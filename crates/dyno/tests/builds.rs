@@ -415,6 +415,19 @@ fn a_daemon_that_stops_or_dies_during_a_build_fails_it_and_leaves_nothing() {
 
     // Killed: the next daemon fails the build, stops its dyno and removes its workspace.
     let mut client = start_sleeping_build(&up, 2);
+    // What nothing refers to goes too: an upload (slots live in the daemon's memory), the
+    // cache and repository of an app that is gone.
+    let data = up.scratch.join("data");
+    let orphans = [
+        data.join("builds/sources/0123abcd.tar"),
+        data.join("builds/cache/00000000-0000-4000-8000-000000000000/pip"),
+        data.join("git/00000000-0000-4000-8000-000000000000.git/HEAD"),
+        data.join("builds/output/00000000-0000-4000-8000-000000000000.log"),
+    ];
+    for file in &orphans {
+        std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+        std::fs::write(file, "left behind").unwrap();
+    }
     up.kill_and_restart_serve(&["--boot-timeout", "20s", "--stop-grace", "2s"]);
     up.wait_api();
     let _ = client.wait();
@@ -432,8 +445,38 @@ fn a_daemon_that_stops_or_dies_during_a_build_fails_it_and_leaves_nothing() {
     assert_eq!(list[1]["status"], "failed");
     let (info, _) = up.cli_succeeds(&["builds:info", "-a", APP]);
     assert!(info.contains("sleeping"), "{info}");
+    for file in &orphans {
+        assert!(!file.exists(), "{} was left", file.display());
+    }
     assert!(
         info.contains("the dyno daemon stopped while it ran"),
         "{info}"
     );
+}
+
+#[test]
+fn destroying_an_app_stops_its_build_and_leaves_nothing() {
+    let up = serve("build-destroyed", &[]);
+    let mut client = start_sleeping_build(&up, 1);
+    let started = std::time::Instant::now();
+    up.cli_succeeds(&["apps:destroy", APP, "--confirm", APP]);
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(20),
+        "the build held the destroy for {:?}",
+        started.elapsed()
+    );
+    let _ = client.wait();
+    assert!(processes_of(up.app_uid(APP)).is_empty());
+    assert!(
+        mounts_under(&up.scratch).is_empty(),
+        "{:?}",
+        mounts_under(&up.scratch)
+    );
+    let outputs: Vec<_> = std::fs::read_dir(up.scratch.join("data/builds/output"))
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(outputs.is_empty(), "{outputs:?}");
+    // The name is free again, with nothing of the old app's builds.
+    up.cli_succeeds(&["apps:create", APP]);
+    assert!(builds(&up).is_empty());
 }

@@ -22,7 +22,7 @@ use super::{Daemon, DaemonError};
 /// The repositories' directory under the data dir.
 pub const GIT_DIR: &str = "git";
 /// The shared hooks' directory under [`GIT_DIR`] (`hooks` is never an app's `<uuid>.git`).
-const HOOKS_DIR: &str = "hooks";
+pub(super) const HOOKS_DIR: &str = "hooks";
 /// The one hook. `DYNO_EXE` is in the CGI's environment, and so in the hook's.
 const PRE_RECEIVE: &str = "#!/bin/sh\n\
     # dyno: a push to an app's repository builds it (see `dyno git-hook --help`).\n\

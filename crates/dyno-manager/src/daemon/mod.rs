@@ -196,6 +196,15 @@ impl Daemon {
         if let Some(runtime) = self.apps.lock().await.get(&app.name) {
             runtime.web.close();
         }
+        // Its builds stop first: one that is releasing needs the app's turn.
+        self.builds.stop_app(&app.name).await;
+        let build_ids: Vec<String> = {
+            let name = name.clone();
+            self.with_store(move |s| s.builds(&name))
+                .await
+                .map(|builds| builds.into_iter().map(|b| b.id).collect())
+                .unwrap_or_default()
+        };
         let turn = self.turn_of(&app.name);
         let _turn = turn.lock().await;
         if let Some(runtime) = self.apps.lock().await.remove(&app.name) {
@@ -213,6 +222,9 @@ impl Daemon {
         let cache = builds::cache_dir(&self.options.data_dir, &app.uuid);
         let data_dir = self.options.data_dir.clone();
         let _ = tokio::task::spawn_blocking(move || {
+            for id in build_ids {
+                let _ = std::fs::remove_file(builds::output_file(&data_dir, &id));
+            }
             for slug in destroyed.slugs {
                 let _ = std::fs::remove_dir_all(&slug);
             }

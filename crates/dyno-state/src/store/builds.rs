@@ -126,6 +126,18 @@ impl Store {
         })
     }
 
+    /// The ids of every app's builds (a daemon that starts removes the output files of
+    /// builds no longer here).
+    pub fn build_ids(&self) -> Result<std::collections::HashSet<String>, StateError> {
+        self.read(|conn| {
+            let mut stmt = conn.prepare("SELECT id FROM builds")?;
+            let ids = stmt
+                .query_map([], |r| r.get(0))?
+                .collect::<Result<_, _>>()?;
+            Ok(ids)
+        })
+    }
+
     /// The app's builds, oldest first.
     pub fn builds(&self, app: &AppName) -> Result<Vec<Build>, StateError> {
         self.read(|conn| {

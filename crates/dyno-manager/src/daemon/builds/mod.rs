@@ -50,11 +50,19 @@ impl Default for BuildOptions {
     }
 }
 
+/// A build under way.
+struct Running {
+    app: String,
+    output: Arc<BuildOutput>,
+    /// `true`: stop it (its app is being destroyed).
+    cancel: tokio::sync::watch::Sender<bool>,
+}
+
 /// The daemon's builds under way and its source uploads.
 pub struct Builds {
     pub sources: Sources,
-    /// Output of the builds running now, by build id.
-    running: Mutex<HashMap<String, Arc<BuildOutput>>>,
+    /// The builds running now, by build id.
+    running: Mutex<HashMap<String, Running>>,
     /// `true` once the daemon stops: running builds stop and fail.
     stopping: tokio::sync::watch::Sender<bool>,
 }
@@ -69,7 +77,8 @@ impl Default for Builds {
     }
 }
 
-/// How long a stopping daemon waits for its builds to end (their dynos get the stop grace).
+/// How long a stopping daemon (or an app's destruction) waits for builds to end (their dynos
+/// get the stop grace).
 const STOP_WAIT: Duration = Duration::from_secs(60);
 
 impl Builds {
@@ -77,28 +86,75 @@ impl Builds {
     /// waits for them to end.
     pub async fn stop_all(&self) {
         self.stopping.send_replace(true);
+        self.wait_until(|_| true).await;
+    }
+
+    /// Stops the running builds of `app` (it is being destroyed) and waits for them to end.
+    pub async fn stop_app(&self, app: &str) {
+        for running in crate::lock(&self.running).values() {
+            if running.app == app {
+                running.cancel.send_replace(true);
+            }
+        }
+        self.wait_until(|r| r.app == app).await;
+    }
+
+    /// Waits until no running build is `which`, or [`STOP_WAIT`] passed.
+    async fn wait_until(&self, which: impl Fn(&Running) -> bool) {
         let deadline = tokio::time::Instant::now() + STOP_WAIT;
-        while !crate::lock(&self.running).is_empty() && tokio::time::Instant::now() < deadline {
+        while crate::lock(&self.running).values().any(&which)
+            && tokio::time::Instant::now() < deadline
+        {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 
     fn output(&self, id: &str) -> Option<Arc<BuildOutput>> {
-        crate::lock(&self.running).get(id).cloned()
+        crate::lock(&self.running).get(id).map(|r| r.output.clone())
+    }
+
+    /// Registers a build that starts; what stops it.
+    fn start(
+        &self,
+        id: &str,
+        app: &str,
+        output: Arc<BuildOutput>,
+    ) -> tokio::sync::watch::Receiver<bool> {
+        let (cancel, stopped) = tokio::sync::watch::channel(false);
+        crate::lock(&self.running).insert(
+            id.to_string(),
+            Running {
+                app: app.to_string(),
+                output,
+                cancel,
+            },
+        );
+        stopped
+    }
+
+    fn end(&self, id: &str) {
+        crate::lock(&self.running).remove(id);
     }
 }
 
-/// Where a build's output is kept once it ended.
+/// Where builds' output is kept.
+pub fn outputs_dir(data_dir: &std::path::Path) -> PathBuf {
+    data_dir.join("builds").join("output")
+}
+
+/// Where a build's output is kept (written as it comes).
 pub fn output_file(data_dir: &std::path::Path, build_id: &str) -> PathBuf {
-    data_dir
-        .join("builds")
-        .join("output")
-        .join(format!("{build_id}.log"))
+    outputs_dir(data_dir).join(format!("{build_id}.log"))
+}
+
+/// Where the apps' build caches are kept.
+pub fn caches_dir(data_dir: &std::path::Path) -> PathBuf {
+    data_dir.join("builds").join("cache")
 }
 
 /// The app's build cache (kept between builds, keyed by the app's uuid so a rename keeps it).
 pub fn cache_dir(data_dir: &std::path::Path, app_uuid: &str) -> PathBuf {
-    data_dir.join("builds").join("cache").join(app_uuid)
+    caches_dir(data_dir).join(app_uuid)
 }
 
 /// Where the workspaces of running builds are mounted.

@@ -3,7 +3,7 @@
 //! build `failed` with its reason as the output's last lines; nothing is released then.
 
 use std::io::Read;
-use std::path::Path;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use dyno_build::driver;
@@ -13,12 +13,21 @@ use dyno_supervisor::Attachment;
 
 use super::prepare::Preparation;
 use super::workspace::{self, Workspace};
-use super::{cache_dir, output_file, workspaces_dir, BuildOutput};
+use super::{cache_dir, caches_dir, output_file, outputs_dir, workspaces_dir, BuildOutput};
 use crate::daemon::options::Slot;
 use crate::daemon::{app_name, procfile, uids, Daemon, DaemonError};
 
 /// How a build asked for ended, in the output's words.
 type Failure = String;
+
+/// One build under way: what it builds, where its output goes, what stops it.
+struct Job {
+    build: Build,
+    source: std::path::PathBuf,
+    output: Arc<BuildOutput>,
+    /// `true` when its app is being destroyed.
+    cancelled: tokio::sync::watch::Receiver<bool>,
+}
 
 /// How long the build's output may take to end once its dyno is down.
 const RELAY_DRAIN: std::time::Duration = std::time::Duration::from_secs(5);
@@ -93,7 +102,7 @@ impl Daemon {
             .await?
         };
         let output = BuildOutput::new(output_file(&self.options.data_dir, &build.id));
-        crate::lock(&self.builds.running).insert(build.id.clone(), output.clone());
+        let cancelled = self.builds.start(&build.id, name, output.clone());
         self.api_line(
             name,
             format!("Build started by user {}", dyno_api::heroku::ACCOUNT_EMAIL),
@@ -101,7 +110,13 @@ impl Daemon {
         let daemon = self.clone();
         let started = build.clone();
         tokio::spawn(async move {
-            let outcome = daemon.run_build(&started, &source, asked, &output).await;
+            let job = Job {
+                build: started.clone(),
+                source,
+                output: output.clone(),
+                cancelled,
+            };
+            let outcome = daemon.run_build(&job, asked).await;
             let (status, version, ran) = match outcome {
                 Ok((version, ran)) => (BuildStatus::Succeeded, Some(version), ran),
                 Err((failure, ran)) => {
@@ -119,7 +134,7 @@ impl Daemon {
                 tracing::warn!("build {}: could not record its end: {e}", started.id);
             }
             output.finish();
-            crate::lock(&daemon.builds.running).remove(&started.id);
+            daemon.builds.end(&started.id);
             let word = match status {
                 BuildStatus::Succeeded => "succeeded",
                 _ => "failed",
@@ -155,6 +170,52 @@ impl Daemon {
                 }
             }
         }
+        self.sweep_build_files().await;
+    }
+
+    /// Removes what the data dir keeps for builds that nothing refers to any more: uploads
+    /// (their slots live in memory, so a restarted daemon has none), the caches and git
+    /// repositories of apps that are gone, and the output of builds that are gone (a daemon
+    /// that died during `apps:destroy` leaves them).
+    async fn sweep_build_files(&self) {
+        let known = self
+            .with_store(|s| Ok((s.list_apps()?, s.build_ids()?)))
+            .await;
+        let Ok((apps, builds)) = known else {
+            return;
+        };
+        let uuids: std::collections::HashSet<String> = apps.into_iter().map(|a| a.uuid).collect();
+        let data_dir = self.options.data_dir.clone();
+        let sources = self.sources_dir();
+        let _ = tokio::task::spawn_blocking(move || {
+            let _ = std::fs::remove_dir_all(&sources);
+            let gone = |dir: PathBuf, keep: &dyn Fn(&str) -> bool| {
+                for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+                    let name = entry.file_name().to_string_lossy().into_owned();
+                    if !keep(&name) {
+                        let path = entry.path();
+                        let removed = if path.is_dir() {
+                            std::fs::remove_dir_all(&path)
+                        } else {
+                            std::fs::remove_file(&path)
+                        };
+                        if let Err(e) = removed {
+                            tracing::warn!("leftover {}: {e}", path.display());
+                        }
+                    }
+                }
+            };
+            gone(caches_dir(&data_dir), &|n| uuids.contains(n));
+            gone(outputs_dir(&data_dir), &|n| {
+                n.strip_suffix(".log").is_some_and(|id| builds.contains(id))
+            });
+            gone(data_dir.join(crate::daemon::git::GIT_DIR), &|n| {
+                n == crate::daemon::git::HOOKS_DIR
+                    || n.strip_suffix(".git").is_some_and(|u| uuids.contains(u))
+                    || n.starts_with(".new-")
+            });
+        })
+        .await;
     }
 
     /// The build's output: followed while it runs, from its file after.
@@ -168,11 +229,10 @@ impl Daemon {
     /// Runs the build; the release version and the buildpacks that ran, or why it failed.
     async fn run_build(
         self: &Arc<Self>,
-        build: &Build,
-        source: &Path,
+        job: &Job,
         asked: Vec<String>,
-        output: &Arc<BuildOutput>,
     ) -> Result<(u32, Vec<String>), (Failure, Vec<String>)> {
+        let build = &job.build;
         let uid = uids::app_uid_in(&build.app, self.options.uids);
         let root = workspaces_dir(&self.options.data_dir).join(&build.id);
         let options = self.options.build.clone();
@@ -189,9 +249,7 @@ impl Daemon {
                     )
                 })?
         };
-        let result = self
-            .build_in(&ws, build, source, asked.clone(), uid, output)
-            .await;
+        let result = self.build_in(&ws, job, asked.clone(), uid).await;
         let removed = tokio::task::spawn_blocking(move || ws.remove()).await;
         if let Ok(Err(e)) | Err(e) = removed.map_err(std::io::Error::other) {
             tracing::warn!("build {}: workspace {}: {e}", build.id, root.display());
@@ -202,17 +260,16 @@ impl Daemon {
     async fn build_in(
         self: &Arc<Self>,
         ws: &Workspace,
-        build: &Build,
-        source: &Path,
+        job: &Job,
         asked: Vec<String>,
         uid: u32,
-        output: &Arc<BuildOutput>,
     ) -> Result<(u32, Vec<String>), Failure> {
+        let (build, source, output) = (&job.build, job.source.as_path(), &job.output);
         let current = self
             .current_release(&build.app)
             .await
             .map_err(|e| format!(" !     {e}"))?;
-        let job = Preparation {
+        let preparation = Preparation {
             workspace: ws.root.clone(),
             source: source.to_path_buf(),
             uid,
@@ -221,10 +278,10 @@ impl Daemon {
             installed: self.options.build.installed.clone(),
             asked,
         };
-        tokio::task::spawn_blocking(move || job.run())
+        tokio::task::spawn_blocking(move || preparation.run())
             .await
             .map_err(|e| e.to_string())??;
-        let code = self.run_build_dyno(ws, build, &current, output).await?;
+        let code = self.run_build_dyno(ws, job, &current).await?;
         let ran = std::fs::read_to_string(ws.meta().join(driver::RAN))
             .unwrap_or_default()
             .lines()
@@ -299,10 +356,10 @@ impl Daemon {
     async fn run_build_dyno(
         self: &Arc<Self>,
         ws: &Workspace,
-        build: &Build,
+        job: &Job,
         current: &dyno_state::Release,
-        output: &Arc<BuildOutput>,
     ) -> Result<i32, Failure> {
+        let (build, output) = (&job.build, &job.output);
         let (client, ends) = dyno_sandbox::terminal::open(false, None)
             .map_err(|e| format!(" !     Could not start the build: {e}"))?;
         let dyno_sandbox::terminal::ClientEnds::Pipes { stdin, output: out } = client else {
@@ -352,6 +409,7 @@ impl Daemon {
         // The build ends when its main process does; what it left running is stopped with
         // the dyno, and only then does its output reach its end.
         let mut stopping = self.builds.stopping.subscribe();
+        let mut cancelled = job.cancelled.clone();
         let ended = tokio::select! {
             ended = tokio::time::timeout(
                 timeout,
@@ -366,6 +424,9 @@ impl Daemon {
             }),
             _ = stopping.wait_for(|stop| *stop) => Err(
                 " !     The dyno daemon is stopping: the build was stopped.".to_string()
+            ),
+            _ = cancelled.wait_for(|stop| *stop) => Err(
+                " !     The app is being destroyed: the build was stopped.".to_string()
             ),
         };
         handle.stop().await;
