@@ -28,9 +28,26 @@ fn build_archive(up: &Up, archive: Vec<u8>) -> (String, String) {
     let api = ApiClient::unix(up.api_socket());
     runtime.block_on(async {
         let source = api.create_source(APP).await.unwrap();
-        api.upload_source(&source.source_blob.put_url, archive.into())
+        api.upload_source(&source.source_blob.put_url, archive.clone().into())
             .await
             .unwrap();
+        // The get_url reads back what was put, byte for byte.
+        let path = source
+            .source_blob
+            .get_url
+            .split_once("/sources/")
+            .unwrap()
+            .1;
+        let read = api
+            .request(
+                hyper::Method::GET,
+                &format!("/sources/{path}"),
+                None,
+                bytes::Bytes::new(),
+            )
+            .await
+            .unwrap();
+        assert_eq!((read.status, read.body.as_ref()), (200, archive.as_slice()));
         let build = api
             .create_build(
                 APP,

@@ -248,11 +248,11 @@ pub(super) async fn source_route<P: Platform>(
             Ok(empty(StatusCode::OK))
         }
         Method::GET => {
-            let body = platform
+            let chunks = platform
                 .get_source(secret.to_owned())
                 .await
                 .map_err(plain)?;
-            let mut resp = Response::new(http_body_util::Full::new(body).boxed());
+            let mut resp = Response::new(super::log_sessions::ChannelBody(chunks).boxed());
             resp.headers_mut().insert(
                 CONTENT_TYPE,
                 HeaderValue::from_static("application/octet-stream"),

@@ -369,11 +369,12 @@ pub trait Platform: Send + Sync + 'static {
         let _ = (secret, chunks);
         async { Err(not_here("source uploads")) }
     }
-    /// `GET /sources/{secret}`: the uploaded archive.
+    /// `GET /sources/{secret}`: the uploaded archive, in chunks.
     fn get_source(
         &self,
         secret: String,
-    ) -> impl Future<Output = Result<bytes::Bytes, ApiError>> + Send {
+    ) -> impl Future<Output = Result<tokio::sync::mpsc::Receiver<bytes::Bytes>, ApiError>> + Send
+    {
         let _ = secret;
         async { Err(not_here("source uploads")) }
     }

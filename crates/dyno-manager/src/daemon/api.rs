@@ -254,7 +254,10 @@ impl Platform for DaemonApi {
         self.put_source_out(secret, chunks).await
     }
 
-    async fn get_source(&self, secret: String) -> Result<bytes::Bytes, ApiError> {
+    async fn get_source(
+        &self,
+        secret: String,
+    ) -> Result<tokio::sync::mpsc::Receiver<bytes::Bytes>, ApiError> {
         self.get_source_out(secret).await
     }
 

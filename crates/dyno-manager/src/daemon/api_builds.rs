@@ -78,7 +78,10 @@ impl DaemonApi {
             .await?)
     }
 
-    pub(super) async fn get_source_out(&self, secret: String) -> Result<bytes::Bytes, ApiError> {
+    pub(super) async fn get_source_out(
+        &self,
+        secret: String,
+    ) -> Result<tokio::sync::mpsc::Receiver<bytes::Bytes>, ApiError> {
         Ok(self.daemon.builds.sources.get(&secret).await?)
     }
 

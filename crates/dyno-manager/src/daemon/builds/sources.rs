@@ -88,13 +88,29 @@ impl Sources {
         Ok(())
     }
 
-    /// The uploaded archive of `secret`.
-    pub async fn get(&self, secret: &str) -> Result<Bytes, DaemonError> {
+    /// The uploaded archive of `secret`, read in chunks as the reader takes them (an archive
+    /// may be hundreds of MB: never whole in memory).
+    pub async fn get(&self, secret: &str) -> Result<mpsc::Receiver<Bytes>, DaemonError> {
         let file = self.uploaded(secret)?.1;
-        let read = tokio::fs::read(&file).await;
-        Ok(Bytes::from(read.map_err(|e| {
-            DaemonError::new(ErrorKind::Internal, format!("source upload: {e}"))
-        })?))
+        let mut file = tokio::fs::File::open(&file)
+            .await
+            .map_err(|e| DaemonError::new(ErrorKind::Internal, format!("source upload: {e}")))?;
+        let (tx, rx) = mpsc::channel(4);
+        tokio::spawn(async move {
+            use tokio::io::AsyncReadExt;
+            let mut buf = vec![0u8; 64 * 1024];
+            loop {
+                match file.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => {
+                        if tx.send(Bytes::copy_from_slice(&buf[..n])).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+        });
+        Ok(rx)
     }
 
     /// The app and file of an uploaded source, named by its URL (`…/sources/{secret}`).
