@@ -295,7 +295,7 @@ pub fn setup(
 /// stores the instances keep. The claim is a blackhole route (nothing reaches a half-made
 /// dyno); [`build`] replaces it with the route out of the dyno's link, and the route goes with
 /// the dyno's teardown. `AddressTaken`: another instance's dyno has it; nothing was made.
-fn claim_address(host: &mut Host, spec: &DynoSpec) -> Result<(), NetError> {
+pub(crate) fn claim_address(host: &mut Host, spec: &DynoSpec) -> Result<(), NetError> {
     let object = Object::new("route", format!("{}/32 (claim)", spec.ip));
     match host.rtnl.request(
         route::add_claim_route(spec.ip),
@@ -328,7 +328,7 @@ fn host_route(spec: &DynoSpec) -> Object {
     )
 }
 
-fn delete_link(host: &mut Host, link: &str) -> Result<(), NetError> {
+pub(crate) fn delete_link(host: &mut Host, link: &str) -> Result<(), NetError> {
     match host
         .rtnl
         .request(route::del_link_by_name(link), 0, Object::new("link", link))

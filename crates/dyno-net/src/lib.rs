@@ -6,8 +6,10 @@
 //! programs the static firewall; [`diag`] reads a dyno's listeners through inet_diag; [`lab`]
 //! builds a throwaway "host" namespace for tests and benchmarks.
 
+pub mod attach;
 pub mod diag;
 pub mod dyno;
+pub mod inspect;
 pub mod ipam;
 pub mod lab;
 pub mod names;

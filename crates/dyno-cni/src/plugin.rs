@@ -1,0 +1,252 @@
+//! ADD, DEL and CHECK over `dyno-net`.
+
+use std::fs::File;
+use std::net::Ipv4Addr;
+use std::path::Path;
+
+use dyno_net::attach::{self, AttachError, AttachSpec};
+use dyno_net::dyno::{Host, NetError};
+use dyno_net::ipam::{FileStore, Ipam};
+use dyno_net::names::GATEWAY;
+use dyno_net::network::{NetworkConfig, TAKEN_ATTEMPTS};
+use dyno_net::nft::{Firewall, FirewallConfig};
+use dyno_net::ns::Netns;
+use serde_json::Value;
+
+use crate::config::NetConf;
+use crate::env::Env;
+use crate::error::CniError;
+use crate::result::{self, Made};
+
+/// The host end's name: `dy` and 13 hex digits of a hash of network, container and interface,
+/// so that two attachments never share one and the firewall's `dy*` rules cover it.
+pub fn host_link(network: &str, container_id: &str, ifname: &str) -> String {
+    // FNV-1a: stable across builds and releases (DEL may come from a newer binary).
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in [network, "\0", container_id, "\0", ifname]
+        .iter()
+        .flat_map(|s| s.bytes())
+    {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("dy{:013x}", hash >> 12)
+}
+
+/// The lease's owner in the store.
+fn owner(env: &Env) -> String {
+    format!("{}/{}", env.container_id, env.ifname)
+}
+
+/// Leases of one network, held under an exclusive `flock` on `dataDir/lock` (released when
+/// the process ends, so a crashed plugin leaves no stale lock).
+struct Leases {
+    ipam: Ipam<FileStore>,
+    _lock: File,
+}
+
+fn lock_leases(conf: &NetConf) -> Result<Leases, CniError> {
+    let dir = &conf.data_dir;
+    std::fs::create_dir_all(dir).map_err(|e| io_err(dir, e))?;
+    let path = dir.join("lock");
+    let lock = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| io_err(&path, e))?;
+    rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive).map_err(|e| {
+        if e == rustix::io::Errno::INTR {
+            CniError::TryAgain(format!("{}: interrupted while waiting", path.display()))
+        } else {
+            io_err(&path, e.into())
+        }
+    })?;
+    let ipam = Ipam::new(conf.pool, FileStore::new(dir.join("leases.json")))
+        .map_err(|e| CniError::Ipam(e.to_string()))?;
+    Ok(Leases { ipam, _lock: lock })
+}
+
+fn io_err(path: &Path, e: std::io::Error) -> CniError {
+    CniError::Io(format!("{}: {e}", path.display()))
+}
+
+fn firewall_config(conf: &NetConf) -> FirewallConfig {
+    NetworkConfig {
+        pool: conf.pool,
+        ..NetworkConfig::default()
+    }
+    .firewall()
+}
+
+fn setup_err(e: impl std::fmt::Display) -> CniError {
+    CniError::Setup(e.to_string())
+}
+
+/// Forwarding, the platform address and the `inet dyno` table, once per host: an installed
+/// table is left as it is; concurrent installs are serialised by the kernel (see
+/// `Firewall::install`), whose merge keeps every other attachment's exposed port.
+fn ensure_host(host: &mut Host, config: &FirewallConfig) -> Result<Firewall, CniError> {
+    host.enable_forwarding().map_err(setup_err)?;
+    host.add_platform_address().map_err(setup_err)?;
+    let mut firewall = Firewall::open_with(config).map_err(setup_err)?;
+    if !firewall.is_installed(config).map_err(setup_err)? {
+        firewall.install(config, &[]).map_err(setup_err)?;
+    }
+    Ok(firewall)
+}
+
+pub fn add(env: &Env, conf: &NetConf) -> Result<Value, CniError> {
+    let port = conf.port(&env.args)?;
+    let netns_path = env.netns.clone().unwrap_or_default();
+    let netns = Netns::open(&netns_path)
+        .map_err(|e| CniError::Io(format!("CNI_NETNS {netns_path}: {e}")))?;
+    let link = host_link(&conf.name, &env.container_id, &env.ifname);
+    let mut leases = lock_leases(conf)?;
+    let mut host = Host::current().map_err(setup_err)?;
+    let owner = owner(env);
+    if let Some(ip) = leases.ipam.lease_of(&owner) {
+        // An ADD retried without a DEL between (Nomad does): start again from nothing.
+        eprintln!("dyno-cni: {owner} holds {ip} from an earlier ADD; removing it first");
+        remove(&mut host, conf, &mut leases, &link, ip)?;
+    }
+    let mut firewall = ensure_host(&mut host, &firewall_config(conf))?;
+    let mut attempts = 0;
+    let (ip, attached) = loop {
+        let ip = leases
+            .ipam
+            .allocate(&owner)
+            .map_err(|e| CniError::Ipam(e.to_string()))?;
+        let spec = AttachSpec {
+            host_link: link.clone(),
+            ifname: env.ifname.clone(),
+            ip,
+            source: Some(GATEWAY),
+        };
+        match attach::attach(&mut host, &netns, &spec) {
+            Ok(attached) => break (ip, attached),
+            Err(e) => {
+                let _ = leases.ipam.release(ip);
+                attempts += 1;
+                match e {
+                    // Another instance on the host routes it: the next address.
+                    AttachError::Net(NetError::AddressTaken { .. })
+                        if attempts < TAKEN_ATTEMPTS => {}
+                    AttachError::IfnameExists { ifname } => {
+                        return Err(CniError::IfnameExists(ifname))
+                    }
+                    other => return Err(setup_err(other)),
+                }
+            }
+        }
+    };
+    if let Some(port) = port {
+        if let Err(e) = firewall.expose(ip, port) {
+            let _ = attach::detach(&mut host, &link, Some(ip));
+            let _ = leases.ipam.release(ip);
+            return Err(setup_err(e));
+        }
+    }
+    eprintln!(
+        "dyno-cni: ADD {owner}: {ip}/32 on {} (host end {link}), port {port:?}",
+        env.ifname
+    );
+    let made = Made {
+        host_link: link,
+        ifname: env.ifname.clone(),
+        mac: attached.mac,
+        sandbox: netns_path,
+        ip,
+    };
+    Ok(result::add_result(&conf.cni_version, &made))
+}
+
+/// The exposed port, the link (and with it the container's end), the route and the lease.
+fn remove(
+    host: &mut Host,
+    conf: &NetConf,
+    leases: &mut Leases,
+    link: &str,
+    ip: Ipv4Addr,
+) -> Result<(), CniError> {
+    let config = firewall_config(conf);
+    let mut firewall = Firewall::open_with(&config).map_err(setup_err)?;
+    if firewall.is_installed(&config).map_err(setup_err)? {
+        for (exposed_ip, port) in firewall.exposed().map_err(setup_err)? {
+            if exposed_ip == ip {
+                firewall.unexpose(ip, port).map_err(setup_err)?;
+            }
+        }
+    }
+    if let Err(errors) = attach::detach(host, link, Some(ip)) {
+        let texts: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+        return Err(CniError::Setup(texts.join("; ")));
+    }
+    leases
+        .ipam
+        .release(ip)
+        .map_err(|e| CniError::Ipam(e.to_string()))
+}
+
+/// Idempotent: whatever is already gone (namespace, link, lease, port) is fine.
+pub fn del(env: &Env, conf: &NetConf) -> Result<(), CniError> {
+    let link = host_link(&conf.name, &env.container_id, &env.ifname);
+    let mut leases = lock_leases(conf)?;
+    let mut host = Host::current().map_err(setup_err)?;
+    match leases.ipam.lease_of(&owner(env)) {
+        Some(ip) => remove(&mut host, conf, &mut leases, &link, ip)?,
+        // No lease: at most a link left by a crash between attach and lease release.
+        None => {
+            if let Err(errors) = attach::detach(&mut host, &link, None) {
+                return Err(setup_err(&errors[0]));
+            }
+        }
+    }
+    eprintln!("dyno-cni: DEL {}", owner(env));
+    Ok(())
+}
+
+pub fn check(env: &Env, conf: &NetConf) -> Result<(), CniError> {
+    let prev = conf
+        .prev_result
+        .as_ref()
+        .ok_or_else(|| CniError::Config("CHECK needs prevResult".into()))?;
+    let expected = result::expected(prev, &env.ifname).map_err(CniError::Check)?;
+    let netns_path = env.netns.clone().unwrap_or_default();
+    let netns = Netns::open(&netns_path)
+        .map_err(|e| CniError::Io(format!("CNI_NETNS {netns_path}: {e}")))?;
+    let found = dyno_net::inspect::interface(&netns, &env.ifname)
+        .map_err(|e| CniError::Check(e.to_string()))?
+        .ok_or_else(|| CniError::Check(format!("no interface {} in the container", env.ifname)))?;
+    if let Some(mac) = &expected.mac {
+        if *mac != result::mac_text(&found.mac) {
+            return Err(CniError::Check(format!(
+                "{} has MAC {}, not {mac}",
+                env.ifname,
+                result::mac_text(&found.mac)
+            )));
+        }
+    }
+    for address in &expected.addresses {
+        if !found.addresses.contains(address) {
+            return Err(CniError::Check(format!(
+                "{} lacks {}/{}",
+                env.ifname, address.0, address.1
+            )));
+        }
+    }
+    for gateway in &expected.default_gateways {
+        if !found.default_gateways.contains(gateway) {
+            return Err(CniError::Check(format!(
+                "no default route via {gateway} on {}",
+                env.ifname
+            )));
+        }
+    }
+    let leases = lock_leases(conf)?;
+    let leased = leases.ipam.lease_of(&owner(env));
+    if expected.addresses.iter().all(|(ip, _)| Some(*ip) != leased) {
+        return Err(CniError::Check(format!("no lease for {}", owner(env))));
+    }
+    Ok(())
+}
