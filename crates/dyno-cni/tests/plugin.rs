@@ -8,6 +8,7 @@ use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use dyno_net::lab::Lab;
+use dyno_net::nft::Firewall;
 use dyno_net::ns::{self, Netns};
 use serde_json::{json, Value};
 
@@ -108,6 +109,16 @@ impl World {
             .unwrap_or(json!({}))
     }
 
+    /// The `exposed` set of the lab host's `inet dyno` table.
+    fn exposed(&self) -> Vec<(Ipv4Addr, u16)> {
+        self.lab
+            .host
+            .netns()
+            .run(|| Firewall::open().and_then(|mut f| f.exposed()))
+            .expect("netns")
+            .expect("exposed set")
+    }
+
     fn dy_links(&mut self) -> Vec<String> {
         self.lab
             .host
@@ -184,6 +195,11 @@ fn add_check_del_per_version() {
         let ip: Ipv4Addr = address.trim_end_matches("/32").parse().expect("ip");
         assert_eq!(found.addresses, vec![(ip, 32)]);
         assert_eq!(found.default_gateways, vec![Ipv4Addr::new(169, 254, 1, 1)]);
+        assert_eq!(
+            world.exposed(),
+            vec![(ip, 5000)],
+            "$PORT open to the router"
+        );
 
         let mut with_prev = config.clone();
         with_prev["prevResult"] = result.clone();
@@ -211,6 +227,7 @@ fn add_check_del_per_version() {
             .status
             .success());
         assert!(world.op("DEL", &id, "", "eth0", &config).status.success());
+        assert!(world.exposed().is_empty(), "port closed by DEL");
     }
     assert_eq!(lease_count(&world), 0);
     assert!(world.dy_links().is_empty(), "left: {:?}", world.dy_links());
