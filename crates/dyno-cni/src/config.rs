@@ -23,6 +23,9 @@ pub struct NetConf {
     /// `runtimeConfig.portMappings[].containerPort`, distinct.
     pub mapped_ports: Vec<u16>,
     pub prev_result: Option<Value>,
+    /// GC's `cni.dev/valid-attachments` (or the older `cni.dev/attachments`): the
+    /// `CONTAINERID/IFNAME` owners to keep; `None` when the config has neither.
+    pub valid_attachments: Option<Vec<String>>,
 }
 
 /// The input's `cniVersion`, if it can be read at all (errors echo it).
@@ -85,7 +88,36 @@ pub fn parse(raw: &[u8]) -> Result<NetConf, CniError> {
         port,
         mapped_ports,
         prev_result: object.get("prevResult").filter(|v| !v.is_null()).cloned(),
+        valid_attachments: valid_attachments(object)?,
     })
+}
+
+/// The attachments GC keeps, as lease owners (`CONTAINERID/IFNAME`).
+fn valid_attachments(
+    object: &serde_json::Map<String, Value>,
+) -> Result<Option<Vec<String>>, CniError> {
+    let Some(list) = object
+        .get("cni.dev/valid-attachments")
+        .or_else(|| object.get("cni.dev/attachments"))
+    else {
+        return Ok(None);
+    };
+    let list = list
+        .as_array()
+        .ok_or_else(|| CniError::Config("cni.dev/valid-attachments is not a list".into()))?;
+    let mut owners = Vec::with_capacity(list.len());
+    for entry in list {
+        let field = |key: &str| entry.get(key).and_then(Value::as_str);
+        match (field("containerID"), field("ifname")) {
+            (Some(id), Some(ifname)) => owners.push(format!("{id}/{ifname}")),
+            _ => {
+                return Err(CniError::Config(format!(
+                    "an attachment needs containerID and ifname: {entry}"
+                )))
+            }
+        }
+    }
+    Ok(Some(owners))
 }
 
 pub fn check_version(version: &str) -> Result<(), CniError> {

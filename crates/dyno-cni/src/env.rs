@@ -10,6 +10,10 @@ pub enum Command {
     Del,
     Check,
     Version,
+    /// CNI 1.1.0: remove what the runtime no longer lists (`cni.dev/valid-attachments`).
+    Gc,
+    /// CNI 1.1.0: whether ADD can be served.
+    Status,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,11 +33,14 @@ pub fn parse(get: impl Fn(&str) -> Option<String>) -> Result<Env, CniError> {
         Some("DEL") => Command::Del,
         Some("CHECK") => Command::Check,
         Some("VERSION") => Command::Version,
+        Some("GC") => Command::Gc,
+        Some("STATUS") => Command::Status,
         Some(other) => return Err(CniError::Env(format!("CNI_COMMAND {other:?} is unknown"))),
         None => return Err(CniError::Env("CNI_COMMAND is not set".into())),
     };
-    if command == Command::Version {
-        // Runtimes call VERSION with dummy values (or none): nothing else is read.
+    if matches!(command, Command::Version | Command::Gc | Command::Status) {
+        // Runtimes call VERSION with dummy values (or none); GC and STATUS concern the whole
+        // network: nothing else is read.
         return Ok(Env {
             command,
             container_id: String::new(),

@@ -24,6 +24,8 @@ pub enum CniError {
     Setup(String),
     #[error("check: {0}")]
     Check(String),
+    #[error("the plugin cannot serve ADD now: {0}")]
+    NotAvailable(String),
 }
 
 impl CniError {
@@ -40,6 +42,7 @@ impl CniError {
             CniError::Ipam(_) => 101,
             CniError::Setup(_) => 102,
             CniError::Check(_) => 103,
+            CniError::NotAvailable(_) => 50,
         }
     }
 
@@ -55,6 +58,7 @@ impl CniError {
             CniError::Ipam(_) => "address management failed",
             CniError::Setup(_) => "network setup failed",
             CniError::Check(_) => "check failed",
+            CniError::NotAvailable(_) => "plugin not available",
         }
     }
 

@@ -52,9 +52,22 @@ fn run(input: &[u8]) -> Result<Option<Value>, CniError> {
         })));
     }
     let conf = config::parse(input)?;
+    if matches!(env.command, Command::Gc | Command::Status) && conf.cni_version != "1.1.0" {
+        return Err(CniError::Version(format!(
+            "{} is CNI 1.1.0's; the configuration says {}",
+            if env.command == Command::Gc {
+                "GC"
+            } else {
+                "STATUS"
+            },
+            conf.cni_version
+        )));
+    }
     match env.command {
         Command::Add => plugin::add(&env, &conf).map(Some),
         Command::Del => plugin::del(&env, &conf).map(|()| None),
+        Command::Gc => plugin::gc(&conf).map(|()| None),
+        Command::Status => plugin::status(&conf).map(|()| None),
         Command::Check | Command::Version => plugin::check(&env, &conf).map(|()| None),
     }
 }

@@ -250,3 +250,50 @@ pub fn check(env: &Env, conf: &NetConf) -> Result<(), CniError> {
     }
     Ok(())
 }
+
+/// GC: every attachment whose lease owner the runtime does not list goes (port, link, route,
+/// lease), as DEL would remove it. Without a list nothing is removed (the runtime said
+/// nothing about what it keeps).
+pub fn gc(conf: &NetConf) -> Result<(), CniError> {
+    let Some(valid) = &conf.valid_attachments else {
+        return Ok(());
+    };
+    let mut leases = lock_leases(conf)?;
+    let mut host = Host::current().map_err(setup_err)?;
+    let stale: Vec<(Ipv4Addr, String)> = leases
+        .ipam
+        .leases()
+        .iter()
+        .filter(|(_, owner)| !valid.contains(owner))
+        .map(|(ip, owner)| (*ip, owner.clone()))
+        .collect();
+    let mut failures = Vec::new();
+    for (ip, owner) in stale {
+        let Some((container_id, ifname)) = owner.rsplit_once('/') else {
+            continue;
+        };
+        let link = host_link(&conf.name, container_id, ifname);
+        match remove(&mut host, conf, &mut leases, &link, ip) {
+            Ok(()) => eprintln!("dyno-cni: GC {owner}: {ip} released"),
+            Err(e) => failures.push(format!("{owner}: {e}")),
+        }
+    }
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        Err(CniError::Setup(failures.join("; ")))
+    }
+}
+
+/// STATUS: ADD can be served when the leases can be taken and the pool has a free address.
+pub fn status(conf: &NetConf) -> Result<(), CniError> {
+    let leases = lock_leases(conf).map_err(|e| CniError::NotAvailable(format!("leases: {e}")))?;
+    let capacity = leases.ipam.pool().capacity();
+    if leases.ipam.leases().len() as u64 >= capacity {
+        return Err(CniError::NotAvailable(format!(
+            "every address of {} is leased",
+            conf.pool
+        )));
+    }
+    Ok(())
+}

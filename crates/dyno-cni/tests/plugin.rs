@@ -356,3 +356,77 @@ fn concurrent_adds_and_dels_and_leases_survive() {
     assert_eq!(lease_count(&world), 0);
     assert!(world.dy_links().is_empty(), "left: {:?}", world.dy_links());
 }
+
+#[test]
+fn gc_removes_what_the_runtime_no_longer_lists_and_status_says_whether_add_can_be_served() {
+    let mut world = World::new("cni-gc");
+    let kept_ns = world.container("kept");
+    let gone_ns = world.container("gone");
+    let config = world.config("1.1.0", json!({}));
+    ok_json(&world.op("ADD", "kept", &kept_ns, "eth0", &config));
+    let kept_link = world.dy_links();
+    ok_json(&world.op("ADD", "gone", &gone_ns, "eth0", &config));
+    assert_eq!(world.dy_links().len(), 2);
+    assert_eq!(lease_count(&world), 2);
+
+    // STATUS (1.1.0, nothing but the configuration): ready.
+    let status = world.call(&[("CNI_COMMAND", "STATUS")], config.to_string().as_bytes());
+    assert!(status.status.success(), "{status:?}");
+    assert!(status.stdout.is_empty(), "{status:?}");
+
+    // GC keeps the listed attachment, removes the other (link and lease).
+    let gc_config = world.config(
+        "1.1.0",
+        json!({"cni.dev/valid-attachments": [{"containerID": "kept", "ifname": "eth0"}]}),
+    );
+    let gc = world.call(&[("CNI_COMMAND", "GC")], gc_config.to_string().as_bytes());
+    assert!(gc.status.success(), "{gc:?}");
+    assert_eq!(lease_count(&world), 1);
+    assert_eq!(world.dy_links(), kept_link);
+    // The older key works too; listing everything removes nothing.
+    let keep_all = world.config(
+        "1.1.0",
+        json!({"cni.dev/attachments": [{"containerID": "kept", "ifname": "eth0"}]}),
+    );
+    let gc = world.call(&[("CNI_COMMAND", "GC")], keep_all.to_string().as_bytes());
+    assert!(gc.status.success(), "{gc:?}");
+    assert_eq!(lease_count(&world), 1);
+
+    // GC and STATUS are 1.1.0's: an older configuration is an incompatible version.
+    let old = world.config("1.0.0", json!({"cni.dev/valid-attachments": []}));
+    assert_eq!(
+        error_code(&world.call(&[("CNI_COMMAND", "GC")], old.to_string().as_bytes())),
+        1
+    );
+
+    // An empty list: everything goes.
+    let none = world.config("1.1.0", json!({"cni.dev/valid-attachments": []}));
+    let gc = world.call(&[("CNI_COMMAND", "GC")], none.to_string().as_bytes());
+    assert!(gc.status.success(), "{gc:?}");
+    assert_eq!(lease_count(&world), 0);
+    assert!(world.dy_links().is_empty());
+
+    // A pool with no free address: STATUS says ADD cannot be served (50).
+    let tiny = world.config("1.1.0", json!({"subnet": "10.215.1.0/30"}));
+    let mut filled = 0;
+    for i in 0..4 {
+        let ns = world.container(&format!("t{i}"));
+        if world
+            .op("ADD", &format!("t{i}"), &ns, "eth0", &tiny)
+            .status
+            .success()
+        {
+            filled += 1;
+        }
+    }
+    assert!(filled >= 1);
+    let status = world.call(&[("CNI_COMMAND", "STATUS")], tiny.to_string().as_bytes());
+    assert_eq!(error_code(&status), 50);
+    let none = world.config(
+        "1.1.0",
+        json!({"subnet": "10.215.1.0/30", "cni.dev/valid-attachments": []}),
+    );
+    let gc = world.call(&[("CNI_COMMAND", "GC")], none.to_string().as_bytes());
+    assert!(gc.status.success(), "{gc:?}");
+    assert!(world.dy_links().is_empty());
+}
