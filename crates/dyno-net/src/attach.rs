@@ -12,7 +12,7 @@ use std::net::Ipv4Addr;
 use netlink_packet_core::{NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE};
 
 use crate::dyno::{self, prepare_inside, DynoSpec, Host, NetError};
-use crate::names::{self, DynoName, GATEWAY, HOST_END_MAC};
+use crate::names::{self, DynoName, HOST_END_MAC};
 use crate::netlink::route::{self, Rtnl, VethEnd};
 use crate::netlink::{NetlinkError, Object};
 use crate::ns::Netns;
@@ -142,35 +142,7 @@ fn build(
     )?;
     let ifindex = index_in(Some(&answer), ifname)?;
     let mut batch = inside.batch();
-    let requests = [
-        // IPv4 only: no link-local address, so no DAD or router solicitation (set while down).
-        (
-            route::set_link_ipv6_addrgen_none(ifname),
-            0,
-            Object::new("link", ifname),
-        ),
-        (route::set_link_up(ifindex), 0, Object::new("link", ifname)),
-        (
-            route::add_address(ifindex, spec.ip, 32),
-            NLM_F_CREATE | NLM_F_EXCL,
-            Object::new("address", format!("{}/32 on {ifname}", spec.ip)),
-        ),
-        (
-            route::add_permanent_neighbour(ifindex, GATEWAY, HOST_END_MAC),
-            NLM_F_CREATE | NLM_F_REPLACE,
-            Object::new("neighbour", format!("{GATEWAY} on {ifname}")),
-        ),
-        (
-            route::add_route(GATEWAY, 32, ifindex, None),
-            NLM_F_CREATE | NLM_F_EXCL,
-            Object::new("route", format!("{GATEWAY}/32 dev {ifname}")),
-        ),
-        (
-            route::add_route(Ipv4Addr::UNSPECIFIED, 0, ifindex, Some(GATEWAY)),
-            NLM_F_CREATE | NLM_F_EXCL,
-            Object::new("route", format!("default via {GATEWAY}")),
-        ),
-    ];
+    let requests = dyno::inside_requests(ifindex, ifname, spec.ip);
     for (message, flags, object) in requests {
         inside.push(&mut batch, message, flags, object);
     }

@@ -252,6 +252,46 @@ pub struct DynoNet {
     pub netns: Netns,
 }
 
+/// What makes a dyno's end usable inside its namespace, in order (the daemon's dynos and the
+/// CNI plugin's attachments alike): IPv4 only (lo keeps ::1): no link-local address, so no
+/// duplicate address detection or router solicitation (set while the link is still down);
+/// up; its /32; the gateway as a permanent neighbour (no ARP); the route to the gateway and
+/// the default route through it.
+pub(crate) fn inside_requests(
+    ifindex: u32,
+    ifname: &str,
+    ip: Ipv4Addr,
+) -> [(netlink_packet_route::RouteNetlinkMessage, u16, Object); 6] {
+    [
+        (
+            route::set_link_ipv6_addrgen_none(ifname),
+            0,
+            Object::new("link", ifname),
+        ),
+        (route::set_link_up(ifindex), 0, Object::new("link", ifname)),
+        (
+            route::add_address(ifindex, ip, 32),
+            NLM_F_CREATE | NLM_F_EXCL,
+            Object::new("address", format!("{ip}/32 on {ifname}")),
+        ),
+        (
+            route::add_permanent_neighbour(ifindex, GATEWAY, HOST_END_MAC),
+            NLM_F_CREATE | NLM_F_REPLACE,
+            Object::new("neighbour", format!("{GATEWAY} on {ifname}")),
+        ),
+        (
+            route::add_route(GATEWAY, 32, ifindex, None),
+            NLM_F_CREATE | NLM_F_EXCL,
+            Object::new("route", format!("{GATEWAY}/32 dev {ifname}")),
+        ),
+        (
+            route::add_route(Ipv4Addr::UNSPECIFIED, 0, ifindex, Some(GATEWAY)),
+            NLM_F_CREATE | NLM_F_EXCL,
+            Object::new("route", format!("default via {GATEWAY}")),
+        ),
+    ]
+}
+
 /// Sets up the dyno's network: namespace (bound in `run_dir`), veth pair with `eth0` born inside,
 /// addresses, routes, permanent neighbours both ways, sysctls. On failure nothing is left.
 pub fn setup(
@@ -400,40 +440,7 @@ fn build(
     host.rtnl.send(&batch)?;
 
     let mut dyno_batch = inside.batch();
-    let dyno_requests = [
-        // Dynos are IPv4 (lo keeps ::1): no link-local address, so no duplicate address
-        // detection or router solicitation on eth0 (set while it is still down).
-        (
-            route::set_link_ipv6_addrgen_none(DYNO_IFNAME),
-            0,
-            Object::new("link", DYNO_IFNAME),
-        ),
-        (
-            route::set_link_up(DYNO_IFINDEX),
-            0,
-            Object::new("link", DYNO_IFNAME),
-        ),
-        (
-            route::add_address(DYNO_IFINDEX, spec.ip, 32),
-            NLM_F_CREATE | NLM_F_EXCL,
-            Object::new("address", format!("{}/32 on eth0", spec.ip)),
-        ),
-        (
-            route::add_permanent_neighbour(DYNO_IFINDEX, GATEWAY, HOST_END_MAC),
-            NLM_F_CREATE | NLM_F_REPLACE,
-            Object::new("neighbour", format!("{GATEWAY} on eth0")),
-        ),
-        (
-            route::add_route(GATEWAY, 32, DYNO_IFINDEX, None),
-            NLM_F_CREATE | NLM_F_EXCL,
-            Object::new("route", format!("{GATEWAY}/32 dev eth0")),
-        ),
-        (
-            route::add_route(Ipv4Addr::UNSPECIFIED, 0, DYNO_IFINDEX, Some(GATEWAY)),
-            NLM_F_CREATE | NLM_F_EXCL,
-            Object::new("route", format!("default via {GATEWAY}")),
-        ),
-    ];
+    let dyno_requests = inside_requests(DYNO_IFINDEX, DYNO_IFNAME, spec.ip);
     for (message, flags, object) in dyno_requests {
         inside.push(&mut dyno_batch, message, flags, object);
     }
