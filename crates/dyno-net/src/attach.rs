@@ -192,35 +192,7 @@ fn index_in(
 pub fn detach(host: &mut Host, host_link: &str, ip: Option<Ipv4Addr>) -> Result<(), Vec<NetError>> {
     let mut errors = Vec::new();
     if let Some(ip) = ip {
-        let index = host
-            .rtnl()
-            .request(
-                route::get_link_by_name(host_link),
-                0,
-                Object::new("link", host_link),
-            )
-            .ok()
-            .and_then(|a| a.iter().find_map(route::link_index_and_name))
-            .map(|(index, _)| index);
-        let mut batch = host.rtnl().batch();
-        if let Some(index) = index {
-            let object = Object::new("route", format!("{ip}/32 dev {host_link}"));
-            host.rtnl()
-                .push(&mut batch, route::del_route_via(ip, 32, index), 0, object);
-        }
-        let object = Object::new("route", format!("{ip}/32 (claim)"));
-        host.rtnl()
-            .push(&mut batch, route::del_claim_route(ip), 0, object);
-        match host.rtnl().execute(batch) {
-            Ok(replies) => errors.extend(
-                replies
-                    .errors()
-                    .into_iter()
-                    .filter(|e| !e.is_not_found())
-                    .map(NetError::from),
-            ),
-            Err(e) => errors.push(e.into()),
-        }
+        errors.extend(dyno::remove_host_routes(host, host_link, ip));
     }
     // Unlike a dyno's, the namespace is not ours to drop: the link has to go by itself.
     if let Err(e) = dyno::delete_link(host, host_link) {

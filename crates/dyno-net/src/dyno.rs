@@ -360,6 +360,32 @@ fn host_link_index(host: &mut Host, name: &str) -> Option<u32> {
         .map(|(index, _)| index)
 }
 
+/// Removes the host's routes to `ip` that are an attachment's own: the one out of `host_link`
+/// (when that link still exists) and the claim (a setup that failed or crashed before the
+/// route replaced it). Once the link is gone, so is its route, and the address may be another
+/// instance's by now: that route is not ours to delete. "Already gone" is no error.
+pub(crate) fn remove_host_routes(host: &mut Host, host_link: &str, ip: Ipv4Addr) -> Vec<NetError> {
+    let index = host_link_index(host, host_link);
+    let mut batch = host.rtnl.batch();
+    if let Some(index) = index {
+        let object = Object::new("route", format!("{ip}/32 dev {host_link}"));
+        host.rtnl
+            .push(&mut batch, route::del_route_via(ip, 32, index), 0, object);
+    }
+    let object = Object::new("route", format!("{ip}/32 (claim)"));
+    host.rtnl
+        .push(&mut batch, route::del_claim_route(ip), 0, object);
+    match host.rtnl.execute(batch) {
+        Ok(replies) => replies
+            .errors()
+            .into_iter()
+            .filter(|e| !e.is_not_found())
+            .map(NetError::from)
+            .collect(),
+        Err(e) => vec![e.into()],
+    }
+}
+
 /// The host route to the dyno, as errors name it.
 fn host_route(spec: &DynoSpec) -> Object {
     Object::new(
@@ -507,29 +533,7 @@ pub fn teardown(
 ) -> Result<(), Vec<NetError>> {
     let mut errors = Vec::new();
     if let Some(ip) = ip {
-        // Only a route of this dyno: out of its link, or its claim (a setup that failed or
-        // crashed before the route replaced it). Once its link is gone, so is its route, and
-        // the address may be another instance's by now: that route is not ours to delete.
-        let link = host_link_index(host, &name.host_link());
-        let mut batch = host.rtnl.batch();
-        if let Some(index) = link {
-            let object = Object::new("route", format!("{ip}/32 dev {}", name.host_link()));
-            let message = route::del_route_via(ip, 32, index);
-            host.rtnl.push(&mut batch, message, 0, object);
-        }
-        let object = Object::new("route", format!("{ip}/32 (claim)"));
-        host.rtnl
-            .push(&mut batch, route::del_claim_route(ip), 0, object);
-        match host.rtnl.execute(batch) {
-            Ok(replies) => errors.extend(
-                replies
-                    .errors()
-                    .into_iter()
-                    .filter(|e| !e.is_not_found())
-                    .map(NetError::from),
-            ),
-            Err(e) => errors.push(e.into()),
-        }
+        errors.extend(remove_host_routes(host, &name.host_link(), ip));
     }
     if let Err(e) = ns::unbind(&run_dir.netns_path(name)) {
         errors.push(e.into());
