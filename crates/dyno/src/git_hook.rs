@@ -11,14 +11,11 @@
 
 use std::io::Write;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use dyno_api::ApiClient;
 
 /// The branches a push builds (Heroku's).
 const DEPLOY_BRANCHES: [&str; 2] = ["refs/heads/main", "refs/heads/master"];
-/// How long a build may stay `pending` after its output ended.
-const SETTLE: Duration = Duration::from_secs(60);
 
 /// What a push asks for, from the hook's stdin.
 #[derive(Debug, PartialEq, Eq)]
@@ -154,12 +151,8 @@ async fn deploy(api: &ApiClient, app: &str, commit: &str) -> Result<(), Vec<Stri
         Some(e) => failed(&e.message),
         None => failed(&e.to_string()),
     };
-    let source = api.create_source(app).await.map_err(api_failed)?;
-    api.upload_source(&source.source_blob.put_url, archive.into())
-        .await
-        .map_err(api_failed)?;
     let build = api
-        .create_build(app, &source.source_blob.get_url, Some(commit), None)
+        .build_archive(app, archive.into(), Some(commit))
         .await
         .map_err(api_failed)?;
     say(&["Building source:", ""]);
@@ -167,7 +160,11 @@ async fn deploy(api: &ApiClient, app: &str, commit: &str) -> Result<(), Vec<Stri
     if let Err(e) = streamed {
         say(&failed(&format!("The build's output broke off ({e}).")));
     }
-    let status = settled(api, app, &build.id).await.map_err(api_failed)?;
+    let status = api
+        .settled_build(app, &build.id)
+        .await
+        .map_err(api_failed)?
+        .status;
     // The build's output ends with its blank line; Heroku's verdict follows at once.
     match status.as_str() {
         "succeeded" => {
@@ -180,18 +177,6 @@ async fn deploy(api: &ApiClient, app: &str, commit: &str) -> Result<(), Vec<Stri
             format!("!\tPush rejected to {app}."),
             String::new(),
         ]),
-    }
-}
-
-/// The build's status once it is no longer `pending`.
-async fn settled(api: &ApiClient, app: &str, id: &str) -> Result<String, dyno_api::ClientError> {
-    let start = std::time::Instant::now();
-    loop {
-        let build = api.build(app, id).await?;
-        if build.status != "pending" || start.elapsed() > SETTLE {
-            return Ok(build.status);
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 

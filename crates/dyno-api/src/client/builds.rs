@@ -11,6 +11,9 @@ use crate::server::builds::{
 
 use super::{ApiClient, ClientError};
 
+/// How long [`ApiClient::settled_build`] waits for a build to leave `pending`.
+pub const SETTLE_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+
 impl ApiClient {
     /// `POST /apps/{app}/sources`: where to upload a source archive.
     pub async fn create_source(&self, app: &str) -> Result<Source, ClientError> {
@@ -56,6 +59,35 @@ impl ApiClient {
             }),
         };
         self.post(&format!("/apps/{app}/builds"), &body).await
+    }
+
+    /// A source archive built: uploaded as a new source of `app` (`POST …/sources`, `PUT`) and
+    /// built from it (`POST …/builds`), named `version` (a commit); the build, `pending`.
+    pub async fn build_archive(
+        &self,
+        app: &str,
+        archive: Bytes,
+        version: Option<&str>,
+    ) -> Result<Build, ClientError> {
+        let source = self.create_source(app).await?;
+        self.upload_source(&source.source_blob.put_url, archive)
+            .await?;
+        self.create_build(app, &source.source_blob.get_url, version, None)
+            .await
+    }
+
+    /// The build once it is no longer `pending` (its output stream ends as it settles; this
+    /// waits a little for a daemon that records the end after it), or as it is after
+    /// [`SETTLE_WAIT`].
+    pub async fn settled_build(&self, app: &str, id: &str) -> Result<Build, ClientError> {
+        let start = std::time::Instant::now();
+        loop {
+            let build = self.build(app, id).await?;
+            if build.status != "pending" || start.elapsed() > SETTLE_WAIT {
+                return Ok(build);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
     }
 
     /// `GET /apps/{app}/builds`, oldest first.

@@ -36,12 +36,8 @@ pub(super) async fn deploy(
             archive.len().div_ceil(1024)
         );
     }
-    let source = api.create_source(&app).await.map_err(e)?;
-    api.upload_source(&source.source_blob.put_url, archive.into())
-        .await
-        .map_err(e)?;
     let build = api
-        .create_build(&app, &source.source_blob.get_url, None, None)
+        .build_archive(&app, archive.into(), None)
         .await
         .map_err(e)?;
     // The build's lines go to stderr (stdout is the result); the last ` !     ` line says
@@ -64,7 +60,7 @@ pub(super) async fn deploy(
     })
     .await
     .map_err(e)?;
-    let build = api.build(&app, &build.id).await.map_err(e)?;
+    let build = api.settled_build(&app, &build.id).await.map_err(e)?;
     if build.status != "succeeded" {
         return Err(format!(
             "the build failed; nothing was released (see the lines above, or `dyno builds:info \
@@ -145,8 +141,8 @@ pub(super) async fn builds_info(
     })
     .await
     .map_err(e)?;
-    // The status after the output: a build that was running may have ended meanwhile.
-    let build = api.build(&app, &build.id).await.map_err(e)?;
+    // The status after the output: a build that was running has ended meanwhile.
+    let build = api.settled_build(&app, &build.id).await.map_err(e)?;
     out(json, &build, || {
         format!(
             "=== Build {}\nStatus:     {}\nCreated:    {}\nVersion:    {}\nBuildpacks: {}\n\n{text}",
