@@ -26,6 +26,8 @@ pub enum CniError {
     Check(String),
     #[error("the plugin cannot serve ADD now: {0}")]
     NotAvailable(String),
+    #[error("the plugin cannot serve ADD or DEL now: {0}")]
+    Unavailable(String),
 }
 
 impl CniError {
@@ -43,6 +45,7 @@ impl CniError {
             CniError::Setup(_) => 102,
             CniError::Check(_) => 103,
             CniError::NotAvailable(_) => 50,
+            CniError::Unavailable(_) => 51,
         }
     }
 
@@ -59,6 +62,7 @@ impl CniError {
             CniError::Setup(_) => "network setup failed",
             CniError::Check(_) => "check failed",
             CniError::NotAvailable(_) => "plugin not available",
+            CniError::Unavailable(_) => "plugin not available for ADD or DEL",
         }
     }
 

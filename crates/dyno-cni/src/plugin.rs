@@ -3,6 +3,7 @@
 use std::fs::File;
 use std::net::Ipv4Addr;
 use std::path::Path;
+use std::time::Duration;
 
 use dyno_net::attach::{self, AttachError, AttachSpec};
 use dyno_net::dyno::{Host, NetError};
@@ -11,6 +12,7 @@ use dyno_net::names::GATEWAY;
 use dyno_net::network::{NetworkConfig, TAKEN_ATTEMPTS};
 use dyno_net::nft::{Firewall, FirewallConfig};
 use dyno_net::ns::Netns;
+use rustix::io::Errno;
 use serde_json::Value;
 
 use crate::config::NetConf;
@@ -55,16 +57,36 @@ fn lock_leases(conf: &NetConf) -> Result<Leases, CniError> {
         .write(true)
         .open(&path)
         .map_err(|e| io_err(&path, e))?;
-    rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive).map_err(|e| {
-        if e == rustix::io::Errno::INTR {
-            CniError::TryAgain(format!("{}: interrupted while waiting", path.display()))
-        } else {
-            io_err(&path, e.into())
-        }
-    })?;
+    wait_for_lock(&lock, &path, conf.lock_timeout)?;
     let ipam = Ipam::new(conf.pool, FileStore::new(dir.join("leases.json")))
         .map_err(|e| CniError::Ipam(e.to_string()))?;
     Ok(Leases { ipam, _lock: lock })
+}
+
+/// Takes the exclusive lock, waiting at most `timeout`: a plugin stuck while holding it (a
+/// hung kernel call) must not hang every ADD and DEL of the host. The runtime is told to try
+/// again (11). A wait that times out leaves its thread blocked; the process ends right after.
+fn wait_for_lock(lock: &File, path: &Path, timeout: Duration) -> Result<(), CniError> {
+    use rustix::fs::{flock, FlockOperation};
+    match flock(lock, FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => return Ok(()),
+        Err(e) if e == Errno::WOULDBLOCK => {}
+        Err(e) => return Err(io_err(path, e.into())),
+    }
+    let shared = lock.try_clone().map_err(|e| io_err(path, e))?;
+    let (done, waited) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = done.send(flock(&shared, FlockOperation::LockExclusive));
+    });
+    match waited.recv_timeout(timeout) {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(io_err(path, e.into())),
+        Err(_) => Err(CniError::TryAgain(format!(
+            "{} is held by another dyno-cni for over {} s (lockTimeoutSeconds)",
+            path.display(),
+            timeout.as_secs()
+        ))),
+    }
 }
 
 fn io_err(path: &Path, e: std::io::Error) -> CniError {
@@ -72,25 +94,34 @@ fn io_err(path: &Path, e: std::io::Error) -> CniError {
 }
 
 fn firewall_config(conf: &NetConf) -> FirewallConfig {
-    NetworkConfig {
-        pool: conf.pool,
-        ..NetworkConfig::default()
+    FirewallConfig {
+        router_mark: conf.router_mark,
+        router_sources: conf
+            .router_sources
+            .iter()
+            .map(|net| (net.network(), net.prefix_len()))
+            .collect(),
+        ..NetworkConfig {
+            pool: conf.pool,
+            ..NetworkConfig::default()
+        }
+        .firewall()
     }
-    .firewall()
 }
 
 fn setup_err(e: impl std::fmt::Display) -> CniError {
     CniError::Setup(e.to_string())
 }
 
-/// Forwarding, the platform address and the `inet dyno` table, once per host: an installed
-/// table is left as it is; concurrent installs are serialised by the kernel (see
-/// `Firewall::install`), whose merge keeps every other attachment's exposed port.
+/// Forwarding, the platform address and the `inet dyno` table, once per host: a table with
+/// this config's ruleset is left as it is; any other (none, an older layout, another
+/// `routerMark` or `routerSources`) is replaced. Concurrent installs are serialised by the
+/// kernel (see `Firewall::install`), whose merge keeps every other attachment's exposed port.
 fn ensure_host(host: &mut Host, config: &FirewallConfig) -> Result<Firewall, CniError> {
     host.enable_forwarding().map_err(setup_err)?;
     host.add_platform_address().map_err(setup_err)?;
     let mut firewall = Firewall::open_with(config).map_err(setup_err)?;
-    if !firewall.is_installed(config).map_err(setup_err)? {
+    if !firewall.is_current(config).map_err(setup_err)? {
         firewall.install(config, &[]).map_err(setup_err)?;
     }
     Ok(firewall)
@@ -286,8 +317,9 @@ pub fn gc(conf: &NetConf) -> Result<(), CniError> {
 }
 
 /// STATUS: ADD can be served when the leases can be taken and the pool has a free address.
+/// Leases that cannot be read stop DEL as well (51); a full pool stops only ADD (50).
 pub fn status(conf: &NetConf) -> Result<(), CniError> {
-    let leases = lock_leases(conf).map_err(|e| CniError::NotAvailable(format!("leases: {e}")))?;
+    let leases = lock_leases(conf).map_err(|e| CniError::Unavailable(format!("leases: {e}")))?;
     let capacity = leases.ipam.pool().capacity();
     if leases.ipam.leases().len() as u64 >= capacity {
         return Err(CniError::NotAvailable(format!(

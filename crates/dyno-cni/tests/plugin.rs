@@ -1,164 +1,13 @@
 //! `dyno-cni` called as a runtime calls it, inside a lab "host" namespace, on container
 //! namespaces this test makes and binds under its own scratch dir. Needs root.
 
-use std::io::Write;
+mod common;
+
 use std::net::Ipv4Addr;
-use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
 
-use dyno_net::lab::Lab;
-use dyno_net::nft::Firewall;
-use dyno_net::ns::{self, Netns};
+use common::{error_code, lease_count, ok_json, World};
+use dyno_net::ns::Netns;
 use serde_json::{json, Value};
-
-static SCRATCH: AtomicU32 = AtomicU32::new(0);
-
-fn require_root() {
-    // SAFETY: geteuid has no preconditions.
-    let euid = unsafe { libc::geteuid() };
-    assert_eq!(
-        euid, 0,
-        "dyno-cni's plugin tests need root (network namespaces, nf_tables)"
-    );
-}
-
-/// A lab host, a scratch dir with a `netns` dir for containers and a `data` dir for leases.
-struct World {
-    lab: Lab,
-    dir: PathBuf,
-    containers: Vec<PathBuf>,
-}
-
-impl World {
-    fn new(tag: &str) -> World {
-        require_root();
-        let n = SCRATCH.fetch_add(1, Ordering::Relaxed);
-        let dir = PathBuf::from(format!("/run/dynocni-test-{}-{n}", std::process::id()));
-        std::fs::create_dir_all(dir.join("netns")).expect("scratch dir");
-        World {
-            lab: Lab::new(tag).expect("lab"),
-            dir,
-            containers: Vec::new(),
-        }
-    }
-
-    /// A new container namespace, bound at `netns/<name>`.
-    fn container(&mut self, name: &str) -> String {
-        let (netns, ()) = Netns::create(|| ()).expect("container netns");
-        let path = self.dir.join("netns").join(name);
-        netns.bind(&path).expect("bind container netns");
-        self.containers.push(path.clone());
-        path.to_string_lossy().into_owned()
-    }
-
-    fn config(&self, version: &str, extra: Value) -> Value {
-        let mut config = json!({
-            "cniVersion": version,
-            "name": "dynotest",
-            "type": "dyno-cni",
-            "subnet": "10.215.0.0/24",
-            "dataDir": self.dir.join("data").to_string_lossy(),
-            "someUnknownKey": {"a": 1},
-            "capabilities": {"portMappings": true},
-        });
-        if let (Some(c), Some(e)) = (config.as_object_mut(), extra.as_object()) {
-            for (k, v) in e {
-                c.insert(k.clone(), v.clone());
-            }
-        }
-        config
-    }
-
-    fn call(&self, env: &[(&str, &str)], stdin: &[u8]) -> Output {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_dyno-cni"));
-        cmd.env_clear()
-            .env("CNI_PATH", "/nonexistent")
-            .envs(env.iter().copied())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        ns::command_in(&mut cmd, self.lab.host.netns(), None).expect("command_in");
-        let mut child = cmd.spawn().expect("spawn dyno-cni");
-        child
-            .stdin
-            .take()
-            .expect("stdin")
-            .write_all(stdin)
-            .expect("write stdin");
-        child.wait_with_output().expect("dyno-cni output")
-    }
-
-    fn op(&self, command: &str, id: &str, netns: &str, ifname: &str, config: &Value) -> Output {
-        self.call(
-            &[
-                ("CNI_COMMAND", command),
-                ("CNI_CONTAINERID", id),
-                ("CNI_NETNS", netns),
-                ("CNI_IFNAME", ifname),
-            ],
-            config.to_string().as_bytes(),
-        )
-    }
-
-    fn leases(&self) -> Value {
-        let path = self.dir.join("data").join("leases.json");
-        std::fs::read(path)
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .unwrap_or(json!({}))
-    }
-
-    /// The `exposed` set of the lab host's `inet dyno` table.
-    fn exposed(&self) -> Vec<(Ipv4Addr, u16)> {
-        self.lab
-            .host
-            .netns()
-            .run(|| Firewall::open().and_then(|mut f| f.exposed()))
-            .expect("netns")
-            .expect("exposed set")
-    }
-
-    fn dy_links(&mut self) -> Vec<String> {
-        self.lab
-            .host
-            .links_with_prefix("dy")
-            .expect("links")
-            .into_iter()
-            .map(|(_, n)| n)
-            .collect()
-    }
-}
-
-impl Drop for World {
-    fn drop(&mut self) {
-        for path in &self.containers {
-            let _ = ns::unbind(path);
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn ok_json(out: &Output) -> Value {
-    assert!(
-        out.status.success(),
-        "plugin failed: stdout {} stderr {}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("JSON result")
-}
-
-fn error_code(out: &Output) -> u64 {
-    assert!(!out.status.success(), "expected a failure");
-    let v: Value = serde_json::from_slice(&out.stdout).expect("CNI error JSON on stdout");
-    assert!(v["msg"].is_string() && v["details"].is_string() && v["cniVersion"].is_string());
-    v["code"].as_u64().expect("code")
-}
-
-fn lease_count(world: &World) -> usize {
-    world.leases()["leases"].as_object().map_or(0, |m| m.len())
-}
 
 #[test]
 fn add_check_del_per_version() {
@@ -300,19 +149,28 @@ fn version_and_error_codes() {
     );
 }
 
+/// 50 ADDs at once on a fresh host (every one of them finds no table and installs it), then 50
+/// DELs at once while 25 more containers are added: distinct addresses, every `$PORT` in the
+/// set, and nothing of a deleted container left.
 #[test]
 fn concurrent_adds_and_dels_and_leases_survive() {
+    const FIRST: usize = 50;
+    const MORE: usize = 25;
     let mut world = World::new("cni-many");
-    let config = world.config("1.0.0", json!({}));
-    let netns: Vec<String> = (0..20).map(|i| world.container(&format!("m{i}"))).collect();
-    let results: Vec<Value> = std::thread::scope(|s| {
-        let handles: Vec<_> = netns
-            .iter()
-            .enumerate()
-            .map(|(i, path)| {
+    let config = world.config("1.0.0", json!({"port": 5000}));
+    let netns: Vec<String> = (0..FIRST + MORE)
+        .map(|i| world.container(&format!("m{i}")))
+        .collect();
+    let add = |world: &World, i: usize| -> Ipv4Addr {
+        let result = ok_json(&world.op("ADD", &format!("m{i}"), &netns[i], "eth0", &config));
+        let address = result["ips"][0]["address"].as_str().expect("address");
+        address.trim_end_matches("/32").parse().expect("an address")
+    };
+    let first: Vec<Ipv4Addr> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..FIRST)
+            .map(|i| {
                 let world = &world;
-                let config = &config;
-                s.spawn(move || ok_json(&world.op("ADD", &format!("m{i}"), path, "eth0", config)))
+                s.spawn(move || add(world, i))
             })
             .collect();
         handles
@@ -320,31 +178,26 @@ fn concurrent_adds_and_dels_and_leases_survive() {
             .map(|h| h.join().expect("thread"))
             .collect()
     });
-    let mut addresses: Vec<String> = results
-        .iter()
-        .map(|r| r["ips"][0]["address"].as_str().expect("address").to_owned())
-        .collect();
-    addresses.sort();
-    addresses.dedup();
-    assert_eq!(addresses.len(), 20, "distinct addresses");
-    // Every ADD was a separate process: the leases on disk are what they share.
-    assert_eq!(lease_count(&world), 20);
-    // A new plugin process sees them: the next ADD gets none of the 20.
-    let extra = world.container("extra");
-    let r = ok_json(&world.op("ADD", "extra", &extra, "eth0", &config));
-    let extra_address = r["ips"][0]["address"].as_str().expect("address").to_owned();
-    assert!(!addresses.contains(&extra_address));
-    assert!(world
-        .op("DEL", "extra", &extra, "eth0", &config)
-        .status
-        .success());
+    let mut distinct = first.clone();
+    distinct.sort();
+    distinct.dedup();
+    assert_eq!(distinct.len(), FIRST, "distinct addresses: {first:?}");
+    // Every ADD was a separate process: the leases on disk are what they share, and the
+    // concurrent installs of the table kept every port exposed before them.
+    assert_eq!(lease_count(&world), FIRST);
+    let mut exposed = world.exposed();
+    exposed.sort();
+    let wanted: Vec<(Ipv4Addr, u16)> = distinct.iter().map(|ip| (*ip, 5000)).collect();
+    assert_eq!(exposed, wanted);
 
-    std::thread::scope(|s| {
-        for (i, path) in netns.iter().enumerate() {
+    // DELs of the first 50 and ADDs of 25 more, all at once.
+    let more: Vec<Ipv4Addr> = std::thread::scope(|s| {
+        for i in 0..FIRST {
             let world = &world;
             let config = &config;
+            let netns = &netns;
             s.spawn(move || {
-                let out = world.op("DEL", &format!("m{i}"), path, "eth0", config);
+                let out = world.op("DEL", &format!("m{i}"), &netns[i], "eth0", config);
                 assert!(
                     out.status.success(),
                     "{}",
@@ -352,9 +205,82 @@ fn concurrent_adds_and_dels_and_leases_survive() {
                 );
             });
         }
+        let handles: Vec<_> = (FIRST..FIRST + MORE)
+            .map(|i| {
+                let world = &world;
+                s.spawn(move || add(world, i))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("thread"))
+            .collect()
     });
+    let mut distinct_more = more.clone();
+    distinct_more.sort();
+    distinct_more.dedup();
+    assert_eq!(distinct_more.len(), MORE, "distinct addresses: {more:?}");
+    assert_eq!(lease_count(&world), MORE);
+    let mut exposed = world.exposed();
+    exposed.sort();
+    let wanted: Vec<(Ipv4Addr, u16)> = distinct_more.iter().map(|ip| (*ip, 5000)).collect();
+    assert_eq!(exposed, wanted, "only the live containers' ports");
+    assert_eq!(world.dy_links().len(), MORE);
+
+    for i in FIRST..FIRST + MORE {
+        let out = world.op("DEL", &format!("m{i}"), &netns[i], "eth0", &config);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
     assert_eq!(lease_count(&world), 0);
+    assert!(world.exposed().is_empty());
     assert!(world.dy_links().is_empty(), "left: {:?}", world.dy_links());
+}
+
+/// A call that cannot take the lease lock in `lockTimeoutSeconds` tells the runtime to try
+/// again (11) and makes nothing; leases that cannot be read make STATUS say that neither ADD
+/// nor DEL can be served (51).
+#[test]
+fn a_held_lock_is_try_again_and_unreadable_leases_are_unavailable() {
+    let mut world = World::new("cni-lock");
+    let netns = world.container("a");
+    let config = world.config("1.0.0", json!({"lockTimeoutSeconds": 1}));
+    let data = world.dir.join("data");
+    std::fs::create_dir_all(&data).expect("data dir");
+    let lock = std::fs::File::create(data.join("lock")).expect("lock file");
+    rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive).expect("flock");
+    let out = world.op("ADD", "a", &netns, "eth0", &config);
+    assert_eq!(error_code(&out), 11);
+    let error: Value = serde_json::from_slice(&out.stdout).expect("error JSON");
+    assert!(
+        error["details"]
+            .as_str()
+            .is_some_and(|d| d.contains("lockTimeoutSeconds")),
+        "{error}"
+    );
+    assert!(world.dy_links().is_empty());
+    drop(lock);
+    ok_json(&world.op("ADD", "a", &netns, "eth0", &config));
+    assert!(world
+        .op("DEL", "a", &netns, "eth0", &config)
+        .status
+        .success());
+
+    // A data dir that cannot be one (a file is in its way).
+    let blocked = world.dir.join("not-a-dir");
+    std::fs::write(&blocked, b"").expect("file");
+    let status_config = world.config(
+        "1.1.0",
+        json!({"dataDir": blocked.join("data").to_string_lossy()}),
+    );
+    let status = world.call(
+        &[("CNI_COMMAND", "STATUS")],
+        status_config.to_string().as_bytes(),
+    );
+    assert_eq!(error_code(&status), 51);
 }
 
 #[test]

@@ -107,8 +107,24 @@ fn intent(config: &FirewallConfig, elements: &[(Ipv4Addr, u16)]) -> String {
         link_prefix: dy,
         link_local: (link_local, link_local_len),
         flows_per_dyno: flows,
+        router_sources,
     } = config;
     let flows_size = dyno_net::nft::rules::flows_set_size(config.pool);
+    let layout = dyno_net::nft::rules::layout_name(config);
+    let from_sources = |chain_indent: &str| -> String {
+        router_sources
+            .iter()
+            .flat_map(|(net, len)| {
+                ["tcp", "udp"].map(|proto| {
+                    format!(
+                        "{chain_indent}oifname \"{dy}*\" ip saddr {net}/{len} meta l4proto {proto} ip daddr . {proto} dport @exposed accept\n"
+                    )
+                })
+            })
+            .collect()
+    };
+    let forward_sources = from_sources("    ");
+    let output_sources = from_sources("    ");
     let elements = if elements.is_empty() {
         String::new()
     } else {
@@ -122,6 +138,7 @@ fn intent(config: &FirewallConfig, elements: &[(Ipv4Addr, u16)]) -> String {
         r#"table inet {table} {{
   set exposed {{ type ipv4_addr . inet_service; {elements} }}
   set flows {{ type ipv4_addr; size {flows_size}; flags dynamic; }}
+  set {layout} {{ type ipv4_addr; }}
   chain prerouting {{ type filter hook prerouting priority raw; policy accept;
     iifname "{dy}*" fib saddr . iif oif missing drop
   }}
@@ -129,7 +146,7 @@ fn intent(config: &FirewallConfig, elements: &[(Ipv4Addr, u16)]) -> String {
     iifname "{dy}*" oifname "{dy}*" drop
     iifname "{dy}*" ip daddr {link_local}/{link_local_len} drop
     oifname "{dy}*" ct state established,related accept
-    oifname "{dy}*" drop
+{forward_sources}    oifname "{dy}*" drop
     iifname "{dy}*" ct state new add @flows {{ ip saddr ct count over {flows} }} drop
     iifname "{dy}*" accept
   }}
@@ -141,7 +158,7 @@ fn intent(config: &FirewallConfig, elements: &[(Ipv4Addr, u16)]) -> String {
     oifname "{dy}*" ct state established,related accept
     oifname "{dy}*" meta mark {mark:#010x} meta l4proto tcp ip daddr . tcp dport @exposed accept
     oifname "{dy}*" meta mark {mark:#010x} meta l4proto udp ip daddr . udp dport @exposed accept
-    oifname "{dy}*" drop
+{output_sources}    oifname "{dy}*" drop
   }}
   chain postrouting {{ type nat hook postrouting priority srcnat; policy accept;
     ip saddr {network}/{prefix_len} oifname != "{dy}*" masquerade
@@ -151,7 +168,8 @@ fn intent(config: &FirewallConfig, elements: &[(Ipv4Addr, u16)]) -> String {
     )
 }
 
-/// What `nft list ruleset` prints for the default configuration, normalised by [`blocks`].
+/// What `nft list ruleset` prints for the default configuration, normalised by [`blocks`]
+/// (`LAYOUT` stands for the layout marker's name, see [`expected_listing`]).
 /// nft shows `... meta mark 0x00006479 ip daddr . tcp dport @exposed accept`: it hides the
 /// `meta l4proto tcp` of the intent because `tcp dport` implies it.
 const EXPECTED_LISTING: &str = r#"
@@ -163,6 +181,9 @@ set flows {
 type ipv4_addr
 size 65536
 flags dynamic
+}
+set LAYOUT {
+type ipv4_addr
 }
 chain prerouting {
 type filter hook prerouting priority raw; policy accept;
@@ -195,6 +216,11 @@ ip saddr 10.213.0.0/16 oifname != "dy*" masquerade
 }
 }
 "#;
+
+fn expected_listing() -> String {
+    let layout = dyno_net::nft::rules::layout_name(&FirewallConfig::default());
+    EXPECTED_LISTING.replace("LAYOUT", &layout)
+}
 
 /// A listing cut into its tables' blocks (`set exposed`, `chain forward`, ...), each a list of
 /// trimmed lines; a multi-line `elements = { ... }` becomes one line with sorted elements.
@@ -324,11 +350,19 @@ fn install_gives_the_intended_ruleset() {
     let mut firewall = netns.firewall();
     let config = FirewallConfig::default();
     assert!(!firewall.is_installed(&config).unwrap());
+    assert!(!firewall.is_current(&config).unwrap());
 
     firewall.install(&config, &[]).unwrap();
 
     assert!(firewall.is_installed(&config).unwrap());
-    assert_same_listing(&netns.list_ruleset(), EXPECTED_LISTING);
+    assert!(firewall.is_current(&config).unwrap());
+    // Another configuration's ruleset is not this one's.
+    let other = FirewallConfig {
+        router_sources: vec![(Ipv4Addr::new(192, 0, 2, 0), 24)],
+        ..FirewallConfig::default()
+    };
+    assert!(!firewall.is_current(&other).unwrap());
+    assert_same_listing(&netns.list_ruleset(), &expected_listing());
     assert_bytecode_is_nfts(&netns, &config, &[]);
     assert_eq!(ROUTER_MARK, 0x6479);
 }
@@ -344,9 +378,14 @@ fn install_honours_a_custom_configuration() {
         link_prefix: "dz".into(),
         link_local: (Ipv4Addr::new(169, 254, 170, 0), 24),
         flows_per_dyno: 50,
+        router_sources: vec![
+            (Ipv4Addr::new(198, 51, 100, 0), 24),
+            (Ipv4Addr::new(203, 0, 113, 7), 32),
+        ],
     };
     let mut firewall = netns.firewall_with(&config);
     firewall.install(&config, &[WEB1]).unwrap();
+    assert!(firewall.is_current(&config).unwrap());
 
     let listing = netns.list_ruleset();
     assert!(listing.contains("table inet dyno-custom {"), "{listing}");
@@ -369,6 +408,12 @@ fn install_honours_a_custom_configuration() {
         ),
         "{listing}"
     );
+    // Router sources reach exposed ports, forwarded (a router elsewhere) and from this host.
+    for source in ["198.51.100.0/24", "203.0.113.7"] {
+        let line =
+            format!(r#"oifname "dz*" ip saddr {source} ip daddr . tcp dport @exposed accept"#);
+        assert_eq!(listing.matches(&line).count(), 2, "{line} in {listing}");
+    }
     // A /12 pool: room in the flows set for each of its addresses.
     assert!(listing.contains("size 1048576"), "{listing}");
     assert_bytecode_is_nfts(&netns, &config, &[WEB1]);
@@ -436,7 +481,7 @@ fn installing_over_an_older_dynos_table_upgrades_it() {
     firewall.install(&config, &exposed).unwrap();
 
     assert_eq!(tables(&netns), ["table inet dyno"]);
-    let expected = EXPECTED_LISTING.replace(
+    let expected = expected_listing().replace(
         "type ipv4_addr . inet_service\n",
         "type ipv4_addr . inet_service\nelements = { 10.213.0.5 . 5000 }\n",
     );

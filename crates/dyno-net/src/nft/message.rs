@@ -33,6 +33,7 @@ pub enum NftMsg {
     NewChain = 3,
     NewRule = 6,
     NewSet = 9,
+    GetSet = 10,
     NewSetElem = 12,
     GetSetElem = 13,
     DelSetElem = 14,

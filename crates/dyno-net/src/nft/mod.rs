@@ -62,7 +62,14 @@ pub struct FirewallConfig {
     /// connections not yet closed, UDP and other flows until they time out); the first packet
     /// of one more is dropped. See [`DEFAULT_FLOWS_PER_DYNO`].
     pub flows_per_dyno: u32,
+    /// Networks (address, prefix length) whose connections also reach the exposed ports, as
+    /// the router's do: a router on other hosts of a cluster, or health probes. Empty on a
+    /// single host, where the router is known by its mark. At most [`MAX_ROUTER_SOURCES`].
+    pub router_sources: Vec<(Ipv4Addr, u8)>,
 }
+
+/// Each router source costs four rules (TCP and UDP, forwarded and local): a short list.
+pub const MAX_ROUTER_SOURCES: usize = 32;
 
 impl Default for FirewallConfig {
     fn default() -> Self {
@@ -73,6 +80,7 @@ impl Default for FirewallConfig {
             link_prefix: "dy".into(),
             link_local: (Ipv4Addr::new(169, 254, 0, 0), 16),
             flows_per_dyno: DEFAULT_FLOWS_PER_DYNO,
+            router_sources: Vec::new(),
         }
     }
 }
@@ -107,14 +115,22 @@ impl FirewallConfig {
                 IFNAMSIZ - 1
             ));
         }
-        for (what, (network, prefix_len)) in [("pool", self.pool), ("link-local", self.link_local)]
-        {
+        if self.router_sources.len() > MAX_ROUTER_SOURCES {
+            return invalid(format!(
+                "{} router sources are more than {MAX_ROUTER_SOURCES}; list networks, not hosts",
+                self.router_sources.len()
+            ));
+        }
+        let networks = [("pool", self.pool), ("link-local", self.link_local)]
+            .into_iter()
+            .chain(self.router_sources.iter().map(|s| ("router source", *s)));
+        for (what, (network, prefix_len)) in networks {
             if !(1..=32).contains(&prefix_len) {
                 return invalid(format!(
                     "{what} prefix length /{prefix_len} is not in 1..=32"
                 ));
             }
-            let host_bits = u32::MAX >> prefix_len;
+            let host_bits = u32::MAX.checked_shr(u32::from(prefix_len)).unwrap_or(0);
             if u32::from(network) & host_bits != 0 {
                 let masked = Ipv4Addr::from(u32::from(network) & !host_bits);
                 return invalid(format!(
@@ -310,6 +326,9 @@ impl Firewall {
         );
         let set = objects::flows_set_message(table, rules::flows_set_size(config.pool));
         socket.push(&mut batch, set, NLM_F_CREATE, Object::new("set", FLOWS_SET));
+        let layout = rules::layout_name(config);
+        let set = objects::layout_set_message(table, &layout);
+        socket.push(&mut batch, set, NLM_F_CREATE, Object::new("set", layout));
         for rule in rules::rules(config) {
             let message = objects::rule_message(table, &rule);
             let object = Object::new("rule", format!("`{}` in chain {}", rule.text, rule.chain));
@@ -357,6 +376,22 @@ impl Firewall {
         match self
             .socket
             .request(message, 0, Object::new("get table", ""))
+        {
+            Ok(_) => Ok(true),
+            Err(e) if e.errno() == Some(libc::ENOENT) => Ok(false),
+            Err(e) => Err(netlink_error(table, e)),
+        }
+    }
+
+    /// Whether the table of `config` is there with exactly the ruleset `install` makes for
+    /// `config` (its layout marker, see [`rules::layout_name`]): one lookup, for callers that
+    /// install only when needed (the CNI plugin, on every ADD).
+    pub fn is_current(&mut self, config: &FirewallConfig) -> Result<bool, FirewallError> {
+        let table = config.table.as_str();
+        let message = objects::get_set_message(table, &rules::layout_name(config));
+        match self
+            .socket
+            .request(message, 0, Object::new("get layout set", ""))
         {
             Ok(_) => Ok(true),
             Err(e) if e.errno() == Some(libc::ENOENT) => Ok(false),
@@ -494,6 +529,19 @@ mod tests {
         assert!(bad(|c| c.table.clear()).contains("table name"));
         assert!(bad(|c| c.router_mark = 0).contains("router mark 0"));
         assert!(bad(|c| c.flows_per_dyno = 0).contains("0 flows per dyno"));
+        assert!(bad(|c| c.router_sources = vec![(Ipv4Addr::UNSPECIFIED, 0)])
+            .contains("router source prefix length /0"));
+        assert!(
+            bad(|c| c.router_sources = vec![(Ipv4Addr::new(192, 0, 2, 1), 24)])
+                .contains("router source 192.0.2.1/24 has host bits set")
+        );
+        assert!(
+            bad(|c| c.router_sources = vec![(Ipv4Addr::new(192, 0, 2, 1), 32); 33])
+                .contains("33 router sources")
+        );
+        let mut host = FirewallConfig::default();
+        host.router_sources = vec![(Ipv4Addr::new(192, 0, 2, 1), 32)];
+        assert!(host.validate().is_ok());
     }
 
     #[test]

@@ -6,7 +6,7 @@ use super::expr::{write_data_value, NFTA_DATA_VALUE};
 use super::message::{AttrWriter, Attrs, NftMessage, NftMsg, NFPROTO_INET};
 use super::rules::{
     Chain, Rule, EXPOSED_KEY_LEN, EXPOSED_KEY_TYPE, EXPOSED_SET, EXPOSED_SET_ID, FLOWS_KEY_LEN,
-    FLOWS_KEY_TYPE, FLOWS_SET, FLOWS_SET_ID,
+    FLOWS_KEY_TYPE, FLOWS_SET, FLOWS_SET_ID, LAYOUT_SET_ID,
 };
 
 /// Elements per message: keeps every nested attribute far below netlink's 64 KiB limit.
@@ -97,6 +97,33 @@ pub fn flows_set_message(table: &str, size: u32) -> NftMessage {
             w.u32_be(NFTA_SET_DESC_SIZE, size);
         });
     NftMessage::new(NftMsg::NewSet, NFPROTO_INET, w)
+}
+
+/// `NEWSET` of an empty set named after the ruleset's layout (see [`rules::layout_name`]):
+/// that a table carries it says that its rules are the ones the config asks for.
+pub fn layout_set_message(table: &str, name: &str) -> NftMessage {
+    NftMessage::new(
+        NftMsg::NewSet,
+        NFPROTO_INET,
+        set_ref(table, name, |w| {
+            w.u32_be(NFTA_SET_FLAGS, 0)
+                .u32_be(NFTA_SET_KEY_TYPE, FLOWS_KEY_TYPE)
+                .u32_be(NFTA_SET_KEY_LEN, FLOWS_KEY_LEN as u32)
+                .u32_be(NFTA_SET_ID, LAYOUT_SET_ID);
+        }),
+    )
+}
+
+/// `GETSET` of one set by name (`ENOENT` when the table or the set is not there).
+pub fn get_set_message(table: &str, name: &str) -> NftMessage {
+    NftMessage::new(NftMsg::GetSet, NFPROTO_INET, set_ref(table, name, |_| {}))
+}
+
+fn set_ref(table: &str, name: &str, rest: impl FnOnce(&mut AttrWriter)) -> AttrWriter {
+    let mut w = AttrWriter::new();
+    w.string(NFTA_SET_TABLE, table).string(NFTA_SET_NAME, name);
+    rest(&mut w);
+    w
 }
 
 /// `NEWRULE`, appended to its chain.

@@ -44,6 +44,36 @@ pub fn flows_set_size((_, prefix_len): (Ipv4Addr, u8)) -> u32 {
     1u32 << (32 - u32::from(prefix_len.max(8)))
 }
 
+/// Names the layout marker set inside the install transaction.
+pub const LAYOUT_SET_ID: u32 = 3;
+
+/// The name of the empty set that marks a table as built for `config` by this code:
+/// `layout_` and a hash of every chain, set and rule. A table without it (a dyno of another
+/// version, another pool or other router sources) is replaced; one with it is left alone,
+/// which makes "is the firewall as it should be" one lookup.
+pub fn layout_name(config: &FirewallConfig) -> String {
+    let mut parts: Vec<String> = CHAINS
+        .iter()
+        .map(|c| format!("{} {} {:?} {}", c.name, c.kind, c.hook, c.priority))
+        .collect();
+    parts.push(format!(
+        "{EXPOSED_SET} {EXPOSED_KEY_TYPE} {EXPOSED_KEY_LEN}; {FLOWS_SET} {FLOWS_KEY_TYPE} {}",
+        flows_set_size(config.pool)
+    ));
+    parts.extend(
+        rules(config)
+            .into_iter()
+            .map(|r| format!("{}: {}", r.chain, r.text)),
+    );
+    // FNV-1a: stable across builds, so that every binary names the same layout alike.
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in parts.iter().flat_map(|p| p.bytes().chain([b'\n'])) {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("layout_{hash:016x}")
+}
+
 /// `enum nf_inet_hooks`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u32)]
@@ -140,6 +170,8 @@ struct RuleBuilder {
     chain: &'static str,
     words: Vec<String>,
     exprs: Vec<Expr>,
+    /// Whether `meta nfproto ipv4` is already matched: nft adds it once per rule.
+    ipv4_matched: bool,
 }
 
 impl RuleBuilder {
@@ -148,6 +180,7 @@ impl RuleBuilder {
             chain: chain.name,
             words: Vec::new(),
             exprs: Vec::new(),
+            ipv4_matched: false,
         }
     }
 
@@ -182,6 +215,9 @@ impl RuleBuilder {
 
     /// `meta nfproto ipv4`, which nft adds (and hides) before any IPv4 field in an inet table.
     fn nfproto_ipv4(&mut self) {
+        if std::mem::replace(&mut self.ipv4_matched, true) {
+            return;
+        }
         self.load_meta(MetaKey::NfProto);
         self.compare(CmpOp::Eq, [NFPROTO_IPV4]);
     }
@@ -390,7 +426,21 @@ pub fn rules(config: &FirewallConfig) -> Vec<Rule> {
     use Verdict::{Accept, Drop};
     let dy = config.link_prefix.as_str();
     let rule = RuleBuilder::new;
-    vec![
+    // Connections from the router's networks to an exposed port, in `chain` (forwarded: a
+    // router on another host; output: a probe of this host that is not marked).
+    let from_router_sources = |chain: Chain| {
+        config.router_sources.iter().flat_map(move |source| {
+            [L4Proto::Tcp, L4Proto::Udp].map(|proto| {
+                rule(chain)
+                    .oifname_prefix(CmpOp::Eq, dy)
+                    .ip_saddr_in(*source)
+                    .l4proto(proto)
+                    .daddr_dport_in_exposed(proto)
+                    .verdict(Accept)
+            })
+        })
+    };
+    let mut rules = vec![
         // No spoofed sources: a dyno may only send from the address routed to its own link.
         rule(PREROUTING)
             .iifname_prefix(dy)
@@ -412,7 +462,10 @@ pub fn rules(config: &FirewallConfig) -> Vec<Rule> {
             .oifname_prefix(CmpOp::Eq, dy)
             .ct_established_or_related()
             .verdict(Accept),
-        // Nothing from outside opens a connection into a dyno.
+    ];
+    rules.extend(from_router_sources(FORWARD));
+    rules.extend([
+        // Nothing else from outside opens a connection into a dyno.
         rule(FORWARD).oifname_prefix(CmpOp::Eq, dy).verdict(Drop),
         // Egress is forwarded, so every flow of every dyno takes an entry in the host's one
         // conntrack table: no dyno may hold more than its share, or it could fill the table and
@@ -446,13 +499,17 @@ pub fn rules(config: &FirewallConfig) -> Vec<Rule> {
             .l4proto(L4Proto::Udp)
             .daddr_dport_in_exposed(L4Proto::Udp)
             .verdict(Accept),
+    ]);
+    rules.extend(from_router_sources(OUTPUT));
+    rules.extend([
         rule(OUTPUT).oifname_prefix(CmpOp::Eq, dy).verdict(Drop),
         // Egress leaves with the host's address.
         rule(POSTROUTING)
             .ip_saddr_in(config.pool)
             .oifname_prefix(CmpOp::Neq, dy)
             .masquerade(),
-    ]
+    ]);
+    rules
 }
 
 #[cfg(test)]
