@@ -227,8 +227,8 @@ fn concurrent_adds_and_dels_and_leases_survive() {
     assert_eq!(exposed, wanted, "only the live containers' ports");
     assert_eq!(world.dy_links().len(), MORE);
 
-    for i in FIRST..FIRST + MORE {
-        let out = world.op("DEL", &format!("m{i}"), &netns[i], "eth0", &config);
+    for (i, path) in netns.iter().enumerate().skip(FIRST) {
+        let out = world.op("DEL", &format!("m{i}"), path, "eth0", &config);
         assert!(
             out.status.success(),
             "{}",

@@ -539,8 +539,10 @@ mod tests {
             bad(|c| c.router_sources = vec![(Ipv4Addr::new(192, 0, 2, 1), 32); 33])
                 .contains("33 router sources")
         );
-        let mut host = FirewallConfig::default();
-        host.router_sources = vec![(Ipv4Addr::new(192, 0, 2, 1), 32)];
+        let host = FirewallConfig {
+            router_sources: vec![(Ipv4Addr::new(192, 0, 2, 1), 32)],
+            ..FirewallConfig::default()
+        };
         assert!(host.validate().is_ok());
     }
 
