@@ -17,4 +17,5 @@ pub mod netlink;
 pub mod network;
 pub mod nft;
 pub mod ns;
+pub mod probe;
 pub mod reaper;
