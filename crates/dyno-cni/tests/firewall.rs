@@ -180,3 +180,23 @@ fn router_sources_and_a_custom_mark() {
     assert!(world.exposed().is_empty());
     assert!(world.dy_links().is_empty());
 }
+
+/// The node's own unmarked connections (the kubelet's probes) leave from the link-local
+/// gateway: naming it in `routerSources` lets them reach `$PORT`, and nothing else.
+#[test]
+fn the_gateway_as_a_router_source_admits_the_nodes_probes() {
+    let mut world = World::new("cni-probes");
+    let config = world.config(
+        "1.0.0",
+        json!({"port": 5000, "subnet": "10.215.5.0/24", "routerSources": ["169.254.1.1"]}),
+    );
+    let (c, ip) = add(&mut world, "c", &config);
+    let host = world.lab.host.netns().try_clone().expect("lab host");
+    let seen = must_reach(&host, None, None, &c, SocketAddrV4::new(ip, 5000));
+    assert_eq!(seen.map(|s| *s.ip()), Some(Ipv4Addr::new(169, 254, 1, 1)));
+    let other = reaches(&host, None, None, &c, SocketAddrV4::new(ip, 6000));
+    assert_eq!(other, (false, None), "a probe reached another port");
+    let path = world.dir.join("netns").join("c");
+    let out = world.op("DEL", "c", &path.to_string_lossy(), "eth0", &config);
+    assert!(out.status.success(), "{out:?}");
+}
