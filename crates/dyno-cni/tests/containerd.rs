@@ -1,11 +1,8 @@
 //! `dyno-cni` under the real containerd 1.6 and `ctr run --cni` (the runtime calls the plugin,
 //! not this test). Needs root, containerd, ctr, runc and a static busybox.
 //!
-//! Everything the test starts stays off the real host: containerd and ctr run inside a lab
-//! namespace that stands in for the host's network, and in mount namespaces of their own where
-//! `/run`, `/opt`, `/var/lib` and `/etc/cni/net.d` are covered by this test's scratch dir
-//! (containerd 1.6's shims put sockets in `/run/containerd/s` whatever its `state` says, and
-//! libcni caches results in `/var/lib/cni`).
+//! containerd and ctr run in a lab host and in mount namespaces of their own (see `harness`):
+//! the real host's network, /etc/cni, /opt, /var/lib and /run are never touched.
 //!
 //! What ctr 1.6 does (seen with a logging plugin): ADD after the task is created and before it
 //! starts, with `CNI_CONTAINERID=<namespace>-<id>`, `CNI_NETNS=/proc/<pid>/ns/net`, empty
@@ -13,484 +10,16 @@
 //! a foreground `ctr run` sees its task exit, with an empty `CNI_NETNS` (the task is gone) and
 //! the cached `prevResult`; never CHECK. `ctr run --detach` never calls DEL.
 
-use std::ffi::CString;
-use std::fs::File;
-use std::io;
+// In a subdir: a file directly in tests/ would be a test target of its own.
+#[path = "containerd/harness.rs"]
+mod harness;
+
 use std::net::{Ipv4Addr, SocketAddrV4};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
-use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Output, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use dyno_net::lab::Lab;
-use dyno_net::nft::{Firewall, ROUTER_MARK};
-use dyno_net::ns::{self, Netns};
-use serde_json::{json, Value};
-
-static SCRATCH: AtomicU32 = AtomicU32::new(0);
-
-/// The pool of this test's network (plugin.rs uses 10.215/16; other runtimes' tests their own).
-const SUBNET: &str = "10.219.0.0/24";
-const NETWORK: &str = "dynoctr";
-const PORT: u16 = 5000;
-const GATEWAY: Ipv4Addr = Ipv4Addr::new(169, 254, 1, 1);
-/// ctr's default containerd namespace, which prefixes `CNI_CONTAINERID`.
-const CTR_NAMESPACE: &str = "default";
-
-fn require_root() {
-    // SAFETY: geteuid has no preconditions.
-    let euid = unsafe { libc::geteuid() };
-    assert_eq!(
-        euid, 0,
-        "dyno-cni's containerd tests need root (network and mount namespaces, nf_tables, runc)"
-    );
-}
-
-/// A private containerd serving from a scratch dir, inside a lab host, with one CNI network
-/// (`dyno-cni`) that `ctr run --cni` finds. Dropping it stops and removes everything.
-struct Containerd {
-    dir: PathBuf,
-    daemon: Option<Child>,
-    /// Foreground `ctr run --cni --rm` processes by container id: they call DEL when the task
-    /// ends, so they must live as long as their container.
-    runs: Vec<(String, Child)>,
-    lab: Lab,
-}
-
-impl Containerd {
-    fn start(tag: &str) -> Containerd {
-        require_root();
-        let n = SCRATCH.fetch_add(1, Ordering::Relaxed);
-        // In /tmp, not /run: the processes started here get a tmpfs over /run.
-        let dir = PathBuf::from(format!("/tmp/dynocni-ctr-{}-{n}", std::process::id()));
-        let mut containerd = Containerd {
-            dir,
-            daemon: None,
-            runs: Vec::new(),
-            lab: Lab::new(tag).expect("lab"),
-        };
-        containerd.prepare();
-        let log = File::create(containerd.dir.join("containerd.log")).expect("containerd log");
-        let mut daemon = containerd.command("containerd");
-        daemon
-            .arg("--config")
-            .arg(containerd.dir.join("config.toml"))
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("log"))
-            .stderr(log);
-        containerd.daemon = Some(daemon.spawn().expect("spawn containerd"));
-        let socket = containerd.socket();
-        containerd.wait_for("containerd's socket", Duration::from_secs(20), |c| {
-            c.daemon_died();
-            socket.exists()
-        });
-        containerd
-    }
-
-    /// Scratch dir: the rootfs, the CNI config and plugin dirs, containerd's config and state.
-    fn prepare(&self) {
-        let dir = &self.dir;
-        for sub in ["rootfs/bin", "net.d", "opt/cni/bin", "var-lib", "data"] {
-            std::fs::create_dir_all(dir.join(sub)).expect("scratch dir");
-        }
-        // A static busybox is the whole image: `ctr run --rootfs` needs no image store.
-        std::fs::copy("/bin/busybox", dir.join("rootfs/bin/busybox")).expect("copy busybox");
-        std::os::unix::fs::symlink(
-            env!("CARGO_BIN_EXE_dyno-cni"),
-            dir.join("opt/cni/bin/dyno-cni"),
-        )
-        .expect("plugin link");
-        let conflist = json!({
-            "cniVersion": "1.0.0",
-            "name": NETWORK,
-            "plugins": [{
-                "type": "dyno-cni",
-                "subnet": SUBNET,
-                "dataDir": dir.join("data").to_string_lossy(),
-                "port": PORT,
-            }],
-        });
-        std::fs::write(
-            dir.join(format!("net.d/10-{NETWORK}.conflist")),
-            conflist.to_string(),
-        )
-        .expect("conflist");
-        // No CRI (it would read /etc/cni and serve on its own), no /opt/containerd, no
-        // snapshotters that probe the host's filesystems.
-        let config = format!(
-            r#"version = 2
-root = "{d}/root"
-state = "{d}/state"
-disabled_plugins = [
-  "io.containerd.grpc.v1.cri",
-  "io.containerd.internal.v1.opt",
-  "io.containerd.snapshotter.v1.btrfs",
-  "io.containerd.snapshotter.v1.zfs",
-  "io.containerd.snapshotter.v1.devmapper",
-  "io.containerd.snapshotter.v1.aufs",
-]
-
-[grpc]
-  address = "{d}/containerd.sock"
-"#,
-            d = dir.display()
-        );
-        std::fs::write(dir.join("config.toml"), config).expect("containerd config");
-    }
-
-    fn socket(&self) -> PathBuf {
-        self.dir.join("containerd.sock")
-    }
-
-    /// `program` in the lab host's network namespace and in a mount namespace where this test's
-    /// dirs cover the host's: the CNI config and plugin dirs ctr reads, and the dirs containerd,
-    /// its shims and libcni write to outside their configured state.
-    fn command(&self, program: &str) -> Command {
-        let mut cmd = Command::new(program);
-        ns::command_in(&mut cmd, self.lab.host.netns(), None).expect("command_in");
-        let covers = [
-            (None, Path::new("/run")),
-            (Some(self.dir.join("opt")), Path::new("/opt")),
-            (Some(self.dir.join("var-lib")), Path::new("/var/lib")),
-            (Some(self.dir.join("net.d")), Path::new("/etc/cni/net.d")),
-        ];
-        with_private_mounts(&mut cmd, &covers);
-        cmd
-    }
-
-    fn ctr(&self, args: &[&str]) -> Output {
-        let mut cmd = self.command("ctr");
-        cmd.arg("--address")
-            .arg(self.socket())
-            .args(args)
-            .stdin(Stdio::null());
-        cmd.output().expect("run ctr")
-    }
-
-    /// `ctr run --cni --rm` of `/bin/busybox ARGS` as container `id`, in the background; returns
-    /// the task's pid once the plugin's ADD has given it an address.
-    fn run(&mut self, id: &str, args: &[&str]) -> u32 {
-        let pid_file = self.dir.join(format!("{id}.pid"));
-        let log = File::create(self.dir.join(format!("{id}.ctr.log"))).expect("ctr log");
-        let mut cmd = self.command("ctr");
-        cmd.arg("--address")
-            .arg(self.socket())
-            .args(["run", "--cni", "--rm", "--rootfs"])
-            .arg("--runc-root")
-            .arg(self.dir.join("runc"))
-            .arg("--pid-file")
-            .arg(&pid_file)
-            // The container's output goes to a file (no FIFOs in /run/containerd/fifo).
-            .arg("--log-uri")
-            .arg(format!("file://{}/{id}.out", self.dir.display()))
-            .arg(self.dir.join("rootfs"))
-            .arg(id)
-            .arg("/bin/busybox")
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("log"))
-            .stderr(log);
-        let child = cmd.spawn().expect("spawn ctr run");
-        self.runs.push((id.to_owned(), child));
-        // ctr writes the pid file after creating the task, then calls ADD, then starts it.
-        let mut pid = 0;
-        self.wait_for(&format!("{id}'s task"), Duration::from_secs(30), |c| {
-            c.run_died(id);
-            pid = std::fs::read_to_string(&pid_file)
-                .ok()
-                .and_then(|s| s.trim().parse().ok())
-                .unwrap_or(0);
-            pid != 0
-        });
-        self.wait_for(&format!("{id}'s eth0"), Duration::from_secs(30), |c| {
-            c.run_died(id);
-            eth0_of(pid).is_some_and(|i| !i.addresses.is_empty())
-        });
-        pid
-    }
-
-    /// Kills container `id`'s task and waits for its `ctr run` to end (after its DEL).
-    fn stop(&mut self, id: &str) -> ExitStatus {
-        let out = self.ctr(&["task", "kill", "--signal", "SIGKILL", id]);
-        assert!(out.status.success(), "ctr task kill {id}: {out:?}");
-        let at = self.runs.iter().position(|(i, _)| i == id).expect("a run");
-        let (_, mut child) = self.runs.remove(at);
-        let status = wait_child(&mut child, Duration::from_secs(30));
-        status.unwrap_or_else(|| {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("ctr run {id} did not end: {}", self.logs(id));
-        })
-    }
-
-    fn logs(&self, id: &str) -> String {
-        let read = |name: String| std::fs::read_to_string(self.dir.join(name)).unwrap_or_default();
-        format!(
-            "ctr run: {}\ncontainer: {}\ncontainerd: {}",
-            read(format!("{id}.ctr.log")),
-            read(format!("{id}.out")),
-            read("containerd.log".into())
-        )
-    }
-
-    fn run_died(&mut self, id: &str) {
-        let Some((_, child)) = self.runs.iter_mut().find(|(i, _)| i == id) else {
-            return;
-        };
-        if let Ok(Some(status)) = child.try_wait() {
-            panic!("ctr run {id} ended early ({status}): {}", self.logs(id));
-        }
-    }
-
-    fn daemon_died(&mut self) {
-        if let Some(Ok(Some(status))) = self.daemon.as_mut().map(Child::try_wait) {
-            panic!("containerd ended ({status}): {}", self.logs(""));
-        }
-    }
-
-    fn wait_for(&mut self, what: &str, limit: Duration, mut done: impl FnMut(&mut Self) -> bool) {
-        let deadline = Instant::now() + limit;
-        while !done(self) {
-            assert!(Instant::now() < deadline, "timed out waiting for {what}");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn leases(&self) -> Vec<(String, String)> {
-        let raw = std::fs::read(self.dir.join("data/leases.json")).unwrap_or_default();
-        let value: Value = serde_json::from_slice(&raw).unwrap_or(json!({}));
-        value["leases"].as_object().map_or(Vec::new(), |m| {
-            m.iter()
-                .map(|(ip, owner)| (ip.clone(), owner.as_str().unwrap_or("").to_owned()))
-                .collect()
-        })
-    }
-
-    /// The `exposed` set of the lab host's `inet dyno` table.
-    fn exposed(&self) -> Vec<(Ipv4Addr, u16)> {
-        self.lab
-            .host
-            .netns()
-            .run(|| Firewall::open().and_then(|mut f| f.exposed()))
-            .expect("netns")
-            .expect("exposed set")
-    }
-
-    fn dy_links(&mut self) -> Vec<String> {
-        self.lab
-            .host
-            .links_with_prefix("dy")
-            .expect("links")
-            .into_iter()
-            .map(|(_, n)| n)
-            .collect()
-    }
-
-    /// Stops everything this test started: tasks, `ctr run`s, containerd, then any shim or
-    /// container process still tied to the scratch dir; unmounts and removes the dir. Returns
-    /// what it had to force or could not do (empty when everything ended by itself).
-    fn shut_down(&mut self) -> Vec<String> {
-        let mut forced = Vec::new();
-        if self.daemon.is_some() {
-            let ids: Vec<String> = self.runs.iter().map(|(id, _)| id.clone()).collect();
-            for id in ids {
-                let _ = self.ctr(&["task", "kill", "--signal", "SIGKILL", &id]);
-            }
-        }
-        for (id, mut child) in std::mem::take(&mut self.runs) {
-            if wait_child(&mut child, Duration::from_secs(20)).is_none() {
-                forced.push(format!("ctr run {id} killed"));
-                let _ = child.kill();
-                let _ = child.wait();
-            }
-        }
-        if let Some(mut daemon) = self.daemon.take() {
-            // SIGTERM: containerd's orderly exit; its shims outlive it only with live tasks.
-            let pid = i32::try_from(daemon.id()).expect("pid");
-            // SAFETY: kill has no memory preconditions; the pid is our unreaped child.
-            unsafe { libc::kill(pid, libc::SIGTERM) };
-            if wait_child(&mut daemon, Duration::from_secs(20)).is_none() {
-                forced.push("containerd killed".into());
-                let _ = daemon.kill();
-                let _ = daemon.wait();
-            }
-        }
-        for pid in processes_tied_to(&self.dir) {
-            forced.push(format!("process {pid} killed"));
-            // SAFETY: as above; the pid's command line or root names our scratch dir.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
-        }
-        for mount in mounts_under(&self.dir) {
-            forced.push(format!("{} unmounted", mount.display()));
-            let _ = rustix::mount::unmount(&mount, rustix::mount::UnmountFlags::DETACH);
-        }
-        if let Err(e) = std::fs::remove_dir_all(&self.dir) {
-            if e.kind() != io::ErrorKind::NotFound {
-                forced.push(format!("remove {}: {e}", self.dir.display()));
-            }
-        }
-        forced
-    }
-}
-
-impl Drop for Containerd {
-    fn drop(&mut self) {
-        for problem in self.shut_down() {
-            eprintln!("containerd test cleanup: {problem}");
-        }
-        // The lab (a field) goes after this: its namespace takes links, routes and tables.
-    }
-}
-
-/// Makes `cmd` start in a mount namespace of its own, with `covers` mounted over the host's
-/// dirs (a bind mount of a dir, or an empty tmpfs for `None`); nothing propagates back.
-fn with_private_mounts(cmd: &mut Command, covers: &[(Option<PathBuf>, &Path)]) {
-    let cstring = |p: &Path| CString::new(p.as_os_str().as_bytes()).expect("path");
-    let covers: Vec<(Option<CString>, CString)> = covers
-        .iter()
-        .map(|(source, target)| (source.as_deref().map(cstring), cstring(target)))
-        .collect();
-    // SAFETY: the closure runs between fork and exec and only makes raw syscalls (unshare,
-    // mount) on strings made before the fork: no allocation, no locks.
-    unsafe {
-        cmd.pre_exec(move || {
-            let null = std::ptr::null();
-            if libc::unshare(libc::CLONE_NEWNS) != 0
-                || libc::mount(
-                    null,
-                    c"/".as_ptr(),
-                    null,
-                    libc::MS_REC | libc::MS_PRIVATE,
-                    null.cast(),
-                ) != 0
-            {
-                return Err(io::Error::last_os_error());
-            }
-            for (source, target) in &covers {
-                let done = match source {
-                    Some(source) => libc::mount(
-                        source.as_ptr(),
-                        target.as_ptr(),
-                        null,
-                        libc::MS_BIND,
-                        null.cast(),
-                    ),
-                    None => libc::mount(
-                        c"tmpfs".as_ptr(),
-                        target.as_ptr(),
-                        c"tmpfs".as_ptr(),
-                        libc::MS_NOSUID | libc::MS_NODEV,
-                        c"mode=0755".as_ptr().cast(),
-                    ),
-                };
-                if done != 0 {
-                    return Err(io::Error::last_os_error());
-                }
-            }
-            Ok(())
-        });
-    }
-}
-
-fn wait_child(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
-    let deadline = Instant::now() + limit;
-    loop {
-        match child.try_wait() {
-            Ok(Some(status)) => return Some(status),
-            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(50)),
-            _ => return None,
-        }
-    }
-}
-
-/// Processes whose command line or root dir names `dir`: containerd's shims (their
-/// `-address`) and container processes (their root is the rootfs under `dir`).
-fn processes_tied_to(dir: &Path) -> Vec<i32> {
-    let needle = dir.as_os_str().as_bytes();
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|pid| *pid != std::process::id() as i32)
-        .filter(|pid| {
-            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-            let root = std::fs::read_link(format!("/proc/{pid}/root")).unwrap_or_default();
-            cmdline.windows(needle.len()).any(|w| w == needle) || root.starts_with(dir)
-        })
-        .collect()
-}
-
-/// Mount points at or under `dir` in this process's namespace, deepest first.
-fn mounts_under(dir: &Path) -> Vec<PathBuf> {
-    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    let mut mounts: Vec<PathBuf> = info
-        .lines()
-        .filter_map(|line| line.split(' ').nth(4))
-        .map(PathBuf::from)
-        .filter(|p| p.starts_with(dir))
-        .collect();
-    mounts.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
-    mounts
-}
-
-fn eth0_of(pid: u32) -> Option<dyno_net::inspect::Interface> {
-    let netns = Netns::open(format!("/proc/{pid}/ns/net")).ok()?;
-    dyno_net::inspect::interface(&netns, "eth0").ok()?
-}
-
-/// Whether a TCP connection from `netns` (with socket mark `mark`) to `to` is accepted within
-/// a second.
-fn connects(netns: &Netns, to: SocketAddrV4, mark: Option<u32>) -> bool {
-    netns
-        .run(move || {
-            // SAFETY: plain socket calls on a descriptor this closure owns, with pointers to
-            // live locals of the sizes passed.
-            unsafe {
-                let raw = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
-                assert!(raw >= 0, "socket: {}", io::Error::last_os_error());
-                let fd = OwnedFd::from_raw_fd(raw);
-                let set = |option, value: *const libc::c_void, len: usize| {
-                    let len = libc::socklen_t::try_from(len).expect("len");
-                    let done =
-                        libc::setsockopt(fd.as_raw_fd(), libc::SOL_SOCKET, option, value, len);
-                    assert_eq!(done, 0, "setsockopt: {}", io::Error::last_os_error());
-                };
-                if let Some(mark) = mark {
-                    set(libc::SO_MARK, (&mark as *const u32).cast(), 4);
-                }
-                // A blocking connect gives up after the send timeout.
-                let timeout = libc::timeval {
-                    tv_sec: 1,
-                    tv_usec: 0,
-                };
-                let size = std::mem::size_of::<libc::timeval>();
-                set(
-                    libc::SO_SNDTIMEO,
-                    (&timeout as *const libc::timeval).cast(),
-                    size,
-                );
-                let address = libc::sockaddr_in {
-                    sin_family: libc::AF_INET as libc::sa_family_t,
-                    sin_port: to.port().to_be(),
-                    sin_addr: libc::in_addr {
-                        s_addr: u32::from(*to.ip()).to_be(),
-                    },
-                    sin_zero: [0; 8],
-                };
-                let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
-                libc::connect(
-                    fd.as_raw_fd(),
-                    (&address as *const libc::sockaddr_in).cast(),
-                    len,
-                ) == 0
-            }
-        })
-        .expect("netns")
-}
+use dyno_net::nft::ROUTER_MARK;
+use dyno_net::ns::Netns;
+use harness::{connects, eth0_of, Containerd, CTR_NAMESPACE, GATEWAY, NETWORK, PORT, SUBNET};
 
 /// The address `ctr run` got from the pool, after checking eth0 the way podman's test does.
 fn checked_address(pid: u32) -> Ipv4Addr {
@@ -587,6 +116,44 @@ fn ctr_run_cni_gives_the_dyno_network_and_removes_it_when_the_task_ends() {
         listed.status.success() && listed.stdout.is_empty(),
         "{listed:?}"
     );
+
+    let forced = containerd.shut_down();
+    assert!(forced.is_empty(), "cleanup had to force: {forced:?}");
+}
+
+#[test]
+fn ctr_run_detached_calls_add_but_never_del() {
+    let mut containerd = Containerd::start("ctr-detach");
+    let pid = containerd.run_detached("bg", &["sleep", "600"]);
+    let ip = checked_address(pid);
+    assert_eq!(containerd.exposed(), vec![(ip, PORT)]);
+
+    // Everything ctr offers to end it: none of it calls DEL in ctr 1.6.
+    let kill = containerd.ctr(&["task", "kill", "--signal", "SIGKILL", "bg"]);
+    assert!(kill.status.success(), "{kill:?}");
+    containerd.wait_for("the task to be deleted", Duration::from_secs(20), |c| {
+        c.ctr(&["task", "delete", "bg"]).status.success()
+    });
+    let delete = containerd.ctr(&["container", "delete", "bg"]);
+    assert!(delete.status.success(), "{delete:?}");
+    // The namespace went with the task, and the host end with it ...
+    containerd.wait_for("the host end to go", Duration::from_secs(20), |c| {
+        c.dy_links().is_empty()
+    });
+    // ... but the lease, the open port and libcni's cached result stay.
+    assert_eq!(containerd.exposed(), vec![(ip, PORT)], "no DEL came");
+    assert_eq!(containerd.leases().len(), 1);
+    let cached = format!("var-lib/cni/results/{NETWORK}-{CTR_NAMESPACE}-bg-eth0");
+    assert!(
+        containerd.dir.join(cached).exists(),
+        "libcni still lists it"
+    );
+
+    // The DEL a runtime owes (without a namespace, as ctr's foreground DEL comes) cleans up.
+    let del = containerd.plugin("DEL", "bg");
+    assert!(del.status.success(), "{del:?}");
+    assert!(containerd.exposed().is_empty());
+    assert!(containerd.leases().is_empty());
 
     let forced = containerd.shut_down();
     assert!(forced.is_empty(), "cleanup had to force: {forced:?}");
