@@ -5,6 +5,7 @@
 //! `/run`, `/opt`, `/var/lib` and `/etc/cni/net.d` are covered by the scratch dir (containerd
 //! 1.6's shims put sockets in `/run/containerd/s` whatever its `state` says, and libcni caches
 //! results in `/var/lib/cni`).
+
 use std::ffi::CString;
 use std::fs::File;
 use std::io::{self, Write};
