@@ -14,9 +14,10 @@
 #[path = "containerd/harness.rs"]
 mod harness;
 
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener};
 use std::time::Duration;
 
+use dyno_net::lab::{INTERNET_SERVER, UPLINK_ADDR};
 use dyno_net::nft::ROUTER_MARK;
 use dyno_net::ns::Netns;
 use harness::{connects, eth0_of, Containerd, CTR_NAMESPACE, GATEWAY, NETWORK, PORT, SUBNET};
@@ -85,6 +86,23 @@ fn ctr_run_cni_gives_the_dyno_network_and_removes_it_when_the_task_ends() {
         !connects(&web_ns, other_listening, None),
         "a container reached another"
     );
+    // Egress gets out, masqueraded as the host's uplink address.
+    let server = containerd
+        .lab
+        .internet
+        .run(|| TcpListener::bind((INTERNET_SERVER, 0)))
+        .expect("internet netns")
+        .expect("listen");
+    let SocketAddr::V4(server_address) = server.local_addr().expect("address") else {
+        unreachable!("bound to an IPv4 address");
+    };
+    assert!(
+        connects(&web_ns, server_address, None),
+        "the container reaches the internet"
+    );
+    let (_, seen_from) = server.accept().expect("accept");
+    assert_eq!(seen_from.ip(), IpAddr::V4(UPLINK_ADDR), "masqueraded");
+
     let mut exposed = containerd.exposed();
     exposed.sort();
     let mut expected = vec![(web, PORT), (other, PORT)];
