@@ -74,7 +74,11 @@ impl Containerd {
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
             .stderr(log);
-        containerd.daemon = Some(daemon.spawn().expect("spawn containerd"));
+        containerd.daemon = Some(
+            daemon
+                .spawn()
+                .expect("spawn containerd (Debian: containerd, runc)"),
+        );
         let socket = containerd.socket();
         containerd.wait_for("containerd's socket", Duration::from_secs(20), |c| {
             c.daemon_died();
@@ -90,7 +94,8 @@ impl Containerd {
             std::fs::create_dir_all(dir.join(sub)).expect("scratch dir");
         }
         // A static busybox is the whole image: `ctr run --rootfs` needs no image store.
-        std::fs::copy("/bin/busybox", dir.join("rootfs/bin/busybox")).expect("copy busybox");
+        std::fs::copy("/bin/busybox", dir.join("rootfs/bin/busybox"))
+            .expect("copy /bin/busybox (Debian: busybox-static)");
         std::os::unix::fs::symlink(
             env!("CARGO_BIN_EXE_dyno-cni"),
             dir.join("opt/cni/bin/dyno-cni"),
@@ -160,7 +165,7 @@ disabled_plugins = [
             .arg(self.socket())
             .args(args)
             .stdin(Stdio::null());
-        cmd.output().expect("run ctr")
+        cmd.output().expect("run ctr (Debian: containerd)")
     }
 
     /// `ctr run --cni --rm` of `/bin/busybox ARGS` as container `id`, in the background; returns
@@ -169,7 +174,7 @@ disabled_plugins = [
         let child = self
             .ctr_run(id, &["--rm"], args)
             .spawn()
-            .expect("spawn ctr run");
+            .expect("spawn ctr (Debian: containerd)");
         self.runs.push((id.to_owned(), child));
         self.task_with_address(id)
     }
