@@ -20,8 +20,10 @@ use crate::env::Env;
 use crate::error::CniError;
 use crate::result::{self, Made};
 
-/// The host end's name: `dy` and 13 hex digits of a hash of network, container and interface,
-/// so that two attachments never share one and the firewall's `dy*` rules cover it.
+/// The host end's name: `dy_` and 12 hex digits of a hash of network, container and interface,
+/// so that two attachments never share one and the firewall's `dy*` rules cover it. The `_`
+/// is never in a dyno's name, so the daemon's `dyno reset` (which removes `dy<dyno name>`
+/// links) leaves the attachments alone.
 pub fn host_link(network: &str, container_id: &str, ifname: &str) -> String {
     // FNV-1a: stable across builds and releases (DEL may come from a newer binary).
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
@@ -32,7 +34,7 @@ pub fn host_link(network: &str, container_id: &str, ifname: &str) -> String {
         hash ^= u64::from(byte);
         hash = hash.wrapping_mul(0x0100_0000_01b3);
     }
-    format!("dy{:013x}", hash >> 12)
+    format!("dy_{:012x}", hash >> 16)
 }
 
 /// The lease's owner in the store.
@@ -328,4 +330,23 @@ pub fn status(conf: &NetConf) -> Result<(), CniError> {
         )));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::host_link;
+    use dyno_net::names::DynoName;
+
+    #[test]
+    fn host_links_fit_differ_and_are_not_dyno_names() {
+        let a = host_link("dyno", "container-a", "eth0");
+        assert_eq!(a.len(), 15, "IFNAMSIZ - 1");
+        assert!(a.starts_with("dy_"), "{a}");
+        assert_eq!(a, host_link("dyno", "container-a", "eth0"), "stable");
+        assert_ne!(a, host_link("dyno", "container-b", "eth0"));
+        assert_ne!(a, host_link("dyno", "container-a", "eth1"));
+        assert_ne!(a, host_link("other", "container-a", "eth0"));
+        // `dyno reset` removes only links named after dynos.
+        assert_eq!(DynoName::from_host_link(&a), None);
+    }
 }
