@@ -11,7 +11,7 @@ use common::{ok_json, World};
 use dyno_net::lab::{INTERNET_GATEWAY, INTERNET_SERVER, UPLINK_ADDR};
 use dyno_net::nft::ROUTER_MARK;
 use dyno_net::ns::{self, Netns};
-use dyno_net::probe::{exchange, exchange_open, serve, Proto};
+use dyno_net::probe::{exchange, exchange_open, serve, Proto, Server};
 use serde_json::{json, Value};
 
 /// ADD of container `id` (a new namespace) with `config`: its namespace and address.
@@ -23,17 +23,28 @@ fn add(world: &mut World, id: &str, config: &Value) -> (Netns, Ipv4Addr) {
     (Netns::open(&path).expect("open the container's netns"), ip)
 }
 
-/// Whether a TCP connection from `client` (from `source`, with `mark`) reaches a listener at
-/// `to` inside `server_ns`, and the source address the listener saw.
+/// A listener at `ip:port` for each port, inside `netns`, kept for the whole test (binding the
+/// same address again right after a connection can meet its leftover sockets).
+fn listeners<const N: usize>(
+    netns: &Netns,
+    ip: Ipv4Addr,
+    ports: [u16; N],
+) -> [(SocketAddrV4, Server); N] {
+    ports.map(|port| {
+        let at = SocketAddrV4::new(ip, port);
+        (at, serve(netns, Proto::Tcp, at))
+    })
+}
+
+/// Whether a TCP connection from `client` (from `source`, with `mark`) reaches `server`, and
+/// the source address the server saw.
 fn reaches(
     client: &Netns,
     source: Option<Ipv4Addr>,
     mark: Option<u32>,
-    server_ns: &Netns,
-    to: SocketAddrV4,
+    (to, server): &(SocketAddrV4, Server),
 ) -> (bool, Option<SocketAddrV4>) {
-    let server = serve(server_ns, Proto::Tcp, to);
-    let (sent, seen) = exchange(client, Proto::Tcp, source, &server, to, mark);
+    let (sent, seen) = exchange(client, Proto::Tcp, source, server, *to, mark);
     (sent.is_ok(), seen)
 }
 
@@ -42,11 +53,9 @@ fn must_reach(
     client: &Netns,
     source: Option<Ipv4Addr>,
     mark: Option<u32>,
-    server_ns: &Netns,
-    to: SocketAddrV4,
+    (to, server): &(SocketAddrV4, Server),
 ) -> Option<SocketAddrV4> {
-    let server = serve(server_ns, Proto::Tcp, to);
-    let (sent, seen) = exchange_open(client, Proto::Tcp, source, &server, to, mark);
+    let (sent, seen) = exchange_open(client, Proto::Tcp, source, server, *to, mark);
     sent.unwrap_or_else(|e| panic!("{to} must be reachable: {e}"));
     seen
 }
@@ -58,41 +67,34 @@ fn only_the_router_reaches_port_and_containers_never_each_other() {
     let (a, ip_a) = add(&mut world, "a", &config);
     let (b, ip_b) = add(&mut world, "b", &config);
     let host = world.lab.host.netns().try_clone().expect("lab host");
-    let port_a = SocketAddrV4::new(ip_a, 5000);
+    let [a_port, a_other] = listeners(&a, ip_a, [5000, 6000]);
+    let [b_port] = listeners(&b, ip_b, [5000]);
 
-    assert!(must_reach(&host, None, Some(ROUTER_MARK), &a, port_a).is_some());
-    let unmarked = reaches(&host, None, None, &a, port_a);
+    assert!(must_reach(&host, None, Some(ROUTER_MARK), &a_port).is_some());
+    let unmarked = reaches(&host, None, None, &a_port);
     assert_eq!(
         unmarked,
         (false, None),
         "an unmarked host socket reached $PORT"
     );
-    let other_port = reaches(
-        &host,
-        None,
-        Some(ROUTER_MARK),
-        &a,
-        SocketAddrV4::new(ip_a, 6000),
-    );
+    let other_port = reaches(&host, None, Some(ROUTER_MARK), &a_other);
     assert_eq!(other_port, (false, None), "the router reached another port");
-    for port in [5000, 6000] {
-        let from_b = reaches(&b, None, None, &a, SocketAddrV4::new(ip_a, port));
-        assert_eq!(from_b, (false, None), "container b reached a's port {port}");
+    for target in [&a_port, &a_other] {
+        let from_b = reaches(&b, None, None, target);
+        assert_eq!(
+            from_b,
+            (false, None),
+            "container b reached a's {}",
+            target.0
+        );
     }
     // b's own $PORT is open to the router: the rule is per container, not per network.
-    assert!(must_reach(
-        &host,
-        None,
-        Some(ROUTER_MARK),
-        &b,
-        SocketAddrV4::new(ip_b, 5000)
-    )
-    .is_some());
+    assert!(must_reach(&host, None, Some(ROUTER_MARK), &b_port).is_some());
 
     // Egress to the fake internet leaves with the host's uplink address.
     let internet = world.lab.internet.try_clone().expect("internet");
-    let server = SocketAddrV4::new(INTERNET_SERVER, 8080);
-    let seen = must_reach(&a, None, None, &internet, server).expect("the server saw a peer");
+    let [server] = listeners(&internet, INTERNET_SERVER, [8080]);
+    let seen = must_reach(&a, None, None, &server).expect("the server saw a peer");
     assert_eq!(*seen.ip(), UPLINK_ADDR, "masqueraded");
 
     for (id, ns) in [("a", "a"), ("b", "b")] {
@@ -139,33 +141,27 @@ fn router_sources_and_a_custom_mark() {
     let out = route.output().expect("run ip (apt-get install iproute2)");
     assert!(out.status.success(), "ip route add: {out:?}");
 
-    let port = SocketAddrV4::new(ip, 5000);
-    let seen = must_reach(&internet, Some(INTERNET_SERVER), None, &c, port);
+    let [port, other] = listeners(&c, ip, [5000, 6000]);
+    let [first_port] = listeners(&first, ip_first, [5000]);
+    let seen = must_reach(&internet, Some(INTERNET_SERVER), None, &port);
     assert_eq!(
         seen.map(|s| *s.ip()),
         Some(INTERNET_SERVER),
         "not masqueraded"
     );
-    let first_port = SocketAddrV4::new(ip_first, 5000);
-    assert!(must_reach(&internet, Some(INTERNET_SERVER), None, &first, first_port).is_some());
-    let outsider = reaches(&internet, Some(INTERNET_GATEWAY), None, &c, port);
+    assert!(must_reach(&internet, Some(INTERNET_SERVER), None, &first_port).is_some());
+    let outsider = reaches(&internet, Some(INTERNET_GATEWAY), None, &port);
     assert_eq!(
         outsider,
         (false, None),
         "a source outside routerSources reached $PORT"
     );
-    let other = reaches(
-        &internet,
-        Some(INTERNET_SERVER),
-        None,
-        &c,
-        SocketAddrV4::new(ip, 6000),
-    );
+    let other = reaches(&internet, Some(INTERNET_SERVER), None, &other);
     assert_eq!(other, (false, None), "a router source reached another port");
 
     let host = world.lab.host.netns().try_clone().expect("lab host");
-    assert!(must_reach(&host, None, Some(0x10), &c, port).is_some());
-    let old_mark = reaches(&host, None, Some(ROUTER_MARK), &c, port);
+    assert!(must_reach(&host, None, Some(0x10), &port).is_some());
+    let old_mark = reaches(&host, None, Some(ROUTER_MARK), &port);
     assert_eq!(
         old_mark,
         (false, None),
@@ -192,9 +188,10 @@ fn the_gateway_as_a_router_source_admits_the_nodes_probes() {
     );
     let (c, ip) = add(&mut world, "c", &config);
     let host = world.lab.host.netns().try_clone().expect("lab host");
-    let seen = must_reach(&host, None, None, &c, SocketAddrV4::new(ip, 5000));
+    let [port, other] = listeners(&c, ip, [5000, 6000]);
+    let seen = must_reach(&host, None, None, &port);
     assert_eq!(seen.map(|s| *s.ip()), Some(Ipv4Addr::new(169, 254, 1, 1)));
-    let other = reaches(&host, None, None, &c, SocketAddrV4::new(ip, 6000));
+    let other = reaches(&host, None, None, &other);
     assert_eq!(other, (false, None), "a probe reached another port");
     let path = world.dir.join("netns").join("c");
     let out = world.op("DEL", "c", &path.to_string_lossy(), "eth0", &config);
