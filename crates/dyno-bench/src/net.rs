@@ -11,7 +11,7 @@ use dyno_net::names::LINK_PREFIX;
 use dyno_net::network::{Network, NetworkConfig};
 
 use super::cni;
-use super::stats::{summarize, Summary};
+use super::stats::{ms_text as ms, ratio_text as ratio, summarize, Summary};
 
 #[derive(Args)]
 #[command(
@@ -102,18 +102,6 @@ fn print_anchor(what: &str, s: &Summary) {
         "cni    ptp {what}  p50 {:.3} ms  p99 {:.3} ms  mean {:.3} ms",
         s.p50_ms, s.p99_ms, s.mean_ms
     );
-}
-
-fn ms(v: f64) -> String {
-    format!("{v:.3}")
-}
-
-fn ratio(a: f64, b: f64) -> String {
-    if b > 0.0 {
-        format!("{:.2}", a / b)
-    } else {
-        "nan".into()
-    }
 }
 
 fn bench_dyno(args: &NetBench) -> Result<DynoTimings, String> {

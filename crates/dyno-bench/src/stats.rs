@@ -51,6 +51,21 @@ pub fn median_min_max(values: &[f64]) -> (f64, f64, f64) {
     }
 }
 
+/// Milliseconds as the `key=value` lines give them: three decimals.
+pub fn ms_text(ms: f64) -> String {
+    format!("{ms:.3}")
+}
+
+/// `a / b` as the `key=value` lines give ratios: two decimals, `nan` when `b` is not positive
+/// (no samples).
+pub fn ratio_text(a: f64, b: f64) -> String {
+    if b > 0.0 {
+        format!("{:.2}", a / b)
+    } else {
+        "nan".into()
+    }
+}
+
 /// The `percent`-th percentile (1..=100) of non-empty, ascending `sorted`, by nearest rank.
 /// Integer arithmetic: `ceil(percent × n / 100)` without floating-point rounding surprises.
 fn nearest_rank(sorted: &[Duration], percent: usize) -> Duration {
@@ -139,6 +154,15 @@ mod tests {
         // n = 4: the median is the 2nd (ceil(2.0)), as summarize's p50.
         assert_eq!(median_min_max(&[4.0, 1.0, 3.0, 2.0]), (2.0, 1.0, 4.0));
         assert_eq!(median_min_max(&[0.3, -1.0, 9.0]), (0.3, -1.0, 9.0));
+    }
+
+    #[test]
+    fn texts_for_key_value_lines() {
+        assert_eq!(ms_text(1.23456), "1.235");
+        assert_eq!(ms_text(0.0), "0.000");
+        assert_eq!(ratio_text(30.0, 2.5), "12.00");
+        assert_eq!(ratio_text(1.0, 3.0), "0.33");
+        assert_eq!(ratio_text(1.0, 0.0), "nan");
     }
 
     #[test]

@@ -1,5 +1,6 @@
-//! What one anchor run makes (the lab standing in for the host, a scratch directory, a bound
-//! namespace per container) and its undoing on every exit path.
+//! What one run of a plugin makes (the lab standing in for the host, a scratch directory, a
+//! bound namespace per container) and its undoing on every exit path. The same for `ptp` and
+//! `dyno-cni`: only the [`Subject`] differs.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -10,7 +11,7 @@ use dyno_net::lab::Lab;
 use dyno_net::ns::{self, Netns};
 use serde_json::Value;
 
-use super::plugin::{check, net_config, parse_add_result, plugin_output, timed_run};
+use super::plugin::{check, parse_add_result, plugin_output, timed_run, Subject};
 use super::{io_err, ns_err, CniError};
 
 /// Scratch directories are `/run/<SCRATCH_PREFIX><pid>-<n>`.
@@ -36,8 +37,7 @@ struct Container {
 
 /// Everything one run made; dropping it undoes all of it (see [`Anchor::cleanup`]).
 pub(super) struct Anchor {
-    ptp: PathBuf,
-    plugin_dir: PathBuf,
+    subject: Subject,
     dir: PathBuf,
     ipam_dir: PathBuf,
     netns_dir: PathBuf,
@@ -48,7 +48,7 @@ pub(super) struct Anchor {
 }
 
 impl Anchor {
-    pub(super) fn new(ptp: PathBuf, plugin_dir: &Path) -> Result<Anchor, CniError> {
+    pub(super) fn new(subject: Subject) -> Result<Anchor, CniError> {
         let lab = Lab::new("cni").map_err(CniError::Lab)?;
         let dir = PathBuf::from("/run").join(format!(
             "{SCRATCH_PREFIX}{}-{}",
@@ -56,8 +56,7 @@ impl Anchor {
             RUNS.fetch_add(1, Ordering::Relaxed)
         ));
         let mut anchor = Anchor {
-            ptp,
-            plugin_dir: plugin_dir.to_path_buf(),
+            subject,
             ipam_dir: dir.join("ipam"),
             netns_dir: dir.join("netns"),
             dir,
@@ -99,13 +98,15 @@ impl Anchor {
     }
 
     pub(super) fn add(&mut self, i: usize) -> Result<Duration, CniError> {
-        let config = net_config(&self.ipam_dir, None).to_string();
+        let plugin = self.subject.name;
+        let config = self.subject.config(&self.ipam_dir, None).to_string();
         let mut cmd = self.command("ADD", &self.containers[i])?;
         self.containers[i].state = State::AddTried;
         let (elapsed, output) = timed_run(&mut cmd, config.as_bytes());
         let container = &mut self.containers[i];
-        let output = check("ADD", &container.id, output)?;
+        let output = check(plugin, "ADD", &container.id, output)?;
         let result = parse_add_result(&output.stdout).map_err(|reason| CniError::BadResult {
+            plugin,
             command: "ADD",
             container: container.id.clone(),
             reason,
@@ -117,6 +118,7 @@ impl Anchor {
         for link in &result.host_links {
             if link_in_own_netns(link) {
                 return Err(CniError::EscapedLab {
+                    plugin,
                     container: container.id.clone(),
                     link: link.clone(),
                 });
@@ -131,24 +133,42 @@ impl Anchor {
             State::Added(result) => Some(result),
             _ => None,
         };
-        let config = net_config(&self.ipam_dir, prev).to_string();
+        let config = self.subject.config(&self.ipam_dir, prev).to_string();
         let mut cmd = self.command("DEL", container)?;
         let (elapsed, output) = timed_run(&mut cmd, config.as_bytes());
-        check("DEL", &container.id, output)?;
+        check(self.subject.name, "DEL", &container.id, output)?;
         self.containers[i].state = State::Deleted;
         Ok(elapsed)
     }
 
+    /// The plugin's state directory (`dataDir`: host-local's or dyno-cni's leases).
+    pub(super) fn data_dir(&self) -> &Path {
+        &self.ipam_dir
+    }
+
+    /// Links in the lab host namespace whose names start with `prefix`.
+    pub(super) fn lab_links(&mut self, prefix: &str) -> Result<Vec<String>, CniError> {
+        let links = self
+            .lab
+            .host
+            .links_with_prefix(prefix)
+            .map_err(|source| CniError::Net {
+                context: "list the lab host's links".into(),
+                source,
+            })?;
+        Ok(links.into_iter().map(|(_, name)| name).collect())
+    }
+
     /// The plugin process for one call, set to start inside the lab host namespace. A clean
-    /// environment: only the CNI variables (the plugin finds host-local through `CNI_PATH`).
+    /// environment: only the CNI variables (ptp finds host-local through `CNI_PATH`).
     fn command(&self, verb: &str, container: &Container) -> Result<Command, CniError> {
-        let mut cmd = Command::new(&self.ptp);
+        let mut cmd = Command::new(&self.subject.binary);
         cmd.env_clear()
             .env("CNI_COMMAND", verb)
             .env("CNI_CONTAINERID", &container.id)
             .env("CNI_NETNS", &container.netns_path)
             .env("CNI_IFNAME", "eth0")
-            .env("CNI_PATH", &self.plugin_dir)
+            .env("CNI_PATH", &self.subject.cni_path)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -191,7 +211,7 @@ impl Anchor {
 impl Drop for Anchor {
     fn drop(&mut self) {
         for problem in self.cleanup() {
-            eprintln!("dyno bench: CNI anchor cleanup: {problem}");
+            eprintln!("dyno bench: CNI {} cleanup: {problem}", self.subject.name);
         }
         // `self.lab` drops next, taking the lab namespaces (and any veth left in them) along.
     }
