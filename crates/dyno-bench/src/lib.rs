@@ -3,6 +3,8 @@
 //! in the same run:
 //!
 //! - `net`: dyno network setup and teardown against Debian's CNI `ptp` plugin ([`cni`]);
+//! - `cni`: the `dyno-cni` plugin against `ptp` + `host-local`, both called as a runtime calls
+//!   a plugin ([`cni`]);
 //! - `start`: a dyno's start, a web dyno until `up`, memory per dyno, against `bwrap
 //!   --unshare-all`;
 //! - `router`: the dyno router under `wrk` against nginx and HAProxy on the same CPU, in front
@@ -22,6 +24,7 @@
 
 mod build;
 pub mod cni;
+mod cni_bench;
 mod drain;
 mod isolation;
 mod load;
@@ -40,6 +43,10 @@ pub enum BenchCommand {
     /// Set up and tear down N dyno networks (host side in a throwaway namespace), then the same
     /// with Debian's CNI ptp plugin as the anchor
     Net(net::NetBench),
+    /// ADD for N containers then DEL for all, with the dyno-cni plugin and with Debian's CNI
+    /// ptp + host-local as the anchor, each called as a runtime calls it (host side in a
+    /// throwaway namespace)
+    Cni(cni_bench::CniBench),
     /// Start N dynos (network + sandbox + exec) and N web dynos until `up` (all alive at once:
     /// memory per dyno), with bwrap --unshare-all as the anchor
     Start(start::StartBench),
@@ -69,6 +76,7 @@ pub enum BenchCommand {
 pub fn run(command: BenchCommand, shim: &Path) -> Result<(), String> {
     match command {
         BenchCommand::Net(args) => net::run(args),
+        BenchCommand::Cni(args) => cni_bench::run(args),
         BenchCommand::Start(args) => start::run(args, shim),
         BenchCommand::Router(args) => router::run(args, shim),
         BenchCommand::Scale(args) => scale::run(args),
