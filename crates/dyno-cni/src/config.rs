@@ -80,7 +80,9 @@ pub fn parse(raw: &[u8]) -> Result<NetConf, CniError> {
     };
     let data_dir = match text("dataDir")? {
         Some(dir) => PathBuf::from(dir),
-        None => PathBuf::from("/var/lib/dyno-cni").join(&name),
+        // On /run (a tmpfs): leases describe attachments, which no container outlives a
+        // reboot with, so none can leak across one (host-local's /var/lib leases do).
+        None => PathBuf::from("/run/dyno-cni").join(&name),
     };
     let port = match object.get("port") {
         None | Some(Value::Null) => None,
@@ -285,7 +287,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.pool, Ipv4Net::default());
-        assert_eq!(c.data_dir, PathBuf::from("/var/lib/dyno-cni/dyno"));
+        assert_eq!(c.data_dir, PathBuf::from("/run/dyno-cni/dyno"));
         assert_eq!(c.port(&BTreeMap::new()).unwrap(), None);
     }
 

@@ -2,6 +2,14 @@
 //! environment variables and a network configuration on stdin; the result (or a CNI error
 //! object) goes to stdout; logs go to stderr.
 
+/// A line on stderr, written whole in one `write` (the runtime reads stderr as it comes; a
+/// formatted `eprintln!` is a write per piece).
+macro_rules! log {
+    ($($arg:tt)*) => {
+        $crate::log_line(&format!($($arg)*))
+    };
+}
+
 mod config;
 mod env;
 mod error;
@@ -34,7 +42,7 @@ fn main() -> ExitCode {
         }
         Ok(None) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("dyno-cni: {e}");
+            log!("{e}");
             let _ = writeln!(stdout, "{}", e.to_json(&version));
             ExitCode::FAILURE
         }
@@ -70,4 +78,9 @@ fn run(input: &[u8]) -> Result<Option<Value>, CniError> {
         Command::Status => plugin::status(&conf).map(|()| None),
         Command::Check | Command::Version => plugin::check(&env, &conf).map(|()| None),
     }
+}
+
+pub(crate) fn log_line(message: &str) {
+    let line = format!("dyno-cni: {message}\n");
+    let _ = std::io::stderr().write_all(line.as_bytes());
 }

@@ -120,7 +120,8 @@ fn setup_err(e: impl std::fmt::Display) -> CniError {
 /// `routerMark` or `routerSources`) is replaced. Concurrent installs are serialised by the
 /// kernel (see `Firewall::install`), whose merge keeps every other attachment's exposed port.
 fn ensure_host(host: &mut Host, config: &FirewallConfig) -> Result<Firewall, CniError> {
-    host.enable_forwarding().map_err(setup_err)?;
+    // This thread is in the host's namespace: no need for the namespace thread.
+    dyno_net::ns::write_sysctl("net/ipv4/ip_forward", "1").map_err(setup_err)?;
     host.add_platform_address().map_err(setup_err)?;
     let mut firewall = Firewall::open_with(config).map_err(setup_err)?;
     if !firewall.is_current(config).map_err(setup_err)? {
@@ -140,7 +141,7 @@ pub fn add(env: &Env, conf: &NetConf) -> Result<Value, CniError> {
     let owner = owner(env);
     if let Some(ip) = leases.ipam.lease_of(&owner) {
         // An ADD retried without a DEL between (Nomad does): start again from nothing.
-        eprintln!("dyno-cni: {owner} holds {ip} from an earlier ADD; removing it first");
+        log!("{owner} holds {ip} from an earlier ADD; removing it first");
         remove(&mut host, conf, &mut leases, &link, ip)?;
     }
     let mut firewall = ensure_host(&mut host, &firewall_config(conf))?;
@@ -180,8 +181,8 @@ pub fn add(env: &Env, conf: &NetConf) -> Result<Value, CniError> {
             return Err(setup_err(e));
         }
     }
-    eprintln!(
-        "dyno-cni: ADD {owner}: {ip}/32 on {} (host end {link}), port {port:?}",
+    log!(
+        "ADD {owner}: {ip}/32 on {} (host end {link}), port {port:?}",
         env.ifname
     );
     let made = Made {
@@ -235,7 +236,7 @@ pub fn del(env: &Env, conf: &NetConf) -> Result<(), CniError> {
             }
         }
     }
-    eprintln!("dyno-cni: DEL {}", owner(env));
+    log!("DEL {}", owner(env));
     Ok(())
 }
 
@@ -307,7 +308,7 @@ pub fn gc(conf: &NetConf) -> Result<(), CniError> {
         };
         let link = host_link(&conf.name, container_id, ifname);
         match remove(&mut host, conf, &mut leases, &link, ip) {
-            Ok(()) => eprintln!("dyno-cni: GC {owner}: {ip} released"),
+            Ok(()) => log!("GC {owner}: {ip} released"),
             Err(e) => failures.push(format!("{owner}: {e}")),
         }
     }

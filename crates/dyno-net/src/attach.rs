@@ -59,9 +59,12 @@ impl From<crate::ns::NsError> for AttachError {
 }
 
 /// Attaches `spec` to `netns`. On failure nothing of it is left (the address claim included).
+/// It enters `netns` on the calling thread for a moment: call it from a thread of your own, not
+/// from an async runtime's (see [`Netns::run_on_this_thread`]).
 pub fn attach(host: &mut Host, netns: &Netns, spec: &AttachSpec) -> Result<Attached, AttachError> {
     // An rtnetlink socket inside (it stays bound there), `lo` up and the sysctl a dyno has.
-    let mut inside: Rtnl = netns.run(prepare_inside)??;
+    // On this thread: attach is for one-shot callers (the CNI plugin), see `run_on_this_thread`.
+    let mut inside: Rtnl = netns.run_on_this_thread(prepare_inside)??;
     let ifname = spec.ifname.clone();
     if inside
         .request(
