@@ -29,6 +29,7 @@ mod drain;
 mod isolation;
 mod load;
 mod net;
+pub mod podman;
 mod router;
 mod scale;
 mod start;
