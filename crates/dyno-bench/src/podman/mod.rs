@@ -267,16 +267,18 @@ runc = ["/usr/sbin/runc", "/usr/bin/runc"]
     }
 
     /// The anchor network: Debian's `ptp` with `host-local` addresses from `subnet` (state
-    /// under the root, not `/var/lib/cni/networks`), default route through the host end.
+    /// under the root, not `/var/lib/cni/networks`), configured as `dyno bench net`'s ptp
+    /// anchor is (no masquerade: that would time iptables, which dyno does not use).
     pub fn write_ptp_network(&self, name: &str, subnet: &str) -> Result<PathBuf, PodmanError> {
         let plugin = json!({
             "type": "ptp",
-            "ipMasq": true,
+            "ipMasq": false,
+            "mtu": 1500,
             "ipam": {
                 "type": "host-local",
-                "subnet": subnet,
-                "dataDir": self.root.join(format!("host-local-{name}")),
+                "ranges": [[{"subnet": subnet}]],
                 "routes": [{"dst": "0.0.0.0/0"}],
+                "dataDir": self.root.join(format!("host-local-{name}")),
             },
         });
         self.write_network(name, &[plugin])
