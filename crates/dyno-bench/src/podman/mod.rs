@@ -46,6 +46,9 @@ const APPLETS: [&str; 16] = [
     "wget", "ps", "netstat", "timeout",
 ];
 
+/// The longest a podman command may take (the slowest seen here is a second).
+pub const PODMAN_TIMEOUT: Duration = Duration::from_secs(120);
+
 static WORLDS: AtomicU32 = AtomicU32::new(0);
 
 #[derive(Debug, thiserror::Error)]
@@ -320,12 +323,48 @@ runc = ["/usr/sbin/runc", "/usr/bin/runc"]
         Ok(command)
     }
 
-    /// Runs podman with `args` to its end; any exit status is returned.
+    /// Runs podman with `args` to its end; any exit status is returned. A podman still running
+    /// after [`PODMAN_TIMEOUT`] is killed (a hung test fails and cleans up instead of hanging).
     pub fn run<S: AsRef<str>>(&self, args: &[S]) -> Result<Output, PodmanError> {
         let args: Vec<&str> = args.iter().map(AsRef::as_ref).collect();
-        self.command(&args)?
-            .output()
-            .map_err(io_err(format!("run podman {}", args.join(" "))))
+        let context = format!("run podman {}", args.join(" "));
+        let child = self
+            .command(&args)?
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(io_err(context.clone()))?;
+        // A pidfd names this very process even after it is reaped: the watchdog can never
+        // signal a stranger that reused the pid.
+        let pidfd = rustix::process::pidfd_open(
+            rustix::process::Pid::from_child(&child),
+            rustix::process::PidfdFlags::empty(),
+        )
+        .map_err(|e| io_err(context.clone())(e.into()))?;
+        let (done, finished) = std::sync::mpsc::channel::<()>();
+        let watchdog = std::thread::spawn(move || {
+            if finished.recv_timeout(PODMAN_TIMEOUT)
+                == Err(std::sync::mpsc::RecvTimeoutError::Timeout)
+            {
+                let _ = rustix::process::pidfd_send_signal(&pidfd, rustix::process::Signal::KILL);
+                return true;
+            }
+            false
+        });
+        let output = child.wait_with_output();
+        let _ = done.send(());
+        let killed = watchdog.join().unwrap_or(false);
+        let output = output.map_err(io_err(context.clone()))?;
+        if killed {
+            return Err(io_err(context)(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!(
+                    "killed after {PODMAN_TIMEOUT:?}: {}",
+                    String::from_utf8_lossy(&output.stderr).trim()
+                ),
+            )));
+        }
+        Ok(output)
     }
 
     /// Runs podman with `args`; its stdout if it succeeded.

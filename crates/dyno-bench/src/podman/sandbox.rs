@@ -33,10 +33,16 @@ impl MountSandbox {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
-        // SAFETY: between fork and exec only raw syscalls (unshare, mount) on C strings that
+        // SAFETY: between fork and exec only raw syscalls (prctl, unshare, mount) on C strings that
         // are literals: no allocation, no locks.
         unsafe {
             command.pre_exec(|| {
+                // Gone with us even if we are killed: nothing else would ever stop it. (Strictly
+                // with the thread that made it; should that one end first, the namespace lives
+                // on through our descriptor, only its mount table is no longer readable.)
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
                 if libc::unshare(libc::CLONE_NEWNS) != 0 {
                     return Err(io::Error::last_os_error());
                 }
