@@ -15,6 +15,10 @@
 //! - `build`: `git push` and `dyno deploy` of a changed app until the router serves it, the
 //!   build's share of that, against the same push to `git http-backend` without dyno.
 //!
+//! [`podman`] is a throwaway rootful podman (its own root, a lab network namespace, a private
+//! mount namespace) for `dyno-cni`'s end-to-end test and for timing `podman run` on a `dyno-cni`
+//! network against a `ptp` one.
+//!
 //! Timing goals are ratios against the anchor, never pass/fail asserts. The last line of every
 //! bench is `key=value` pairs, for scripts. Percentiles are nearest-rank ([`stats`]).
 //!
