@@ -1,7 +1,7 @@
 //! A throwaway rootful podman (4.x, CNI backend) for tests and benches: everything it writes
 //! lives under one root directory `/tmp/<prefix>-<pid>-<n>/`, every podman process runs inside a
 //! given network namespace (a [`Lab`](dyno_net::lab::Lab)'s host, never the real host's) and a
-//! private mount namespace ([`sandbox`]), and dropping the world removes its containers, images,
+//! private mount namespace (`sandbox.rs`), and dropping the world removes its containers, images,
 //! mounts, cgroups and the root.
 //!
 //! Used by `dyno-cni`'s podman test (`podman run --network dyno`) and by the CNI bench, which
@@ -41,7 +41,7 @@ pub const DEBIAN_CNI_DIR: &str = "/usr/lib/cni";
 /// busybox-static's binary: the one file of [`PodmanWorld::import_busybox`]'s image.
 pub const BUSYBOX: &str = "/bin/busybox";
 /// The applets the image links to busybox.
-const APPLETS: [&str; 16] = [
+pub const APPLETS: [&str; 16] = [
     "sh", "nc", "ip", "cat", "sleep", "ifconfig", "route", "httpd", "true", "false", "echo", "ls",
     "wget", "ps", "netstat", "timeout",
 ];
@@ -288,7 +288,7 @@ runc = ["/usr/sbin/runc", "/usr/bin/runc"]
     }
 
     /// A podman command of this world: its configuration, the network namespace and the mount
-    /// namespace. Paths in arguments must be absolute (see [`sandbox`]).
+    /// namespace. Paths in arguments must be absolute (see `sandbox.rs`).
     pub fn command<I, S>(&self, args: I) -> Result<Command, PodmanError>
     where
         I: IntoIterator<Item = S>,
