@@ -343,30 +343,30 @@ fn podman_run_on_a_dyno_network() {
 
 /// The bench's measurement (`dyno_bench::podman`): `podman run --rm IMAGE true` on a dyno
 /// network and on a ptp + host-local one, a few rounds each; every round succeeds and leaves
-/// nothing behind.
+/// nothing behind (in the lab: no dyno link; on the host: not the world's root).
 #[test]
 fn timed_runs_on_dyno_and_ptp_networks() {
-    let mut setup = Setup::new();
-    let image = setup.world.import_busybox("dynobox").expect("import");
-    setup
-        .world
-        .write_ptp_network("anchor", "10.216.1.0/24")
-        .expect("write the ptp network");
-    for network in ["dyno", "anchor"] {
-        let times = setup
-            .world
-            .time_runs(network, &image, 3)
-            .unwrap_or_else(|e| panic!("{network}: {e}"));
-        assert_eq!(times.len(), 3);
-        assert!(times.iter().all(|t| *t > Duration::ZERO), "{times:?}");
-        eprintln!("podman run --rm --network {network}: {times:?}");
-    }
-    assert_eq!(setup.lease_count(), 0);
-    assert!(setup.dy_links().is_empty(), "left: {:?}", setup.dy_links());
-    let host_local = setup.world.root().join("host-local-anchor");
-    assert!(host_local.is_dir(), "host-local's state under the root");
-    let root = setup.world.root().to_path_buf();
-    setup.world.cleanup().expect("cleanup");
-    assert!(!root.exists());
-    assert_eq!(setup.world.cgroups(), Vec::<PathBuf>::new(), "cgroups left");
+    require_root();
+    let mut lab = Lab::new("cni-podman-timed").expect("lab");
+    let plugin = Path::new(env!("CARGO_BIN_EXE_dyno-cni"));
+    let timings =
+        dyno_bench::podman::time_dyno_against_ptp(lab.host.netns(), plugin, 3).expect("timed runs");
+    eprintln!("podman run --rm IMAGE true: {timings:?}");
+    assert_eq!(timings.dyno.len(), 3);
+    assert_eq!(timings.ptp.len(), 3);
+    assert!(timings
+        .dyno
+        .iter()
+        .chain(&timings.ptp)
+        .all(|t| *t > Duration::ZERO));
+    let links = lab.host.links_with_prefix("dy").expect("links");
+    assert!(links.is_empty(), "left: {links:?}");
+    let ours = format!("dynobench-podman-{}-", std::process::id());
+    let roots: Vec<String> = std::fs::read_dir("/tmp")
+        .expect("/tmp")
+        .filter_map(Result::ok)
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|name| name.starts_with(&ours))
+        .collect();
+    assert_eq!(roots, Vec::<String>::new(), "world roots left");
 }
