@@ -6,7 +6,7 @@
 //!
 //! Used by `dyno-cni`'s podman test (`podman run --network dyno`) and by the CNI bench, which
 //! times `podman run --rm IMAGE true` on a `dyno-cni` network against a `ptp` + `host-local` one
-//! ([`PodmanWorld::time_runs`]).
+//! ([`time_dyno_against_ptp`], or [`PodmanWorld::time_runs`] per network).
 //!
 //! What the configuration (`containers.conf`, `storage.conf`) has to say on a Debian 12 host
 //! with cgroup v1 + v2 hybrid, and why:
@@ -24,7 +24,10 @@
 //! - each container gets `--cgroup-parent` with the world's own name (podman's default
 //!   `libpod_parent` would be shared with other users and stay behind).
 
+mod measure;
 mod sandbox;
+
+pub use measure::{time_dyno_against_ptp, RunTimings};
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -541,38 +544,6 @@ impl Drop for PodmanWorld {
             eprintln!("{e}");
         }
     }
-}
-
-/// `podman run --rm IMAGE true` timed on each network, in the same order, round by round.
-#[derive(Debug, Clone, Default)]
-pub struct RunTimings {
-    pub dyno: Vec<Duration>,
-    pub ptp: Vec<Duration>,
-}
-
-/// The bench's podman measurement in one call: a world in `netns` (a lab's host), the busybox
-/// image, a `dyno-cni` network (plugin binary `dyno_cni`) and a `ptp` + `host-local` one; one
-/// untimed warm-up run on each, then `rounds` rounds alternating between them (so that a drift of
-/// the host affects both alike). The world is removed before returning.
-pub fn time_dyno_against_ptp(
-    netns: &Netns,
-    dyno_cni: &Path,
-    rounds: usize,
-) -> Result<RunTimings, PodmanError> {
-    let mut world = PodmanWorld::new(netns, "dynobench-podman")?;
-    world.add_plugin("dyno-cni", dyno_cni)?;
-    world.write_dyno_network("dyno", "10.216.0.0/24", None)?;
-    world.write_ptp_network("ptp", "10.216.1.0/24")?;
-    let image = world.import_busybox("dynobox")?;
-    world.time_runs("dyno", &image, 1)?;
-    world.time_runs("ptp", &image, 1)?;
-    let mut timings = RunTimings::default();
-    for _ in 0..rounds {
-        timings.dyno.extend(world.time_runs("dyno", &image, 1)?);
-        timings.ptp.extend(world.time_runs("ptp", &image, 1)?);
-    }
-    world.cleanup()?;
-    Ok(timings)
 }
 
 fn write(path: &Path, text: &str) -> Result<(), PodmanError> {
