@@ -265,6 +265,17 @@ fn podman_run_on_a_dyno_network() {
     }
     let status = http_status(marked.expect("marked connection to $PORT"));
     assert!(status.starts_with("HTTP/1."), "httpd answered: {status:?}");
+    // Control: both ports are listened on inside, so a failure below is the firewall's.
+    let listening = setup
+        .world
+        .run_ok(&["exec", "web", "netstat", "-ltn"])
+        .expect("netstat in web");
+    for port in [PORT, OTHER_PORT] {
+        assert!(
+            listening.contains(&format!("0.0.0.0:{port} ")),
+            "web listens on {port}: {listening}"
+        );
+    }
     // Without the mark: dropped. Another port, even marked: dropped.
     assert!(
         connect_from(&host, at(PORT), None).is_err(),
