@@ -10,7 +10,10 @@ use std::path::PathBuf;
 
 use clap::Args;
 
+use dyno_net::lab::Lab;
+
 use super::cni::{self, CniTimings};
+use super::podman::{self, RunTimings};
 use super::stats::{ms_text, ratio_text, summarize, Summary};
 
 /// The goal for ADD: dyno-cni at least this many times faster than ptp + host-local (p50).
@@ -29,7 +32,9 @@ const ADD_TARGET_RATIO: f64 = 10.0;
     Percentiles are nearest-rank.\n\nThe last line is key=value pairs: count \
     dyno_add_p50_ms dyno_add_p99_ms dyno_del_p50_ms dyno_del_p99_ms ptp_add_p50_ms \
     ptp_add_p99_ms ptp_del_p50_ms ptp_del_p99_ms add_ratio_p50 add_ratio_p99 del_ratio_p50 \
-    del_ratio_p99 add_target_ratio add_target_met (yes/no)"
+    del_ratio_p99 add_target_ratio add_target_met (yes/no), then with --podman-rounds: \
+    podman_dyno_p50_ms podman_dyno_p99_ms podman_ptp_p50_ms podman_ptp_p99_ms \
+    podman_ratio_p50"
 )]
 pub struct CniBench {
     /// How many containers: ADD for all of them (kept), then DEL for all
@@ -43,6 +48,11 @@ pub struct CniBench {
     /// --release` leaves it in target/release]
     #[arg(long)]
     plugin: Option<PathBuf>,
+    /// Rounds of `podman run --rm IMAGE true` on a dyno-cni network and on a ptp network,
+    /// alternated, in a throwaway podman (apt-get install podman runc busybox-static); 0
+    /// skips podman
+    #[arg(long, default_value_t = 20)]
+    podman_rounds: usize,
 }
 
 /// One part of the report: its human lines, and its pairs for the last line.
@@ -98,6 +108,12 @@ pub fn run(args: CniBench) -> Result<(), String> {
     let dyno = cni::run_dyno_cni(args.count, &plugin).map_err(|e| format!("dyno-cni: {e}"))?;
     let mut report = Report::default();
     report.add(plugin_section(args.count, &plugin, &dyno, &ptp));
+    if args.podman_rounds > 0 {
+        let lab = Lab::new("bench-podman").map_err(|e| format!("lab for podman: {e}"))?;
+        let runs = podman::time_dyno_against_ptp(lab.host.netns(), &plugin, args.podman_rounds)
+            .map_err(|e| format!("podman: {e}"))?;
+        report.add(podman_section(&runs));
+    }
     // Further sections of timings are measured and added here, before the key=value line.
     report.finish();
     Ok(())
@@ -155,6 +171,32 @@ fn plugin_section(
     s.pair("del_ratio_p99", ratio_text(ptp_del.p99_ms, dyno_del.p99_ms));
     s.pair("add_target_ratio", format!("{ADD_TARGET_RATIO:.0}"));
     s.pair("add_target_met", if met { "yes" } else { "no" });
+    s
+}
+
+/// `podman run --rm … true` end to end on each network, and the ratio (ptp / dyno-cni: above
+/// 1 means faster on dyno-cni).
+fn podman_section(runs: &RunTimings) -> Section {
+    let dyno = summarize(&runs.dyno);
+    let ptp = summarize(&runs.ptp);
+    let mut s = Section::default();
+    s.line(format!(
+        "podman run --rm IMAGE true, {} rounds alternated, runc, a throwaway podman root:",
+        runs.dyno.len()
+    ));
+    for (who, summary) in [("--network ptp", &ptp), ("--network dyno", &dyno)] {
+        s.line(format!(
+            "{who:<16} p50 {:.1} ms  p99 {:.1} ms  mean {:.1} ms",
+            summary.p50_ms, summary.p99_ms, summary.mean_ms
+        ));
+    }
+    s.line(format!(
+        "podman run on dyno-cni: {}x the speed of ptp at p50 (ptp / dyno-cni)",
+        ratio_text(ptp.p50_ms, dyno.p50_ms)
+    ));
+    push_summary(&mut s, "podman_dyno", &dyno);
+    push_summary(&mut s, "podman_ptp", &ptp);
+    s.pair("podman_ratio_p50", ratio_text(ptp.p50_ms, dyno.p50_ms));
     s
 }
 
