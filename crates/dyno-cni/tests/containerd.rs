@@ -10,6 +10,8 @@
 //! a foreground `ctr run` sees its task exit, with an empty `CNI_NETNS` (the task is gone) and
 //! the cached `prevResult`; never CHECK. `ctr run --detach` never calls DEL.
 
+mod common;
+
 // In a subdir: a file directly in tests/ would be a test target of its own.
 #[path = "containerd/harness.rs"]
 mod harness;

@@ -4,6 +4,8 @@
 //! writes lives under the world's root (see `dyno_bench::podman`). Needs root, podman, runc and
 //! busybox-static.
 
+mod common;
+
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::{Path, PathBuf};
@@ -11,7 +13,7 @@ use std::time::Duration;
 
 use dyno_bench::podman::PodmanWorld;
 use dyno_net::lab::{Lab, INTERNET_SERVER, UPLINK_ADDR};
-use dyno_net::nft::{Firewall, ROUTER_MARK};
+use dyno_net::nft::ROUTER_MARK;
 use dyno_net::ns::Netns;
 use serde_json::Value;
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
@@ -82,22 +84,11 @@ impl Setup {
     }
 
     fn exposed(&self) -> Vec<(Ipv4Addr, u16)> {
-        self.lab
-            .host
-            .netns()
-            .run(|| Firewall::open().and_then(|mut f| f.exposed()))
-            .expect("netns")
-            .expect("exposed set")
+        crate::common::exposed(&self.lab)
     }
 
     fn dy_links(&mut self) -> Vec<String> {
-        self.lab
-            .host
-            .links_with_prefix("dy")
-            .expect("links")
-            .into_iter()
-            .map(|(_, n)| n)
-            .collect()
+        crate::common::dy_links(&mut self.lab)
     }
 }
 

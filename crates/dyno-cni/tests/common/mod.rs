@@ -110,24 +110,12 @@ impl World {
             .unwrap_or(json!({}))
     }
 
-    /// The `exposed` set of the lab host's `inet dyno` table.
     pub fn exposed(&self) -> Vec<(Ipv4Addr, u16)> {
-        self.lab
-            .host
-            .netns()
-            .run(|| Firewall::open().and_then(|mut f| f.exposed()))
-            .expect("netns")
-            .expect("exposed set")
+        exposed(&self.lab)
     }
 
     pub fn dy_links(&mut self) -> Vec<String> {
-        self.lab
-            .host
-            .links_with_prefix("dy")
-            .expect("links")
-            .into_iter()
-            .map(|(_, n)| n)
-            .collect()
+        dy_links(&mut self.lab)
     }
 }
 
@@ -159,4 +147,23 @@ pub fn error_code(out: &Output) -> u64 {
 
 pub fn lease_count(world: &World) -> usize {
     world.leases()["leases"].as_object().map_or(0, |m| m.len())
+}
+
+/// The `exposed` set of the lab host's `inet dyno` table.
+pub fn exposed(lab: &Lab) -> Vec<(Ipv4Addr, u16)> {
+    lab.host
+        .netns()
+        .run(|| Firewall::open().and_then(|mut f| f.exposed()))
+        .expect("netns")
+        .expect("exposed set")
+}
+
+/// The lab host's `dy*` links: attachments' host ends.
+pub fn dy_links(lab: &mut Lab) -> Vec<String> {
+    lab.host
+        .links_with_prefix("dy")
+        .expect("links")
+        .into_iter()
+        .map(|(_, n)| n)
+        .collect()
 }

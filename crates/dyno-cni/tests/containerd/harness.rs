@@ -19,7 +19,6 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use dyno_net::lab::Lab;
-use dyno_net::nft::Firewall;
 use dyno_net::ns::{self, Netns};
 use serde_json::{json, Value};
 
@@ -325,24 +324,12 @@ disabled_plugins = [
         })
     }
 
-    /// The `exposed` set of the lab host's `inet dyno` table.
     pub fn exposed(&self) -> Vec<(Ipv4Addr, u16)> {
-        self.lab
-            .host
-            .netns()
-            .run(|| Firewall::open().and_then(|mut f| f.exposed()))
-            .expect("netns")
-            .expect("exposed set")
+        crate::common::exposed(&self.lab)
     }
 
     pub fn dy_links(&mut self) -> Vec<String> {
-        self.lab
-            .host
-            .links_with_prefix("dy")
-            .expect("links")
-            .into_iter()
-            .map(|(_, n)| n)
-            .collect()
+        crate::common::dy_links(&mut self.lab)
     }
 
     /// Stops everything this test started: tasks, `ctr run`s, containerd, then any shim or
