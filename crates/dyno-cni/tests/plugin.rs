@@ -88,6 +88,71 @@ fn add_check_del_per_version() {
         .success());
 }
 
+/// `$PORT` as each runtime names it: `CNI_ARGS` `DYNO_PORT` (Nomad's and scripts' per-call
+/// arguments), the pod's `dyno/port` annotation (containerd's CRI), a `portMappings` container
+/// port (podman's `-p`), the config's `port`; a bad one fails the ADD and makes nothing.
+#[test]
+fn port_from_args_annotation_mappings_or_config() {
+    let mut world = World::new("cni-ports");
+    let config = world.config(
+        "1.0.0",
+        json!({"port": 80, "runtimeConfig": {
+            "portMappings": [{"hostPort": 8080, "containerPort": 5000, "protocol": "tcp"}],
+            "io.kubernetes.cri.pod-annotations": {"dyno/port": "7000"}}}),
+    );
+    let cases = [
+        (
+            "args",
+            config.clone(),
+            Some("IgnoreUnknown=1;DYNO_PORT=6000"),
+            6000,
+        ),
+        ("annotation", config.clone(), None, 7000),
+        (
+            "mappings",
+            world.config(
+                "1.0.0",
+                json!({"port": 80, "runtimeConfig": {
+            "portMappings": [{"hostPort": 8080, "containerPort": 5000, "protocol": "tcp"}]}}),
+            ),
+            None,
+            5000,
+        ),
+        (
+            "config",
+            world.config("1.0.0", json!({"port": 80})),
+            None,
+            80,
+        ),
+    ];
+    for (id, config, args, port) in cases {
+        let netns = world.container(id);
+        let mut env = vec![
+            ("CNI_COMMAND", "ADD"),
+            ("CNI_CONTAINERID", id),
+            ("CNI_NETNS", netns.as_str()),
+            ("CNI_IFNAME", "eth0"),
+        ];
+        env.extend(args.map(|a| ("CNI_ARGS", a)));
+        let result = ok_json(&world.call(&env, config.to_string().as_bytes()));
+        let address = result["ips"][0]["address"].as_str().expect("address");
+        let ip: Ipv4Addr = address.trim_end_matches("/32").parse().expect("ip");
+        assert_eq!(world.exposed(), vec![(ip, port)], "{id}");
+        assert!(world
+            .op("DEL", id, &netns, "eth0", &config)
+            .status
+            .success());
+    }
+    let netns = world.container("bad");
+    let bad = world.config(
+        "1.0.0",
+        json!({"runtimeConfig": {"io.kubernetes.cri.pod-annotations": {"dyno/port": "0"}}}),
+    );
+    assert_eq!(error_code(&world.op("ADD", "bad", &netns, "eth0", &bad)), 7);
+    assert_eq!(lease_count(&world), 0);
+    assert!(world.dy_links().is_empty());
+}
+
 #[test]
 fn existing_ifname_fails_and_leaves_nothing() {
     let mut world = World::new("cni-exists");
