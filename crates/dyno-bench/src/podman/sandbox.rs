@@ -170,7 +170,7 @@ fn unescape_mountinfo(field: &str) -> String {
 /// The cgroup directories named `parent` in every cgroup hierarchy mounted under
 /// `/sys/fs/cgroup` (v1 controllers and the hybrid `unified` v2 one), with everything below
 /// them, deepest first.
-pub(super) fn cgroup_dirs(parent: &str) -> Vec<PathBuf> {
+pub fn cgroup_dirs(parent: &str) -> Vec<PathBuf> {
     let mut found = Vec::new();
     let Ok(hierarchies) = std::fs::read_dir("/sys/fs/cgroup") else {
         return found;

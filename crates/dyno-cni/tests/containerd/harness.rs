@@ -138,6 +138,12 @@ disabled_plugins = [
         std::fs::write(dir.join("config.toml"), config).expect("containerd config");
     }
 
+    /// The test's cgroup in every hierarchy: the scratch dir's name.
+    fn cgroup_parent(&self) -> String {
+        let name = self.dir.file_name().expect("scratch dir name");
+        name.to_string_lossy().into_owned()
+    }
+
     fn socket(&self) -> PathBuf {
         self.dir.join("containerd.sock")
     }
@@ -198,6 +204,10 @@ disabled_plugins = [
             .args(mode)
             .arg("--runc-root")
             .arg(self.dir.join("runc"))
+            // Below a cgroup of the test's own in every hierarchy (ctr's default is
+            // `/default/<id>`, which would stay behind), removed by `shut_down`.
+            .arg("--cgroup")
+            .arg(format!("/{}/{id}", self.cgroup_parent()))
             .arg("--pid-file")
             .arg(self.dir.join(format!("{id}.pid")))
             // The container's output goes to a file (no FIFOs in /run/containerd/fifo).
@@ -382,6 +392,11 @@ disabled_plugins = [
             forced.push(format!("process {pid} killed"));
             // SAFETY: as above; the process is a shim of our containerd or in our rootfs.
             unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+        for dir in dyno_bench::podman::cgroup_dirs(&self.cgroup_parent()) {
+            if let Err(e) = std::fs::remove_dir(&dir) {
+                forced.push(format!("remove cgroup {}: {e}", dir.display()));
+            }
         }
         for mount in mounts_under(&self.dir) {
             forced.push(format!("{} unmounted", mount.display()));
