@@ -32,7 +32,9 @@ const ADD_TARGET_RATIO: f64 = 10.0;
     Percentiles are nearest-rank.\n\nThe last line is key=value pairs: count \
     dyno_add_p50_ms dyno_add_p99_ms dyno_del_p50_ms dyno_del_p99_ms ptp_add_p50_ms \
     ptp_add_p99_ms ptp_del_p50_ms ptp_del_p99_ms add_ratio_p50 add_ratio_p99 del_ratio_p50 \
-    del_ratio_p99 add_target_ratio add_target_met (yes/no), then with --podman-rounds: \
+    del_ratio_p99 add_target_ratio add_target_met (yes/no) dyno_version_p50_ms \
+    dyno_version_p99_ms dyno_add_work_p50_ms (ADD p50 minus VERSION p50: the spawn of a plugin \
+    that does nothing, timed the same way), then with --podman-rounds: \
     podman_dyno_p50_ms podman_dyno_p99_ms podman_ptp_p50_ms podman_ptp_p99_ms \
     podman_ratio_p50"
 )]
@@ -106,8 +108,11 @@ pub fn run(args: CniBench) -> Result<(), String> {
     let ptp = cni::run_ptp_anchor(args.count, &args.cni_dir)
         .map_err(|e| format!("CNI ptp anchor: {e}"))?;
     let dyno = cni::run_dyno_cni(args.count, &plugin).map_err(|e| format!("dyno-cni: {e}"))?;
+    let version = cni::time_version_calls(args.count, &plugin)
+        .map_err(|e| format!("dyno-cni VERSION: {e}"))?;
     let mut report = Report::default();
     report.add(plugin_section(args.count, &plugin, &dyno, &ptp));
+    report.add(floor_section(&version, &dyno));
     if args.podman_rounds > 0 {
         let lab = Lab::new("bench-podman").map_err(|e| format!("lab for podman: {e}"))?;
         let runs = podman::time_dyno_against_ptp(lab.host.netns(), &plugin, args.podman_rounds)
@@ -171,6 +176,24 @@ fn plugin_section(
     s.pair("del_ratio_p99", ratio_text(ptp_del.p99_ms, dyno_del.p99_ms));
     s.pair("add_target_ratio", format!("{ADD_TARGET_RATIO:.0}"));
     s.pair("add_target_met", if met { "yes" } else { "no" });
+    s
+}
+
+/// What ADD costs beyond being started: the same spawn of dyno-cni for VERSION, which does
+/// nothing. With ptp's ADD near 8 ms, a 10x ADD would have to fit in about this floor.
+fn floor_section(version: &[std::time::Duration], dyno: &CniTimings) -> Section {
+    let floor = summarize(version);
+    let add = summarize(&dyno.add);
+    let mut s = Section::default();
+    s.line(format!(
+        "dyno-cni VERSION (spawned the same way, no work: the floor of any call) p50 {:.3} ms  \
+         p99 {:.3} ms; ADD's own work at p50: {:.3} ms",
+        floor.p50_ms,
+        floor.p99_ms,
+        add.p50_ms - floor.p50_ms
+    ));
+    push_summary(&mut s, "dyno_version", &floor);
+    s.pair("dyno_add_work_p50_ms", ms_text(add.p50_ms - floor.p50_ms));
     s
 }
 
@@ -250,6 +273,16 @@ mod tests {
         let slow = plugin_section(10, Path::new("/x"), &timings(2, 2), &timings(12, 5));
         assert!(key_values(&slow.pairs).ends_with("add_target_met=no"));
         assert!(slow.lines.iter().any(|l| l.contains("NOT met")));
+    }
+
+    #[test]
+    fn floor_section_is_version_and_adds_own_work() {
+        let version: Vec<Duration> = (1..=10).map(Duration::from_millis).collect();
+        let s = floor_section(&version, &timings(2, 2));
+        assert_eq!(
+            key_values(&s.pairs),
+            "dyno_version_p50_ms=5.000 dyno_version_p99_ms=10.000 dyno_add_work_p50_ms=5.000"
+        );
     }
 
     #[test]

@@ -147,6 +147,25 @@ pub fn run_dyno_cni(count: usize, plugin: &Path) -> Result<CniTimings, CniError>
     Ok(timings)
 }
 
+/// `count` VERSION calls of the `dyno-cni` binary `plugin`, spawned and timed as ADD and DEL
+/// are: a call that does no work, i.e. the cost of being a process a runtime starts. It touches
+/// no network, so it runs where it is called.
+pub fn time_version_calls(count: usize, plugin: &Path) -> Result<Vec<Duration>, CniError> {
+    let mut timings = Vec::with_capacity(count);
+    for _ in 0..count {
+        let mut cmd = std::process::Command::new(plugin);
+        cmd.env_clear()
+            .env("CNI_COMMAND", "VERSION")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        let (elapsed, run) = plugin::timed_run(&mut cmd, br#"{"cniVersion":"1.0.0"}"#);
+        plugin::check("dyno-cni", "VERSION", "-", run)?;
+        timings.push(elapsed);
+    }
+    Ok(timings)
+}
+
 /// ADD for `count` fresh containers, one after the other, all kept; then DEL for each.
 fn add_then_del(anchor: &mut Anchor, count: usize) -> Result<CniTimings, CniError> {
     let mut timings = CniTimings {
