@@ -226,37 +226,18 @@ fn concurrent_adds_and_dels_and_leases_survive() {
     let netns: Vec<String> = (0..FIRST + MORE)
         .map(|i| world.container(&format!("m{i}")))
         .collect();
-    let add = |world: &World, i: usize| -> Ipv4Addr {
+    let add = |i: usize| -> Ipv4Addr {
         let result = ok_json(&world.op("ADD", &format!("m{i}"), &netns[i], "eth0", &config));
         let address = result["ips"][0]["address"].as_str().expect("address");
         address.trim_end_matches("/32").parse().expect("an address")
     };
-    let first: Vec<Ipv4Addr> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..FIRST)
-            .map(|i| {
-                let world = &world;
-                s.spawn(move || add(world, i))
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().expect("thread"))
-            .collect()
-    });
-    let mut distinct = first.clone();
-    distinct.sort();
-    distinct.dedup();
-    assert_eq!(distinct.len(), FIRST, "distinct addresses: {first:?}");
+    let first = std::thread::scope(|s| add_concurrently(s, 0..FIRST, add));
     // Every ADD was a separate process: the leases on disk are what they share, and the
     // concurrent installs of the table kept every port exposed before them.
-    assert_eq!(lease_count(&world), FIRST);
-    let mut exposed = world.exposed();
-    exposed.sort();
-    let wanted: Vec<(Ipv4Addr, u16)> = distinct.iter().map(|ip| (*ip, 5000)).collect();
-    assert_eq!(exposed, wanted);
+    assert_live(&world, &first, 5000);
 
     // DELs of the first 50 and ADDs of 25 more, all at once.
-    let more: Vec<Ipv4Addr> = std::thread::scope(|s| {
+    let more = std::thread::scope(|s| {
         for i in 0..FIRST {
             let world = &world;
             let config = &config;
@@ -270,26 +251,9 @@ fn concurrent_adds_and_dels_and_leases_survive() {
                 );
             });
         }
-        let handles: Vec<_> = (FIRST..FIRST + MORE)
-            .map(|i| {
-                let world = &world;
-                s.spawn(move || add(world, i))
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().expect("thread"))
-            .collect()
+        add_concurrently(s, FIRST..FIRST + MORE, add)
     });
-    let mut distinct_more = more.clone();
-    distinct_more.sort();
-    distinct_more.dedup();
-    assert_eq!(distinct_more.len(), MORE, "distinct addresses: {more:?}");
-    assert_eq!(lease_count(&world), MORE);
-    let mut exposed = world.exposed();
-    exposed.sort();
-    let wanted: Vec<(Ipv4Addr, u16)> = distinct_more.iter().map(|ip| (*ip, 5000)).collect();
-    assert_eq!(exposed, wanted, "only the live containers' ports");
+    assert_live(&world, &more, 5000);
     assert_eq!(world.dy_links().len(), MORE);
 
     for (i, path) in netns.iter().enumerate().skip(FIRST) {
@@ -303,6 +267,40 @@ fn concurrent_adds_and_dels_and_leases_survive() {
     assert_eq!(lease_count(&world), 0);
     assert!(world.exposed().is_empty());
     assert!(world.dy_links().is_empty(), "left: {:?}", world.dy_links());
+}
+
+/// Runs `add(i)` for each `i` of `range` in a thread of `scope` and returns the results in
+/// order.
+fn add_concurrently<'scope, 'env, F>(
+    scope: &'scope std::thread::Scope<'scope, 'env>,
+    range: std::ops::Range<usize>,
+    add: F,
+) -> Vec<Ipv4Addr>
+where
+    F: Fn(usize) -> Ipv4Addr + Copy + Send + 'scope,
+{
+    let handles: Vec<_> = range.map(|i| scope.spawn(move || add(i))).collect();
+    handles
+        .into_iter()
+        .map(|h| h.join().expect("thread"))
+        .collect()
+}
+
+/// `addresses` are distinct, each holds a lease, and the exposed set is exactly their `port`.
+fn assert_live(world: &World, addresses: &[Ipv4Addr], port: u16) {
+    let mut distinct = addresses.to_vec();
+    distinct.sort();
+    distinct.dedup();
+    assert_eq!(
+        distinct.len(),
+        addresses.len(),
+        "distinct addresses: {addresses:?}"
+    );
+    assert_eq!(lease_count(world), addresses.len());
+    let mut exposed = world.exposed();
+    exposed.sort();
+    let wanted: Vec<(Ipv4Addr, u16)> = distinct.iter().map(|ip| (*ip, port)).collect();
+    assert_eq!(exposed, wanted, "only the live containers' ports");
 }
 
 /// A call that cannot take the lease lock in `lockTimeoutSeconds` tells the runtime to try
