@@ -172,9 +172,9 @@ impl Incarnation {
         let cycle_at = lifecycle
             .next_cycle(random_unit())
             .map(|d| tokio::time::Instant::now() + d);
-        // Check for the listener early and then less often: most apps bind within milliseconds,
-        // a few (Java) take seconds; the interval doubles from 2 ms up to `readiness_poll`.
-        let mut readiness_delay = Duration::from_millis(2).min(lifecycle.readiness_poll);
+        // Check for the listener every millisecond at first and then less often: most apps
+        // bind within milliseconds, a few (Java) take seconds.
+        let mut readiness_delay = lifecycle.next_readiness_delay(Duration::ZERO, Duration::ZERO);
         let mut next_readiness = tokio::time::Instant::now() + readiness_delay;
         let mut memory = tokio::time::interval(lifecycle.memory_poll);
         let mut memory_watch = MemoryWatch::new(self.run.memory());
@@ -223,7 +223,8 @@ impl Incarnation {
                     return Ended::Cycled;
                 }
                 _ = tokio::time::sleep_until(next_readiness), if sup.state == State::Starting && probe.is_some() => {
-                    readiness_delay = (readiness_delay * 2).min(lifecycle.readiness_poll);
+                    readiness_delay =
+                        lifecycle.next_readiness_delay(launched.elapsed(), readiness_delay);
                     next_readiness = tokio::time::Instant::now() + readiness_delay;
                     let listening = probe
                         .as_mut()

@@ -25,7 +25,7 @@ pub struct Lifecycle {
     /// Daily restart: every `period` plus a random part of `jitter`; `None`: never.
     pub cycling: Option<Cycling>,
     /// How often, at most, a booting web dyno is checked for a listener on `$PORT` (inet_diag:
-    /// no connect); the first checks come sooner (2 ms, doubling).
+    /// no connect); the first checks come sooner (see [`Lifecycle::next_readiness_delay`]).
     pub readiness_poll: Duration,
     /// How often memory is read for R14/R15.
     pub memory_poll: Duration,
@@ -67,7 +67,28 @@ impl Default for Lifecycle {
     }
 }
 
+/// For this long after its launch, a booting web dyno is checked for its listener every
+/// [`READINESS_FAST_INTERVAL`]: most apps listen within it, and each is `up` within about a
+/// millisecond of its listen. A check is one inet_diag dump on a socket kept in the dyno's
+/// namespace (tens of microseconds), so even an app that takes the whole phase costs the host
+/// a few milliseconds of CPU.
+pub const READINESS_FAST_PHASE: Duration = Duration::from_millis(250);
+/// The timer's own granularity: tokio's timers tick in milliseconds.
+pub const READINESS_FAST_INTERVAL: Duration = Duration::from_millis(1);
+
 impl Lifecycle {
+    /// The wait before the next readiness check, `since_launch` after the dyno's launch, the
+    /// last wait having been `last`: every millisecond during [`READINESS_FAST_PHASE`], then
+    /// doubling (from 2 ms) up to `readiness_poll` for the apps that take seconds (Java).
+    pub fn next_readiness_delay(&self, since_launch: Duration, last: Duration) -> Duration {
+        let delay = if since_launch < READINESS_FAST_PHASE {
+            READINESS_FAST_INTERVAL
+        } else {
+            (last * 2).max(READINESS_FAST_INTERVAL * 2)
+        };
+        delay.min(self.readiness_poll)
+    }
+
     /// The wait before the restart after crash number `crashes` (1 for the first).
     pub fn cooloff(&self, crashes: u32) -> Duration {
         let i = (crashes.max(1) - 1) as usize;
@@ -127,6 +148,34 @@ pub fn parse_duration(text: &str) -> Result<Duration, DurationError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn readiness_checks_every_millisecond_at_first_then_back_off() {
+        let l = Lifecycle::default();
+        let ms = Duration::from_millis;
+        assert_eq!(
+            l.next_readiness_delay(Duration::ZERO, Duration::ZERO),
+            ms(1)
+        );
+        assert_eq!(l.next_readiness_delay(ms(249), ms(1)), ms(1));
+        // After the fast phase: 2, 4, … up to readiness_poll.
+        let mut delay = ms(1);
+        let mut waits = Vec::new();
+        for _ in 0..7 {
+            delay = l.next_readiness_delay(ms(300), delay);
+            waits.push(delay.as_millis());
+        }
+        assert_eq!(waits, [2, 4, 8, 16, 32, 50, 50]);
+        // A poll below a millisecond is the poll.
+        let quick = Lifecycle {
+            readiness_poll: Duration::from_micros(500),
+            ..Lifecycle::default()
+        };
+        assert_eq!(
+            quick.next_readiness_delay(Duration::ZERO, Duration::ZERO),
+            Duration::from_micros(500)
+        );
+    }
 
     #[test]
     fn herokus_schedule_is_the_default() {
