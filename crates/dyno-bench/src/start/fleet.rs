@@ -1,5 +1,8 @@
 //! N web dynos alive at once under the real supervisor: up latency, memory, leftovers.
 
+use std::collections::HashMap;
+use std::time::SystemTime;
+
 use super::*;
 
 /// The web dynos of the up phase, and what their supervisors share.
@@ -10,6 +13,32 @@ pub(super) struct Fleet {
     pub(super) names: Vec<String>,
     pub(super) logs: JoinHandle<()>,
     pub(super) memory: Memory,
+    /// Each dyno's (`web.N`) script start and listen, seconds since the epoch, from its line.
+    pub(super) listens: Arc<Mutex<HashMap<String, (f64, f64)>>>,
+    /// When each dyno (in order) was seen `up`.
+    pub(super) up_at: Vec<SystemTime>,
+}
+
+impl Fleet {
+    /// Per dyno seen up and whose line arrived: (its script's time to listen, the time from
+    /// its listen until it was seen up).
+    pub(super) fn listen_times(&self) -> (Vec<Duration>, Vec<Duration>) {
+        let listens = self.listens.lock().unwrap_or_else(|p| p.into_inner());
+        let since_epoch = |t: SystemTime| {
+            t.duration_since(SystemTime::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_secs_f64()
+        };
+        let (mut own, mut lag) = (Vec::new(), Vec::new());
+        for (i, up_at) in self.up_at.iter().enumerate() {
+            if let Some((began, listened)) = listens.get(&format!("web.{}", i + 1)) {
+                own.push(Duration::from_secs_f64((listened - began).max(0.0)));
+                let after = since_epoch(*up_at) - listened;
+                lag.push(Duration::from_secs_f64(after.max(0.0)));
+            }
+        }
+        (own, lag)
+    }
 }
 
 impl Fleet {
@@ -25,10 +54,15 @@ impl Fleet {
         let (log_tx, mut log_rx) = tokio::sync::mpsc::unbounded_channel::<LogLine>();
         // The last lines, to explain a failure.
         let recent: Arc<Mutex<Vec<String>>> = Arc::default();
+        let listens: Arc<Mutex<HashMap<String, (f64, f64)>>> = Arc::default();
         let logs = tokio::spawn({
-            let recent = recent.clone();
+            let (recent, listens) = (recent.clone(), listens.clone());
             async move {
                 while let Some(line) = log_rx.recv().await {
+                    if let Some(times) = parse_listen_line(&line.message) {
+                        let mut listens = listens.lock().unwrap_or_else(|p| p.into_inner());
+                        listens.insert(line.dyno.clone(), times);
+                    }
                     let mut recent = recent.lock().unwrap_or_else(|p| p.into_inner());
                     if recent.len() >= 20 {
                         recent.remove(0);
@@ -55,6 +89,8 @@ impl Fleet {
                 avail_before_kb: status_kb(Path::new("/proc/meminfo"), "MemAvailable:"),
                 ..Memory::default()
             },
+            listens,
+            up_at: Vec::with_capacity(count),
         };
         let mut up = Vec::with_capacity(count);
         for i in 0..count {
@@ -93,6 +129,7 @@ impl Fleet {
                 return (fleet, Err(why));
             }
             up.push(started.elapsed());
+            fleet.up_at.push(SystemTime::now());
         }
         (fleet, Ok(up))
     }
@@ -110,6 +147,17 @@ impl Fleet {
         let _ = tokio::time::timeout(Duration::from_secs(5), self.logs).await;
         (took, self.names)
     }
+}
+
+/// The web process's `listening BEGAN LISTENED` line.
+fn parse_listen_line(message: &str) -> Option<(f64, f64)> {
+    let mut words = message.split_whitespace();
+    if words.next()? != LISTEN_LINE {
+        return None;
+    }
+    let began = words.next()?.parse().ok()?;
+    let listened = words.next()?.parse().ok()?;
+    Some((began, listened))
 }
 
 #[derive(Default)]
@@ -229,5 +277,19 @@ pub(super) fn wait_for_links_gone(network: &SharedNetwork) -> usize {
             return left;
         }
         std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_listen_line;
+
+    #[test]
+    fn the_web_process_line_is_read_and_nothing_else() {
+        let line = "listening 1765100000.123456 1765100000.140001";
+        let (began, listened) = parse_listen_line(line).expect("a listen line");
+        assert!((listened - began - 0.016545).abs() < 1e-6);
+        assert_eq!(parse_listen_line("listen: Address in use"), None);
+        assert_eq!(parse_listen_line("listening soon"), None);
     }
 }

@@ -26,7 +26,10 @@
 //! - **up**: the real supervisor (`dyno_supervisor`) starts N web dynos one after the
 //!   other (a perl listening on `$PORT`); the clock runs from `supervisor::start` until its status
 //!   is `up` (inet_diag sees the listener, polled every `--readiness-poll`, by default the
-//!   product's). All N stay up together.
+//!   product's). All N stay up together. Each perl prints the wall-clock times of its script's
+//!   start and of its listen's return: `app_listen_p50_ms` is the app's own time to listen,
+//!   `up_after_listen_*` the time from its listen until the bench saw it `up` (what readiness
+//!   adds).
 //! - **memory**, with N web dynos up; this process plays the daemon (supervisor tasks, log pumps,
 //!   network state). `daemon_rss_per_dyno_kb` = (VmRSS now − VmRSS before the first web dyno)
 //!   / N; `memory_per_dyno_kb` = that + `shim_rss_kb_mean` (the shims' mean VmRSS, which counts
@@ -75,9 +78,14 @@ use fleet::*;
 const TINY: [&str; 2] = ["/usr/bin/printf", "x"];
 /// The same as a Procfile command (PID 1 runs it with `bash -c`).
 const TINY_COMMAND: &str = "exec /usr/bin/printf x";
-/// A web process that listens on `$PORT` quickly and then waits to be stopped.
-const WEB_COMMAND: &str = "exec perl -MIO::Socket::INET -e '$s=IO::Socket::INET->new(\
-    LocalPort=>$ENV{PORT},Listen=>8,ReuseAddr=>1) or die \"listen: $!\"; sleep 3600'";
+/// A web process that listens on `$PORT` quickly and then waits to be stopped. It prints when
+/// its script began and when its listen returned (wall clock, the same inside the dyno and out):
+/// [`LISTEN_LINE`] and two seconds since the epoch.
+const WEB_COMMAND: &str = "exec perl -MIO::Socket::INET -MTime::HiRes=time -e 'BEGIN{$t0=time} \
+    $s=IO::Socket::INET->new(LocalPort=>$ENV{PORT},Listen=>8,ReuseAddr=>1) or die \"listen: $!\"; \
+    $t1=time; syswrite STDOUT, sprintf(\"listening %.6f %.6f\\n\", $t0, $t1); sleep 3600'";
+/// The first word of the web process's line.
+const LISTEN_LINE: &str = "listening";
 const APP: &str = "bench-start";
 /// Starts measured while the N web dynos are up.
 const LOADED: usize = 20;
@@ -85,6 +93,7 @@ const LOADED: usize = 20;
 #[derive(Args)]
 #[command(
     after_help = "The last line is key=value pairs: start_p50_ms start_p99_ms up_p50_ms \
+    app_listen_p50_ms up_after_listen_p50_ms up_after_listen_p99_ms \
     bwrap_p50_ms ratio_vs_bwrap alive shim_rss_kb_mean daemon_rss_per_dyno_kb memory_per_dyno_kb \
     ... start_p50_ms_noseccomp start_p99_ms_noseccomp: the same starts without the seccomp filter \
     (alternated with the filtered ones, N each); seccomp_start_cost_pct: (start_p50_ms - \
@@ -256,6 +265,7 @@ pub fn run(args: StartBench, shim: &Path) -> Result<(), String> {
         );
         loaded = phase.map(|(with, _)| with);
     }
+    let (app_listen, up_after_listen) = fleet.listen_times();
     let (stop_all, fleet_names) = runtime.block_on(fleet.stop());
     drop(runtime);
     let (up, loaded) = (up?, loaded?);
@@ -292,6 +302,15 @@ pub fn run(args: StartBench, shim: &Path) -> Result<(), String> {
     print_line("bwrap             ", &b);
     print_line("bwrap, bash -c    ", &bb);
     print_line("dyno up           ", &u);
+    let (own, lag) = (summarize(&app_listen), summarize(&up_after_listen));
+    println!(
+        "  the app's own time to listen p50 {:.3} ms (from its script's start, inside the dyno); \
+         up after its listen p50 {:.3} ms, p99 {:.3} ms (n={})",
+        own.p50_ms,
+        lag.p50_ms,
+        lag.p99_ms,
+        up_after_listen.len()
+    );
     println!(
         "  {alive} web dynos up at once; readiness poll {poll_ms:.1} ms; stop all {stop_ms:.0} ms"
     );
@@ -314,6 +333,8 @@ pub fn run(args: StartBench, shim: &Path) -> Result<(), String> {
         "start_loaded_p50_ms" => f3(l.p50_ms), "start_loaded_max_ms" => f3(l.max_ms),
         "start_loaded_net_p50_ms" => f3(l_net), "start_loaded_sandbox_p50_ms" => f3(l_sandbox),
         "up_p50_ms" => f3(u.p50_ms), "up_p99_ms" => f3(u.p99_ms), "up_max_ms" => f3(u.max_ms),
+        "app_listen_p50_ms" => f3(own.p50_ms), "up_after_listen_p50_ms" => f3(lag.p50_ms),
+        "up_after_listen_p99_ms" => f3(lag.p99_ms),
         "readiness_poll_ms" => format!("{poll_ms:.1}"),
         "bwrap_p50_ms" => f3(b.p50_ms), "bwrap_p99_ms" => f3(b.p99_ms),
         "bwrap_bash_p50_ms" => f3(bb.p50_ms), "ratio_vs_bwrap" => format!("{ratio:.2}"),
