@@ -148,8 +148,8 @@ pub fn run(args: &InitArgs) -> i32 {
     drop(report);
     // Handlers reset to the default on exec; the mask must be emptied by hand (it is inherited,
     // and std does not clear it).
-    let mut app = Command::new("/bin/bash");
-    app.arg("-c").arg(&args.command).current_dir("/app");
+    let mut app = app_command(&args.command);
+    app.current_dir("/app");
     let terminal = args.terminal;
     // SAFETY: the closure only calls pthread_sigmask, setsid and ioctl, which are
     // async-signal-safe.
@@ -167,7 +167,7 @@ pub fn run(args: &InitArgs) -> i32 {
     let app = app.spawn();
     let app = match app {
         Ok(app) => app.id() as libc::pid_t,
-        Err(e) => return fail(&format!("start /bin/bash -c {:?}: {e}", args.command)),
+        Err(e) => return fail(&format!("start {:?}: {e}", args.command)),
     };
     loop {
         let signal = waiter.next();
@@ -290,5 +290,75 @@ mod tests {
         assert!(InitArgs::parse(&["--uid", "1", "--", "x"]).is_err());
         assert!(InitArgs::parse(&["--uid", "1", "--gid", "1", "--"]).is_err());
         assert!(InitArgs::parse(&["--uid", "x", "--gid", "1", "--", "y"]).is_err());
+    }
+}
+
+/// How the app's command runs: `bash -c COMMAND`, as on Heroku. A command that is only `exec`
+/// and plain words, the first naming a file by its path (`exec bin/server --port 5000`), is
+/// exec'd by PID 1 itself: bash would exec the very same argv, and starting bash (its loader,
+/// its startup files' lookups) costs about a millisecond of every start. The environment gets
+/// what bash's exec would have added (`PWD`, and `SHLVL` when unset).
+fn app_command(command: &str) -> Command {
+    match plain_exec(command) {
+        Some(words) => {
+            let mut app = Command::new(words[0]);
+            app.args(&words[1..]).env("PWD", "/app");
+            if std::env::var_os("SHLVL").is_none() {
+                app.env("SHLVL", "0");
+            }
+            app
+        }
+        None => {
+            let mut app = Command::new("/bin/bash");
+            app.arg("-c").arg(command);
+            app
+        }
+    }
+}
+
+/// The words after `exec` when nothing in `command` is the shell's to interpret (no
+/// expansion, quoting, globbing, redirection or list) and the program is a path.
+fn plain_exec(command: &str) -> Option<Vec<&str>> {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "_./:=@%+,-".contains(c);
+    let mut words = command.split(' ');
+    if words.next()? != "exec" {
+        return None;
+    }
+    let words: Vec<&str> = words.collect();
+    let program = words.first()?;
+    let all_plain = words.iter().all(|w| !w.is_empty() && w.chars().all(plain));
+    (all_plain && program.contains('/') && !program.contains('=')).then_some(words)
+}
+
+#[cfg(test)]
+mod command_tests {
+    use super::plain_exec;
+
+    #[test]
+    fn only_plain_exec_lines_skip_bash() {
+        assert_eq!(
+            plain_exec("exec /usr/bin/printf x"),
+            Some(vec!["/usr/bin/printf", "x"])
+        );
+        assert_eq!(
+            plain_exec("exec bin/server --port=5000 -v"),
+            Some(vec!["bin/server", "--port=5000", "-v"])
+        );
+        for shell in [
+            "exec gunicorn app:app",      // a PATH lookup: bash's
+            "exec bin/server -p $PORT",   // expansion
+            "exec bin/server 'a b'",      // quoting
+            "exec bin/server *.rb",       // globbing
+            "exec bin/server > log",      // redirection
+            "exec bin/server; echo done", // a list
+            "exec bin/server  x",         // an empty word: bash's splitting
+            "exec FOO=1/x bin/server",    // an assignment
+            "bin/server",                 // no exec: bash stays the parent
+            "exec",
+            "exec ~/server",
+            "exec bin/server\tx",
+        ] {
+            assert_eq!(plain_exec(shell), None, "{shell}");
+        }
     }
 }
