@@ -4,7 +4,7 @@
 
 use std::ffi::CString;
 use std::io;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// What failed, with the OS error: `mount proc on /…/root/proc: Operation not permitted`.
 #[derive(Debug, thiserror::Error)]
@@ -103,4 +103,17 @@ pub fn signal_pid(pid: libc::pid_t, signal: rustix::process::Signal) -> io::Resu
     let pid = rustix::process::Pid::from_raw(pid)
         .ok_or_else(|| io::Error::from(io::ErrorKind::InvalidInput))?;
     Ok(rustix::process::kill_process(pid, signal)?)
+}
+
+/// The mount points at or below `root` in `/proc/*/mountinfo` text (escapes undone), deepest
+/// first and each once: unmounting them in that order never meets a busy parent.
+pub fn mount_points_below(mountinfo: &str, root: &Path) -> Vec<PathBuf> {
+    let mut points: Vec<PathBuf> = crate::cgroup::detect::parse_mountinfo(mountinfo)
+        .into_iter()
+        .map(|mount| mount.mount_point)
+        .filter(|point| point.starts_with(root))
+        .collect();
+    points.sort_by_key(|point| std::cmp::Reverse(point.components().count()));
+    points.dedup();
+    points
 }

@@ -28,7 +28,7 @@ mod measure;
 mod sandbox;
 
 pub use measure::{time_dyno_against_ptp, RunTimings};
-pub use sandbox::cgroup_dirs;
+pub use sandbox::{cgroup_dirs, mounts_in};
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};

@@ -132,39 +132,9 @@ impl Drop for MountSandbox {
     }
 }
 
-/// Mount points of `/proc/*/mountinfo` text at or below `root`, deepest first (so that
-/// unmounting them in order never meets a busy parent).
-pub(super) fn mounts_in(mountinfo: &str, root: &Path) -> Vec<PathBuf> {
-    let mut found: Vec<PathBuf> = mountinfo
-        .lines()
-        .filter_map(|line| line.split(' ').nth(4))
-        .map(unescape_mountinfo)
-        .map(PathBuf::from)
-        .filter(|point| point.starts_with(root))
-        .collect();
-    found.sort_by_key(|point| std::cmp::Reverse(point.components().count()));
-    found.dedup();
-    found
-}
-
-/// mountinfo writes space, tab, newline and backslash as `\ooo` octal escapes.
-fn unescape_mountinfo(field: &str) -> String {
-    let bytes = field.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'\\' && i + 4 <= bytes.len() {
-            let digits = &field[i + 1..i + 4];
-            if let Ok(value) = u8::from_str_radix(digits, 8) {
-                out.push(value);
-                i += 4;
-                continue;
-            }
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+/// Mount points of `/proc/*/mountinfo` text at or below `root`, deepest first.
+pub fn mounts_in(mountinfo: &str, root: &Path) -> Vec<PathBuf> {
+    dyno_sandbox::sys::mount_points_below(mountinfo, root)
 }
 
 /// The cgroup directories named `parent` in every cgroup hierarchy mounted under

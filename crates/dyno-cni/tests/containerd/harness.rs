@@ -501,14 +501,7 @@ fn processes_tied_to(socket: &Path, rootfs: &Path) -> Vec<i32> {
 /// Mount points at or under `dir` in this process's namespace, deepest first.
 fn mounts_under(dir: &Path) -> Vec<PathBuf> {
     let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    let mut mounts: Vec<PathBuf> = info
-        .lines()
-        .filter_map(|line| line.split(' ').nth(4))
-        .map(PathBuf::from)
-        .filter(|p| p.starts_with(dir))
-        .collect();
-    mounts.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
-    mounts
+    dyno_bench::podman::mounts_in(&info, dir)
 }
 
 pub fn eth0_of(pid: u32) -> Option<dyno_net::inspect::Interface> {
