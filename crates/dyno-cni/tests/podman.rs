@@ -95,16 +95,7 @@ impl Setup {
 /// A TCP connection from the lab host to `to`, with SO_MARK `mark` if given; the socket if the
 /// handshake completed within [`CONNECT_TIMEOUT`].
 fn connect_from(netns: &Netns, to: SocketAddrV4, mark: Option<u32>) -> std::io::Result<Socket> {
-    netns
-        .run(move || {
-            let socket = Socket::new(Domain::IPV4, Type::STREAM.cloexec(), Some(Protocol::TCP))?;
-            if let Some(mark) = mark {
-                socket.set_mark(mark)?;
-            }
-            socket.connect_timeout(&SockAddr::from(to), CONNECT_TIMEOUT)?;
-            Ok(socket)
-        })
-        .expect("run in the lab host")
+    dyno_net::probe::connect(netns, None, to, mark, CONNECT_TIMEOUT)
 }
 
 /// An HTTP request over a connected socket; the status line.

@@ -84,6 +84,40 @@ impl Server {
     }
 }
 
+/// A TCP connection from inside `netns` to `to`, optionally from source address `from` and
+/// with socket mark `mark`: the socket once the handshake completed within `timeout` (a
+/// firewall's drop shows as `TimedOut`).
+pub fn connect(
+    netns: &Netns,
+    from: Option<Ipv4Addr>,
+    to: SocketAddrV4,
+    mark: Option<u32>,
+    timeout: Duration,
+) -> std::io::Result<Socket> {
+    netns
+        .run(move || {
+            let socket = marked_socket(Proto::Tcp, from, mark)?;
+            socket.connect_timeout(&SockAddr::from(to), timeout)?;
+            Ok(socket)
+        })
+        .expect("run in namespace")
+}
+
+fn marked_socket(
+    proto: Proto,
+    from: Option<Ipv4Addr>,
+    mark: Option<u32>,
+) -> std::io::Result<Socket> {
+    let socket = new_socket(proto)?;
+    if let Some(mark) = mark {
+        socket.set_mark(mark)?;
+    }
+    if let Some(from) = from {
+        socket.bind(&SockAddr::from(SocketAddrV4::new(from, 0)))?;
+    }
+    Ok(socket)
+}
+
 /// Sends one connection (TCP) or datagram (UDP) from inside `netns` to `to`, optionally from
 /// source address `from` and with socket mark `mark`. For TCP, `Ok` means the handshake
 /// completed and the server's answer arrived.
@@ -94,31 +128,21 @@ pub fn send(
     to: SocketAddrV4,
     mark: Option<u32>,
 ) -> std::io::Result<()> {
-    netns
-        .run(move || -> std::io::Result<()> {
-            let socket = new_socket(proto)?;
-            if let Some(mark) = mark {
-                socket.set_mark(mark)?;
-            }
-            if let Some(from) = from {
-                socket.bind(&SockAddr::from(SocketAddrV4::new(from, 0)))?;
-            }
-            match proto {
-                Proto::Tcp => {
-                    socket.connect_timeout(&SockAddr::from(to), DROP_WAIT)?;
-                    let mut stream: std::net::TcpStream = socket.into();
-                    stream.set_read_timeout(Some(DROP_WAIT * 3))?;
-                    let mut answer = [0u8; 4];
-                    stream.read_exact(&mut answer)?;
-                    Ok(())
-                }
-                Proto::Udp => {
-                    socket.send_to(b"ping", &SockAddr::from(to))?;
-                    Ok(())
-                }
-            }
-        })
-        .expect("run in namespace")
+    match proto {
+        Proto::Tcp => {
+            let socket = connect(netns, from, to, mark, DROP_WAIT)?;
+            let mut stream: std::net::TcpStream = socket.into();
+            stream.set_read_timeout(Some(DROP_WAIT * 3))?;
+            let mut answer = [0u8; 4];
+            stream.read_exact(&mut answer)
+        }
+        Proto::Udp => netns
+            .run(move || {
+                let socket = marked_socket(proto, from, mark)?;
+                socket.send_to(b"ping", &SockAddr::from(to)).map(drop)
+            })
+            .expect("run in namespace"),
+    }
 }
 
 /// [`exchange`] for a path that must be open: a handshake that timed out (a loaded machine can

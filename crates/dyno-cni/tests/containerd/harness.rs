@@ -10,7 +10,6 @@ use std::ffi::CString;
 use std::fs::File;
 use std::io::{self, Write};
 use std::net::{Ipv4Addr, SocketAddrV4};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -512,49 +511,5 @@ pub fn eth0_of(pid: u32) -> Option<dyno_net::inspect::Interface> {
 /// Whether a TCP connection from `netns` (with socket mark `mark`) to `to` is accepted within
 /// a second.
 pub fn connects(netns: &Netns, to: SocketAddrV4, mark: Option<u32>) -> bool {
-    netns
-        .run(move || {
-            // SAFETY: plain socket calls on a descriptor this closure owns, with pointers to
-            // live locals of the sizes passed.
-            unsafe {
-                let raw = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
-                assert!(raw >= 0, "socket: {}", io::Error::last_os_error());
-                let fd = OwnedFd::from_raw_fd(raw);
-                let set = |option, value: *const libc::c_void, len: usize| {
-                    let len = libc::socklen_t::try_from(len).expect("len");
-                    let done =
-                        libc::setsockopt(fd.as_raw_fd(), libc::SOL_SOCKET, option, value, len);
-                    assert_eq!(done, 0, "setsockopt: {}", io::Error::last_os_error());
-                };
-                if let Some(mark) = mark {
-                    set(libc::SO_MARK, (&mark as *const u32).cast(), 4);
-                }
-                // A blocking connect gives up after the send timeout.
-                let timeout = libc::timeval {
-                    tv_sec: 1,
-                    tv_usec: 0,
-                };
-                let size = std::mem::size_of::<libc::timeval>();
-                set(
-                    libc::SO_SNDTIMEO,
-                    (&timeout as *const libc::timeval).cast(),
-                    size,
-                );
-                let address = libc::sockaddr_in {
-                    sin_family: libc::AF_INET as libc::sa_family_t,
-                    sin_port: to.port().to_be(),
-                    sin_addr: libc::in_addr {
-                        s_addr: u32::from(*to.ip()).to_be(),
-                    },
-                    sin_zero: [0; 8],
-                };
-                let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
-                libc::connect(
-                    fd.as_raw_fd(),
-                    (&address as *const libc::sockaddr_in).cast(),
-                    len,
-                ) == 0
-            }
-        })
-        .expect("netns")
+    dyno_net::probe::connect(netns, None, to, mark, Duration::from_secs(1)).is_ok()
 }
