@@ -142,7 +142,13 @@ pub fn add(env: &Env, conf: &NetConf) -> Result<Value, CniError> {
     if let Some(ip) = leases.ipam.lease_of(&owner) {
         // An ADD retried without a DEL between (Nomad does): start again from nothing.
         log!("{owner} holds {ip} from an earlier ADD; removing it first");
-        remove(&mut host, conf, &mut leases, &link, ip)?;
+        remove(
+            &mut host,
+            &mut ExposedPorts::read(conf)?,
+            &mut leases,
+            &link,
+            ip,
+        )?;
     }
     let mut firewall = ensure_host(&mut host, &firewall_config(conf))?;
     let mut attempts = 0;
@@ -195,23 +201,52 @@ pub fn add(env: &Env, conf: &NetConf) -> Result<Value, CniError> {
     Ok(result::add_result(&conf.cni_version, &made))
 }
 
+/// The host's exposed ports, read once for every removal of one call (GC removes many).
+struct ExposedPorts {
+    /// `None`: no table, so nothing is exposed.
+    firewall: Option<Firewall>,
+    exposed: Vec<(Ipv4Addr, u16)>,
+}
+
+impl ExposedPorts {
+    fn read(conf: &NetConf) -> Result<ExposedPorts, CniError> {
+        let config = firewall_config(conf);
+        let mut firewall = Firewall::open_with(&config).map_err(setup_err)?;
+        if !firewall.is_installed(&config).map_err(setup_err)? {
+            return Ok(ExposedPorts {
+                firewall: None,
+                exposed: Vec::new(),
+            });
+        }
+        let exposed = firewall.exposed().map_err(setup_err)?;
+        Ok(ExposedPorts {
+            firewall: Some(firewall),
+            exposed,
+        })
+    }
+
+    /// Closes every port of `ip`.
+    fn close(&mut self, ip: Ipv4Addr) -> Result<(), CniError> {
+        let Some(firewall) = self.firewall.as_mut() else {
+            return Ok(());
+        };
+        for (_, port) in self.exposed.iter().filter(|(exposed, _)| *exposed == ip) {
+            firewall.unexpose(ip, *port).map_err(setup_err)?;
+        }
+        self.exposed.retain(|(exposed, _)| *exposed != ip);
+        Ok(())
+    }
+}
+
 /// The exposed port, the link (and with it the container's end), the route and the lease.
 fn remove(
     host: &mut Host,
-    conf: &NetConf,
+    ports: &mut ExposedPorts,
     leases: &mut Leases,
     link: &str,
     ip: Ipv4Addr,
 ) -> Result<(), CniError> {
-    let config = firewall_config(conf);
-    let mut firewall = Firewall::open_with(&config).map_err(setup_err)?;
-    if firewall.is_installed(&config).map_err(setup_err)? {
-        for (exposed_ip, port) in firewall.exposed().map_err(setup_err)? {
-            if exposed_ip == ip {
-                firewall.unexpose(ip, port).map_err(setup_err)?;
-            }
-        }
-    }
+    ports.close(ip)?;
     if let Err(errors) = attach::detach(host, link, Some(ip)) {
         let texts: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
         return Err(CniError::Setup(texts.join("; ")));
@@ -228,7 +263,13 @@ pub fn del(env: &Env, conf: &NetConf) -> Result<(), CniError> {
     let mut leases = lock_leases(conf)?;
     let mut host = Host::current().map_err(setup_err)?;
     match leases.ipam.lease_of(&owner(env)) {
-        Some(ip) => remove(&mut host, conf, &mut leases, &link, ip)?,
+        Some(ip) => remove(
+            &mut host,
+            &mut ExposedPorts::read(conf)?,
+            &mut leases,
+            &link,
+            ip,
+        )?,
         // No lease: at most a link left by a crash between attach and lease release.
         None => {
             if let Err(errors) = attach::detach(&mut host, &link, None) {
@@ -301,13 +342,17 @@ pub fn gc(conf: &NetConf) -> Result<(), CniError> {
         .filter(|(_, owner)| !valid.contains(owner))
         .map(|(ip, owner)| (*ip, owner.clone()))
         .collect();
+    if stale.is_empty() {
+        return Ok(());
+    }
+    let mut ports = ExposedPorts::read(conf)?;
     let mut failures = Vec::new();
     for (ip, owner) in stale {
         let Some((container_id, ifname)) = owner.rsplit_once('/') else {
             continue;
         };
         let link = host_link(&conf.name, container_id, ifname);
-        match remove(&mut host, conf, &mut leases, &link, ip) {
+        match remove(&mut host, &mut ports, &mut leases, &link, ip) {
             Ok(()) => log!("GC {owner}: {ip} released"),
             Err(e) => failures.push(format!("{owner}: {e}")),
         }
