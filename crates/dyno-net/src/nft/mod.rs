@@ -372,15 +372,11 @@ impl Firewall {
     /// Whether the table of `config` exists.
     pub fn is_installed(&mut self, config: &FirewallConfig) -> Result<bool, FirewallError> {
         let table = config.table.as_str();
-        let message = objects::table_message(NftMsg::GetTable, table);
-        match self
-            .socket
-            .request(message, 0, Object::new("get table", ""))
-        {
-            Ok(_) => Ok(true),
-            Err(e) if e.errno() == Some(libc::ENOENT) => Ok(false),
-            Err(e) => Err(netlink_error(table, e)),
-        }
+        self.exists(
+            table,
+            objects::table_message(NftMsg::GetTable, table),
+            "get table",
+        )
     }
 
     /// Whether the table of `config` is there with exactly the ruleset `install` makes for
@@ -389,10 +385,17 @@ impl Firewall {
     pub fn is_current(&mut self, config: &FirewallConfig) -> Result<bool, FirewallError> {
         let table = config.table.as_str();
         let message = objects::get_set_message(table, &rules::layout_name(config));
-        match self
-            .socket
-            .request(message, 0, Object::new("get layout set", ""))
-        {
+        self.exists(table, message, "get layout set")
+    }
+
+    /// Whether the object a `GET…` `message` asks for is there (`ENOENT`: it is not).
+    fn exists(
+        &mut self,
+        table: &str,
+        message: NftMessage,
+        what: &'static str,
+    ) -> Result<bool, FirewallError> {
+        match self.socket.request(message, 0, Object::new(what, "")) {
             Ok(_) => Ok(true),
             Err(e) if e.errno() == Some(libc::ENOENT) => Ok(false),
             Err(e) => Err(netlink_error(table, e)),
