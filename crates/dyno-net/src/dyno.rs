@@ -123,6 +123,12 @@ impl RunDir {
         self.0.join(name.netns_file())
     }
 
+    /// Where a daemon binds the mount namespace its dynos are copied from (`dyno_sandbox`'s
+    /// template, which leaves this dir's binds out). Not a dyno's: it lacks the netns prefix.
+    pub fn mount_template(&self) -> PathBuf {
+        self.0.join("mount-template")
+    }
+
     pub fn ensure(&self) -> Result<(), NetError> {
         std::fs::create_dir_all(&self.0).map_err(|source| NsError {
             context: format!("create run dir {}", self.0.display()),

@@ -465,6 +465,10 @@ pub fn reset(
         }
         Err(e) => errors.push(e.into()),
     }
+    // A daemon that did not shut down left its mount namespace template.
+    if let Err(e) = ns::unbind(&run_dir.mount_template()) {
+        errors.push(e.into());
+    }
     match host.links_with_prefix(LINK_PREFIX) {
         Ok(links) => {
             // Only links named like ours: `dy` + a valid dyno name.

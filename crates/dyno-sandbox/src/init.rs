@@ -12,109 +12,59 @@ use crate::seccomp;
 use crate::signals::{self, Waiter};
 use crate::spec::SeccompSpec;
 
-/// What the shim tells PID 1 on its command line:
-/// `--uid U --gid G [--no-seccomp] [--seccomp-allow CALL,…] [--report-fd FD] [--tty] --
-/// COMMAND…`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What PID 1 is told by the shim that forked it.
+#[derive(Debug)]
 pub struct InitArgs {
     pub uid: u32,
     pub gid: u32,
     pub seccomp: SeccompSpec,
-    /// Where the filter's listener goes (a socket to the shim, inherited across exec).
-    pub report_fd: Option<RawFd>,
-    /// stdin is a terminal the app takes as its controlling one (`--tty`).
+    /// Where the filter's listener goes (a socket to the shim).
+    pub report: Option<OwnedFd>,
+    /// stdin is a terminal the app takes as its controlling one.
     pub terminal: bool,
+    /// The app's whole environment.
+    pub env: Vec<(String, String)>,
     pub command: String,
 }
 
-impl InitArgs {
-    pub fn to_args(&self) -> Vec<String> {
-        let mut args = vec![
-            "--uid".to_string(),
-            self.uid.to_string(),
-            "--gid".into(),
-            self.gid.to_string(),
-        ];
-        if self.seccomp.off {
-            args.push("--no-seccomp".into());
-        }
-        if !self.seccomp.allow.is_empty() {
-            args.push("--seccomp-allow".into());
-            args.push(self.seccomp.allow.join(","));
-        }
-        if let Some(fd) = self.report_fd {
-            args.push("--report-fd".into());
-            args.push(fd.to_string());
-        }
-        if self.terminal {
-            args.push("--tty".into());
-        }
-        args.push("--".into());
-        args.push(self.command.clone());
-        args
+/// What PID 1's command line reads (`ps` in the dyno shows it): the shim's, which the fork
+/// gave it, names the dyno's state dir on the host.
+pub const CMDLINE: &[u8] = b"dyno\0__init\0";
+
+/// Rewrites this process's command line to [`CMDLINE`] in the memory that holds it, the rest of
+/// it zeroed, and ends it there where the kernel allows (`PR_SET_MM_ARG_END` needs
+/// `CAP_SYS_RESOURCE`, which a daemon in a container may lack: then the command line reads
+/// [`CMDLINE`] followed by NUL bytes, still nothing of the host's).
+pub fn set_cmdline() -> std::io::Result<()> {
+    let stat = std::fs::read_to_string("/proc/self/stat")?;
+    let bad = || std::io::Error::other("unreadable /proc/self/stat");
+    // Fields 48 and 49 (arg_start, arg_end); field 3 is the first after the command's ")".
+    let fields: Vec<&str> = stat[stat.rfind(')').ok_or_else(bad)? + 2..]
+        .split(' ')
+        .collect();
+    let field = |n: usize| -> std::io::Result<usize> {
+        fields.get(n - 3).and_then(|f| f.parse().ok()).ok_or_else(bad)
+    };
+    let (start, end) = (field(48)?, field(49)?);
+    if end < start + CMDLINE.len() {
+        return Err(std::io::Error::other("the command line has no room"));
     }
-
-    pub fn parse<S: AsRef<str>>(args: &[S]) -> Result<InitArgs, InitUsage> {
-        let mut uid = None;
-        let mut gid = None;
-        let mut seccomp = SeccompSpec::default();
-        let mut report_fd = None;
-        let mut terminal = false;
-        let mut rest = args.iter().map(AsRef::as_ref);
-        let number = |flag: &'static str, value: Option<&str>| -> Result<i64, InitUsage> {
-            value
-                .and_then(|v| v.parse().ok())
-                .ok_or(InitUsage::NotANumber(flag))
-        };
-        loop {
-            match rest.next() {
-                Some("--uid") => uid = Some(number("--uid", rest.next())? as u32),
-                Some("--gid") => gid = Some(number("--gid", rest.next())? as u32),
-                Some("--no-seccomp") => seccomp.off = true,
-                Some("--seccomp-allow") => {
-                    let calls = rest.next().ok_or(InitUsage::Usage)?;
-                    seccomp.allow = calls.split(',').map(str::to_string).collect();
-                }
-                Some("--report-fd") => {
-                    report_fd = Some(number("--report-fd", rest.next())? as RawFd)
-                }
-                Some("--tty") => terminal = true,
-                Some("--") => break,
-                _ => return Err(InitUsage::Usage),
-            }
-        }
-        let command: Vec<&str> = rest.collect();
-        match (uid, gid, command.is_empty()) {
-            (Some(uid), Some(gid), false) => Ok(InitArgs {
-                uid,
-                gid,
-                seccomp,
-                report_fd,
-                terminal,
-                command: command.join(" "),
-            }),
-            _ => Err(InitUsage::Usage),
-        }
+    // SAFETY: [start, end) is this process's argument area (the top of its stack), which the
+    // kernel gave it at exec and no Rust object owns: std copied the arguments it parsed.
+    unsafe {
+        let area = start as *mut u8;
+        std::ptr::copy_nonoverlapping(CMDLINE.as_ptr(), area, CMDLINE.len());
+        std::ptr::write_bytes(area.add(CMDLINE.len()), 0, end - start - CMDLINE.len());
+        let (end, none): (libc::c_ulong, libc::c_ulong) = ((start + CMDLINE.len()) as _, 0);
+        libc::prctl(libc::PR_SET_MM, libc::PR_SET_MM_ARG_END, end, none, none);
     }
-}
-
-const INIT_USAGE: &str = "usage: __init --uid UID --gid GID [--no-seccomp] \
-                          [--seccomp-allow CALL,…] [--report-fd FD] [--tty] -- COMMAND";
-
-/// A command line PID 1 cannot run with (the shim writes it; only a bug gets here).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum InitUsage {
-    #[error("{0} needs a number; {INIT_USAGE}")]
-    NotANumber(&'static str),
-    #[error("{INIT_USAGE}")]
-    Usage,
+    Ok(())
 }
 
 /// Runs the app; returns the exit status to exit with (128 + signal when the app was killed,
 /// as shells report it).
-pub fn run(args: &InitArgs) -> i32 {
-    // SAFETY: the shim handed us this fd on our command line; nothing else owns it.
-    let report = args.report_fd.map(|fd| unsafe { OwnedFd::from_raw_fd(fd) });
+pub fn run(args: InitArgs) -> i32 {
+    let report = args.report;
     let waiter = match Waiter::install() {
         Ok(w) => w,
         Err(e) => return fail(&format!("signals: {e}")),
@@ -148,7 +98,7 @@ pub fn run(args: &InitArgs) -> i32 {
     drop(report);
     // Handlers reset to the default on exec; the mask must be emptied by hand (it is inherited,
     // and std does not clear it).
-    let mut app = app_command(&args.command);
+    let mut app = app_command(&args.command, &args.env);
     app.current_dir("/app");
     let terminal = args.terminal;
     // SAFETY: the closure only calls pthread_sigmask, setsid and ioctl, which are
@@ -262,58 +212,25 @@ fn fail(message: &str) -> i32 {
     127
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn init_args_round_trip() {
-        let args = InitArgs {
-            uid: 800001,
-            gid: 800001,
-            seccomp: SeccompSpec {
-                off: false,
-                allow: vec!["io_uring_setup".into(), "io_uring_enter".into()],
-            },
-            report_fd: Some(5),
-            terminal: true,
-            command: "python3 -m http.server -- x".into(),
-        };
-        assert_eq!(InitArgs::parse(&args.to_args()), Ok(args.clone()));
-        let bare = InitArgs {
-            seccomp: SeccompSpec::default(),
-            report_fd: None,
-            terminal: false,
-            ..args
-        };
-        assert_eq!(InitArgs::parse(&bare.to_args()), Ok(bare));
-        assert!(InitArgs::parse(&["--uid", "1", "--", "x"]).is_err());
-        assert!(InitArgs::parse(&["--uid", "1", "--gid", "1", "--"]).is_err());
-        assert!(InitArgs::parse(&["--uid", "x", "--gid", "1", "--", "y"]).is_err());
-    }
-}
-
 /// How the app's command runs: `bash -c COMMAND`, as on Heroku. A command that is only `exec`
 /// and plain words, the first naming a file by its path (`exec bin/server --port 5000`), is
 /// exec'd by PID 1 itself: bash would exec the very same argv, and starting bash (its loader,
 /// its startup files' lookups) costs about a millisecond of every start. The environment gets
 /// what bash's exec would have added (`PWD`, and `SHLVL` when unset).
-fn app_command(command: &str) -> Command {
-    match plain_exec(command) {
-        Some(words) => {
-            let mut app = Command::new(words[0]);
-            app.args(&words[1..]).env("PWD", "/app");
-            if std::env::var_os("SHLVL").is_none() {
-                app.env("SHLVL", "0");
-            }
-            app
-        }
-        None => {
-            let mut app = Command::new("/bin/bash");
-            app.arg("-c").arg(command);
-            app
-        }
+fn app_command(command: &str, env: &[(String, String)]) -> Command {
+    let env = env.iter().map(|(k, v)| (k.as_str(), v.as_str()));
+    let Some(words) = plain_exec(command) else {
+        let mut app = Command::new("/bin/bash");
+        app.arg("-c").arg(command).env_clear().envs(env);
+        return app;
+    };
+    let mut app = Command::new(words[0]);
+    app.args(&words[1..]).env_clear().envs(env.clone());
+    app.env("PWD", "/app");
+    if !env.clone().any(|(k, _)| k == "SHLVL") {
+        app.env("SHLVL", "0");
     }
+    app
 }
 
 /// The words after `exec` when nothing in `command` is the shell's to interpret (no

@@ -3,7 +3,7 @@
 //! the network namespace `dyno-net` made; [`rootfs`] builds the filesystem view (an allowlist,
 //! with [`lxcfs`]'s private `/proc` figures and [`masks`] over host-wide counters), [`identity`]
 //! drops to the app's unprivileged user, [`seccomp`] filters its system calls, [`launch`] is the
-//! caller's side.
+//! caller's side, and [`template`] the mount namespace dynos are copied from.
 
 pub mod cgroup;
 pub mod identity;
@@ -19,4 +19,5 @@ pub mod shim;
 pub mod signals;
 pub mod spec;
 pub mod sys;
+pub mod template;
 pub mod terminal;

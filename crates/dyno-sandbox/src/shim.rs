@@ -6,7 +6,6 @@
 //! It must be single-threaded until it forks: the child unshares its mount namespace, which the
 //! kernel refuses to a thread that shares its filesystem state with others.
 
-use std::convert::Infallible;
 use std::ffi::CString;
 use std::fs::File;
 use std::io::{Read, Write};
@@ -24,7 +23,7 @@ use crate::seccomp::notify::Denials;
 use crate::rootfs;
 use crate::signals::{self, Waiter};
 use crate::spec::{ExitRecord, OutputMode, SandboxSpec, StateDir};
-use crate::sys::{check, cstr, io_context, SysError, SysResult};
+use crate::sys::{check, io_context, SysError, SysResult};
 
 /// Runs the shim; returns the process exit status (the app's).
 pub fn run(state_dir: &Path) -> i32 {
@@ -63,8 +62,6 @@ fn start(state: &StateDir) -> SysResult<i32> {
         || format!("open network namespace {}", spec.netns.display()),
         File::open(&spec.netns),
     )?;
-    // The binary is run again as PID 1 after the host's tree is gone: keep a handle on it.
-    let exe = open_path(Path::new("/proc/self/exe"))?;
     let waiter = io_context(|| "signals".into(), Waiter::install())?;
     // The relay's pipe exists before the fork: the child's stdout and stderr are its write end.
     let mut relay = match spec.output {
@@ -83,14 +80,24 @@ fn start(state: &StateDir) -> SysResult<i32> {
     // allocate and run ordinary Rust code until it execs.
     let pid = check(|| "fork".into(), unsafe { libc::fork() })?;
     if pid == 0 {
+        // The child keeps only what PID 1 needs: the relay's other ends and the shim's side of
+        // the sockets are the shim's.
         drop(errors_in);
-        let output = relay.as_mut().and_then(|r| r.child_end.take());
         drop(report_in);
-        let Err(e) = enter(&spec, state, &netns, &exe, output, report_out);
-        let mut out = File::from(errors_out);
-        let _ = out.write_all(e.to_string().as_bytes());
+        let output = relay.take().and_then(|mut r| r.child_end.take());
+        let code = match enter(&spec, state, netns, output, report_out) {
+            Ok(init) => {
+                // Closing it tells the shim the sandbox is built.
+                drop(errors_out);
+                crate::init::run(init)
+            }
+            Err(e) => {
+                let _ = File::from(errors_out).write_all(e.to_string().as_bytes());
+                126
+            }
+        };
         // SAFETY: _exit ends the child without running the parent's destructors.
-        unsafe { libc::_exit(126) };
+        unsafe { libc::_exit(code) };
     }
     drop(errors_out);
     drop(report_out);
@@ -98,7 +105,7 @@ fn start(state: &StateDir) -> SysResult<i32> {
         relay.child_end = None;
     }
     let _ = std::fs::write(state.init_pid(), pid.to_string());
-    // Empty once PID 1 has exec'd (the pipe is close-on-exec): the sandbox is built.
+    // Empty once PID 1 has closed it: the sandbox is built.
     let mut failure = String::new();
     let _ = File::from(errors_in).read_to_string(&mut failure);
     if !failure.is_empty() {
@@ -415,15 +422,15 @@ fn set_nonblocking(fd: &OwnedFd) -> SysResult<()> {
 }
 
 /// In the child, as root: new mount, UTS and IPC namespaces, the dyno's network, the
-/// filesystem view, the hostname — then exec `dyno __init` as the new pid namespace's PID 1.
+/// filesystem view, the hostname; then this process goes on as the new pid namespace's PID 1
+/// (no exec: the shim's code is PID 1's too), with what it is to run.
 fn enter(
     spec: &SandboxSpec,
     state: &StateDir,
-    netns: &File,
-    exe: &OwnedFd,
+    netns: File,
     output: Option<OwnedFd>,
     report: OwnedFd,
-) -> SysResult<Infallible> {
+) -> SysResult<InitArgs> {
     if let Some(output) = output {
         // SAFETY: dup2 onto the standard descriptors; the copies are not close-on-exec.
         unsafe {
@@ -441,6 +448,10 @@ fn enter(
         })?;
         namespaces |= libc::CLONE_NEWCGROUP;
     }
+    // A build's binds may be mounts made after the template: it copies the host's namespace.
+    if let Some(template) = spec.mount_template.as_deref().filter(|_| spec.binds.is_empty()) {
+        crate::template::join(template)?;
+    }
     // SAFETY: plain syscalls on flags and an fd we own.
     unsafe {
         check(
@@ -452,77 +463,38 @@ fn enter(
             libc::setns(netns.as_raw_fd(), libc::CLONE_NEWNET),
         )?;
     }
+    drop(netns);
     rootfs::build(spec, state)?;
     io_context(
         || format!("set hostname {}", spec.hostname),
         rustix::system::sethostname(spec.hostname.as_bytes()).map_err(Into::into),
     )?;
-    // PID 1 inherits its end of the report socket across exec.
-    // SAFETY: fcntl on an fd we own, with integer flags.
-    check(|| "keep the report socket across exec".into(), unsafe {
-        libc::fcntl(report.as_raw_fd(), libc::F_SETFD, 0)
-    })?;
-    let init = InitArgs {
+    io_context(
+        || "name PID 1's command line".into(),
+        crate::init::set_cmdline(),
+    )?;
+    // The daemon refuses NUL bytes in commands and config; a spec that has one anyway ends
+    // this start with an error, never a panic.
+    let nul = |what: &str, text: &str| {
+        io_context(
+            || format!("{what} has a NUL byte"),
+            CString::new(text).map(drop).map_err(Into::into),
+        )
+    };
+    nul("the command", &spec.command)?;
+    for (k, v) in &spec.env {
+        nul(&format!("config var {k}"), &format!("{k}={v}"))?;
+    }
+    Ok(InitArgs {
         uid: spec.uid,
         gid: spec.gid,
         seccomp: spec.seccomp.clone(),
-        report_fd: Some(report.as_raw_fd()),
+        report: Some(report),
         terminal: spec.terminal,
+        env: spec.env.clone(),
         // After the pivot: the slug is at /app.
         command: spec.startup_command(Path::new("/app")),
-    };
-    // The daemon refuses NUL bytes in commands and config; a spec that has one anyway ends
-    // this start with an error, never a panic.
-    let argv: Vec<CString> = ["dyno".to_string(), "__init".into()]
-        .into_iter()
-        .chain(init.to_args())
-        .map(|a| {
-            io_context(
-                || "the command has a NUL byte".into(),
-                CString::new(a).map_err(Into::into),
-            )
-        })
-        .collect::<Result<_, _>>()?;
-    let envp: Vec<CString> = spec
-        .env
-        .iter()
-        .map(|(k, v)| {
-            io_context(
-                || format!("config var {k} has a NUL byte"),
-                CString::new(format!("{k}={v}")).map_err(Into::into),
-            )
-        })
-        .collect::<Result<_, _>>()?;
-    let mut argv_ptrs: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
-    argv_ptrs.push(std::ptr::null());
-    let mut envp_ptrs: Vec<*const libc::c_char> = envp.iter().map(|e| e.as_ptr()).collect();
-    envp_ptrs.push(std::ptr::null());
-    let empty = c"";
-    // SAFETY: NUL-terminated arrays of pointers to NUL-terminated strings that outlive the call.
-    unsafe {
-        libc::syscall(
-            libc::SYS_execveat,
-            exe.as_raw_fd(),
-            empty.as_ptr(),
-            argv_ptrs.as_ptr(),
-            envp_ptrs.as_ptr(),
-            libc::AT_EMPTY_PATH,
-        );
-    }
-    Err(SysError {
-        what: "exec dyno __init".into(),
-        source: std::io::Error::last_os_error(),
     })
-}
-
-fn open_path(path: &Path) -> SysResult<OwnedFd> {
-    let c = cstr(path)?;
-    // SAFETY: valid C string; the returned fd is owned by us from here on.
-    let fd = check(|| format!("open {}", path.display()), unsafe {
-        libc::open(c.as_ptr(), libc::O_PATH | libc::O_CLOEXEC)
-    })?;
-    // SAFETY: fd was just returned by open and is not owned by anything else.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 fn socketpair() -> SysResult<(OwnedFd, OwnedFd)> {

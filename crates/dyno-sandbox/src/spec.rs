@@ -52,6 +52,10 @@ pub struct SandboxSpec {
     /// slug itself.
     #[serde(default)]
     pub binds: Vec<Bind>,
+    /// The mount namespace the dyno's is copied from (see [`crate::template`]); `None`, or a
+    /// dyno with binds: the shim's own (the host's).
+    #[serde(default)]
+    pub mount_template: Option<PathBuf>,
 }
 
 /// One host directory bound into the dyno.

@@ -2,6 +2,7 @@
 //! [`DynoHost`], watched until it ends, and torn down again.
 
 use super::*;
+use crate::fine_timer::FineTimer;
 
 /// One run of a dyno: what its host holds of it, and what the supervisor keeps beside.
 pub(super) struct Incarnation {
@@ -18,6 +19,14 @@ pub(super) struct Incarnation {
 
 /// What the platform's [`NetWatch`] found wrong with this incarnation's network; never, for
 /// one that is not watched.
+/// When the readiness timer fires; never without one.
+async fn fired(timer: Option<&FineTimer>) {
+    match timer {
+        Some(timer) => timer.fired().await,
+        None => std::future::pending().await,
+    }
+}
+
 async fn network_problems(watch: &Option<Registration>) -> Vec<Problem> {
     match watch {
         Some(registration) => registration.watched().problems().await,
@@ -172,10 +181,21 @@ impl Incarnation {
         let cycle_at = lifecycle
             .next_cycle(random_unit())
             .map(|d| tokio::time::Instant::now() + d);
-        // Check for the listener every millisecond at first and then less often: most apps
-        // bind within milliseconds, a few (Java) take seconds.
+        // Check for the listener every 250 µs at first and then less often: most apps bind
+        // within milliseconds, a few (Java) take seconds.
         let mut readiness_delay = lifecycle.next_readiness_delay(Duration::ZERO, Duration::ZERO);
-        let mut next_readiness = tokio::time::Instant::now() + readiness_delay;
+        let readiness = match probe.as_ref().map(|_| FineTimer::new()).transpose() {
+            Ok(timer) => timer,
+            Err(e) => {
+                sup.log(format!("Error watching $PORT: {e}"));
+                probe = None;
+                sup.change(State::Up, Some(ip));
+                None
+            }
+        };
+        if let Some(timer) = &readiness {
+            let _ = timer.arm(readiness_delay);
+        }
         let mut memory = tokio::time::interval(lifecycle.memory_poll);
         let mut memory_watch = MemoryWatch::new(self.run.memory());
         loop {
@@ -222,10 +242,12 @@ impl Incarnation {
                     self.stop(sup, &lifecycle).await;
                     return Ended::Cycled;
                 }
-                _ = tokio::time::sleep_until(next_readiness), if sup.state == State::Starting && probe.is_some() => {
+                () = fired(readiness.as_ref()), if sup.state == State::Starting && probe.is_some() => {
                     readiness_delay =
                         lifecycle.next_readiness_delay(launched.elapsed(), readiness_delay);
-                    next_readiness = tokio::time::Instant::now() + readiness_delay;
+                    if let Some(timer) = &readiness {
+                        let _ = timer.arm(readiness_delay);
+                    }
                     let listening = probe
                         .as_mut()
                         .is_some_and(|p| p.is_listening(sup.def.port));

@@ -36,6 +36,7 @@ use memory::{Logger, MemoryVerdict, MemoryWatch};
 use netwatch::{NetWatch, Problem, Registration};
 
 pub mod fake;
+mod fine_timer;
 pub mod heroku;
 pub mod host;
 mod incarnation;

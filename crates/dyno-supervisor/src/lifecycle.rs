@@ -68,23 +68,28 @@ impl Default for Lifecycle {
 }
 
 /// For this long after its launch, a booting web dyno is checked for its listener every
-/// [`READINESS_FAST_INTERVAL`]: most apps listen within it, and each is `up` within about a
-/// millisecond of its listen. A check is one inet_diag dump on a socket kept in the dyno's
-/// namespace (tens of microseconds), so even an app that takes the whole phase costs the host
-/// a few milliseconds of CPU.
-pub const READINESS_FAST_PHASE: Duration = Duration::from_millis(250);
-/// The timer's own granularity: tokio's timers tick in milliseconds.
-pub const READINESS_FAST_INTERVAL: Duration = Duration::from_millis(1);
+/// [`READINESS_FAST_INTERVAL`], and every [`READINESS_INTERVAL`] after that until
+/// [`READINESS_QUICK_PHASE`]: most apps listen within it, and each is `up` within a fraction of
+/// a millisecond of its listen. A check is one inet_diag dump on a socket kept in the dyno's
+/// namespace (tens of microseconds), so even an app that takes both phases costs the host a
+/// few milliseconds of CPU.
+pub const READINESS_FAST_PHASE: Duration = Duration::from_millis(50);
+pub const READINESS_FAST_INTERVAL: Duration = Duration::from_micros(250);
+pub const READINESS_QUICK_PHASE: Duration = Duration::from_millis(250);
+pub const READINESS_INTERVAL: Duration = Duration::from_millis(1);
 
 impl Lifecycle {
     /// The wait before the next readiness check, `since_launch` after the dyno's launch, the
-    /// last wait having been `last`: every millisecond during [`READINESS_FAST_PHASE`], then
-    /// doubling (from 2 ms) up to `readiness_poll` for the apps that take seconds (Java).
+    /// last wait having been `last`: every 250 µs during [`READINESS_FAST_PHASE`], every
+    /// millisecond until [`READINESS_QUICK_PHASE`], then doubling (from 2 ms) up to
+    /// `readiness_poll` for the apps that take seconds (Java).
     pub fn next_readiness_delay(&self, since_launch: Duration, last: Duration) -> Duration {
         let delay = if since_launch < READINESS_FAST_PHASE {
             READINESS_FAST_INTERVAL
+        } else if since_launch < READINESS_QUICK_PHASE {
+            READINESS_INTERVAL
         } else {
-            (last * 2).max(READINESS_FAST_INTERVAL * 2)
+            (last * 2).max(READINESS_INTERVAL * 2)
         };
         delay.min(self.readiness_poll)
     }
@@ -150,15 +155,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn readiness_checks_every_millisecond_at_first_then_back_off() {
+    fn readiness_checks_every_250_us_then_every_millisecond_then_back_off() {
         let l = Lifecycle::default();
-        let ms = Duration::from_millis;
+        let (ms, us) = (Duration::from_millis, Duration::from_micros);
         assert_eq!(
             l.next_readiness_delay(Duration::ZERO, Duration::ZERO),
-            ms(1)
+            us(250)
         );
+        assert_eq!(l.next_readiness_delay(ms(49), us(250)), us(250));
+        assert_eq!(l.next_readiness_delay(ms(50), us(250)), ms(1));
         assert_eq!(l.next_readiness_delay(ms(249), ms(1)), ms(1));
-        // After the fast phase: 2, 4, … up to readiness_poll.
+        // After the quick phase: 2, 4, … up to readiness_poll.
         let mut delay = ms(1);
         let mut waits = Vec::new();
         for _ in 0..7 {
@@ -166,14 +173,14 @@ mod tests {
             waits.push(delay.as_millis());
         }
         assert_eq!(waits, [2, 4, 8, 16, 32, 50, 50]);
-        // A poll below a millisecond is the poll.
+        // A poll below the fast interval is the poll.
         let quick = Lifecycle {
-            readiness_poll: Duration::from_micros(500),
+            readiness_poll: us(100),
             ..Lifecycle::default()
         };
         assert_eq!(
             quick.next_readiness_delay(Duration::ZERO, Duration::ZERO),
-            Duration::from_micros(500)
+            us(100)
         );
     }
 

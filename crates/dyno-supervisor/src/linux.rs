@@ -29,6 +29,9 @@ pub struct LinuxHost {
     pub seccomp: SeccompSpec,
     /// The LXCFS mount for the dynos' private `/proc` view; `None`: the kernel's figures.
     pub proc_view: Option<PathBuf>,
+    /// The mount namespace dynos' are copied from (`dyno_sandbox::template`); `None`: the
+    /// host's.
+    pub mount_template: Option<PathBuf>,
 }
 
 impl LinuxHost {
@@ -45,6 +48,7 @@ impl LinuxHost {
             cgroups,
             seccomp: SeccompSpec::default(),
             proc_view: None,
+            mount_template: None,
         }
     }
 
@@ -55,6 +59,11 @@ impl LinuxHost {
 
     pub fn with_proc_view(mut self, lxcfs_dir: Option<PathBuf>) -> LinuxHost {
         self.proc_view = lxcfs_dir;
+        self
+    }
+
+    pub fn with_mount_template(mut self, template: Option<PathBuf>) -> LinuxHost {
+        self.mount_template = template;
         self
     }
 
@@ -153,6 +162,7 @@ impl DynoHost for LinuxHost {
             proc_view: self.proc_view.clone(),
             terminal: attached.as_ref().is_some_and(|a| a.terminal),
             binds: def.binds.clone(),
+            mount_template: self.mount_template.clone(),
         };
         let started = launch::prepare(&state, &spec)
             .map_err(StartError::from)

@@ -47,7 +47,7 @@ enum Command {
     /// Benchmarks that print ratios against an anchor measured in the same run
     #[command(subcommand)]
     Bench(dyno_bench::BenchCommand),
-    /// (internal) The parent of a dyno's PID 1; started by dyno itself
+    /// (internal) A dyno's shim, whose child is its PID 1; started by dyno itself
     #[command(name = "__shim", hide = true)]
     Shim { state_dir: std::path::PathBuf },
     /// (internal) The hook of the daemon's git repositories: a push to main builds and
@@ -57,30 +57,17 @@ enum Command {
         /// The git hook being run (only pre-receive)
         hook: String,
     },
-    /// (internal) A dyno's PID 1, inside its sandbox
-    #[command(name = "__init", hide = true)]
-    Init {
-        /// `--uid U --gid G [--no-seccomp] [--seccomp-allow CALL,…] [--report-fd FD] -- COMMAND`
-        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-        args: Vec<String>,
-    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    // The shim and init run before anything else: single-threaded, no logging setup.
+    // The shim runs before anything else: single-threaded (its child becomes the dyno's PID 1
+    // without an exec), no logging setup.
     match &cli.command {
         Command::Shim { state_dir } => std::process::exit(dyno_sandbox::shim::run(state_dir)),
         // Run by git for a push, as whoever runs the daemon: no root check, no logging setup
         // (everything it prints goes to the pusher).
         Command::GitHook { hook } => return git_hook::run(hook),
-        Command::Init { args } => match dyno_sandbox::init::InitArgs::parse(args) {
-            Ok(init) => std::process::exit(dyno_sandbox::init::run(&init)),
-            Err(e) => {
-                eprintln!("dyno __init: {e}");
-                std::process::exit(2)
-            }
-        },
         _ => {}
     }
     tracing_subscriber::fmt()
@@ -96,7 +83,7 @@ fn main() -> ExitCode {
         Command::Platform(command) => platform::run(command),
         Command::Net(command) => net::run(command),
         Command::Bench(command) => bench(command),
-        Command::Shim { .. } | Command::Init { .. } | Command::GitHook { .. } => {
+        Command::Shim { .. } | Command::GitHook { .. } => {
             unreachable!("handled above")
         }
     };

@@ -81,6 +81,7 @@ impl Bench {
             proc_view: None,
             terminal: false,
             binds: Vec::new(),
+            mount_template: None,
         }
     }
 

@@ -235,6 +235,7 @@ impl DynoLab {
             proc_view: None,
             terminal: false,
             binds: Vec::new(),
+            mount_template: None,
         };
         launch::prepare(&dyno.state, &spec).map_err(|e| format!("dyno {name}: {e}"))?;
         let out = File::create(&output).map_err(|e| format!("{}: {e}", output.display()))?;

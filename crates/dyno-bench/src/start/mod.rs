@@ -68,6 +68,7 @@ use tokio::task::JoinHandle;
 
 use super::stats::{summarize, Summary};
 
+mod alive;
 mod anchor;
 mod fleet;
 
@@ -119,6 +120,14 @@ pub struct StartBench {
     /// No per-dyno cgroups (by default each dyno gets one, Standard-1X, as `dyno up` does)
     #[arg(long)]
     no_cgroups: bool,
+    /// Then start this many idle dynos and measure --count starts again while they run
+    /// (`start_alive_p50_ms`, `alive_ratio` = that / start_p50_ms)
+    #[arg(long, default_value_t = 0)]
+    alive: usize,
+    /// Shims copy the host's mount namespace instead of the template the daemon makes (to
+    /// measure what the template saves)
+    #[arg(long)]
+    no_mount_template: bool,
 }
 
 /// What every phase needs. Its work dir (`/run/dyno-bench-start-<pid>/{app,state}`, a tmpfs as
@@ -133,6 +142,8 @@ struct Ctx {
     uid: u32,
     port: u16,
     cgroups: Option<Cgroups>,
+    /// The mount namespace template (in the work dir), as the daemon makes it.
+    mount_template: Option<PathBuf>,
 }
 
 impl Ctx {
@@ -154,6 +165,7 @@ impl Ctx {
             uid: dyno_manager::daemon::uids::app_uid(APP),
             port: args.port,
             cgroups,
+            mount_template: None,
         };
         let work = &ctx.work;
         std::fs::create_dir_all(work).map_err(|e| format!("create {}: {e}", work.display()))?;
@@ -178,6 +190,11 @@ impl Ctx {
 
 impl Drop for Ctx {
     fn drop(&mut self) {
+        if let Some(template) = &self.mount_template {
+            if let Err(e) = dyno_sandbox::template::remove(template) {
+                eprintln!("bench cleanup: remove {}: {e}", template.display());
+            }
+        }
         if self.mounted {
             let path = cstr(&self.work).expect("no NUL in the work dir");
             // SAFETY: a valid NUL-terminated path; umount2 has no other preconditions.
@@ -210,8 +227,14 @@ pub fn run(args: StartBench, shim: &Path) -> Result<(), String> {
     if !Path::new("/usr/bin/perl").exists() || !Path::new(TINY[0]).exists() {
         return Err("perl and printf are needed: apt-get install perl-base coreutils".into());
     }
-    let ctx = Ctx::new(&args, shim)?;
+    let mut ctx = Ctx::new(&args, shim)?;
     let lab = Lab::new("bench-start").map_err(|e| format!("lab: {e}"))?;
+    if !args.no_mount_template {
+        let template = ctx.work.join("mount-template");
+        dyno_sandbox::template::create(&template, &lab.run_dir.0)
+            .map_err(|e| format!("mount namespace template: {e}"))?;
+        ctx.mount_template = Some(template);
+    }
     let host = Host::in_netns(lab.host.netns()).map_err(|e| e.to_string())?;
     let config = NetworkConfig {
         run_dir: lab.run_dir.clone(),
@@ -232,6 +255,15 @@ pub fn run(args: StartBench, shim: &Path) -> Result<(), String> {
     let bwrap_bash = bwrap_phase(&bwrap, &bash, args.count, args.pause)?;
     // The kernel destroys bwrap's namespaces in the background; let it finish first.
     std::thread::sleep(Duration::from_secs(1));
+    let busy = (args.alive > 0)
+        .then(|| {
+            let (idle, started) = alive::Idle::start(&ctx, &network, args.alive);
+            started?;
+            let (times, _) = start_phase(&ctx, &network, "ba", args.count, args.pause, false)?;
+            Ok::<_, String>((idle.len(), times))
+        })
+        .transpose()?;
+    wait_for_links_gone(&network);
 
     let lifecycle = Lifecycle {
         readiness_poll: (args.readiness_poll).unwrap_or(Lifecycle::default().readiness_poll),
@@ -299,6 +331,14 @@ pub fn run(args: StartBench, shim: &Path) -> Result<(), String> {
     print_line(&format!("dyno start, {alive:>3} up"), &l);
     let (l_net, l_sandbox) = (l_net.p50_ms, l_sandbox.p50_ms);
     println!("  of which (p50) net {l_net:.3}, shim exec'd -> first byte {l_sandbox:.3} ms");
+    let (idle_alive, a, a_sandbox) = match &busy {
+        Some((n, times)) => (*n, summarize(&times.total), summarize(&times.parts[4])),
+        None => (0, summarize(&[]), summarize(&[])),
+    };
+    if busy.is_some() {
+        print_line(&format!("dyno start, {idle_alive} idle"), &a);
+        println!("  of which (p50) shim exec'd -> first byte {:.3} ms", a_sandbox.p50_ms);
+    }
     print_line("bwrap             ", &b);
     print_line("bwrap, bash -c    ", &bb);
     print_line("dyno up           ", &u);
@@ -330,6 +370,10 @@ pub fn run(args: StartBench, shim: &Path) -> Result<(), String> {
         "start_p50_ms_noseccomp" => f3(off.p50_ms), "start_p99_ms_noseccomp" => f3(off.p99_ms),
         "start_sandbox_p50_ms_noseccomp" => f3(off_sandbox.p50_ms),
         "seccomp_start_cost_pct" => format!("{seccomp_cost:.1}"),
+        "idle_alive" => idle_alive, "start_alive_p50_ms" => f3(a.p50_ms),
+        "start_alive_p99_ms" => f3(a.p99_ms), "start_alive_sandbox_p50_ms" => f3(a_sandbox.p50_ms),
+        "alive_ratio" => format!("{:.2}", a.p50_ms / s.p50_ms),
+        "mount_template" => !args.no_mount_template,
         "start_loaded_p50_ms" => f3(l.p50_ms), "start_loaded_max_ms" => f3(l.max_ms),
         "start_loaded_net_p50_ms" => f3(l_net), "start_loaded_sandbox_p50_ms" => f3(l_sandbox),
         "up_p50_ms" => f3(u.p50_ms), "up_p99_ms" => f3(u.p99_ms), "up_max_ms" => f3(u.max_ms),
@@ -439,6 +483,34 @@ impl OneShot<'_> {
         i: usize,
         seccomp_off: bool,
     ) -> Result<(Duration, [Duration; 5]), String> {
+        let marks = self.spawn(ctx, i, seccomp_off, TINY_COMMAND, true)?;
+        let shim = self.shim.as_mut().expect("spawned");
+        let (first, err) = first_byte_then_drain(shim);
+        let _ = shim.wait();
+        self.shim = None;
+        let t_first = first.map_err(|e| format!("{e}; the shim said: {}", err.trim()))?;
+        match launch::exit_record(&self.state) {
+            Some(ExitRecord::Exited(0)) => {}
+            other => return Err(format!("the app ended with {other:?}: {}", err.trim())),
+        }
+        let mut steps = [Duration::ZERO; 5];
+        let parts: Vec<Instant> = marks.into_iter().chain([t_first]).collect();
+        for (step, pair) in steps.iter_mut().zip(parts.windows(2)) {
+            *step = pair[1] - pair[0];
+        }
+        Ok((t_first - marks[0], steps))
+    }
+
+    /// Starts the dyno with `command`, its shim in `self.shim` (its stdout and stderr piped to
+    /// us, or nowhere); the times before each step: start, net, cgroup, prepare, spawn.
+    fn spawn(
+        &mut self,
+        ctx: &Ctx,
+        i: usize,
+        seccomp_off: bool,
+        command: &str,
+        piped: bool,
+    ) -> Result<[Instant; 5], String> {
         let started = Instant::now();
         let net = (lock(self.network).up(&self.name, Some(ctx.port))).map_err(|e| e.to_string())?;
         let t_net = Instant::now();
@@ -462,7 +534,7 @@ impl OneShot<'_> {
                 ("DYNO".into(), format!("web.{}", i + 1)),
                 ("PORT".into(), ctx.port.to_string()),
             ],
-            command: TINY_COMMAND.into(),
+            command: command.into(),
             nameservers: Vec::new(),
             cgroup: self.cgroup.clone(),
             output: dyno_sandbox::spec::OutputMode::Inherit,
@@ -473,28 +545,17 @@ impl OneShot<'_> {
             proc_view: None,
             terminal: false,
             binds: Vec::new(),
+            mount_template: ctx.mount_template.clone(),
         };
         launch::prepare(&self.state, &spec).map_err(|e| e.to_string())?;
         let t_prepare = Instant::now();
-        let shim = launch::spawn_shim(&ctx.exe, &self.state, Stdio::piped(), Stdio::piped())
+        let output = || if piped { Stdio::piped() } else { Stdio::null() };
+        let shim = launch::spawn_shim(&ctx.exe, &self.state, output(), output())
             .map_err(|e| e.to_string())?;
         let t_spawn = Instant::now();
-        let shim = self.shim.insert(shim);
-        let (first, err) = first_byte_then_drain(shim);
-        let _ = shim.wait();
-        self.shim = None;
-        let t_first = first.map_err(|e| format!("{e}; the shim said: {}", err.trim()))?;
-        match launch::exit_record(&self.state) {
-            Some(ExitRecord::Exited(0)) => {}
-            other => return Err(format!("the app ended with {other:?}: {}", err.trim())),
-        }
+        self.shim = Some(shim);
         drop(net);
-        let parts = [started, t_net, t_cgroup, t_prepare, t_spawn, t_first];
-        let mut steps = [Duration::ZERO; 5];
-        for (step, pair) in steps.iter_mut().zip(parts.windows(2)) {
-            *step = pair[1] - pair[0];
-        }
-        Ok((t_first - started, steps))
+        Ok([started, t_net, t_cgroup, t_prepare, t_spawn])
     }
 }
 

@@ -24,6 +24,8 @@ pub(super) struct LinuxMachine {
     pub(super) proc_view: Option<PathBuf>,
     /// `None`: it could not start (said).
     pub(super) netwatch: Option<Arc<NetWatch>>,
+    /// The mount namespace dynos are copied from (`dyno_sandbox::template`).
+    pub(super) mount_template: Option<PathBuf>,
 }
 
 impl Machine for LinuxMachine {
@@ -36,7 +38,8 @@ impl Machine for LinuxMachine {
                 self.cgroups.clone(),
             )
             .with_seccomp(options.seccomp.spec_for(app))
-            .with_proc_view(self.proc_view.clone()),
+            .with_proc_view(self.proc_view.clone())
+            .with_mount_template(self.mount_template.clone()),
         )
     }
 
@@ -58,6 +61,11 @@ impl Machine for LinuxMachine {
             }
         }
         drop(network);
+        if let Some(template) = &self.mount_template {
+            if let Err(e) = dyno_sandbox::template::remove(template) {
+                tracing::warn!(error = %e, "remove the mount namespace template");
+            }
+        }
         if let Some(cgroups) = &self.cgroups {
             let _ = cgroups.remove_dyno_root_if_unused();
         }

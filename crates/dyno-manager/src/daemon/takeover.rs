@@ -1,6 +1,7 @@
 //! A daemon's start: the store opened, what an earlier daemon left taken over (see
 //! [`super::reconcile`]), the firewall installed, and what the store says should run started.
 use super::*;
+use dyno_sandbox::template;
 
 /// The definition of a recorded dyno, from its release (for a daemon adopting it).
 pub(super) fn adopted_def(
@@ -135,11 +136,24 @@ impl Daemon {
                 format!("state dir {}: {e}", options.state_root.display()),
             )
         })?;
+        // After LXCFS is mounted: the template is a copy of the host's mounts as they are now.
+        let template = network.run_dir().mount_template();
+        let mount_template = match template::create(&template, &network.run_dir().0) {
+            Ok(()) => Some(template),
+            Err(e) => {
+                tracing::warn!(
+                    error = %e,
+                    "no mount namespace template: every dyno start copies the host's mounts"
+                );
+                None
+            }
+        };
         let machine = LinuxMachine {
             network: Arc::new(Mutex::new(network)),
             cgroups,
             proc_view,
             netwatch,
+            mount_template,
         };
         let daemon = Daemon::assemble(store, options, Arc::new(machine));
         if let Some(cgroups) = daemon.machine.cgroups() {
