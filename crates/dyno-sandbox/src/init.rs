@@ -43,7 +43,10 @@ pub fn set_cmdline() -> std::io::Result<()> {
         .split(' ')
         .collect();
     let field = |n: usize| -> std::io::Result<usize> {
-        fields.get(n - 3).and_then(|f| f.parse().ok()).ok_or_else(bad)
+        fields
+            .get(n - 3)
+            .and_then(|f| f.parse().ok())
+            .ok_or_else(bad)
     };
     let (start, end) = (field(48)?, field(49)?);
     if end < start + CMDLINE.len() {

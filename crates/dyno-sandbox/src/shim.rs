@@ -449,7 +449,11 @@ fn enter(
         namespaces |= libc::CLONE_NEWCGROUP;
     }
     // A build's binds may be mounts made after the template: it copies the host's namespace.
-    if let Some(template) = spec.mount_template.as_deref().filter(|_| spec.binds.is_empty()) {
+    if let Some(template) = spec
+        .mount_template
+        .as_deref()
+        .filter(|_| spec.binds.is_empty())
+    {
         crate::template::join(template)?;
     }
     // SAFETY: plain syscalls on flags and an fd we own.

@@ -121,7 +121,11 @@ pub fn create(at: &Path, hidden: &Path) -> io::Result<()> {
 /// # Safety
 /// Only in the child of a fork, with fds and strings made before it.
 unsafe fn make_in_child(plan: &[(bool, CString)], ready: i32, hold: i32) -> ! {
-    let errno = || io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO);
+    let errno = || {
+        io::Error::last_os_error()
+            .raw_os_error()
+            .unwrap_or(libc::EIO)
+    };
     let mut result = 0;
     if libc::unshare(libc::CLONE_NEWNS) != 0 {
         result = errno();

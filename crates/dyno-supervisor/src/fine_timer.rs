@@ -27,9 +27,10 @@ impl FineTimer {
         }
         // SAFETY: a fresh fd owned by nothing else.
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        Ok(FineTimer {
-            fd: AsyncFd::new(fd)?,
-        })
+        // SAFETY: the OwnedFd is moved into the AsyncFd, which keeps it open and unchanged
+        // for as long as it lives.
+        let fd = unsafe { AsyncFd::register(fd) }?;
+        Ok(FineTimer { fd })
     }
 
     /// Fires once, `after` from now (replacing an earlier arming). Zero fires at once.
@@ -46,9 +47,8 @@ impl FineTimer {
             },
         };
         // SAFETY: a valid timerfd and a valid itimerspec; no old value wanted.
-        let rc = unsafe {
-            libc::timerfd_settime(self.fd.as_raw_fd(), 0, &spec, std::ptr::null_mut())
-        };
+        let rc =
+            unsafe { libc::timerfd_settime(self.fd.as_raw_fd(), 0, &spec, std::ptr::null_mut()) };
         if rc != 0 {
             return Err(io::Error::last_os_error());
         }

@@ -337,7 +337,10 @@ pub fn run(args: StartBench, shim: &Path) -> Result<(), String> {
     };
     if busy.is_some() {
         print_line(&format!("dyno start, {idle_alive} idle"), &a);
-        println!("  of which (p50) shim exec'd -> first byte {:.3} ms", a_sandbox.p50_ms);
+        println!(
+            "  of which (p50) shim exec'd -> first byte {:.3} ms",
+            a_sandbox.p50_ms
+        );
     }
     print_line("bwrap             ", &b);
     print_line("bwrap, bash -c    ", &bb);
