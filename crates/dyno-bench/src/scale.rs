@@ -42,6 +42,16 @@ pub struct ScaleBench {
 }
 
 const APP: &str = "bench";
+/// Heroku's limit of dynos per process type.
+const PER_APP: u32 = 100;
+
+/// `count` dynos as apps (`bench-0`, `bench-1`, …) of at most [`PER_APP`] each.
+fn split_into_apps(count: u32) -> Vec<(String, u32)> {
+    let apps = count.div_ceil(PER_APP).max(1);
+    (0..apps)
+        .map(|i| (format!("{APP}-{i}"), (count - i * PER_APP).min(PER_APP)))
+        .collect()
+}
 
 /// The daemon process, stopped (SIGTERM, then SIGKILL) and its temp dir removed on drop.
 pub(super) struct Daemon {
@@ -147,10 +157,6 @@ pub fn run(args: ScaleBench) -> Result<(), String> {
     Ok(())
 }
 
-async fn scale(api: &ApiClient, process_type: &str, quantity: u32) -> Result<(), String> {
-    scale_app(api, APP, process_type, quantity).await
-}
-
 pub(super) async fn scale_app(
     api: &ApiClient,
     app: &str,
@@ -168,19 +174,11 @@ pub(super) async fn scale_app(
     Ok(())
 }
 
-async fn dynos(api: &ApiClient) -> Result<Vec<Dyno>, String> {
-    dynos_of(api, APP).await
-}
-
 pub(super) async fn dynos_of(api: &ApiClient, app: &str) -> Result<Vec<Dyno>, String> {
     api.dynos(app).await.map_err(|e| e.to_string())
 }
 
-/// Polls until `done(dynos)` holds (or 120 s pass).
-async fn until(api: &ApiClient, what: &str, done: impl Fn(&[Dyno]) -> bool) -> Result<(), String> {
-    until_app(api, APP, what, done).await
-}
-
+/// Polls until `done(dynos of app)` holds (or 120 s pass).
 pub(super) async fn until_app(
     api: &ApiClient,
     app: &str,
@@ -212,30 +210,43 @@ async fn measure(
 ) -> Result<Vec<(&'static str, String)>, String> {
     let api = ApiClient::unix(socket);
     wait_for_api(&api).await?;
-    api.create_app(APP).await.map_err(|e| e.to_string())?;
-    let dir = app_dir.to_string_lossy().into_owned();
-    api.deploy(APP, &dir).await.map_err(|e| e.to_string())?;
-    scale(&api, "web", 0).await?;
-    until(&api, "web=0", |d| d.is_empty()).await?;
-
     let n = args.count as usize;
-    eprintln!("bench scale: web=0 → {n}");
+    // At most 100 dynos per process type (Heroku's limit): a bigger count is spread over apps
+    // of 100, all scaled at once.
+    let apps = split_into_apps(args.count);
+    let dir = app_dir.to_string_lossy().into_owned();
+    for (app, _) in &apps {
+        api.create_app(app).await.map_err(|e| e.to_string())?;
+        api.deploy(app, &dir).await.map_err(|e| e.to_string())?;
+        scale_app(&api, app, "web", 0).await?;
+    }
+    for (app, _) in &apps {
+        until_app(&api, app, "web=0", |d| d.is_empty()).await?;
+    }
+
+    eprintln!("bench scale: web=0 → {n} ({} app(s))", apps.len());
     let t0 = Instant::now();
-    scale(&api, "web", args.count).await?;
-    until(&api, "all up", |d| {
-        d.len() == n && d.iter().all(|x| x.state == "up")
-    })
-    .await?;
+    for (app, count) in &apps {
+        scale_app(&api, app, "web", *count).await?;
+    }
+    for (app, count) in &apps {
+        until_app(&api, app, "all up", |d| {
+            d.len() == *count as usize && d.iter().all(|x| x.state == "up")
+        })
+        .await?;
+    }
     let up_s = t0.elapsed().as_secs_f64();
     eprintln!("bench scale: {n} up in {up_s:.3} s");
 
+    // `ps` of one app (of up to 100 dynos) while all N run.
+    let (first, first_count) = (&apps[0].0, apps[0].1 as usize);
     let mut samples = Vec::with_capacity(args.ps_requests);
     for _ in 0..args.ps_requests {
         let t = Instant::now();
-        let list = dynos(&api).await?;
+        let list = dynos_of(&api, first).await?;
         samples.push(t.elapsed());
-        if list.len() != n {
-            return Err(format!("ps listed {} dynos, not {n}", list.len()));
+        if list.len() != first_count {
+            return Err(format!("ps listed {} dynos, not {first_count}", list.len()));
         }
     }
     let ps = summarize(&samples);
@@ -243,17 +254,19 @@ async fn measure(
 
     eprintln!("bench scale: web={n} → 0");
     let t0 = Instant::now();
-    scale(&api, "web", 0).await?;
-    until(&api, "all gone", |d| d.is_empty()).await?;
+    for (app, _) in &apps {
+        scale_app(&api, app, "web", 0).await?;
+    }
+    for (app, _) in &apps {
+        until_app(&api, app, "all gone", |d| d.is_empty()).await?;
+    }
     let gone_deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let links = lab
             .host
             .links_with_prefix("dy")
             .map_err(|e| e.to_string())?;
-        let netns = std::fs::read_dir(&lab.run_dir.0)
-            .map(|d| d.count())
-            .unwrap_or(0);
+        let netns = lab.run_dir.names().map_err(|e| e.to_string())?.len();
         if links.is_empty() && netns == 0 {
             break;
         }
@@ -280,21 +293,19 @@ async fn measure(
         // At most 100 dynos per process type (Heroku's limit): several apps of workers.
         eprintln!("bench scale: {many} worker dynos over apps of 100");
         let t0 = Instant::now();
-        let mut left = many;
-        let mut apps = Vec::new();
-        while left > 0 {
-            let name = format!("{APP}-w{}", apps.len());
-            let count = left.min(100);
-            api.create_app(&name).await.map_err(|e| e.to_string())?;
-            api.deploy(&name, &dir).await.map_err(|e| e.to_string())?;
-            scale_app(&api, &name, "web", 0).await?;
-            scale_app(&api, &name, "worker", count).await?;
-            apps.push((name, count as usize));
-            left -= count;
+        let workers: Vec<(String, u32)> = split_into_apps(many)
+            .into_iter()
+            .map(|(name, count)| (format!("{name}-w"), count))
+            .collect();
+        for (name, count) in &workers {
+            api.create_app(name).await.map_err(|e| e.to_string())?;
+            api.deploy(name, &dir).await.map_err(|e| e.to_string())?;
+            scale_app(&api, name, "web", 0).await?;
+            scale_app(&api, name, "worker", *count).await?;
         }
-        for (name, count) in &apps {
+        for (name, count) in &workers {
             until_app(&api, name, "workers up", |d| {
-                d.len() == *count && d.iter().all(|x| x.state == "up")
+                d.len() == *count as usize && d.iter().all(|x| x.state == "up")
             })
             .await?;
         }
@@ -304,7 +315,7 @@ async fn measure(
         );
         pairs.push(("many", many.to_string()));
         pairs.push(("daemon_rss_mb_many", format!("{:.1}", rss_mb(pid)?)));
-        for (name, _) in &apps {
+        for (name, _) in &workers {
             api.destroy_app(name).await.map_err(|e| e.to_string())?;
         }
     }

@@ -465,9 +465,11 @@ pub fn reset(
         }
         Err(e) => errors.push(e.into()),
     }
-    // A daemon that did not shut down left its mount namespace template.
-    if let Err(e) = ns::unbind(&run_dir.mount_template()) {
-        errors.push(e.into());
+    // Daemons that did not shut down left their mount namespace templates.
+    for (_, template) in run_dir.mount_templates() {
+        if let Err(e) = ns::unbind(&template) {
+            errors.push(e.into());
+        }
     }
     match host.links_with_prefix(LINK_PREFIX) {
         Ok(links) => {

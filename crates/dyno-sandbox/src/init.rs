@@ -131,9 +131,10 @@ pub fn run(args: InitArgs) -> i32 {
         }
         while let Some((pid, status)) = signals::reap_any() {
             if pid == app {
-                // The dyno ends with its main process: nothing it left may outlive it.
-                signals::send(-1, libc::SIGKILL);
-                while signals::reap_any().is_some() {}
+                // The dyno ends with its main process: nothing it left may outlive it. PID 1's
+                // exit does that: the kernel kills every other process of its pid namespace and
+                // reaps them before the shim sees PID 1 end (a kill(-1) here would walk every
+                // process of the host, thousands on a busy one, to find them).
                 return match signals::decode(status) {
                     Ok(code) => code,
                     Err(signal) => 128 + signal,

@@ -143,7 +143,7 @@ fn scaling_while_the_daemon_is_killed_at_random_leaves_the_formation_and_no_orph
         });
         poll_until(Duration::from_secs(30), Duration::from_millis(20), || {
             let links = up.lab.host.links_with_prefix("dy").unwrap().len();
-            let netns = std::fs::read_dir(&up.lab.run_dir.0).unwrap().count();
+            let netns = up.lab.run_dir.names().unwrap().len();
             let state_dirs = std::fs::read_dir(up.scratch.join("state")).unwrap().count();
             let perls = perls_of(uid);
             let (rows, leases) = recorded(&up);

@@ -234,7 +234,7 @@ fn measure(
     }
     let mut phases = Vec::new();
     for kind in kinds {
-        let phase = abuse(&api, runtime, &target, &probe, &lab.run_dir.0, args, kind)?;
+        let phase = abuse(&api, runtime, &target, &probe, &lab.run_dir, args, kind)?;
         println!(
             "{:<16} quiet p50 {:>7.3} p99 {:>7.3} ms | abused p50 {:>8.3} p99 {:>8.3} max {:>8.3} ms \
              at {:.1} s (x{:.2}) errors {} | api {} max {:.0} ms | stop {:.1} s | \
@@ -283,13 +283,13 @@ fn abuse(
     runtime: &tokio::runtime::Runtime,
     target: &load::Target,
     probe: &WakeupProbe,
-    run_dir: &Path,
+    run_dir: &dyno_net::dyno::RunDir,
     args: &IsolationBench,
     kind: &str,
 ) -> Result<Phase, String> {
     // Dyno network namespaces bound in the lab: one goes only once the dyno's processes are
     // gone and the daemon has torn it down (the API stops listing a dyno as its stop begins).
-    let namespaces = || std::fs::read_dir(run_dir).map_or(0, |d| d.count());
+    let namespaces = || run_dir.names().map_or(0, |names| names.len());
     let config = std::collections::BTreeMap::from([("ABUSE".to_string(), Some(kind.to_string()))]);
     let set = runtime.block_on(api.update_config(ABUSER, &config));
     set.map_err(|e| format!("config:set ABUSE={kind}: {e}"))?;

@@ -90,7 +90,7 @@ fn measure(
         target.run(storm.quiet, |_| pair_target.run(storm.quiet, |_| ()));
     let anchor_quiet = anchor.take();
     let n = storm.count;
-    let namespaces = || std::fs::read_dir(&lab.run_dir.0).map_or(0, |d| d.count());
+    let namespaces = || lab.run_dir.names().map_or(0, |names| names.len());
     let before = namespaces();
     let (stormy, (pair_stormy, timings)) = target.run_during(LONGEST, || {
         pair_target.run_during(LONGEST, || {

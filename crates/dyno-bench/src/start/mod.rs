@@ -331,15 +331,17 @@ pub fn run(args: StartBench, shim: &Path) -> Result<(), String> {
     print_line(&format!("dyno start, {alive:>3} up"), &l);
     let (l_net, l_sandbox) = (l_net.p50_ms, l_sandbox.p50_ms);
     println!("  of which (p50) net {l_net:.3}, shim exec'd -> first byte {l_sandbox:.3} ms");
-    let (idle_alive, a, a_sandbox) = match &busy {
-        Some((n, times)) => (*n, summarize(&times.total), summarize(&times.parts[4])),
-        None => (0, summarize(&[]), summarize(&[])),
-    };
+    let no_times = StartTimes::default();
+    let (idle_alive, alive_times) = busy.as_ref().map_or((0, &no_times), |(n, t)| (*n, t));
+    let a = summarize(&alive_times.total);
+    let [a_net, a_cgroup, a_prepare, a_spawn, a_sandbox] =
+        alive_times.parts.each_ref().map(|p| summarize(p));
     if busy.is_some() {
         print_line(&format!("dyno start, {idle_alive} idle"), &a);
         println!(
-            "  of which (p50) shim exec'd -> first byte {:.3} ms",
-            a_sandbox.p50_ms
+            "  of which (p50) net {:.3}, cgroup {:.3}, prepare {:.3}, spawn shim {:.3}, \
+             shim exec'd -> first byte {:.3} ms",
+            a_net.p50_ms, a_cgroup.p50_ms, a_prepare.p50_ms, a_spawn.p50_ms, a_sandbox.p50_ms
         );
     }
     print_line("bwrap             ", &b);
@@ -374,7 +376,9 @@ pub fn run(args: StartBench, shim: &Path) -> Result<(), String> {
         "start_sandbox_p50_ms_noseccomp" => f3(off_sandbox.p50_ms),
         "seccomp_start_cost_pct" => format!("{seccomp_cost:.1}"),
         "idle_alive" => idle_alive, "start_alive_p50_ms" => f3(a.p50_ms),
-        "start_alive_p99_ms" => f3(a.p99_ms), "start_alive_sandbox_p50_ms" => f3(a_sandbox.p50_ms),
+        "start_alive_p99_ms" => f3(a.p99_ms), "start_alive_net_p50_ms" => f3(a_net.p50_ms),
+        "start_alive_cgroup_p50_ms" => f3(a_cgroup.p50_ms),
+        "start_alive_sandbox_p50_ms" => f3(a_sandbox.p50_ms),
         "alive_ratio" => format!("{:.2}", a.p50_ms / s.p50_ms),
         "mount_template" => !args.no_mount_template,
         "start_loaded_p50_ms" => f3(l.p50_ms), "start_loaded_max_ms" => f3(l.max_ms),

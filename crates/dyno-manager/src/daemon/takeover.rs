@@ -137,7 +137,13 @@ impl Daemon {
             )
         })?;
         // After LXCFS is mounted: the template is a copy of the host's mounts as they are now.
-        let template = network.run_dir().mount_template();
+        // Templates of daemons that are gone (killed) go first.
+        for (pid, stale) in network.run_dir().mount_templates() {
+            if !Path::new(&format!("/proc/{pid}")).exists() {
+                let _ = template::remove(&stale);
+            }
+        }
+        let template = network.run_dir().mount_template(std::process::id());
         let mount_template = match template::create(&template, &network.run_dir().0) {
             Ok(()) => Some(template),
             Err(e) => {
