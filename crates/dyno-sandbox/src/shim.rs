@@ -454,7 +454,7 @@ fn enter(
         .as_deref()
         .filter(|_| spec.binds.is_empty())
     {
-        crate::template::join(template)?;
+        crate::template::join_if_there(template)?;
     }
     // SAFETY: plain syscalls on flags and an fd we own.
     unsafe {

@@ -178,14 +178,23 @@ pub fn remove(at: &Path) -> io::Result<()> {
 }
 
 /// Joins the template at `at` (a single-threaded caller: the shim's child before its own
-/// `unshare`).
-pub fn join(at: &Path) -> crate::sys::SysResult<()> {
+/// `unshare`). A template that is gone (its daemon was killed and the next one removed it while
+/// this dyno was starting) is no error: the caller copies its own namespace, as without one.
+pub fn join_if_there(at: &Path) -> crate::sys::SysResult<()> {
     let what = || format!("join the mount namespace template {}", at.display());
-    let file = crate::sys::io_context(what, std::fs::File::open(at))?;
+    let file = match std::fs::File::open(at) {
+        Ok(file) => file,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return crate::sys::io_context(what, Err(e)),
+    };
     // SAFETY: setns on an fd we own, with a namespace-type constant.
-    crate::sys::check(what, unsafe {
-        libc::setns(file.as_raw_fd(), libc::CLONE_NEWNS)
-    })?;
+    if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNS) } != 0 {
+        let e = io::Error::last_os_error();
+        // EINVAL: a plain file, no longer bound (being removed).
+        if e.raw_os_error() != Some(libc::EINVAL) {
+            return crate::sys::io_context(what, Err(e));
+        }
+    }
     Ok(())
 }
 

@@ -122,8 +122,22 @@ fn a_run_dir_of_its_own_is_left_out_and_a_dyno_started_from_the_template_runs() 
         binds: Vec::new(),
         mount_template: Some(at.clone()),
     };
-    let state = StateDir(scratch.0.join("state"));
-    launch::prepare(&state, &spec).unwrap();
+    let text = run_to_the_end(&spec, &scratch.0.join("state"));
+    assert!(text.starts_with("dyno __init"), "PID 1: {text}");
+    assert!(text.contains("eth0"), "the dyno's network: {text}");
+
+    template::remove(&at).unwrap();
+    assert!(!at.exists() && !is_mount_point(&at));
+    // A dyno whose template went while it started (its daemon killed, the next one removed
+    // it) copies the host's namespace instead.
+    let text = run_to_the_end(&spec, &scratch.0.join("state-after"));
+    assert!(text.contains("eth0"), "without the template: {text}");
+}
+
+/// Runs the dyno `spec` describes until it ends; it must exit 0. Its stdout.
+fn run_to_the_end(spec: &SandboxSpec, state: &Path) -> String {
+    let state = StateDir(state.to_path_buf());
+    launch::prepare(&state, spec).unwrap();
     let shim = launch::spawn_shim(
         Path::new(env!("CARGO_BIN_EXE_dyno-shim")),
         &state,
@@ -132,18 +146,14 @@ fn a_run_dir_of_its_own_is_left_out_and_a_dyno_started_from_the_template_runs() 
     )
     .unwrap();
     let out = shim.wait_with_output().unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
     let why = String::from_utf8_lossy(&out.stderr);
     assert_eq!(
         launch::exit_record(&state),
         Some(ExitRecord::Exited(0)),
         "{text}{why}"
     );
-    assert!(text.starts_with("dyno __init"), "PID 1: {text}");
-    assert!(text.contains("eth0"), "the dyno's network: {text}");
-
-    template::remove(&at).unwrap();
-    assert!(!at.exists() && !is_mount_point(&at));
+    text
 }
 
 #[test]
