@@ -340,7 +340,7 @@ impl Incarnation {
             sup.log(format!("Error starting dyno: {reason}"));
         }
         let run = self.run;
-        for error in in_setup_lane(move || run.tear_down()).await {
+        for error in in_teardown_lane(move || run.tear_down()).await {
             sup.log(error);
         }
         if let Some(id) = self.intent {
@@ -353,7 +353,7 @@ impl Incarnation {
 /// dyno can start afresh.
 pub(super) async fn discard(sup: &Supervisor, found: &Adoptee) {
     let (host, taken) = (sup.platform.host.clone(), found.clone());
-    for error in in_setup_lane(move || host.discard(&taken)).await {
+    for error in in_teardown_lane(move || host.discard(&taken)).await {
         sup.log(error);
     }
     let id = found.intent;

@@ -535,6 +535,19 @@ async fn in_setup_lane<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'sta
     off_runtime(work).await
 }
 
+/// How many teardowns run at once.
+const TEARDOWNS_AT_ONCE: usize = 4;
+
+/// Runs a dyno's teardown (cgroup removal, leftover sockets, network, state files) on tokio's
+/// blocking pool, [`TEARDOWNS_AT_ONCE`] at a time and apart from setups: a scale-down's
+/// teardowns overlap where they do not wait for the network's lock (a v1 cgroup's removal
+/// waits for the kernel), and no setup waits behind a thousand of them.
+async fn in_teardown_lane<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> T {
+    static LANE: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(TEARDOWNS_AT_ONCE);
+    let _turn = LANE.acquire().await;
+    off_runtime(work).await
+}
+
 /// Runs short blocking work on tokio's blocking pool, off the runtime's workers.
 async fn off_runtime<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> T {
     match tokio::task::spawn_blocking(work).await {
