@@ -161,9 +161,25 @@ impl DynoCgroup {
 
     /// Removes the dyno's cgroup directories (and any below them), waiting briefly while
     /// killed processes finish exiting. Already removed is fine.
+    ///
+    /// On v1 the memory cgroup is emptied first (`memory.force_empty`): otherwise the page cache
+    /// the dyno read stays charged to it, and the removed cgroup lives on as a "dying" one until
+    /// those pages are reclaimed. A host that starts and stops thousands of dynos gathers
+    /// thousands of them, and every cgroup operation slows down (measured: `dyno bench scale
+    /// --count 1000` run after run took 5.2, 7.2, 8.9, 9.8 s to come up, with 1,400 dying).
+    /// v2 reparents the charges itself.
     pub fn remove(&self) -> Result<(), CgroupError> {
         let deadline = Instant::now() + REMOVE_TIMEOUT;
         let mut first_error = None;
+        if self.version == Version::V1 {
+            for dir in &self.dirs {
+                let force_empty = dir.dir.join("memory.force_empty");
+                if force_empty.exists() {
+                    // Best effort: a cgroup that cannot be emptied is still removed.
+                    let _ = std::fs::write(&force_empty, "0");
+                }
+            }
+        }
         for dir in self.dirs.iter().chain(&self.view) {
             if let Err(e) = fs::remove_cgroup_tree(&dir.dir, deadline) {
                 first_error.get_or_insert(e);
