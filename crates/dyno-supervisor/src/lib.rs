@@ -536,7 +536,7 @@ async fn in_setup_lane<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'sta
 }
 
 /// How many teardowns run at once.
-const TEARDOWNS_AT_ONCE: usize = 4;
+const TEARDOWNS_AT_ONCE: usize = 8;
 
 /// Runs a dyno's teardown (cgroup removal, leftover sockets, network, state files) on tokio's
 /// blocking pool, [`TEARDOWNS_AT_ONCE`] at a time and apart from setups: a scale-down's
