@@ -127,16 +127,16 @@ unsafe fn make_in_child(plan: &[(bool, CString)], ready: i32, hold: i32) -> ! {
             .unwrap_or(libc::EIO)
     };
     let mut result = 0;
-    if libc::unshare(libc::CLONE_NEWNS) != 0 {
-        result = errno();
-    } else if libc::mount(
-        std::ptr::null(),
-        c"/".as_ptr(),
-        std::ptr::null(),
-        libc::MS_REC | libc::MS_SLAVE,
-        std::ptr::null(),
-    ) != 0
-    {
+    let slave = || {
+        libc::mount(
+            std::ptr::null(),
+            c"/".as_ptr(),
+            std::ptr::null(),
+            libc::MS_REC | libc::MS_SLAVE,
+            std::ptr::null(),
+        )
+    };
+    if libc::unshare(libc::CLONE_NEWNS) != 0 || slave() != 0 {
         result = errno();
     } else {
         for (detach, path) in plan {
