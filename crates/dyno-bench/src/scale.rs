@@ -69,6 +69,8 @@ impl Drop for Daemon {
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // Left bound only by a daemon that had to be killed.
+        dyno_sandbox::template::remove_orphans(&self.scratch.join("state"));
         let _ = std::fs::remove_dir_all(&self.scratch);
     }
 }

@@ -118,38 +118,9 @@ impl Default for RunDir {
     }
 }
 
-/// The start of a mount namespace template's file name ([`RunDir::mount_template`]).
-const MOUNT_TEMPLATE_PREFIX: &str = "mount-template.";
-
 impl RunDir {
     pub fn netns_path(&self, name: &DynoName) -> PathBuf {
         self.0.join(name.netns_file())
-    }
-
-    /// Where the daemon of process `pid` binds the mount namespace its dynos are copied from
-    /// (`dyno_sandbox`'s template, which leaves this dir's binds out): one per daemon, as
-    /// several may share a run dir. Not a dyno's: it lacks the netns prefix.
-    pub fn mount_template(&self, pid: u32) -> PathBuf {
-        self.0.join(format!("{MOUNT_TEMPLATE_PREFIX}{pid}"))
-    }
-
-    /// Every mount namespace template here, with the pid of the daemon that made it.
-    pub fn mount_templates(&self) -> Vec<(u32, PathBuf)> {
-        let Ok(entries) = std::fs::read_dir(&self.0) else {
-            return Vec::new();
-        };
-        entries
-            .filter_map(|e| e.ok())
-            .filter_map(|e| {
-                let name = e.file_name();
-                let pid = name
-                    .to_str()?
-                    .strip_prefix(MOUNT_TEMPLATE_PREFIX)?
-                    .parse()
-                    .ok()?;
-                Some((pid, e.path()))
-            })
-            .collect()
     }
 
     pub fn ensure(&self) -> Result<(), NetError> {

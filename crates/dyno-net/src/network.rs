@@ -465,12 +465,6 @@ pub fn reset(
         }
         Err(e) => errors.push(e.into()),
     }
-    // Daemons that did not shut down left their mount namespace templates.
-    for (_, template) in run_dir.mount_templates() {
-        if let Err(e) = ns::unbind(&template) {
-            errors.push(e.into());
-        }
-    }
     match host.links_with_prefix(LINK_PREFIX) {
         Ok(links) => {
             // Only links named like ours: `dy` + a valid dyno name.

@@ -165,6 +165,38 @@ unsafe fn make_in_child(plan: &[(bool, CString)], ready: i32, hold: i32) -> ! {
     libc::_exit(0)
 }
 
+/// Where the daemon of process `pid` keeps its template: beside its dynos' state root
+/// (`/run/dyno/dynos.mount-template.<pid>`), one per daemon. Not in the network run dir:
+/// `ip netns` lists every file there as a namespace.
+pub fn path_beside(state_root: &Path, pid: u32) -> PathBuf {
+    let mut name = state_root.file_name().unwrap_or_default().to_os_string();
+    name.push(format!("{TEMPLATE_INFIX}{pid}"));
+    state_root.with_file_name(name)
+}
+
+/// Removes the templates beside `state_root` whose daemon is gone (killed before it could).
+pub fn remove_orphans(state_root: &Path) {
+    let (Some(dir), Some(root_name)) = (state_root.parent(), state_root.file_name()) else {
+        return;
+    };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let prefix = format!("{}{TEMPLATE_INFIX}", root_name.to_string_lossy());
+    for entry in entries.filter_map(|e| e.ok()) {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name.strip_prefix(&prefix) else {
+            continue;
+        };
+        if pid.parse::<u32>().is_ok() && !Path::new("/proc").join(pid).exists() {
+            let _ = remove(&entry.path());
+        }
+    }
+}
+
+/// Between a state root's name and the pid in its templates' names.
+const TEMPLATE_INFIX: &str = ".mount-template.";
+
 /// Unbinds and removes the template at `at`; nothing there is success.
 pub fn remove(at: &Path) -> io::Result<()> {
     match rustix::mount::unmount(at, rustix::mount::UnmountFlags::DETACH) {
@@ -252,6 +284,14 @@ mod tests {
                 Hide::Detach("/run/dyno/net/dyno-a".into()),
                 Hide::Detach("/run/dyno/net/dyno-b".into()),
             ]
+        );
+    }
+
+    #[test]
+    fn a_daemons_template_sits_beside_its_state_root() {
+        assert_eq!(
+            path_beside(Path::new("/run/dyno/dynos"), 42),
+            PathBuf::from("/run/dyno/dynos.mount-template.42")
         );
     }
 

@@ -138,12 +138,8 @@ impl Daemon {
         })?;
         // After LXCFS is mounted: the template is a copy of the host's mounts as they are now.
         // Templates of daemons that are gone (killed) go first.
-        for (pid, stale) in network.run_dir().mount_templates() {
-            if !Path::new(&format!("/proc/{pid}")).exists() {
-                let _ = template::remove(&stale);
-            }
-        }
-        let template = network.run_dir().mount_template(std::process::id());
+        template::remove_orphans(&options.state_root);
+        let template = template::path_beside(&options.state_root, std::process::id());
         let mount_template = match template::create(&template, &network.run_dir().0) {
             Ok(()) => Some(template),
             Err(e) => {

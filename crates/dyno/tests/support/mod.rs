@@ -404,6 +404,8 @@ impl Drop for Up {
         // A daemon that died (or never started) leaves its dynos running, by design: end
         // them, so that a failed test leaves nothing behind either.
         kill_shims_under(&self.scratch.join("state"));
+        // A daemon killed by the test left its mount namespace template bound.
+        dyno_sandbox::template::remove_orphans(&self.scratch.join("state"));
         // An LXCFS the test's daemon started outlives it, by design: it goes last, once no
         // dyno binds its files any more.
         if let Err(e) = dyno_sandbox::lxcfs::stop(&self.scratch.join("lxcfs")) {
