@@ -44,13 +44,22 @@ pub const MASKED_DIRS: &[&str] = &[
 /// Hides [`MASKED_FILES`] and [`MASKED_DIRS`] under `root` (after `/proc` and `/sys` are
 /// mounted there).
 pub fn mask(root: &Path) -> SysResult<()> {
+    // The first file present gets `/dev/null` read-only; the others are bound from it and
+    // inherit its flags (a bind copies its source mount's): one mount call each, not two.
+    let mut read_only_null: Option<String> = None;
     for file in MASKED_FILES {
         let target = root.join(file);
         if !target.exists() {
             continue;
         }
-        mount(Some("/dev/null"), &target, None, libc::MS_BIND, None)?;
-        read_only(&target, libc::MS_BIND)?;
+        match &read_only_null {
+            Some(source) => mount(Some(source), &target, None, libc::MS_BIND, None)?,
+            None => {
+                mount(Some("/dev/null"), &target, None, libc::MS_BIND, None)?;
+                read_only(&target, libc::MS_BIND)?;
+                read_only_null = Some(target.to_string_lossy().into_owned());
+            }
+        }
     }
     for dir in MASKED_DIRS {
         let target = root.join(dir);

@@ -128,13 +128,29 @@ fn stack_dir(root: &Path, dir: &Path) -> SysResult<()> {
 /// LXCFS lacks, a mount whose LXCFS died) keeps the kernel's figures: the dyno starts anyway,
 /// and the daemon has said once whether the view is on.
 fn proc_view(view: &Path, root: &Path) {
+    if read_only_source(view).is_err() {
+        return;
+    }
     for file in crate::lxcfs::FILES {
         let source = view.join(file);
         let target = root.join(file);
         if source.metadata().is_ok() && target.metadata().is_ok() {
-            let _ = bind_read_only(&source, &target);
+            let _ = mount(
+                Some(&source.to_string_lossy()),
+                &target,
+                None,
+                libc::MS_BIND,
+                None,
+            );
         }
     }
+}
+
+/// Makes `dir` a read-only (nosuid, nodev) bind of itself, in the sandbox's mount namespace
+/// only: a file bound from it afterwards is read-only without a remount of its own (a bind
+/// copies its source mount's flags), one mount call instead of two.
+fn read_only_source(dir: &Path) -> SysResult<()> {
+    bind_read_only(dir, dir)
 }
 
 fn bind_read_only(source: &Path, target: &Path) -> SysResult<()> {
@@ -205,6 +221,7 @@ fn ephemeral_layer(state: &StateDir, size: u64) -> SysResult<PathBuf> {
 fn etc_files(state: &StateDir, layer: &Path, root: &Path) -> SysResult<()> {
     let etc = layer.join("etc");
     mkdir(&etc, 0o755)?;
+    let mut files = Vec::new();
     for file in ["hostname", "hosts", "resolv.conf", "passwd", "group"] {
         let target = root.join("etc").join(file);
         if !target
@@ -222,7 +239,17 @@ fn etc_files(state: &StateDir, layer: &Path, root: &Path) -> SysResult<()> {
             || format!("chmod {}", copy.display()),
             std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o644)),
         )?;
-        bind_read_only(&copy, &target)?;
+        files.push((copy, target));
+    }
+    read_only_source(&etc)?;
+    for (copy, target) in files {
+        mount(
+            Some(&copy.to_string_lossy()),
+            &target,
+            None,
+            libc::MS_BIND,
+            None,
+        )?;
     }
     Ok(())
 }

@@ -3,8 +3,9 @@
 //! signals it gets to PID 1, and records how the dyno ended in the state dir, so that the exit is
 //! never lost even when the daemon is gone.
 //!
-//! It must be single-threaded until it forks: the child unshares its mount namespace, which the
-//! kernel refuses to a thread that shares its filesystem state with others.
+//! It must be single-threaded until it forks: the child joins and unshares mount namespaces,
+//! which the kernel refuses to a thread that shares its filesystem state with others, and then
+//! goes on as PID 1 without an exec.
 
 use std::ffi::CString;
 use std::fs::File;
@@ -77,7 +78,7 @@ fn start(state: &StateDir) -> SysResult<i32> {
     // the filter denies (see `crate::seccomp::notify`).
     let (report_in, report_out) = socketpair()?;
     // SAFETY: this process is single-threaded (no thread was started), so the child may
-    // allocate and run ordinary Rust code until it execs.
+    // allocate and run ordinary Rust code: it goes on as PID 1.
     let pid = check(|| "fork".into(), unsafe { libc::fork() })?;
     if pid == 0 {
         // The child keeps only what PID 1 needs: the relay's other ends and the shim's side of

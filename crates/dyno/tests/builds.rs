@@ -350,6 +350,8 @@ fn mounts_under(dir: &Path) -> Vec<String> {
         .unwrap()
         .lines()
         .filter(|l| l.split(' ').nth(1).is_some_and(|m| m.starts_with(&dir)))
+        // The daemon's mount namespace template (beside its state root) is not a build's.
+        .filter(|l| !l.contains(".mount-template."))
         .map(str::to_string)
         .collect()
 }
