@@ -17,8 +17,6 @@ pub(super) struct Incarnation {
     watch: Option<Registration>,
 }
 
-/// What the platform's [`NetWatch`] found wrong with this incarnation's network; never, for
-/// one that is not watched.
 /// When the readiness timer fires; never without one.
 async fn fired(timer: Option<&FineTimer>) {
     match timer {
@@ -27,6 +25,8 @@ async fn fired(timer: Option<&FineTimer>) {
     }
 }
 
+/// What the platform's [`NetWatch`] found wrong with this incarnation's network; never, for
+/// one that is not watched.
 async fn network_problems(watch: &Option<Registration>) -> Vec<Problem> {
     match watch {
         Some(registration) => registration.watched().problems().await,
