@@ -7,7 +7,6 @@
 //! which the kernel refuses to a thread that shares its filesystem state with others, and then
 //! goes on as PID 1 without an exec.
 
-use std::ffi::CString;
 use std::fs::File;
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
@@ -432,6 +431,24 @@ fn enter(
     output: Option<OwnedFd>,
     report: OwnedFd,
 ) -> SysResult<InitArgs> {
+    // The daemon refuses NUL bytes in commands and config; a spec that has one anyway ends
+    // this start with an error before anything is built (PID 1 could not run it).
+    let nul = |what: String| {
+        io_context(
+            || format!("{what} has a NUL byte"),
+            Err(std::io::Error::from(std::io::ErrorKind::InvalidInput)),
+        )
+    };
+    if spec.command.contains('\0') {
+        return nul("the command".into());
+    }
+    if let Some((k, _)) = spec
+        .env
+        .iter()
+        .find(|(k, v)| k.contains('\0') || v.contains('\0'))
+    {
+        return nul(format!("config var {k}"));
+    }
     if let Some(output) = output {
         // SAFETY: dup2 onto the standard descriptors; the copies are not close-on-exec.
         unsafe {
@@ -478,18 +495,6 @@ fn enter(
         || "name PID 1's command line".into(),
         crate::init::set_cmdline(),
     )?;
-    // The daemon refuses NUL bytes in commands and config; a spec that has one anyway ends
-    // this start with an error, never a panic.
-    let nul = |what: &str, text: &str| {
-        io_context(
-            || format!("{what} has a NUL byte"),
-            CString::new(text).map(drop).map_err(Into::into),
-        )
-    };
-    nul("the command", &spec.command)?;
-    for (k, v) in &spec.env {
-        nul(&format!("config var {k}"), &format!("{k}={v}"))?;
-    }
     Ok(InitArgs {
         uid: spec.uid,
         gid: spec.gid,
