@@ -43,8 +43,22 @@ impl DynoCgroup {
     /// freshly forked, single-threaded child before it unshares its cgroup namespace (so that
     /// the dyno's cgroup becomes its root); it starts no threads. Writes `0` ("the writer"),
     /// which also holds in a new pid namespace.
+    ///
+    /// On v1 it writes to `tasks` (the calling thread, which is the whole process here), not
+    /// `cgroup.procs`: the kernel moves a thread that moves itself without write-locking the
+    /// global threadgroup rwsem, whose every write waits for an RCU grace period unless the
+    /// host boots with `favordynmods`. Through `cgroup.procs`, about one join in a hundred
+    /// stalled 10-20 ms on a 2-CPU host; through `tasks`, none did (`dyno bench start`,
+    /// `start_sandbox_p99_ms`).
     pub fn join_self(&self) -> Result<(), CgroupError> {
-        self.write_procs("0")
+        let file = match self.version {
+            Version::V1 => "tasks",
+            Version::V2 => "cgroup.procs",
+        };
+        for dir in self.dirs.iter().chain(&self.view) {
+            fs::write(&dir.dir.join(file), "0")?;
+        }
+        Ok(())
     }
 
     /// Moves process `pid` (all its threads) into the dyno's cgroup.
