@@ -230,6 +230,15 @@ pub struct DynoSpec {
 }
 
 impl DynoSpec {
+    /// The failure a test injected at `point`, if any.
+    fn fail(&self, point: FailPoint) -> Result<(), NetError> {
+        if self.fail_at == Some(point) {
+            Err(NetError::Injected("failure injected by the test"))
+        } else {
+            Ok(())
+        }
+    }
+
     pub fn new(name: DynoName, ip: Ipv4Addr) -> DynoSpec {
         DynoSpec {
             name,
@@ -300,6 +309,19 @@ pub fn setup(
     prepared: PreparedNetns,
     spec: &DynoSpec,
 ) -> Result<DynoNet, NetError> {
+    begin(host, run_dir, prepared, spec.clone())?.complete(host, run_dir)
+}
+
+/// The first half of [`setup`]: the dyno's address claimed and its namespace bound at its
+/// path in `run_dir`, enough for a sandbox to start in it; [`PendingNet::complete`] makes its
+/// links. Until then the namespace has only `lo`: nothing reaches it and it reaches nothing.
+/// On failure nothing is left.
+pub fn begin(
+    host: &mut Host,
+    run_dir: &RunDir,
+    prepared: PreparedNetns,
+    spec: DynoSpec,
+) -> Result<PendingNet, NetError> {
     let netns_path = run_dir.netns_path(&spec.name);
     if netns_path.exists() {
         return Err(NetError::InUse {
@@ -307,25 +329,79 @@ pub fn setup(
             path: netns_path,
         });
     }
-    claim_address(host, spec)?;
-    let PreparedNetns { netns, mut rtnl } = prepared;
-    let mut made = build(host, &netns_path, &netns, &mut rtnl, spec);
-    if let Err(NetError::Netlink(e)) = &made {
-        if e.is_exists() && e.object() == Some(&Object::new("veth", spec.name.host_link())) {
-            // A host link of that name but no namespace: the kernel is still destroying an
-            // earlier dyno of this name, or a crash left it. Remove it (slow, but rare) and retry.
-            let _ = teardown(host, run_dir, &spec.name, None);
-            delete_link(host, &spec.name.host_link())?;
-            made = build(host, &netns_path, &netns, &mut rtnl, spec);
-        }
-    }
-    if made.is_err() {
-        // Roll back: the namespace (and with it eth0 and the host end) and the host route (the
-        // claim, or the route that replaced it). Errors of the rollback itself are secondary
-        // to the one we report.
+    claim_address(host, &spec)?;
+    let PreparedNetns { netns, rtnl } = prepared;
+    let bound = netns
+        .bind(&netns_path)
+        .map_err(NetError::from)
+        .and_then(|()| spec.fail(FailPoint::AfterNetns));
+    if let Err(e) = bound {
+        // Errors of the rollback itself are secondary to the one we report.
         let _ = teardown(host, run_dir, &spec.name, Some(spec.ip));
+        return Err(e);
     }
-    made
+    Ok(PendingNet {
+        spec,
+        netns_path,
+        netns,
+        inside: rtnl,
+    })
+}
+
+/// A dyno's network between [`begin`] and [`PendingNet::complete`]: its address claimed, its
+/// namespace bound. Dropping it leaves both: [`teardown`] (or `Network::down`) removes them.
+pub struct PendingNet {
+    pub spec: DynoSpec,
+    pub netns_path: PathBuf,
+    pub netns: Netns,
+    /// An rtnetlink socket inside the namespace, made when the namespace was.
+    inside: Rtnl,
+}
+
+impl PendingNet {
+    /// Makes the links, addresses and routes. On failure nothing of the dyno is left (see
+    /// [`PendingNet::links`] to keep the namespace and try again).
+    pub fn complete(mut self, host: &mut Host, run_dir: &RunDir) -> Result<DynoNet, NetError> {
+        let made = self.links(host);
+        if made.is_err() {
+            // Roll back: the namespace (and with it eth0 and the host end) and the host route
+            // (the claim, or the route that replaced it). Errors of the rollback itself are
+            // secondary to the one we report.
+            let _ = teardown(host, run_dir, &self.spec.name, Some(self.spec.ip));
+        }
+        made
+    }
+
+    /// [`PendingNet::complete`] without the rollback: on failure the namespace and the claim
+    /// stay, so that the caller may try again (with another `host_ifindex` after `EBUSY`) or
+    /// tear down. A failed attempt leaves no link: the veth pair is made whole or not at all,
+    /// and nothing else of the dyno's exists before it.
+    pub fn links(&mut self, host: &mut Host) -> Result<DynoNet, NetError> {
+        let made = build(
+            host,
+            &self.netns_path,
+            &self.netns,
+            &mut self.inside,
+            &self.spec,
+        );
+        if let Err(NetError::Netlink(e)) = &made {
+            let host_link = self.spec.name.host_link();
+            if e.is_exists() && e.object() == Some(&Object::new("veth", &host_link)) {
+                // A host link of that name but no namespace: the kernel is still destroying
+                // an earlier dyno of this name, or a crash left it. Remove it (slow, but
+                // rare) and retry.
+                delete_link(host, &host_link)?;
+                return build(
+                    host,
+                    &self.netns_path,
+                    &self.netns,
+                    &mut self.inside,
+                    &self.spec,
+                );
+            }
+        }
+        made
+    }
 }
 
 /// The host-wide lease on the dyno's address: its host route, added before anything else of
@@ -333,7 +409,7 @@ pub fn setup(
 /// its dynos in the same routing table, and the kernel adds a route only if none to that
 /// address exists (`NLM_F_EXCL`): exactly one claimant gets each address, whatever pools and
 /// stores the instances keep. The claim is a blackhole route (nothing reaches a half-made
-/// dyno); [`build`] replaces it with the route out of the dyno's link, and the route goes with
+/// dyno); [`PendingNet::complete`] replaces it with the route out of the dyno's link, and the route goes with
 /// the dyno's teardown. `AddressTaken`: another instance's dyno has it; nothing was made.
 pub(crate) fn claim_address(host: &mut Host, spec: &DynoSpec) -> Result<(), NetError> {
     let object = Object::new("route", format!("{}/32 (claim)", spec.ip));
@@ -404,6 +480,7 @@ pub(crate) fn delete_link(host: &mut Host, link: &str) -> Result<(), NetError> {
     }
 }
 
+/// The links of a bound namespace (see [`PendingNet::links`]).
 fn build(
     host: &mut Host,
     netns_path: &Path,
@@ -411,16 +488,6 @@ fn build(
     inside: &mut Rtnl,
     spec: &DynoSpec,
 ) -> Result<DynoNet, NetError> {
-    let fail = |point| {
-        if spec.fail_at == Some(point) {
-            Err(NetError::Injected("failure injected by the test"))
-        } else {
-            Ok(())
-        }
-    };
-    netns.bind(netns_path)?;
-    fail(FailPoint::AfterNetns)?;
-
     let host_link = spec.name.host_link();
     let mut batch = host.rtnl.batch();
     host.rtnl.push(
@@ -486,7 +553,7 @@ fn build(
             })?,
     };
     inside.collect(dyno_batch)?.check()?;
-    fail(FailPoint::AfterVeth)?;
+    spec.fail(FailPoint::AfterVeth)?;
 
     let mut batch = host.rtnl.batch();
     let to_dyno = match spec.source {
@@ -507,7 +574,7 @@ fn build(
         Object::new("neighbour", format!("{} on {host_link}", spec.ip)),
     );
     host.rtnl.execute(batch)?.check()?;
-    fail(FailPoint::AfterAddresses)?;
+    spec.fail(FailPoint::AfterAddresses)?;
 
     Ok(DynoNet {
         name: spec.name.clone(),

@@ -93,6 +93,37 @@ pub struct DynoEntry {
     pub bound: bool,
 }
 
+/// A dyno's network between [`Network::begin`] and [`Network::complete`]: its address leased
+/// and claimed, its namespace bound at [`PendingDyno::netns_path`].
+pub struct PendingDyno {
+    net: dyno::PendingNet,
+    wanted: Wanted,
+}
+
+impl PendingDyno {
+    pub fn name(&self) -> &DynoName {
+        &self.net.spec.name
+    }
+
+    pub fn ip(&self) -> Ipv4Addr {
+        self.net.spec.ip
+    }
+
+    /// Where its namespace is bound (what a sandbox joins).
+    pub fn netns_path(&self) -> &std::path::Path {
+        &self.net.netns_path
+    }
+}
+
+/// What the caller of [`Network::begin`] asked of the rest.
+#[derive(Debug, Clone, Copy)]
+struct Wanted {
+    port: Option<u16>,
+    /// Chosen by the caller (tests); `None`: ours ([`HostIfindexes`]).
+    host_ifindex: Option<u32>,
+    fail_at: Option<FailPoint>,
+}
+
 pub struct Network<S: LeaseStore> {
     host: Host,
     run_dir: RunDir,
@@ -231,7 +262,8 @@ impl<S: LeaseStore> Network<S> {
         host_ifindex: Option<u32>,
         fail_at: Option<FailPoint>,
     ) -> Result<DynoNet, NetworkError> {
-        self.up_leased(name, None, port, host_ifindex, fail_at)
+        let pending = self.begin_leased(name, None, port, host_ifindex, fail_at)?;
+        self.complete(pending)
     }
 
     /// [`Network::up`] at an address the caller leased already (in its own store, in the same
@@ -242,17 +274,32 @@ impl<S: LeaseStore> Network<S> {
         ip: Ipv4Addr,
         port: Option<u16>,
     ) -> Result<DynoNet, NetworkError> {
-        self.up_leased(name, Some(ip), port, None, None)
+        let pending = self.begin_leased(name, Some(ip), port, None, None)?;
+        self.complete(pending)
     }
 
-    fn up_leased(
+    /// The first half of [`Network::up`] (at `ip` if given, which the caller leased already):
+    /// the dyno's address leased and claimed, its namespace bound, so that its sandbox can
+    /// start while [`Network::complete`] makes its links (a start's network costs no time of
+    /// its own that way). Until then it has only `lo`. A pending network that is not
+    /// completed goes with [`Network::down`].
+    pub fn begin(
+        &mut self,
+        name: &str,
+        ip: Option<Ipv4Addr>,
+        port: Option<u16>,
+    ) -> Result<PendingDyno, NetworkError> {
+        self.begin_leased(name, ip, port, None, None)
+    }
+
+    fn begin_leased(
         &mut self,
         name: &str,
         ip: Option<Ipv4Addr>,
         port: Option<u16>,
         host_ifindex: Option<u32>,
         fail_at: Option<FailPoint>,
-    ) -> Result<DynoNet, NetworkError> {
+    ) -> Result<PendingDyno, NetworkError> {
         let name = DynoName::new(name)?;
         if !self.installed {
             self.install()?;
@@ -260,38 +307,41 @@ impl<S: LeaseStore> Network<S> {
         if self.ipam.lease_of(name.as_str()).is_some() || self.run_dir.netns_path(&name).exists() {
             return Err(NetworkError::InUse(name));
         }
+        let wanted = Wanted {
+            port,
+            host_ifindex,
+            fail_at,
+        };
         let Some(ip) = ip else {
-            return self.up_allocated(&name, port, host_ifindex, fail_at);
+            return self.begin_allocated(&name, wanted);
         };
         self.ipam.claim(ip, name.as_str())?;
-        let made = self.build(&name, ip, port, host_ifindex, fail_at);
-        if made.is_err() {
+        let begun = self.begin_at(&name, ip, wanted);
+        if begun.is_err() {
             // setup rolled its own part back; the lease is ours to return.
             let _ = self.ipam.release(ip);
         }
-        made
+        begun
     }
 
-    /// Up at the next address of our own leases that no other instance on the host has: one
-    /// that another instance routes already is skipped (its lease returned; round-robin goes
-    /// on after it), up to [`TAKEN_ATTEMPTS`] in a row.
-    fn up_allocated(
+    /// Begun at the next address of our own leases that no other instance on the host has:
+    /// one that another instance routes already is skipped (its lease returned; round-robin
+    /// goes on after it), up to [`TAKEN_ATTEMPTS`] in a row.
+    fn begin_allocated(
         &mut self,
         name: &DynoName,
-        port: Option<u16>,
-        host_ifindex: Option<u32>,
-        fail_at: Option<FailPoint>,
-    ) -> Result<DynoNet, NetworkError> {
+        wanted: Wanted,
+    ) -> Result<PendingDyno, NetworkError> {
         let mut attempts = 0;
         loop {
             let ip = self.ipam.allocate(name.as_str())?;
-            let made = self.build(name, ip, port, host_ifindex, fail_at);
-            if made.is_ok() {
-                return made;
+            let begun = self.begin_at(name, ip, wanted);
+            if begun.is_ok() {
+                return begun;
             }
             let _ = self.ipam.release(ip);
             attempts += 1;
-            match made {
+            match begun {
                 Err(NetworkError::Net(NetError::AddressTaken { .. }))
                     if attempts < TAKEN_ATTEMPTS => {}
                 other => return other,
@@ -299,46 +349,80 @@ impl<S: LeaseStore> Network<S> {
         }
     }
 
-    fn build(
+    fn begin_at(
         &mut self,
         name: &DynoName,
         ip: Ipv4Addr,
-        port: Option<u16>,
-        host_ifindex: Option<u32>,
-        fail_at: Option<FailPoint>,
+        wanted: Wanted,
+    ) -> Result<PendingDyno, NetworkError> {
+        let prepared = match &self.spares {
+            Some(spares) => PreparedNetns::take(spares)?,
+            None => PreparedNetns::create()?,
+        };
+        let spec = DynoSpec {
+            name: name.clone(),
+            ip,
+            host_ifindex: Some(
+                wanted
+                    .host_ifindex
+                    .unwrap_or_else(|| self.host_ifindexes.take()),
+            ),
+            source: Some(GATEWAY),
+            fail_at: wanted.fail_at,
+        };
+        let net = dyno::begin(&mut self.host, &self.run_dir, prepared, spec)?;
+        Ok(PendingDyno { net, wanted })
+    }
+
+    /// The second half of [`Network::up`]: the dyno's links, addresses and routes, and its port
+    /// exposed. On failure nothing of the dyno is left, its lease included.
+    pub fn complete(&mut self, pending: PendingDyno) -> Result<DynoNet, NetworkError> {
+        let PendingDyno { mut net, wanted } = pending;
+        let (name, ip) = (net.spec.name.clone(), net.spec.ip);
+        let made = self.links(&mut net, wanted).and_then(|made| {
+            if let Some(port) = wanted.port {
+                self.firewall.expose(ip, port)?;
+                self.exposed.insert(ip, port);
+            }
+            Ok(made)
+        });
+        if made.is_err() {
+            // Errors of the rollback itself are secondary to the one we report.
+            let _ = dyno::teardown(&mut self.host, &self.run_dir, &name, Some(ip));
+            let _ = self.ipam.release(ip);
+        }
+        // Its spare is made again while its sandbox is built, not while it was taken.
+        self.refill_spares();
+        made
+    }
+
+    fn refill_spares(&self) {
+        if let Some(spares) = &self.spares {
+            spares.refill();
+        }
+    }
+
+    /// The links of a pending dyno; a host end's interface index that is taken (`EBUSY`: a
+    /// link of another instance has it) is skipped for the next, unless the caller chose it.
+    fn links(
+        &mut self,
+        net: &mut dyno::PendingNet,
+        wanted: Wanted,
     ) -> Result<DynoNet, NetworkError> {
         let mut attempts = 0;
-        let net = loop {
-            let prepared = match &self.spares {
-                Some(spares) => PreparedNetns::take(spares)?,
-                None => PreparedNetns::create()?,
-            };
-            let spec = DynoSpec {
-                name: name.clone(),
-                ip,
-                host_ifindex: Some(host_ifindex.unwrap_or_else(|| self.host_ifindexes.take())),
-                source: Some(GATEWAY),
-                fail_at,
-            };
-            match dyno::setup(&mut self.host, &self.run_dir, prepared, &spec) {
+        loop {
+            match net.links(&mut self.host) {
                 Err(NetError::Netlink(e))
                     if e.errno() == Some(libc::EBUSY)
-                        && host_ifindex.is_none()
+                        && wanted.host_ifindex.is_none()
                         && attempts < HOST_IFINDEX_ATTEMPTS =>
                 {
                     attempts += 1;
+                    net.spec.host_ifindex = Some(self.host_ifindexes.take());
                 }
-                other => break other?,
+                other => return Ok(other?),
             }
-        };
-        if let Some(port) = port {
-            if let Err(e) = self.firewall.expose(ip, port) {
-                let _ = dyno::teardown(&mut self.host, &self.run_dir, name, Some(ip));
-                return Err(e.into());
-            }
-            self.exposed.insert(ip, port);
         }
-        Ok(net)
     }
 
     /// Removes dyno `name`'s network, its exposed port and its lease. `Ok(false)`: there was
@@ -367,6 +451,8 @@ impl<S: LeaseStore> Network<S> {
         if let Some(held) = held {
             self.reaper.hold(held);
         }
+        // A network given up between `begin` and `complete` took a spare too.
+        self.refill_spares();
         if !errors.is_empty() {
             return Err(NetworkError::Teardown(errors));
         }

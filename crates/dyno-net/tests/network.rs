@@ -421,6 +421,53 @@ fn a_failure_in_the_middle_of_setup_leaves_nothing() {
     network.up("f0", Some(PORT)).unwrap();
 }
 
+/// Between `begin` and `complete` a sandbox may already run in the namespace: it is bound, its
+/// address is claimed (a blackhole: nothing reaches it) and it has only `lo`. Completed, it is
+/// a dyno like any other; one given up instead goes with `down`, lease included.
+#[test]
+fn a_begun_network_has_only_lo_until_completed_and_goes_with_down() {
+    let (lab, mut network) = lab_network("begun", "10.213.0.0/16");
+    let pending = network.begin("b", None, Some(PORT)).unwrap();
+    let ip = pending.ip();
+    assert!(pending.netns_path().exists(), "bound before the links");
+    let netns = dyno_net::ns::Netns::open(pending.netns_path()).unwrap();
+    let links = run_in(&netns, "ip", &["-o", "link", "show"]);
+    assert_eq!(links.lines().count(), 1, "{links}");
+    assert!(links.contains("lo:"), "{links}");
+    let routes = run_in(
+        network.host().netns(),
+        "ip",
+        &["-4", "route", "show", "table", "all"],
+    );
+    assert!(routes.contains(&format!("blackhole {ip}")), "{routes}");
+    assert_eq!(network.ipam().lease_of("b"), Some(ip));
+    let net = network.complete(pending).unwrap();
+    let links = run_in(&net.netns, "ip", &["-o", "link", "show"]);
+    assert!(links.contains("eth0"), "{links}");
+    let listed = network.list().unwrap();
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!((listed[0].ip, listed[0].port), (Some(ip), Some(PORT)));
+
+    let given_up = network.begin("g", None, Some(PORT)).unwrap();
+    let given_up_ip = given_up.ip();
+    let path = given_up.netns_path().to_path_buf();
+    drop(given_up);
+    assert!(network.down("g").unwrap());
+    assert!(!path.exists(), "namespace unbound");
+    assert_eq!(network.ipam().lease_of("g"), None);
+    let routes = run_in(
+        network.host().netns(),
+        "ip",
+        &["-4", "route", "show", "table", "all"],
+    );
+    assert!(!routes.contains(&given_up_ip.to_string()), "{routes}");
+    assert_eq!(
+        mounts_under(&lab.run_dir.0),
+        1,
+        "only b's namespace is bound"
+    );
+}
+
 #[test]
 fn teardown_twice_is_success() {
     let (lab, mut network) = lab_network("twice", "10.213.0.0/16");
@@ -514,7 +561,8 @@ fn spare_namespaces_are_made_in_the_background_and_ready_for_a_dyno() {
         &["/proc/sys/net/ipv4/ip_unprivileged_port_start"],
     );
     assert_eq!(sysctl.trim(), "0");
-    // The pool refills what was taken.
+    // The pool refills what was taken once its user is done with the CPUs.
+    spares.refill();
     let deadline = Instant::now() + Duration::from_secs(10);
     while spares.ready() < 3 {
         assert!(

@@ -25,6 +25,8 @@ pub struct InitArgs {
     /// The app's whole environment.
     pub env: Vec<(String, String)>,
     pub command: String,
+    /// stdin is the network gate (see [`crate::spec::SandboxSpec::network_gate`]).
+    pub network_gate: bool,
 }
 
 /// What PID 1's command line reads (`ps` in the dyno shows it): the shim's, which the fork
@@ -99,6 +101,12 @@ pub fn run(args: InitArgs) -> i32 {
     }
     // The app must not hold the shim's socket.
     drop(report);
+    // As late as can be: everything above ran while the daemon completed the network.
+    if args.network_gate {
+        if let Err(e) = wait_for_network() {
+            return fail(&e);
+        }
+    }
     // Handlers reset to the default on exec; the mask must be emptied by hand (it is inherited,
     // and std does not clear it).
     let mut app = app_command(&args.command, &args.env);
@@ -209,6 +217,37 @@ pub fn receive_fd(socket: &OwnedFd) -> std::io::Result<Option<OwnedFd>> {
         let fd = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast::<RawFd>());
         Ok(Some(OwnedFd::from_raw_fd(fd)))
     }
+}
+
+/// Waits for the caller's byte on the network gate (stdin), then gives stdin to `/dev/null`:
+/// the app must not hold the gate.
+fn wait_for_network() -> Result<(), String> {
+    let mut byte = [0u8; 1];
+    loop {
+        // SAFETY: reads at most one byte into a buffer of one.
+        match unsafe { libc::read(0, byte.as_mut_ptr().cast(), 1) } {
+            1 => break,
+            0 => {
+                return Err("the dyno's network was never completed (its start was given up);                             the app did not run"
+                    .into())
+            }
+            _ => {
+                let e = std::io::Error::last_os_error();
+                if e.kind() != std::io::ErrorKind::Interrupted {
+                    return Err(format!("wait for the dyno's network: {e}"));
+                }
+            }
+        }
+    }
+    let null = std::fs::File::open("/dev/null").map_err(|e| format!("open /dev/null: {e}"))?;
+    // SAFETY: dup2 onto stdin of an fd we own; the copy is not close-on-exec.
+    if unsafe { libc::dup2(null.as_raw_fd(), 0) } < 0 {
+        return Err(format!(
+            "stdin from /dev/null: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    Ok(())
 }
 
 fn fail(message: &str) -> i32 {

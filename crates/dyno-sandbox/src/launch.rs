@@ -15,6 +15,8 @@ pub enum LaunchError {
     },
     #[error("the app directory {0} does not exist or is not a directory")]
     NoAppDir(String),
+    #[error("a dyno with a terminal has no network gate: its stdin is the client's")]
+    GateWithTerminal,
     #[error("the app's uid and gid must not be 0 (got {uid}:{gid})")]
     Privileged { uid: u32, gid: u32 },
     #[error("start the shim {exe}: {source}")]
@@ -45,6 +47,9 @@ fn with_line(host_file: &str, line: &str) -> String {
 pub fn prepare(state: &StateDir, spec: &SandboxSpec) -> Result<(), LaunchError> {
     if !spec.app_dir.is_dir() {
         return Err(LaunchError::NoAppDir(spec.app_dir.display().to_string()));
+    }
+    if spec.terminal && spec.network_gate {
+        return Err(LaunchError::GateWithTerminal);
     }
     if spec.uid == 0 || spec.gid == 0 {
         return Err(LaunchError::Privileged {

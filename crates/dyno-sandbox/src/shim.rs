@@ -72,7 +72,7 @@ fn start(state: &StateDir) -> SysResult<i32> {
     check(|| "unshare pid namespace".into(), unsafe {
         libc::unshare(libc::CLONE_NEWPID)
     })?;
-    let (errors_in, errors_out) = pipe()?;
+    let (errors_in, errors_out) = io_context(|| "pipe".into(), crate::sys::pipe())?;
     // PID 1 sends the seccomp filter's listener back through this: the shim answers the calls
     // the filter denies (see `crate::seccomp::notify`).
     let (report_in, report_out) = socketpair()?;
@@ -235,7 +235,7 @@ const PIPE_READ: usize = 64 * 1024;
 
 impl Relay {
     fn open(state: &StateDir) -> SysResult<Relay> {
-        let (pipe, child_end) = pipe()?;
+        let (pipe, child_end) = io_context(|| "pipe".into(), crate::sys::pipe())?;
         set_nonblocking(&pipe)?;
         let path = state.log_socket();
         let _ = std::fs::remove_file(&path);
@@ -501,6 +501,7 @@ fn enter(
         seccomp: spec.seccomp.clone(),
         report: Some(report),
         terminal: spec.terminal,
+        network_gate: spec.network_gate,
         env: spec.env.clone(),
         // After the pivot: the slug is at /app.
         command: spec.startup_command(Path::new("/app")),
@@ -517,16 +518,6 @@ fn socketpair() -> SysResult<(OwnedFd, OwnedFd)> {
             0,
             fds.as_mut_ptr(),
         )
-    })?;
-    // SAFETY: both fds were just created and are owned by nothing else.
-    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
-}
-
-fn pipe() -> SysResult<(OwnedFd, OwnedFd)> {
-    let mut fds = [0; 2];
-    // SAFETY: fds is a valid array of two ints.
-    check(|| "pipe".into(), unsafe {
-        libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC)
     })?;
     // SAFETY: both fds were just created and are owned by nothing else.
     Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })

@@ -18,7 +18,7 @@
 
 use std::ffi::CString;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
 /// What the template does to one mount of its copy of the host's.
@@ -73,8 +73,8 @@ pub fn create(at: &Path, hidden: &Path) -> io::Result<()> {
         })
         .collect::<io::Result<_>>()?;
     std::fs::File::create(at)?;
-    let (ready_in, ready_out) = pipe()?;
-    let (hold_in, hold_out) = pipe()?;
+    let (ready_in, ready_out) = crate::sys::pipe()?;
+    let (hold_in, hold_out) = crate::sys::pipe()?;
     // SAFETY: the child calls only async-signal-safe functions (system calls on memory made
     // before the fork) and ends with `_exit`.
     let pid = unsafe { libc::fork() };
@@ -228,16 +228,6 @@ pub fn join_if_there(at: &Path) -> crate::sys::SysResult<()> {
         }
     }
     Ok(())
-}
-
-fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
-    let mut fds = [0; 2];
-    // SAFETY: fds is a valid array of two ints.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: both fds were just created and are owned by nothing else.
-    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
 
 #[cfg(test)]

@@ -49,8 +49,8 @@ pub fn open(terminal: bool, size: Option<TermSize>) -> std::io::Result<(ClientEn
         };
         return Ok((ClientEnds::Terminal { master }, dyno));
     }
-    let (stdin_read, stdin_write) = pipe()?;
-    let (output_read, output_write) = pipe()?;
+    let (stdin_read, stdin_write) = crate::sys::pipe()?;
+    let (output_read, output_write) = crate::sys::pipe()?;
     let dyno = DynoEnds {
         stdin: stdin_read,
         stdout: output_write.try_clone()?,
@@ -95,16 +95,6 @@ fn open_pty(size: TermSize) -> std::io::Result<(OwnedFd, OwnedFd)> {
         set_cloexec(fd)?;
     }
     Ok((master, slave))
-}
-
-fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
-    let mut fds = [0; 2];
-    // SAFETY: a valid array of two ints for the new fds.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: pipe2 succeeded: both are new fds that nothing else owns.
-    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
 
 fn set_cloexec(fd: &OwnedFd) -> std::io::Result<()> {

@@ -93,13 +93,13 @@ impl DynoHost for LinuxHost {
     /// Each step is undone again if a later one fails.
     fn make(&self, new: NewRun<'_>) -> Result<Box<dyn HostedRun>, StartError> {
         let (def, net_name) = (new.def, new.net_name);
-        let net = {
+        // The sandbox is built while the network is completed, unless the shim's stdin is an
+        // attached client's (then the network comes first): PID 1 waits at the gate.
+        let gated = def.attachment.is_none();
+        let pending = {
             let mut network = crate::lock(&self.network);
             let port = def.is_web().then_some(def.port);
-            match new.ip {
-                Some(ip) => network.up_at(net_name, ip, port),
-                None => network.up(net_name, port),
-            }?
+            network.begin(net_name, new.ip, port)?
         };
         let network_down = || {
             let _ = crate::lock(&self.network).down(net_name);
@@ -124,17 +124,28 @@ impl DynoHost for LinuxHost {
             },
             None => None,
         };
+        // Whatever of the start exists when a later step fails (the network's own failures
+        // roll the network back).
+        let undo = |network: bool| {
+            if network {
+                network_down();
+            }
+            let _ = std::fs::remove_dir_all(&state.0);
+            if let Some(cgroup) = &cgroup {
+                let _ = cgroup.remove();
+            }
+        };
         // An attached one-off's streams are the shim's own (copies; the originals are let go of
         // once it runs), its output goes to the client instead of the log.
         let attached = match def.attachment.as_ref().map(|a| a.copies()).transpose() {
             Ok(attached) => attached.flatten(),
             Err(e) => {
-                network_down();
+                undo(true);
                 return Err(StartError::Spawn(e));
             }
         };
         if def.attachment.is_some() && attached.is_none() {
-            network_down();
+            undo(true);
             return Err(StartError::Spawn(std::io::Error::other(
                 "the client's terminal is gone",
             )));
@@ -147,8 +158,8 @@ impl DynoHost for LinuxHost {
         let spec = SandboxSpec {
             name: new.dyno.to_owned(),
             hostname: uuid_v4(),
-            netns: net.netns_path.clone(),
-            ip: net.ip,
+            netns: pending.netns_path().to_path_buf(),
+            ip: pending.ip(),
             app_dir: def.app_dir.clone(),
             stack: SandboxSpec::default_stack(),
             uid: def.uid,
@@ -163,6 +174,33 @@ impl DynoHost for LinuxHost {
             terminal: attached.as_ref().is_some_and(|a| a.terminal),
             binds: def.binds.clone(),
             mount_template: self.mount_template.clone(),
+            network_gate: gated,
+        };
+        let (mut pending, mut early_net) = (Some(pending), None);
+        if !gated {
+            let completed = crate::lock(&self.network).complete(pending.take().expect("begun"));
+            match completed {
+                Ok(net) => early_net = Some(net),
+                Err(e) => {
+                    undo(false);
+                    return Err(e.into());
+                }
+            }
+        }
+        let gate = if gated {
+            match sys::pipe() {
+                Ok(gate) => Some(gate),
+                Err(e) => {
+                    undo(true);
+                    return Err(StartError::Spawn(e));
+                }
+            }
+        } else {
+            None
+        };
+        let (gate_out, gate_in) = match gate {
+            Some((read, write)) => (Some(read), Some(write)),
+            None => (None, None),
         };
         let started = launch::prepare(&state, &spec)
             .map_err(StartError::from)
@@ -182,17 +220,39 @@ impl DynoHost for LinuxHost {
                         command.stdout(Stdio::null()).stderr(Stdio::null());
                     }
                 }
+                if let Some(gate) = gate_out {
+                    command.stdin(Stdio::from(gate));
+                }
                 command.spawn().map_err(StartError::Spawn)
             });
-        let shim = match started {
+        let mut shim = match started {
             Ok(shim) => shim,
             Err(e) => {
-                network_down();
-                let _ = std::fs::remove_dir_all(&state.0);
-                if let Some(cgroup) = &cgroup {
-                    let _ = cgroup.remove();
-                }
+                undo(true);
                 return Err(e);
+            }
+        };
+        let net = match (early_net, pending) {
+            (Some(net), _) => net,
+            (None, pending) => {
+                let completed = crate::lock(&self.network).complete(pending.expect("begun"));
+                match completed {
+                    Ok(net) => {
+                        // PID 1 reads it once it is ready for the app; a shim that died
+                        // meanwhile (EPIPE) is seen ending like any other.
+                        if let Some(gate) = gate_in {
+                            let _ = rustix::io::write(&gate, b"1");
+                        }
+                        net
+                    }
+                    Err(e) => {
+                        // The gate closes unopened: PID 1 ends without running the app.
+                        drop(gate_in);
+                        let _ = shim.start_kill();
+                        undo(false);
+                        return Err(e.into());
+                    }
+                }
             }
         };
         if let Some(attachment) = &def.attachment {

@@ -121,6 +121,7 @@ fn a_run_dir_of_its_own_is_left_out_and_a_dyno_started_from_the_template_runs() 
         terminal: false,
         binds: Vec::new(),
         mount_template: Some(at.clone()),
+        network_gate: false,
     };
     let text = run_to_the_end(&spec, &scratch.0.join("state"));
     assert!(text.starts_with("dyno __init"), "PID 1: {text}");

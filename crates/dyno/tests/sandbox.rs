@@ -82,6 +82,7 @@ impl Bench {
             terminal: false,
             binds: Vec::new(),
             mount_template: None,
+            network_gate: false,
         }
     }
 
@@ -283,6 +284,74 @@ fn a_sandbox_that_cannot_be_built_says_why() {
         other => panic!("{other:?}"),
     }
     assert!(!stdout(&out).contains("never"));
+}
+
+/// Starts the dyno `spec` describes (its network gate on) with the gate's read end as the
+/// shim's stdin; returns the shim and the gate's write end.
+fn spawn_gated(
+    spec: &SandboxSpec,
+    state: &StateDir,
+) -> (std::process::Child, std::os::fd::OwnedFd) {
+    launch::prepare(state, spec).unwrap();
+    let (gate_out, gate_in) = dyno_sandbox::sys::pipe().unwrap();
+    let shim = launch::shim_command(Path::new(env!("CARGO_BIN_EXE_dyno-shim")), state)
+        .stdin(Stdio::from(gate_out))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    (shim, gate_in)
+}
+
+#[test]
+fn behind_the_network_gate_the_app_starts_only_once_the_gate_opens() {
+    let bench = Bench::new("gate");
+    let state = StateDir(bench.scratch.join("state-gate"));
+    let mut spec = bench.spec("echo started; readlink /proc/self/fd/0; read line; echo read=$?");
+    spec.network_gate = true;
+    let (shim, gate) = spawn_gated(&spec, &state);
+    // The sandbox is built in far less than this; PID 1 must still be waiting, childless.
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let init = launch::live_init_pid(&state).expect("PID 1 runs");
+    let children = format!("/proc/{init}/task/{init}/children");
+    let children = std::fs::read_to_string(&children).unwrap();
+    assert_eq!(children, "", "the app runs before the gate opened");
+    rustix::io::write(&gate, b"1").unwrap();
+    let out = shim.wait_with_output().unwrap();
+    let text = stdout(&out);
+    assert_eq!(
+        launch::exit_record(&state),
+        Some(ExitRecord::Exited(0)),
+        "{text}"
+    );
+    // The app's stdin is /dev/null, not the gate: its read ends at once.
+    assert_eq!(text, "started\n/dev/null\nread=1\n", "{text}");
+    drop(gate);
+}
+
+#[test]
+fn a_gate_closed_unopened_ends_the_dyno_without_running_the_app() {
+    let bench = Bench::new("gateshut");
+    let state = StateDir(bench.scratch.join("state-gateshut"));
+    let mut spec = bench.spec("echo never");
+    spec.network_gate = true;
+    let (shim, gate) = spawn_gated(&spec, &state);
+    drop(gate);
+    let out = shim.wait_with_output().unwrap();
+    assert!(!stdout(&out).contains("never"), "{}", stdout(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("network was never completed"), "{stderr}");
+    assert_eq!(launch::exit_record(&state), Some(ExitRecord::Exited(127)));
+}
+
+#[test]
+fn a_gate_with_a_terminal_is_refused() {
+    let bench = Bench::new("gateterm");
+    let mut spec = bench.spec("true");
+    (spec.network_gate, spec.terminal) = (true, true);
+    let state = StateDir(bench.scratch.join("state-gateterm"));
+    let refused = launch::prepare(&state, &spec).unwrap_err();
+    assert!(refused.to_string().contains("terminal"), "{refused}");
 }
 
 #[test]

@@ -236,6 +236,7 @@ impl DynoLab {
             terminal: false,
             binds: Vec::new(),
             mount_template: None,
+            network_gate: false,
         };
         launch::prepare(&dyno.state, &spec).map_err(|e| format!("dyno {name}: {e}"))?;
         let out = File::create(&output).map_err(|e| format!("{}: {e}", output.display()))?;
