@@ -86,11 +86,11 @@ fn start(state: &StateDir) -> SysResult<i32> {
         drop(report_in);
         let output = relay.take().and_then(|mut r| r.child_end.take());
         let code = match enter(&spec, state, netns, output, report_out) {
-            Ok(init) => {
-                // Closing it tells the shim the sandbox is built.
-                drop(errors_out);
-                crate::init::run(init)
-            }
+            // PID 1 closes it (the sandbox is built) once it is about to start the app.
+            Ok(init) => crate::init::run(crate::init::InitArgs {
+                built: Some(errors_out),
+                ..init
+            }),
             Err(e) => {
                 let _ = File::from(errors_out).write_all(e.to_string().as_bytes());
                 126
@@ -112,6 +112,10 @@ fn start(state: &StateDir) -> SysResult<i32> {
         let mut status = 0;
         // SAFETY: valid out pointer.
         unsafe { libc::waitpid(pid, &mut status, 0) };
+        if failure == crate::init::GATE_CLOSED {
+            record(state, &ExitRecord::Abandoned);
+            return Ok(126);
+        }
         return Err(SysError {
             what: format!("build the sandbox of {}", spec.name),
             source: std::io::Error::other(failure),
@@ -502,6 +506,7 @@ fn enter(
         report: Some(report),
         terminal: spec.terminal,
         network_gate: spec.network_gate,
+        built: None,
         env: spec.env.clone(),
         // After the pivot: the slug is at /app.
         command: spec.startup_command(Path::new("/app")),

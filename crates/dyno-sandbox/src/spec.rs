@@ -188,4 +188,8 @@ pub enum ExitRecord {
     Signaled(i32),
     /// The sandbox could not be built; the app never ran.
     SetupFailed(String),
+    /// Its start was given up before the app ran: the network gate closed unopened (the
+    /// daemon failed to complete the network, or died first). Nothing ran; a daemon that finds
+    /// it starts the dyno afresh, as it would one it found gone.
+    Abandoned,
 }

@@ -60,6 +60,11 @@ pub trait HostedRun: Send {
     fn exit_code(&self) -> i32;
     /// Why the sandbox could not start the app, if that is how it ended.
     fn setup_failure(&self) -> Option<String>;
+    /// Whether it ended because its start was given up before the app ran (its network gate
+    /// closed unopened: the daemon that started it died first). Nothing of the app ran.
+    fn abandoned(&self) -> bool {
+        false
+    }
     /// Output the shim could not hand over before the end.
     fn unsent_lines(&self) -> Vec<String>;
     /// Opens a probe for a listener on a port inside its network: the opener blocks, so it

@@ -201,6 +201,10 @@ impl Incarnation {
         loop {
             tokio::select! {
                 () = self.run.wait() => {
+                    if self.run.abandoned() {
+                        unroute(sup);
+                        return Ended::Abandoned;
+                    }
                     // Killed by the kernel at the hard limit (2× quota): that is R15.
                     if memory_watch.oom_killed(self.run.memory()) {
                         memory_watch.r15(sup);

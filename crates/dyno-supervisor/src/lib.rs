@@ -98,6 +98,10 @@ pub enum StartError {
     Spawn(std::io::Error),
     #[error("watch the shim {pid}: {source}")]
     WatchShim { pid: u32, source: std::io::Error },
+    /// A found incarnation ended before it could be taken over, its start given up (see
+    /// [`HostedRun::abandoned`](host::HostedRun::abandoned)): not a failure, it starts afresh.
+    #[error("its start was given up before the app ran")]
+    Abandoned,
 }
 
 /// Where each incarnation is recorded before its resources exist and forgotten after they are
@@ -375,6 +379,9 @@ enum Ended {
     Stopped,
     /// Daily cycling stopped it; it starts again at once.
     Cycled,
+    /// Its start was given up before the app ran (by a daemon that died); it starts afresh,
+    /// as if it had never been found.
+    Abandoned,
 }
 
 struct Supervisor {
@@ -478,6 +485,7 @@ async fn supervise(
                 run.clean_up(&sup).await;
                 ended
             }
+            Err(StartError::Abandoned) => Ended::Abandoned,
             Err(message) => {
                 sup.log(format!("Error starting dyno: {message}"));
                 Ended::Exited
@@ -490,11 +498,11 @@ async fn supervise(
             }
             // A one-off never starts again: not when it exits, nor at its daily cycle (Heroku
             // stops one-offs after a day).
-            Ended::Cycled | Ended::Exited if !sup.def.restart => {
+            Ended::Cycled | Ended::Exited | Ended::Abandoned if !sup.def.restart => {
                 sup.change(State::Down, None);
                 return;
             }
-            Ended::Cycled => {
+            Ended::Cycled | Ended::Abandoned => {
                 sup.change(State::Starting, None);
                 continue;
             }

@@ -289,7 +289,17 @@ impl DynoHost for LinuxHost {
         let netns = dyno_net::ns::Netns::open(&netns_path)?;
         let pid = found.shim_pid;
         let watch_error = |source: std::io::Error| StartError::WatchShim { pid, source };
-        let pidfd = sys::pidfd_open(found.shim_pid as libc::pid_t).map_err(watch_error)?;
+        let pidfd = match sys::pidfd_open(found.shim_pid as libc::pid_t) {
+            Ok(pidfd) => pidfd,
+            // It ended since it was found, its start given up: as if it had been found gone.
+            Err(e)
+                if e.raw_os_error() == Some(libc::ESRCH)
+                    && launch::exit_record(&state) == Some(ExitRecord::Abandoned) =>
+            {
+                return Err(StartError::Abandoned);
+            }
+            Err(e) => return Err(watch_error(e)),
+        };
         // SAFETY: the OwnedFd is moved into the AsyncFd, which keeps it open and unchanged
         // for as long as it lives.
         let pidfd = unsafe { tokio::io::unix::AsyncFd::register(pidfd) }
@@ -444,7 +454,7 @@ impl HostedRun for LinuxRun {
         match launch::exit_record(&self.state) {
             Some(ExitRecord::Exited(code)) => code,
             Some(ExitRecord::Signaled(signal)) => 128 + signal,
-            Some(ExitRecord::SetupFailed(_)) => 126,
+            Some(ExitRecord::SetupFailed(_) | ExitRecord::Abandoned) => 126,
             None => self.shim_status.and_then(|s| s.code()).unwrap_or(1),
         }
     }
@@ -454,6 +464,10 @@ impl HostedRun for LinuxRun {
             Some(ExitRecord::SetupFailed(reason)) => Some(reason),
             _ => None,
         }
+    }
+
+    fn abandoned(&self) -> bool {
+        launch::exit_record(&self.state) == Some(ExitRecord::Abandoned)
     }
 
     fn unsent_lines(&self) -> Vec<String> {

@@ -339,9 +339,9 @@ fn a_gate_closed_unopened_ends_the_dyno_without_running_the_app() {
     drop(gate);
     let out = shim.wait_with_output().unwrap();
     assert!(!stdout(&out).contains("never"), "{}", stdout(&out));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("network was never completed"), "{stderr}");
-    assert_eq!(launch::exit_record(&state), Some(ExitRecord::Exited(127)));
+    assert_eq!(out.status.code(), Some(126));
+    // Not a failure of the dyno's: a daemon that finds it starts the dyno afresh.
+    assert_eq!(launch::exit_record(&state), Some(ExitRecord::Abandoned));
 }
 
 #[test]

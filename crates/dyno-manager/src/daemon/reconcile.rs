@@ -69,7 +69,8 @@ impl Ended {
             Some(ExitRecord::SetupFailed(reason)) => {
                 lines.push((Source::Heroku, format!("Error starting dyno: {reason}")))
             }
-            None => {}
+            // Its start was given up before the app ran (its daemon died): nothing to tell.
+            Some(ExitRecord::Abandoned) | None => {}
         }
         lines
     }
