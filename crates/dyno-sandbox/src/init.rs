@@ -22,14 +22,12 @@ pub struct InitArgs {
     pub report: Option<OwnedFd>,
     /// stdin is a terminal the app takes as its controlling one.
     pub terminal: bool,
+    /// stdin is the gate (see [`crate::spec::SandboxSpec::network_gate`]): the app gets
+    /// `/dev/null` instead.
+    pub stdin_from_null: bool,
     /// The app's whole environment.
     pub env: Vec<(String, String)>,
     pub command: String,
-    /// stdin is the network gate (see [`crate::spec::SandboxSpec::network_gate`]).
-    pub network_gate: bool,
-    /// The shim reads this until PID 1 closes it, just before the app starts: the sandbox is
-    /// built. What PID 1 writes into it instead is why the app did not start.
-    pub built: Option<OwnedFd>,
 }
 
 /// What PID 1's command line reads (`ps` in the dyno shows it): the shim's, which the fork
@@ -104,18 +102,11 @@ pub fn run(args: InitArgs) -> i32 {
     }
     // The app must not hold the shim's socket.
     drop(report);
-    // As late as can be: everything above ran while the daemon completed the network.
-    if args.network_gate {
-        if let Err(e) = wait_for_network() {
-            if let (Some(built), true) = (args.built, e == GATE_CLOSED) {
-                let _ = std::io::Write::write_all(&mut std::fs::File::from(built), e.as_bytes());
-                return 126;
-            }
-            return fail(&e);
+    if args.stdin_from_null {
+        if let Err(e) = stdin_from_null() {
+            return fail(&format!("stdin from /dev/null: {e}"));
         }
     }
-    // The shim learns that the sandbox is built.
-    drop(args.built);
     // Handlers reset to the default on exec; the mask must be emptied by hand (it is inherited,
     // and std does not clear it).
     let mut app = app_command(&args.command, &args.env);
@@ -228,36 +219,13 @@ pub fn receive_fd(socket: &OwnedFd) -> std::io::Result<Option<OwnedFd>> {
     }
 }
 
-/// What PID 1 reports when the network gate closes unopened (see [`ExitRecord::Abandoned`]).
-///
-/// [`ExitRecord::Abandoned`]: crate::spec::ExitRecord::Abandoned
-pub(crate) const GATE_CLOSED: &str =
-    "the dyno's network was never completed (its start was given up); the app did not run";
-
-/// Waits for the caller's byte on the network gate (stdin), then gives stdin to `/dev/null`:
-/// the app must not hold the gate.
-fn wait_for_network() -> Result<(), String> {
-    let mut byte = [0u8; 1];
-    loop {
-        // SAFETY: reads at most one byte into a buffer of one.
-        match unsafe { libc::read(0, byte.as_mut_ptr().cast(), 1) } {
-            1 => break,
-            0 => return Err(GATE_CLOSED.into()),
-            _ => {
-                let e = std::io::Error::last_os_error();
-                if e.kind() != std::io::ErrorKind::Interrupted {
-                    return Err(format!("wait for the dyno's network: {e}"));
-                }
-            }
-        }
-    }
-    let null = std::fs::File::open("/dev/null").map_err(|e| format!("open /dev/null: {e}"))?;
+/// The dyno's `/dev/null` as stdin (opened in the dyno's root, so that the app sees the path
+/// it knows).
+fn stdin_from_null() -> std::io::Result<()> {
+    let null = std::fs::File::open("/dev/null")?;
     // SAFETY: dup2 onto stdin of an fd we own; the copy is not close-on-exec.
     if unsafe { libc::dup2(null.as_raw_fd(), 0) } < 0 {
-        return Err(format!(
-            "stdin from /dev/null: {}",
-            std::io::Error::last_os_error()
-        ));
+        return Err(std::io::Error::last_os_error());
     }
     Ok(())
 }

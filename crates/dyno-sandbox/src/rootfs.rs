@@ -42,7 +42,12 @@ pub fn tmpfs_bytes(spec: &SandboxSpec) -> u64 {
         .unwrap_or(DEFAULT_TMPFS_BYTES)
 }
 
-pub fn build(spec: &SandboxSpec, state: &StateDir) -> SysResult<()> {
+/// Builds the dyno's root and enters it; `before_pivot` runs last in the host's tree.
+pub fn build(
+    spec: &SandboxSpec,
+    state: &StateDir,
+    before_pivot: impl FnOnce() -> SysResult<()>,
+) -> SysResult<()> {
     // Nothing we mount from here on may propagate back to the host.
     mount(
         None,
@@ -102,6 +107,7 @@ pub fn build(spec: &SandboxSpec, state: &StateDir) -> SysResult<()> {
     )?;
     crate::masks::mask(&root)?;
     dev(&root, tmpfs_size, spec.terminal)?;
+    before_pivot()?;
     enter(&root)
 }
 

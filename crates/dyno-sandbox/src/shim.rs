@@ -86,13 +86,17 @@ fn start(state: &StateDir) -> SysResult<i32> {
         drop(report_in);
         let output = relay.take().and_then(|mut r| r.child_end.take());
         let code = match enter(&spec, state, netns, output, report_out) {
-            // PID 1 closes it (the sandbox is built) once it is about to start the app.
-            Ok(init) => crate::init::run(crate::init::InitArgs {
-                built: Some(errors_out),
-                ..init
-            }),
+            Ok(init) => {
+                // Closing it tells the shim the sandbox is built.
+                drop(errors_out);
+                crate::init::run(init)
+            }
             Err(e) => {
-                let _ = File::from(errors_out).write_all(e.to_string().as_bytes());
+                let failure = match e.what == GATE_CLOSED {
+                    true => GATE_CLOSED.to_owned(),
+                    false => e.to_string(),
+                };
+                let _ = File::from(errors_out).write_all(failure.as_bytes());
                 126
             }
         };
@@ -112,7 +116,7 @@ fn start(state: &StateDir) -> SysResult<i32> {
         let mut status = 0;
         // SAFETY: valid out pointer.
         unsafe { libc::waitpid(pid, &mut status, 0) };
-        if failure == crate::init::GATE_CLOSED {
+        if failure == GATE_CLOSED {
             record(state, &ExitRecord::Abandoned);
             return Ok(126);
         }
@@ -461,13 +465,11 @@ fn enter(
         }
     }
     // Into the dyno's cgroup first, so that its cgroup namespace is rooted there and every
-    // process of the dyno is counted. The shim stays outside: an OOM kill never hits it.
+    // process of the dyno is counted. The shim stays outside: an OOM kill never hits it. A
+    // gated dyno's cgroup is made while its sandbox is built: it joins at the gate.
     let mut namespaces = libc::CLONE_NEWNS | libc::CLONE_NEWUTS | libc::CLONE_NEWIPC;
-    if let Some(cgroup) = &spec.cgroup {
-        cgroup.join_self().map_err(|e| SysError {
-            what: format!("join dyno cgroup {}", cgroup.id()),
-            source: std::io::Error::other(e),
-        })?;
+    if !spec.network_gate && spec.cgroup.is_some() {
+        join_cgroup(spec)?;
         namespaces |= libc::CLONE_NEWCGROUP;
     }
     // A build's binds may be mounts made after the template: it copies the host's namespace.
@@ -490,7 +492,7 @@ fn enter(
         )?;
     }
     drop(netns);
-    rootfs::build(spec, state)?;
+    rootfs::build(spec, state, || pass_the_gate(spec))?;
     io_context(
         || format!("set hostname {}", spec.hostname),
         rustix::system::sethostname(spec.hostname.as_bytes()).map_err(Into::into),
@@ -505,12 +507,63 @@ fn enter(
         seccomp: spec.seccomp.clone(),
         report: Some(report),
         terminal: spec.terminal,
-        network_gate: spec.network_gate,
-        built: None,
+        stdin_from_null: spec.network_gate,
         env: spec.env.clone(),
         // After the pivot: the slug is at /app.
         command: spec.startup_command(Path::new("/app")),
     })
+}
+
+fn join_cgroup(spec: &SandboxSpec) -> SysResult<()> {
+    let Some(cgroup) = &spec.cgroup else {
+        return Ok(());
+    };
+    cgroup.join_self().map_err(|e| SysError {
+        what: format!("join dyno cgroup {}", cgroup.id()),
+        source: std::io::Error::other(e),
+    })
+}
+
+/// What the shim records as [`ExitRecord::Abandoned`]: the network gate closed unopened.
+const GATE_CLOSED: &str =
+    "the dyno's network was never completed (its start was given up); the app did not run";
+
+/// A gated dyno's last step in the host's tree, its sandbox built but for the pivot: waits for
+/// the caller's byte on the gate (stdin; the dyno's cgroup is made and its network complete),
+/// joins the cgroup and roots a cgroup namespace there (PID 1 gives the app the dyno's
+/// `/dev/null` as stdin instead of the gate). What ran before is charged to the daemon's cgroup: the sandbox's
+/// own mounts, a fixed set, nothing of the app's.
+fn pass_the_gate(spec: &SandboxSpec) -> SysResult<()> {
+    if !spec.network_gate {
+        return Ok(());
+    }
+    let mut byte = [0u8; 1];
+    loop {
+        // SAFETY: reads at most one byte into a buffer of one.
+        match unsafe { libc::read(0, byte.as_mut_ptr().cast(), 1) } {
+            1 => break,
+            0 => {
+                return Err(SysError {
+                    what: GATE_CLOSED.into(),
+                    source: std::io::ErrorKind::UnexpectedEof.into(),
+                })
+            }
+            _ => {
+                let e = std::io::Error::last_os_error();
+                if e.kind() != std::io::ErrorKind::Interrupted {
+                    return io_context(|| "wait at the network gate".into(), Err(e));
+                }
+            }
+        }
+    }
+    if spec.cgroup.is_some() {
+        join_cgroup(spec)?;
+        // SAFETY: unshare with a flag constant.
+        check(|| "unshare cgroup namespace".into(), unsafe {
+            libc::unshare(libc::CLONE_NEWCGROUP)
+        })?;
+    }
+    Ok(())
 }
 
 fn socketpair() -> SysResult<(OwnedFd, OwnedFd)> {

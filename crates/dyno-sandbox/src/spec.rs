@@ -56,11 +56,12 @@ pub struct SandboxSpec {
     /// dyno with binds: the shim's own (the host's).
     #[serde(default)]
     pub mount_template: Option<PathBuf>,
-    /// The shim's stdin is the dyno's network gate: a pipe on which its caller writes one byte
-    /// once the dyno's network is complete. PID 1 reads it just before it starts the app (the
-    /// sandbox is built meanwhile, in parallel with the network); at end of file instead, the
-    /// network failed and the dyno ends without running the app. The app's stdin is
-    /// `/dev/null`. Not with `terminal`, whose stdin is the client's.
+    /// The shim's stdin is the dyno's gate: a pipe on which its caller writes one byte once the
+    /// dyno's cgroup exists and its network is complete (both made while the sandbox is
+    /// built). PID 1 reads it when the sandbox is built but for the pivot into it, then joins
+    /// the cgroup; at end of file instead, the start was given up and the dyno ends without
+    /// running the app ([`ExitRecord::Abandoned`]). The app's stdin is `/dev/null`. Not with
+    /// `terminal`, whose stdin is the client's.
     #[serde(default)]
     pub network_gate: bool,
 }

@@ -114,24 +114,28 @@ impl DynoHost for LinuxHost {
                 source: e,
             });
         }
-        let cgroup = match &self.cgroups {
-            Some(cgroups) => match cgroups.create_new(net_name, &def.size) {
-                Ok(cgroup) => Some(cgroup),
-                Err(e) => {
-                    network_down();
-                    return Err(e.into());
-                }
-            },
-            None => None,
+        // A gated dyno's cgroup is made while its sandbox is built (the shim joins it at the
+        // gate); the shim's spec names it beforehand.
+        let made_now = |cgroups: &Cgroups| match gated {
+            true => cgroups.planned(net_name, &def.size),
+            false => cgroups.create_new(net_name, &def.size),
         };
+        let cgroup = match self.cgroups.as_ref().map(made_now).transpose() {
+            Ok(cgroup) => cgroup,
+            Err(e) => {
+                network_down();
+                return Err(e.into());
+            }
+        };
+        let mut cgroup_made = !gated;
         // Whatever of the start exists when a later step fails (the network's own failures
         // roll the network back).
-        let undo = |network: bool| {
+        let undo = |network: bool, cgroup_made: bool| {
             if network {
                 network_down();
             }
             let _ = std::fs::remove_dir_all(&state.0);
-            if let Some(cgroup) = &cgroup {
+            if let Some(cgroup) = cgroup.as_ref().filter(|_| cgroup_made) {
                 let _ = cgroup.remove();
             }
         };
@@ -140,12 +144,12 @@ impl DynoHost for LinuxHost {
         let attached = match def.attachment.as_ref().map(|a| a.copies()).transpose() {
             Ok(attached) => attached.flatten(),
             Err(e) => {
-                undo(true);
+                undo(true, cgroup_made);
                 return Err(StartError::Spawn(e));
             }
         };
         if def.attachment.is_some() && attached.is_none() {
-            undo(true);
+            undo(true, cgroup_made);
             return Err(StartError::Spawn(std::io::Error::other(
                 "the client's terminal is gone",
             )));
@@ -182,7 +186,7 @@ impl DynoHost for LinuxHost {
             match completed {
                 Ok(net) => early_net = Some(net),
                 Err(e) => {
-                    undo(false);
+                    undo(false, cgroup_made);
                     return Err(e.into());
                 }
             }
@@ -191,7 +195,7 @@ impl DynoHost for LinuxHost {
             match sys::pipe() {
                 Ok(gate) => Some(gate),
                 Err(e) => {
-                    undo(true);
+                    undo(true, cgroup_made);
                     return Err(StartError::Spawn(e));
                 }
             }
@@ -228,14 +232,23 @@ impl DynoHost for LinuxHost {
         let mut shim = match started {
             Ok(shim) => shim,
             Err(e) => {
-                undo(true);
+                undo(true, cgroup_made);
                 return Err(e);
             }
         };
         let net = match (early_net, pending) {
             (Some(net), _) => net,
             (None, pending) => {
-                let completed = crate::lock(&self.network).complete(pending.expect("begun"));
+                let made = match &self.cgroups {
+                    Some(cgroups) => cgroups.create_new(net_name, &def.size).map(|_| ()),
+                    None => Ok(()),
+                };
+                cgroup_made = made.is_ok();
+                let completed = made.map_err(StartError::from).and_then(|()| {
+                    let pending = pending.expect("begun");
+                    let completed = crate::lock(&self.network).complete(pending);
+                    completed.map_err(StartError::from)
+                });
                 match completed {
                     Ok(net) => {
                         // PID 1 reads it once it is ready for the app; a shim that died
@@ -246,11 +259,12 @@ impl DynoHost for LinuxHost {
                         net
                     }
                     Err(e) => {
-                        // The gate closes unopened: PID 1 ends without running the app.
+                        // The gate closes unopened: the dyno ends without running the app.
                         drop(gate_in);
                         let _ = shim.start_kill();
-                        undo(false);
-                        return Err(e.into());
+                        // The network rolled itself back unless the cgroup came first.
+                        undo(!cgroup_made, cgroup_made);
+                        return Err(e);
                     }
                 }
             }

@@ -310,12 +310,15 @@ fn behind_the_network_gate_the_app_starts_only_once_the_gate_opens() {
     let mut spec = bench.spec("echo started; readlink /proc/self/fd/0; read line; echo read=$?");
     spec.network_gate = true;
     let (shim, gate) = spawn_gated(&spec, &state);
-    // The sandbox is built in far less than this; PID 1 must still be waiting, childless.
+    // The sandbox is built in far less than this; PID 1 must still be waiting at the gate,
+    // childless, in the host's tree (its root not yet the dyno's).
     std::thread::sleep(std::time::Duration::from_millis(500));
-    let init = launch::live_init_pid(&state).expect("PID 1 runs");
+    let init = std::fs::read_to_string(state.init_pid()).unwrap();
     let children = format!("/proc/{init}/task/{init}/children");
     let children = std::fs::read_to_string(&children).unwrap();
     assert_eq!(children, "", "the app runs before the gate opened");
+    let root = std::fs::read_link(format!("/proc/{init}/root")).unwrap();
+    assert_eq!(root, Path::new("/"), "pivoted before the gate opened");
     rustix::io::write(&gate, b"1").unwrap();
     let out = shim.wait_with_output().unwrap();
     let text = stdout(&out);

@@ -6,15 +6,16 @@
 //!
 //! - **start**: N dynos one after the other (`--pause` between them), each ended and removed
 //!   before the next. The clock starts before the start request, made as the daemon makes it
-//!   (`Network::begin` with `$PORT` to expose, `Cgroups::create`, `launch::prepare`, the shim
-//!   spawned with its network gate, then `Network::complete` while the shim builds the
-//!   sandbox, then the gate opened: PID 1 waits for it before the app) and stops when the
+//!   (`Network::begin` with `$PORT` to expose, `Cgroups::planned`, `launch::prepare`, the shim
+//!   spawned with its gate, then `Cgroups::create_new` and `Network::complete` while the shim
+//!   builds the sandbox, then the gate opened: the shim waits for it before it pivots into the
+//!   sandbox and joins the cgroup) and stops when the
 //!   first byte of the app's stdout reaches our end of the shim's stdout pipe. The app is the
 //!   Procfile command `exec /usr/bin/printf x`: a plain `exec` line, which PID 1 execs itself
 //!   where other commands go through `bash -c`; printf writes one byte. Breakdown: `net`
-//!   (begun), `cgroup`, `prepare`, `spawn` (until the shim is exec'd), `sandbox` (shim exec'd →
-//!   first byte: shim, namespaces, cgroup join, mounts, PID 1, the gate, printf);
-//!   `net_complete` runs during `sandbox`. `start_loaded`: the same while N web dynos are up.
+//!   (begun), `cgroup_planned` (its paths, for the spec), `prepare`, `spawn` (until the shim is
+//!   exec'd), `sandbox` (shim exec'd → first byte: shim, namespaces, mounts, the gate, cgroup
+//!   join, PID 1, printf); `cgroup` (made) and `net_complete` run during `sandbox`. `start_loaded`: the same while N web dynos are up.
 //! - **seccomp**: the start phase runs 2N dynos, N with the default system-call filter (the
 //!   `start_*` keys, as every dyno starts) and N without (`SeccompSpec { off: true }`: the
 //!   `_noseccomp` keys), alternated on, off, off, on, … so that drift hits both alike.
@@ -309,8 +310,8 @@ pub fn run(args: StartBench, shim: &Path) -> Result<(), String> {
     let s = summarize(&start.total);
     let (off, off_sandbox) = (summarize(&noseccomp.total), summarize(&noseccomp.parts[4]));
     let seccomp_cost = (s.p50_ms - off.p50_ms) / off.p50_ms * 100.0;
-    let [net, cgroup, prepare, spawn, sandbox] = start.parts.each_ref().map(|p| summarize(p));
-    let net_complete = summarize(&start.net_complete);
+    let [net, planned, prepare, spawn, sandbox] = start.parts.each_ref().map(|p| summarize(p));
+    let [cgroup, net_complete] = start.made.each_ref().map(|p| summarize(p));
     let (l, u) = (summarize(&loaded.total), summarize(&up));
     let [l_net, _, _, _, l_sandbox] = loaded.parts.each_ref().map(|p| summarize(p));
     let (b, bb) = (summarize(&bwrap_direct), summarize(&bwrap_bash));
@@ -322,15 +323,16 @@ pub fn run(args: StartBench, shim: &Path) -> Result<(), String> {
     let stop_ms = stop_all.as_secs_f64() * 1e3;
     print_line("dyno start        ", &s);
     println!(
-        "  of which (p50) net {:.3}, cgroup {:.3}, prepare {:.3}, spawn shim {:.3}, \
-         shim exec'd -> first byte {:.3} ms (p99 {:.3} ms; the network's completion, {:.3} ms, \
-         runs meanwhile)",
+        "  of which (p50) net {:.3}, cgroup planned {:.3}, prepare {:.3}, spawn shim {:.3}, \
+         shim exec'd -> first byte {:.3} ms (p99 {:.3} ms; meanwhile the cgroup is made, {:.3} \
+         ms, and the network completed, {:.3} ms)",
         net.p50_ms,
-        cgroup.p50_ms,
+        planned.p50_ms,
         prepare.p50_ms,
         spawn.p50_ms,
         sandbox.p50_ms,
         sandbox.p99_ms,
+        cgroup.p50_ms,
         net_complete.p50_ms
     );
     print_line("  without seccomp ", &off);
@@ -345,14 +347,20 @@ pub fn run(args: StartBench, shim: &Path) -> Result<(), String> {
     let no_times = StartTimes::default();
     let (idle_alive, alive_times) = busy.as_ref().map_or((0, &no_times), |(n, t)| (*n, t));
     let a = summarize(&alive_times.total);
-    let [a_net, a_cgroup, a_prepare, a_spawn, a_sandbox] =
+    let [a_net, _, a_prepare, a_spawn, a_sandbox] =
         alive_times.parts.each_ref().map(|p| summarize(p));
+    let [a_cgroup, a_complete] = alive_times.made.each_ref().map(|p| summarize(p));
     if busy.is_some() {
         print_line(&format!("dyno start, {idle_alive} idle"), &a);
         println!(
-            "  of which (p50) net {:.3}, cgroup {:.3}, prepare {:.3}, spawn shim {:.3}, \
-             shim exec'd -> first byte {:.3} ms",
-            a_net.p50_ms, a_cgroup.p50_ms, a_prepare.p50_ms, a_spawn.p50_ms, a_sandbox.p50_ms
+            "  of which (p50) net {:.3}, prepare {:.3}, spawn shim {:.3}, shim exec'd -> \
+             first byte {:.3} ms (meanwhile the cgroup {:.3} ms, the network {:.3} ms)",
+            a_net.p50_ms,
+            a_prepare.p50_ms,
+            a_spawn.p50_ms,
+            a_sandbox.p50_ms,
+            a_cgroup.p50_ms,
+            a_complete.p50_ms
         );
     }
     print_line("bwrap             ", &b);
@@ -382,6 +390,7 @@ pub fn run(args: StartBench, shim: &Path) -> Result<(), String> {
         "start_mean_ms" => f3(s.mean_ms), "start_max_ms" => f3(s.max_ms),
         "start_net_p50_ms" => f3(net.p50_ms),
         "start_net_complete_p50_ms" => f3(net_complete.p50_ms),
+        "start_cgroup_planned_p50_ms" => f3(planned.p50_ms),
         "start_cgroup_p50_ms" => f3(cgroup.p50_ms),
         "start_prepare_p50_ms" => f3(prepare.p50_ms), "start_spawn_p50_ms" => f3(spawn.p50_ms),
         "start_sandbox_p50_ms" => f3(sandbox.p50_ms), "start_sandbox_p99_ms" => f3(sandbox.p99_ms),
@@ -448,8 +457,9 @@ struct StartTimes {
     total: Vec<Duration>,
     /// net, cgroup, prepare, spawn, sandbox (shim exec'd → first byte).
     parts: [Vec<Duration>; 5],
-    /// The network's completion, while the sandbox is built (inside `sandbox`).
-    net_complete: Vec<Duration>,
+    /// The cgroup made and the network completed, while the sandbox is built (inside
+    /// `sandbox`).
+    made: [Vec<Duration>; 2],
 }
 
 /// `count` starts with the seccomp filter, and with `noseccomp` as many without it, in the
@@ -480,7 +490,9 @@ fn start_phase(
         let (total, parts, complete) = run.map_err(|e| format!("start {}: {e}", dyno.name))?;
         let times = if off { &mut without } else { &mut with };
         times.total.push(total);
-        times.net_complete.push(complete);
+        for (all, part) in times.made.iter_mut().zip(complete) {
+            all.push(part);
+        }
         for (all, part) in times.parts.iter_mut().zip(parts) {
             all.push(part);
         }
@@ -505,7 +517,7 @@ impl OneShot<'_> {
         ctx: &Ctx,
         i: usize,
         seccomp_off: bool,
-    ) -> Result<(Duration, [Duration; 5], Duration), String> {
+    ) -> Result<(Duration, [Duration; 5], [Duration; 2]), String> {
         let (marks, complete) = self.spawn(ctx, i, seccomp_off, TINY_COMMAND, true)?;
         let shim = self.shim.as_mut().expect("spawned");
         let (first, err) = first_byte_then_drain(shim);
@@ -535,13 +547,13 @@ impl OneShot<'_> {
         seccomp_off: bool,
         command: &str,
         piped: bool,
-    ) -> Result<([Instant; 5], Duration), String> {
+    ) -> Result<([Instant; 5], [Duration; 2]), String> {
         let started = Instant::now();
         let net = lock(self.network).begin(&self.name, None, Some(ctx.port));
         let net = net.map_err(|e| e.to_string())?;
         let t_net = Instant::now();
         if let Some(cgroups) = &ctx.cgroups {
-            let cgroup = cgroups.create(&self.name, &DynoSize::STANDARD_1X);
+            let cgroup = cgroups.planned(&self.name, &DynoSize::STANDARD_1X);
             self.cgroup = Some(cgroup.map_err(|e| e.to_string())?);
         }
         let t_cgroup = Instant::now();
@@ -585,13 +597,18 @@ impl OneShot<'_> {
         let shim = shim.spawn().map_err(|e| format!("start the shim: {e}"))?;
         let t_spawn = Instant::now();
         self.shim = Some(shim);
+        if let Some(cgroups) = &ctx.cgroups {
+            let made = cgroups.create_new(&self.name, &DynoSize::STANDARD_1X);
+            made.map_err(|e| e.to_string())?;
+        }
+        let t_cgroup_made = Instant::now();
         let net = lock(self.network)
             .complete(net)
             .map_err(|e| e.to_string())?;
-        let complete = t_spawn.elapsed();
+        let made = [t_cgroup_made - t_spawn, t_cgroup_made.elapsed()];
         drop(net);
         rustix::io::write(&gate_in, b"1").map_err(|e| format!("open the gate: {e}"))?;
-        Ok(([started, t_net, t_cgroup, t_prepare, t_spawn], complete))
+        Ok(([started, t_net, t_cgroup, t_prepare, t_spawn], made))
     }
 }
 

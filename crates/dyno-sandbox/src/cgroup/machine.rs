@@ -121,6 +121,27 @@ impl Cgroups {
         self.create(dyno_id, size)
     }
 
+    /// The handle [`Cgroups::create_new`] will return for this dyno, before anything is made:
+    /// for a sandbox that starts while its cgroup is made, and joins it once told it exists
+    /// (see `SandboxSpec::network_gate`).
+    pub fn planned(&self, dyno_id: &str, size: &DynoSize) -> Result<DynoCgroup, CgroupError> {
+        validate_dyno_id(dyno_id)?;
+        size.validate()?;
+        let view_roots: Vec<Hierarchy> =
+            self.view_made().iter().map(|h| h.child(DYNO_DIR)).collect();
+        Ok(DynoCgroup {
+            version: self.version,
+            id: dyno_id.to_string(),
+            quota_bytes: size.memory_quota_bytes(),
+            dirs: self
+                .dyno_roots()
+                .iter()
+                .map(|root| root.child(dyno_id))
+                .collect(),
+            view: view_roots.iter().map(|root| root.child(dyno_id)).collect(),
+        })
+    }
+
     /// Creates the dyno's cgroup (in every hierarchy used) and writes its limits. Idempotent:
     /// an existing cgroup gets the limits of `size` (which may resize it).
     pub fn create(&self, dyno_id: &str, size: &DynoSize) -> Result<DynoCgroup, CgroupError> {

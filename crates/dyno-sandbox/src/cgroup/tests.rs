@@ -387,6 +387,29 @@ fn v1_create_writes_twice_the_quota_pids_and_shares() {
     assert_eq!(tree.read("sys/fs/cgroup/cpu/dyno/web-1/cpu.shares"), "2048");
 }
 
+/// A sandbox is started with the planned handle while the daemon makes the cgroup: both must
+/// name the same directories, on v1 and v2. (The fake trees hold `web-1` already, as the
+/// kernel's files must be there: `create`, not `create_new`.)
+#[test]
+fn the_planned_cgroup_is_the_one_created() {
+    for (tree, size) in [
+        (v1_tree("planned-v1"), DynoSize::STANDARD_1X),
+        (
+            v2_tree("planned-v2", "0::/system.slice/dyno.service\n"),
+            small_size(),
+        ),
+    ] {
+        let cgroups = tree.detect().unwrap();
+        let planned = cgroups.planned("web-1", &size).unwrap();
+        let made = cgroups.create("web-1", &size).unwrap();
+        assert_eq!(planned.paths(), made.paths());
+        assert_eq!(planned.view_paths(), made.view_paths());
+        assert_eq!(planned.quota_bytes(), made.quota_bytes());
+        assert_eq!(planned.version(), made.version());
+        assert!(cgroups.planned("../x", &size).is_err(), "a bad name");
+    }
+}
+
 #[test]
 fn v1_without_swap_accounting_sets_only_the_memory_limit() {
     let tree = v1_tree("create-v1-no-memsw");
