@@ -16,9 +16,11 @@
 //!
 //! With LXCFS ([`crate::lxcfs`]), its files are bound over `/proc/meminfo`, `loadavg`, `stat`,
 //! `uptime`, `cpuinfo`, `swaps`, `diskstats` and `/sys/devices/system/cpu/online`: the dyno
-//! sees its own figures, not the host's. Each tmpfs (`/tmp`, `/dev/shm`, the writable layer of
-//! `/app`) is bounded by the dyno's memory quota: a runaway writer gets `ENOSPC` there rather
-//! than taking the dyno (or, without a cgroup, the host) to its memory limit.
+//! sees its own figures, not the host's. One tmpfs holds all the dyno may write (`/tmp`,
+//! `/dev/shm`, the writable layer of `/app`, its `/etc` files), bounded by the dyno's memory
+//! quota: a runaway writer gets `ENOSPC` there rather than taking the dyno (or, without a
+//! cgroup, the host) to its memory limit. One superblock rather than three: each costs a
+//! mount, and the kernel walks every superblock's lists whenever any memory cgroup goes.
 
 use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -29,11 +31,11 @@ use crate::sys::{io_context, mount, SysResult};
 const RO_BIND: libc::c_ulong =
     libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV;
 const DEVICES: [&str; 6] = ["null", "zero", "full", "random", "urandom", "tty"];
-/// Each tmpfs's bound for a dyno without a cgroup (no quota to take it from).
+/// The dyno's tmpfs's bound without a cgroup (no quota to take it from).
 pub const DEFAULT_TMPFS_BYTES: u64 = 512 * 1024 * 1024;
 
-/// The bound of each of the dyno's tmpfs mounts: its memory quota, which is half its kernel
-/// limit (2 × quota, see [`crate::cgroup`]), so one full tmpfs leaves the app the other half.
+/// The bound of the dyno's tmpfs: its memory quota, which is half its kernel limit (2 × quota,
+/// see [`crate::cgroup`]), so a full tmpfs leaves the app the other half.
 pub fn tmpfs_bytes(spec: &SandboxSpec) -> u64 {
     spec.cgroup
         .as_ref()
@@ -97,16 +99,9 @@ pub fn build(
     if let Some(view) = &spec.proc_view {
         proc_view(view, &root);
     }
-    let tmp = inside(&root, "tmp", 0o1777)?;
-    mount(
-        Some("dyno-tmp"),
-        &tmp,
-        Some("tmpfs"),
-        libc::MS_NOSUID | libc::MS_NODEV,
-        Some(&format!("mode=1777,size={tmpfs_size}")),
-    )?;
+    from_layer(&layer, "tmp", &inside(&root, "tmp", 0o1777)?)?;
     crate::masks::mask(&root)?;
-    dev(&root, tmpfs_size, spec.terminal)?;
+    dev(&root, &layer, spec.terminal)?;
     before_pivot()?;
     enter(&root)
 }
@@ -297,7 +292,21 @@ fn app(spec: &SandboxSpec, layer: &Path, root: &Path) -> SysResult<()> {
     )
 }
 
-fn dev(root: &Path, shm_size: u64, terminal: bool) -> SysResult<()> {
+/// A world-writable (sticky) directory of the layer at `target`: nosuid and nodev, as the
+/// layer is.
+fn from_layer(layer: &Path, name: &str, target: &Path) -> SysResult<()> {
+    let dir = layer.join(name);
+    mkdir(&dir, 0o1777)?;
+    mount(
+        Some(&dir.to_string_lossy()),
+        target,
+        None,
+        libc::MS_BIND,
+        None,
+    )
+}
+
+fn dev(root: &Path, layer: &Path, terminal: bool) -> SysResult<()> {
     let dev = inside(root, "dev", 0o755)?;
     mount(
         Some("dyno-dev"),
@@ -351,14 +360,7 @@ fn dev(root: &Path, shm_size: u64, terminal: bool) -> SysResult<()> {
         libc::MS_NOSUID | libc::MS_NOEXEC,
         Some("newinstance,ptmxmode=0666,mode=0620"),
     )?;
-    let shm = inside(root, "dev/shm", 0o1777)?;
-    mount(
-        Some("dyno-shm"),
-        &shm,
-        Some("tmpfs"),
-        libc::MS_NOSUID | libc::MS_NODEV,
-        Some(&format!("mode=1777,size={shm_size}")),
-    )?;
+    from_layer(layer, "shm", &inside(root, "dev/shm", 0o1777)?)?;
     for (link, to) in [
         ("ptmx", "pts/ptmx"),
         ("fd", "/proc/self/fd"),

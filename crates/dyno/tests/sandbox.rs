@@ -719,8 +719,8 @@ fn tmpfs_writes_past_the_dynos_quota_fail_with_enospc() {
     let (out, _) = bench.run_spec(&spec);
     let text = stdout(&out);
     assert!(out.status.success(), "{text}");
-    // Each tmpfs holds the quota (64 MiB) and not a byte more (the /app layer also holds the
-    // dyno's few /etc files); the dyno lives on.
+    // The tmpfs behind all three holds the quota (64 MiB) and not a byte more (it also holds
+    // the dyno's few /etc files); the dyno lives on.
     let quota = 64 * 1024 * 1024;
     for dir in ["/tmp", "/dev/shm", "/app"] {
         let bytes: u64 = text
