@@ -286,30 +286,31 @@ fn a_sandbox_that_cannot_be_built_says_why() {
     assert!(!stdout(&out).contains("never"));
 }
 
-/// Starts the dyno `spec` describes (its network gate on) with the gate's read end as the
-/// shim's stdin; returns the shim and the gate's write end.
+/// Starts `command` in a dyno of `bench` with its gate on, the gate's read end as the shim's
+/// stdin; returns its state dir, the shim and the gate's write end.
 fn spawn_gated(
-    spec: &SandboxSpec,
-    state: &StateDir,
-) -> (std::process::Child, std::os::fd::OwnedFd) {
-    launch::prepare(state, spec).unwrap();
+    bench: &Bench,
+    command: &str,
+) -> (StateDir, std::process::Child, std::os::fd::OwnedFd) {
+    let state = StateDir(bench.scratch.join(format!("state-gated-{}", rand_suffix())));
+    let mut spec = bench.spec(command);
+    spec.network_gate = true;
+    launch::prepare(&state, &spec).unwrap();
     let (gate_out, gate_in) = dyno_sandbox::sys::pipe().unwrap();
-    let shim = launch::shim_command(Path::new(env!("CARGO_BIN_EXE_dyno-shim")), state)
+    let shim = launch::shim_command(Path::new(env!("CARGO_BIN_EXE_dyno-shim")), &state)
         .stdin(Stdio::from(gate_out))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    (shim, gate_in)
+    (state, shim, gate_in)
 }
 
 #[test]
 fn behind_the_network_gate_the_app_starts_only_once_the_gate_opens() {
     let bench = Bench::new("gate");
-    let state = StateDir(bench.scratch.join("state-gate"));
-    let mut spec = bench.spec("echo started; readlink /proc/self/fd/0; read line; echo read=$?");
-    spec.network_gate = true;
-    let (shim, gate) = spawn_gated(&spec, &state);
+    let command = "echo started; readlink /proc/self/fd/0; read line; echo read=$?";
+    let (state, shim, gate) = spawn_gated(&bench, command);
     // The sandbox is built in far less than this; PID 1 must still be waiting at the gate,
     // childless, in the host's tree (its root not yet the dyno's).
     std::thread::sleep(std::time::Duration::from_millis(500));
@@ -335,10 +336,7 @@ fn behind_the_network_gate_the_app_starts_only_once_the_gate_opens() {
 #[test]
 fn a_gate_closed_unopened_ends_the_dyno_without_running_the_app() {
     let bench = Bench::new("gateshut");
-    let state = StateDir(bench.scratch.join("state-gateshut"));
-    let mut spec = bench.spec("echo never");
-    spec.network_gate = true;
-    let (shim, gate) = spawn_gated(&spec, &state);
+    let (state, shim, gate) = spawn_gated(&bench, "echo never");
     drop(gate);
     let out = shim.wait_with_output().unwrap();
     assert!(!stdout(&out).contains("never"), "{}", stdout(&out));
