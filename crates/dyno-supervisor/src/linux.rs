@@ -191,20 +191,12 @@ impl DynoHost for LinuxHost {
                 }
             }
         }
-        let gate = if gated {
-            match sys::pipe() {
-                Ok(gate) => Some(gate),
-                Err(e) => {
-                    undo(true, cgroup_made);
-                    return Err(StartError::Spawn(e));
-                }
+        let (gate_out, gate_in) = match gated.then(sys::pipe).transpose() {
+            Ok(gate) => gate.unzip(),
+            Err(e) => {
+                undo(true, cgroup_made);
+                return Err(StartError::Spawn(e));
             }
-        } else {
-            None
-        };
-        let (gate_out, gate_in) = match gate {
-            Some((read, write)) => (Some(read), Some(write)),
-            None => (None, None),
         };
         let started = launch::prepare(&state, &spec)
             .map_err(StartError::from)
